@@ -1,0 +1,45 @@
+// One event per line, `key=value`, the session or queue id first:
+//   2026-11-22T03:01:02.345Z id=S3 event=accepted client=127.0.0.1:40112
+// Lines go to a log file and, when echo is on, to stdout, where the launcher
+// picks them up and prefixes them with the child's name.
+#pragma once
+
+#include <cstdio>
+#include <filesystem>
+#include <initializer_list>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace mailnet {
+
+using log_field = std::pair<std::string_view, std::string_view>;
+
+// Quotes a value when it is empty or holds spaces, quotes, '=' or control bytes,
+// so that every line splits back into the same fields.
+std::string log_value(std::string_view value);
+
+// "2026-11-22T03:01:02.345Z" (UTC, milliseconds).
+std::string utc_timestamp();
+
+class event_log {
+ public:
+  event_log() = default;  // discards everything until open()
+  ~event_log();
+  event_log(const event_log&) = delete;
+  event_log& operator=(const event_log&) = delete;
+
+  // Appends to file (created with its folder). Throws std::system_error.
+  void open(const std::filesystem::path& file, bool echo_stdout);
+
+  void write(std::initializer_list<log_field> fields);
+  void write_raw(std::string_view line);  // a preformatted line, timestamp added
+
+ private:
+  std::mutex mutex_;
+  std::FILE* file_ = nullptr;
+  bool echo_ = false;
+};
+
+}  // namespace mailnet

@@ -1,0 +1,380 @@
+#include "common/topology.hpp"
+
+#include <algorithm>
+#include <arpa/inet.h>
+#include <charconv>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+namespace mailnet {
+
+using json = nlohmann::json;
+
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+// Walks the document and throws topology_error naming file and JSON path.
+class reader {
+ public:
+  explicit reader(std::string_view file) : file_(file) {}
+
+  [[noreturn]] void fail(const std::string& path, const std::string& what) const {
+    throw topology_error(file_ + ": " + path + ": " + what);
+  }
+
+  std::string type_name(const json& j) const {
+    return j.is_null() ? "null" : std::string(j.type_name());
+  }
+
+  void expect_object(const json& j, const std::string& path) const {
+    if (!j.is_object()) fail(path, "expected an object, found " + type_name(j));
+  }
+
+  // Unknown keys are errors: a typo must not silently fall back to a default.
+  void only_keys(const json& j, const std::string& path,
+                 std::initializer_list<std::string_view> allowed) const {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      if (std::find(allowed.begin(), allowed.end(), it.key()) == allowed.end()) {
+        std::string list;
+        for (auto a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+        fail(path + "." + it.key(), "unknown field (expected one of: " + list + ")");
+      }
+    }
+  }
+
+  std::string string_at(const json& j, const std::string& path) const {
+    if (!j.is_string()) fail(path, "expected a string, found " + type_name(j));
+    return j.get<std::string>();
+  }
+
+  bool bool_at(const json& j, const std::string& path) const {
+    if (!j.is_boolean()) fail(path, "expected true or false, found " + type_name(j));
+    return j.get<bool>();
+  }
+
+  std::uint64_t count_at(const json& j, const std::string& path, std::uint64_t min,
+                         std::uint64_t max) const {
+    if (!j.is_number_integer() || (j.is_number_integer() && !j.is_number_unsigned() && j.get<std::int64_t>() < 0))
+      fail(path, "expected a whole number from " + std::to_string(min) + " to " +
+                     std::to_string(max) + ", found " + type_name(j));
+    auto v = j.get<std::uint64_t>();
+    if (v < min || v > max)
+      fail(path, "expected a whole number from " + std::to_string(min) + " to " +
+                     std::to_string(max) + ", found " + std::to_string(v));
+    return v;
+  }
+
+  millis duration_at(const json& j, const std::string& path) const {
+    std::optional<millis> d;
+    if (j.is_number_unsigned()) d = millis(j.get<std::uint64_t>() * 1000);
+    else if (j.is_string()) d = parse_duration(j.get<std::string>());
+    if (!d || d->count() <= 0 || d->count() > 366LL * 24 * 3600 * 1000)
+      fail(path, "expected a duration such as \"500ms\", \"2s\", \"5m\" or a number of seconds");
+    return *d;
+  }
+
+  endpoint endpoint_at(const json& j, const std::string& path) const {
+    const std::string expected = "expected \"host:port\" with a loopback host (127.0.0.0/8 or [::1])";
+    if (!j.is_string()) fail(path, expected + ", found " + type_name(j));
+    std::string s = j.get<std::string>();
+    std::string host, port;
+    if (!s.empty() && s.front() == '[') {
+      auto close = s.find(']');
+      if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':')
+        fail(path, expected + ", found \"" + s + "\"");
+      host = s.substr(1, close - 1);
+      port = s.substr(close + 2);
+    } else {
+      auto colon = s.rfind(':');
+      if (colon == std::string::npos) fail(path, expected + ", found \"" + s + "\"");
+      host = s.substr(0, colon);
+      port = s.substr(colon + 1);
+    }
+    if (host == "localhost") host = "127.0.0.1";
+    if (!is_loopback_host(host)) fail(path, expected + ", found \"" + s + "\"");
+    unsigned value = 0;
+    auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (port.empty() || ec != std::errc() || ptr != port.data() + port.size() || value > 65535)
+      fail(path, "expected a port from 0 to 65535 in \"" + s + "\"");
+    return endpoint{host, static_cast<std::uint16_t>(value)};
+  }
+
+ private:
+  std::string file_;
+};
+
+struct domain_defaults {
+  retry_policy retry;
+  struct limits limits;
+  struct timeouts timeouts;
+  struct policy policy;
+};
+
+void read_retry(const reader& r, const json& j, const std::string& path, retry_policy& out) {
+  r.expect_object(j, path);
+  r.only_keys(j, path, {"first", "max", "give_up_after"});
+  if (j.contains("first")) out.first = r.duration_at(j["first"], path + ".first");
+  if (j.contains("max")) out.max = r.duration_at(j["max"], path + ".max");
+  if (j.contains("give_up_after")) out.give_up_after = r.duration_at(j["give_up_after"], path + ".give_up_after");
+  if (out.max < out.first) r.fail(path + ".max", "must not be shorter than first");
+}
+
+void read_limits(const reader& r, const json& j, const std::string& path, limits& out) {
+  r.expect_object(j, path);
+  r.only_keys(j, path, {"message_size", "recipients", "command_line", "text_line", "connections",
+                        "errors", "received_headers"});
+  if (j.contains("message_size")) out.message_size = r.count_at(j["message_size"], path + ".message_size", 1, 1ULL << 40);
+  if (j.contains("recipients")) out.recipients = r.count_at(j["recipients"], path + ".recipients", 1, 100000);
+  // RFC 5321 §4.5.3.1: at least 512 for commands and 1000 for text lines.
+  if (j.contains("command_line")) out.command_line = r.count_at(j["command_line"], path + ".command_line", 512, 1 << 20);
+  if (j.contains("text_line")) out.text_line = r.count_at(j["text_line"], path + ".text_line", 1000, 1 << 24);
+  if (j.contains("connections")) out.connections = r.count_at(j["connections"], path + ".connections", 1, 1000000);
+  if (j.contains("errors")) out.errors = r.count_at(j["errors"], path + ".errors", 1, 100000);
+  if (j.contains("received_headers")) out.received_headers = r.count_at(j["received_headers"], path + ".received_headers", 1, 10000);
+}
+
+void read_timeouts(const reader& r, const json& j, const std::string& path, timeouts& out) {
+  r.expect_object(j, path);
+  r.only_keys(j, path, {"command", "data_block", "relay_connect", "relay_reply"});
+  if (j.contains("command")) out.command = r.duration_at(j["command"], path + ".command");
+  if (j.contains("data_block")) out.data_block = r.duration_at(j["data_block"], path + ".data_block");
+  if (j.contains("relay_connect")) out.relay_connect = r.duration_at(j["relay_connect"], path + ".relay_connect");
+  if (j.contains("relay_reply")) out.relay_reply = r.duration_at(j["relay_reply"], path + ".relay_reply");
+}
+
+void read_policy(const reader& r, const json& j, const std::string& path, policy& out) {
+  r.expect_object(j, path);
+  r.only_keys(j, path, {"require_known_users", "mailbox_by_local_part", "require_helo_domain_match"});
+  if (j.contains("require_known_users")) out.require_known_users = r.bool_at(j["require_known_users"], path + ".require_known_users");
+  if (j.contains("mailbox_by_local_part")) out.mailbox_by_local_part = r.bool_at(j["mailbox_by_local_part"], path + ".mailbox_by_local_part");
+  if (j.contains("require_helo_domain_match")) out.require_helo_domain_match = r.bool_at(j["require_helo_domain_match"], path + ".require_helo_domain_match");
+}
+
+void read_settings(const reader& r, const json& j, const std::string& path, domain_defaults& out) {
+  if (j.contains("retry")) read_retry(r, j["retry"], path + ".retry", out.retry);
+  if (j.contains("limits")) read_limits(r, j["limits"], path + ".limits", out.limits);
+  if (j.contains("timeouts")) read_timeouts(r, j["timeouts"], path + ".timeouts", out.timeouts);
+  if (j.contains("policy")) read_policy(r, j["policy"], path + ".policy", out.policy);
+}
+
+// A user name becomes a Maildir folder name: keep to a conservative allow-list.
+bool is_valid_user(std::string_view u) {
+  if (u.empty() || u.size() > 64 || u.front() == '.' || u.back() == '.') return false;
+  if (u.find("..") != std::string_view::npos) return false;
+  return std::all_of(u.begin(), u.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '.' || c == '_' || c == '-' || c == '+';
+  });
+}
+
+bool is_valid_network_name(std::string_view n) {
+  if (n.empty() || n.size() > 64 || n.front() == '.') return false;
+  return std::all_of(n.begin(), n.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '.' || c == '_' || c == '-';
+  });
+}
+
+}  // namespace
+
+std::string endpoint::to_string() const {
+  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+  return host + ":" + std::to_string(port);
+}
+
+std::optional<std::string> domain_config::find_user(std::string_view local_part) const {
+  auto wanted = lower(local_part);
+  for (const auto& u : users)
+    if (lower(u) == wanted) return u;
+  return std::nullopt;
+}
+
+const domain_config* topology::find_domain(std::string_view domain) const {
+  auto wanted = lower(domain);
+  if (!wanted.empty() && wanted.back() == '.') wanted.pop_back();
+  for (const auto& d : domains)
+    if (d.name == wanted) return &d;
+  return nullptr;
+}
+
+std::optional<millis> parse_duration(std::string_view text) {
+  std::uint64_t value = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || ptr == text.data()) return std::nullopt;
+  std::string_view unit(ptr, static_cast<std::size_t>(text.data() + text.size() - ptr));
+  std::uint64_t scale = 0;
+  if (unit == "ms") scale = 1;
+  else if (unit == "s" || unit.empty()) scale = 1000;
+  else if (unit == "m") scale = 60000;
+  else if (unit == "h") scale = 3600000;
+  else return std::nullopt;
+  if (value > (1ULL << 40)) return std::nullopt;
+  return millis(static_cast<millis::rep>(value * scale));
+}
+
+bool is_valid_domain_name(std::string_view name) {
+  if (name.empty() || name.size() > 253) return false;
+  std::size_t labels = 0;
+  std::size_t start = 0;
+  while (start <= name.size()) {
+    auto dot = name.find('.', start);
+    auto label = name.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') return false;
+    for (unsigned char c : label)
+      if (!std::isalnum(c) && c != '-') return false;
+    ++labels;
+    if (dot == std::string_view::npos) break;
+    start = dot + 1;
+  }
+  return labels >= 1;
+}
+
+bool is_loopback_host(std::string_view host) {
+  std::string h(host);
+  in_addr v4{};
+  if (inet_pton(AF_INET, h.c_str(), &v4) == 1)
+    return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, h.c_str(), &v6) == 1) return IN6_IS_ADDR_LOOPBACK(&v6);
+  return false;
+}
+
+topology parse_topology(std::string_view json_text, std::string_view file_name) {
+  reader r(file_name);
+  json doc;
+  try {
+    doc = json::parse(json_text.begin(), json_text.end());
+  } catch (const json::parse_error& e) {
+    // nlohmann's message carries the line and column of the problem.
+    std::string what = e.what();
+    auto colon = what.find("parse error");
+    throw topology_error(std::string(file_name) + ": $: not valid JSON: " +
+                         (colon == std::string::npos ? what : what.substr(colon)));
+  }
+  r.expect_object(doc, "$");
+  r.only_keys(doc, "$", {"name", "resolver", "defaults", "domains", "steps", "description"});
+
+  topology t;
+  if (!doc.contains("name")) r.fail("$.name", "missing (expected the network's name)");
+  t.name = r.string_at(doc["name"], "$.name");
+  if (!is_valid_network_name(t.name))
+    r.fail("$.name", "expected letters, digits, '.', '_' or '-' (it names the run folder), found \"" + t.name + "\"");
+
+  if (doc.contains("resolver")) {
+    const auto& rj = doc["resolver"];
+    r.expect_object(rj, "$.resolver");
+    r.only_keys(rj, "$.resolver", {"listen", "timeout", "attempts"});
+    if (rj.contains("listen")) t.resolver.listen = r.endpoint_at(rj["listen"], "$.resolver.listen");
+    if (rj.contains("timeout")) t.resolver.query_timeout = r.duration_at(rj["timeout"], "$.resolver.timeout");
+    if (rj.contains("attempts")) t.resolver.query_attempts = static_cast<int>(r.count_at(rj["attempts"], "$.resolver.attempts", 1, 20));
+  }
+
+  domain_defaults defaults;
+  if (doc.contains("defaults")) {
+    const auto& dj = doc["defaults"];
+    r.expect_object(dj, "$.defaults");
+    r.only_keys(dj, "$.defaults", {"retry", "limits", "timeouts", "policy"});
+    read_settings(r, dj, "$.defaults", defaults);
+  }
+
+  if (!doc.contains("domains")) r.fail("$.domains", "missing (expected a list of domains)");
+  const auto& domains = doc["domains"];
+  if (!domains.is_array()) r.fail("$.domains", "expected a list of domains, found " + r.type_name(domains));
+  if (domains.empty()) r.fail("$.domains", "expected at least one domain");
+
+  std::map<std::string, std::string> seen_names;      // name -> path
+  std::map<std::string, std::string> seen_endpoints;  // host:port -> path
+  for (std::size_t i = 0; i < domains.size(); ++i) {
+    const std::string path = "$.domains[" + std::to_string(i) + "]";
+    const auto& dj = domains[i];
+    r.expect_object(dj, path);
+    r.only_keys(dj, path, {"name", "listen", "users", "retry", "limits", "timeouts", "policy", "restart"});
+    domain_config d;
+    if (!dj.contains("name")) r.fail(path + ".name", "missing (expected a domain name)");
+    d.name = lower(r.string_at(dj["name"], path + ".name"));
+    if (!d.name.empty() && d.name.back() == '.') d.name.pop_back();
+    if (!is_valid_domain_name(d.name))
+      r.fail(path + ".name", "expected a domain name such as \"jaku.com\", found \"" + d.name + "\"");
+    if (d.name == "resolver") r.fail(path + ".name", "\"resolver\" is reserved for the resolver");
+    if (auto it = seen_names.find(d.name); it != seen_names.end())
+      r.fail(path + ".name", "duplicate domain \"" + d.name + "\" (also at " + it->second + ")");
+    seen_names[d.name] = path + ".name";
+
+    if (!dj.contains("listen")) r.fail(path + ".listen", "missing (expected \"host:port\")");
+    d.listen = r.endpoint_at(dj["listen"], path + ".listen");
+    if (d.listen.port != 0) {
+      auto key = d.listen.to_string();
+      if (auto it = seen_endpoints.find(key); it != seen_endpoints.end())
+        r.fail(path + ".listen", "duplicate address " + key + " (also at " + it->second + ")");
+      seen_endpoints[key] = path + ".listen";
+    }
+
+    if (dj.contains("users")) {
+      const auto& uj = dj["users"];
+      if (!uj.is_array()) r.fail(path + ".users", "expected a list of user names, found " + r.type_name(uj));
+      std::set<std::string> seen_users;
+      for (std::size_t k = 0; k < uj.size(); ++k) {
+        const std::string upath = path + ".users[" + std::to_string(k) + "]";
+        auto u = r.string_at(uj[k], upath);
+        if (!is_valid_user(u))
+          r.fail(upath, "expected a user name of letters, digits, '.', '_', '-' or '+', found \"" + u + "\"");
+        if (!seen_users.insert(lower(u)).second) r.fail(upath, "duplicate user \"" + u + "\"");
+        d.users.push_back(u);
+      }
+    }
+
+    domain_defaults own = defaults;
+    read_settings(r, dj, path, own);
+    d.retry = own.retry;
+    d.limits = own.limits;
+    d.timeouts = own.timeouts;
+    d.policy = own.policy;
+    t.domains.push_back(std::move(d));
+  }
+  return t;
+}
+
+topology load_topology(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw topology_error(file.string() + ": cannot be read (" + std::strerror(errno) + ")");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_topology(text.str(), file.string());
+}
+
+std::string to_json_text(const topology& t) {
+  auto ms = [](millis m) { return std::to_string(m.count()) + "ms"; };
+  json doc;
+  doc["name"] = t.name;
+  doc["resolver"] = {{"listen", t.resolver.listen.to_string()},
+                     {"timeout", ms(t.resolver.query_timeout)},
+                     {"attempts", t.resolver.query_attempts}};
+  doc["domains"] = json::array();
+  for (const auto& d : t.domains) {
+    doc["domains"].push_back({
+        {"name", d.name},
+        {"listen", d.listen.to_string()},
+        {"users", d.users},
+        {"retry", {{"first", ms(d.retry.first)}, {"max", ms(d.retry.max)}, {"give_up_after", ms(d.retry.give_up_after)}}},
+        {"limits", {{"message_size", d.limits.message_size}, {"recipients", d.limits.recipients},
+                    {"command_line", d.limits.command_line}, {"text_line", d.limits.text_line},
+                    {"connections", d.limits.connections}, {"errors", d.limits.errors},
+                    {"received_headers", d.limits.received_headers}}},
+        {"timeouts", {{"command", ms(d.timeouts.command)}, {"data_block", ms(d.timeouts.data_block)},
+                      {"relay_connect", ms(d.timeouts.relay_connect)}, {"relay_reply", ms(d.timeouts.relay_reply)}}},
+        {"policy", {{"require_known_users", d.policy.require_known_users},
+                    {"mailbox_by_local_part", d.policy.mailbox_by_local_part},
+                    {"require_helo_domain_match", d.policy.require_helo_domain_match}}},
+    });
+  }
+  return doc.dump(2) + "\n";
+}
+
+}  // namespace mailnet

@@ -1,0 +1,105 @@
+// The topology model: what a network is made of, with every default filled in.
+// Parsing validates the whole document and reports the first problem with the
+// file name, the JSON path and what was expected.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mailnet {
+
+using millis = std::chrono::milliseconds;
+
+struct endpoint {
+  std::string host;  // a loopback address literal: 127.0.0.0/8 or ::1
+  std::uint16_t port = 0;
+
+  std::string to_string() const;  // "127.0.0.1:1025", "[::1]:1025"
+  friend bool operator==(const endpoint&, const endpoint&) = default;
+};
+
+struct retry_policy {
+  millis first{1000};
+  millis max{30000};
+  millis give_up_after{600000};
+};
+
+// RFC 5321 §4.5.3.1 sizes and Postfix-like defaults.
+struct limits {
+  std::uint64_t message_size = 10485760;
+  std::size_t recipients = 100;
+  std::size_t command_line = 512;
+  std::size_t text_line = 1000;
+  std::size_t connections = 200;
+  std::size_t errors = 20;
+  std::size_t received_headers = 50;
+};
+
+// RFC 5321 §4.5.3.2 timeouts (a scenario can shorten them).
+struct timeouts {
+  millis command{300000};
+  millis data_block{180000};
+  millis relay_connect{10000};
+  millis relay_reply{60000};
+};
+
+struct policy {
+  bool require_known_users = true;
+  bool mailbox_by_local_part = false;
+  bool require_helo_domain_match = false;
+};
+
+struct resolver_settings {
+  endpoint listen{"127.0.0.1", 5353};
+  millis query_timeout{500};
+  int query_attempts = 3;
+};
+
+struct domain_config {
+  std::string name;  // lower case, no trailing dot
+  endpoint listen;
+  std::vector<std::string> users;  // as written in the topology
+  retry_policy retry;
+  struct limits limits;
+  struct timeouts timeouts;
+  struct policy policy;
+
+  // The configured user whose mailbox receives mail for local_part, if any
+  // (local parts are compared without regard to case).
+  std::optional<std::string> find_user(std::string_view local_part) const;
+};
+
+struct topology {
+  std::string name;  // also the run folder's name: [A-Za-z0-9._-]+
+  resolver_settings resolver;
+  std::vector<domain_config> domains;
+
+  const domain_config* find_domain(std::string_view domain) const;  // case-insensitive
+};
+
+// Thrown for any invalid topology; what() is the whole user-facing message,
+// e.g. "topo.json: $.domains[1].listen: expected \"host:port\" with a loopback host".
+class topology_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+topology parse_topology(std::string_view json_text, std::string_view file_name);
+topology load_topology(const std::filesystem::path& file);
+
+// The resolved topology, every default written out (network.json, node input).
+std::string to_json_text(const topology& t);
+
+// "1500ms", "2s", "5m", "1h"; a bare number means seconds. nullopt if malformed.
+std::optional<millis> parse_duration(std::string_view text);
+
+bool is_valid_domain_name(std::string_view name);
+bool is_loopback_host(std::string_view host);
+
+}  // namespace mailnet

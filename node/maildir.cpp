@@ -1,0 +1,36 @@
+#include "node/maildir.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <stdexcept>
+
+#include "node/durable_file.hpp"
+
+namespace mailnet::node {
+
+std::filesystem::path maildir_store::folder(std::string_view mailbox) const {
+  // Names come from the topology or the SMTP allow-list already; check again
+  // here, where the path is made, so that no caller can escape the root.
+  bool ok = !mailbox.empty() && mailbox.size() <= 64 && mailbox.front() != '.' &&
+            std::all_of(mailbox.begin(), mailbox.end(), [](unsigned char c) {
+              return std::isalnum(c) || c == '.' || c == '_' || c == '-' || c == '+';
+            });
+  if (!ok) throw std::invalid_argument("mailbox name not allowed: " + std::string(mailbox));
+  return root_ / std::string(mailbox);
+}
+
+void maildir_store::ensure(std::string_view mailbox) const {
+  auto dir = folder(mailbox);
+  for (const char* sub : {"tmp", "new", "cur"}) std::filesystem::create_directories(dir / sub);
+}
+
+std::filesystem::path maildir_store::deliver(std::string_view mailbox, std::string_view message) const {
+  ensure(mailbox);
+  auto dir = folder(mailbox);
+  std::string name = unique_name() + ".mailnet";
+  auto final_path = dir / "new" / name;
+  publish_durably(dir / "tmp" / name, final_path, message);
+  return final_path;
+}
+
+}  // namespace mailnet::node

@@ -1,0 +1,3 @@
+#include "node/node_main.hpp"
+
+int main(int argc, char** argv) { return mailnet::node::node_main(argc, argv); }

@@ -1,0 +1,63 @@
+// What every part of a running node shares: its configuration, logs, stores
+// and the disk thread pool. Owned by node_service; parts hold a reference.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <cstddef>
+#include <functional>
+#include <string>
+
+#include "common/event_log.hpp"
+#include "common/topology.hpp"
+#include "node/maildir.hpp"
+#include "node/smtp_protocol.hpp"
+#include "node/spool.hpp"
+
+namespace mailnet::node {
+
+class relay;
+
+struct node_counters {
+  std::size_t received = 0;   // messages answered 250
+  std::size_t delivered = 0;  // copies written into a local Maildir
+  std::size_t relayed = 0;    // copies accepted by another node
+  std::size_t bounced = 0;
+};
+
+struct node_context {
+  node_context(const topology& n, const domain_config& c, std::filesystem::path d, event_log& ev, event_log& tr,
+               boost::asio::thread_pool& pool)
+      : net(n), config(c), dir(std::move(d)), events(ev), transcript(tr), maildirs(dir / "mail"),
+        queue(dir / "queue"), disk(pool) {}
+
+  const topology& net;
+  const domain_config& config;
+  std::filesystem::path dir;  // <run>/<domain>
+  event_log& events;          // node.log
+  event_log& transcript;      // smtp.log
+  maildir_store maildirs;
+  spool queue;
+  boost::asio::thread_pool& disk;
+  relay* relay_agent = nullptr;
+  node_counters counters;
+  std::size_t active_sessions = 0;
+
+  // An id unique on this node across restarts: milliseconds since the epoch
+  // in hex, then a counter.
+  std::string new_id();
+
+  // Makes the message durable for every recipient (Maildir for local ones,
+  // the queue for the rest) and only then returns true: the session's 250
+  // depends on it. Runs the blocking part on the disk pool.
+  boost::asio::awaitable<bool> commit(const envelope& env, std::string message, const std::string& id);
+
+  // Runs blocking file work on the disk pool and resumes the caller on its
+  // own executor; exceptions from work are rethrown to the caller.
+  boost::asio::awaitable<void> on_disk(std::function<void()> work);
+
+ private:
+  std::size_t id_counter_ = 0;
+};
+
+}  // namespace mailnet::node

@@ -1,0 +1,41 @@
+#include "node/node_main.hpp"
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <csignal>
+#include <iostream>
+
+#include "node/node_service.hpp"
+
+namespace mailnet::node {
+
+int node_main(int argc, char** argv) {
+  CLI::App app{"mailnet-node: one mail domain's SMTP server"};
+  std::string topology_file, domain, run_dir;
+  app.add_option("--topology", topology_file, "resolved topology (network.json)")->required();
+  app.add_option("--domain", domain, "the domain this node serves")->required();
+  app.add_option("--run-dir", run_dir, "the network's output folder")->required();
+  CLI11_PARSE(app, argc, argv);
+
+  std::signal(SIGPIPE, SIG_IGN);  // a closed stdout or socket is an error value, not death
+  try {
+    auto net = load_topology(topology_file);
+    boost::asio::io_context io(1);
+    node_service service(io, std::move(net), domain, std::filesystem::path(run_dir) / domain, true);
+    service.start();
+    boost::asio::signal_set signals(io, SIGTERM, SIGINT);
+    signals.async_wait([&](const boost::system::error_code& ec, int) {
+      if (ec) return;
+      service.stop();
+      io.stop();  // every 250 already given is on disk; nothing else must finish
+    });
+    io.run();
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "mailnet-node " << domain << ": " << e.what() << "\n";
+    return 1;
+  }
+}
+
+}  // namespace mailnet::node

@@ -1,0 +1,200 @@
+#include "node/node_service.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/udp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <algorithm>
+#include <chrono>
+#include <unistd.h>
+
+#include "node/node_context.hpp"
+#include "node/relay.hpp"
+#include "node/resolver_client.hpp"
+#include "node/smtp_session.hpp"
+
+namespace mailnet::node {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+std::string node_context::new_id() {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+                .count();
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%llX%04zX", static_cast<unsigned long long>(ms), ++id_counter_ & 0xFFFF);
+  return buf;
+}
+
+asio::awaitable<void> node_context::on_disk(std::function<void()> work) {
+  // The frame stays suspended while the pool runs work, so references into it
+  // are safe; the handler then resumes the coroutine on its own executor.
+  // (A coroutine lambda capturing work by move double-freed it under GCC 12.)
+  std::exception_ptr error;
+  auto initiate = [this, &work, &error](auto handler) {
+    asio::post(disk, [&work, &error, h = std::move(handler)]() mutable {
+      try {
+        work();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      auto ex = asio::get_associated_executor(h);
+      asio::dispatch(ex, std::move(h));
+    });
+  };
+  co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(initiate, asio::use_awaitable);
+  if (error) std::rethrow_exception(error);
+}
+
+asio::awaitable<bool> node_context::commit(const envelope& env, std::string message, const std::string& id) {
+  queued_message queued;
+  queued.id = id;
+  queued.mail_from = env.mail_from;
+  queued.created_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+  std::vector<std::string> local;
+  for (const auto& r : env.rcpts) {
+    if (r.is_local()) {
+      if (std::find(local.begin(), local.end(), r.mailbox) == local.end()) local.push_back(r.mailbox);
+    } else {
+      queued.rcpts.push_back({r.address, r.domain, {}, "pending", {}});
+    }
+  }
+  std::string error;
+  try {
+    co_await on_disk([&] {
+      // Local copies first, then the queue file for the rest: a failure in
+      // either answers 451, and a retry may duplicate a local copy, never lose one.
+      for (const auto& mailbox : local) maildirs.deliver(mailbox, message);
+      if (!queued.rcpts.empty()) {
+        queued.message = message;
+        queue.commit(queued);
+      }
+    });
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (!error.empty()) {
+    events.write({{"id", id}, {"event", "disk_error"}, {"error", error}});
+    co_return false;
+  }
+  ++counters.received;
+  counters.delivered += local.size();
+  for (const auto& mailbox : local) events.write({{"id", id}, {"event", "delivered"}, {"mailbox", mailbox}});
+  if (!queued.rcpts.empty() && relay_agent) relay_agent->schedule(std::move(queued));
+  co_return true;
+}
+
+struct node_service::impl {
+  impl(asio::io_context& io_, topology net_, const std::string& domain, std::filesystem::path dir_, bool echo_)
+      : io(io_), net(std::move(net_)), config(find(net, domain)), dir(std::move(dir_)), echo(echo_),
+        ctx(net, config, dir, events, transcript, disk),
+        acceptor(io) {}
+
+  static const domain_config& find(const topology& t, const std::string& domain) {
+    const auto* d = t.find_domain(domain);
+    if (!d) throw topology_error("domain " + domain + " is not in topology " + t.name);
+    return *d;
+  }
+
+  asio::awaitable<void> accept_loop() {
+    asio::steady_timer pause(io);
+    for (;;) {
+      auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+      if (ec) {
+        // Out of file descriptors (EMFILE/ENFILE) and the like: log, breathe, go on.
+        events.write({{"event", "accept_error"}, {"error", ec.message()}});
+        pause.expires_after(std::chrono::milliseconds(50));
+        co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+        continue;
+      }
+      asio::co_spawn(io, run_smtp_session(ctx, std::move(socket)), [this](std::exception_ptr e) {
+        if (!e) return;
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          events.write({{"event", "session_error"}, {"error", ex.what()}});
+        }
+      });
+    }
+  }
+
+  asio::io_context& io;
+  topology net;
+  const domain_config& config;
+  std::filesystem::path dir;
+  bool echo;
+  event_log events;
+  event_log transcript;
+  asio::thread_pool disk{8};  // concurrent fsyncs share journal commits
+  node_context ctx;
+  tcp::acceptor acceptor;
+  std::unique_ptr<resolver_client> resolver;
+  std::unique_ptr<relay> relay_agent;
+};
+
+node_service::node_service(asio::io_context& io, topology net, const std::string& domain,
+                           std::filesystem::path domain_dir, bool echo)
+    : impl_(std::make_unique<impl>(io, std::move(net), domain, std::move(domain_dir), echo)) {}
+
+node_service::~node_service() {
+  if (impl_) impl_->disk.join();
+}
+
+std::uint16_t node_service::start() {
+  auto& m = *impl_;
+  m.events.open(m.dir / "node.log", m.echo);
+  m.transcript.open(m.dir / "smtp.log", false);
+  for (const auto& user : m.config.users) {
+    std::string box = user;
+    for (auto& c : box) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    m.ctx.maildirs.ensure(box);
+  }
+  m.ctx.queue.recover();
+
+  tcp::endpoint ep(asio::ip::make_address(m.config.listen.host), m.config.listen.port);
+  boost::system::error_code ec;
+  m.acceptor.open(ep.protocol(), ec);
+  if (!ec) m.acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) m.acceptor.bind(ep, ec);
+  if (!ec) m.acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec)
+    throw std::system_error(ec.value(), std::generic_category(),
+                            m.config.name + ": cannot listen on " + m.config.listen.to_string());
+  auto port = m.acceptor.local_endpoint().port();
+
+  const auto& r = m.net.resolver;
+  m.resolver = std::make_unique<resolver_client>(
+      m.io.get_executor(), asio::ip::udp::endpoint(asio::ip::make_address(r.listen.host), r.listen.port),
+      r.query_timeout, r.query_attempts);
+  m.relay_agent = std::make_unique<relay>(m.io.get_executor(), m.ctx, *m.resolver);
+  m.ctx.relay_agent = m.relay_agent.get();
+  m.relay_agent->recover();
+
+  asio::co_spawn(m.io, m.accept_loop(), [this](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      impl_->events.write({{"event", "accept_loop_error"}, {"error", ex.what()}});
+    }
+  });
+  m.events.write({{"event", "ready"}, {"domain", m.config.name},
+                  {"listen", endpoint{m.config.listen.host, port}.to_string()},
+                  {"pid", std::to_string(::getpid())}});
+  return port;
+}
+
+void node_service::stop() {
+  boost::system::error_code ec;
+  impl_->acceptor.close(ec);
+}
+
+}  // namespace mailnet::node

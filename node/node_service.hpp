@@ -1,0 +1,36 @@
+// A whole node in one object: listener, sessions, stores and relay, on the
+// caller's io_context. main() runs one; tests can run one in-process on port 0.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "common/topology.hpp"
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace mailnet::node {
+
+class node_service {
+ public:
+  // domain_dir is <run>/<domain>; logs echo to stdout when echo is true.
+  node_service(boost::asio::io_context& io, topology net, const std::string& domain,
+               std::filesystem::path domain_dir, bool echo);
+  ~node_service();
+
+  // Binds the listener (throws std::system_error naming the address), creates
+  // the Maildirs, recovers the queue, starts accepting, logs event=ready and
+  // returns the bound port.
+  std::uint16_t start();
+  void stop();  // stops accepting; sessions end with the io_context
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace mailnet::node

@@ -1,0 +1,82 @@
+#include "node/smtp_channel.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+namespace mailnet::node {
+
+using namespace asio::experimental::awaitable_operators;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+smtp_channel::smtp_channel(tcp::socket socket) : socket_(std::move(socket)), timer_(socket_.get_executor()) {}
+
+asio::awaitable<io_status> smtp_channel::fill(millis timeout) {
+  char chunk[16384];
+  timer_.expires_after(timeout);
+  auto result = co_await (socket_.async_read_some(asio::buffer(chunk), use_tuple) || timer_.async_wait(use_tuple));
+  if (result.index() == 1) co_return io_status::timeout;
+  auto [ec, n] = std::get<0>(result);
+  if (ec == asio::error::eof) co_return io_status::eof;
+  if (ec) co_return io_status::error;
+  in_.append(chunk, n);
+  co_return io_status::ok;
+}
+
+asio::awaitable<std::pair<io_status, std::string>> smtp_channel::read_line(std::size_t max, millis timeout) {
+  bool discarding = false;
+  std::size_t scanned = 0;
+  for (;;) {
+    auto nl = in_.find('\n', scanned);
+    if (nl != std::string::npos) {
+      if (discarding || nl > max - 1) {  // max counts the CRLF
+        in_.erase(0, nl + 1);
+        co_return std::pair{io_status::too_long, std::string{}};
+      }
+      std::string line = in_.substr(0, nl);
+      in_.erase(0, nl + 1);
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      co_return std::pair{io_status::ok, std::move(line)};
+    }
+    if (in_.size() > max) {  // keep memory bounded: drop what cannot be a command
+      discarding = true;
+      in_.clear();
+    }
+    scanned = in_.size();
+    auto st = co_await fill(timeout);
+    if (st != io_status::ok) co_return std::pair{st, std::string{}};
+  }
+}
+
+asio::awaitable<std::pair<io_status, std::string_view>> smtp_channel::read_some(millis timeout) {
+  if (in_.empty()) {
+    auto st = co_await fill(timeout);
+    if (st != io_status::ok) co_return std::pair{st, std::string_view{}};
+  }
+  co_return std::pair{io_status::ok, std::string_view(in_)};
+}
+
+asio::awaitable<io_status> smtp_channel::write(std::string_view data, millis timeout) {
+  timer_.expires_after(timeout);
+  auto result = co_await (asio::async_write(socket_, asio::buffer(data), use_tuple) || timer_.async_wait(use_tuple));
+  if (result.index() == 1) co_return io_status::timeout;
+  auto [ec, n] = std::get<0>(result);
+  co_return ec ? io_status::error : io_status::ok;
+}
+
+asio::awaitable<std::pair<io_status, tcp::socket>> smtp_channel::connect(asio::any_io_executor ex, tcp::endpoint to,
+                                                                        millis timeout) {
+  tcp::socket socket(ex);
+  asio::steady_timer timer(ex);
+  timer.expires_after(timeout);
+  auto result = co_await (socket.async_connect(to, use_tuple) || timer.async_wait(use_tuple));
+  if (result.index() == 1) co_return std::pair{io_status::timeout, tcp::socket(ex)};
+  auto [ec] = std::get<0>(result);
+  if (ec) co_return std::pair{io_status::error, tcp::socket(ex)};
+  co_return std::pair{io_status::ok, std::move(socket)};
+}
+
+}  // namespace mailnet::node

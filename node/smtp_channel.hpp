@@ -1,0 +1,55 @@
+// A TCP connection that speaks in lines with a deadline on every read and
+// write (STYLE.md 5). Shared by the server session and the relay client.
+// Expected outcomes (EOF, timeout, reset) come back as values.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace mailnet::node {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using millis = std::chrono::milliseconds;
+
+enum class io_status { ok, eof, timeout, error, too_long };
+
+class smtp_channel {
+ public:
+  explicit smtp_channel(tcp::socket socket);
+
+  tcp::socket& socket() { return socket_; }
+
+  // One line without its CRLF (a bare LF also ends a command line). A line
+  // longer than max bytes is read and thrown away through its LF, in bounded
+  // memory, and reported as too_long.
+  asio::awaitable<std::pair<io_status, std::string>> read_line(std::size_t max, millis timeout);
+
+  // Whatever is buffered, or the next bytes from the socket. Call consume()
+  // with how much of it was used.
+  asio::awaitable<std::pair<io_status, std::string_view>> read_some(millis timeout);
+  void consume(std::size_t n) { in_.erase(0, n); }
+
+  bool has_buffered_input() const { return !in_.empty(); }
+  bool has_buffered_line() const { return in_.find('\n') != std::string::npos; }
+
+  asio::awaitable<io_status> write(std::string_view data, millis timeout);
+
+  // Connects with a deadline.
+  static asio::awaitable<std::pair<io_status, tcp::socket>> connect(asio::any_io_executor ex, tcp::endpoint to,
+                                                                   millis timeout);
+
+ private:
+  asio::awaitable<io_status> fill(millis timeout);
+
+  tcp::socket socket_;
+  asio::steady_timer timer_;
+  std::string in_;
+};
+
+}  // namespace mailnet::node

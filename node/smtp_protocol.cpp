@@ -1,0 +1,334 @@
+#include "node/smtp_protocol.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+
+#include "common/address.hpp"
+
+namespace mailnet::node {
+
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+bool istarts_with(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+bool has_control(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](unsigned char c) { return (c < 0x20 && c != '\t') || c == 0x7f; });
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// A local part that may become a folder name when users are not listed.
+bool is_safe_mailbox_name(std::string_view s) {
+  if (s.empty() || s.size() > 64 || s.front() == '.' || s.find("..") != std::string_view::npos) return false;
+  return std::all_of(s.begin(), s.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '.' || c == '_' || c == '-' || c == '+';
+  });
+}
+
+bool is_helo_argument(std::string_view s) {
+  if (s.size() >= 2 && s.front() == '[' && s.back() == ']')  // address literal
+    return std::all_of(s.begin() + 1, s.end() - 1, [](unsigned char c) {
+      return std::isalnum(c) || c == '.' || c == ':';
+    });
+  std::string d = lower(s);
+  if (!d.empty() && d.back() == '.') d.pop_back();
+  return is_valid_domain_name(d);
+}
+
+struct param_result {
+  int code = 0;  // 0: fine
+  std::string text;
+  mail_parameters params;
+};
+
+// ESMTP parameters of MAIL FROM (RFC 5321 §4.1.2, RFC 1870 SIZE, RFC 6152 BODY).
+param_result parse_mail_parameters(std::string_view rest, std::uint64_t size_limit) {
+  param_result r;
+  rest = trim(rest);
+  while (!rest.empty()) {
+    auto space = rest.find(' ');
+    std::string_view word = rest.substr(0, space);
+    rest = space == std::string_view::npos ? std::string_view{} : trim(rest.substr(space));
+    auto eq = word.find('=');
+    std::string_view key = word.substr(0, eq);
+    std::string_view value = eq == std::string_view::npos ? std::string_view{} : word.substr(eq + 1);
+    if (iequals(key, "SIZE")) {
+      std::uint64_t n = 0;
+      auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+      if (value.empty() || ec != std::errc() || ptr != value.data() + value.size()) {
+        r.code = 501;
+        r.text = "5.5.4 SIZE must be a whole number that fits in 64 bits";
+        return r;
+      }
+      if (n > size_limit) {
+        r.code = 552;
+        r.text = "5.3.4 Message size exceeds fixed limit of " + std::to_string(size_limit) + " bytes";
+        return r;
+      }
+      r.params.size = n;
+    } else if (iequals(key, "BODY")) {
+      if (iequals(value, "8BITMIME")) r.params.eight_bit = true;
+      else if (!iequals(value, "7BIT")) {
+        r.code = 501;
+        r.text = "5.5.4 BODY must be 7BIT or 8BITMIME";
+        return r;
+      }
+    } else {
+      r.code = 555;
+      r.text = "5.5.4 Unsupported parameter " + std::string(key.substr(0, 64));
+      return r;
+    }
+  }
+  return r;
+}
+
+std::string multiline(int code, const std::vector<std::string>& lines) {
+  std::string out;
+  for (std::size_t i = 0; i < lines.size(); ++i)
+    out += std::to_string(code) + (i + 1 < lines.size() ? "-" : " ") + lines[i] + "\r\n";
+  return out;
+}
+
+}  // namespace
+
+// The verb table: each row names the verb, the phases it is allowed in and
+// its action. Phases are a bit set over smtp_protocol::phase.
+struct smtp_protocol::verb_row {
+  std::string_view name;
+  unsigned allowed;
+  step (smtp_protocol::*action)(std::string_view);
+  std::string_view out_of_sequence;  // the 503 text
+};
+
+namespace {
+constexpr unsigned any_phase = 0xF;
+constexpr unsigned after_helo = 0xE;   // greeted, mail, rcpt
+constexpr unsigned need_mail = 0xC;    // mail, rcpt
+constexpr unsigned need_rcpt = 0x8;    // rcpt
+constexpr unsigned no_mail = 0x2;      // greeted (not inside a transaction)
+}  // namespace
+
+const smtp_protocol::verb_row smtp_protocol::verbs_[] = {
+    {"HELO", any_phase, nullptr, ""},  // handled before the table (needs the esmtp flag)
+    {"EHLO", any_phase, nullptr, ""},
+    {"MAIL", no_mail, &smtp_protocol::do_mail, "5.5.1 Send HELO/EHLO first, or finish this transaction"},
+    {"RCPT", need_mail, &smtp_protocol::do_rcpt, "5.5.1 Need MAIL before RCPT"},
+    {"DATA", need_rcpt, &smtp_protocol::do_data, "5.5.1 Need RCPT before DATA"},
+    {"RSET", any_phase, &smtp_protocol::do_rset, ""},
+    {"NOOP", any_phase, &smtp_protocol::do_noop, ""},
+    {"VRFY", any_phase, &smtp_protocol::do_vrfy, ""},
+    {"HELP", any_phase, &smtp_protocol::do_help, ""},
+    {"QUIT", any_phase, &smtp_protocol::do_quit, ""},
+    {"EXPN", any_phase, &smtp_protocol::do_not_implemented, ""},
+    {"TURN", any_phase, &smtp_protocol::do_not_implemented, ""},
+    {"ETRN", any_phase, &smtp_protocol::do_not_implemented, ""},
+    {"BDAT", any_phase, &smtp_protocol::do_not_implemented, ""},
+    {"AUTH", any_phase, &smtp_protocol::do_not_implemented, ""},
+    {"STARTTLS", any_phase, &smtp_protocol::do_not_implemented, ""},
+};
+
+smtp_protocol::smtp_protocol(const domain_config& config, std::string client_ip) : config_(config) {
+  env_.client_ip = std::move(client_ip);
+}
+
+std::string smtp_protocol::greeting() const {
+  return "220 " + config_.name + " ESMTP mailnet ready\r\n";
+}
+
+std::string smtp_protocol::timeout_reply() const {
+  return "421 4.4.2 " + config_.name + " Timeout exceeded, closing connection\r\n";
+}
+
+step smtp_protocol::reply(int code, std::string_view text) {
+  step s{std::to_string(code) + " " + std::string(text) + "\r\n", next_step::read_command};
+  if (code >= 400 && ++errors_ >= config_.limits.errors) {
+    s.reply += "421 4.7.0 " + config_.name + " Too many errors, closing connection\r\n";
+    s.next = next_step::close;
+  }
+  return s;
+}
+
+step smtp_protocol::on_line_too_long() {
+  return reply(500, "5.5.2 Line too long (limit " + std::to_string(config_.limits.command_line) + " bytes)");
+}
+
+step smtp_protocol::on_line(std::string_view line) {
+  if (has_control(line)) return reply(501, "5.5.2 Control characters are not allowed in commands");
+  auto space = line.find(' ');
+  std::string_view verb = line.substr(0, space);
+  std::string_view arg = space == std::string_view::npos ? std::string_view{} : line.substr(space + 1);
+  if (iequals(verb, "HELO")) return do_helo(arg, false);
+  if (iequals(verb, "EHLO")) return do_helo(arg, true);
+  for (const auto& row : verbs_) {
+    if (!iequals(verb, row.name) || !row.action) continue;
+    if (!(row.allowed & (1u << static_cast<unsigned>(phase_)))) return reply(503, row.out_of_sequence);
+    return (this->*row.action)(arg);
+  }
+  return reply(500, "5.5.1 Command unrecognized");
+}
+
+void smtp_protocol::reset_transaction() {
+  env_.mail_from.clear();
+  env_.rcpts.clear();
+  if (phase_ != phase::fresh) phase_ = phase::greeted;
+}
+
+step smtp_protocol::do_helo(std::string_view arg, bool esmtp) {
+  arg = trim(arg);
+  if (arg.empty()) return reply(501, "5.5.4 Syntax: " + std::string(esmtp ? "EHLO" : "HELO") + " hostname");
+  if (!is_helo_argument(arg)) return reply(501, "5.5.4 Invalid domain name in " + std::string(esmtp ? "EHLO" : "HELO"));
+  reset_transaction();
+  phase_ = phase::greeted;
+  env_.helo = lower(arg);
+  env_.esmtp = esmtp;
+  if (!esmtp) return {"250 " + config_.name + "\r\n", next_step::read_command};
+  return {multiline(250, {config_.name + " greets " + env_.helo, "SIZE " + std::to_string(config_.limits.message_size),
+                          "8BITMIME", "PIPELINING", "ENHANCEDSTATUSCODES", "HELP"}),
+          next_step::read_command};
+}
+
+step smtp_protocol::do_mail(std::string_view arg) {
+  if (!istarts_with(arg, "FROM:")) return reply(501, "5.5.4 Syntax: MAIL FROM:<address>");
+  auto path = parse_path(arg.substr(5));
+  switch (path.error) {
+    case address_error::none: break;
+    case address_error::control_bytes: return reply(501, "5.5.2 " + std::string(describe(path.error)));
+    case address_error::too_long:
+    case address_error::address_literal: return reply(553, "5.1.7 " + std::string(describe(path.error)));
+    default: return reply(501, "5.1.7 Bad sender address syntax: " + std::string(describe(path.error)));
+  }
+  auto params = parse_mail_parameters(path.rest, config_.limits.message_size);
+  if (params.code) return reply(params.code, params.text);
+  if (!path.null_path && config_.policy.require_helo_domain_match && path.box.domain != env_.helo)
+    return reply(550, "5.7.1 Sender domain " + path.box.domain + " does not match the HELO/EHLO domain " + env_.helo);
+  env_.mail_from = path.null_path ? std::string{} : path.box.to_string();
+  phase_ = phase::mail;
+  return {"250 2.1.0 Ok\r\n", next_step::read_command};
+}
+
+step smtp_protocol::do_rcpt(std::string_view arg) {
+  if (!istarts_with(arg, "TO:")) return reply(501, "5.5.4 Syntax: RCPT TO:<address>");
+  std::string_view text = arg.substr(3);
+  auto path = parse_path(text);
+  // RFC 5321 §4.1.1.3: <Postmaster> (and, here, any bare local part) means this domain.
+  std::string qualified;
+  if (path.error == address_error::bad_syntax) {
+    auto open = text.find('<'), close = text.find('>');
+    if (open != std::string_view::npos && close != std::string_view::npos && close > open &&
+        text.substr(open, close - open).find('@') == std::string_view::npos) {
+      qualified = std::string(text.substr(0, close)) + "@" + config_.name + std::string(text.substr(close));
+      path = parse_path(qualified);
+    }
+  }
+  switch (path.error) {
+    case address_error::none: break;
+    case address_error::control_bytes: return reply(501, "5.5.2 " + std::string(describe(path.error)));
+    case address_error::too_long:
+    case address_error::address_literal: return reply(553, "5.1.3 " + std::string(describe(path.error)));
+    default: return reply(501, "5.1.3 Bad recipient address syntax: " + std::string(describe(path.error)));
+  }
+  if (path.null_path) return reply(501, "5.1.3 The null address <> is not a recipient");
+  if (!trim(path.rest).empty()) return reply(555, "5.5.4 RCPT parameters are not supported");
+  if (env_.rcpts.size() >= config_.limits.recipients) return reply(452, "4.5.3 Too many recipients");
+
+  recipient r{path.box.to_string(), path.box.domain, {}};
+  const bool ours = path.box.domain == config_.name || config_.policy.mailbox_by_local_part;
+  if (ours) {
+    if (path.box.quoted) return reply(553, "5.1.3 Quoted local parts are not accepted for local delivery");
+    if (auto user = config_.find_user(path.box.local)) {
+      r.mailbox = lower(*user);
+    } else if (config_.policy.require_known_users) {
+      return reply(550, "5.1.1 <" + path.box.to_string() + ">: Recipient address rejected: User unknown");
+    } else if (is_safe_mailbox_name(path.box.local)) {
+      r.mailbox = lower(path.box.local);
+    } else {
+      return reply(553, "5.1.3 <" + path.box.to_string() + ">: mailbox name not allowed");
+    }
+    r.address = path.box.local + "@" + config_.name;
+    r.domain = config_.name;
+  } else {
+    // Relay only for our own senders; %, ! and quoted @ in the local part
+    // change nothing, since routing looks at the domain alone.
+    auto sender = parse_mailbox(env_.mail_from);
+    if (!sender || sender->domain != config_.name)
+      return reply(554, "5.7.1 <" + path.box.to_string() + ">: Relay access denied");
+  }
+  env_.rcpts.push_back(std::move(r));
+  phase_ = phase::rcpt;
+  return {"250 2.1.5 Ok\r\n", next_step::read_command};
+}
+
+step smtp_protocol::do_data(std::string_view arg) {
+  if (!trim(arg).empty()) return reply(501, "5.5.4 DATA takes no arguments");
+  return {"354 End data with <CR><LF>.<CR><LF>\r\n", next_step::read_data};
+}
+
+step smtp_protocol::on_data_end(const data_outcome& outcome) {
+  if (outcome.too_big) {
+    reset_transaction();
+    return reply(552, "5.3.4 Message size exceeds fixed limit of " + std::to_string(config_.limits.message_size) + " bytes");
+  }
+  if (outcome.line_too_long) {
+    reset_transaction();
+    return reply(500, "5.5.2 Message has a line longer than " + std::to_string(config_.limits.text_line) + " bytes");
+  }
+  if (outcome.received_headers > config_.limits.received_headers) {
+    reset_transaction();
+    return reply(554, "5.4.6 Too many Received: headers, mail forwarding loop");
+  }
+  return {"", next_step::commit};
+}
+
+step smtp_protocol::on_commit(bool ok, std::string_view queue_id_or_error) {
+  reset_transaction();
+  if (!ok) return reply(451, "4.3.0 Local error in processing, try again later");
+  return {"250 2.0.0 Ok: queued as " + std::string(queue_id_or_error) + "\r\n", next_step::read_command};
+}
+
+step smtp_protocol::do_rset(std::string_view) {
+  reset_transaction();
+  return {"250 2.0.0 Ok\r\n", next_step::read_command};
+}
+
+step smtp_protocol::do_noop(std::string_view) { return {"250 2.0.0 Ok\r\n", next_step::read_command}; }
+
+step smtp_protocol::do_vrfy(std::string_view arg) {
+  if (trim(arg).empty()) return reply(501, "5.5.4 Syntax: VRFY address");
+  return {"252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery\r\n", next_step::read_command};
+}
+
+step smtp_protocol::do_help(std::string_view) {
+  return {multiline(214, {"2.0.0 mailnet " + config_.name + " commands:",
+                          "2.0.0 HELO EHLO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT",
+                          "2.0.0 End of HELP info"}),
+          next_step::read_command};
+}
+
+step smtp_protocol::do_quit(std::string_view) {
+  return {"221 2.0.0 " + config_.name + " Bye\r\n", next_step::close};
+}
+
+step smtp_protocol::do_not_implemented(std::string_view) {
+  return reply(502, "5.5.1 Command not implemented");
+}
+
+}  // namespace mailnet::node

@@ -1,0 +1,89 @@
+// The server side of an SMTP conversation as pure code: command lines in,
+// replies and the next step out. No sockets, no disk: the session coroutine
+// (smtp_session) does the I/O, and commits the message between
+// on_data_end() and on_commit().
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/topology.hpp"
+
+namespace mailnet::node {
+
+struct recipient {
+  std::string address;  // as it goes into the envelope: local@domain
+  std::string domain;
+  std::string mailbox;  // the Maildir folder name for a local recipient, empty for relay
+  bool is_local() const { return !mailbox.empty(); }
+};
+
+struct envelope {
+  std::string helo;
+  bool esmtp = false;
+  std::string client_ip;
+  std::string mail_from;  // empty: the null sender <>
+  std::vector<recipient> rcpts;
+};
+
+enum class next_step { read_command, read_data, commit, close };
+
+struct step {
+  std::string reply;  // wire text, CRLF-terminated (possibly several lines); may be empty
+  next_step next = next_step::read_command;
+};
+
+// Result of the data phase, as the session reports it.
+struct data_outcome {
+  bool too_big = false;
+  bool line_too_long = false;
+  std::size_t received_headers = 0;
+};
+
+class smtp_protocol {
+ public:
+  smtp_protocol(const domain_config& config, std::string client_ip);
+
+  std::string greeting() const;
+  step on_line(std::string_view line);  // one command line, CRLF removed
+  step on_line_too_long();              // the line passed limits.command_line
+  step on_data_end(const data_outcome& outcome);  // commit, or a rejection
+  step on_commit(bool ok, std::string_view queue_id_or_error);
+  std::string timeout_reply() const;    // 421 4.4.2
+
+  const envelope& transaction() const { return env_; }
+
+ private:
+  enum class phase { fresh, greeted, mail, rcpt };
+  struct verb_row;
+  static const verb_row verbs_[];
+
+  step reply(int code, std::string_view text);  // counts errors, may close
+  step do_helo(std::string_view arg, bool esmtp);
+  step do_mail(std::string_view arg);
+  step do_rcpt(std::string_view arg);
+  step do_data(std::string_view arg);
+  step do_rset(std::string_view arg);
+  step do_noop(std::string_view arg);
+  step do_vrfy(std::string_view arg);
+  step do_help(std::string_view arg);
+  step do_quit(std::string_view arg);
+  step do_not_implemented(std::string_view arg);
+  void reset_transaction();
+
+  const domain_config& config_;
+  phase phase_ = phase::fresh;
+  envelope env_;
+  std::size_t errors_ = 0;
+};
+
+// Helpers exposed for tests.
+struct mail_parameters {
+  std::optional<std::uint64_t> size;
+  bool eight_bit = false;
+};
+
+}  // namespace mailnet::node

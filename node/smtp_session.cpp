@@ -1,0 +1,154 @@
+#include "node/smtp_session.hpp"
+
+#include <boost/asio/use_awaitable.hpp>
+
+#include "node/data_reader.hpp"
+#include "node/smtp_channel.hpp"
+#include "node/trace_headers.hpp"
+
+namespace mailnet::node {
+
+namespace {
+
+// A transcript line shows control bytes as \xNN so a student can see them.
+std::string printable(std::string_view s, std::size_t max = 300) {
+  std::string out;
+  for (unsigned char c : s.substr(0, max)) {
+    if (c < 0x20 || c == 0x7f || c == '\\') {
+      static const char hex[] = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (s.size() > max) out += "...(" + std::to_string(s.size()) + " bytes)";
+  return out;
+}
+
+class session {
+ public:
+  session(node_context& ctx, tcp::socket socket)
+      : ctx_(ctx), channel_(std::move(socket)), id_(ctx.new_id()), protocol_(ctx.config, client_ip()) {}
+
+  asio::awaitable<void> run();
+
+ private:
+  std::string client_ip() {
+    boost::system::error_code ec;
+    auto ep = channel_.socket().remote_endpoint(ec);
+    return ec ? std::string("unknown") : ep.address().to_string();
+  }
+
+  void log_client(std::string_view line) { ctx_.transcript.write_raw(id_ + " C: " + printable(line)); }
+  void log_server(std::string_view reply) {
+    std::size_t pos = 0;
+    while (pos < reply.size()) {
+      auto eol = reply.find("\r\n", pos);
+      ctx_.transcript.write_raw(id_ + " S: " + printable(reply.substr(pos, eol - pos)));
+      if (eol == std::string_view::npos) break;
+      pos = eol + 2;
+    }
+  }
+
+  // Replies wait in pending_ while the client has pipelined more commands
+  // (RFC 2920), and go out together when the input runs dry.
+  asio::awaitable<bool> send(std::string_view reply, bool flush_now) {
+    log_server(reply);
+    pending_ += reply;
+    if (!flush_now && channel_.has_buffered_line()) co_return true;
+    auto st = co_await channel_.write(pending_, ctx_.config.timeouts.command);
+    pending_.clear();
+    co_return st == io_status::ok;
+  }
+
+  asio::awaitable<step> read_data();
+
+  node_context& ctx_;
+  smtp_channel channel_;
+  std::string id_;
+  smtp_protocol protocol_;
+  std::string pending_;
+};
+
+asio::awaitable<step> session::read_data() {
+  const auto& limits = ctx_.config.limits;
+  data_reader reader(limits.message_size, limits.text_line);
+  while (!reader.done()) {
+    auto [st, bytes] = co_await channel_.read_some(ctx_.config.timeouts.data_block);
+    if (st == io_status::timeout) co_return step{protocol_.timeout_reply(), next_step::close};
+    if (st != io_status::ok) co_return step{"", next_step::close};
+    channel_.consume(reader.feed(bytes));
+  }
+  auto facts = scan_headers(reader.message());
+  ctx_.transcript.write_raw(id_ + " C: <message: " + std::to_string(reader.size()) + " bytes>");
+  step s = protocol_.on_data_end({reader.too_big(), reader.line_too_long(), facts.received});
+  if (s.next != next_step::commit) co_return s;
+
+  const envelope& env = protocol_.transaction();
+  std::string qid = ctx_.new_id();
+  trace_info trace{env.helo, env.client_ip, ctx_.config.name, env.esmtp, qid,
+                   env.rcpts.size() == 1 ? env.rcpts.front().address : std::string{},
+                   std::chrono::system_clock::now()};
+  std::string message = make_trace_headers(trace, facts);
+  message += reader.message();
+  bool ok = co_await ctx_.commit(env, std::move(message), qid);
+  ctx_.events.write({{"id", qid}, {"event", ok ? "accepted" : "commit_failed"}, {"session", id_},
+                     {"from", env.mail_from}, {"rcpts", std::to_string(env.rcpts.size())},
+                     {"size", std::to_string(reader.size())}});
+  co_return protocol_.on_commit(ok, qid);
+}
+
+asio::awaitable<void> session::run() {
+  ctx_.events.write({{"id", id_}, {"event", "connect"}, {"client", client_ip()}});
+  ctx_.transcript.write_raw(id_ + " connect from " + client_ip());
+  if (ctx_.active_sessions > ctx_.config.limits.connections) {
+    co_await send("421 4.7.0 " + ctx_.config.name + " Too many connections, try again later\r\n", true);
+    co_return;
+  }
+  if (!co_await send(protocol_.greeting(), true)) co_return;
+
+  for (;;) {
+    auto [st, line] = co_await channel_.read_line(ctx_.config.limits.command_line, ctx_.config.timeouts.command);
+    step s;
+    if (st == io_status::timeout) {
+      co_await send(protocol_.timeout_reply(), true);
+      break;
+    }
+    if (st == io_status::eof || st == io_status::error) break;
+    if (st == io_status::too_long) {
+      ctx_.transcript.write_raw(id_ + " C: <line over " + std::to_string(ctx_.config.limits.command_line) + " bytes>");
+      s = protocol_.on_line_too_long();
+    } else {
+      log_client(line);
+      s = protocol_.on_line(line);
+    }
+    if (s.next == next_step::read_data) {
+      if (!co_await send(s.reply, true)) break;
+      s = co_await read_data();
+    }
+    if (!s.reply.empty() && !co_await send(s.reply, s.next == next_step::close)) break;
+    if (s.next == next_step::close) break;
+  }
+  ctx_.events.write({{"id", id_}, {"event", "disconnect"}});
+  ctx_.transcript.write_raw(id_ + " disconnect");
+}
+
+}  // namespace
+
+asio::awaitable<void> run_smtp_session(node_context& ctx, tcp::socket socket) {
+  // No RAII guard for the count: a frame destroyed at shutdown must not touch
+  // ctx, which may be gone by then.
+  ++ctx.active_sessions;
+  try {
+    session s(ctx, std::move(socket));
+    co_await s.run();
+  } catch (...) {
+    --ctx.active_sessions;
+    throw;
+  }
+  --ctx.active_sessions;
+}
+
+}  // namespace mailnet::node

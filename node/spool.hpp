@@ -1,0 +1,61 @@
+// The node's durable queue: one file per message in <domain>/queue/.
+// File format: "MAILNET-QUEUE 1 <n>\n", then n bytes of JSON envelope, then
+// the message bytes. The envelope is JSON so CR/LF in any field is escaped
+// and can never forge a line of the file.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mailnet::node {
+
+struct queued_recipient {
+  std::string address;
+  std::string domain;
+  std::string mailbox;  // non-empty: local delivery
+  std::string state = "pending";  // pending | delivered | failed
+  std::string last_error;
+};
+
+struct queued_message {
+  std::string id;
+  std::string mail_from;  // empty: null sender
+  std::vector<queued_recipient> rcpts;
+  std::int64_t created_ms = 0;
+  int attempts = 0;
+  std::int64_t next_try_ms = 0;
+  std::string last_error;
+  std::string message;
+};
+
+std::string encode_queue_file(const queued_message& m);
+// nullopt when the bytes are not a queue file this version wrote.
+std::optional<queued_message> decode_queue_file(std::string_view bytes);
+
+class spool {
+ public:
+  explicit spool(std::filesystem::path dir);
+
+  // Removes what never got a 250 (tmp/) and creates the folders.
+  void recover() const;
+
+  // Blocking and durable; throws std::system_error.
+  void commit(const queued_message& m) const;   // a new message
+  void rewrite(const queued_message& m) const;  // new state of a queued one
+  void remove(std::string_view id) const;
+
+  std::vector<std::string> list() const;
+  std::optional<queued_message> load(std::string_view id) const;  // nullopt: missing
+  void move_to_corrupt(std::string_view id) const;
+
+  std::filesystem::path file(std::string_view id) const;
+
+ private:
+  std::filesystem::path dir_;
+};
+
+}  // namespace mailnet::node

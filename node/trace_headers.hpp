@@ -1,0 +1,38 @@
+// What a node adds to a message it accepts (RFC 5321 §4.4, RFC 5322 §3.6):
+// a Received: line at the top, and Message-ID:/Date: when the sender left
+// them out. Header scanning stops at the first empty line: bodies are not parsed.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace mailnet::node {
+
+struct header_facts {
+  std::size_t received = 0;
+  bool has_message_id = false;
+  bool has_date = false;
+};
+
+header_facts scan_headers(std::string_view message);
+
+// "Sun, 22 Nov 2026 03:04:05 +0000"
+std::string rfc5322_date(std::chrono::system_clock::time_point when);
+
+struct trace_info {
+  std::string helo;         // what the client said in HELO/EHLO
+  std::string client_ip;
+  std::string by_domain;    // this node's domain
+  bool esmtp = true;
+  std::string queue_id;
+  std::string for_address;  // empty when several recipients
+  std::chrono::system_clock::time_point when;
+};
+
+// The lines to put in front of the message: Received:, and Message-ID:/Date:
+// when facts says they are missing. Each line ends with CRLF.
+std::string make_trace_headers(const trace_info& info, const header_facts& facts);
+
+}  // namespace mailnet::node
