@@ -1,0 +1,235 @@
+"""Helpers for end-to-end tests: free loopback ports, a real `mailnet up`
+process, waiting on conditions with deadlines, and cleanup by pid.
+
+Only the standard library, so Debian's /usr/bin/python3 runs it as is.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+BIN_DIR = os.environ.get("MAILNET_BIN_DIR") or os.path.join(
+    os.path.dirname(__file__), "..", "..", "build", "bin")
+SOURCE_DIR = os.environ.get("MAILNET_SOURCE_DIR") or os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+def binary(name):
+    path = os.path.join(BIN_DIR, name)
+    if not os.path.exists(path):
+        raise SystemExit(f"missing binary {path} (set MAILNET_BIN_DIR)")
+    return path
+
+
+def free_tcp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_tcp_ports(n):
+    """n distinct free ports (held open together so they differ)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def wait_for(predicate, timeout, what):
+    """Polls predicate until it returns a true value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); read its state.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+class Network:
+    """A running `mailnet up` on a topology written to a temporary folder."""
+
+    def __init__(self, topology, workdir=None):
+        self.tmp = None
+        if workdir is None:
+            self.tmp = tempfile.TemporaryDirectory(prefix="mailnet-e2e-")
+            workdir = self.tmp.name
+        self.workdir = workdir
+        self.topology = topology
+        self.topology_file = os.path.join(workdir, "topology.json")
+        with open(self.topology_file, "w") as f:
+            json.dump(topology, f, indent=2)
+        self.run_dir = os.path.join(workdir, "run")
+        self.proc = None
+        self.lines = []
+        self.lock = threading.Lock()
+        self.reader = None
+
+    def start(self, extra_args=(), wait_ready=True, timeout=30):
+        self.proc = subprocess.Popen(
+            [binary("mailnet"), "up", self.topology_file, "--dir", self.run_dir, *extra_args],
+            cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        if wait_ready:
+            self.wait_output("is up", timeout)
+        return self
+
+    def _read(self):
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self.lock:
+                self.lines.append(line)
+
+    def output(self):
+        with self.lock:
+            return "\n".join(self.lines)
+
+    def wait_output(self, text, timeout=30):
+        def seen():
+            if text in self.output():
+                return True
+            if self.proc.poll() is not None:
+                self.reader.join(timeout=2)
+                if text in self.output():
+                    return True
+                raise AssertionError(f"mailnet exited ({self.proc.returncode}) before '{text}':\n{self.output()}")
+            return False
+        wait_for(seen, timeout, f"'{text}' from mailnet up")
+
+    def child_pids(self):
+        with open(os.path.join(self.run_dir, "network.json")) as f:
+            return {n["name"]: n["pid"] for n in json.load(f)["nodes"] if n["pid"]}
+
+    def domain_dir(self, domain):
+        return os.path.join(self.run_dir, domain)
+
+    def maildir_new(self, domain, user):
+        return os.path.join(self.run_dir, domain, "mail", user, "new")
+
+    def messages(self, domain, user):
+        folder = self.maildir_new(domain, user)
+        if not os.path.isdir(folder):
+            return []
+        out = []
+        for name in sorted(os.listdir(folder)):
+            with open(os.path.join(folder, name), "rb") as f:
+                out.append(f.read())
+        return out
+
+    def wait_messages(self, domain, user, count, timeout=15):
+        return wait_for(lambda: len(self.messages(domain, user)) >= count and self.messages(domain, user),
+                        timeout, f"{count} message(s) in {domain}/{user}")
+
+    def stop(self, timeout=15):
+        """SIGTERM to the launcher (it stops its children); SIGKILL if it hangs."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.reader:
+            self.reader.join(timeout=5)
+        return self.proc.returncode if self.proc else None
+
+    def cleanup(self):
+        pids = {}
+        try:
+            pids = self.child_pids()
+        except (OSError, ValueError, KeyError):
+            pass
+        self.stop()
+        # The children die with the launcher (PR_SET_PDEATHSIG); make sure,
+        # by pid, of the ones this test started.
+        for pid in pids.values():
+            if pid_alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if self.tmp:
+            self.tmp.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if exc[0] is not None:
+            sys.stderr.write("---- mailnet output ----\n" + self.output() + "\n")
+        self.cleanup()
+        return False
+
+
+def two_domain_topology(name="e2e", **domain_extra):
+    jaku_port, deathstar_port = free_tcp_ports(2)
+    return {
+        "name": name,
+        "resolver": {"listen": f"127.0.0.1:{free_udp_port()}"},
+        "defaults": {"retry": {"first": "200ms", "max": "1s", "give_up_after": "1m"}},
+        "domains": [
+            {"name": "jaku.com", "listen": f"127.0.0.1:{jaku_port}", "users": ["rey", "finn", "obiwan"],
+             **domain_extra},
+            {"name": "deathstar.com", "listen": f"127.0.0.1:{deathstar_port}", "users": ["vader", "tarkin"],
+             **domain_extra},
+        ],
+    }
+
+
+def port_of(topology, domain):
+    for d in topology["domains"]:
+        if d["name"] == domain:
+            return int(d["listen"].rsplit(":", 1)[1])
+    raise KeyError(domain)
+
+
+def run_tests(tests):
+    """Runs each test function; prints 'N passed, N failed' and exits non-zero on failure."""
+    passed = failed = 0
+    for test in tests:
+        try:
+            test()
+            print(f"PASS {test.__name__}", flush=True)
+            passed += 1
+        except Exception as e:  # a test failure of any kind is reported, not raised
+            import traceback
+            traceback.print_exc()
+            print(f"FAIL {test.__name__}: {e}", flush=True)
+            failed += 1
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)

@@ -1,0 +1,162 @@
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "common/topology.hpp"
+
+using namespace mailnet;
+
+namespace {
+
+const char* good = R"({
+  "name": "starwars",
+  "resolver": { "listen": "127.0.0.1:1053" },
+  "defaults": { "retry": { "first": "2s", "max": "1m" }, "policy": { "require_known_users": false } },
+  "domains": [
+    { "name": "Jaku.com", "listen": "127.0.0.1:1025", "users": ["rey", "Finn"] },
+    { "name": "deathstar.com", "listen": "[::1]:1030", "users": ["vader"],
+      "policy": { "require_helo_domain_match": true }, "limits": { "recipients": 3 } }
+  ]
+})";
+
+// The error message for a document, or "" when it parses.
+std::string error_of(const std::string& text) {
+  try {
+    parse_topology(text, "topo.json");
+    return "";
+  } catch (const topology_error& e) {
+    return e.what();
+  }
+}
+
+std::string with_domains(const std::string& domains) {
+  return R"({"name": "t", "domains": )" + domains + "}";
+}
+
+}  // namespace
+
+TEST_CASE("a good topology parses with defaults merged") {
+  auto t = parse_topology(good, "topo.json");
+  CHECK(t.name == "starwars");
+  CHECK(t.resolver.listen == endpoint{"127.0.0.1", 1053});
+  REQUIRE(t.domains.size() == 2);
+  const auto& jaku = t.domains[0];
+  CHECK(jaku.name == "jaku.com");  // lower-cased
+  CHECK(jaku.listen == endpoint{"127.0.0.1", 1025});
+  CHECK(jaku.retry.first == millis(2000));
+  CHECK(jaku.retry.max == millis(60000));
+  CHECK(jaku.retry.give_up_after == millis(600000));  // built-in default
+  CHECK_FALSE(jaku.policy.require_known_users);       // from defaults
+  CHECK(jaku.limits.recipients == 100);
+  const auto& ds = t.domains[1];
+  CHECK(ds.listen == endpoint{"::1", 1030});
+  CHECK(ds.listen.to_string() == "[::1]:1030");
+  CHECK(ds.policy.require_helo_domain_match);
+  CHECK_FALSE(ds.policy.require_known_users);  // the domain's policy merges over defaults
+  CHECK(ds.limits.recipients == 3);
+
+  CHECK(t.find_domain("JAKU.COM.") == &t.domains[0]);
+  CHECK(t.find_domain("genshinimpact.com") == nullptr);
+  CHECK(jaku.find_user("finn") == std::optional<std::string>("Finn"));
+  CHECK_FALSE(jaku.find_user("vader"));
+}
+
+TEST_CASE("the resolved topology round-trips through to_json_text") {
+  auto t = parse_topology(good, "topo.json");
+  auto again = parse_topology(to_json_text(t), "network.json");
+  REQUIRE(again.domains.size() == t.domains.size());
+  for (std::size_t i = 0; i < t.domains.size(); ++i) {
+    CHECK(again.domains[i].name == t.domains[i].name);
+    CHECK(again.domains[i].listen == t.domains[i].listen);
+    CHECK(again.domains[i].users == t.domains[i].users);
+    CHECK(again.domains[i].retry.first == t.domains[i].retry.first);
+    CHECK(again.domains[i].limits.recipients == t.domains[i].limits.recipients);
+    CHECK(again.domains[i].policy.require_helo_domain_match == t.domains[i].policy.require_helo_domain_match);
+  }
+  CHECK(again.resolver.listen == t.resolver.listen);
+}
+
+TEST_CASE("bad JSON names the file and where it broke") {
+  auto e = error_of(R"({"name": "t", "domains": [)");
+  CHECK(e.find("topo.json: $: not valid JSON") == 0);
+  CHECK(e.find("line") != std::string::npos);
+  CHECK(error_of("").find("not valid JSON") != std::string::npos);
+  CHECK(error_of("[]") == "topo.json: $: expected an object, found array");
+}
+
+TEST_CASE("missing fields are named by their JSON path") {
+  CHECK(error_of(R"({"domains": []})") == "topo.json: $.name: missing (expected the network's name)");
+  CHECK(error_of(R"({"name": "t"})") == "topo.json: $.domains: missing (expected a list of domains)");
+  CHECK(error_of(with_domains("[]")) == "topo.json: $.domains: expected at least one domain");
+  CHECK(error_of(with_domains(R"([{"listen": "127.0.0.1:25"}])")) ==
+        "topo.json: $.domains[0].name: missing (expected a domain name)");
+  CHECK(error_of(with_domains(R"([{"name": "a.com"}])")) ==
+        "topo.json: $.domains[0].listen: missing (expected \"host:port\")");
+}
+
+TEST_CASE("wrong types say what was expected and what was found") {
+  CHECK(error_of(R"({"name": 5, "domains": []})") == "topo.json: $.name: expected a string, found number");
+  CHECK(error_of(R"({"name": "t", "domains": {}})") == "topo.json: $.domains: expected a list of domains, found object");
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25", "users": "rey"}])")) ==
+        "topo.json: $.domains[0].users: expected a list of user names, found string");
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25", "users": [1]}])")) ==
+        "topo.json: $.domains[0].users[0]: expected a string, found number");
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": 25}])")).find("$.domains[0].listen: expected \"host:port\"") !=
+        std::string::npos);
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25", "policy": {"require_known_users": "yes"}}])")) ==
+        "topo.json: $.domains[0].policy.require_known_users: expected true or false, found string");
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25", "limits": {"recipients": -1}}])"))
+            .find("$.domains[0].limits.recipients: expected a whole number") != std::string::npos);
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25", "retry": {"first": "soon"}}])"))
+            .find("$.domains[0].retry.first: expected a duration") != std::string::npos);
+}
+
+TEST_CASE("duplicates are refused, naming both places") {
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25"}, {"name": "A.com", "listen": "127.0.0.1:26"}])")) ==
+        "topo.json: $.domains[1].name: duplicate domain \"a.com\" (also at $.domains[0].name)");
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25"}, {"name": "b.com", "listen": "127.0.0.1:25"}])")) ==
+        "topo.json: $.domains[1].listen: duplicate address 127.0.0.1:25 (also at $.domains[0].listen)");
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25", "users": ["rey", "Rey"]}])")) ==
+        "topo.json: $.domains[0].users[1]: duplicate user \"Rey\"");
+}
+
+TEST_CASE("values that would be unsafe or unreachable are refused") {
+  // Only loopback: the simulation never listens beyond this machine.
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "10.0.0.1:25"}])")).find("loopback") != std::string::npos);
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "0.0.0.0:25"}])")).find("loopback") != std::string::npos);
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:70000"}])")).find("port") != std::string::npos);
+  // Names that become folders.
+  CHECK(error_of(R"({"name": "../x", "domains": [{"name": "a.com", "listen": "127.0.0.1:25"}]})").find("$.name") !=
+        std::string::npos);
+  CHECK(error_of(with_domains(R"([{"name": "../etc", "listen": "127.0.0.1:25"}])")).find("$.domains[0].name") !=
+        std::string::npos);
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25", "users": ["../root"]}])"))
+            .find("$.domains[0].users[0]") != std::string::npos);
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25", "users": ["a/b"]}])"))
+            .find("$.domains[0].users[0]") != std::string::npos);
+  // A typo is an error, not a silent default.
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25", "user": ["rey"]}])"))
+            .find("$.domains[0].user: unknown field") != std::string::npos);
+}
+
+TEST_CASE("durations") {
+  CHECK(parse_duration("250ms") == millis(250));
+  CHECK(parse_duration("2s") == millis(2000));
+  CHECK(parse_duration("5m") == millis(300000));
+  CHECK(parse_duration("1h") == millis(3600000));
+  CHECK(parse_duration("7") == millis(7000));
+  CHECK_FALSE(parse_duration(""));
+  CHECK_FALSE(parse_duration("s"));
+  CHECK_FALSE(parse_duration("5 m"));
+  CHECK_FALSE(parse_duration("-1s"));
+  CHECK_FALSE(parse_duration("99999999999999999999s"));
+}
+
+TEST_CASE("load_topology names an unreadable file") {
+  try {
+    load_topology("/nonexistent/topo.json");
+    FAIL("expected an error");
+  } catch (const topology_error& e) {
+    CHECK(std::string(e.what()).find("/nonexistent/topo.json: cannot be read") == 0);
+  }
+}
