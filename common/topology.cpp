@@ -73,11 +73,11 @@ class reader {
     return v;
   }
 
-  millis duration_at(const json& j, const std::string& path) const {
+  millis duration_at(const json& j, const std::string& path, bool allow_zero = false) const {
     std::optional<millis> d;
     if (j.is_number_unsigned()) d = millis(j.get<std::uint64_t>() * 1000);
     else if (j.is_string()) d = parse_duration(j.get<std::string>());
-    if (!d || d->count() <= 0 || d->count() > 366LL * 24 * 3600 * 1000)
+    if (!d || d->count() < (allow_zero ? 0 : 1) || d->count() > 366LL * 24 * 3600 * 1000)
       fail(path, "expected a duration such as \"500ms\", \"2s\", \"5m\" or a number of seconds");
     return *d;
   }
@@ -144,9 +144,12 @@ void read_limits(const reader& r, const json& j, const std::string& path, limits
 
 void read_timeouts(const reader& r, const json& j, const std::string& path, timeouts& out) {
   r.expect_object(j, path);
-  r.only_keys(j, path, {"command", "data_block", "relay_connect", "relay_reply"});
+  r.only_keys(j, path, {"command", "data_block", "data", "greeting_pause", "relay_connect", "relay_reply"});
   if (j.contains("command")) out.command = r.duration_at(j["command"], path + ".command");
   if (j.contains("data_block")) out.data_block = r.duration_at(j["data_block"], path + ".data_block");
+  if (j.contains("data")) out.data = r.duration_at(j["data"], path + ".data");
+  if (j.contains("greeting_pause"))
+    out.greeting_pause = r.duration_at(j["greeting_pause"], path + ".greeting_pause", true);
   if (j.contains("relay_connect")) out.relay_connect = r.duration_at(j["relay_connect"], path + ".relay_connect");
   if (j.contains("relay_reply")) out.relay_reply = r.duration_at(j["relay_reply"], path + ".relay_reply");
 }
@@ -368,6 +371,7 @@ std::string to_json_text(const topology& t) {
                     {"connections", d.limits.connections}, {"errors", d.limits.errors},
                     {"received_headers", d.limits.received_headers}}},
         {"timeouts", {{"command", ms(d.timeouts.command)}, {"data_block", ms(d.timeouts.data_block)},
+                      {"data", ms(d.timeouts.data)}, {"greeting_pause", ms(d.timeouts.greeting_pause)},
                       {"relay_connect", ms(d.timeouts.relay_connect)}, {"relay_reply", ms(d.timeouts.relay_reply)}}},
         {"policy", {{"require_known_users", d.policy.require_known_users},
                     {"mailbox_by_local_part", d.policy.mailbox_by_local_part},

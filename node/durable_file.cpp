@@ -1,5 +1,6 @@
 #include "node/durable_file.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -32,43 +33,64 @@ void fsync_directory(const std::filesystem::path& dir) {
   if (::fsync(d.fd) != 0) fail("fsync directory", dir);
 }
 
-void publish_durably(const std::filesystem::path& tmp, const std::filesystem::path& final_path,
-                     std::string_view data, bool replace_existing) {
-  {
-    fd_guard f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)};
-    if (f.fd < 0) fail("create", tmp);
-    const char* p = data.data();
-    std::size_t left = data.size();
-    while (left > 0) {
-      ssize_t n = ::write(f.fd, p, left);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        int saved = errno;
-        ::unlink(tmp.c_str());
-        errno = saved;
-        fail("write", tmp);
-      }
-      p += n;
-      left -= static_cast<std::size_t>(n);
-    }
-    if (::fsync(f.fd) != 0) {
-      int saved = errno;
-      ::unlink(tmp.c_str());
-      errno = saved;
-      fail("fsync", tmp);
-    }
-  }
-  // link() refuses to replace, as maildir(5) wants; rename() replaces, for
-  // rewriting a queue file in place.
-  int rc = replace_existing ? ::rename(tmp.c_str(), final_path.c_str()) : ::link(tmp.c_str(), final_path.c_str());
-  if (rc != 0) {
+staged_file stage_file(std::filesystem::path tmp, std::filesystem::path final_path, std::string_view data,
+                       bool replace) {
+  fd_guard f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)};
+  if (f.fd < 0) fail("create", tmp);
+  auto give_up = [&](const char* what) {
     int saved = errno;
     ::unlink(tmp.c_str());
     errno = saved;
-    fail(replace_existing ? "rename to" : "link to", final_path);
+    fail(what, tmp);
+  };
+  const char* p = data.data();
+  std::size_t left = data.size();
+  while (left > 0) {
+    ssize_t n = ::write(f.fd, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) give_up("write");
+    p += n;
+    left -= static_cast<std::size_t>(n);
   }
-  if (!replace_existing) ::unlink(tmp.c_str());
-  fsync_directory(final_path.parent_path());
+  if (::fsync(f.fd) != 0) give_up("fsync");
+  return staged_file{std::move(tmp), std::move(final_path), replace};
+}
+
+void discard(const std::vector<staged_file>& files) noexcept {
+  for (const auto& f : files) ::unlink(f.tmp.c_str());
+}
+
+void publish(std::vector<staged_file>& files) {
+  std::size_t done = 0;
+  for (; done < files.size(); ++done) {
+    const auto& f = files[done];
+    // link() refuses to replace, as maildir(5) wants; rename() replaces, for
+    // rewriting a queue file in place.
+    int rc = f.replace ? ::rename(f.tmp.c_str(), f.final_path.c_str()) : ::link(f.tmp.c_str(), f.final_path.c_str());
+    if (rc != 0) break;
+  }
+  if (done < files.size()) {
+    int saved = errno;
+    const auto failed = files[done].final_path;
+    for (std::size_t i = 0; i < done; ++i)
+      if (!files[i].replace) ::unlink(files[i].final_path.c_str());  // a replaced file cannot be taken back
+    discard(files);
+    errno = saved;
+    fail("publish", failed);
+  }
+  std::vector<std::filesystem::path> dirs;
+  for (const auto& f : files) {
+    if (!f.replace) ::unlink(f.tmp.c_str());
+    auto dir = f.final_path.parent_path();
+    if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
+  }
+  for (const auto& dir : dirs) fsync_directory(dir);
+}
+
+void publish_durably(const std::filesystem::path& tmp, const std::filesystem::path& final_path,
+                     std::string_view data, bool replace_existing) {
+  std::vector<staged_file> one{stage_file(tmp, final_path, data, replace_existing)};
+  publish(one);
 }
 
 std::string unique_name() {

@@ -1,17 +1,36 @@
 // The one way a node makes bytes durable: write a temporary file, fsync it,
-// move it to its final name without replacing anything, fsync the folder.
-// Maildir delivery (maildir(5)) and queue commits (OpenSMTPD's one rename)
-// are both this. Blocking calls: run them on the disk thread pool.
+// move it to its final name, fsync the folder. Maildir delivery (maildir(5))
+// and queue commits (OpenSMTPD's one rename) are both this. Several files can
+// be staged first and published together, so that a failure in any of them
+// leaves none visible. Blocking calls: run them on the disk thread pool.
 #pragma once
 
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace mailnet::node {
 
-// Writes data to tmp, then publishes it as final. Throws std::system_error;
-// on failure nothing is visible at final and tmp is removed.
+struct staged_file {
+  std::filesystem::path tmp;         // written and fsync'd
+  std::filesystem::path final_path;  // where publish puts it
+  bool replace = false;  // rename over an existing file (queue rewrite); else link, never replacing
+};
+
+// Writes and fsyncs data at tmp. Throws std::system_error; tmp is gone then.
+staged_file stage_file(std::filesystem::path tmp, std::filesystem::path final_path, std::string_view data,
+                       bool replace = false);
+
+// Moves every staged file to its final name, then fsyncs each folder once.
+// All or nothing: on failure the ones already published are unlinked again,
+// every tmp is removed, and std::system_error is thrown.
+void publish(std::vector<staged_file>& files);
+
+// Removes the tmp files of a batch that will not be published.
+void discard(const std::vector<staged_file>& files) noexcept;
+
+// stage_file + publish for one file.
 void publish_durably(const std::filesystem::path& tmp, const std::filesystem::path& final_path,
                      std::string_view data, bool replace_existing = false);
 

@@ -24,13 +24,17 @@ void maildir_store::ensure(std::string_view mailbox) const {
   for (const char* sub : {"tmp", "new", "cur"}) std::filesystem::create_directories(dir / sub);
 }
 
-std::filesystem::path maildir_store::deliver(std::string_view mailbox, std::string_view message) const {
-  ensure(mailbox);
+staged_file maildir_store::stage(std::string_view mailbox, std::string_view message) const {
+  ensure(mailbox);  // users may be unlisted (require_known_users off)
   auto dir = folder(mailbox);
   std::string name = unique_name() + ".mailnet";
-  auto final_path = dir / "new" / name;
-  publish_durably(dir / "tmp" / name, final_path, message);
-  return final_path;
+  return stage_file(dir / "tmp" / name, dir / "new" / name, message);
+}
+
+std::filesystem::path maildir_store::deliver(std::string_view mailbox, std::string_view message) const {
+  std::vector<staged_file> one{stage(mailbox, message)};
+  publish(one);
+  return one.front().final_path;
 }
 
 }  // namespace mailnet::node

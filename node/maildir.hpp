@@ -5,6 +5,8 @@
 #include <string>
 #include <string_view>
 
+#include "node/durable_file.hpp"
+
 namespace mailnet::node {
 
 class maildir_store {
@@ -17,6 +19,10 @@ class maildir_store {
 
   // Blocking and durable (qmail's protocol): returns the file in new/.
   std::filesystem::path deliver(std::string_view mailbox, std::string_view message) const;
+
+  // The first half of deliver(): the message written and fsync'd in tmp/,
+  // to be published together with other files (durable_file.hpp).
+  staged_file stage(std::string_view mailbox, std::string_view message) const;
 
   std::filesystem::path folder(std::string_view mailbox) const;  // checked
 

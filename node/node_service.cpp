@@ -69,13 +69,20 @@ asio::awaitable<bool> node_context::commit(const envelope& env, std::string mess
   std::string error;
   try {
     co_await on_disk([&] {
-      // Local copies first, then the queue file for the rest: a failure in
-      // either answers 451, and a retry may duplicate a local copy, never lose one.
-      for (const auto& mailbox : local) maildirs.deliver(mailbox, message);
-      if (!queued.rcpts.empty()) {
-        queued.message = message;
-        queue.commit(queued);
+      // Every copy is staged (written and fsync'd) before any is published,
+      // so a failure answers 451 with nothing visible in any new/ or queue.
+      std::vector<staged_file> staged;
+      try {
+        for (const auto& mailbox : local) staged.push_back(maildirs.stage(mailbox, message));
+        if (!queued.rcpts.empty()) {
+          queued.message = message;
+          staged.push_back(queue.stage(queued));
+        }
+      } catch (...) {
+        discard(staged);
+        throw;
       }
+      publish(staged);
     });
   } catch (const std::exception& e) {
     error = e.what();

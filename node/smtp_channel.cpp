@@ -14,9 +14,10 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 smtp_channel::smtp_channel(tcp::socket socket) : socket_(std::move(socket)), timer_(socket_.get_executor()) {}
 
-asio::awaitable<io_status> smtp_channel::fill(millis timeout) {
+asio::awaitable<io_status> smtp_channel::fill(std::chrono::steady_clock::time_point deadline) {
+  if (std::chrono::steady_clock::now() >= deadline) co_return io_status::timeout;
   char chunk[16384];
-  timer_.expires_after(timeout);
+  timer_.expires_at(deadline);
   auto result = co_await (socket_.async_read_some(asio::buffer(chunk), use_tuple) || timer_.async_wait(use_tuple));
   if (result.index() == 1) co_return io_status::timeout;
   auto [ec, n] = std::get<0>(result);
@@ -27,6 +28,7 @@ asio::awaitable<io_status> smtp_channel::fill(millis timeout) {
 }
 
 asio::awaitable<std::pair<io_status, std::string>> smtp_channel::read_line(std::size_t max, millis timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   bool discarding = false;
   std::size_t scanned = 0;
   for (;;) {
@@ -46,17 +48,23 @@ asio::awaitable<std::pair<io_status, std::string>> smtp_channel::read_line(std::
       in_.clear();
     }
     scanned = in_.size();
-    auto st = co_await fill(timeout);
+    auto st = co_await fill(deadline);
     if (st != io_status::ok) co_return std::pair{st, std::string{}};
   }
 }
 
-asio::awaitable<std::pair<io_status, std::string_view>> smtp_channel::read_some(millis timeout) {
+asio::awaitable<std::pair<io_status, std::string_view>> smtp_channel::read_some(
+    millis timeout, std::chrono::steady_clock::time_point deadline) {
   if (in_.empty()) {
-    auto st = co_await fill(timeout);
+    auto st = co_await fill(std::min(deadline, std::chrono::steady_clock::now() + timeout));
     if (st != io_status::ok) co_return std::pair{st, std::string_view{}};
   }
   co_return std::pair{io_status::ok, std::string_view(in_)};
+}
+
+bool smtp_channel::input_pending() {
+  boost::system::error_code ec;
+  return !in_.empty() || socket_.available(ec) > 0;
 }
 
 asio::awaitable<io_status> smtp_channel::write(std::string_view data, millis timeout) {

@@ -27,12 +27,17 @@ class smtp_channel {
 
   // One line without its CRLF (a bare LF also ends a command line). A line
   // longer than max bytes is read and thrown away through its LF, in bounded
-  // memory, and reported as too_long.
+  // memory, and reported as too_long. The timeout is for the whole line, so
+  // a client trickling a byte at a time cannot stretch it.
   asio::awaitable<std::pair<io_status, std::string>> read_line(std::size_t max, millis timeout);
 
-  // Whatever is buffered, or the next bytes from the socket. Call consume()
-  // with how much of it was used.
-  asio::awaitable<std::pair<io_status, std::string_view>> read_some(millis timeout);
+  // Whatever is buffered, or the next bytes from the socket, within timeout
+  // and before deadline. Call consume() with how much of it was used.
+  asio::awaitable<std::pair<io_status, std::string_view>> read_some(
+      millis timeout, std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max());
+
+  // Bytes the client sent that nobody has read yet (buffered or in the kernel).
+  bool input_pending();
   void consume(std::size_t n) { in_.erase(0, n); }
 
   bool has_buffered_input() const { return !in_.empty(); }
@@ -45,7 +50,7 @@ class smtp_channel {
                                                                    millis timeout);
 
  private:
-  asio::awaitable<io_status> fill(millis timeout);
+  asio::awaitable<io_status> fill(std::chrono::steady_clock::time_point deadline);
 
   tcp::socket socket_;
   asio::steady_timer timer_;

@@ -158,6 +158,16 @@ std::string smtp_protocol::timeout_reply() const {
   return "421 4.4.2 " + config_.name + " Timeout exceeded, closing connection\r\n";
 }
 
+std::string smtp_protocol::pregreet_reply() const {
+  return "554 5.5.0 " + config_.name + " Protocol error: client sent data before the greeting\r\n";
+}
+
+step smtp_protocol::early_data() {
+  reset_transaction();
+  return {"554 5.5.0 Improper use of SMTP command pipelining: message data sent before the 354 reply\r\n",
+          next_step::close};
+}
+
 step smtp_protocol::reply(int code, std::string_view text) {
   step s{std::to_string(code) + " " + std::string(text) + "\r\n", next_step::read_command};
   if (code >= 400 && ++errors_ >= config_.limits.errors) {

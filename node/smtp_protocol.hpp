@@ -53,6 +53,8 @@ class smtp_protocol {
   step on_data_end(const data_outcome& outcome);  // commit, or a rejection
   step on_commit(bool ok, std::string_view queue_id_or_error);
   std::string timeout_reply() const;    // 421 4.4.2
+  std::string pregreet_reply() const;   // the client spoke before the 220
+  step early_data();                    // message data came before the 354
 
   const envelope& transaction() const { return env_; }
 

@@ -1,5 +1,7 @@
 #include "node/smtp_session.hpp"
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include "node/data_reader.hpp"
@@ -75,8 +77,9 @@ class session {
 asio::awaitable<step> session::read_data() {
   const auto& limits = ctx_.config.limits;
   data_reader reader(limits.message_size, limits.text_line);
+  const auto deadline = std::chrono::steady_clock::now() + ctx_.config.timeouts.data;
   while (!reader.done()) {
-    auto [st, bytes] = co_await channel_.read_some(ctx_.config.timeouts.data_block);
+    auto [st, bytes] = co_await channel_.read_some(ctx_.config.timeouts.data_block, deadline);
     if (st == io_status::timeout) co_return step{protocol_.timeout_reply(), next_step::close};
     if (st != io_status::ok) co_return step{"", next_step::close};
     channel_.consume(reader.feed(bytes));
@@ -107,6 +110,17 @@ asio::awaitable<void> session::run() {
     co_await send("421 4.7.0 " + ctx_.config.name + " Too many connections, try again later\r\n", true);
     co_return;
   }
+  if (ctx_.config.timeouts.greeting_pause.count() > 0) {
+    asio::steady_timer pause(channel_.socket().get_executor());
+    pause.expires_after(ctx_.config.timeouts.greeting_pause);
+    co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  // A client that talks before the greeting is not speaking SMTP (or is a
+  // spam engine racing ahead): refuse rather than guess what it meant.
+  if (channel_.input_pending()) {
+    co_await send(protocol_.pregreet_reply(), true);
+    co_return;
+  }
   if (!co_await send(protocol_.greeting(), true)) co_return;
 
   for (;;) {
@@ -123,6 +137,10 @@ asio::awaitable<void> session::run() {
     } else {
       log_client(line);
       s = protocol_.on_line(line);
+    }
+    if (s.next == next_step::read_data && channel_.input_pending()) {
+      // RFC 2920 §3.1: DATA ends a pipelined group; the client must wait for 354.
+      s = protocol_.early_data();
     }
     if (s.next == next_step::read_data) {
       if (!co_await send(s.reply, true)) break;

@@ -85,8 +85,13 @@ void spool::recover() const {
     std::filesystem::remove(entry.path());
 }
 
+staged_file spool::stage(const queued_message& m) const {
+  return stage_file(dir_ / "tmp" / (m.id + ".new"), file(m.id), encode_queue_file(m));
+}
+
 void spool::commit(const queued_message& m) const {
-  publish_durably(dir_ / "tmp" / (m.id + ".new"), file(m.id), encode_queue_file(m));
+  std::vector<staged_file> one{stage(m)};
+  publish(one);
 }
 
 void spool::rewrite(const queued_message& m) const {

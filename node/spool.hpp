@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "node/durable_file.hpp"
+
 namespace mailnet::node {
 
 struct queued_recipient {
@@ -45,6 +47,7 @@ class spool {
 
   // Blocking and durable; throws std::system_error.
   void commit(const queued_message& m) const;   // a new message
+  staged_file stage(const queued_message& m) const;  // commit's first half
   void rewrite(const queued_message& m) const;  // new state of a queued one
   void remove(std::string_view id) const;
 

@@ -1,0 +1,249 @@
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "common/address.hpp"
+#include "node/smtp_protocol.hpp"
+
+using namespace mailnet;
+using namespace mailnet::node;
+
+namespace {
+
+domain_config jaku() {
+  domain_config d;
+  d.name = "jaku.com";
+  d.listen = {"127.0.0.1", 2525};
+  d.users = {"rey", "Finn"};
+  return d;
+}
+
+// The reply code of a step ("" → 0).
+int code_of(const step& s) { return s.reply.size() >= 3 ? std::stoi(s.reply.substr(0, 3)) : 0; }
+
+// Plays lines and returns the code of the last reply.
+int play(smtp_protocol& p, const std::vector<std::string>& lines) {
+  int code = 0;
+  for (const auto& l : lines) code = code_of(p.on_line(l));
+  return code;
+}
+
+}  // namespace
+
+TEST_CASE("a whole conversation") {
+  auto cfg = jaku();
+  smtp_protocol p(cfg, "127.0.0.1");
+  CHECK(p.greeting() == "220 jaku.com ESMTP mailnet ready\r\n");
+  auto ehlo = p.on_line("EHLO client.example");
+  CHECK(ehlo.reply ==
+        "250-jaku.com greets client.example\r\n250-SIZE 10485760\r\n250-8BITMIME\r\n250-PIPELINING\r\n"
+        "250-ENHANCEDSTATUSCODES\r\n250 HELP\r\n");
+  CHECK(p.on_line("MAIL FROM:<vader@deathstar.com> SIZE=100 BODY=8BITMIME").reply == "250 2.1.0 Ok\r\n");
+  CHECK(p.on_line("RCPT TO:<rey@jaku.com>").reply == "250 2.1.5 Ok\r\n");
+  CHECK(p.on_line("rcpt to:<FINN@Jaku.Com>").reply == "250 2.1.5 Ok\r\n");
+  auto data = p.on_line("DATA");
+  CHECK(code_of(data) == 354);
+  CHECK(data.next == next_step::read_data);
+  REQUIRE(p.transaction().rcpts.size() == 2);
+  CHECK(p.transaction().rcpts[1].mailbox == "finn");
+  CHECK(p.transaction().rcpts[1].address == "FINN@jaku.com");
+  CHECK(p.transaction().mail_from == "vader@deathstar.com");
+  CHECK(p.on_data_end({}).next == next_step::commit);
+  CHECK(p.on_commit(true, "ABC").reply == "250 2.0.0 Ok: queued as ABC\r\n");
+  // A second message on the same connection.
+  CHECK(play(p, {"MAIL FROM:<>", "RCPT TO:<rey@jaku.com>", "DATA"}) == 354);
+  CHECK(p.transaction().mail_from.empty());
+  CHECK(code_of(p.on_commit(false, "disk full")) == 451);
+  CHECK(p.on_line("QUIT").next == next_step::close);
+}
+
+TEST_CASE("every verb, case-insensitive, with enhanced status codes") {
+  auto cfg = jaku();
+  smtp_protocol p(cfg, "127.0.0.1");
+  struct row {
+    const char* line;
+    const char* reply_prefix;
+  };
+  const std::vector<row> table = {
+      {"NOOP", "250 2.0.0"},
+      {"noop", "250 2.0.0"},
+      {"HELP", "214-2.0.0"},
+      {"VRFY rey", "252 2.5.0"},
+      {"VRFY", "501 5.5.4"},
+      {"EXPN list", "502 5.5.1"},
+      {"STARTTLS", "502 5.5.1"},
+      {"FOO", "500 5.5.1"},
+      {"", "500 5.5.1"},
+      {"MAIL FROM:<a@jaku.com>", "503 5.5.1"},  // before HELO
+      {"RCPT TO:<rey@jaku.com>", "503 5.5.1"},
+      {"DATA", "503 5.5.1"},
+      {"HELO", "501 5.5.4"},
+      {"HELO bad..name", "501 5.5.4"},
+      {"helo client.example", "250 jaku.com"},
+      {"RCPT TO:<rey@jaku.com>", "503 5.5.1"},  // before MAIL
+      {"MAIL TO:<a@jaku.com>", "501 5.5.4"},
+      {"MAIL FROM:rey@jaku.com", "501 5.1.7"},
+      {"MAIL FROM:<rey@jaku.com> FOO=1", "555 5.5.4"},
+      {"MAIL FROM:<rey@jaku.com> BODY=BINARYMIME", "501 5.5.4"},
+      {"MAIL FROM:<rey@jaku.com> SIZE=99999999999999999999999", "501 5.5.4"},
+      {"MAIL FROM:<rey@jaku.com> SIZE=-1", "501 5.5.4"},
+      {"MAIL FROM:<rey@jaku.com> SIZE=10485761", "552 5.3.4"},
+      {"MAIL FROM:<rey@[127.0.0.1]>", "553 5.1.7"},
+      {"MAIL FROM:<rey@jaku.com>", "250 2.1.0"},
+      {"MAIL FROM:<rey@jaku.com>", "503 5.5.1"},  // nested MAIL
+      {"DATA", "503 5.5.1"},                     // no RCPT yet
+      {"RCPT TO:<>", "501 5.1.3"},
+      {"RCPT TO:<nobody@jaku.com>", "550 5.1.1"},
+      {"RCPT TO:<rey@jaku.com> NOTIFY=NEVER", "555 5.5.4"},
+      {"RCPT TO:<../etc@jaku.com>", "501 5.1.3"},
+      {"RCPT TO:<\"rey\"@jaku.com>", "553 5.1.3"},
+      {"RCPT TO:<postmaster>", "550 5.1.1"},  // qualified with jaku.com, and not a user here
+      {"RCPT TO:<rey>", "250 2.1.5"},         // a bare local part means this domain
+      {"DATA extra", "501 5.5.4"},
+      {"RSET", "250 2.0.0"},
+      {"RCPT TO:<rey@jaku.com>", "503 5.5.1"},  // RSET ended the transaction
+      {"QUIT", "221 2.0.0"},
+  };
+  for (const auto& t : table) {
+    CAPTURE(t.line);
+    auto s = p.on_line(t.line);
+    CHECK(s.reply.substr(0, std::string(t.reply_prefix).size()) == t.reply_prefix);
+  }
+}
+
+TEST_CASE("control bytes in commands and addresses get 501, never truncation") {
+  auto cfg = jaku();
+  smtp_protocol p(cfg, "127.0.0.1");
+  play(p, {"EHLO c.example", "MAIL FROM:<rey@jaku.com>"});
+  CHECK(p.on_line(std::string("RCPT TO:<rey@jaku.com\0evil>", 27)).reply.substr(0, 9) == "501 5.5.2");
+  CHECK(p.on_line("RCPT TO:<rey@jaku.com\r>").reply.substr(0, 9) == "501 5.5.2");
+  CHECK(p.on_line("RCPT TO:<rey\n@jaku.com>").reply.substr(0, 9) == "501 5.5.2");
+  CHECK(p.on_line(std::string("NOOP\0", 5)).reply.substr(0, 9) == "501 5.5.2");
+  CHECK(p.transaction().rcpts.empty());
+}
+
+TEST_CASE("relay only for our own senders; address tricks change nothing") {
+  auto cfg = jaku();
+  smtp_protocol outsider(cfg, "127.0.0.1");
+  play(outsider, {"EHLO c.example", "MAIL FROM:<vader@deathstar.com>"});
+  for (const char* rcpt : {"RCPT TO:<tarkin@deathstar.com>", "RCPT TO:<tarkin%deathstar.com@jaku.com>",
+                           "RCPT TO:<deathstar.com!tarkin@jaku.com>", "RCPT TO:<@jaku.com:tarkin@deathstar.com>",
+                           "RCPT TO:<\"tarkin@deathstar.com\"@jaku.com>"}) {
+    CAPTURE(rcpt);
+    auto code = code_of(outsider.on_line(rcpt));
+    CHECK((code == 554 || code == 550 || code == 553));
+    CHECK(outsider.transaction().rcpts.empty());
+  }
+  CHECK(outsider.on_line("RCPT TO:<tarkin@deathstar.com>").reply.substr(0, 9) == "554 5.7.1");
+
+  smtp_protocol insider(cfg, "127.0.0.1");
+  play(insider, {"EHLO c.example", "MAIL FROM:<rey@jaku.com>"});
+  CHECK(code_of(insider.on_line("RCPT TO:<vader@deathstar.com>")) == 250);
+  REQUIRE(insider.transaction().rcpts.size() == 1);
+  CHECK_FALSE(insider.transaction().rcpts[0].is_local());
+  CHECK(insider.transaction().rcpts[0].domain == "deathstar.com");
+  // A source route is ignored: the final mailbox decides.
+  CHECK(code_of(insider.on_line("RCPT TO:<@relay.example:rey@jaku.com>")) == 250);
+  CHECK(insider.transaction().rcpts[1].mailbox == "rey");
+}
+
+TEST_CASE("recipient limit keeps the earlier ones") {
+  auto cfg = jaku();
+  cfg.limits.recipients = 2;
+  smtp_protocol p(cfg, "127.0.0.1");
+  CHECK(play(p, {"EHLO c.example", "MAIL FROM:<rey@jaku.com>", "RCPT TO:<rey@jaku.com>", "RCPT TO:<finn@jaku.com>"}) ==
+        250);
+  CHECK(p.on_line("RCPT TO:<rey@jaku.com>").reply.substr(0, 9) == "452 4.5.3");
+  CHECK(p.transaction().rcpts.size() == 2);
+  CHECK(code_of(p.on_line("DATA")) == 354);
+}
+
+TEST_CASE("too many errors end the session with 421") {
+  auto cfg = jaku();
+  cfg.limits.errors = 3;
+  smtp_protocol p(cfg, "127.0.0.1");
+  CHECK(p.on_line("BAD").next == next_step::read_command);
+  CHECK(p.on_line_too_long().reply.substr(0, 9) == "500 5.5.2");
+  auto last = p.on_line("WORSE");
+  CHECK(last.next == next_step::close);
+  CHECK(last.reply.find("421 4.7.0") != std::string::npos);
+}
+
+TEST_CASE("data outcomes: size, long lines, loops") {
+  auto cfg = jaku();
+  smtp_protocol p(cfg, "127.0.0.1");
+  auto start = [&] { play(p, {"EHLO c.example", "MAIL FROM:<rey@jaku.com>", "RCPT TO:<rey@jaku.com>", "DATA"}); };
+  start();
+  CHECK(p.on_data_end({true, false, 0}).reply.substr(0, 9) == "552 5.3.4");
+  CHECK(p.transaction().rcpts.empty());  // nothing stored, transaction over
+  start();
+  CHECK(p.on_data_end({false, true, 0}).reply.substr(0, 9) == "500 5.5.2");
+  start();
+  CHECK(p.on_data_end({false, false, 51}).reply.substr(0, 9) == "554 5.4.6");
+  start();
+  CHECK(p.on_data_end({false, false, 50}).next == next_step::commit);
+  CHECK(p.early_data().next == next_step::close);
+}
+
+TEST_CASE("policies from classic teaching servers") {
+  SUBCASE("mailbox_by_local_part: every recipient is local, by local part") {
+    auto cfg = jaku();
+    cfg.users = {"johndoe"};
+    cfg.policy.mailbox_by_local_part = true;
+    smtp_protocol p(cfg, "127.0.0.1");
+    play(p, {"EHLO c.example", "MAIL FROM:<x@anywhere.example>"});
+    for (const char* rcpt : {"RCPT TO:<johndoe>", "RCPT TO:<JohnDoe@example>", "RCPT TO:<johndoe@example.example>"}) {
+      CAPTURE(rcpt);
+      CHECK(code_of(p.on_line(rcpt)) == 250);
+      CHECK(p.transaction().rcpts.back().mailbox == "johndoe");
+    }
+    CHECK(code_of(p.on_line("RCPT TO:<jane@example.example>")) == 550);
+  }
+  SUBCASE("require_known_users off: safe local parts become mailboxes") {
+    auto cfg = jaku();
+    cfg.policy.require_known_users = false;
+    smtp_protocol p(cfg, "127.0.0.1");
+    play(p, {"EHLO c.example", "MAIL FROM:<x@jaku.com>"});
+    CHECK(code_of(p.on_line("RCPT TO:<New.User@jaku.com>")) == 250);
+    CHECK(p.transaction().rcpts.back().mailbox == "new.user");
+    CHECK(code_of(p.on_line("RCPT TO:<a/b@jaku.com>")) == 553);
+    CHECK(code_of(p.on_line("RCPT TO:<a%b@jaku.com>")) == 553);
+  }
+  SUBCASE("require_helo_domain_match") {
+    auto cfg = jaku();
+    cfg.policy.require_helo_domain_match = true;
+    smtp_protocol p(cfg, "127.0.0.1");
+    play(p, {"HELO jaku.com"});
+    auto s = p.on_line("MAIL FROM:<rey@deathstar.com>");
+    CHECK(s.reply.substr(0, 9) == "550 5.7.1");
+    CHECK(s.reply.find("does not match") != std::string::npos);
+    CHECK(code_of(p.on_line("MAIL FROM:<rey@JAKU.com>")) == 250);
+  }
+}
+
+TEST_CASE("address parsing") {
+  auto ok = parse_path("<rey@Jaku.COM> SIZE=1");
+  CHECK(ok.error == address_error::none);
+  CHECK(ok.box.local == "rey");
+  CHECK(ok.box.domain == "jaku.com");
+  CHECK(ok.rest == " SIZE=1");
+  CHECK(parse_path("<>").null_path);
+  CHECK(parse_path("<\"a b\"@x.com>").box.quoted);
+  CHECK(parse_path("<\"a b\"@x.com>").box.to_string() == "\"a b\"@x.com");
+  CHECK(parse_path("<\"a>b\"@x.com>").box.local == "a>b");
+  CHECK(parse_path("rey@x.com").error == address_error::missing_brackets);
+  CHECK(parse_path("<rey@x.com").error == address_error::missing_brackets);
+  CHECK(parse_path("<rey@@x.com>").error == address_error::bad_syntax);
+  CHECK(parse_path("<.rey@x.com>").error == address_error::bad_syntax);
+  CHECK(parse_path("<r..ey@x.com>").error == address_error::bad_syntax);
+  CHECK(parse_path("<rey@x..com>").error == address_error::bad_syntax);
+  CHECK(parse_path("<rey@-x.com>").error == address_error::bad_syntax);
+  CHECK(parse_path("<rey@x_y.com>").error == address_error::bad_syntax);
+  CHECK(parse_path("<" + std::string(65, 'a') + "@x.com>").error == address_error::too_long);
+  CHECK(parse_path("<a@" + std::string(250, 'b') + ".com>").error == address_error::too_long);
+  CHECK(parse_path(std::string("<a\0b@x.com>", 11)).error == address_error::control_bytes);
+  CHECK(parse_path("<a@[127.0.0.1]>").error == address_error::address_literal);
+  CHECK(parse_mailbox("vader@deathstar.com")->domain == "deathstar.com");
+  CHECK_FALSE(parse_mailbox("vader"));
+}
