@@ -1,0 +1,375 @@
+"""Issue 3: the node as a real ESMTP server, driven through real sockets,
+smtplib and swaks, with every class of bad input from REFERENCES.md."""
+import os
+import shutil
+import smtplib
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+
+
+class Raw:
+    """A raw SMTP connection for sending exactly the bytes a test wants."""
+
+    def __init__(self, port, greet=True, timeout=10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+        if greet:
+            code, text = self.reply()
+            assert code == 220, text
+
+    def send(self, data):
+        self.sock.sendall(data if isinstance(data, bytes) else data.encode())
+
+    def reply(self):
+        """One possibly multi-line reply: (code, text). (0, '') on close."""
+        lines = []
+        while True:
+            while b"\r\n" not in self.buf:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return (0, "\n".join(lines))
+                self.buf += chunk
+            line, self.buf = self.buf.split(b"\r\n", 1)
+            text = line.decode("utf-8", "replace")
+            lines.append(text)
+            if len(text) < 4 or text[3] != "-":
+                return (int(text[:3]), "\n".join(lines))
+
+    def cmd(self, line):
+        self.send(line + "\r\n")
+        return self.reply()
+
+    def closed(self):
+        try:
+            return self.sock.recv(1) == b""
+        except (ConnectionResetError, socket.timeout):
+            return True
+
+    def close(self):
+        self.sock.close()
+
+
+def topology():
+    t = harness.two_domain_topology()
+    t["defaults"]["limits"] = {"message_size": 200000, "recipients": 3}
+    t["defaults"]["timeouts"] = {"command": "1500ms", "data_block": "1500ms"}
+    jaku = t["domains"][0]
+    jaku["limits"] = {"message_size": 200000, "recipients": 3, "connections": 20}
+    port, = harness.free_tcp_ports(1)
+    t["domains"].append({"name": "slow.example", "listen": f"127.0.0.1:{port}", "users": ["anna"],
+                         "timeouts": {"greeting_pause": "300ms"}, "limits": {"connections": 3}})
+    return t
+
+
+NET = None
+TOPO = None
+
+
+def jaku_port():
+    return harness.port_of(TOPO, "jaku.com")
+
+
+def start_mail(conn, sender="rey@jaku.com", rcpts=("finn@jaku.com",)):
+    assert conn.cmd("EHLO client.example")[0] == 250
+    assert conn.cmd(f"MAIL FROM:<{sender}>")[0] == 250
+    for r in rcpts:
+        code, text = conn.cmd(f"RCPT TO:<{r}>")
+        assert code == 250, text
+
+
+def good_client_sends(subject):
+    """A well-behaved client, to show that others are served meanwhile."""
+    with smtplib.SMTP("127.0.0.1", jaku_port(), timeout=10) as s:
+        s.sendmail("rey@jaku.com", ["obiwan@jaku.com"],
+                   f"Subject: {subject}\r\n\r\nbody\r\n".encode())
+
+
+def count(domain, user):
+    return len(NET.messages(domain, user))
+
+
+def test_smtplib_and_swaks_interoperate():
+    before = count("jaku.com", "finn")
+    with smtplib.SMTP("127.0.0.1", jaku_port(), timeout=10) as s:
+        s.ehlo("client.example")
+        for extension in ("size", "8bitmime", "pipelining", "enhancedstatuscodes", "help"):
+            assert s.has_extn(extension), extension
+        assert s.verify("finn")[0] == 252
+        assert s.noop()[0] == 250
+        assert s.rset()[0] == 250
+        for i in range(3):  # several messages on one connection
+            s.sendmail("rey@jaku.com", ["finn@jaku.com"], f"Subject: n{i}\r\n\r\nbody {i}\r\n".encode())
+        try:
+            s.sendmail("rey@jaku.com", ["nobody@jaku.com"], b"Subject: x\r\n\r\nx\r\n")
+            raise AssertionError("unknown user accepted")
+        except smtplib.SMTPRecipientsRefused as e:
+            code, text = e.recipients["nobody@jaku.com"]
+            assert code == 550 and text.startswith(b"5.1.1"), e.recipients
+    NET.wait_messages("jaku.com", "finn", before + 3)
+    if shutil.which("swaks"):
+        for extra in ([], ["--pipeline"]):
+            out = subprocess.run(["swaks", "--server", f"127.0.0.1:{jaku_port()}", "--from", "rey@jaku.com",
+                                  "--to", "finn@jaku.com", "--header", "Subject: swaks", *extra],
+                                 capture_output=True, text=True, timeout=30)
+            assert out.returncode == 0, out.stdout + out.stderr
+            assert "250 2.0.0 Ok: queued as" in out.stdout
+        NET.wait_messages("jaku.com", "finn", before + 5)
+
+
+def test_received_message_id_and_date_are_added():
+    before = count("jaku.com", "rey")
+    with smtplib.SMTP("127.0.0.1", jaku_port(), timeout=10) as s:
+        s.sendmail("finn@jaku.com", ["rey@jaku.com"], b"Subject: bare\r\n\r\nno id, no date\r\n")
+    msg = NET.wait_messages("jaku.com", "rey", before + 1)[-1].decode()
+    head = msg.split("\r\n\r\n", 1)[0]
+    assert head.startswith("Received: from client") or head.startswith("Received: from "), head
+    assert "by jaku.com (mailnet) with ESMTP id " in head and "for <rey@jaku.com>" in head, head
+    assert "\r\nMessage-ID: <" in head and "\r\nDate: " in head, head
+
+
+def test_received_loop_limit():
+    conn = Raw(jaku_port())
+    start_mail(conn)
+    assert conn.cmd("DATA")[0] == 354
+    conn.send("Received: from x by y; Sun, 22 Nov 2026 00:00:00 +0000\r\n" * 51 + "\r\nloop\r\n.\r\n")
+    code, text = conn.reply()
+    assert code == 554 and "5.4.6" in text, text
+    conn.close()
+
+
+def test_smtp_smuggling_never_ends_data_early():
+    before = count("jaku.com", "finn")
+    conn = Raw(jaku_port())
+    start_mail(conn)
+    assert conn.cmd("DATA")[0] == 354
+    smuggled = ("Subject: smuggle\r\n\r\nhello\n.\nMAIL FROM:<rey@jaku.com>\nRCPT TO:<rey@jaku.com>\nDATA\n"
+                "evil\r.\rx\r\n.\nz\n.\r\nzz\r\n.\r\n")
+    conn.send(smuggled)
+    code, text = conn.reply()
+    assert code == 250, text
+    assert conn.cmd("NOOP")[0] == 250  # nothing else was answered in between
+    conn.close()
+    msgs = NET.wait_messages("jaku.com", "finn", before + 1)
+    assert len(msgs) == before + 1
+    assert b"hello\n.\nMAIL FROM:<rey@jaku.com>\nRCPT TO:<rey@jaku.com>\nDATA\nevil\r.\rx\r\n\nz\n.\r\nzz\r\n" in msgs[-1]
+
+
+def test_data_before_greeting_and_before_354():
+    conn = Raw(harness.port_of(TOPO, "slow.example"), greet=False)
+    conn.send("EHLO early.example\r\n")
+    code, text = conn.reply()
+    assert code == 554 and "5.5.0" in text, text
+    assert conn.closed()
+    conn.close()
+
+    before = count("jaku.com", "finn")
+    conn = Raw(jaku_port())
+    start_mail(conn)
+    conn.send("DATA\r\nSubject: early\r\n\r\nbody\r\n.\r\n")
+    code, text = conn.reply()
+    assert code == 554 and "5.5.0" in text and "pipelining" in text, text
+    assert conn.closed()
+    conn.close()
+    good_client_sends("after early data")
+    assert count("jaku.com", "finn") == before
+
+
+def test_pipelined_commands_are_answered_in_order():
+    conn = Raw(jaku_port())
+    conn.send("EHLO c.example\r\nMAIL FROM:<rey@jaku.com>\r\nRCPT TO:<finn@jaku.com>\r\n"
+              "RCPT TO:<nobody@jaku.com>\r\nDATA\r\n")
+    codes = [conn.reply()[0] for _ in range(5)]
+    assert codes == [250, 250, 250, 550, 354], codes
+    conn.send("Subject: p\r\n\r\nx\r\n.\r\nQUIT\r\n")
+    assert conn.reply()[0] == 250 and conn.reply()[0] == 221
+    conn.close()
+
+
+def test_overlong_lines_and_a_megabyte_without_crlf():
+    conn = Raw(jaku_port())
+    code, text = conn.cmd("NOOP " + "x" * 600)
+    assert code == 500 and "5.5.2" in text, text
+    conn.send(b"A" * (1 << 20))
+    conn.send(b"\r\n")
+    code, text = conn.reply()
+    assert code == 500 and "5.5.2" in text, text
+    assert conn.cmd("NOOP")[0] == 250  # still serving this client
+    good_client_sends("after a megabyte")
+    conn.close()
+
+
+def test_text_line_and_size_limits():
+    before = count("jaku.com", "finn")
+    conn = Raw(jaku_port())
+    start_mail(conn)
+    assert conn.cmd("DATA")[0] == 354
+    conn.send("Subject: long\r\n\r\n" + "y" * 1200 + "\r\n.\r\n")
+    code, text = conn.reply()
+    assert code == 500 and "5.5.2" in text, text
+    start_mail_again = conn.cmd("MAIL FROM:<rey@jaku.com>")
+    assert start_mail_again[0] == 250
+    assert conn.cmd("RCPT TO:<finn@jaku.com>")[0] == 250
+    assert conn.cmd("DATA")[0] == 354
+    conn.send(("z" * 998 + "\r\n") * 250 + ".\r\n")  # 250 KB > 200000
+    code, text = conn.reply()
+    assert code == 552 and "5.3.4" in text, text
+    code, text = conn.cmd("MAIL FROM:<rey@jaku.com> SIZE=99999999999999999999999999")
+    assert code == 501, text
+    code, text = conn.cmd("MAIL FROM:<rey@jaku.com> SIZE=200001")
+    assert code == 552 and "5.3.4" in text, text
+    conn.close()
+    assert count("jaku.com", "finn") == before
+
+
+def test_recipient_limit_keeps_earlier_ones():
+    before = count("jaku.com", "finn")
+    conn = Raw(jaku_port())
+    start_mail(conn, rcpts=("finn@jaku.com", "rey@jaku.com", "obiwan@jaku.com"))
+    code, text = conn.cmd("RCPT TO:<finn@jaku.com>")
+    assert code == 452 and "4.5.3" in text, text
+    assert conn.cmd("DATA")[0] == 354
+    conn.send("Subject: three\r\n\r\nx\r\n.\r\n")
+    assert conn.reply()[0] == 250
+    conn.close()
+    NET.wait_messages("jaku.com", "finn", before + 1)
+
+
+def test_nul_cr_lf_and_folder_escapes():
+    conn = Raw(jaku_port())
+    start_mail(conn, rcpts=())
+    for line, want in [
+        (b"RCPT TO:<finn@jaku.com\x00x>\r\n", 501),
+        (b"RCPT TO:<finn\x00@jaku.com>\r\n", 501),
+        (b"RCPT TO:<finn@jaku.com\rX>\r\n", 501),
+        (b"RCPT TO:<../../etc/passwd@jaku.com>\r\n", 501),
+        (b"RCPT TO:<\"../../x\"@jaku.com>\r\n", 553),
+        (b"RCPT TO:<finn/../rey@jaku.com>\r\n", 501),
+        (b"RCPT TO:<finn/rey@jaku.com>\r\n", 550),
+        (b"RCPT TO:<finn@jaku.com/../../x>\r\n", 501),
+        (b"RCPT TO:<vader@deathstar.com\x00@jaku.com>\r\n", 501),
+    ]:
+        conn.send(line)
+        code, text = conn.reply()
+        assert code == want, (line, code, text)
+    conn.close()
+    # Only the known users' folders exist.
+    assert sorted(os.listdir(os.path.join(NET.domain_dir("jaku.com"), "mail"))) == ["finn", "obiwan", "rey"]
+
+
+def test_relay_is_denied_to_outsiders():
+    conn = Raw(jaku_port())
+    assert conn.cmd("EHLO c.example")[0] == 250
+    assert conn.cmd("MAIL FROM:<vader@deathstar.com>")[0] == 250
+    for rcpt in ("tarkin@deathstar.com", "luke@genshinimpact.com", "@jaku.com:tarkin@deathstar.com"):
+        code, text = conn.cmd(f"RCPT TO:<{rcpt}>")
+        assert code == 554 and "5.7.1" in text, (rcpt, text)
+    for rcpt in ("tarkin%deathstar.com@jaku.com", "deathstar.com!tarkin@jaku.com"):
+        assert conn.cmd(f"RCPT TO:<{rcpt}>")[0] == 550
+    conn.close()
+
+
+def test_idle_and_trickling_clients_time_out_while_others_are_served():
+    idle = Raw(jaku_port())
+    trickle = Raw(jaku_port())
+    results = {}
+
+    def trickler():
+        try:
+            for b in b"NOOP\r\n":
+                trickle.send(bytes([b]))
+                time.sleep(0.4)  # 6 bytes take 2.4 s > the 1.5 s command deadline
+        except OSError:
+            pass
+        results["trickle"] = trickle.reply()
+
+    t = threading.Thread(target=trickler)
+    t.start()
+    good_client_sends("while idle")
+    code, text = idle.reply()
+    assert code == 421 and "4.4.2" in text, text
+    assert idle.closed()
+    t.join(timeout=10)
+    code, text = results["trickle"]
+    assert code == 421 and "4.4.2" in text, text
+    idle.close()
+    trickle.close()
+
+
+def test_too_many_errors_and_connections():
+    conn = Raw(jaku_port())
+    code = 0
+    for _ in range(25):
+        code, text = conn.cmd("BOGUS")
+        if code != 500:
+            break
+    assert code == 0 or code == 421, code
+    assert conn.closed()
+    conn.close()
+
+    port = harness.port_of(TOPO, "slow.example")
+    held = [Raw(port) for _ in range(3)]
+    extra = Raw(port, greet=False)
+    code, text = extra.reply()
+    assert code == 421 and "4.7.0" in text, text
+    for c in held:
+        c.close()
+    extra.close()
+    # Once they are gone, new clients are served again.
+    harness.wait_for(lambda: Raw(port).cmd("QUIT")[0] == 221, 5, "slow.example to accept again")
+
+
+def test_disk_failure_answers_451_and_leaves_nothing():
+    rey_tmp = os.path.join(NET.domain_dir("jaku.com"), "mail", "rey", "tmp")
+    shutil.rmtree(rey_tmp)
+    with open(rey_tmp, "w") as f:  # a file where a folder should be: writes fail, even as root
+        f.write("x")
+    try:
+        before_rey, before_finn = count("jaku.com", "rey"), count("jaku.com", "finn")
+        conn = Raw(jaku_port())
+        start_mail(conn, rcpts=("finn@jaku.com", "rey@jaku.com"))
+        assert conn.cmd("DATA")[0] == 354
+        conn.send("Subject: disk\r\n\r\nx\r\n.\r\n")
+        code, text = conn.reply()
+        assert code == 451 and "4.3.0" in text, text
+        assert conn.cmd("NOOP")[0] == 250
+        conn.close()
+        assert count("jaku.com", "rey") == before_rey and count("jaku.com", "finn") == before_finn
+        assert os.listdir(os.path.join(NET.domain_dir("jaku.com"), "mail", "finn", "tmp")) == []
+    finally:
+        os.remove(rey_tmp)
+        os.mkdir(rey_tmp)
+
+
+def test_transcript_and_event_log():
+    with open(os.path.join(NET.domain_dir("jaku.com"), "smtp.log")) as f:
+        transcript = f.read()
+    assert " C: EHLO client.example" in transcript and " S: 250-PIPELINING" in transcript
+    assert " C: <message: " in transcript  # bodies summarised, not dumped
+    assert "evil" not in transcript
+    assert "\\x00" in transcript  # control bytes made visible
+    with open(os.path.join(NET.domain_dir("jaku.com"), "node.log")) as f:
+        for line in f:
+            fields = line.split(" ", 1)[1]
+            assert fields.startswith("id=") or fields.startswith("event="), line
+
+
+if __name__ == "__main__":
+    TOPO = topology()
+    with harness.Network(TOPO) as NET:
+        NET.start()
+        harness.run_tests([
+            test_smtplib_and_swaks_interoperate, test_received_message_id_and_date_are_added,
+            test_received_loop_limit, test_smtp_smuggling_never_ends_data_early,
+            test_data_before_greeting_and_before_354, test_pipelined_commands_are_answered_in_order,
+            test_overlong_lines_and_a_megabyte_without_crlf, test_text_line_and_size_limits,
+            test_recipient_limit_keeps_earlier_ones, test_nul_cr_lf_and_folder_escapes,
+            test_relay_is_denied_to_outsiders, test_idle_and_trickling_clients_time_out_while_others_are_served,
+            test_too_many_errors_and_connections, test_disk_failure_answers_451_and_leaves_nothing,
+            test_transcript_and_event_log,
+        ])
