@@ -82,6 +82,12 @@ class reader {
     return *d;
   }
 
+  bool restart_at(const json& j, const std::string& path) const {
+    auto v = string_at(j, path);
+    if (v != "no" && v != "on-failure") fail(path, "expected \"no\" or \"on-failure\", found \"" + v + "\"");
+    return v == "on-failure";
+  }
+
   endpoint endpoint_at(const json& j, const std::string& path) const {
     const std::string expected = "expected \"host:port\" with a loopback host (127.0.0.0/8 or [::1])";
     if (!j.is_string()) fail(path, expected + ", found " + type_name(j));
@@ -273,7 +279,8 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
   if (doc.contains("resolver")) {
     const auto& rj = doc["resolver"];
     r.expect_object(rj, "$.resolver");
-    r.only_keys(rj, "$.resolver", {"listen", "timeout", "attempts"});
+    r.only_keys(rj, "$.resolver", {"listen", "timeout", "attempts", "restart"});
+    if (rj.contains("restart")) t.resolver.restart_on_failure = r.restart_at(rj["restart"], "$.resolver.restart");
     if (rj.contains("listen")) t.resolver.listen = r.endpoint_at(rj["listen"], "$.resolver.listen");
     if (rj.contains("timeout")) t.resolver.query_timeout = r.duration_at(rj["timeout"], "$.resolver.timeout");
     if (rj.contains("attempts")) t.resolver.query_attempts = static_cast<int>(r.count_at(rj["attempts"], "$.resolver.attempts", 1, 20));
@@ -333,6 +340,7 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
       }
     }
 
+    if (dj.contains("restart")) d.restart_on_failure = r.restart_at(dj["restart"], path + ".restart");
     domain_defaults own = defaults;
     read_settings(r, dj, path, own);
     d.retry = own.retry;
@@ -358,13 +366,15 @@ std::string to_json_text(const topology& t) {
   doc["name"] = t.name;
   doc["resolver"] = {{"listen", t.resolver.listen.to_string()},
                      {"timeout", ms(t.resolver.query_timeout)},
-                     {"attempts", t.resolver.query_attempts}};
+                     {"attempts", t.resolver.query_attempts},
+                     {"restart", t.resolver.restart_on_failure ? "on-failure" : "no"}};
   doc["domains"] = json::array();
   for (const auto& d : t.domains) {
     doc["domains"].push_back({
         {"name", d.name},
         {"listen", d.listen.to_string()},
         {"users", d.users},
+        {"restart", d.restart_on_failure ? "on-failure" : "no"},
         {"retry", {{"first", ms(d.retry.first)}, {"max", ms(d.retry.max)}, {"give_up_after", ms(d.retry.give_up_after)}}},
         {"limits", {{"message_size", d.limits.message_size}, {"recipients", d.limits.recipients},
                     {"command_line", d.limits.command_line}, {"text_line", d.limits.text_line},

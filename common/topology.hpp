@@ -61,6 +61,7 @@ struct resolver_settings {
   endpoint listen{"127.0.0.1", 5353};
   millis query_timeout{500};
   int query_attempts = 3;
+  bool restart_on_failure = false;  // "restart": "on-failure"
 };
 
 struct domain_config {
@@ -71,6 +72,7 @@ struct domain_config {
   struct limits limits;
   struct timeouts timeouts;
   struct policy policy;
+  bool restart_on_failure = false;  // "restart": "on-failure": the launcher respawns it after a crash
 
   // The configured user whose mailbox receives mail for local_part, if any
   // (local parts are compared without regard to case).

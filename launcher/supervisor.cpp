@@ -3,14 +3,17 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/readable_pipe.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/process/v2/process.hpp>
 #include <boost/process/v2/stdio.hpp>
 #include <csignal>
+#include <fcntl.h>
 #include <fstream>
 #include <iostream>
 #include <list>
@@ -19,13 +22,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "common/event_log.hpp"
 #include "common/topology.hpp"
+#include "launcher/run_folder.hpp"
 
 namespace mailnet::launcher {
 
 namespace asio = boost::asio;
 namespace bp = boost::process::v2;
+using json = nlohmann::json;
 using clock = std::chrono::steady_clock;
 
 namespace {
@@ -62,37 +66,66 @@ std::filesystem::path own_binary_dir() {
   return ec ? std::filesystem::current_path() : self.parent_path();
 }
 
-enum class child_state { starting, ready, exited, stopping };
+// What a child is doing. "killed", "stopped" and "crashed" are all down;
+// they differ in who asked.
+enum class child_state { starting, ready, stopping, killing, stopped, killed, crashed, failed };
 
 const char* to_string(child_state s) {
   switch (s) {
     case child_state::starting: return "starting";
     case child_state::ready: return "ready";
-    case child_state::exited: return "exited";
     case child_state::stopping: return "stopping";
+    case child_state::killing: return "killing";
+    case child_state::stopped: return "stopped";
+    case child_state::killed: return "killed";
+    case child_state::crashed: return "crashed";
+    case child_state::failed: return "failed";
   }
   return "?";
 }
 
+bool is_down(child_state s) {
+  return s == child_state::stopped || s == child_state::killed || s == child_state::crashed ||
+         s == child_state::failed;
+}
+
+// One run of a child process. Coroutines hold it by shared_ptr, so a respawn
+// never pulls a pipe out from under a pending read.
+struct instance {
+  std::unique_ptr<bp::process> proc;
+  std::unique_ptr<asio::readable_pipe> out, err;
+  int pid = 0;
+  bool ever_ready = false;
+};
+
+struct counters {
+  std::size_t received = 0, delivered = 0, relayed = 0, bounced = 0;
+};
+
 struct child {
   std::string name;  // "resolver" or the domain
   std::string listen;
-  std::filesystem::path exe;
+  std::string exe_name;
   std::vector<std::string> args;
-  std::unique_ptr<bp::process> proc;
-  std::unique_ptr<asio::readable_pipe> out, err;
-  child_state state = child_state::starting;
-  int pid = 0;
+  bool restart_on_failure = false;
+  std::shared_ptr<instance> current;
+  child_state state = child_state::stopped;
   std::string exit_text;   // "exit 1", "signal 9"
   std::string last_error;  // the last line on stderr
+  clock::time_point started_at{};
+  int restarts = 0;
+  std::string colour;  // ANSI prefix colour, empty when plain
+  counters count;
 };
 
 class supervisor {
  public:
-  supervisor(asio::io_context& io, topology net, std::filesystem::path dir)
-      : io_(io), net_(std::move(net)), dir_(std::move(dir)), changed_(io), signals_(io, SIGINT, SIGTERM) {}
+  supervisor(asio::io_context& io, topology net, run_folder folder, bool colour)
+      : io_(io), net_(std::move(net)), folder_(std::move(folder)), changed_(io), signals_(io, SIGINT, SIGTERM),
+        control_(io), colour_(colour) {}
 
-  asio::awaitable<int> run(std::chrono::milliseconds ready_timeout);
+  // Starts everything; returns false (and has stopped what it started) on failure.
+  asio::awaitable<bool> bring_up(std::chrono::milliseconds ready_timeout, const std::function<void(bool)>& on_ready);
 
  private:
   void notify() { changed_.cancel(); }
@@ -108,61 +141,86 @@ class supervisor {
     co_return true;
   }
 
-  child& add(std::string name, std::string listen, std::vector<std::string> args, const std::string& exe_name) {
-    auto& c = children_.emplace_back();
-    c.name = std::move(name);
-    c.listen = std::move(listen);
-    c.exe = own_binary_dir() / exe_name;
-    c.args = std::move(args);
-    return c;
+  child* find(const std::string& name) {
+    for (auto& c : children_)
+      if (c.name == name) return &c;
+    return nullptr;
   }
 
   void spawn(child& c);
-  asio::awaitable<void> pump(child& c, asio::readable_pipe& pipe, bool is_stderr);
-  asio::awaitable<void> watch(child& c);
+  asio::awaitable<void> pump(child& c, std::shared_ptr<instance> inst, asio::readable_pipe& pipe, bool is_stderr);
+  asio::awaitable<void> watch(child& c, std::shared_ptr<instance> inst);
+  asio::awaitable<void> restart_later(child& c, std::shared_ptr<instance> dead);
+  asio::awaitable<std::string> start_child(child& c, std::chrono::milliseconds timeout);
+  asio::awaitable<void> stop_child(child& c, bool kill);
   asio::awaitable<void> stop_all();
+  void flush_others(const std::string& except);
   void write_network_json();
-  void print_line(const std::string& who, const std::string& line);
+  void print_line(const child& c, const std::string& line);
+  void count_event(child& c, const std::string& line);
+
+  asio::awaitable<void> serve_control();
+  asio::awaitable<void> control_session(asio::local::stream_protocol::socket socket);
+  asio::awaitable<json> handle(const json& request);
+  json status();
 
   asio::io_context& io_;
   topology net_;
-  std::filesystem::path dir_;
+  run_folder folder_;
   asio::steady_timer changed_;
   asio::signal_set signals_;
+  asio::local::stream_protocol::acceptor control_;
+  bool colour_;
   std::list<child> children_;  // stable addresses for the coroutines
   bool shutting_down_ = false;
+  bool down_requested_ = false;
   std::size_t name_width_ = 8;
 };
 
-void supervisor::print_line(const std::string& who, const std::string& line) {
-  std::string padded = who;
+void supervisor::print_line(const child& c, const std::string& line) {
+  std::string padded = c.name;
   if (padded.size() < name_width_) padded.resize(name_width_, ' ');
+  if (!c.colour.empty()) padded = c.colour + padded + "\033[0m";
   std::cout << padded << " | " << line << '\n' << std::flush;
 }
 
+void supervisor::count_event(child& c, const std::string& line) {
+  if (line.find(" event=accepted ") != std::string::npos) ++c.count.received;
+  else if (line.find(" event=delivered ") != std::string::npos) ++c.count.delivered;
+  else if (line.find(" event=relayed ") != std::string::npos) ++c.count.relayed;
+  else if (line.find(" event=bounced ") != std::string::npos) ++c.count.bounced;
+}
+
 void supervisor::spawn(child& c) {
-  c.out = std::make_unique<asio::readable_pipe>(io_);
-  c.err = std::make_unique<asio::readable_pipe>(io_);
+  auto inst = std::make_shared<instance>();
+  inst->out = std::make_unique<asio::readable_pipe>(io_);
+  inst->err = std::make_unique<asio::readable_pipe>(io_);
+  c.current = inst;
   c.state = child_state::starting;
   c.exit_text.clear();
   c.last_error.clear();
+  c.started_at = clock::now();
+  const auto exe = own_binary_dir() / c.exe_name;
   try {
-    c.proc = std::make_unique<bp::process>(io_, bp::filesystem::path(c.exe.string()), c.args,
-                                           bp::process_stdio{nullptr, *c.out, *c.err}, child_setup{::getpid()});
+    inst->proc = std::make_unique<bp::process>(io_, bp::filesystem::path(exe.string()), c.args,
+                                               bp::process_stdio{nullptr, *inst->out, *inst->err},
+                                               child_setup{::getpid()});
   } catch (const std::exception& e) {
-    c.state = child_state::exited;
+    c.state = child_state::failed;
     c.exit_text = "not started";
-    c.last_error = "cannot start " + c.exe.string() + ": " + e.what();
+    c.last_error = "cannot start " + exe.string() + ": " + e.what();
     notify();
     return;
   }
-  c.pid = c.proc->id();
-  asio::co_spawn(io_, pump(c, *c.out, false), report_failure);
-  asio::co_spawn(io_, pump(c, *c.err, true), report_failure);
-  asio::co_spawn(io_, watch(c), report_failure);
+  inst->pid = inst->proc->id();
+  asio::co_spawn(io_, pump(c, inst, *inst->out, false), report_failure);
+  asio::co_spawn(io_, pump(c, inst, *inst->err, true), report_failure);
+  asio::co_spawn(io_, watch(c, inst), report_failure);
+  write_network_json();
 }
 
-asio::awaitable<void> supervisor::pump(child& c, asio::readable_pipe& pipe, bool is_stderr) {
+asio::awaitable<void> supervisor::pump(child& c, std::shared_ptr<instance> inst, asio::readable_pipe& pipe,
+                                       bool is_stderr) {
   std::string buffer;
   for (;;) {
     auto [ec, n] = co_await asio::async_read_until(pipe, asio::dynamic_buffer(buffer, 1 << 20), '\n',
@@ -170,70 +228,222 @@ asio::awaitable<void> supervisor::pump(child& c, asio::readable_pipe& pipe, bool
     if (ec) co_return;
     std::string line = buffer.substr(0, n - 1);
     buffer.erase(0, n);
-    print_line(c.name, line);
+    print_line(c, line);
+    if (c.current != inst) continue;
     if (is_stderr) {
       c.last_error = line;
     } else if (c.state == child_state::starting && line.find(" event=ready") != std::string::npos) {
       c.state = child_state::ready;
+      inst->ever_ready = true;
+      write_network_json();
       notify();
+    } else {
+      count_event(c, line);
     }
   }
 }
 
-asio::awaitable<void> supervisor::watch(child& c) {
-  auto [ec, code] = co_await c.proc->async_wait(asio::as_tuple(asio::use_awaitable));
-  // ECHILD means someone reaped it already (boostorg/process#496): it exited.
-  int status = c.proc->native_exit_code();
-  if (WIFSIGNALED(status)) c.exit_text = "signal " + std::to_string(WTERMSIG(status));
-  else c.exit_text = "exit " + std::to_string(ec ? -1 : code);
-  bool expected = shutting_down_ || c.state == child_state::stopping;
-  c.state = child_state::exited;
-  if (!expected) print_line(c.name, "exited unexpectedly (" + c.exit_text + ")");
+asio::awaitable<void> supervisor::watch(child& c, std::shared_ptr<instance> inst) {
+  auto [ec, code] = co_await inst->proc->async_wait(asio::as_tuple(asio::use_awaitable));
+  // ECHILD means the child was reaped already (boostorg/process#496): it exited.
+  int status = inst->proc->native_exit_code();
+  std::string text;
+  if (WIFSIGNALED(status)) text = "signal " + std::to_string(WTERMSIG(status));
+  else text = "exit " + std::to_string(ec ? -1 : code);
+  if (c.current != inst) co_return;  // an older run; the child has moved on
+  c.exit_text = text;
+  switch (c.state) {
+    case child_state::stopping: c.state = child_state::stopped; break;
+    case child_state::killing: c.state = child_state::killed; break;
+    default:
+      if (shutting_down_) {
+        c.state = child_state::stopped;
+        break;
+      }
+      // Died unasked. One that was never ready is not respawned in a loop.
+      c.state = inst->ever_ready ? child_state::crashed : child_state::failed;
+      print_line(c, std::string(to_string(c.state)) + " (" + text + ")");
+      if (c.restart_on_failure && inst->ever_ready)
+        asio::co_spawn(io_, restart_later(c, inst), report_failure);
+  }
   write_network_json();
   notify();
+}
+
+asio::awaitable<void> supervisor::restart_later(child& c, std::shared_ptr<instance> dead) {
+  // Growing backoff: 0.5 s, 1 s, 2 s … up to 30 s (Postfix's master does the same).
+  auto delay = std::chrono::milliseconds(500) * (1 << std::min(c.restarts, 6));
+  if (delay > std::chrono::seconds(30)) delay = std::chrono::seconds(30);
+  ++c.restarts;
+  print_line(c, "restarting in " + std::to_string(delay.count()) + " ms");
+  asio::steady_timer timer(io_);
+  timer.expires_after(delay);
+  co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+  if (c.current != dead || c.state != child_state::crashed || shutting_down_) co_return;
+  co_await start_child(c, std::chrono::seconds(15));
+}
+
+// Starts a child that is down and waits until it is ready; "" or the reason.
+asio::awaitable<std::string> supervisor::start_child(child& c, std::chrono::milliseconds timeout) {
+  if (!is_down(c.state)) co_return c.name + " is " + to_string(c.state);
+  spawn(c);
+  co_await wait_until([&] { return c.state != child_state::starting; }, clock::now() + timeout);
+  if (c.state == child_state::ready) {
+    flush_others(c.name);
+    co_return "";
+  }
+  std::string why = c.state == child_state::starting ? "not ready after " + std::to_string(timeout.count()) + " ms"
+                                                      : c.exit_text + (c.last_error.empty() ? "" : ": " + c.last_error);
+  if (c.state == child_state::starting) co_await stop_child(c, true);
+  co_return why;
+}
+
+asio::awaitable<void> supervisor::stop_child(child& c, bool kill) {
+  if (is_down(c.state) || !c.current) co_return;
+  c.state = kill ? child_state::killing : child_state::stopping;
+  ::kill(c.current->pid, kill ? SIGKILL : SIGTERM);
+  write_network_json();
+  auto down = [&] { return is_down(c.state); };
+  if (!co_await wait_until(down, clock::now() + std::chrono::seconds(5))) {
+    ::kill(c.current->pid, SIGKILL);
+    co_await wait_until(down, clock::now() + std::chrono::seconds(5));
+  }
 }
 
 asio::awaitable<void> supervisor::stop_all() {
   shutting_down_ = true;
   // Nodes first, the resolver last, so nothing is left asking a dead resolver.
   for (auto it = children_.rbegin(); it != children_.rend(); ++it)
-    if (it->state != child_state::exited) {
+    if (!is_down(it->state)) {
       it->state = child_state::stopping;
-      ::kill(it->pid, SIGTERM);
+      ::kill(it->current->pid, SIGTERM);
     }
-  auto all_exited = [this] {
-    return std::all_of(children_.begin(), children_.end(),
-                       [](const child& c) { return c.state == child_state::exited; });
+  auto all_down = [this] {
+    return std::all_of(children_.begin(), children_.end(), [](const child& c) { return is_down(c.state); });
   };
-  if (!co_await wait_until(all_exited, clock::now() + std::chrono::seconds(5))) {
+  if (!co_await wait_until(all_down, clock::now() + std::chrono::seconds(5))) {
     for (auto& c : children_)
-      if (c.state != child_state::exited) ::kill(c.pid, SIGKILL);
-    co_await wait_until(all_exited, clock::now() + std::chrono::seconds(5));
+      if (!is_down(c.state)) ::kill(c.current->pid, SIGKILL);
+    co_await wait_until(all_down, clock::now() + std::chrono::seconds(5));
   }
 }
 
-void supervisor::write_network_json() {
-  nlohmann::json doc;
-  doc["name"] = net_.name;
-  doc["dir"] = std::filesystem::absolute(dir_).string();
-  doc["launcher_pid"] = ::getpid();
-  doc["nodes"] = nlohmann::json::array();
-  for (const auto& c : children_)
-    doc["nodes"].push_back({{"name", c.name}, {"listen", c.listen}, {"pid", c.pid},
-                            {"state", to_string(c.state)}, {"exit", c.exit_text}});
-  std::ofstream(dir_ / "network.json.tmp") << doc.dump(2) << "\n";
-  std::filesystem::rename(dir_ / "network.json.tmp", dir_ / "network.json");
+// A node (or the resolver) came back: the others retry their waiting mail now
+// instead of at their next backoff step (SIGUSR1 is the nodes' flush).
+void supervisor::flush_others(const std::string& except) {
+  for (auto& c : children_)
+    if (c.name != except && c.name != "resolver" && c.state == child_state::ready) ::kill(c.current->pid, SIGUSR1);
 }
 
-asio::awaitable<int> supervisor::run(std::chrono::milliseconds ready_timeout) {
-  const auto topo_file = (dir_ / "topology.json").string();
-  for (const auto& d : net_.domains) name_width_ = std::max(name_width_, d.name.size());
+void supervisor::write_network_json() {
+  json doc = status();
+  std::error_code ec;
+  {
+    std::ofstream out(folder_.network_json().string() + ".tmp");
+    out << doc.dump(2) << "\n";
+  }
+  std::filesystem::rename(folder_.network_json().string() + ".tmp", folder_.network_json(), ec);
+}
 
-  add("resolver", net_.resolver.listen.to_string(), {"--topology", topo_file, "--run-dir", dir_.string()},
-      "mailnet-resolver");
+json supervisor::status() {
+  json nodes = json::array();
+  for (const auto& c : children_) {
+    bool running = c.current && !is_down(c.state);
+    double uptime = running ? std::chrono::duration<double>(clock::now() - c.started_at).count() : 0.0;
+    json n = {{"name", c.name}, {"state", to_string(c.state)}, {"pid", running ? c.current->pid : 0},
+              {"listen", c.listen}, {"uptime_s", static_cast<long>(uptime)}, {"exit", c.exit_text},
+              {"restarts", c.restarts}};
+    if (c.name != "resolver") {
+      n["received"] = c.count.received;
+      n["delivered"] = c.count.delivered;
+      n["relayed"] = c.count.relayed;
+      n["bounced"] = c.count.bounced;
+      n["queued"] = folder_.queued_count(c.name);
+    }
+    nodes.push_back(std::move(n));
+  }
+  return {{"name", net_.name}, {"dir", std::filesystem::absolute(folder_.dir()).string()},
+          {"launcher_pid", ::getpid()}, {"nodes", nodes}};
+}
+
+asio::awaitable<void> supervisor::serve_control() {
+  for (;;) {
+    auto [ec, socket] = co_await control_.async_accept(asio::as_tuple(asio::use_awaitable));
+    if (ec == asio::error::operation_aborted || !control_.is_open()) co_return;
+    if (ec) continue;
+    asio::co_spawn(io_, control_session(std::move(socket)), report_failure);
+  }
+}
+
+asio::awaitable<void> supervisor::control_session(asio::local::stream_protocol::socket socket) {
+  std::string buffer;
+  auto [ec, n] = co_await asio::async_read_until(socket, asio::dynamic_buffer(buffer, 65536), '\n',
+                                                 asio::as_tuple(asio::use_awaitable));
+  if (ec) co_return;
+  json reply;
+  try {
+    reply = co_await handle(json::parse(buffer.substr(0, n)));
+  } catch (const json::exception& e) {
+    reply = {{"ok", false}, {"error", std::string("bad request: ") + e.what()}};
+  }
+  std::string out = reply.dump() + "\n";
+  co_await asio::async_write(socket, asio::buffer(out), asio::as_tuple(asio::use_awaitable));
+}
+
+asio::awaitable<json> supervisor::handle(const json& request) {
+  const std::string cmd = request.value("cmd", "");
+  if (cmd == "status") co_return json{{"ok", true}, {"status", status()}};
+  if (cmd == "down") {
+    down_requested_ = true;
+    notify();
+    co_return json{{"ok", true}};
+  }
+  if (cmd == "flush") {
+    flush_others("");
+    co_return json{{"ok", true}};
+  }
+  const std::string name = request.value("name", "");
+  child* c = find(name);
+  if (!c) {
+    std::string known;
+    for (const auto& k : children_) known += (known.empty() ? "" : ", ") + k.name;
+    co_return json{{"ok", false}, {"error", "no node named '" + name + "' (known: " + known + ")"}};
+  }
+  if (cmd == "kill" || cmd == "stop") {
+    if (is_down(c->state)) co_return json{{"ok", false}, {"error", name + " is already " + to_string(c->state)}};
+    co_await stop_child(*c, cmd == "kill");
+    co_return json{{"ok", true}, {"state", to_string(c->state)}};
+  }
+  if (cmd == "start" || cmd == "restart") {
+    if (cmd == "restart") co_await stop_child(*c, false);
+    auto why = co_await start_child(*c, std::chrono::seconds(15));
+    if (!why.empty()) co_return json{{"ok", false}, {"error", name + " failed to start: " + why}};
+    co_return json{{"ok", true}, {"state", to_string(c->state)}, {"pid", c->current->pid}};
+  }
+  co_return json{{"ok", false}, {"error", "unknown command '" + cmd + "'"}};
+}
+
+asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeout,
+                                           const std::function<void(bool)>& on_ready) {
+  static const char* palette[] = {"\033[36m", "\033[32m", "\033[33m", "\033[35m", "\033[34m", "\033[91m",
+                                  "\033[92m", "\033[93m", "\033[94m", "\033[95m", "\033[96m"};
+  const auto topo_file = folder_.topology_json().string();
+  const auto run_dir = folder_.dir().string();
+  auto add = [&](std::string name, std::string listen, std::vector<std::string> args, std::string exe, bool restart) {
+    auto& c = children_.emplace_back();
+    c.name = std::move(name);
+    c.listen = std::move(listen);
+    c.args = std::move(args);
+    c.exe_name = std::move(exe);
+    c.restart_on_failure = restart;
+    if (colour_) c.colour = palette[(children_.size() - 1) % std::size(palette)];
+    name_width_ = std::max(name_width_, c.name.size());
+  };
+  add("resolver", net_.resolver.listen.to_string(), {"--topology", topo_file, "--run-dir", run_dir},
+      "mailnet-resolver", net_.resolver.restart_on_failure);
   for (const auto& d : net_.domains)
-    add(d.name, d.listen.to_string(), {"--topology", topo_file, "--domain", d.name, "--run-dir", dir_.string()},
-        "mailnet-node");
+    add(d.name, d.listen.to_string(), {"--topology", topo_file, "--domain", d.name, "--run-dir", run_dir},
+        "mailnet-node", d.restart_on_failure);
 
   bool interrupted = false;
   signals_.async_wait([&](const boost::system::error_code& ec, int) {
@@ -243,50 +453,102 @@ asio::awaitable<int> supervisor::run(std::chrono::milliseconds ready_timeout) {
   });
 
   // The resolver first: nodes ask it as soon as they have mail to relay.
+  auto deadline = clock::now() + ready_timeout;
   auto& resolver = children_.front();
   spawn(resolver);
-  auto deadline = clock::now() + ready_timeout;
   co_await wait_until([&] { return interrupted || resolver.state != child_state::starting; }, deadline);
   bool ok = resolver.state == child_state::ready;
+  const bool progress = colour_ && children_.size() > 10;  // on a terminal, for large topologies
   if (ok) {
     for (auto it = std::next(children_.begin()); it != children_.end(); ++it) spawn(*it);
+    auto ready_count = [&] {
+      return std::count_if(children_.begin(), children_.end(),
+                           [](const child& c) { return c.state == child_state::ready; });
+    };
+    long shown = -1;
     co_await wait_until(
         [&] {
+          if (progress && ready_count() != shown) {
+            shown = ready_count();
+            std::cerr << "\rmailnet: " << shown << " of " << children_.size() << " ready" << std::flush;
+          }
           return interrupted || std::none_of(children_.begin(), children_.end(), [](const child& c) {
                    return c.state == child_state::starting;
                  });
         },
         deadline);
+    if (progress) std::cerr << "\n";
     ok = std::all_of(children_.begin(), children_.end(), [](const child& c) { return c.state == child_state::ready; });
   }
-  write_network_json();
 
   if (!ok) {
     for (const auto& c : children_) {
       if (c.state == child_state::ready) continue;
-      std::string why = c.state == child_state::starting ? "not ready after " + std::to_string(ready_timeout.count()) + " ms"
-                                                         : c.exit_text + (c.last_error.empty() ? "" : ": " + c.last_error);
+      std::string why = c.state == child_state::starting
+                            ? "not ready after " + std::to_string(ready_timeout.count()) + " ms"
+                            : c.exit_text + (c.last_error.empty() ? "" : ": " + c.last_error);
       if (interrupted) why = "interrupted";
       std::cerr << "mailnet: " << c.name << " (" << c.listen << ") failed to start: " << why << "\n";
       break;
     }
     co_await stop_all();
-    co_return interrupted ? 0 : 1;
+    write_network_json();
+    on_ready(false);
+    co_return interrupted;
   }
 
-  std::cout << "mailnet: network " << net_.name << " is up (" << dir_.string() << ")\n";
+  boost::system::error_code ec;
+  std::filesystem::remove(folder_.control_socket());
+  control_.open(asio::local::stream_protocol(), ec);
+  if (!ec) control_.bind(asio::local::stream_protocol::endpoint(folder_.control_socket().string()), ec);
+  if (!ec) control_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    std::cerr << "mailnet: cannot serve the control socket " << folder_.control_socket().string() << ": "
+              << ec.message() << "\n";
+    co_await stop_all();
+    on_ready(false);
+    co_return false;
+  }
+  asio::co_spawn(io_, serve_control(), report_failure);
+  write_network_json();
+
+  std::cout << "mailnet: network " << net_.name << " is up (" << folder_.dir().string() << ")\n";
   for (const auto& c : children_) {
     std::string padded = c.name;
     if (padded.size() < name_width_) padded.resize(name_width_, ' ');
-    std::cout << "  " << padded << "  ready  " << c.listen << "  pid " << c.pid << "\n";
+    std::cout << "  " << padded << "  ready  " << c.listen << "  pid " << c.current->pid << "\n";
   }
-  std::cout << "mailnet: press Ctrl-C to stop\n" << std::flush;
+  std::cout << "mailnet: stop with Ctrl-C or `mailnet down`\n" << std::flush;
+  on_ready(true);
 
-  co_await wait_until([&] { return interrupted; }, clock::time_point::max());
+  co_await wait_until([&] { return interrupted || down_requested_; }, clock::time_point::max());
   std::cout << "mailnet: stopping\n" << std::flush;
+  control_.close(ec);
   co_await stop_all();
   write_network_json();
-  co_return 0;
+  std::filesystem::remove(folder_.control_socket());
+  co_return true;
+}
+
+// -d: the parent waits on a pipe for the daemon's one byte, '1' ready or '0' failed.
+int detach_and_wait(int& ready_fd) {
+  int fds[2];
+  if (::pipe(fds) != 0) return -1;
+  pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid > 0) {
+    ::close(fds[1]);
+    char byte = '0';
+    ssize_t n;
+    do n = ::read(fds[0], &byte, 1);
+    while (n < 0 && errno == EINTR);
+    ::close(fds[0]);
+    return n == 1 && byte == '1' ? 0 : 1;
+  }
+  ::close(fds[0]);
+  ::setsid();
+  ready_fd = fds[1];
+  return -2;  // the daemon goes on
 }
 
 }  // namespace
@@ -299,33 +561,66 @@ int run_up(const up_options& options) {
     std::cerr << "mailnet: " << e.what() << "\n";
     return 2;
   }
-  std::filesystem::path dir = options.dir ? *options.dir : std::filesystem::path("run") / net.name;
+  run_folder folder(options.dir ? *options.dir : std::filesystem::path("run") / net.name);
   try {
-    if (options.fresh) std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir / "resolver");
-    std::ofstream(dir / "topology.json") << to_json_text(net);
+    if (auto pid = folder.running_launcher()) {
+      std::cerr << "mailnet: network " << net.name << " is already up in " << folder.dir().string()
+                << " (launcher pid " << *pid << "); use `mailnet down` first\n";
+      return 1;
+    }
+    folder.prepare(net, options.fresh);
   } catch (const std::exception& e) {
-    std::cerr << "mailnet: cannot prepare the output folder " << dir.string() << ": " << e.what() << "\n";
+    std::cerr << "mailnet: cannot prepare the output folder " << folder.dir().string() << ": " << e.what() << "\n";
     return 1;
   }
 
-  std::signal(SIGPIPE, SIG_IGN);
-  asio::io_context io(1);
-  supervisor sup(io, std::move(net), dir);
-  int code = 1;
-  asio::co_spawn(io, sup.run(options.ready_timeout), [&](std::exception_ptr e, int result) {
-    if (e) {
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        std::cerr << "mailnet: internal error: " << ex.what() << "\n";
-      }
-    } else {
-      code = result;
+  int ready_fd = -1;
+  if (options.detach) {
+    int r = detach_and_wait(ready_fd);
+    if (r >= 0) {
+      if (r == 0) std::cout << "mailnet: network " << net.name << " is up in the background (" << folder.dir().string()
+                            << "); logs in " << folder.launcher_log().string() << "\n";
+      else std::cerr << "mailnet: network " << net.name << " did not start; see " << folder.launcher_log().string() << "\n";
+      return r;
     }
+    if (r == -1) {
+      std::cerr << "mailnet: cannot start in the background: " << std::strerror(errno) << "\n";
+      return 1;
+    }
+    int log = ::open(folder.launcher_log().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    int null = ::open("/dev/null", O_RDONLY);
+    if (log >= 0) {
+      ::dup2(log, 1);
+      ::dup2(log, 2);
+      ::close(log);
+    }
+    if (null >= 0) {
+      ::dup2(null, 0);
+      ::close(null);
+    }
+  }
+  folder.write_pid(::getpid());
+
+  std::signal(SIGPIPE, SIG_IGN);
+  const bool colour = !options.detach && ::isatty(1) && !std::getenv("NO_COLOR");
+  asio::io_context io(1);
+  supervisor sup(io, std::move(net), folder, colour);
+  int code = 1;
+  auto on_ready = [&](bool ok) {
+    if (ready_fd < 0) return;
+    char byte = ok ? '1' : '0';
+    [[maybe_unused]] auto n = ::write(ready_fd, &byte, 1);
+    ::close(ready_fd);
+    ready_fd = -1;
+  };
+  asio::co_spawn(io, sup.bring_up(options.ready_timeout, on_ready), [&](std::exception_ptr e, bool ok) {
+    report_failure(e);
+    code = !e && ok ? 0 : 1;
     io.stop();
   });
   io.run();
+  on_ready(false);
+  folder.remove_pid();
   return code;
 }
 

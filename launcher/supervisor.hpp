@@ -1,6 +1,8 @@
 // The launcher's supervisor: starts the resolver and one node per domain,
-// waits until each reports ready, relays their log lines, and stops them all
-// on SIGINT/SIGTERM. The only translation unit that includes Boost.Process.
+// waits until each reports ready, relays their log lines, serves the control
+// socket (status, kill, stop, start, restart, flush, down), restarts nodes
+// that crash when the topology asks for it, and stops them all on SIGINT,
+// SIGTERM or `mailnet down`. The only translation unit with Boost.Process.
 #pragma once
 
 #include <chrono>
@@ -13,11 +15,13 @@ struct up_options {
   std::filesystem::path topology_file;
   std::optional<std::filesystem::path> dir;  // default: ./run/<name>
   bool fresh = false;                        // remove earlier mail and queues first
-  std::chrono::milliseconds ready_timeout{15000};
+  bool detach = false;                       // -d: return once ready, keep running in the background
+  std::chrono::milliseconds ready_timeout{30000};
 };
 
-// Blocks until the network is brought down. Returns the process exit code:
-// 0 after a clean shutdown, 1 when a child failed to start, 2 for a bad topology.
+// Blocks until the network is brought down (or, with detach, until it is
+// ready). Returns the exit code: 0 after a clean start or shutdown, 1 when a
+// child failed to start or the network is already up, 2 for a bad topology.
 int run_up(const up_options& options);
 
 }  // namespace mailnet::launcher

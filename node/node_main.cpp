@@ -4,6 +4,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
+#include <functional>
 #include <iostream>
 
 #include "node/node_service.hpp"
@@ -23,13 +24,22 @@ int node_main(int argc, char** argv) {
     auto net = load_topology(topology_file);
     boost::asio::io_context io(1);
     node_service service(io, std::move(net), domain, std::filesystem::path(run_dir) / domain, true);
-    service.start();
     boost::asio::signal_set signals(io, SIGTERM, SIGINT);
     signals.async_wait([&](const boost::system::error_code& ec, int) {
       if (ec) return;
       service.stop();
       io.stop();  // every 250 already given is on disk; nothing else must finish
     });
+    // SIGUSR1: retry the queue now (the launcher sends it when a node comes back).
+    boost::asio::signal_set flush_signal(io, SIGUSR1);
+    std::function<void(const boost::system::error_code&, int)> on_flush = [&](const boost::system::error_code& ec,
+                                                                               int) {
+      if (ec) return;
+      service.flush();
+      flush_signal.async_wait(on_flush);
+    };
+    flush_signal.async_wait(on_flush);
+    service.start();  // after the handlers: a SIGUSR1 right after "ready" must not kill us
     io.run();
     return 0;
   } catch (const std::exception& e) {

@@ -199,6 +199,11 @@ std::uint16_t node_service::start() {
   return port;
 }
 
+void node_service::flush() {
+  impl_->events.write({{"event", "flush"}});
+  if (impl_->relay_agent) impl_->relay_agent->flush();
+}
+
 void node_service::stop() {
   boost::system::error_code ec;
   impl_->acceptor.close(ec);

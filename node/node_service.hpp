@@ -26,7 +26,8 @@ class node_service {
   // the Maildirs, recovers the queue, starts accepting, logs event=ready and
   // returns the bound port.
   std::uint16_t start();
-  void stop();  // stops accepting; sessions end with the io_context
+  void stop();   // stops accepting; sessions end with the io_context
+  void flush();  // retries every waiting message now
 
  private:
   struct impl;

@@ -1,0 +1,75 @@
+#include "launcher/control_client.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <poll.h>
+#include <stdexcept>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+namespace mailnet::launcher {
+
+run_folder locate_network(const network_choice& choice) {
+  if (choice.dir) {
+    run_folder f(*choice.dir);
+    if (!f.running_launcher()) throw std::runtime_error("no network is up in " + choice.dir->string());
+    return f;
+  }
+  if (!choice.net.empty()) {
+    run_folder f(std::filesystem::path("run") / choice.net);
+    if (!f.running_launcher()) throw std::runtime_error("network " + choice.net + " is not up (looked in run/" + choice.net + ")");
+    return f;
+  }
+  auto up = run_folder::running_under("run");
+  if (up.empty()) throw std::runtime_error("no network is up under ./run (start one with `mailnet up FILE`, or name its folder with --dir)");
+  if (up.size() > 1) {
+    std::string names;
+    for (const auto& f : up) names += (names.empty() ? "" : ", ") + f.dir().filename().string();
+    throw std::runtime_error("several networks are up (" + names + "): choose one with --net NAME");
+  }
+  return up.front();
+}
+
+
+nlohmann::json ask_launcher(const run_folder& folder, const nlohmann::json& request, std::chrono::milliseconds timeout) {
+  const std::string path = folder.control_socket().string();
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+  struct closer {
+    int fd;
+    ~closer() { ::close(fd); }
+  } guard{fd};
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) throw std::runtime_error("control socket path too long: " + path);
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+    throw std::runtime_error("cannot reach the launcher at " + path + ": " + std::strerror(errno));
+  std::string line = request.dump() + "\n";
+  for (std::size_t sent = 0; sent < line.size();) {
+    ssize_t n = ::send(fd, line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw std::runtime_error(std::string("send to the launcher: ") + std::strerror(errno));
+    sent += static_cast<std::size_t>(n);
+  }
+  std::string reply;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (reply.find('\n') == std::string::npos) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) throw std::runtime_error("the launcher did not answer within " + std::to_string(timeout.count()) + " ms");
+    pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) continue;
+    char buf[65536];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw std::runtime_error("the launcher closed the connection without an answer");
+    reply.append(buf, static_cast<std::size_t>(n));
+    if (reply.size() > (16u << 20)) throw std::runtime_error("the launcher's answer is too large");
+  }
+  return nlohmann::json::parse(reply.substr(0, reply.find('\n')));
+}
+
+}  // namespace mailnet::launcher

@@ -1,0 +1,68 @@
+#include "launcher/run_folder.hpp"
+
+#include <csignal>
+#include <fstream>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+namespace mailnet::launcher {
+
+namespace {
+
+bool is_live_launcher(int pid) {
+  if (pid <= 0 || ::kill(pid, 0) != 0) return false;
+  std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+  std::string name;
+  std::getline(comm, name);
+  return name == "mailnet";  // a reused pid of another program is not ours
+}
+
+}  // namespace
+
+std::optional<int> run_folder::running_launcher() const {
+  std::ifstream in(pid_file());
+  int pid = 0;
+  if (in >> pid && is_live_launcher(pid)) return pid;
+  std::error_code ec;
+  std::filesystem::remove(pid_file(), ec);
+  std::filesystem::remove(control_socket(), ec);
+  return std::nullopt;
+}
+
+void run_folder::prepare(const topology& net, bool fresh) const {
+  if (fresh) std::filesystem::remove_all(dir_);
+  std::filesystem::create_directories(dir_ / "resolver");
+  // sun_path holds 108 bytes; say so now rather than fail after starting.
+  if (std::filesystem::absolute(control_socket()).string().size() >= sizeof(sockaddr_un{}.sun_path))
+    throw std::runtime_error("the path of " + control_socket().string() + " is too long for a unix socket");
+  std::ofstream out(topology_json());
+  out << to_json_text(net);
+  if (!out) throw std::runtime_error("cannot write " + topology_json().string());
+}
+
+void run_folder::write_pid(int pid) const { std::ofstream(pid_file()) << pid << "\n"; }
+
+void run_folder::remove_pid() const {
+  std::error_code ec;
+  std::filesystem::remove(pid_file(), ec);
+}
+
+std::size_t run_folder::queued_count(const std::string& domain) const {
+  std::size_t n = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir_ / domain / "queue", ec))
+    if (e.path().extension() == ".msg") ++n;
+  return n;
+}
+
+std::vector<run_folder> run_folder::running_under(const std::filesystem::path& base) {
+  std::vector<run_folder> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(base, ec)) {
+    run_folder f(e.path());
+    if (e.is_directory() && std::filesystem::exists(f.pid_file()) && f.running_launcher()) out.push_back(f);
+  }
+  return out;
+}
+
+}  // namespace mailnet::launcher
