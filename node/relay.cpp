@@ -3,12 +3,13 @@
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <set>
 
+#include "common/address.hpp"
+#include "node/bounce.hpp"
 #include "node/data_reader.hpp"
 #include "node/resolver_client.hpp"
 #include "node/smtp_channel.hpp"
@@ -24,24 +25,39 @@ std::int64_t now_ms() {
 
 struct smtp_reply {
   int code = 0;  // 0: no reply (connection trouble or timeout)
-  std::string text;
+  std::string text;               // the last line, or what went wrong
+  std::vector<std::string> lines;  // every line, for EHLO keywords
 };
 
 // Reads one possibly multi-line reply ("250-..." lines, then "250 ...").
 asio::awaitable<smtp_reply> read_reply(smtp_channel& ch, millis timeout) {
   smtp_reply r;
-  for (int lines = 0; lines < 100; ++lines) {
+  for (int n = 0; n < 100; ++n) {
     auto [st, line] = co_await ch.read_line(4096, timeout);
-    if (st != io_status::ok || line.size() < 3 || !std::all_of(line.begin(), line.begin() + 3, ::isdigit)) {
+    if (st != io_status::ok || line.size() < 3 ||
+        !std::all_of(line.begin(), line.begin() + 3, [](char c) { return c >= '0' && c <= '9'; })) {
       r.code = 0;
-      r.text = st == io_status::timeout ? "timeout waiting for reply" : "connection lost or bad reply";
+      r.text = st == io_status::timeout ? "timeout waiting for a reply" : "connection lost or malformed reply";
       co_return r;
     }
     r.code = std::stoi(line.substr(0, 3));
+    r.lines.push_back(line);
     r.text = line;
     if (line.size() == 3 || line[3] != '-') co_return r;
   }
-  co_return smtp_reply{0, "reply too long"};
+  co_return smtp_reply{0, "reply too long", {}};
+}
+
+bool offers(const smtp_reply& ehlo, std::string_view keyword) {
+  for (const auto& line : ehlo.lines) {
+    if (line.size() < 4 + keyword.size()) continue;
+    auto word = line.substr(4, keyword.size());
+    if (std::equal(word.begin(), word.end(), keyword.begin(),
+                   [](char a, char b) { return std::toupper(static_cast<unsigned char>(a)) == b; }) &&
+        (line.size() == 4 + keyword.size() || line[4 + keyword.size()] == ' '))
+      return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -58,6 +74,7 @@ void relay::schedule(queued_message m) {
     try {
       std::rethrow_exception(e);
     } catch (const std::exception& ex) {
+      // The queue file stays; the next start (or flush) tries again.
       ctx_.events.write({{"id", id}, {"event", "relay_error"}, {"error", ex.what()}});
     }
   });
@@ -68,20 +85,22 @@ void relay::recover() {
     try {
       if (auto m = ctx_.queue.load(id)) {
         ctx_.events.write({{"id", id}, {"event", "recovered"}, {"attempts", std::to_string(m->attempts)}});
+        m->next_try_ms = 0;  // a restart is a good moment to try again
         schedule(std::move(*m));
       }
     } catch (const std::exception& e) {
       ctx_.events.write({{"id", id}, {"event", "corrupt_queue_file"}, {"error", e.what()}});
       try {
         ctx_.queue.move_to_corrupt(id);
-      } catch (const std::exception&) {
+      } catch (const std::exception& e2) {
+        ctx_.events.write({{"id", id}, {"event", "corrupt_move_failed"}, {"error", e2.what()}});
       }
     }
   }
 }
 
-void relay::flush(const std::string& domain) {
-  (void)domain;  // every waiting message is retried; the attempt skips what is done
+void relay::flush(const std::string&) {
+  // Every waiting message is retried; an attempt only touches pending recipients.
   for (auto& [id, timer] : waiting_) timer->cancel();
 }
 
@@ -96,14 +115,20 @@ asio::awaitable<void> relay::attempt_domain(queued_message& m, const std::string
         r->last_error = error;
       }
   };
+  // A reply decides for every recipient still pending: 5xx fails them,
+  // anything else (4xx, no answer) leaves them for the next attempt.
+  auto judge = [&](const smtp_reply& r) {
+    if (r.code >= 500) set_all("failed", r.text);
+    else set_all("pending", r.code ? r.text : "4.4.2 " + domain + ": " + r.text);
+  };
 
   auto route = co_await resolver_.lookup_mail_route(domain);
   if (route.status == lookup_status::nxdomain) {
-    set_all("failed", "5.1.2 Domain " + domain + " not found: " + route.detail);
+    set_all("failed", "5.1.2 Domain " + domain + " not found (" + route.detail + ")");
     co_return;
   }
   if (route.status != lookup_status::ok || route.routes.empty()) {
-    set_all("pending", "4.4.3 Resolver trouble for " + domain + ": " + route.detail);
+    set_all("pending", "4.4.3 Cannot resolve " + domain + " now (" + route.detail + ")");
     co_return;
   }
 
@@ -111,50 +136,73 @@ asio::awaitable<void> relay::attempt_domain(queued_message& m, const std::string
   for (const auto& target : route.routes) {
     boost::system::error_code ec;
     auto address = asio::ip::make_address(target.host, ec);
-    if (ec) continue;
+    if (ec) {
+      set_all("pending", "4.4.3 Bad address " + target.host + " for " + domain);
+      continue;
+    }
     auto [st, socket] = co_await smtp_channel::connect(ex_, tcp::endpoint(address, target.port), t.relay_connect);
     if (st != io_status::ok) {
       set_all("pending", "4.4.1 No answer from " + domain + " at " + target.host + ":" + std::to_string(target.port));
       continue;
     }
     smtp_channel ch(std::move(socket));
-    auto expect = [&](smtp_reply r, int want) -> bool {
-      if (r.code / 100 == want / 100) return true;
-      if (r.code == 0) set_all("pending", "4.4.2 " + domain + ": " + r.text);
-      else if (r.code >= 500) set_all("failed", r.text);
-      else set_all("pending", r.text);
-      return false;
-    };
-    auto command = [&](std::string line) -> asio::awaitable<smtp_reply> {
-      if (co_await ch.write(line + "\r\n", t.relay_reply) != io_status::ok) co_return smtp_reply{0, "write failed"};
-      co_return co_await read_reply(ch, t.relay_reply);
+    auto send = [&](const std::string& text) -> asio::awaitable<bool> {
+      co_return co_await ch.write(text, t.relay_reply) == io_status::ok;
     };
 
-    if (!expect(co_await read_reply(ch, t.relay_reply), 220)) co_return;
-    if (!expect(co_await command("EHLO " + ctx_.config.name), 250)) co_return;
-    if (!expect(co_await command("MAIL FROM:<" + m.mail_from + "> SIZE=" + std::to_string(m.message.size())), 250))
-      co_return;
+    auto greeting = co_await read_reply(ch, t.relay_reply);
+    if (greeting.code != 220) co_return judge(greeting);
+    if (!co_await send("EHLO " + ctx_.config.name + "\r\n")) co_return judge({});
+    auto ehlo = co_await read_reply(ch, t.relay_reply);
+    if (ehlo.code >= 500) {  // an old server: say HELO instead
+      if (!co_await send("HELO " + ctx_.config.name + "\r\n")) co_return judge({});
+      ehlo = co_await read_reply(ch, t.relay_reply);
+    }
+    if (ehlo.code != 250) co_return judge(ehlo);
+
+    // RFC 2920: with PIPELINING, MAIL, every RCPT and DATA go in one write.
+    const bool pipelining = offers(ehlo, "PIPELINING");
+    std::string mail = "MAIL FROM:<" + m.mail_from + ">";
+    if (offers(ehlo, "SIZE")) mail += " SIZE=" + std::to_string(m.message.size());
+    std::vector<std::string> commands{mail + "\r\n"};
+    for (auto* r : rcpts) commands.push_back("RCPT TO:<" + r->address + ">\r\n");
+    commands.push_back("DATA\r\n");
+    if (pipelining) {
+      std::string batch;
+      for (const auto& c : commands) batch += c;
+      if (!co_await send(batch)) co_return judge({});
+    }
+    std::vector<smtp_reply> replies;
+    for (const auto& c : commands) {
+      if (!pipelining && !co_await send(c)) co_return judge({});
+      replies.push_back(co_await read_reply(ch, t.relay_reply));
+      if (replies.back().code == 0) co_return judge(replies.back());
+      // Without pipelining there is no point going on after a refused MAIL.
+      if (!pipelining && replies.size() == 1 && replies[0].code != 250) break;
+    }
+    if (replies[0].code != 250) {
+      co_await send("QUIT\r\n");
+      co_return judge(replies[0]);
+    }
     std::vector<queued_recipient*> accepted;
-    for (auto* r : rcpts) {
-      auto reply = co_await command("RCPT TO:<" + r->address + ">");
-      if (reply.code / 100 == 2) accepted.push_back(r);
-      else if (reply.code >= 500) r->state = "failed", r->last_error = reply.text;
-      else r->last_error = reply.code ? reply.text : "4.4.2 " + reply.text;
-      if (reply.code == 0) co_return;
+    for (std::size_t i = 0; i < rcpts.size() && i + 1 < replies.size(); ++i) {
+      const auto& reply = replies[i + 1];
+      if (reply.code / 100 == 2) accepted.push_back(rcpts[i]);
+      else rcpts[i]->state = reply.code >= 500 ? "failed" : "pending", rcpts[i]->last_error = reply.text;
     }
-    if (accepted.empty()) {
-      co_await command("QUIT");
-      co_return;
-    }
-    auto data = co_await command("DATA");
-    if (data.code != 354) {
-      for (auto* r : accepted) r->state = data.code >= 500 ? "failed" : "pending", r->last_error = data.text;
+    const smtp_reply& data = replies.size() == rcpts.size() + 2 ? replies.back() : smtp_reply{};
+    if (accepted.empty() || data.code != 354) {
+      // DATA was refused (no valid recipient, or trouble): an empty message
+      // ends the data phase cleanly if the server did say 354 anyway.
+      if (data.code == 354 && co_await send(".\r\n")) co_await read_reply(ch, t.relay_reply);
+      for (auto* r : accepted) r->last_error = data.code ? data.text : "4.4.2 DATA not answered";
+      co_await send("QUIT\r\n");
       co_return;
     }
     std::string wire = dot_stuff_for_wire(m.message);
     wire += ".\r\n";
-    smtp_reply done{0, "write failed"};
-    if (co_await ch.write(wire, t.relay_reply) == io_status::ok) done = co_await read_reply(ch, t.relay_reply);
+    smtp_reply done{0, "connection lost while sending the message", {}};
+    if (co_await send(wire)) done = co_await read_reply(ch, t.relay_reply);
     for (auto* r : accepted) {
       if (done.code / 100 == 2) {
         r->state = "delivered";
@@ -167,9 +215,56 @@ asio::awaitable<void> relay::attempt_domain(queued_message& m, const std::string
     }
     ctx_.events.write({{"id", m.id}, {"event", "relay_attempt"}, {"domain", domain},
                        {"to", target.host + ":" + std::to_string(target.port)}, {"reply", done.text}});
-    co_await command("QUIT");
+    co_await send("QUIT\r\n");
     co_return;
   }
+}
+
+asio::awaitable<void> relay::send_bounce(const queued_message& m, const std::vector<const queued_recipient*>& failed) {
+  for (const auto* r : failed)
+    ctx_.events.write({{"id", m.id}, {"event", "bounced"}, {"rcpt", r->address}, {"error", r->last_error}});
+  ctx_.counters.bounced += failed.size();
+  // RFC 5321 §4.5.5: a bounce is never bounced.
+  if (m.mail_from.empty()) {
+    ctx_.events.write({{"id", m.id}, {"event", "bounce_dropped"}, {"reason", "null sender"}});
+    co_return;
+  }
+  auto sender = parse_mailbox(m.mail_from);
+  if (!sender) {
+    ctx_.events.write({{"id", m.id}, {"event", "bounce_dropped"}, {"reason", "unparsable sender"}});
+    co_return;
+  }
+  std::vector<failed_recipient> report;
+  for (const auto* r : failed) {
+    bool remote_reply = r->last_error.size() > 3 && std::isdigit(static_cast<unsigned char>(r->last_error[0])) &&
+                        r->last_error[1] != '.';
+    std::string status = status_of(r->last_error);
+    if (status[0] == '4') status = "5.4.7";  // expired while only temporary failures were seen
+    report.push_back({r->address, status, r->last_error, remote_reply ? r->last_error : std::string{}});
+  }
+  bounce_info info{ctx_.config.name, m.mail_from, m.id, ctx_.new_id(),
+                   std::chrono::system_clock::time_point(std::chrono::milliseconds(m.created_ms)),
+                   std::chrono::system_clock::now()};
+  std::string dsn = make_bounce(info, report, m.message);
+
+  envelope env;
+  env.helo = ctx_.config.name;
+  recipient to{sender->to_string(), sender->domain, {}};
+  if (sender->domain == ctx_.config.name) {
+    auto found = find_local_mailbox(ctx_.config, *sender);
+    if (found.mailbox.empty()) {
+      ctx_.events.write({{"id", m.id}, {"event", "bounce_dropped"}, {"reason", found.text}});
+      co_return;
+    }
+    to.mailbox = found.mailbox;
+  }
+  env.rcpts.push_back(to);
+  // The bounce is a new message from <>: local senders get it in their
+  // Maildir now, remote ones through the queue like any relayed mail.
+  bool ok = co_await ctx_.commit(env, std::move(dsn), info.bounce_id);
+  ctx_.events.write({{"id", info.bounce_id}, {"event", ok ? "bounce_queued" : "bounce_failed"}, {"for", m.id},
+                     {"to", m.mail_from}});
+  if (!ok) throw std::runtime_error("could not store the bounce for " + m.id);
 }
 
 asio::awaitable<void> relay::deliver(std::shared_ptr<queued_message> m) {
@@ -192,24 +287,27 @@ asio::awaitable<void> relay::deliver(std::shared_ptr<queued_message> m) {
 
     const bool expired = now_ms() - m->created_ms > retry.give_up_after.count();
     bool pending = false;
+    std::vector<const queued_recipient*> failed;
     for (std::size_t i = 0; i < m->rcpts.size(); ++i) {
       auto& r = m->rcpts[i];
       if (r.state == "pending" && expired) {
         r.state = "failed";
-        r.last_error = "4.4.7 Delivery time expired; last error: " + r.last_error;
+        r.last_error = "5.4.7 Delivery time expired after " + std::to_string(m->attempts) +
+                       " attempts; last error: " + r.last_error;
       }
       if (before[i] != "pending") continue;
       if (r.state == "delivered") {
         ctx_.events.write({{"id", m->id}, {"event", "relayed"}, {"rcpt", r.address}});
       } else if (r.state == "failed") {
-        // The DSN back to the sender comes with the bounce module.
-        ctx_.events.write({{"id", m->id}, {"event", "failed"}, {"rcpt", r.address}, {"error", r.last_error}});
-        ++ctx_.counters.bounced;
+        failed.push_back(&r);
       } else {
         pending = true;
         m->last_error = r.last_error;
       }
     }
+    // The bounce is stored before the queue file changes: a crash in between
+    // can duplicate a bounce, never lose one.
+    if (!failed.empty()) co_await send_bounce(*m, failed);
     if (!pending) {
       co_await ctx_.on_disk([&] { ctx_.queue.remove(m->id); });
       ctx_.events.write({{"id", m->id}, {"event", "removed"}});
@@ -220,7 +318,7 @@ asio::awaitable<void> relay::deliver(std::shared_ptr<queued_message> m) {
     for (int i = 1; i < m->attempts && delay < retry.max.count(); ++i) delay *= 2;
     delay = std::min<std::int64_t>(delay, retry.max.count());
     m->next_try_ms = now_ms() + delay;
-    // Rewritten so that a restart resumes the schedule and shows the last error.
+    // Rewritten so that a restart resumes the schedule and `mailnet queue` shows the last error.
     co_await ctx_.on_disk([&] { ctx_.queue.rewrite(*m); });
     ctx_.events.write({{"id", m->id}, {"event", "deferred"}, {"attempts", std::to_string(m->attempts)},
                        {"retry_in_ms", std::to_string(delay)}, {"error", m->last_error}});

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "node/node_context.hpp"
 
@@ -32,6 +33,8 @@ class relay {
  private:
   boost::asio::awaitable<void> deliver(std::shared_ptr<queued_message> m);
   boost::asio::awaitable<void> attempt_domain(queued_message& m, const std::string& domain);
+  // A DSN to the sender for recipients that failed for good.
+  boost::asio::awaitable<void> send_bounce(const queued_message& m, const std::vector<const queued_recipient*>& failed);
 
   boost::asio::any_io_executor ex_;
   node_context& ctx_;

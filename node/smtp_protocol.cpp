@@ -110,6 +110,15 @@ std::string multiline(int code, const std::vector<std::string>& lines) {
 
 }  // namespace
 
+mailbox_lookup find_local_mailbox(const domain_config& config, const mailbox& address) {
+  if (address.quoted) return {"", 553, "5.1.3 Quoted local parts are not accepted for local delivery"};
+  if (auto user = config.find_user(address.local)) return {lower(*user), 0, ""};
+  if (config.policy.require_known_users)
+    return {"", 550, "5.1.1 <" + address.to_string() + ">: Recipient address rejected: User unknown"};
+  if (is_safe_mailbox_name(address.local)) return {lower(address.local), 0, ""};
+  return {"", 553, "5.1.3 <" + address.to_string() + ">: mailbox name not allowed"};
+}
+
 // The verb table: each row names the verb, the phases it is allowed in and
 // its action. Phases are a bit set over smtp_protocol::phase.
 struct smtp_protocol::verb_row {
@@ -263,16 +272,9 @@ step smtp_protocol::do_rcpt(std::string_view arg) {
   recipient r{path.box.to_string(), path.box.domain, {}};
   const bool ours = path.box.domain == config_.name || config_.policy.mailbox_by_local_part;
   if (ours) {
-    if (path.box.quoted) return reply(553, "5.1.3 Quoted local parts are not accepted for local delivery");
-    if (auto user = config_.find_user(path.box.local)) {
-      r.mailbox = lower(*user);
-    } else if (config_.policy.require_known_users) {
-      return reply(550, "5.1.1 <" + path.box.to_string() + ">: Recipient address rejected: User unknown");
-    } else if (is_safe_mailbox_name(path.box.local)) {
-      r.mailbox = lower(path.box.local);
-    } else {
-      return reply(553, "5.1.3 <" + path.box.to_string() + ">: mailbox name not allowed");
-    }
+    auto found = find_local_mailbox(config_, path.box);
+    if (found.mailbox.empty()) return reply(found.code, found.text);
+    r.mailbox = found.mailbox;
     r.address = path.box.local + "@" + config_.name;
     r.domain = config_.name;
   } else {

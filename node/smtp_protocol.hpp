@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/address.hpp"
 #include "common/topology.hpp"
 
 namespace mailnet::node {
@@ -82,10 +83,18 @@ class smtp_protocol {
   std::size_t errors_ = 0;
 };
 
-// Helpers exposed for tests.
 struct mail_parameters {
   std::optional<std::uint64_t> size;
   bool eight_bit = false;
 };
+
+// The Maildir folder that receives mail for a local address, or the reply
+// that refuses it (code and text). Shared by RCPT and by bounces.
+struct mailbox_lookup {
+  std::string mailbox;  // empty when refused
+  int code = 0;
+  std::string text;
+};
+mailbox_lookup find_local_mailbox(const domain_config& config, const mailnet::mailbox& address);
 
 }  // namespace mailnet::node
