@@ -1,0 +1,153 @@
+"""Issue 5: the queue, retries, flush on restart, and RFC 3464 bounces."""
+import email
+import email.policy
+import json
+import os
+import smtplib
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+
+
+def mailnet(net, *args, check=True):
+    out = subprocess.run([harness.binary("mailnet"), *args, "--dir", net.run_dir], capture_output=True, text=True,
+                         timeout=60)
+    if check:
+        assert out.returncode == 0, f"mailnet {' '.join(args)}: {out.stdout}{out.stderr}"
+    return out
+
+
+def send(topo, sender, rcpts, subject):
+    with smtplib.SMTP("127.0.0.1", harness.port_of(topo, "jaku.com"), timeout=10) as s:
+        s.sendmail(sender, rcpts, f"From: <{sender}>\r\nSubject: {subject}\r\n\r\nbody of {subject}\r\n".encode())
+
+
+def reports(messages):
+    """(subject, [per-recipient delivery-status fields]) of each DSN among messages."""
+    out = []
+    for raw in messages:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        if msg.get_content_type() != "multipart/report":
+            continue
+        assert msg.get_param("report-type") == "delivery-status"
+        parts = list(msg.iter_parts())
+        assert [p.get_content_type() for p in parts] == ["text/plain", "message/delivery-status",
+                                                          "text/rfc822-headers"], [p.get_content_type() for p in parts]
+        status = parts[1]
+        # message/delivery-status: the first block is per-message, the rest per recipient.
+        blocks = [dict(b.items()) for b in status.get_payload()]
+        assert blocks[0]["Reporting-MTA"].startswith("dns; "), blocks[0]
+        original = parts[2].get_content() if hasattr(parts[2], "get_content") else ""
+        out.append({"blocks": blocks[1:], "original": str(original), "text": parts[0].get_content()})
+    return out
+
+
+def test_dead_node_queues_and_restart_delivers_within_seconds():
+    topo = harness.two_domain_topology()
+    topo["defaults"]["retry"] = {"first": "30s", "max": "1m", "give_up_after": "10m"}  # only a flush can be fast
+    with harness.Network(topo) as net:
+        net.start()
+        mailnet(net, "kill", "deathstar.com")
+        send(topo, "rey@jaku.com", ["vader@deathstar.com"], "waits")
+
+        def queued():
+            out = mailnet(net, "queue", "jaku.com").stdout
+            return "vader@deathstar.com" in out and "attempts 1" in out and out
+        listing = harness.wait_for(queued, 10, "the message in jaku.com's queue")
+        assert "from <rey@jaku.com>" in listing and "last error: 4.4.1" in listing, listing
+        assert "1 message waiting" in listing, listing
+        status = json.loads(mailnet(net, "status", "--json").stdout)
+        jaku = next(n for n in status["nodes"] if n["name"] == "jaku.com")
+        assert jaku["queued"] == 1 and jaku["received"] == 1, jaku
+
+        mailnet(net, "start", "deathstar.com")
+        msgs = net.wait_messages("deathstar.com", "vader", 1, timeout=5)
+        assert b"Subject: waits" in msgs[0]
+        harness.wait_for(lambda: "0 messages waiting" in mailnet(net, "queue").stdout, 5, "the queue to drain")
+
+
+def test_bounces_for_unknown_domain_and_unknown_remote_user():
+    topo = harness.two_domain_topology()
+    with harness.Network(topo) as net:
+        net.start()
+        send(topo, "rey@jaku.com", ["luke@genshinimpact.com", "nobody@deathstar.com", "vader@deathstar.com"],
+             "mixed")
+        msgs = net.wait_messages("jaku.com", "rey", 1)
+        found = reports(msgs)
+        assert len(found) == 1, msgs
+        by_rcpt = {b["Final-Recipient"]: b for b in found[0]["blocks"]}
+        assert set(by_rcpt) == {"rfc822; luke@genshinimpact.com", "rfc822; nobody@deathstar.com"}, by_rcpt
+        luke = by_rcpt["rfc822; luke@genshinimpact.com"]
+        assert luke["Action"] == "failed" and luke["Status"] == "5.1.2", luke
+        nobody = by_rcpt["rfc822; nobody@deathstar.com"]
+        assert nobody["Action"] == "failed" and nobody["Status"] == "5.1.1", nobody
+        assert nobody["Diagnostic-Code"].startswith("smtp; 550 5.1.1"), nobody
+        assert "Subject: mixed" in found[0]["original"], found[0]["original"]
+        assert "genshinimpact.com" in found[0]["text"]
+        # The good recipient still got it.
+        assert b"Subject: mixed" in net.wait_messages("deathstar.com", "vader", 1)[0]
+        harness.wait_for(lambda: "0 messages waiting" in mailnet(net, "queue").stdout, 5, "the queue to drain")
+
+
+def test_expiry_bounces_with_5_4_7():
+    topo = harness.two_domain_topology()
+    topo["defaults"]["retry"] = {"first": "100ms", "max": "200ms", "give_up_after": "1s"}
+    with harness.Network(topo) as net:
+        net.start()
+        mailnet(net, "kill", "deathstar.com")
+        send(topo, "finn@jaku.com", ["tarkin@deathstar.com"], "expires")
+        msgs = net.wait_messages("jaku.com", "finn", 1, timeout=10)
+        found = reports(msgs)
+        assert len(found) == 1
+        block = found[0]["blocks"][0]
+        assert block["Final-Recipient"] == "rfc822; tarkin@deathstar.com" and block["Status"] == "5.4.7", block
+        assert "expired" in found[0]["text"]
+        assert "0 messages waiting" in mailnet(net, "queue").stdout
+
+
+def write_queue_file(folder, qid, sender, rcpts, message):
+    head = json.dumps({"id": qid, "from": sender, "created_ms": 1, "attempts": 0, "next_try_ms": 0,
+                       "last_error": "", "size": len(message),
+                       "rcpts": [{"address": a, "domain": a.split("@")[1], "mailbox": "", "state": "pending",
+                                  "last_error": ""} for a in rcpts]}).encode()
+    with open(os.path.join(folder, qid + ".msg"), "wb") as f:
+        f.write(b"MAILNET-QUEUE 1 %d\n" % len(head) + head + message)
+
+
+def test_recovery_null_sender_and_corrupt_queue_files():
+    topo = harness.two_domain_topology()
+    with harness.Network(topo) as net:
+        net.start()
+        mailnet(net, "stop", "jaku.com")
+        queue = os.path.join(net.domain_dir("jaku.com"), "queue")
+        # Left by a crash: a message that survived, a bounce that cannot be
+        # delivered, a torn file, and a temporary file that never got its 250.
+        write_queue_file(queue, "SURVIVOR1", "rey@jaku.com", ["vader@deathstar.com"], b"Subject: survived\r\n\r\nx\r\n")
+        write_queue_file(queue, "NULLSENDER1", "", ["luke@genshinimpact.com"], b"Subject: a bounce\r\n\r\nx\r\n")
+        with open(os.path.join(queue, "TORN1.msg"), "wb") as f:
+            f.write(b"MAILNET-QUEUE 1 500\n{\"id\":")
+        with open(os.path.join(queue, "tmp", "HALF1.new"), "wb") as f:
+            f.write(b"half written")
+        mailnet(net, "start", "jaku.com")
+
+        assert b"Subject: survived" in net.wait_messages("deathstar.com", "vader", 1)[0]
+        harness.wait_for(lambda: os.path.exists(os.path.join(queue, "corrupt", "TORN1.msg")), 5,
+                         "the torn file to be moved aside")
+        assert os.listdir(os.path.join(queue, "tmp")) == []
+        log_path = os.path.join(net.domain_dir("jaku.com"), "node.log")
+        harness.wait_for(lambda: "id=NULLSENDER1 event=bounce_dropped" in open(log_path).read(), 5,
+                         "the null-sender failure to be dropped")
+        log = open(log_path).read()
+        assert "id=TORN1 event=corrupt_queue_file" in log, log
+        harness.wait_for(lambda: sorted(f for f in os.listdir(queue) if f.endswith(".msg")) == [], 5,
+                         "the queue to drain")
+        for user in ("rey", "finn", "obiwan"):
+            assert net.messages("jaku.com", user) == [], f"a bounce of a bounce reached {user}"
+
+
+if __name__ == "__main__":
+    harness.run_tests([test_dead_node_queues_and_restart_delivers_within_seconds,
+                       test_bounces_for_unknown_domain_and_unknown_remote_user, test_expiry_bounces_with_5_4_7,
+                       test_recovery_null_sender_and_corrupt_queue_files])
