@@ -11,10 +11,15 @@ namespace {
 
 bool is_live_launcher(int pid) {
   if (pid <= 0 || ::kill(pid, 0) != 0) return false;
-  std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
-  std::string name;
-  std::getline(comm, name);
-  return name == "mailnet";  // a reused pid of another program is not ours
+  // /proc/<pid>/stat is "pid (comm) state ...": a reused pid of another
+  // program is not ours, and a zombie nobody reaped yet is dead.
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  std::getline(in, stat);
+  auto open = stat.find('('), close = stat.rfind(')');
+  if (open == std::string::npos || close == std::string::npos || close + 2 >= stat.size()) return false;
+  char state = stat[close + 2];
+  return stat.substr(open + 1, close - open - 1) == "mailnet" && state != 'Z' && state != 'X';
 }
 
 }  // namespace
