@@ -1,0 +1,31 @@
+// The `mailnet` command line is made of groups of subcommands, each in its
+// own file: a group adds its CLI11 subcommands and what runs when one of them
+// is chosen. launcher_main parses and runs the chosen one.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+namespace CLI {
+class App;
+}
+
+namespace mailnet::launcher {
+
+class command_registry {
+ public:
+  void add(CLI::App* command, std::function<int()> run) { entries_.push_back({command, std::move(run)}); }
+  int run_chosen() const;  // the exit code of the parsed subcommand
+
+ private:
+  struct entry {
+    CLI::App* command;
+    std::function<int()> run;
+  };
+  std::vector<entry> entries_;
+};
+
+// up, validate, status, kill, stop, start, restart, down, flush, queue, logs
+void register_network_commands(CLI::App& app, command_registry& commands);
+
+}  // namespace mailnet::launcher

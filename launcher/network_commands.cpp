@@ -1,0 +1,260 @@
+#include "launcher/commands.hpp"
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <ctime>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "common/topology.hpp"
+#include "launcher/control_client.hpp"
+#include "launcher/supervisor.hpp"
+#include "node/spool.hpp"
+
+namespace mailnet::launcher {
+
+namespace {
+
+using json = nlohmann::json;
+
+std::string uptime_text(long s) {
+  if (s <= 0) return "-";
+  if (s < 60) return std::to_string(s) + "s";
+  if (s < 3600) return std::to_string(s / 60) + "m" + std::to_string(s % 60) + "s";
+  return std::to_string(s / 3600) + "h" + std::to_string(s / 60 % 60) + "m";
+}
+
+void print_status_table(const json& status) {
+  std::cout << "network " << status.value("name", "") << " (" << status.value("dir", "") << ")\n";
+  std::ostringstream out;
+  auto row = [&](auto... cells) {
+    const int widths[] = {16, 19, 8, 22, 8, 9, 10, 8, 7, 8};
+    int i = 0;
+    ((out << std::left << std::setw(widths[i++]) << cells), ...);
+    out << "\n";
+  };
+  row("NODE", "STATE", "PID", "ADDRESS", "UPTIME", "RECEIVED", "DELIVERED", "RELAYED", "QUEUED", "BOUNCED");
+  for (const auto& n : status["nodes"]) {
+    std::string state = n.value("state", "");
+    if (!n.value("exit", "").empty() && state != "ready" && state != "starting") state += " (" + n.value("exit", "") + ")";
+    auto num = [&](const char* key) { return n.contains(key) ? std::to_string(n[key].get<long>()) : std::string("-"); };
+    row(n.value("name", ""), state, n.value("pid", 0) ? std::to_string(n.value("pid", 0)) : "-", n.value("listen", ""),
+        uptime_text(n.value("uptime_s", 0L)), num("received"), num("delivered"), num("relayed"), num("queued"),
+        num("bounced"));
+  }
+  std::cout << out.str();
+}
+
+std::string time_text(std::int64_t ms) {
+  std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
+  return buf;
+}
+
+int print_queue(const run_folder& folder, const std::string& only) {
+  json topo = json::parse(std::ifstream(folder.topology_json()));
+  std::size_t total = 0;
+  for (const auto& d : topo["domains"]) {
+    std::string domain = d["name"];
+    if (!only.empty() && domain != only) continue;
+    node::spool queue(folder.dir() / domain / "queue");
+    std::error_code ec;
+    if (!std::filesystem::exists(folder.dir() / domain / "queue", ec)) continue;
+    for (const auto& id : queue.list()) {
+      std::optional<node::queued_message> m;
+      try {
+        m = queue.load(id);
+      } catch (const std::exception& e) {
+        std::cout << domain << "  " << id << "  (unreadable: " << e.what() << ")\n";
+        continue;
+      }
+      if (!m) continue;
+      ++total;
+      std::string to;
+      for (const auto& r : m->rcpts)
+        if (r.state == "pending") to += (to.empty() ? "" : ", ") + r.address;
+      std::cout << domain << "  " << m->id << "  from <" << m->mail_from << ">  to " << to << "\n"
+                << "    attempts " << m->attempts << ", next try "
+                << (m->next_try_ms ? time_text(m->next_try_ms) : std::string("now")) << ", size "
+                << m->message.size() << "\n";
+      if (!m->last_error.empty()) std::cout << "    last error: " << m->last_error << "\n";
+    }
+  }
+  std::cout << total << (total == 1 ? " message" : " messages") << " waiting\n";
+  return 0;
+}
+
+// Prints a log file from offset; returns the new offset.
+std::uintmax_t print_from(const std::filesystem::path& file, std::uintmax_t offset, const std::string& prefix) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return offset;
+  in.seekg(static_cast<std::streamoff>(offset));
+  std::string line;
+  std::uintmax_t pos = offset;
+  while (std::getline(in, line)) {
+    if (in.eof()) break;  // a line still being written: read it next time
+    pos += line.size() + 1;
+    std::cout << prefix << line << "\n";
+  }
+  std::cout << std::flush;
+  return pos;
+}
+
+int print_logs(const run_folder& folder, const std::string& node, bool follow) {
+  json topo = json::parse(std::ifstream(folder.topology_json()));
+  std::vector<std::pair<std::string, std::filesystem::path>> files;
+  auto add = [&](const std::string& name) {
+    files.emplace_back(name, name == "resolver" ? folder.dir() / "resolver" / "resolver.log"
+                                                : folder.dir() / name / "node.log");
+  };
+  if (node.empty() || node == "resolver") add("resolver");
+  for (const auto& d : topo["domains"])
+    if (node.empty() || node == d["name"]) add(d["name"]);
+  if (files.empty()) {
+    std::cerr << "mailnet: no node named '" << node << "'\n";
+    return 2;
+  }
+  std::size_t width = 8;
+  for (const auto& f : files) width = std::max(width, f.first.size());
+  std::vector<std::uintmax_t> offsets(files.size(), 0);
+  auto prefix = [&](const std::string& name) {
+    if (files.size() == 1) return std::string();
+    std::string p = name;
+    p.resize(width, ' ');
+    return p + " | ";
+  };
+  for (;;) {
+    for (std::size_t i = 0; i < files.size(); ++i)
+      offsets[i] = print_from(files[i].second, offsets[i], prefix(files[i].first));
+    if (!follow) return 0;
+    if (!folder.running_launcher()) return 0;  // the network went down: stop following
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
+}  // namespace
+
+void register_network_commands(CLI::App& app, command_registry& commands) {
+  auto up = std::make_shared<up_options>();
+  auto up_dir = std::make_shared<std::string>();
+  auto* up_cmd = app.add_subcommand("up", "start the network described by a topology file");
+  up_cmd->add_option("file", up->topology_file, "topology file (JSON)")->required();
+  up_cmd->add_option("--dir", *up_dir, "output folder (default: ./run/<name>)");
+  up_cmd->add_flag("--fresh", up->fresh, "start with empty Maildirs and queues");
+  up_cmd->add_flag("-d,--detach", up->detach, "return once every node is ready; keep running in the background");
+  commands.add(up_cmd, [up, up_dir] {
+    if (!up_dir->empty()) up->dir = *up_dir;
+    return run_up(*up);
+  });
+
+  auto validate_file = std::make_shared<std::string>();
+  auto* validate_cmd = app.add_subcommand("validate", "check a topology file without starting anything");
+  validate_cmd->add_option("file", *validate_file, "topology file (JSON)")->required();
+  commands.add(validate_cmd, [validate_file] {
+    try {
+      auto net = load_topology(*validate_file);
+      std::cout << *validate_file << ": ok, network " << net.name << " with " << net.domains.size() << " domains\n";
+      return 0;
+    } catch (const topology_error& e) {
+      std::cerr << "mailnet: " << e.what() << "\n";
+      return 2;
+    }
+  });
+
+  // Commands for a running network, from any terminal. Each gets its own
+  // options, since CLI11 binds an option to one variable.
+  struct target_options {
+    std::string dir, net, target;
+    bool flag = false;
+    network_choice choice() const {
+      network_choice c;
+      if (!dir.empty()) c.dir = dir;
+      c.net = net;
+      return c;
+    }
+  };
+  auto network_command = [&](const std::string& name, const std::string& help,
+                             std::function<int(const run_folder&, const target_options&)> run) {
+    auto opts = std::make_shared<target_options>();
+    auto* cmd = app.add_subcommand(name, help);
+    cmd->add_option("--dir", opts->dir, "the network's output folder");
+    cmd->add_option("--net", opts->net, "the network's name, when several are up under ./run");
+    commands.add(cmd, [opts, run] {
+      try {
+        return run(locate_network(opts->choice()), *opts);
+      } catch (const std::exception& e) {
+        std::cerr << "mailnet: " << e.what() << "\n";
+        return 1;
+      }
+    });
+    return std::pair{cmd, opts};
+  };
+  // Sends one request; prints the error and returns 1 when the launcher says no.
+  auto ask = [](const run_folder& folder, const nlohmann::json& request, nlohmann::json& reply) {
+    reply = ask_launcher(folder, request);
+    if (reply.value("ok", false)) return 0;
+    std::cerr << "mailnet: " << reply.value("error", "failed") << "\n";
+    return 1;
+  };
+
+  auto [status_cmd, status_opts] = network_command(
+      "status", "show every node: state, pid, address, uptime, mail counters",
+      [ask](const run_folder& folder, const target_options& o) {
+        nlohmann::json reply;
+        if (int rc = ask(folder, {{"cmd", "status"}}, reply)) return rc;
+        if (o.flag) std::cout << reply["status"].dump(2) << "\n";
+        else print_status_table(reply["status"]);
+        return 0;
+      });
+  status_cmd->add_flag("--json", status_opts->flag, "machine-readable output");
+
+  for (const auto& [name, help] : std::vector<std::pair<std::string, std::string>>{
+           {"kill", "SIGKILL a node (a simulated crash); it stays down"},
+           {"stop", "stop a node gracefully"},
+           {"start", "start a stopped node and wait until it is ready"},
+           {"restart", "stop and start a node"}}) {
+    auto [cmd, opts] = network_command(name, help, [ask, name = name](const run_folder& folder, const target_options& o) {
+      nlohmann::json reply;
+      if (int rc = ask(folder, {{"cmd", name}, {"name", o.target}}, reply)) return rc;
+      std::cout << o.target << ": " << reply.value("state", "ok") << "\n";
+      return 0;
+    });
+    cmd->add_option("node", opts->target, "a domain, or 'resolver'")->required();
+  }
+
+  network_command("down", "stop every node and the launcher", [ask](const run_folder& folder, const target_options&) {
+    nlohmann::json reply;
+    if (int rc = ask(folder, {{"cmd", "down"}}, reply)) return rc;
+    // The launcher answers first, then stops: wait for it to be gone.
+    for (int i = 0; i < 200 && folder.running_launcher(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::cout << "mailnet: network is down\n";
+    return 0;
+  });
+
+  auto [flush_cmd, flush_opts] = network_command(
+      "flush", "retry every waiting message now", [ask](const run_folder& folder, const target_options& o) {
+        nlohmann::json reply;
+        return ask(folder, {{"cmd", "flush"}, {"name", o.target}}, reply);
+      });
+  flush_cmd->add_option("domain", flush_opts->target, "accepted for symmetry: every node retries all it holds");
+
+  auto [queue_cmd, queue_opts] = network_command(
+      "queue", "list the mail waiting in the nodes' queues",
+      [](const run_folder& folder, const target_options& o) { return print_queue(folder, o.target); });
+  queue_cmd->add_option("domain", queue_opts->target, "only this domain's queue");
+
+  auto [logs_cmd, logs_opts] = network_command(
+      "logs", "print the nodes' event logs",
+      [](const run_folder& folder, const target_options& o) { return print_logs(folder, o.target, o.flag); });
+  logs_cmd->add_option("node", logs_opts->target, "a domain, or 'resolver'");
+  logs_cmd->add_flag("-f,--follow", logs_opts->flag, "keep printing new lines until the network goes down");
+}
+
+}  // namespace mailnet::launcher

@@ -1,0 +1,75 @@
+// The node's way to find where mail for a domain goes: asks the mailnet
+// resolver over UDP (SRV _smtp._tcp first, then MX, RFC 5321 §5.1), with a
+// deadline per attempt, a few attempts, and a cache that honours TTLs.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/udp.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "node/dns_message.hpp"
+
+namespace mailnet::node {
+
+struct mail_route {
+  std::string host;  // an address literal: "127.0.0.1", "::1"
+  std::uint16_t port = 25;
+  friend bool operator==(const mail_route&, const mail_route&) = default;
+};
+
+enum class lookup_status {
+  ok,         // routes holds at least one route, best first
+  nxdomain,   // permanent: the domain does not exist or takes no mail
+  temporary,  // the resolver did not answer usefully: try again later
+};
+
+struct lookup_result {
+  lookup_status status = lookup_status::temporary;
+  std::vector<mail_route> routes;
+  std::string detail;  // readable, for logs and DSN diagnostic text
+};
+
+class resolver_client {
+ public:
+  resolver_client(boost::asio::any_io_executor ex, boost::asio::ip::udp::endpoint server,
+                  std::chrono::milliseconds timeout, int attempts);
+
+  boost::asio::awaitable<lookup_result> lookup_mail_route(std::string domain);
+
+  // One question through the cache, retries and deadlines (also for tools
+  // such as `mailnet resolve`). Never throws for network trouble: that is
+  // reply_kind::failure.
+  boost::asio::awaitable<dns_reply> query(std::string name, std::uint16_t type);
+
+  void clear_cache();
+
+ private:
+  boost::asio::awaitable<dns_reply> exchange(const std::string& name, std::uint16_t type);
+  // Addresses for an SRV/MX target: the glue in `from` first, then A, then AAAA.
+  boost::asio::awaitable<dns_reply> addresses_of(const std::string& host, const dns_reply& from);
+  std::uint16_t next_id();
+
+  struct cache_entry {
+    dns_reply reply;
+    std::chrono::steady_clock::time_point expires;
+  };
+
+  boost::asio::any_io_executor executor_;
+  boost::asio::ip::udp::endpoint server_;
+  std::chrono::milliseconds timeout_;
+  int attempts_;
+  std::mutex mutex_;  // the cache and the id generator, should the node run several threads
+  std::map<std::pair<std::string, std::uint16_t>, cache_entry> cache_;
+  std::mt19937 random_;
+};
+
+}  // namespace mailnet::node
