@@ -28,4 +28,7 @@ class command_registry {
 // up, validate, status, kill, stop, start, restart, down, flush, queue, logs
 void register_network_commands(CLI::App& app, command_registry& commands);
 
+// resolve NAME [TYPE]
+void register_resolver_commands(CLI::App& app, command_registry& commands);
+
 }  // namespace mailnet::launcher
