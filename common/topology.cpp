@@ -9,6 +9,8 @@
 #include <set>
 #include <sstream>
 
+#include "common/json_reader.hpp"
+
 namespace mailnet {
 
 using json = nlohmann::json;
@@ -22,102 +24,6 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-// Walks the document and throws topology_error naming file and JSON path.
-class reader {
- public:
-  explicit reader(std::string_view file) : file_(file) {}
-
-  [[noreturn]] void fail(const std::string& path, const std::string& what) const {
-    throw topology_error(file_ + ": " + path + ": " + what);
-  }
-
-  std::string type_name(const json& j) const {
-    return j.is_null() ? "null" : std::string(j.type_name());
-  }
-
-  void expect_object(const json& j, const std::string& path) const {
-    if (!j.is_object()) fail(path, "expected an object, found " + type_name(j));
-  }
-
-  // Unknown keys are errors: a typo must not silently fall back to a default.
-  void only_keys(const json& j, const std::string& path,
-                 std::initializer_list<std::string_view> allowed) const {
-    for (auto it = j.begin(); it != j.end(); ++it) {
-      if (std::find(allowed.begin(), allowed.end(), it.key()) == allowed.end()) {
-        std::string list;
-        for (auto a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
-        fail(path + "." + it.key(), "unknown field (expected one of: " + list + ")");
-      }
-    }
-  }
-
-  std::string string_at(const json& j, const std::string& path) const {
-    if (!j.is_string()) fail(path, "expected a string, found " + type_name(j));
-    return j.get<std::string>();
-  }
-
-  bool bool_at(const json& j, const std::string& path) const {
-    if (!j.is_boolean()) fail(path, "expected true or false, found " + type_name(j));
-    return j.get<bool>();
-  }
-
-  std::uint64_t count_at(const json& j, const std::string& path, std::uint64_t min,
-                         std::uint64_t max) const {
-    if (!j.is_number_integer() || (j.is_number_integer() && !j.is_number_unsigned() && j.get<std::int64_t>() < 0))
-      fail(path, "expected a whole number from " + std::to_string(min) + " to " +
-                     std::to_string(max) + ", found " + type_name(j));
-    auto v = j.get<std::uint64_t>();
-    if (v < min || v > max)
-      fail(path, "expected a whole number from " + std::to_string(min) + " to " +
-                     std::to_string(max) + ", found " + std::to_string(v));
-    return v;
-  }
-
-  millis duration_at(const json& j, const std::string& path, bool allow_zero = false) const {
-    std::optional<millis> d;
-    if (j.is_number_unsigned()) d = millis(j.get<std::uint64_t>() * 1000);
-    else if (j.is_string()) d = parse_duration(j.get<std::string>());
-    if (!d || d->count() < (allow_zero ? 0 : 1) || d->count() > 366LL * 24 * 3600 * 1000)
-      fail(path, "expected a duration such as \"500ms\", \"2s\", \"5m\" or a number of seconds");
-    return *d;
-  }
-
-  bool restart_at(const json& j, const std::string& path) const {
-    auto v = string_at(j, path);
-    if (v != "no" && v != "on-failure") fail(path, "expected \"no\" or \"on-failure\", found \"" + v + "\"");
-    return v == "on-failure";
-  }
-
-  endpoint endpoint_at(const json& j, const std::string& path) const {
-    const std::string expected = "expected \"host:port\" with a loopback host (127.0.0.0/8 or [::1])";
-    if (!j.is_string()) fail(path, expected + ", found " + type_name(j));
-    std::string s = j.get<std::string>();
-    std::string host, port;
-    if (!s.empty() && s.front() == '[') {
-      auto close = s.find(']');
-      if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':')
-        fail(path, expected + ", found \"" + s + "\"");
-      host = s.substr(1, close - 1);
-      port = s.substr(close + 2);
-    } else {
-      auto colon = s.rfind(':');
-      if (colon == std::string::npos) fail(path, expected + ", found \"" + s + "\"");
-      host = s.substr(0, colon);
-      port = s.substr(colon + 1);
-    }
-    if (host == "localhost") host = "127.0.0.1";
-    if (!is_loopback_host(host)) fail(path, expected + ", found \"" + s + "\"");
-    unsigned value = 0;
-    auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-    if (port.empty() || ec != std::errc() || ptr != port.data() + port.size() || value > 65535)
-      fail(path, "expected a port from 0 to 65535 in \"" + s + "\"");
-    return endpoint{host, static_cast<std::uint16_t>(value)};
-  }
-
- private:
-  std::string file_;
-};
-
 struct domain_defaults {
   retry_policy retry;
   struct limits limits;
@@ -125,7 +31,7 @@ struct domain_defaults {
   struct policy policy;
 };
 
-void read_retry(const reader& r, const json& j, const std::string& path, retry_policy& out) {
+void read_retry(const json_reader& r, const json& j, const std::string& path, retry_policy& out) {
   r.expect_object(j, path);
   r.only_keys(j, path, {"first", "max", "give_up_after"});
   if (j.contains("first")) out.first = r.duration_at(j["first"], path + ".first");
@@ -134,7 +40,7 @@ void read_retry(const reader& r, const json& j, const std::string& path, retry_p
   if (out.max < out.first) r.fail(path + ".max", "must not be shorter than first");
 }
 
-void read_limits(const reader& r, const json& j, const std::string& path, limits& out) {
+void read_limits(const json_reader& r, const json& j, const std::string& path, limits& out) {
   r.expect_object(j, path);
   r.only_keys(j, path, {"message_size", "recipients", "command_line", "text_line", "connections",
                         "errors", "received_headers"});
@@ -148,7 +54,7 @@ void read_limits(const reader& r, const json& j, const std::string& path, limits
   if (j.contains("received_headers")) out.received_headers = r.count_at(j["received_headers"], path + ".received_headers", 1, 10000);
 }
 
-void read_timeouts(const reader& r, const json& j, const std::string& path, timeouts& out) {
+void read_timeouts(const json_reader& r, const json& j, const std::string& path, timeouts& out) {
   r.expect_object(j, path);
   r.only_keys(j, path, {"command", "data_block", "data", "greeting_pause", "relay_connect", "relay_reply"});
   if (j.contains("command")) out.command = r.duration_at(j["command"], path + ".command");
@@ -160,7 +66,7 @@ void read_timeouts(const reader& r, const json& j, const std::string& path, time
   if (j.contains("relay_reply")) out.relay_reply = r.duration_at(j["relay_reply"], path + ".relay_reply");
 }
 
-void read_policy(const reader& r, const json& j, const std::string& path, policy& out) {
+void read_policy(const json_reader& r, const json& j, const std::string& path, policy& out) {
   r.expect_object(j, path);
   r.only_keys(j, path, {"require_known_users", "mailbox_by_local_part", "require_helo_domain_match"});
   if (j.contains("require_known_users")) out.require_known_users = r.bool_at(j["require_known_users"], path + ".require_known_users");
@@ -168,7 +74,7 @@ void read_policy(const reader& r, const json& j, const std::string& path, policy
   if (j.contains("require_helo_domain_match")) out.require_helo_domain_match = r.bool_at(j["require_helo_domain_match"], path + ".require_helo_domain_match");
 }
 
-void read_settings(const reader& r, const json& j, const std::string& path, domain_defaults& out) {
+void read_settings(const json_reader& r, const json& j, const std::string& path, domain_defaults& out) {
   if (j.contains("retry")) read_retry(r, j["retry"], path + ".retry", out.retry);
   if (j.contains("limits")) read_limits(r, j["limits"], path + ".limits", out.limits);
   if (j.contains("timeouts")) read_timeouts(r, j["timeouts"], path + ".timeouts", out.timeouts);
@@ -256,7 +162,7 @@ bool is_loopback_host(std::string_view host) {
 }
 
 topology parse_topology(std::string_view json_text, std::string_view file_name) {
-  reader r(file_name);
+  json_reader r(file_name);
   json doc;
   try {
     doc = json::parse(json_text.begin(), json_text.end());
