@@ -81,14 +81,18 @@ void read_settings(const json_reader& r, const json& j, const std::string& path,
   if (j.contains("policy")) read_policy(r, j["policy"], path + ".policy", out.policy);
 }
 
+}  // namespace
+
 // A user name becomes a Maildir folder name: keep to a conservative allow-list.
-bool is_valid_user(std::string_view u) {
+bool is_valid_user_name(std::string_view u) {
   if (u.empty() || u.size() > 64 || u.front() == '.' || u.back() == '.') return false;
   if (u.find("..") != std::string_view::npos) return false;
   return std::all_of(u.begin(), u.end(), [](unsigned char c) {
     return std::isalnum(c) || c == '.' || c == '_' || c == '-' || c == '+';
   });
 }
+
+namespace {
 
 bool is_valid_network_name(std::string_view n) {
   if (n.empty() || n.size() > 64 || n.front() == '.') return false;
@@ -239,7 +243,7 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
       for (std::size_t k = 0; k < uj.size(); ++k) {
         const std::string upath = path + ".users[" + std::to_string(k) + "]";
         auto u = r.string_at(uj[k], upath);
-        if (!is_valid_user(u))
+        if (!is_valid_user_name(u))
           r.fail(upath, "expected a user name of letters, digits, '.', '_', '-' or '+', found \"" + u + "\"");
         if (!seen_users.insert(lower(u)).second) r.fail(upath, "duplicate user \"" + u + "\"");
         d.users.push_back(u);

@@ -104,6 +104,7 @@ std::string to_json_text(const topology& t);
 std::optional<millis> parse_duration(std::string_view text);
 
 bool is_valid_domain_name(std::string_view name);
+bool is_valid_user_name(std::string_view name);  // letters, digits, . _ - +; no leading dot, no ".."
 bool is_loopback_host(std::string_view host);
 
 }  // namespace mailnet

@@ -11,6 +11,7 @@
 
 #include "common/topology.hpp"
 #include "launcher/control_client.hpp"
+#include "launcher/scenario.hpp"
 #include "launcher/supervisor.hpp"
 #include "node/spool.hpp"
 
@@ -158,8 +159,9 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
   validate_cmd->add_option("file", *validate_file, "topology file (JSON)")->required();
   commands.add(validate_cmd, [validate_file] {
     try {
-      auto net = load_topology(*validate_file);
-      std::cout << *validate_file << ": ok, network " << net.name << " with " << net.domains.size() << " domains\n";
+      auto s = load_scenario(*validate_file);
+      std::cout << *validate_file << ": ok, network " << s.net.name << " with " << s.net.domains.size()
+                << " domains and " << s.steps.size() << " steps\n";
       return 0;
     } catch (const topology_error& e) {
       std::cerr << "mailnet: " << e.what() << "\n";

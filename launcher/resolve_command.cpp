@@ -12,6 +12,7 @@
 #include "common/topology.hpp"
 #include "launcher/commands.hpp"
 #include "launcher/control_client.hpp"
+#include "launcher/resolve_command.hpp"
 #include "node/resolver_client.hpp"
 
 namespace mailnet::launcher {
@@ -56,50 +57,65 @@ int print_reply(const std::string& name, const std::string& type, const dns_repl
 
 int resolve(const run_folder& folder, const std::string& name, std::string type) {
   auto net = load_topology(folder.topology_json());
+  for (auto& c : type) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (type.empty()) {
+    // A mail domain, as a node routes it: SRV, else MX + address, port 25.
+    auto result = lookup_mail_domain(net, name);
+    if (result.status == node::lookup_status::ok) {
+      for (const auto& route : result.routes) std::cout << node::canonical_name(name) << " → " << route_text(route) << "\n";
+      return 0;
+    }
+    if (result.status == node::lookup_status::nxdomain) {
+      std::cout << node::canonical_name(name) << ": no such mail domain (" << result.detail << ")\n";
+      return 1;
+    }
+    std::cerr << "mailnet: the resolver at " << net.resolver.listen.to_string() << " did not answer: " << result.detail
+              << "\n";
+    return 2;
+  }
   asio::io_context io(1);
   const auto& r = net.resolver;
   node::resolver_client client(io.get_executor(),
                                asio::ip::udp::endpoint(asio::ip::make_address(r.listen.host), r.listen.port),
                                r.query_timeout, r.query_attempts);
-  for (auto& c : type) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  int code = 2;
-  if (type.empty()) {
-    // A mail domain, as a node routes it: SRV, else MX + address, port 25.
-    asio::co_spawn(io, client.lookup_mail_route(name), [&](std::exception_ptr e, node::lookup_result result) {
-      if (e) return;
-      if (result.status == node::lookup_status::ok) {
-        for (const auto& route : result.routes)
-          std::cout << node::canonical_name(name) << " → "
-                    << (route.host.find(':') == std::string::npos ? route.host : "[" + route.host + "]") << ":"
-                    << route.port << "\n";
-        code = 0;
-      } else if (result.status == node::lookup_status::nxdomain) {
-        std::cout << node::canonical_name(name) << ": no such mail domain (" << result.detail << ")\n";
-        code = 1;
-      } else {
-        std::cerr << "mailnet: the resolver at " << r.listen.to_string() << " did not answer: " << result.detail << "\n";
-        code = 2;
-      }
-    });
-  } else {
-    auto it = known_types.find(type);
-    if (it == known_types.end()) {
-      std::cerr << "mailnet: unknown record type '" << type << "' (expected A, AAAA, MX or SRV)\n";
-      return 2;
-    }
-    if (!node::is_queryable_name(name)) {
-      std::cerr << "mailnet: '" << name << "' is not a valid DNS name\n";
-      return 2;
-    }
-    asio::co_spawn(io, client.query(name, it->second), [&](std::exception_ptr e, dns_reply reply) {
-      if (!e) code = print_reply(name, type, reply);
-    });
+  auto it = known_types.find(type);
+  if (it == known_types.end()) {
+    std::cerr << "mailnet: unknown record type '" << type << "' (expected A, AAAA, MX or SRV)\n";
+    return 2;
   }
+  if (!node::is_queryable_name(name)) {
+    std::cerr << "mailnet: '" << name << "' is not a valid DNS name\n";
+    return 2;
+  }
+  int code = 2;
+  asio::co_spawn(io, client.query(name, it->second), [&](std::exception_ptr e, dns_reply reply) {
+    if (!e) code = print_reply(name, type, reply);
+  });
   io.run();
   return code;
 }
 
 }  // namespace
+
+node::lookup_result lookup_mail_domain(const topology& net, const std::string& domain) {
+  asio::io_context io(1);
+  const auto& r = net.resolver;
+  node::resolver_client client(io.get_executor(),
+                               asio::ip::udp::endpoint(asio::ip::make_address(r.listen.host), r.listen.port),
+                               r.query_timeout, r.query_attempts);
+  node::lookup_result result;
+  result.detail = "internal error";
+  asio::co_spawn(io, client.lookup_mail_route(domain), [&](std::exception_ptr e, node::lookup_result got) {
+    if (!e) result = std::move(got);
+  });
+  io.run();
+  return result;
+}
+
+std::string route_text(const node::mail_route& route) {
+  return (route.host.find(':') == std::string::npos ? route.host : "[" + route.host + "]") + ":" +
+         std::to_string(route.port);
+}
 
 void register_resolver_commands(CLI::App& app, command_registry& commands) {
   struct options {

@@ -1,0 +1,243 @@
+#include "launcher/scenario.hpp"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "common/address.hpp"
+#include "common/json_reader.hpp"
+
+namespace mailnet::launcher {
+
+using json = nlohmann::json;
+
+namespace {
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+std::string ms_text(millis m) {
+  return m.count() % 1000 == 0 ? std::to_string(m.count() / 1000) + "s" : std::to_string(m.count()) + "ms";
+}
+
+class step_parser {
+ public:
+  step_parser(const json_reader& r, const topology& net, std::filesystem::path base)
+      : r_(r), net_(net), base_(std::move(base)) {}
+
+  step parse(const json& j, const std::string& path) const {
+    r_.expect_object(j, path);
+    if (j.size() != 1)
+      r_.fail(path, "expected exactly one action (send, kill, stop, start, restart, wait or expect)");
+    const auto& [key, value] = *j.items().begin();
+    const std::string sub = path + "." + key;
+    step s;
+    s.path = path;
+    if (key == "send") s.action = send(value, sub);
+    else if (key == "kill" || key == "stop" || key == "start" || key == "restart") s.action = node(key, value, sub);
+    else if (key == "wait") s.action = wait(value, sub);
+    else if (key == "expect") s.action = expect(value, sub);
+    else r_.fail(sub, "unknown action (expected send, kill, stop, start, restart, wait or expect)");
+    return s;
+  }
+
+ private:
+  // An address of the network, "user@domain".
+  std::string address(const json& j, const std::string& path) const {
+    auto text = r_.string_at(j, path);
+    if (!parse_mailbox(text)) r_.fail(path, "expected a mail address such as \"rey@jaku.com\", found \"" + text + "\"");
+    return text;
+  }
+
+  std::vector<std::string> addresses(const json& j, const std::string& path) const {
+    if (j.is_string()) return {address(j, path)};
+    if (!j.is_array()) r_.fail(path, "expected an address or a list of addresses, found " + r_.type_name(j));
+    std::vector<std::string> out;
+    for (std::size_t i = 0; i < j.size(); ++i) out.push_back(address(j[i], path + "[" + std::to_string(i) + "]"));
+    return out;
+  }
+
+  // "jaku.com/obiwan" or "obiwan@jaku.com": a mailbox of a domain of this topology.
+  mailbox_ref mailbox(const json& j, const std::string& path) const {
+    auto text = r_.string_at(j, path);
+    mailbox_ref box;
+    if (auto slash = text.find('/'); slash != std::string::npos) {
+      box.domain = text.substr(0, slash);
+      box.user = text.substr(slash + 1);
+    } else if (auto at = text.rfind('@'); at != std::string::npos) {
+      box.user = text.substr(0, at);
+      box.domain = text.substr(at + 1);
+    }
+    const auto* d = net_.find_domain(box.domain);
+    if (!d || box.user.empty())
+      r_.fail(path, "expected a mailbox of this network such as \"jaku.com/rey\", found \"" + text + "\"");
+    box.domain = d->name;
+    if (auto user = d->find_user(box.user)) box.user = *user;
+    else if (d->policy.require_known_users) r_.fail(path, "no user \"" + box.user + "\" in " + d->name);
+    for (auto& c : box.user) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return box;
+  }
+
+  std::string node_name(const json& j, const std::string& path) const {
+    auto name = r_.string_at(j, path);
+    if (name != "resolver" && !net_.find_domain(name))
+      r_.fail(path, "expected \"resolver\" or a domain of this network, found \"" + name + "\"");
+    return name == "resolver" ? name : net_.find_domain(name)->name;
+  }
+
+  send_step send(const json& j, const std::string& path) const {
+    r_.expect_object(j, path);
+    r_.only_keys(j, path, {"from", "to", "cc", "bcc", "subject", "body", "attach", "via"});
+    send_step s;
+    if (!j.contains("from")) r_.fail(path + ".from", "missing (expected the sender's address)");
+    s.from = address(j["from"], path + ".from");
+    if (j.contains("to")) s.to = addresses(j["to"], path + ".to");
+    if (j.contains("cc")) s.cc = addresses(j["cc"], path + ".cc");
+    if (j.contains("bcc")) s.bcc = addresses(j["bcc"], path + ".bcc");
+    if (s.to.empty() && s.cc.empty() && s.bcc.empty()) r_.fail(path + ".to", "missing (expected at least one recipient)");
+    if (j.contains("subject")) s.subject = r_.string_at(j["subject"], path + ".subject");
+    if (j.contains("body")) s.body = r_.string_at(j["body"], path + ".body");
+    if (j.contains("via")) s.via = r_.string_at(j["via"], path + ".via");
+    if (j.contains("attach")) {
+      const auto& a = j["attach"];
+      if (!a.is_array()) r_.fail(path + ".attach", "expected a list of file names, found " + r_.type_name(a));
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        const std::string apath = path + ".attach[" + std::to_string(i) + "]";
+        std::filesystem::path file = r_.string_at(a[i], apath);
+        if (file.is_relative()) file = base_ / file;
+        if (!std::filesystem::is_regular_file(file)) r_.fail(apath, "no such file: " + file.string());
+        s.attach.push_back(file);
+      }
+    }
+    return s;
+  }
+
+  node_step node(const std::string& action, const json& j, const std::string& path) const {
+    return {action, node_name(j, path)};
+  }
+
+  condition cond(const json& j, const std::string& path) const {
+    r_.expect_object(j, path);
+    r_.only_keys(j, path, {"mailbox", "count", "subject", "attachment", "bounce", "status", "queue", "resolve",
+                           "answer", "within", "timeout"});
+    condition c;
+    if (j.contains("mailbox")) {
+      c.box = mailbox(j["mailbox"], path + ".mailbox");
+      if (j.contains("subject")) {
+        c.what = condition::kind::mailbox_subject;
+        c.text = r_.string_at(j["subject"], path + ".subject");
+      } else if (j.contains("attachment")) {
+        c.what = condition::kind::mailbox_attachment;
+        c.text = r_.string_at(j["attachment"], path + ".attachment");
+      } else if (j.contains("count")) {
+        c.what = condition::kind::mailbox_count;
+        c.count = r_.count_at(j["count"], path + ".count", 0, 1000000);
+      } else {
+        r_.fail(path, "a mailbox expectation needs count, subject or attachment");
+      }
+    } else if (j.contains("bounce")) {
+      c.what = condition::kind::bounce_status;
+      c.box = mailbox(j["bounce"], path + ".bounce");
+      if (!j.contains("status")) r_.fail(path + ".status", "missing (expected an enhanced status such as \"5.1.2\")");
+      c.text = r_.string_at(j["status"], path + ".status");
+    } else if (j.contains("queue")) {
+      c.what = condition::kind::queue_count;
+      c.domain = node_name(j["queue"], path + ".queue");
+      if (c.domain == "resolver") r_.fail(path + ".queue", "the resolver has no queue");
+      if (!j.contains("count")) r_.fail(path + ".count", "missing (expected how many messages wait)");
+      c.count = r_.count_at(j["count"], path + ".count", 0, 1000000);
+    } else if (j.contains("resolve")) {
+      c.what = condition::kind::resolves;
+      c.domain = r_.string_at(j["resolve"], path + ".resolve");
+      if (!j.contains("answer")) r_.fail(path + ".answer", "missing (expected \"host:port\" or \"NXDOMAIN\")");
+      c.text = r_.string_at(j["answer"], path + ".answer");
+    } else {
+      r_.fail(path, "expected one of mailbox, bounce, queue or resolve");
+    }
+    return c;
+  }
+
+  wait_step wait(const json& j, const std::string& path) const {
+    wait_step w;
+    if (j.is_string() || j.is_number()) {
+      w.duration = r_.duration_at(j, path, true);
+      return w;
+    }
+    r_.expect_object(j, path);
+    if (!j.contains("until")) r_.fail(path + ".until", "missing (expected a condition, or give a duration instead)");
+    r_.only_keys(j, path, {"until", "timeout"});
+    w.until = cond(j["until"], path + ".until");
+    if (j.contains("timeout")) w.timeout = r_.duration_at(j["timeout"], path + ".timeout");
+    return w;
+  }
+
+  expect_step expect(const json& j, const std::string& path) const {
+    expect_step e{cond(j, path)};
+    if (j.contains("within")) e.within = r_.duration_at(j["within"], path + ".within", true);
+    return e;
+  }
+
+  const json_reader& r_;
+  const topology& net_;
+  std::filesystem::path base_;
+};
+
+}  // namespace
+
+std::string condition::describe() const {
+  switch (what) {
+    case kind::mailbox_count: return box.to_string() + " holds " + std::to_string(count) + " message(s)";
+    case kind::mailbox_subject: return box.to_string() + " has a message with subject \"" + text + "\"";
+    case kind::mailbox_attachment: return box.to_string() + " has a message with attachment " + text;
+    case kind::bounce_status: return box.to_string() + " has a bounce with Status " + text;
+    case kind::queue_count: return domain + "'s queue holds " + std::to_string(count) + " message(s)";
+    case kind::resolves: return "the resolver answers " + domain + " → " + text;
+  }
+  return "?";
+}
+
+std::string step::describe() const {
+  struct visitor {
+    std::string operator()(const send_step& s) const {
+      std::vector<std::string> all = s.to;
+      all.insert(all.end(), s.cc.begin(), s.cc.end());
+      all.insert(all.end(), s.bcc.begin(), s.bcc.end());
+      return "send " + s.from + " → " + join(all) + (s.subject.empty() ? "" : " \"" + s.subject + "\"") +
+             (s.attach.empty() ? "" : " with " + std::to_string(s.attach.size()) + " attachment(s)");
+    }
+    std::string operator()(const node_step& n) const { return n.action + " " + n.node; }
+    std::string operator()(const wait_step& w) const {
+      return w.until ? "wait until " + w.until->describe() + " (at most " + ms_text(w.timeout) + ")"
+                     : "wait " + ms_text(w.duration);
+    }
+    std::string operator()(const expect_step& e) const { return "expect " + e.what.describe(); }
+  };
+  return std::visit(visitor{}, action);
+}
+
+std::vector<step> parse_steps(const json& doc, std::string_view file_name, const topology& net,
+                              const std::filesystem::path& base_dir) {
+  std::vector<step> steps;
+  if (!doc.is_object() || !doc.contains("steps")) return steps;
+  json_reader r(file_name);
+  const auto& list = doc["steps"];
+  if (!list.is_array()) r.fail("$.steps", "expected a list of steps, found " + r.type_name(list));
+  step_parser parser(r, net, base_dir);
+  for (std::size_t i = 0; i < list.size(); ++i) steps.push_back(parser.parse(list[i], "$.steps[" + std::to_string(i) + "]"));
+  return steps;
+}
+
+scenario load_scenario(const std::filesystem::path& file) {
+  scenario s;
+  s.net = load_topology(file);  // validates the document and reports bad JSON
+  std::ifstream in(file, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  s.steps = parse_steps(json::parse(text.str()), file.string(), s.net, file.parent_path());
+  return s;
+}
+
+}  // namespace mailnet::launcher

@@ -1,0 +1,79 @@
+// Scenario steps: what `mailnet run` plays against a network. A topology may
+// carry "steps"; each is one of send, kill/stop/start/restart, wait, expect.
+// Parsing is pure and reports errors like the topology: file, JSON path, what
+// was expected.
+#pragma once
+
+#include <filesystem>
+#include <nlohmann/json_fwd.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "common/topology.hpp"
+
+namespace mailnet::launcher {
+
+struct mailbox_ref {
+  std::string domain;
+  std::string user;
+  std::string to_string() const { return user + "@" + domain; }
+};
+
+struct send_step {
+  std::string from;
+  std::vector<std::string> to, cc, bcc;
+  std::string subject;
+  std::string body;
+  std::vector<std::filesystem::path> attach;  // resolved against the scenario's folder
+  std::string via;                            // "" (the sender's node), a domain, or host:port
+};
+
+struct node_step {
+  std::string action;  // kill, stop, start, restart
+  std::string node;    // a domain or "resolver"
+};
+
+struct condition {
+  enum class kind { mailbox_count, mailbox_subject, mailbox_attachment, bounce_status, queue_count, resolves };
+  kind what = kind::mailbox_count;
+  mailbox_ref box;           // mailbox_*, bounce_status
+  std::string domain;        // queue_count, resolves
+  std::size_t count = 0;     // mailbox_count, queue_count
+  std::string text;          // subject, attachment name, status, or the resolver's answer
+  std::string describe() const;
+};
+
+struct wait_step {
+  millis duration{0};              // a plain pause, or
+  std::optional<condition> until;  // a condition to wait for,
+  millis timeout{10000};           // failing the step after this long
+};
+
+struct expect_step {
+  condition what;
+  millis within{10000};  // mail is asynchronous: an expectation may become true
+};
+
+struct step {
+  std::string path;  // "$.steps[3]", for messages
+  std::variant<send_step, node_step, wait_step, expect_step> action;
+  std::string describe() const;
+};
+
+// Parses doc["steps"] (absent: no steps). base_dir resolves attachment paths.
+// Throws topology_error.
+std::vector<step> parse_steps(const nlohmann::json& doc, std::string_view file_name, const topology& net,
+                              const std::filesystem::path& base_dir);
+
+struct scenario {
+  topology net;
+  std::vector<step> steps;
+};
+
+// The topology and its steps from one file. Throws topology_error.
+scenario load_scenario(const std::filesystem::path& file);
+
+}  // namespace mailnet::launcher
