@@ -90,7 +90,7 @@ class step_parser {
 
   send_step send(const json& j, const std::string& path) const {
     r_.expect_object(j, path);
-    r_.only_keys(j, path, {"from", "to", "cc", "bcc", "subject", "body", "attach", "via"});
+    r_.only_keys(j, path, {"from", "to", "cc", "bcc", "subject", "body", "attach", "via", "helo", "refused"});
     send_step s;
     if (!j.contains("from")) r_.fail(path + ".from", "missing (expected the sender's address)");
     s.from = address(j["from"], path + ".from");
@@ -101,6 +101,8 @@ class step_parser {
     if (j.contains("subject")) s.subject = r_.string_at(j["subject"], path + ".subject");
     if (j.contains("body")) s.body = r_.string_at(j["body"], path + ".body");
     if (j.contains("via")) s.via = r_.string_at(j["via"], path + ".via");
+    if (j.contains("helo")) s.helo = r_.string_at(j["helo"], path + ".helo");
+    if (j.contains("refused")) s.refused = r_.string_at(j["refused"], path + ".refused");
     if (j.contains("attach")) {
       const auto& a = j["attach"];
       if (!a.is_array()) r_.fail(path + ".attach", "expected a list of file names, found " + r_.type_name(a));
@@ -206,7 +208,8 @@ std::string step::describe() const {
       all.insert(all.end(), s.cc.begin(), s.cc.end());
       all.insert(all.end(), s.bcc.begin(), s.bcc.end());
       return "send " + s.from + " → " + join(all) + (s.subject.empty() ? "" : " \"" + s.subject + "\"") +
-             (s.attach.empty() ? "" : " with " + std::to_string(s.attach.size()) + " attachment(s)");
+             (s.attach.empty() ? "" : " with " + std::to_string(s.attach.size()) + " attachment(s)") +
+             (s.helo.empty() ? "" : " saying HELO " + s.helo) + (s.refused.empty() ? "" : ", expecting " + s.refused);
     }
     std::string operator()(const node_step& n) const { return n.action + " " + n.node; }
     std::string operator()(const wait_step& w) const {

@@ -29,6 +29,8 @@ struct send_step {
   std::string body;
   std::vector<std::filesystem::path> attach;  // resolved against the scenario's folder
   std::string via;                            // "" (the sender's node), a domain, or host:port
+  std::string helo;                           // "" : the sender's domain
+  std::string refused;  // when set, the step passes only if the server refuses with this status (e.g. "5.7.1")
 };
 
 struct node_step {
