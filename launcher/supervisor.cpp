@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/fd_limit.hpp"
 #include "common/topology.hpp"
 #include "launcher/run_folder.hpp"
 
@@ -562,6 +563,15 @@ int run_up(const up_options& options) {
     return 2;
   }
   run_folder folder(options.dir ? *options.dir : std::filesystem::path("run") / net.name);
+  // Each child costs the launcher about four descriptors (two pipes, a pidfd,
+  // a spare for the control socket); say so before starting anything.
+  const std::size_t needed = 4 * (net.domains.size() + 1) + 64;
+  if (auto limit = raise_fd_limit(); limit < needed) {
+    std::cerr << "mailnet: " << options.topology_file.string() << " has " << net.domains.size()
+              << " domains and needs about " << needed << " open files, but the limit is " << limit
+              << " (raise it with `ulimit -n`)\n";
+    return 1;
+  }
   try {
     if (auto pid = folder.running_launcher()) {
       std::cerr << "mailnet: network " << net.name << " is already up in " << folder.dir().string()

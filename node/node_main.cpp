@@ -7,6 +7,7 @@
 #include <functional>
 #include <iostream>
 
+#include "common/fd_limit.hpp"
 #include "node/node_service.hpp"
 
 namespace mailnet::node {
@@ -20,6 +21,7 @@ int node_main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   std::signal(SIGPIPE, SIG_IGN);  // a closed stdout or socket is an error value, not death
+  raise_fd_limit();               // room for limits.connections sessions
   try {
     auto net = load_topology(topology_file);
     boost::asio::io_context io(1);
