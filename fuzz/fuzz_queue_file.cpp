@@ -1,0 +1,19 @@
+// Fuzzes the queue-file reader: any bytes either fail to decode or decode to
+// a message that encodes and decodes back to the same thing.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string_view>
+
+#include "node/spool.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  using namespace mailnet::node;
+  auto m = decode_queue_file(std::string_view(reinterpret_cast<const char*>(data), size));
+  if (!m) return 0;
+  auto again = decode_queue_file(encode_queue_file(*m));
+  if (!again || again->id != m->id || again->mail_from != m->mail_from || again->message != m->message ||
+      again->rcpts.size() != m->rcpts.size() || again->attempts != m->attempts)
+    std::abort();
+  return 0;
+}
