@@ -24,6 +24,7 @@
 
 #include "common/fd_limit.hpp"
 #include "common/topology.hpp"
+#include "launcher/line_printer.hpp"
 #include "launcher/run_folder.hpp"
 
 namespace mailnet::launcher {
@@ -61,7 +62,7 @@ void report_failure(std::exception_ptr e) {
 }
 
 std::filesystem::path own_binary_dir() {
-  if (const char* env = std::getenv("MAILNET_BIN_DIR"); env && *env) return env;
+  if (const char* env = std::getenv("MAILNET_BIN_DIR"); env && *env) return std::filesystem::absolute(env);
   std::error_code ec;
   auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
   return ec ? std::filesystem::current_path() : self.parent_path();
@@ -176,13 +177,14 @@ class supervisor {
   bool shutting_down_ = false;
   bool down_requested_ = false;
   std::size_t name_width_ = 8;
+  line_printer out_;
 };
 
 void supervisor::print_line(const child& c, const std::string& line) {
   std::string padded = c.name;
   if (padded.size() < name_width_) padded.resize(name_width_, ' ');
   if (!c.colour.empty()) padded = c.colour + padded + "\033[0m";
-  std::cout << padded << " | " << line << '\n' << std::flush;
+  out_.print(padded + " | " + line);
 }
 
 void supervisor::count_event(child& c, const std::string& line) {
@@ -483,6 +485,7 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
   }
 
   if (!ok) {
+    out_.flush();  // the children's last words first, then the verdict
     for (const auto& c : children_) {
       if (c.state == child_state::ready) continue;
       std::string why = c.state == child_state::starting
@@ -513,17 +516,18 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
   asio::co_spawn(io_, serve_control(), report_failure);
   write_network_json();
 
-  std::cout << "mailnet: network " << net_.name << " is up (" << folder_.dir().string() << ")\n";
+  out_.print("mailnet: network " + net_.name + " is up (" + folder_.dir().string() + ")");
   for (const auto& c : children_) {
     std::string padded = c.name;
     if (padded.size() < name_width_) padded.resize(name_width_, ' ');
-    std::cout << "  " << padded << "  ready  " << c.listen << "  pid " << c.current->pid << "\n";
+    out_.print("  " + padded + "  ready  " + c.listen + "  pid " + std::to_string(c.current->pid));
   }
-  std::cout << "mailnet: stop with Ctrl-C or `mailnet down`\n" << std::flush;
+  out_.print("mailnet: stop with Ctrl-C or `mailnet down`");
+  out_.flush();
   on_ready(true);
 
   co_await wait_until([&] { return interrupted || down_requested_; }, clock::time_point::max());
-  std::cout << "mailnet: stopping\n" << std::flush;
+  out_.print("mailnet: stopping");
   control_.close(ec);
   co_await stop_all();
   write_network_json();

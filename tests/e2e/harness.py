@@ -13,8 +13,9 @@ import tempfile
 import threading
 import time
 
-BIN_DIR = os.environ.get("MAILNET_BIN_DIR") or os.path.join(
-    os.path.dirname(__file__), "..", "..", "build", "bin")
+BIN_DIR = os.path.abspath(os.environ.get("MAILNET_BIN_DIR") or os.path.join(
+    os.path.dirname(__file__), "..", "..", "build", "bin"))
+os.environ["MAILNET_BIN_DIR"] = BIN_DIR  # children run in other folders: pass it on absolute
 SOURCE_DIR = os.environ.get("MAILNET_SOURCE_DIR") or os.path.join(os.path.dirname(__file__), "..", "..")
 
 
@@ -193,7 +194,23 @@ class Network:
         if exc[0] is not None:
             sys.stderr.write("---- mailnet output ----\n" + self.output() + "\n")
         self.cleanup()
+        # Under the sanitizer build, a report from any child fails the test.
+        report = sanitizer_report(self.output())
+        if report and exc[0] is None:
+            raise AssertionError("sanitizer report from a child process:\n" + report)
         return False
+
+
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error: ")
+
+
+def sanitizer_report(output):
+    """The lines around the first sanitizer report in output, or ''."""
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if any(m in line for m in SANITIZER_MARKERS):
+            return "\n".join(lines[max(0, i - 2):i + 30])
+    return ""
 
 
 def two_domain_topology(name="e2e", **domain_extra):
