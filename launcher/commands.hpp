@@ -31,4 +31,7 @@ void register_network_commands(CLI::App& app, command_registry& commands);
 // resolve NAME [TYPE]
 void register_resolver_commands(CLI::App& app, command_registry& commands);
 
+// run, init, graph
+void register_scenario_commands(CLI::App& app, command_registry& commands);
+
 }  // namespace mailnet::launcher

@@ -18,6 +18,7 @@ int launcher_main(int argc, char** argv) {
   command_registry commands;
   register_network_commands(app, commands);
   register_resolver_commands(app, commands);
+  register_scenario_commands(app, commands);
   CLI11_PARSE(app, argc, argv);
   return commands.run_chosen();
 }

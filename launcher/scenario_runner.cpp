@@ -1,0 +1,277 @@
+#include "launcher/scenario_runner.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+#include "launcher/control_client.hpp"
+#include "launcher/mail_client.hpp"
+#include "launcher/resolve_command.hpp"
+#include "launcher/scenario.hpp"
+#include "node/durable_file.hpp"
+#include "node/mime_parse.hpp"
+
+namespace mailnet::launcher {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+struct outcome {
+  bool ok = false;
+  std::string detail;  // what was seen, or why it failed
+};
+
+std::filesystem::path self_binary() {
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::filesystem::path("mailnet") : self;
+}
+
+// Runs this binary with args and returns its exit code (output passes through).
+int run_self(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  std::string exe = self_binary().string();
+  argv.push_back(exe.data());
+  std::vector<std::string> copy = args;
+  for (auto& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::cout << std::flush;
+  pid_t pid = ::fork();
+  if (pid < 0) return 127;
+  if (pid == 0) {
+    ::execv(exe.c_str(), argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+class runner {
+ public:
+  runner(scenario s, run_folder folder) : s_(std::move(s)), folder_(std::move(folder)) {}
+
+  outcome play(const step& st) {
+    return std::visit([&](const auto& action) { return perform(action); }, st.action);
+  }
+
+ private:
+  outcome perform(const send_step& s) {
+    outgoing_mail mail{s.from, s.to, s.cc, s.bcc, s.subject, s.body, s.attach};
+    std::string message;
+    try {
+      message = build_mime(mail);
+    } catch (const std::exception& e) {
+      return {false, std::string("cannot build the message: ") + e.what()};
+    }
+    std::vector<std::string> rcpts = s.to;
+    rcpts.insert(rcpts.end(), s.cc.begin(), s.cc.end());
+    rcpts.insert(rcpts.end(), s.bcc.begin(), s.bcc.end());
+    endpoint target;
+    try {
+      target = submission_node(s);
+    } catch (const std::exception& e) {
+      return {false, e.what()};
+    }
+    // HELO with the sender's domain, as a mail client of that domain would.
+    std::string helo = s.helo.empty() ? s.from.substr(s.from.rfind('@') + 1) : s.helo;
+    auto sent = send_message(target.host, target.port, helo, s.from, rcpts, message, nullptr, std::chrono::seconds(30));
+    if (!s.refused.empty()) {
+      if (sent.ok) return {false, "accepted (queued as " + sent.queue_id + "), expected a refusal with " + s.refused};
+      if (sent.reply.find(" " + s.refused) == std::string::npos) return {false, "refused, but with " + sent.reply};
+      return {true, "refused: " + sent.reply};
+    }
+    if (!sent.ok) return {false, "refused: " + sent.reply};
+    return {true, "queued as " + sent.queue_id};
+  }
+
+  // The sender's own node (found through the resolver, as `mailnet send` does),
+  // another domain's node, or host:port.
+  endpoint submission_node(const send_step& s) const {
+    std::string domain = s.via.empty() ? s.from.substr(s.from.rfind('@') + 1) : s.via;
+    if (auto colon = domain.rfind(':'); colon != std::string::npos)
+      return endpoint{domain.substr(0, colon), static_cast<std::uint16_t>(std::stoi(domain.substr(colon + 1)))};
+    return find_domain_node(s_.net.resolver.listen, domain, s_.net.resolver.query_timeout, s_.net.resolver.query_attempts);
+  }
+
+  // "Status: 5.1.2" lines of a delivery report (RFC 3464), if raw is one.
+  static std::vector<std::string> delivery_statuses(const std::string& raw) {
+    std::vector<std::string> out;
+    if (raw.find("multipart/report") == std::string::npos) return out;
+    for (std::size_t pos = raw.find("\nStatus: "); pos != std::string::npos; pos = raw.find("\nStatus: ", pos + 1)) {
+      auto start = pos + 9, end = raw.find_first_of("\r\n", start);
+      out.push_back(raw.substr(start, end - start));
+    }
+    return out;
+  }
+
+  outcome perform(const node_step& n) {
+    try {
+      auto reply = ask_launcher(folder_, {{"cmd", n.action}, {"name", n.node}});
+      if (!reply.value("ok", false)) return {false, reply.value("error", "refused")};
+      return {true, n.node + " " + reply.value("state", "")};
+    } catch (const std::exception& e) {
+      return {false, e.what()};
+    }
+  }
+
+  outcome perform(const wait_step& w) {
+    if (!w.until) {
+      std::this_thread::sleep_for(w.duration);  // the scenario asked for a pause
+      return {true, ""};
+    }
+    return eventually(*w.until, w.timeout);
+  }
+
+  outcome perform(const expect_step& e) { return eventually(e.what, e.within); }
+
+  // Mail is asynchronous: poll the condition until it holds or time is up.
+  outcome eventually(const condition& c, millis within) {
+    const auto deadline = clock::now() + within;
+    for (;;) {
+      outcome o = check(c);
+      if (o.ok || clock::now() >= deadline) {
+        if (!o.ok) o.detail = "after " + std::to_string(within.count()) + " ms: " + o.detail;
+        return o;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+
+  std::vector<std::filesystem::path> messages(const mailbox_ref& box) const {
+    std::vector<std::filesystem::path> files;
+    for (const char* sub : {"new", "cur"}) {
+      std::error_code ec;
+      for (const auto& e : std::filesystem::directory_iterator(folder_.dir() / box.domain / "mail" / box.user / sub, ec))
+        if (e.is_regular_file()) files.push_back(e.path());
+    }
+    return files;
+  }
+
+  outcome check(const condition& c) {
+    using k = condition::kind;
+    switch (c.what) {
+      case k::mailbox_count: {
+        auto n = messages(c.box).size();
+        return {n == c.count, "found " + std::to_string(n)};
+      }
+      case k::mailbox_subject:
+      case k::mailbox_attachment:
+      case k::bounce_status: {
+        std::vector<std::string> seen;
+        for (const auto& file : messages(c.box)) {
+          std::string raw;
+          try {
+            raw = node::read_whole_file(file);
+          } catch (const std::exception&) {
+            continue;  // moved to cur/ meanwhile: the next round sees it
+          }
+          if (c.what == k::bounce_status) {
+            auto statuses = delivery_statuses(raw);
+            if (std::find(statuses.begin(), statuses.end(), c.text) != statuses.end()) return {true, file.filename().string()};
+            if (!statuses.empty()) seen.push_back("a bounce with Status " + statuses.front());
+            continue;
+          }
+          auto m = node::parse_mail(raw);
+          if (c.what == k::mailbox_subject && m.subject == c.text) return {true, file.filename().string()};
+          if (c.what == k::mailbox_attachment)
+            for (const auto& a : m.attachments)
+              if (a.file_name == c.text) return {true, file.filename().string()};
+          seen.push_back(c.what == k::mailbox_subject ? "\"" + m.subject + "\""
+                                                      : std::to_string(m.attachments.size()) + " attachment(s)");
+        }
+        std::string list;
+        for (const auto& s : seen) list += (list.empty() ? "" : ", ") + s;
+        return {false, seen.empty() ? "the mailbox is empty" : "found " + list};
+      }
+      case k::queue_count: {
+        auto n = folder_.queued_count(c.domain);
+        return {n == c.count, "found " + std::to_string(n)};
+      }
+      case k::resolves: {
+        auto result = lookup_mail_domain(s_.net, c.domain);
+        std::string answer = result.status == node::lookup_status::nxdomain ? "NXDOMAIN"
+                             : result.status == node::lookup_status::ok && !result.routes.empty()
+                                 ? route_text(result.routes.front())
+                                 : "no answer (" + result.detail + ")";
+        return {answer == c.text, "answered " + answer};
+      }
+    }
+    return {false, "unknown condition"};
+  }
+
+  scenario s_;
+  run_folder folder_;
+};
+
+}  // namespace
+
+int run_scenario(const run_options& options) {
+  scenario s;
+  try {
+    s = load_scenario(options.file);
+  } catch (const topology_error& e) {
+    std::cerr << "mailnet: " << e.what() << "\n";
+    return 2;
+  }
+  run_folder folder(options.dir ? *options.dir : std::filesystem::path("run") / s.net.name);
+  std::cout << "mailnet run: " << s.net.name << ", " << s.steps.size() << " steps, in " << folder.dir().string()
+            << "\n";
+  if (run_self({"up", "-d", "--fresh", options.file.string(), "--dir", folder.dir().string()}) != 0) {
+    std::cout << "FAIL: the network did not come up\n0 passed, 1 failed\n";
+    return 1;
+  }
+  runner r(s, folder);
+  std::size_t passed = 0, failed = 0;
+  const auto width = std::to_string(s.steps.size()).size();
+  for (std::size_t i = 0; i < s.steps.size(); ++i) {
+    const auto& st = s.steps[i];
+    std::string number = std::to_string(i + 1);
+    number.insert(0, width - number.size(), ' ');
+    std::cout << "[" << number << "/" << s.steps.size() << "] " << st.describe() << " ... " << std::flush;
+    auto started = clock::now();
+    outcome o = r.play(st);
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started).count();
+    if (o.ok) {
+      ++passed;
+      std::cout << "pass" << (o.detail.empty() ? "" : " (" + o.detail + ")") << " [" << ms << " ms]\n";
+    } else {
+      ++failed;
+      std::cout << "FAIL: " << o.detail << " (" << st.path << ")\n";
+    }
+  }
+  std::cout << std::flush;
+  if (options.keep) {
+    std::cout << "mailnet run: the network stays up (--keep); stop it with `mailnet down --dir " << folder.dir().string()
+              << "`\n";
+  } else {
+    try {
+      ask_launcher(folder, {{"cmd", "down"}});
+      for (int i = 0; i < 200 && folder.running_launcher(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    } catch (const std::exception& e) {
+      std::cerr << "mailnet: could not bring the network down: " << e.what() << "\n";
+    }
+  }
+  // A child that crashed or tripped a sanitizer said so in the launcher's log.
+  std::ifstream log(folder.launcher_log());
+  for (std::string line; std::getline(log, line);) {
+    if (line.find("ERROR: AddressSanitizer") != std::string::npos || line.find("runtime error: ") != std::string::npos ||
+        line.find("ERROR: LeakSanitizer") != std::string::npos) {
+      std::cout << "FAIL: a child reported: " << line << " (see " << folder.launcher_log().string() << ")\n";
+      ++failed;
+      break;
+    }
+  }
+  std::cout << passed << " passed, " << failed << " failed\n";
+  return failed == 0 ? 0 : 1;
+}
+
+}  // namespace mailnet::launcher

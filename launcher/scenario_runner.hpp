@@ -1,0 +1,19 @@
+// `mailnet run FILE`: brings the network up in a fresh folder, plays the
+// scenario's steps, says pass or fail for each with the reason, and brings
+// it down again (unless --keep). Exit 0 only when every step passed.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+
+namespace mailnet::launcher {
+
+struct run_options {
+  std::filesystem::path file;
+  std::optional<std::filesystem::path> dir;  // default: ./run/<name>
+  bool keep = false;
+};
+
+int run_scenario(const run_options& options);
+
+}  // namespace mailnet::launcher
