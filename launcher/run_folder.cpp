@@ -35,7 +35,14 @@ std::optional<int> run_folder::running_launcher() const {
 }
 
 void run_folder::prepare(const topology& net, bool fresh) const {
-  if (fresh) std::filesystem::remove_all(dir_);
+  if (fresh && std::filesystem::exists(dir_)) {
+    // --fresh empties the folder: only one that mailnet made (it holds
+    // topology.json), or an empty one, never a folder named by mistake.
+    if (!std::filesystem::is_empty(dir_) && !std::filesystem::exists(topology_json()))
+      throw std::runtime_error("refusing to empty " + dir_.string() +
+                               " for --fresh: it is not a mailnet run folder (no topology.json)");
+    for (const auto& entry : std::filesystem::directory_iterator(dir_)) std::filesystem::remove_all(entry.path());
+  }
   std::filesystem::create_directories(dir_ / "resolver");
   // sun_path holds 108 bytes; say so now rather than fail after starting.
   if (std::filesystem::absolute(control_socket()).string().size() >= sizeof(sockaddr_un{}.sun_path))

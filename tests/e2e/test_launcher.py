@@ -259,28 +259,23 @@ def test_crash_is_shown_and_on_failure_restarts_with_backoff():
                          "deathstar.com to be restarted")
         assert status(net.run_dir)["deathstar.com"]["restarts"] == 1
 
-        # Now make its next start fail before it is ever ready: its port is taken.
+        # Now make its next start fail before it is ever ready: a file where its
+        # mail folder should be (set up before the kill, so there is no race).
         ds = status(net.run_dir)["deathstar.com"]
-        blocker = socket.socket()
-        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        mail = os.path.join(net.run_dir, "deathstar.com", "mail")
+        os.rename(mail, mail + ".away")
+        open(mail, "w").close()
         os.kill(ds["pid"], signal.SIGKILL)
-        harness.wait_for(lambda: not harness.pid_alive(ds["pid"]), 5, "the node to die")
-        blocker.bind(("127.0.0.1", harness.port_of(topo, "deathstar.com")))
-        blocker.listen(1)
+        harness.wait_for(lambda: status(net.run_dir)["deathstar.com"]["state"] == "failed", 15, "the restart to fail")
+        restarts = status(net.run_dir)["deathstar.com"]["restarts"]
+        # Not respawned in a loop: it never became ready, so it stays failed.
         try:
-            harness.wait_for(lambda: status(net.run_dir)["deathstar.com"]["state"] == "failed", 15,
-                             "the restart to fail")
-            restarts = status(net.run_dir)["deathstar.com"]["restarts"]
-            # Not respawned in a loop: it never became ready, so it stays failed.
-            try:
-                harness.wait_for(lambda: status(net.run_dir)["deathstar.com"]["restarts"] != restarts, 3,
-                                 "a respawn")
-                raise AssertionError("a node that never became ready was respawned")
-            except AssertionError as e:
-                if "respawned" in str(e):
-                    raise
-        finally:
-            blocker.close()
+            harness.wait_for(lambda: status(net.run_dir)["deathstar.com"]["restarts"] != restarts, 3, "a respawn")
+            raise AssertionError("a node that never became ready was respawned")
+        except AssertionError as e:
+            if "respawned" in str(e):
+                raise
+        assert status(net.run_dir)["deathstar.com"]["state"] == "failed"
 
 
 def test_fresh_keeps_or_empties_and_sigkilled_launcher_leftovers():
@@ -305,6 +300,16 @@ def test_fresh_keeps_or_empties_and_sigkilled_launcher_leftovers():
 
         net.up("--fresh")
         assert os.listdir(finn) == []
+        mailnet("down", cwd=net.cwd)
+
+        # --fresh never empties a folder that mailnet did not make.
+        precious = os.path.join(net.cwd, "precious")
+        os.makedirs(precious)
+        with open(os.path.join(precious, "thesis.tex"), "w") as f:
+            f.write("years of work")
+        out = mailnet("up", "-d", "--fresh", net.file, "--dir", precious, cwd=net.cwd, check=False)
+        assert out.returncode == 1 and "not a mailnet run folder" in out.stderr, out.stderr
+        assert os.listdir(precious) == ["thesis.tex"]
 
 
 if __name__ == "__main__":
