@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "common/event_log.hpp"
 #include "common/topology.hpp"
@@ -51,6 +52,11 @@ struct node_context {
   // the queue for the rest) and only then returns true: the session's 250
   // depends on it. Runs the blocking part on the disk pool.
   boost::asio::awaitable<bool> commit(const envelope& env, std::string message, const std::string& id);
+
+  // Saves the attachments of each delivered copy on the disk pool, without
+  // waiting for it; logs event=attachments or event=attachment_error.
+  void extract_later(const std::string& id, const std::vector<std::string>& mailboxes,
+                     std::vector<std::filesystem::path> files, std::string message);
 
   // Runs blocking file work on the disk pool and resumes the caller on its
   // own executor; exceptions from work are rethrown to the caller.

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <unistd.h>
 
+#include "node/attachments.hpp"
 #include "node/node_context.hpp"
 #include "node/relay.hpp"
 #include "node/resolver_client.hpp"
@@ -67,6 +68,7 @@ asio::awaitable<bool> node_context::commit(const envelope& env, std::string mess
     }
   }
   std::string error;
+  std::vector<std::filesystem::path> delivered_files;  // one per local mailbox, in order
   try {
     co_await on_disk([&] {
       // Every copy is staged (written and fsync'd) before any is published,
@@ -83,6 +85,7 @@ asio::awaitable<bool> node_context::commit(const envelope& env, std::string mess
         throw;
       }
       publish(staged);
+      for (std::size_t i = 0; i < local.size(); ++i) delivered_files.push_back(staged[i].final_path);
     });
   } catch (const std::exception& e) {
     error = e.what();
@@ -94,8 +97,32 @@ asio::awaitable<bool> node_context::commit(const envelope& env, std::string mess
   ++counters.received;
   counters.delivered += local.size();
   for (const auto& mailbox : local) events.write({{"id", id}, {"event", "delivered"}, {"mailbox", mailbox}});
+  if (!local.empty()) extract_later(id, local, std::move(delivered_files), std::move(message));
   if (!queued.rcpts.empty() && relay_agent) relay_agent->schedule(std::move(queued));
   co_return true;
+}
+
+void node_context::extract_later(const std::string& id, const std::vector<std::string>& mailboxes,
+                                 std::vector<std::filesystem::path> files, std::string message) {
+  // After the 250: attachments are a convenience and must not delay it. The
+  // folder is named after each copy's Maildir file, so `show` finds it.
+  auto shared = std::make_shared<const std::string>(std::move(message));
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    asio::post(disk, [this, id, mailbox = mailboxes[i], file = std::move(files[i]), shared] {
+      extraction_result r;
+      try {
+        r = extract_attachments(*shared, dir / "attachments", file.filename().string());
+      } catch (const std::exception& e) {  // out of memory and the like: a pool thread must not die
+        r.error = e.what();
+      }
+      const std::string saved = std::to_string(r.saved.size());
+      if (r.error.empty())
+        events.write({{"id", id}, {"event", "attachments"}, {"mailbox", mailbox}, {"saved", saved}});
+      else
+        events.write({{"id", id}, {"event", "attachment_error"}, {"mailbox", mailbox}, {"saved", saved},
+                      {"error", r.error}});
+    });
+  }
 }
 
 struct node_service::impl {

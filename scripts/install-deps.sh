@@ -6,8 +6,9 @@ set -euo pipefail
 packages=(
   cmake ninja-build g++ pkg-config ccache
   libboost1.81-dev libboost-filesystem1.81-dev
-  nlohmann-json3-dev doctest-dev libldns-dev libcli11-dev
+  nlohmann-json3-dev doctest-dev libldns-dev libcli11-dev libgmime-3.0-dev
   python3 swaks bind9-dnsutils
+  clang libclang-rt-14-dev
 )
 
 missing=()

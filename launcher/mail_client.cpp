@@ -1,0 +1,267 @@
+// send_message and find_domain_node from mail_client.hpp: blocking POSIX
+// sockets, every read and write bounded by poll() and a deadline.
+#include "launcher/mail_client.hpp"
+
+#include <arpa/inet.h>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <memory>
+#include <random>
+#include <span>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "node/data_reader.hpp"
+#include "node/dns_message.hpp"
+
+namespace mailnet::launcher {
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+
+struct fd_closer {
+  int fd = -1;
+  ~fd_closer() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+struct io_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::string sys_text(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+// Waits for events on fd until deadline; throws io_error naming `what` on timeout.
+void wait_for(int fd, short events, steady::time_point deadline, const std::string& what) {
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - steady::now()).count();
+    if (left <= 0) throw io_error("timed out " + what);
+    pollfd p{fd, events, 0};
+    int r = ::poll(&p, 1, static_cast<int>(left));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) throw io_error(sys_text("poll"));
+    if (r > 0) return;
+  }
+}
+
+struct reply {
+  int code = 0;
+  std::string text;  // every line, joined with '\n', without CRLF
+};
+
+class smtp_connection {
+ public:
+  smtp_connection(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout, std::ostream* verbose)
+      : timeout_(timeout), verbose_(verbose) {
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    addrinfo* found = nullptr;
+    if (int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found); rc != 0)
+      throw io_error("cannot resolve " + host + ": " + ::gai_strerror(rc));
+    std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> guard(found, &::freeaddrinfo);
+    const std::string where = host + ":" + std::to_string(port);
+    fd_.fd = ::socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd_.fd < 0) throw io_error(sys_text("socket"));
+    if (::connect(fd_.fd, found->ai_addr, found->ai_addrlen) != 0) {
+      if (errno != EINPROGRESS) throw io_error(sys_text("cannot connect to " + where));
+      wait_for(fd_.fd, POLLOUT, steady::now() + timeout_, "connecting to " + where);
+      int err = 0;
+      socklen_t len = sizeof err;
+      ::getsockopt(fd_.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err != 0) throw io_error("cannot connect to " + where + ": " + std::strerror(err));
+    }
+    if (verbose_) *verbose_ << "-- connected to " << where << "\n";
+  }
+
+  reply read_reply() {
+    const auto deadline = steady::now() + timeout_;
+    reply r;
+    for (;;) {
+      auto eol = buffer_.find("\r\n");
+      if (eol == std::string::npos) {
+        if (buffer_.size() > 65536) throw io_error("server reply line too long");
+        fill(deadline);
+        continue;
+      }
+      std::string line = buffer_.substr(0, eol);
+      buffer_.erase(0, eol + 2);
+      if (verbose_) *verbose_ << "S: " << line << "\n";
+      r.text += (r.text.empty() ? "" : "\n") + line;
+      if (line.size() < 3 || !std::isdigit(static_cast<unsigned char>(line[0])))
+        throw io_error("not an SMTP reply: " + line);
+      r.code = std::stoi(line.substr(0, 3));
+      if (line.size() == 3 || line[3] != '-') return r;  // RFC 5321 §4.2.1: the last line has no '-'
+    }
+  }
+
+  reply command(const std::string& line) {
+    if (verbose_) *verbose_ << "C: " << line << "\n";
+    write_all(line + "\r\n");
+    return read_reply();
+  }
+
+  void write_all(std::string_view data) {
+    const auto deadline = steady::now() + timeout_;
+    while (!data.empty()) {
+      ssize_t n = ::send(fd_.fd, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        wait_for(fd_.fd, POLLOUT, deadline, "sending to the server");
+        continue;
+      }
+      if (n < 0) throw io_error(sys_text("send"));
+      data.remove_prefix(static_cast<std::size_t>(n));
+    }
+  }
+
+  std::ostream* verbose() const { return verbose_; }
+
+ private:
+  void fill(steady::time_point deadline) {
+    wait_for(fd_.fd, POLLIN, deadline, "waiting for the server's reply");
+    char buf[8192];
+    ssize_t n = ::recv(fd_.fd, buf, sizeof buf, 0);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+    if (n < 0) throw io_error(sys_text("recv"));
+    if (n == 0) throw io_error("the server closed the connection");
+    buffer_.append(buf, static_cast<std::size_t>(n));
+  }
+
+  fd_closer fd_;
+  std::string buffer_;
+  std::chrono::milliseconds timeout_;
+  std::ostream* verbose_;
+};
+
+std::string queue_id_of(const std::string& text) {
+  auto at = text.find("queued as ");
+  if (at == std::string::npos) return {};
+  auto id = text.substr(at + 10);
+  return id.substr(0, id.find_first_of(" \r\n"));
+}
+
+// One question to the resolver: a fresh socket, a random id, a deadline
+// per attempt; replies that are not for this question are ignored.
+node::dns_reply ask_resolver(const endpoint& resolver, const std::string& name, std::uint16_t type,
+                             std::chrono::milliseconds timeout, int attempts) {
+  sockaddr_storage to{};
+  socklen_t to_len = 0;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&to);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&to);
+  if (::inet_pton(AF_INET, resolver.host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(resolver.port);
+    to_len = sizeof *v4;
+  } else if (::inet_pton(AF_INET6, resolver.host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(resolver.port);
+    to_len = sizeof *v6;
+  } else {
+    throw std::runtime_error("resolver address is not an IP address: " + resolver.host);
+  }
+  fd_closer sock{::socket(to.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0)};
+  if (sock.fd < 0) throw std::runtime_error(sys_text("socket"));
+  if (::connect(sock.fd, reinterpret_cast<sockaddr*>(&to), to_len) != 0)  // only the resolver's replies reach us
+    throw std::runtime_error(sys_text("cannot reach the resolver at " + resolver.to_string()));
+  const auto id = static_cast<std::uint16_t>(std::random_device{}());
+  const auto query = node::make_query(id, name, type);
+  std::vector<std::uint8_t> buf(65535);
+  for (int attempt = 0; attempt < attempts; ++attempt) {
+    if (::send(sock.fd, query.data(), query.size(), 0) < 0) continue;  // e.g. ECONNREFUSED from an earlier try
+    const auto deadline = steady::now() + timeout;
+    try {
+      for (;;) {
+        wait_for(sock.fd, POLLIN, deadline, "");
+        ssize_t n = ::recv(sock.fd, buf.data(), buf.size(), 0);
+        if (n < 0) break;  // ICMP port unreachable: the resolver is down; try again
+        auto reply = node::parse_response(std::span(buf.data(), static_cast<std::size_t>(n)), id, name, type);
+        if (reply) return *reply;
+      }
+    } catch (const io_error&) {
+      // this attempt's deadline passed
+    }
+  }
+  throw std::runtime_error("no answer from the resolver at " + resolver.to_string() + " for " + name + " (" +
+                           std::to_string(attempts) + " attempts of " + std::to_string(timeout.count()) + " ms)");
+}
+
+}  // namespace
+
+send_result send_message(const std::string& host, std::uint16_t port, const std::string& helo_domain,
+                         const std::string& from, const std::vector<std::string>& rcpts, const std::string& message,
+                         std::ostream* verbose, std::chrono::milliseconds timeout) {
+  send_result result;
+  try {
+    smtp_connection smtp(host, port, timeout, verbose);
+    auto refused = [&](const reply& r) {
+      result.reply = r.text;
+      try {
+        smtp.command("QUIT");
+      } catch (const io_error&) {
+        // the transaction failed already; a lost QUIT changes nothing
+      }
+      return result;
+    };
+    reply r = smtp.read_reply();
+    if (r.code != 220) return refused(r);
+    r = smtp.command("EHLO " + helo_domain);
+    if (r.code / 100 == 5) r = smtp.command("HELO " + helo_domain);  // RFC 5321 §3.2: an old server
+    if (r.code != 250) return refused(r);
+    r = smtp.command("MAIL FROM:<" + from + ">");
+    if (r.code != 250) return refused(r);
+    for (const auto& rcpt : rcpts) {
+      r = smtp.command("RCPT TO:<" + rcpt + ">");
+      if (r.code != 250 && r.code != 251) return refused(r);
+    }
+    r = smtp.command("DATA");
+    if (r.code != 354) return refused(r);
+    const std::string wire = node::dot_stuff_for_wire(message) + ".\r\n";
+    if (verbose) *verbose << "C: (message, " << message.size() << " bytes)\nC: .\n";
+    smtp.write_all(wire);
+    r = smtp.read_reply();
+    if (r.code != 250) return refused(r);
+    result.ok = true;
+    result.reply = r.text;
+    result.queue_id = queue_id_of(r.text);
+    try {
+      smtp.command("QUIT");
+    } catch (const io_error&) {
+      // the message is accepted; the goodbye is a courtesy
+    }
+  } catch (const std::exception& e) {
+    result.ok = false;
+    result.reply = e.what();
+  }
+  return result;
+}
+
+endpoint find_domain_node(const endpoint& resolver, const std::string& domain, std::chrono::milliseconds timeout,
+                          int attempts) {
+  if (!node::is_queryable_name(domain)) throw std::runtime_error("not a domain name: '" + domain + "'");
+  const std::string name = node::canonical_name(domain);
+  auto srv = ask_resolver(resolver, "_smtp._tcp." + name, node::dns_type::srv, timeout, attempts);
+  using node::reply_kind;
+  if (srv.kind == reply_kind::nxdomain)
+    throw std::runtime_error("domain " + name + " is not in this network (NXDOMAIN from " + resolver.to_string() + ")");
+  if (srv.kind != reply_kind::answer)
+    throw std::runtime_error("no SMTP service found for " + name + ": " + srv.detail);
+  const node::srv_data* best = nullptr;
+  for (const auto& s : srv.srv)
+    if (s.target != "." && (!best || s.priority < best->priority)) best = &s;
+  if (!best) throw std::runtime_error(name + " takes no mail (SRV target \".\")");
+  for (const auto& a : srv.addresses)
+    if (a.owner == best->target) return {a.address, best->port};
+  auto a = ask_resolver(resolver, best->target, node::dns_type::a, timeout, attempts);
+  if (a.kind != reply_kind::answer || a.addresses.empty())
+    throw std::runtime_error("no address for " + best->target + ", the mail host of " + name + ": " + a.detail);
+  return {a.addresses.front().address, best->port};
+}
+
+}  // namespace mailnet::launcher

@@ -1,0 +1,64 @@
+// The pieces of a mail client, for `mailnet send` and the scenario runner:
+// build a MIME message (GMime), find a domain's node through the network's
+// resolver, and hand a message to a node over SMTP. Blocking sockets with
+// deadlines; nothing here needs a running event loop.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <ostream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/topology.hpp"
+
+namespace mailnet::launcher {
+
+struct outgoing_mail {
+  std::string from;
+  std::vector<std::string> to, cc, bcc;  // bcc never appears in the headers
+  std::string subject, body;             // UTF-8
+  std::vector<std::filesystem::path> attachments;
+};
+
+// Thrown for mail that cannot be built: an attachment that cannot be read,
+// a subject or body that is not UTF-8, a bad address. what() names the
+// file or field and the reason.
+class mail_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A whole RFC 5322 message with CRLF line ends: RFC 2047 subject, a
+// text/plain; charset=utf-8 body, and each attachment base64 with its
+// content type and file name (RFC 2231 when needed).
+std::string build_mime(const outgoing_mail& mail);
+
+// "image/jpeg" from the first bytes when they are telling, else from the
+// file name's extension, else text/plain for UTF-8 text, else
+// application/octet-stream.
+std::string guess_content_type(std::string_view data, const std::string& file_name);
+
+struct send_result {
+  bool ok = false;
+  std::string queue_id;  // from "250 ... queued as ID"
+  std::string reply;     // the server's last reply, or what went wrong on our side
+};
+
+// One SMTP transaction: EHLO (HELO if refused), MAIL, every RCPT, DATA.
+// Any refusal ends it (RSET, QUIT) with ok == false and that reply. The
+// message is dot-stuffed here. verbose, when set, gets the dialogue.
+send_result send_message(const std::string& host, std::uint16_t port, const std::string& helo_domain,
+                         const std::string& from, const std::vector<std::string>& rcpts, const std::string& message,
+                         std::ostream* verbose, std::chrono::milliseconds timeout);
+
+// Where a domain's node listens, asked of the resolver at `resolver` like a
+// node asks it (SRV _smtp._tcp, then the target's address). Throws
+// std::runtime_error saying why (no such domain, no answer in time).
+endpoint find_domain_node(const endpoint& resolver, const std::string& domain,
+                          std::chrono::milliseconds timeout = std::chrono::milliseconds(1000), int attempts = 3);
+
+}  // namespace mailnet::launcher

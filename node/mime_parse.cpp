@@ -1,0 +1,213 @@
+#include "node/mime_parse.hpp"
+
+#include <gmime/gmime.h>
+
+#include <memory>
+
+namespace mailnet::node {
+
+namespace {
+
+struct gobject_unref {
+  void operator()(void* p) const {
+    if (p) g_object_unref(p);
+  }
+};
+template <typename T>
+using gobject_ptr = std::unique_ptr<T, gobject_unref>;
+
+struct gfree {
+  void operator()(void* p) const { g_free(p); }
+};
+using gchar_ptr = std::unique_ptr<char, gfree>;
+
+std::string text_of(const char* s) { return s ? std::string(s) : std::string(); }
+
+// The parser reports what it tolerated; these codes mean the tree it built
+// is not the tree the sender wrote (cut short, boundaries missing, bombs).
+bool breaks_structure(GMimeParserWarning code) {
+  switch (code) {
+    case GMIME_WARN_TRUNCATED_MESSAGE:
+    case GMIME_WARN_MALFORMED_MULTIPART:
+    case GMIME_WARN_MALFORMED_MESSAGE:
+    case GMIME_CRIT_MULTIPART_WITHOUT_BOUNDARY:
+    case GMIME_CRIT_NESTING_OVERFLOW:
+    case GMIME_CRIT_PART_WITHOUT_HEADERS_OR_CONTENT: return true;
+    default: return false;
+  }
+}
+
+const char* describe(GMimeParserWarning code) {
+  switch (code) {
+    case GMIME_WARN_TRUNCATED_MESSAGE: return "truncated message (a multipart boundary is never closed)";
+    case GMIME_WARN_MALFORMED_MULTIPART: return "malformed multipart (no parts found)";
+    case GMIME_WARN_MALFORMED_MESSAGE: return "malformed message";
+    case GMIME_CRIT_MULTIPART_WITHOUT_BOUNDARY: return "multipart without a boundary parameter";
+    case GMIME_CRIT_NESTING_OVERFLOW: return "MIME nesting too deep for the parser";
+    case GMIME_CRIT_PART_WITHOUT_HEADERS_OR_CONTENT: return "part without headers or content";
+    default: return "parser warning";
+  }
+}
+
+void on_parser_warning(gint64 offset, GMimeParserWarning code, const gchar*, gpointer user_data) {
+  if (!breaks_structure(code)) return;
+  auto& out = *static_cast<parsed_mail*>(user_data);
+  out.structure_ok = false;
+  std::string text = describe(code);
+  if (offset >= 0) text += " at byte " + std::to_string(offset);
+  for (const auto& e : out.errors)
+    if (e == text) return;
+  out.errors.push_back(std::move(text));
+}
+
+// The encoded bytes as they stand in the message, before any decoding.
+std::string raw_content(GMimeDataWrapper* content) {
+  std::string raw;
+  GMimeStream* stream = g_mime_data_wrapper_get_stream(content);
+  if (!stream) return raw;
+  g_mime_stream_reset(stream);
+  char buf[16384];
+  for (;;) {
+    ssize_t n = g_mime_stream_read(stream, buf, sizeof buf);
+    if (n <= 0) break;
+    raw.append(buf, static_cast<std::size_t>(n));
+  }
+  g_mime_stream_reset(stream);
+  return raw;
+}
+
+class walker {
+ public:
+  walker(const mime_limits& limits, parsed_mail& out) : limits_(limits), out_(out) {}
+
+  void object(GMimeObject* obj, int depth) {
+    if (!obj) return;
+    if (depth > limits_.max_depth) {
+      out_.structure_ok = false;
+      out_.errors.push_back("MIME nesting deeper than " + std::to_string(limits_.max_depth) + " levels");
+      return;
+    }
+    if (GMIME_IS_MULTIPART(obj)) {
+      auto* multipart = GMIME_MULTIPART(obj);
+      for (int i = 0; i < g_mime_multipart_get_count(multipart) && out_.structure_ok; ++i)
+        object(g_mime_multipart_get_part(multipart, i), depth + 1);
+    } else if (GMIME_IS_MESSAGE_PART(obj)) {
+      // A forwarded message: its attachments are attachments too.
+      GMimeMessage* inner = g_mime_message_part_get_message(GMIME_MESSAGE_PART(obj));
+      if (inner) object(g_mime_message_get_mime_part(inner), depth + 1);
+    } else if (GMIME_IS_PART(obj)) {
+      leaf(GMIME_PART(obj));
+    }
+  }
+
+ private:
+  void leaf(GMimePart* part) {
+    auto* obj = GMIME_OBJECT(part);
+    const std::string name = text_of(g_mime_part_get_filename(part));
+    if (!g_mime_part_is_attachment(part) && name.empty()) {
+      GMimeContentType* type = g_mime_object_get_content_type(obj);
+      if (out_.text.empty() && GMIME_IS_TEXT_PART(obj) && g_mime_content_type_is_type(type, "text", "plain")) {
+        gchar_ptr text(g_mime_text_part_get_text(GMIME_TEXT_PART(obj)));
+        out_.text = text_of(text.get());
+        // Line ends as a reader's terminal wants them, not as on the wire.
+        std::erase_if(out_.text, [](char c) { return c == '\r'; });
+      }
+      return;
+    }
+    const std::string label = "attachment " + (name.empty() ? std::string("(unnamed)") : "'" + name + "'");
+    if (out_.attachments.size() >= limits_.max_attachments) {
+      out_.errors.push_back(label + ": more than " + std::to_string(limits_.max_attachments) + " attachments");
+      return;
+    }
+    mime_attachment a;
+    a.file_name = name;
+    gchar_ptr type(g_mime_content_type_get_mime_type(g_mime_object_get_content_type(obj)));
+    a.content_type = text_of(type.get());
+    if (GMimeDataWrapper* content = g_mime_part_get_content(part)) {
+      // GMime's base64 decoder skips what it does not know; a damaged
+      // attachment must be reported, not saved as if it were the original.
+      if (g_mime_part_get_content_encoding(part) == GMIME_CONTENT_ENCODING_BASE64 &&
+          !is_valid_base64(raw_content(content))) {
+        out_.errors.push_back(label + ": invalid base64");
+        return;
+      }
+      gobject_ptr<GMimeStream> decoded(g_mime_stream_mem_new());
+      if (g_mime_data_wrapper_write_to_stream(content, decoded.get()) < 0) {
+        out_.errors.push_back(label + ": cannot decode");
+        return;
+      }
+      GByteArray* bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(decoded.get()));
+      a.data.assign(reinterpret_cast<const char*>(bytes->data), bytes->len);
+    }
+    if (total_ + a.data.size() > limits_.max_total_bytes) {
+      out_.errors.push_back(label + ": attachments exceed " + std::to_string(limits_.max_total_bytes) + " bytes");
+      return;
+    }
+    total_ += a.data.size();
+    out_.attachments.push_back(std::move(a));
+  }
+
+  const mime_limits& limits_;
+  parsed_mail& out_;
+  std::uint64_t total_ = 0;
+};
+
+}  // namespace
+
+std::unique_lock<std::mutex> lock_gmime() {
+  static std::mutex mutex;
+  static std::once_flag once;
+  std::call_once(once, [] { g_mime_init(); });
+  return std::unique_lock(mutex);
+}
+
+bool is_valid_base64(std::string_view text) {
+  std::size_t symbols = 0, padding = 0;
+  for (unsigned char c : text) {
+    if (c == '\r' || c == '\n' || c == ' ' || c == '\t') continue;
+    if (c == '=') {
+      ++padding;
+      ++symbols;
+      continue;
+    }
+    bool alphabet = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
+    if (!alphabet || padding > 0) return false;  // data after '=' padding is not base64
+    ++symbols;
+  }
+  return padding <= 2 && symbols % 4 == 0;
+}
+
+parsed_mail parse_mail(std::string_view message, const mime_limits& limits) {
+  parsed_mail out;
+  auto lock = lock_gmime();
+  gobject_ptr<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(message.data(), message.size()));
+  gobject_ptr<GMimeParser> parser(g_mime_parser_new_with_stream(stream.get()));
+  std::unique_ptr<GMimeParserOptions, decltype(&g_mime_parser_options_free)> options(g_mime_parser_options_new(),
+                                                                                     &g_mime_parser_options_free);
+  g_mime_parser_options_set_warning_callback(options.get(), &on_parser_warning, &out);
+  gobject_ptr<GMimeMessage> msg(g_mime_parser_construct_message(parser.get(), options.get()));
+  if (!msg) {
+    out.structure_ok = false;
+    out.errors.push_back("not a message: no header block");
+    return out;
+  }
+  auto addresses = [](InternetAddressList* list) {
+    if (!list || internet_address_list_length(list) == 0) return std::string();
+    gchar_ptr text(internet_address_list_to_string(list, nullptr, FALSE));
+    return text_of(text.get());
+  };
+  out.from = addresses(g_mime_message_get_from(msg.get()));
+  out.to = addresses(g_mime_message_get_to(msg.get()));
+  out.cc = addresses(g_mime_message_get_cc(msg.get()));
+  out.subject = text_of(g_mime_message_get_subject(msg.get()));
+  out.message_id = text_of(g_mime_message_get_message_id(msg.get()));
+  out.date = text_of(g_mime_object_get_header(GMIME_OBJECT(msg.get()), "Date"));
+  if (!out.structure_ok) return out;  // the parser already said the tree is broken
+
+  walker walk(limits, out);
+  walk.object(g_mime_message_get_mime_part(msg.get()), 0);
+  if (!out.structure_ok) out.attachments.clear();
+  return out;
+}
+
+}  // namespace mailnet::node

@@ -1,0 +1,188 @@
+// Attachment extraction on delivery: safe names, no overwrite, nested parts,
+// and malformed MIME that fails softly.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <unistd.h>
+
+#include "node/attachments.hpp"
+
+namespace fs = std::filesystem;
+using mailnet::node::extract_attachments;
+using mailnet::node::is_valid_base64;
+using mailnet::node::mime_limits;
+using mailnet::node::parse_mail;
+using mailnet::node::sanitize_file_name;
+
+namespace {
+
+struct temp_root {
+  fs::path path;
+  temp_root() {
+    static int n = 0;
+    path = fs::temp_directory_path() / ("mailnet_test_att_" + std::to_string(::getpid()) + "_" + std::to_string(++n));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~temp_root() { fs::remove_all(path); }
+};
+
+std::string read(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::string part(const std::string& name, const std::string& base64, const std::string& type = "application/octet-stream") {
+  return "Content-Type: " + type + "\r\nContent-Disposition: attachment; filename=\"" + name +
+         "\"\r\nContent-Transfer-Encoding: base64\r\n\r\n" + base64 + "\r\n";
+}
+
+std::string multipart(const std::string& boundary, const std::vector<std::string>& parts, bool close = true,
+                      const std::string& subtype = "mixed") {
+  std::string m = "Content-Type: multipart/" + subtype + "; boundary=\"" + boundary + "\"\r\n\r\n";
+  for (const auto& p : parts) m += "--" + boundary + "\r\n" + p;
+  if (close) m += "--" + boundary + "--\r\n";
+  return m;
+}
+
+std::string message(const std::string& body_entity) {
+  return "From: a@jaku.com\r\nTo: b@deathstar.com\r\nSubject: test\r\nMIME-Version: 1.0\r\n" + body_entity;
+}
+
+const std::string text_part = "Content-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n";
+
+}  // namespace
+
+TEST_CASE("file names are sanitised by an allow-list") {
+  CHECK(sanitize_file_name("photo.jpg") == "photo.jpg");
+  CHECK(sanitize_file_name("../../etc/passwd") == "etc_passwd");
+  CHECK(sanitize_file_name("/abs/path.txt") == "abs_path.txt");
+  CHECK(sanitize_file_name(".hidden") == "hidden");
+  CHECK(sanitize_file_name("..") == "attachment");
+  CHECK(sanitize_file_name("") == "attachment");
+  CHECK(sanitize_file_name("-rf") == "rf");
+  CHECK(sanitize_file_name("a b\tc\r\nd") == "a_b_c_d");
+  CHECK(sanitize_file_name(std::string("nul\0byte", 8)) == "nul_byte");
+  CHECK(sanitize_file_name("résumé.pdf") == "r_sum_.pdf");
+  const auto long_name = sanitize_file_name(std::string(500, 'a') + ".jpeg");
+  CHECK(long_name.size() == mailnet::node::max_file_name);
+  CHECK(long_name.ends_with(".jpeg"));
+  for (const char* tricky : {"a/b", "a\\b", "..\\..\\x", "%2e%2e%2fx", "C:\\x"}) {
+    auto s = sanitize_file_name(tricky);
+    CHECK(s.find('/') == std::string::npos);
+    CHECK(s.front() != '.');
+  }
+}
+
+TEST_CASE("base64 validation") {
+  CHECK(is_valid_base64("aGVsbG8=\r\n"));
+  CHECK(is_valid_base64("aGVs\r\nbG8h"));
+  CHECK(is_valid_base64(""));
+  CHECK_FALSE(is_valid_base64("aGVsbG8"));      // not a multiple of four
+  CHECK_FALSE(is_valid_base64("aGV*bG8h"));     // outside the alphabet
+  CHECK_FALSE(is_valid_base64("aG==bG8h"));     // data after padding
+  CHECK_FALSE(is_valid_base64("a==="));         // three padding symbols
+}
+
+TEST_CASE("attachments are saved decoded; two with one name do not overwrite each other") {
+  temp_root root;
+  auto msg = message(multipart("b1", {text_part, part("same.txt", "Zmlyc3Q="), part("same.txt", "c2Vjb25k"),
+                                      part("../../escape.txt", "ZXZpbA==")}));
+  auto r = extract_attachments(msg, root.path, "1700000000.M1P2Q3.mailnet");
+  CHECK(r.error.empty());
+  REQUIRE(r.saved.size() == 3);
+  const auto dir = root.path / "1700000000.M1P2Q3.mailnet";
+  CHECK(read(dir / "same.txt") == "first");
+  CHECK(read(dir / "same-1.txt") == "second");
+  CHECK(read(dir / "escape.txt") == "evil");
+  CHECK(!fs::exists(root.path / "escape.txt"));
+  // Nothing else in the folder (no temporary files left behind).
+  CHECK(std::distance(fs::directory_iterator(dir), fs::directory_iterator()) == 3);
+
+  // The same message again into the same folder: new names, old files kept.
+  auto again = extract_attachments(msg, root.path, "1700000000.M1P2Q3.mailnet");
+  CHECK(again.saved.size() == 3);
+  CHECK(read(dir / "same.txt") == "first");
+  CHECK(fs::exists(dir / "same-3.txt"));
+}
+
+TEST_CASE("a message name that could leave the root is refused") {
+  temp_root root;
+  auto msg = message(multipart("b1", {part("a.txt", "YQ==")}));
+  for (const char* bad : {"../x", "a/b", ".hidden", ""}) {
+    auto r = extract_attachments(msg, root.path / "attachments", bad);
+    CHECK(r.saved.empty());
+    CHECK(r.error.find("message name not allowed") != std::string::npos);
+  }
+  CHECK(!fs::exists(root.path / "attachments"));
+}
+
+TEST_CASE("nested multiparts and forwarded messages are walked") {
+  temp_root root;
+  auto alternative = multipart("alt", {text_part, "Content-Type: text/html\r\n\r\n<p>hello</p>\r\n"}, true, "alternative");
+  auto inner_message = message(multipart("in", {text_part, part("inner.gif", "R0lGODlh")}));
+  auto forwarded = "Content-Type: message/rfc822\r\n\r\n" + inner_message;
+  auto msg = message(multipart("out", {alternative, part("outer.bin", "AAEC"), forwarded}));
+  auto parsed = parse_mail(msg);
+  CHECK(parsed.text == "hello");  // the CRLF before a boundary belongs to the boundary
+  auto r = extract_attachments(msg, root.path, "m1");
+  CHECK(r.error.empty());
+  REQUIRE(r.saved.size() == 2);
+  CHECK(read(root.path / "m1" / "outer.bin") == std::string("\x00\x01\x02", 3));
+  CHECK(read(root.path / "m1" / "inner.gif") == "GIF89a");
+}
+
+TEST_CASE("bad base64 in one attachment is reported; the others are saved") {
+  temp_root root;
+  auto msg = message(multipart("b1", {text_part, part("bad.bin", "not*base64!"), part("good.txt", "Z29vZA==")}));
+  auto r = extract_attachments(msg, root.path, "m1");
+  CHECK(r.error.find("'bad.bin': invalid base64") != std::string::npos);
+  REQUIRE(r.saved.size() == 1);
+  CHECK(read(root.path / "m1" / "good.txt") == "good");
+  CHECK(!fs::exists(root.path / "m1" / "bad.bin"));
+}
+
+TEST_CASE("an unterminated boundary fails softly and saves nothing") {
+  temp_root root;
+  auto msg = message(multipart("b1", {text_part, part("cut.txt", "Y3V0")}, false));
+  auto r = extract_attachments(msg, root.path, "m1");
+  CHECK_FALSE(r.error.empty());
+  CHECK(r.saved.empty());
+  CHECK(!fs::exists(root.path / "m1"));
+}
+
+TEST_CASE("deep nesting is bounded, never a crash") {
+  temp_root root;
+  for (int depth : {40, 2000}) {
+    std::string entity = part("deep.txt", "ZGVlcA==");
+    for (int i = 0; i < depth; ++i) entity = multipart("n" + std::to_string(i), {entity});
+    auto r = extract_attachments(message(entity), root.path, "m" + std::to_string(depth));
+    CHECK(r.saved.empty());
+    CHECK(r.error.find("nesting") != std::string::npos);
+  }
+  // Within the limit the same shape is fine.
+  std::string entity = part("ok.txt", "b2s=");
+  for (int i = 0; i < 5; ++i) entity = multipart("n" + std::to_string(i), {entity});
+  CHECK(extract_attachments(message(entity), root.path, "shallow").saved.size() == 1);
+}
+
+TEST_CASE("the total of decoded bytes is bounded") {
+  temp_root root;
+  mime_limits limits;
+  limits.max_total_bytes = 10;
+  auto msg = message(multipart("b1", {part("a.txt", "YWFhYWFh"), part("b.txt", "YmJiYmJi")}));  // 6 bytes each
+  auto r = extract_attachments(msg, root.path, "m1", limits);
+  CHECK(r.saved.size() == 1);
+  CHECK(r.error.find("exceed 10 bytes") != std::string::npos);
+}
+
+TEST_CASE("a message without MIME structure has no attachments and no error") {
+  temp_root root;
+  auto r = extract_attachments("From: a@b.c\r\nSubject: plain\r\n\r\njust text\r\n", root.path, "m1");
+  CHECK(r.saved.empty());
+  CHECK(r.error.empty());
+  CHECK(!fs::exists(root.path / "m1"));
+}
