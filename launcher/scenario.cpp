@@ -32,7 +32,10 @@ class step_parser {
     r_.expect_object(j, path);
     if (j.size() != 1)
       r_.fail(path, "expected exactly one action (send, kill, stop, start, restart, wait or expect)");
-    const auto& [key, value] = *j.items().begin();
+    // Copy the key and keep a reference into j itself: what items() hands out
+    // lives only as long as the expression (ASan caught a dangling reference).
+    const std::string key = j.begin().key();
+    const json& value = j.begin().value();
     const std::string sub = path + "." + key;
     step s;
     s.path = path;

@@ -127,7 +127,9 @@ class supervisor {
         control_(io), colour_(colour) {}
 
   // Starts everything; returns false (and has stopped what it started) on failure.
-  asio::awaitable<bool> bring_up(std::chrono::milliseconds ready_timeout, const std::function<void(bool)>& on_ready);
+  // on_ready is taken by value: a coroutine must not keep references to its
+  // caller's temporaries (ASan caught that one).
+  asio::awaitable<bool> bring_up(std::chrono::milliseconds ready_timeout, std::function<void(bool)> on_ready);
 
  private:
   void notify() { changed_.cancel(); }
@@ -427,7 +429,7 @@ asio::awaitable<json> supervisor::handle(const json& request) {
 }
 
 asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeout,
-                                           const std::function<void(bool)>& on_ready) {
+                                           std::function<void(bool)> on_ready) {
   static const char* palette[] = {"\033[36m", "\033[32m", "\033[33m", "\033[35m", "\033[34m", "\033[91m",
                                   "\033[92m", "\033[93m", "\033[94m", "\033[95m", "\033[96m"};
   const auto topo_file = folder_.topology_json().string();
