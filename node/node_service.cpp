@@ -143,8 +143,14 @@ struct node_service::impl {
       auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
       if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
       if (ec) {
-        // Out of file descriptors (EMFILE/ENFILE) and the like: log, breathe, go on.
-        events.write({{"event", "accept_error"}, {"error", ec.message()}});
+        // Out of file descriptors (EMFILE/ENFILE) and the like: breathe, go on.
+        // One log line per second at most, with how many failed meanwhile.
+        ++accept_errors;
+        if (auto now = std::chrono::steady_clock::now(); now - last_accept_log >= std::chrono::seconds(1)) {
+          events.write({{"event", "accept_error"}, {"error", ec.message()}, {"count", std::to_string(accept_errors)}});
+          accept_errors = 0;
+          last_accept_log = now;
+        }
         pause.expires_after(std::chrono::milliseconds(50));
         co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
         continue;
@@ -172,6 +178,8 @@ struct node_service::impl {
   tcp::acceptor acceptor;
   std::unique_ptr<resolver_client> resolver;
   std::unique_ptr<relay> relay_agent;
+  std::size_t accept_errors = 0;
+  std::chrono::steady_clock::time_point last_accept_log{};
 };
 
 node_service::node_service(asio::io_context& io, topology net, const std::string& domain,
