@@ -236,6 +236,10 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
     // The launcher answers first, then stops: wait for it to be gone.
     for (int i = 0; i < 200 && folder.running_launcher(); ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (auto pid = folder.running_launcher()) {
+      std::cerr << "mailnet: the launcher (pid " << *pid << ") is still running after 20 s\n";
+      return 1;
+    }
     std::cout << "mailnet: network is down\n";
     return 0;
   });

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <csignal>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -237,7 +238,12 @@ int run_scenario(const run_options& options) {
     number.insert(0, width - number.size(), ' ');
     std::cout << "[" << number << "/" << s.steps.size() << "] " << st.describe() << " ... " << std::flush;
     auto started = clock::now();
-    outcome o = r.play(st);
+    outcome o;
+    try {
+      o = r.play(st);
+    } catch (const std::exception& e) {  // a step that throws is a failed step; the network still comes down
+      o = {false, std::string("error: ") + e.what()};
+    }
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started).count();
     if (o.ok) {
       ++passed;
@@ -258,6 +264,11 @@ int run_scenario(const run_options& options) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     } catch (const std::exception& e) {
       std::cerr << "mailnet: could not bring the network down: " << e.what() << "\n";
+    }
+    // Never leave a network behind on fixed ports: the launcher's nodes die with it.
+    if (auto pid = folder.running_launcher()) {
+      std::cerr << "mailnet: the launcher (pid " << *pid << ") did not stop; killing it\n";
+      ::kill(*pid, SIGKILL);
     }
   }
   // A child that crashed or tripped a sanitizer said so in the launcher's log.

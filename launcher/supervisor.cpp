@@ -2,6 +2,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/read_until.hpp>
@@ -124,7 +125,9 @@ class supervisor {
  public:
   supervisor(asio::io_context& io, topology net, run_folder folder, bool colour)
       : io_(io), net_(std::move(net)), folder_(std::move(folder)), changed_(io), signals_(io, SIGINT, SIGTERM),
-        control_(io), colour_(colour) {}
+        control_(io), colour_(colour) {
+    changed_.expires_at(clock::time_point::max());
+  }
 
   // Starts everything; returns false (and has stopped what it started) on failure.
   // on_ready is taken by value: a coroutine must not keep references to its
@@ -135,12 +138,18 @@ class supervisor {
   void notify() { changed_.cancel(); }
 
   // Waits until pred() holds or the deadline passes; every child event wakes it.
+  // changed_ never expires and is only ever cancelled (by notify), so several
+  // waiters can share it; each has its own deadline timer. (Re-arming the one
+  // shared timer per wait made concurrent waiters cancel each other in a spin.)
   template <typename Pred>
   asio::awaitable<bool> wait_until(Pred pred, clock::time_point deadline) {
+    using namespace asio::experimental::awaitable_operators;
+    asio::steady_timer limit(io_);
+    limit.expires_at(deadline);
     while (!pred()) {
       if (clock::now() >= deadline) co_return false;
-      changed_.expires_at(deadline);
-      co_await changed_.async_wait(asio::as_tuple(asio::use_awaitable));
+      co_await (changed_.async_wait(asio::as_tuple(asio::use_awaitable)) ||
+                limit.async_wait(asio::as_tuple(asio::use_awaitable)));
     }
     co_return true;
   }
@@ -190,10 +199,16 @@ void supervisor::print_line(const child& c, const std::string& line) {
 }
 
 void supervisor::count_event(child& c, const std::string& line) {
-  if (line.find(" event=accepted ") != std::string::npos) ++c.count.received;
-  else if (line.find(" event=delivered ") != std::string::npos) ++c.count.delivered;
-  else if (line.find(" event=relayed ") != std::string::npos) ++c.count.relayed;
-  else if (line.find(" event=bounced ") != std::string::npos) ++c.count.bounced;
+  // The first " event=" is the line's own: only the timestamp and an id of
+  // ours come before it, so text quoted in later fields cannot fake one.
+  auto pos = line.find(" event=");
+  if (pos == std::string::npos) return;
+  auto end = line.find(' ', pos + 7);
+  std::string_view event = std::string_view(line).substr(pos + 7, end == std::string::npos ? std::string::npos : end - pos - 7);
+  if (event == "accepted") ++c.count.received;
+  else if (event == "delivered") ++c.count.delivered;
+  else if (event == "relayed") ++c.count.relayed;
+  else if (event == "bounced") ++c.count.bounced;
 }
 
 void supervisor::spawn(child& c) {
@@ -230,6 +245,12 @@ asio::awaitable<void> supervisor::pump(child& c, std::shared_ptr<instance> inst,
   for (;;) {
     auto [ec, n] = co_await asio::async_read_until(pipe, asio::dynamic_buffer(buffer, 1 << 20), '\n',
                                                    asio::as_tuple(asio::use_awaitable));
+    if (ec == asio::error::not_found) {
+      // A line over 1 MiB: drop it and keep reading, or the child would block on a full pipe.
+      buffer.clear();
+      print_line(c, "<a log line over 1 MiB was cut>");
+      continue;
+    }
     if (ec) co_return;
     std::string line = buffer.substr(0, n - 1);
     buffer.erase(0, n);
@@ -381,9 +402,15 @@ asio::awaitable<void> supervisor::serve_control() {
 }
 
 asio::awaitable<void> supervisor::control_session(asio::local::stream_protocol::socket socket) {
+  using namespace asio::experimental::awaitable_operators;
   std::string buffer;
-  auto [ec, n] = co_await asio::async_read_until(socket, asio::dynamic_buffer(buffer, 65536), '\n',
-                                                 asio::as_tuple(asio::use_awaitable));
+  asio::steady_timer deadline(io_);
+  deadline.expires_after(std::chrono::seconds(5));  // a client that says nothing is not kept
+  auto read = co_await (asio::async_read_until(socket, asio::dynamic_buffer(buffer, 65536), '\n',
+                                               asio::as_tuple(asio::use_awaitable)) ||
+                        deadline.async_wait(asio::as_tuple(asio::use_awaitable)));
+  if (read.index() != 0) co_return;
+  auto [ec, n] = std::get<0>(read);
   if (ec) co_return;
   json reply;
   try {
@@ -392,7 +419,9 @@ asio::awaitable<void> supervisor::control_session(asio::local::stream_protocol::
     reply = {{"ok", false}, {"error", std::string("bad request: ") + e.what()}};
   }
   std::string out = reply.dump() + "\n";
-  co_await asio::async_write(socket, asio::buffer(out), asio::as_tuple(asio::use_awaitable));
+  deadline.expires_after(std::chrono::seconds(5));
+  co_await (asio::async_write(socket, asio::buffer(out), asio::as_tuple(asio::use_awaitable)) ||
+            deadline.async_wait(asio::as_tuple(asio::use_awaitable)));
 }
 
 asio::awaitable<json> supervisor::handle(const json& request) {
@@ -450,12 +479,19 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
     add(d.name, d.listen.to_string(), {"--topology", topo_file, "--domain", d.name, "--run-dir", run_dir},
         "mailnet-node", d.restart_on_failure);
 
+  // The first Ctrl-C stops everything in order; a second one does not wait.
   bool interrupted = false;
-  signals_.async_wait([&](const boost::system::error_code& ec, int) {
+  std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec, int) {
     if (ec) return;
+    if (interrupted) {
+      for (auto& c : children_)
+        if (!is_down(c.state) && c.current) ::kill(c.current->pid, SIGKILL);
+    }
     interrupted = true;
     notify();
-  });
+    signals_.async_wait(on_signal);
+  };
+  signals_.async_wait(on_signal);
 
   // The resolver first: nodes ask it as soon as they have mail to relay.
   auto deadline = clock::now() + ready_timeout;

@@ -20,6 +20,15 @@ bool is_status_code(std::string_view s) {
   return digits >= 1 && digits <= 3 && i == s.size();
 }
 
+// Text from a peer or an error goes into the report on one line, with no
+// control bytes: a CR or LF there would end a header or forge a field.
+std::string one_line(std::string_view text) {
+  std::string out(text.substr(0, 900));
+  for (auto& c : out)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+  return out;
+}
+
 }  // namespace
 
 std::string status_of(std::string_view error) {
@@ -66,7 +75,7 @@ std::string make_bounce(const bounce_info& info, const std::vector<failed_recipi
   m += "Your message (queue id " + info.queue_id + ") could not be delivered to " +
        (failed.size() == 1 ? std::string("one recipient") : std::to_string(failed.size()) + " recipients") +
        ". This is a permanent error; the message will not be retried.\r\n\r\n";
-  for (const auto& f : failed) m += "<" + f.address + ">: " + f.reason + "\r\n";
+  for (const auto& f : failed) m += "<" + f.address + ">: " + one_line(f.reason) + "\r\n";
   m += "\r\n";
 
   m += "--" + boundary + "\r\n";
@@ -78,7 +87,7 @@ std::string make_bounce(const bounce_info& info, const std::vector<failed_recipi
     m += "\r\nFinal-Recipient: rfc822; " + f.address + "\r\n";
     m += "Action: failed\r\n";
     m += "Status: " + f.status + "\r\n";
-    if (!f.smtp_reply.empty()) m += "Diagnostic-Code: smtp; " + f.smtp_reply + "\r\n";
+    if (!f.smtp_reply.empty()) m += "Diagnostic-Code: smtp; " + one_line(f.smtp_reply) + "\r\n";
     m += "Last-Attempt-Date: " + now + "\r\n";
   }
   m += "\r\n";

@@ -63,7 +63,8 @@ asio::awaitable<bool> node_context::commit(const envelope& env, std::string mess
   for (const auto& r : env.rcpts) {
     if (r.is_local()) {
       if (std::find(local.begin(), local.end(), r.mailbox) == local.end()) local.push_back(r.mailbox);
-    } else {
+    } else if (std::none_of(queued.rcpts.begin(), queued.rcpts.end(),
+                            [&](const queued_recipient& q) { return q.address == r.address; })) {
       queued.rcpts.push_back({r.address, r.domain, {}, "pending", {}});
     }
   }

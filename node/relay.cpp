@@ -105,9 +105,11 @@ void relay::flush(const std::string&) {
 }
 
 asio::awaitable<void> relay::attempt_domain(queued_message& m, const std::string& domain) {
+  // RFC 5321 §4.5.3.1.8: every server takes 100 recipients per transaction.
+  constexpr std::size_t max_rcpts_per_transaction = 100;
   std::vector<queued_recipient*> rcpts;
   for (auto& r : m.rcpts)
-    if (r.domain == domain && r.state == "pending") rcpts.push_back(&r);
+    if (r.domain == domain && r.state == "pending" && rcpts.size() < max_rcpts_per_transaction) rcpts.push_back(&r);
   auto set_all = [&](const std::string& state, const std::string& error) {
     for (auto* r : rcpts)
       if (r->state == "pending") {
@@ -282,12 +284,25 @@ asio::awaitable<void> relay::deliver(std::shared_ptr<queued_message> m) {
       if (r.state == "pending") domains.insert(r.domain);
     std::vector<std::string> before;
     for (const auto& r : m->rcpts) before.push_back(r.state);
-    for (const auto& d : domains) co_await attempt_domain(*m, d);
+    // attempt_domain sends at most max_rcpts_per_transaction recipients; go on
+    // while each round gets somewhere.
+    auto pending_for = [&](const std::string& d) {
+      return std::count_if(m->rcpts.begin(), m->rcpts.end(),
+                           [&](const queued_recipient& r) { return r.domain == d && r.state == "pending"; });
+    };
+    for (const auto& d : domains) {
+      for (auto left = pending_for(d); left > 0;) {
+        co_await attempt_domain(*m, d);
+        auto now_left = pending_for(d);
+        if (now_left >= left) break;  // no progress: the backoff decides when to try again
+        left = now_left;
+      }
+    }
     ++m->attempts;
 
     const bool expired = now_ms() - m->created_ms > retry.give_up_after.count();
     bool pending = false;
-    std::vector<const queued_recipient*> failed;
+    std::vector<queued_recipient*> failed;
     for (std::size_t i = 0; i < m->rcpts.size(); ++i) {
       auto& r = m->rcpts[i];
       if (r.state == "pending" && expired) {
@@ -306,22 +321,37 @@ asio::awaitable<void> relay::deliver(std::shared_ptr<queued_message> m) {
       }
     }
     // The bounce is stored before the queue file changes: a crash in between
-    // can duplicate a bounce, never lose one.
-    if (!failed.empty()) co_await send_bounce(*m, failed);
-    if (!pending) {
-      co_await ctx_.on_disk([&] { ctx_.queue.remove(m->id); });
-      ctx_.events.write({{"id", m->id}, {"event", "removed"}});
-      co_return;
+    // can duplicate a bounce, never lose one. If it cannot be stored (a full
+    // disk), those recipients wait like pending ones and fail, and bounce, again.
+    if (!failed.empty()) {
+      try {
+        co_await send_bounce(*m, std::vector<const queued_recipient*>(failed.begin(), failed.end()));
+      } catch (const std::exception& e) {
+        ctx_.events.write({{"id", m->id}, {"event", "bounce_deferred"}, {"error", e.what()}});
+        for (auto* r : failed) r->state = "pending";
+        pending = true;
+      }
     }
     // Exponential backoff: first, 2×first, … up to max.
     auto delay = retry.first.count();
     for (int i = 1; i < m->attempts && delay < retry.max.count(); ++i) delay *= 2;
     delay = std::min<std::int64_t>(delay, retry.max.count());
     m->next_try_ms = now_ms() + delay;
-    // Rewritten so that a restart resumes the schedule and `mailnet queue` shows the last error.
-    co_await ctx_.on_disk([&] { ctx_.queue.rewrite(*m); });
-    ctx_.events.write({{"id", m->id}, {"event", "deferred"}, {"attempts", std::to_string(m->attempts)},
-                       {"retry_in_ms", std::to_string(delay)}, {"error", m->last_error}});
+    try {
+      if (!pending) {
+        co_await ctx_.on_disk([&] { ctx_.queue.remove(m->id); });
+        ctx_.events.write({{"id", m->id}, {"event", "removed"}});
+        co_return;
+      }
+      // Rewritten so that a restart resumes the schedule and `mailnet queue` shows the last error.
+      co_await ctx_.on_disk([&] { ctx_.queue.rewrite(*m); });
+      ctx_.events.write({{"id", m->id}, {"event", "deferred"}, {"attempts", std::to_string(m->attempts)},
+                         {"retry_in_ms", std::to_string(delay)}, {"error", m->last_error}});
+    } catch (const std::exception& e) {
+      // Disk trouble: the message stays in memory (and its older file on
+      // disk) and this loop tries again after the backoff.
+      ctx_.events.write({{"id", m->id}, {"event", "queue_error"}, {"error", e.what()}});
+    }
   }
 }
 

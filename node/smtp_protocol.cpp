@@ -267,7 +267,8 @@ step smtp_protocol::do_rcpt(std::string_view arg) {
   }
   if (path.null_path) return reply(501, "5.1.3 The null address <> is not a recipient");
   if (!trim(path.rest).empty()) return reply(555, "5.5.4 RCPT parameters are not supported");
-  if (env_.rcpts.size() >= config_.limits.recipients) return reply(452, "4.5.3 Too many recipients");
+  // Not counted as an error: a client with a long list is doing nothing wrong (RFC 5321 §4.5.3.1.10).
+  if (env_.rcpts.size() >= config_.limits.recipients) return {"452 4.5.3 Too many recipients\r\n", next_step::read_command};
 
   recipient r{path.box.to_string(), path.box.domain, {}};
   const bool ours = path.box.domain == config_.name || config_.policy.mailbox_by_local_part;

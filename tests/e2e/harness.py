@@ -235,8 +235,10 @@ def port_of(topology, domain):
     raise KeyError(domain)
 
 
-def run_tests(tests):
-    """Runs each test function; prints 'N passed, N failed' and exits non-zero on failure."""
+def run_tests(tests, exit=True):
+    """Runs each test function; prints 'N passed, N failed' and exits non-zero
+    on failure (or, with exit=False, returns the exit code, for callers that
+    still have a network to close)."""
     passed = failed = 0
     for test in tests:
         try:
@@ -249,4 +251,6 @@ def run_tests(tests):
             print(f"FAIL {test.__name__}: {e}", flush=True)
             failed += 1
     print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    if exit:
+        sys.exit(1 if failed else 0)
+    return 1 if failed else 0

@@ -381,7 +381,7 @@ if __name__ == "__main__":
     TOPO = topology()
     with harness.Network(TOPO) as NET:
         NET.start()
-        harness.run_tests([
+        code = harness.run_tests(exit=False, tests=[
             test_smtplib_and_swaks_interoperate, test_received_message_id_and_date_are_added,
             test_received_loop_limit, test_smtp_smuggling_never_ends_data_early,
             test_data_before_greeting_and_before_354, test_pipelined_commands_are_answered_in_order,
@@ -391,3 +391,4 @@ if __name__ == "__main__":
             test_too_many_errors_and_connections, test_disk_failure_answers_451_and_leaves_nothing,
             test_transcript_and_event_log,
         ])
+    sys.exit(code)  # after the network is closed, so that its sanitizer check runs

@@ -104,7 +104,22 @@ def test_expiry_bounces_with_5_4_7():
         block = found[0]["blocks"][0]
         assert block["Final-Recipient"] == "rfc822; tarkin@deathstar.com" and block["Status"] == "5.4.7", block
         assert "expired" in found[0]["text"]
-        assert "0 messages waiting" in mailnet(net, "queue").stdout
+        harness.wait_for(lambda: "0 messages waiting" in mailnet(net, "queue").stdout, 5, "the queue to drain")
+
+
+def test_long_recipient_lists_are_relayed_in_batches():
+    topo = harness.two_domain_topology()
+    topo["domains"][0]["limits"] = {"recipients": 300}
+    topo["domains"][1]["limits"] = {"recipients": 100}  # the RFC minimum: the relay must split
+    topo["domains"][1]["policy"] = {"require_known_users": False}
+    rcpts = [f"trooper{i:03d}@deathstar.com" for i in range(150)]
+    with harness.Network(topo) as net:
+        net.start()
+        send(topo, "rey@jaku.com", rcpts, "roll call")
+        for i in (0, 99, 100, 149):
+            net.wait_messages("deathstar.com", f"trooper{i:03d}", 1)
+        harness.wait_for(lambda: "0 messages waiting" in mailnet(net, "queue").stdout, 10, "the queue to drain")
+        assert net.messages("jaku.com", "rey") == [], "nothing should bounce"
 
 
 def write_queue_file(folder, qid, sender, rcpts, message):
@@ -150,4 +165,5 @@ def test_recovery_null_sender_and_corrupt_queue_files():
 if __name__ == "__main__":
     harness.run_tests([test_dead_node_queues_and_restart_delivers_within_seconds,
                        test_bounces_for_unknown_domain_and_unknown_remote_user, test_expiry_bounces_with_5_4_7,
+                       test_long_recipient_lists_are_relayed_in_batches,
                        test_recovery_null_sender_and_corrupt_queue_files])
