@@ -2,6 +2,8 @@
 // sockets, every read and write bounded by poll() and a deadline.
 #include "launcher/mail_client.hpp"
 
+#include "launcher/resolve_command.hpp"
+
 #include <arpa/inet.h>
 #include <cctype>
 #include <cerrno>
@@ -10,8 +12,6 @@
 #include <netdb.h>
 #include <poll.h>
 #include <memory>
-#include <random>
-#include <span>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -147,51 +147,6 @@ std::string queue_id_of(const std::string& text) {
   return id.substr(0, id.find_first_of(" \r\n"));
 }
 
-// One question to the resolver: a fresh socket, a random id, a deadline
-// per attempt; replies that are not for this question are ignored.
-node::dns_reply ask_resolver(const endpoint& resolver, const std::string& name, std::uint16_t type,
-                             std::chrono::milliseconds timeout, int attempts) {
-  sockaddr_storage to{};
-  socklen_t to_len = 0;
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&to);
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&to);
-  if (::inet_pton(AF_INET, resolver.host.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(resolver.port);
-    to_len = sizeof *v4;
-  } else if (::inet_pton(AF_INET6, resolver.host.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(resolver.port);
-    to_len = sizeof *v6;
-  } else {
-    throw std::runtime_error("resolver address is not an IP address: " + resolver.host);
-  }
-  fd_closer sock{::socket(to.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0)};
-  if (sock.fd < 0) throw std::runtime_error(sys_text("socket"));
-  if (::connect(sock.fd, reinterpret_cast<sockaddr*>(&to), to_len) != 0)  // only the resolver's replies reach us
-    throw std::runtime_error(sys_text("cannot reach the resolver at " + resolver.to_string()));
-  const auto id = static_cast<std::uint16_t>(std::random_device{}());
-  const auto query = node::make_query(id, name, type);
-  std::vector<std::uint8_t> buf(65535);
-  for (int attempt = 0; attempt < attempts; ++attempt) {
-    if (::send(sock.fd, query.data(), query.size(), 0) < 0) continue;  // e.g. ECONNREFUSED from an earlier try
-    const auto deadline = steady::now() + timeout;
-    try {
-      for (;;) {
-        wait_for(sock.fd, POLLIN, deadline, "");
-        ssize_t n = ::recv(sock.fd, buf.data(), buf.size(), 0);
-        if (n < 0) break;  // ICMP port unreachable: the resolver is down; try again
-        auto reply = node::parse_response(std::span(buf.data(), static_cast<std::size_t>(n)), id, name, type);
-        if (reply) return *reply;
-      }
-    } catch (const io_error&) {
-      // this attempt's deadline passed
-    }
-  }
-  throw std::runtime_error("no answer from the resolver at " + resolver.to_string() + " for " + name + " (" +
-                           std::to_string(attempts) + " attempts of " + std::to_string(timeout.count()) + " ms)");
-}
-
 }  // namespace
 
 send_result send_message(const std::string& host, std::uint16_t port, const std::string& helo_domain,
@@ -244,24 +199,14 @@ send_result send_message(const std::string& host, std::uint16_t port, const std:
 
 endpoint find_domain_node(const endpoint& resolver, const std::string& domain, std::chrono::milliseconds timeout,
                           int attempts) {
-  if (!node::is_queryable_name(domain)) throw std::runtime_error("not a domain name: '" + domain + "'");
-  const std::string name = node::canonical_name(domain);
-  auto srv = ask_resolver(resolver, "_smtp._tcp." + name, node::dns_type::srv, timeout, attempts);
-  using node::reply_kind;
-  if (srv.kind == reply_kind::nxdomain)
-    throw std::runtime_error("domain " + name + " is not in this network (NXDOMAIN from " + resolver.to_string() + ")");
-  if (srv.kind != reply_kind::answer)
-    throw std::runtime_error("no SMTP service found for " + name + ": " + srv.detail);
-  const node::srv_data* best = nullptr;
-  for (const auto& s : srv.srv)
-    if (s.target != "." && (!best || s.priority < best->priority)) best = &s;
-  if (!best) throw std::runtime_error(name + " takes no mail (SRV target \".\")");
-  for (const auto& a : srv.addresses)
-    if (a.owner == best->target) return {a.address, best->port};
-  auto a = ask_resolver(resolver, best->target, node::dns_type::a, timeout, attempts);
-  if (a.kind != reply_kind::answer || a.addresses.empty())
-    throw std::runtime_error("no address for " + best->target + ", the mail host of " + name + ": " + a.detail);
-  return {a.addresses.front().address, best->port};
+  // The nodes' own resolver client, so that `mailnet send` routes exactly as a node would.
+  auto result = lookup_mail_route(resolver, timeout, attempts, domain);
+  if (result.status == node::lookup_status::nxdomain)
+    throw std::runtime_error("domain " + node::canonical_name(domain) + " is not in this network (" + result.detail + ")");
+  if (result.status != node::lookup_status::ok || result.routes.empty())
+    throw std::runtime_error("the resolver at " + resolver.to_string() + " did not answer for " + domain + ": " +
+                             result.detail);
+  return {result.routes.front().host, result.routes.front().port};
 }
 
 }  // namespace mailnet::launcher

@@ -97,12 +97,12 @@ int resolve(const run_folder& folder, const std::string& name, std::string type)
 
 }  // namespace
 
-node::lookup_result lookup_mail_domain(const topology& net, const std::string& domain) {
+node::lookup_result lookup_mail_route(const endpoint& resolver, std::chrono::milliseconds timeout, int attempts,
+                                      const std::string& domain) {
   asio::io_context io(1);
-  const auto& r = net.resolver;
   node::resolver_client client(io.get_executor(),
-                               asio::ip::udp::endpoint(asio::ip::make_address(r.listen.host), r.listen.port),
-                               r.query_timeout, r.query_attempts);
+                               asio::ip::udp::endpoint(asio::ip::make_address(resolver.host), resolver.port), timeout,
+                               attempts);
   node::lookup_result result;
   result.detail = "internal error";
   asio::co_spawn(io, client.lookup_mail_route(domain), [&](std::exception_ptr e, node::lookup_result got) {
@@ -110,6 +110,10 @@ node::lookup_result lookup_mail_domain(const topology& net, const std::string& d
   });
   io.run();
   return result;
+}
+
+node::lookup_result lookup_mail_domain(const topology& net, const std::string& domain) {
+  return lookup_mail_route(net.resolver.listen, net.resolver.query_timeout, net.resolver.query_attempts, domain);
 }
 
 std::string route_text(const node::mail_route& route) {

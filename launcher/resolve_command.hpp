@@ -2,6 +2,7 @@
 // and the scenario runner's "resolve" expectations).
 #pragma once
 
+#include <chrono>
 #include <string>
 
 #include "common/topology.hpp"
@@ -10,6 +11,8 @@
 namespace mailnet::launcher {
 
 // Where mail for domain goes, asked as a node asks (blocking).
+node::lookup_result lookup_mail_route(const endpoint& resolver, std::chrono::milliseconds timeout, int attempts,
+                                      const std::string& domain);
 node::lookup_result lookup_mail_domain(const topology& net, const std::string& domain);
 
 // "127.0.0.1:1030", "[::1]:1030"
