@@ -170,7 +170,7 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
   json doc;
   try {
     doc = json::parse(json_text.begin(), json_text.end());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers like 7E777 (found by fuzzing)
     // nlohmann's message carries the line and column of the problem.
     std::string what = e.what();
     auto colon = what.find("parse error");

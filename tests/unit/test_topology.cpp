@@ -82,6 +82,8 @@ TEST_CASE("bad JSON names the file and where it broke") {
   CHECK(e.find("line") != std::string::npos);
   CHECK(error_of("").find("not valid JSON") != std::string::npos);
   CHECK(error_of("[]") == "topo.json: $: expected an object, found array");
+  // A number too large for a double is a JSON error too, not a crash (fuzz_topology found it).
+  CHECK(error_of(R"({"name": 7E7777, "domains": []})").find("topo.json: $: not valid JSON") == 0);
 }
 
 TEST_CASE("missing fields are named by their JSON path") {
