@@ -71,6 +71,14 @@ void event_log::write_raw(std::string_view text) {
   line += ' ';
   line += text;
   line += '\n';
+  emit(line);
+}
+
+void event_log::write_stamped_lines(std::string_view lines) {
+  if (!lines.empty()) emit(lines);
+}
+
+void event_log::emit(std::string_view line) {
   std::lock_guard lock(mutex_);
   // Line-at-a-time flushing: a crash loses at most the line being written,
   // and the launcher sees each event as it happens.

@@ -35,8 +35,13 @@ class event_log {
 
   void write(std::initializer_list<log_field> fields);
   void write_raw(std::string_view line);  // a preformatted line, timestamp added
+  // Whole lines that already start with utc_timestamp() and end in '\n', in
+  // one write: a session's command and its reply cost one system call, not two.
+  void write_stamped_lines(std::string_view lines);
 
  private:
+  void emit(std::string_view text);  // whole lines, flushed
+
   std::mutex mutex_;
   std::FILE* file_ = nullptr;
   bool echo_ = false;

@@ -34,6 +34,8 @@ void discard(const std::vector<staged_file>& files) noexcept;
 void publish_durably(const std::filesystem::path& tmp, const std::filesystem::path& final_path,
                      std::string_view data, bool replace_existing = false);
 
+// Every change made in dir before the call is durable when it returns. Callers
+// at the same time share one fsync (group commit; durable_file.cpp).
 void fsync_directory(const std::filesystem::path& dir);
 
 // A name no other writer on this machine uses: time, pid and a counter.

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <stdexcept>
+#include <system_error>
 
 #include "node/durable_file.hpp"
 
@@ -22,13 +24,27 @@ std::filesystem::path maildir_store::folder(std::string_view mailbox) const {
 void maildir_store::ensure(std::string_view mailbox) const {
   auto dir = folder(mailbox);
   for (const char* sub : {"tmp", "new", "cur"}) std::filesystem::create_directories(dir / sub);
+  std::lock_guard lock(known_mutex_);
+  known_.emplace(mailbox);
 }
 
 staged_file maildir_store::stage(std::string_view mailbox, std::string_view message) const {
-  ensure(mailbox);  // users may be unlisted (require_known_users off)
   auto dir = folder(mailbox);
+  bool known;
+  {
+    std::lock_guard lock(known_mutex_);
+    known = known_.find(mailbox) != known_.end();
+  }
+  if (!known) ensure(mailbox);  // users may be unlisted (require_known_users off)
   std::string name = unique_name() + ".mailnet";
-  return stage_file(dir / "tmp" / name, dir / "new" / name, message);
+  try {
+    return stage_file(dir / "tmp" / name, dir / "new" / name, message);
+  } catch (const std::system_error& e) {
+    if (!known || e.code().value() != ENOENT) throw;
+    // The folders were removed behind our back: make them again, once.
+    ensure(mailbox);
+    return stage_file(dir / "tmp" / name, dir / "new" / name, message);
+  }
 }
 
 std::filesystem::path maildir_store::deliver(std::string_view mailbox, std::string_view message) const {

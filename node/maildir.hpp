@@ -2,6 +2,8 @@
 #pragma once
 
 #include <filesystem>
+#include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -28,6 +30,11 @@ class maildir_store {
 
  private:
   std::filesystem::path root_;
+  // Mailboxes whose folders are known to exist: stage() skips three stat()s
+  // and path builds per message (bench/README.md, "profile"). Disk-pool
+  // threads share it, hence the mutex.
+  mutable std::mutex known_mutex_;
+  mutable std::set<std::string, std::less<>> known_;
 };
 
 }  // namespace mailnet::node

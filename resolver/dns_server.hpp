@@ -1,9 +1,17 @@
 // The resolver's UDP front: one socket, one coroutine, one reply per query.
+// Under load it takes up to a batch of datagrams per system call (recvmmsg),
+// answers them, logs them in one write and sends the replies together
+// (sendmmsg); replies to a query seen before come from a small cache.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/udp.hpp>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "resolver/zone.hpp"
 
@@ -28,7 +36,21 @@ class dns_server {
   void stop();
 
  private:
+  // handle_query() is a pure function of the query bytes, and the reply
+  // differs between two queries that differ only in their id by that id
+  // alone: so replies are kept by the query with its id zeroed. bench/README.md
+  // ("resolver") has the measurement: ldns built every reply before.
+  struct cached_answer {
+    std::optional<std::vector<std::uint8_t>> reply;  // with the first asker's id
+    std::string log_tail;  // the log line after client=..., e.g. " name=... type=SRV ..."
+    bool dropped = false;
+    bool echoes_id = false;  // reply[0..1] is the query's id, to be replaced by the next asker's
+  };
+  const cached_answer& answer(const std::uint8_t* query, std::size_t size);
+
   zone zone_;
+  std::unordered_map<std::string, cached_answer> cache_;
+  cached_answer scratch_;  // the answer to a query too odd to keep
   event_log& log_;
   boost::asio::ip::udp::socket socket_;
   boost::asio::ip::udp::endpoint local_endpoint_;
