@@ -7,6 +7,13 @@
 
 namespace mailnet {
 
+void append_hex_escape(std::string& out, unsigned char c) {
+  static const char hex[] = "0123456789abcdef";
+  out += "\\x";
+  out += hex[c >> 4];
+  out += hex[c & 15];
+}
+
 std::string log_value(std::string_view value) {
   bool plain = !value.empty();
   for (unsigned char c : value)
@@ -18,10 +25,7 @@ std::string log_value(std::string_view value) {
       out += '\\';
       out += static_cast<char>(c);
     } else if (c < ' ' || c == 0x7f) {
-      static const char hex[] = "0123456789abcdef";
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
+      append_hex_escape(out, c);
     } else {
       out += static_cast<char>(c);
     }

@@ -20,6 +20,9 @@ using log_field = std::pair<std::string_view, std::string_view>;
 // so that every line splits back into the same fields.
 std::string log_value(std::string_view value);
 
+// Appends c as "\xNN": how logs show a control byte.
+void append_hex_escape(std::string& out, unsigned char c);
+
 // "2026-11-22T03:01:02.345Z" (UTC, milliseconds).
 std::string utc_timestamp();
 

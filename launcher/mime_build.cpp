@@ -10,23 +10,15 @@
 #include "common/address.hpp"
 #include "launcher/mail_client.hpp"
 #include "node/durable_file.hpp"
+#include "node/gmime_ptr.hpp"
 #include "node/mime_parse.hpp"
 
 namespace mailnet::launcher {
 
 namespace {
 
-struct gobject_unref {
-  void operator()(void* p) const {
-    if (p) g_object_unref(p);
-  }
-};
-template <typename T>
-using gobject_ptr = std::unique_ptr<T, gobject_unref>;
-
-struct gfree {
-  void operator()(void* p) const { g_free(p); }
-};
+using node::gchar_ptr;
+using node::gobject_ptr;
 
 bool is_utf8(std::string_view text) { return g_utf8_validate(text.data(), static_cast<gssize>(text.size()), nullptr); }
 
@@ -143,7 +135,7 @@ std::string build_mime(const outgoing_mail& mail) {
   GDateTime* now = g_date_time_new_now_local();
   g_mime_message_set_date(msg.get(), now);
   g_date_time_unref(now);
-  std::unique_ptr<char, gfree> id(g_mime_utils_generate_message_id(from->domain.c_str()));
+  gchar_ptr id(g_mime_utils_generate_message_id(from->domain.c_str()));
   g_mime_message_set_message_id(msg.get(), id.get());
 
   auto body = text_part(mail.body);

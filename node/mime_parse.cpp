@@ -2,24 +2,14 @@
 
 #include <gmime/gmime.h>
 
+#include "node/gmime_ptr.hpp"
+
 #include <memory>
 
 namespace mailnet::node {
 
 namespace {
 
-struct gobject_unref {
-  void operator()(void* p) const {
-    if (p) g_object_unref(p);
-  }
-};
-template <typename T>
-using gobject_ptr = std::unique_ptr<T, gobject_unref>;
-
-struct gfree {
-  void operator()(void* p) const { g_free(p); }
-};
-using gchar_ptr = std::unique_ptr<char, gfree>;
 
 std::string text_of(const char* s) { return s ? std::string(s) : std::string(); }
 

@@ -17,10 +17,7 @@ std::string printable(std::string_view s, std::size_t max = 300) {
   std::string out;
   for (unsigned char c : s.substr(0, max)) {
     if (c < 0x20 || c == 0x7f || c == '\\') {
-      static const char hex[] = "0123456789abcdef";
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
+      append_hex_escape(out, c);
     } else {
       out += static_cast<char>(c);
     }
