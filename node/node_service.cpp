@@ -201,6 +201,12 @@ std::uint16_t node_service::start() {
     m.ctx.maildirs.ensure(box);
   }
   m.ctx.queue.recover();
+  // Copies left in a Maildir's tmp/ by a crash mid-commit never got a 250:
+  // maildir(5) says to clean them; the sender retries and the copy comes again.
+  std::error_code ec_scan;
+  for (const auto& box : std::filesystem::directory_iterator(m.dir / "mail", ec_scan))
+    for (const auto& left : std::filesystem::directory_iterator(box.path() / "tmp", ec_scan))
+      std::filesystem::remove(left.path(), ec_scan);
 
   tcp::endpoint ep(asio::ip::make_address(m.config.listen.host), m.config.listen.port);
   boost::system::error_code ec;

@@ -145,12 +145,15 @@ def test_recovery_null_sender_and_corrupt_queue_files():
             f.write(b"MAILNET-QUEUE 1 500\n{\"id\":")
         with open(os.path.join(queue, "tmp", "HALF1.new"), "wb") as f:
             f.write(b"half written")
+        rey_tmp = os.path.join(net.domain_dir("jaku.com"), "mail", "rey", "tmp")
+        with open(os.path.join(rey_tmp, "1.M1P1Q1.mailnet"), "wb") as f:
+            f.write(b"a copy that never got its 250")
         mailnet(net, "start", "jaku.com")
 
         assert b"Subject: survived" in net.wait_messages("deathstar.com", "vader", 1)[0]
         harness.wait_for(lambda: os.path.exists(os.path.join(queue, "corrupt", "TORN1.msg")), 5,
                          "the torn file to be moved aside")
-        assert os.listdir(os.path.join(queue, "tmp")) == []
+        assert os.listdir(os.path.join(queue, "tmp")) == [] and os.listdir(rey_tmp) == []
         log_path = os.path.join(net.domain_dir("jaku.com"), "node.log")
         harness.wait_for(lambda: "id=NULLSENDER1 event=bounce_dropped" in open(log_path).read(), 5,
                          "the null-sender failure to be dropped")
