@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "node/attachments.hpp"
+#include "node/bounce.hpp"
 #include "node/node_context.hpp"
 #include "node/relay.hpp"
 #include "node/resolver_client.hpp"
@@ -52,6 +53,20 @@ asio::awaitable<void> node_context::on_disk(std::function<void()> work) {
   co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(initiate, asio::use_awaitable);
   if (error) std::rethrow_exception(error);
 }
+
+namespace {
+
+// Only a MIME multipart message, or one whose single part is itself marked as
+// a file, can carry attachments: plain mail skips the GMime parse, which was
+// a large share of the node's CPU per message (bench/README.md).
+bool may_have_attachments(std::string_view message) {
+  std::string head(header_section(message));
+  for (auto& c : head) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return head.find("multipart/") != std::string::npos || head.find("content-disposition:") != std::string::npos ||
+         head.find("name=") != std::string::npos;
+}
+
+}  // namespace
 
 asio::awaitable<bool> node_context::commit(const envelope& env, std::string message, const std::string& id) {
   queued_message queued;
@@ -98,7 +113,8 @@ asio::awaitable<bool> node_context::commit(const envelope& env, std::string mess
   ++counters.received;
   counters.delivered += local.size();
   for (const auto& mailbox : local) events.write({{"id", id}, {"event", "delivered"}, {"mailbox", mailbox}});
-  if (!local.empty()) extract_later(id, local, std::move(delivered_files), std::move(message));
+  if (!local.empty() && may_have_attachments(message))
+    extract_later(id, local, std::move(delivered_files), std::move(message));
   if (!queued.rcpts.empty() && relay_agent) relay_agent->schedule(std::move(queued));
   co_return true;
 }
