@@ -47,10 +47,4 @@ staged_file maildir_store::stage(std::string_view mailbox, std::string_view mess
   }
 }
 
-std::filesystem::path maildir_store::deliver(std::string_view mailbox, std::string_view message) const {
-  std::vector<staged_file> one{stage(mailbox, message)};
-  publish(one);
-  return one.front().final_path;
-}
-
 }  // namespace mailnet::node

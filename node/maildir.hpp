@@ -19,10 +19,7 @@ class maildir_store {
   // std::invalid_argument for a mailbox name that could leave the root.
   void ensure(std::string_view mailbox) const;
 
-  // Blocking and durable (qmail's protocol): returns the file in new/.
-  std::filesystem::path deliver(std::string_view mailbox, std::string_view message) const;
-
-  // The first half of deliver(): the message written and fsync'd in tmp/,
+  // A delivery, staged: the message written and fsync'd in tmp/,
   // to be published together with other files (durable_file.hpp).
   staged_file stage(std::string_view mailbox, std::string_view message) const;
 

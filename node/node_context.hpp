@@ -19,13 +19,6 @@ namespace mailnet::node {
 
 class relay;
 
-struct node_counters {
-  std::size_t received = 0;   // messages answered 250
-  std::size_t delivered = 0;  // copies written into a local Maildir
-  std::size_t relayed = 0;    // copies accepted by another node
-  std::size_t bounced = 0;
-};
-
 struct node_context {
   node_context(const topology& n, const domain_config& c, std::filesystem::path d, event_log& ev, event_log& tr,
                boost::asio::thread_pool& pool)
@@ -41,7 +34,6 @@ struct node_context {
   spool queue;
   boost::asio::thread_pool& disk;
   relay* relay_agent = nullptr;
-  node_counters counters;
   std::size_t active_sessions = 0;
 
   // An id unique on this node across restarts: milliseconds since the epoch

@@ -110,8 +110,6 @@ asio::awaitable<bool> node_context::commit(const envelope& env, std::string mess
     events.write({{"id", id}, {"event", "disk_error"}, {"error", error}});
     co_return false;
   }
-  ++counters.received;
-  counters.delivered += local.size();
   for (const auto& mailbox : local) events.write({{"id", id}, {"event", "delivered"}, {"mailbox", mailbox}});
   if (!local.empty() && may_have_attachments(message))
     extract_later(id, local, std::move(delivered_files), std::move(message));

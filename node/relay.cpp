@@ -99,7 +99,7 @@ void relay::recover() {
   }
 }
 
-void relay::flush(const std::string&) {
+void relay::flush() {
   // Every waiting message is retried; an attempt only touches pending recipients.
   for (auto& [id, timer] : waiting_) timer->cancel();
 }
@@ -209,7 +209,6 @@ asio::awaitable<void> relay::attempt_domain(queued_message& m, const std::string
       if (done.code / 100 == 2) {
         r->state = "delivered";
         r->last_error.clear();
-        ++ctx_.counters.relayed;
       } else {
         r->state = done.code >= 500 ? "failed" : "pending";
         r->last_error = done.code ? done.text : "4.4.2 " + done.text;
@@ -225,7 +224,6 @@ asio::awaitable<void> relay::attempt_domain(queued_message& m, const std::string
 asio::awaitable<void> relay::send_bounce(const queued_message& m, const std::vector<const queued_recipient*>& failed) {
   for (const auto* r : failed)
     ctx_.events.write({{"id", m.id}, {"event", "bounced"}, {"rcpt", r->address}, {"error", r->last_error}});
-  ctx_.counters.bounced += failed.size();
   // RFC 5321 §4.5.5: a bounce is never bounced.
   if (m.mail_from.empty()) {
     ctx_.events.write({{"id", m.id}, {"event", "bounce_dropped"}, {"reason", "null sender"}});

@@ -27,8 +27,8 @@ class relay {
   void schedule(queued_message m);
   // Loads every queue file (after a restart) and schedules it.
   void recover();
-  // Retries every waiting message now (or only those for one domain).
-  void flush(const std::string& domain = {});
+  // Retries every waiting message now.
+  void flush();
 
  private:
   boost::asio::awaitable<void> deliver(std::shared_ptr<queued_message> m);

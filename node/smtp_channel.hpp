@@ -40,7 +40,6 @@ class smtp_channel {
   bool input_pending();
   void consume(std::size_t n) { in_.erase(0, n); }
 
-  bool has_buffered_input() const { return !in_.empty(); }
   bool has_buffered_line() const { return in_.find('\n') != std::string::npos; }
 
   asio::awaitable<io_status> write(std::string_view data, millis timeout);

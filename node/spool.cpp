@@ -89,11 +89,6 @@ staged_file spool::stage(const queued_message& m) const {
   return stage_file(dir_ / "tmp" / (m.id + ".new"), file(m.id), encode_queue_file(m));
 }
 
-void spool::commit(const queued_message& m) const {
-  std::vector<staged_file> one{stage(m)};
-  publish(one);
-}
-
 void spool::rewrite(const queued_message& m) const {
   publish_durably(dir_ / "tmp" / (m.id + "." + unique_name()), file(m.id), encode_queue_file(m), true);
 }

@@ -46,8 +46,7 @@ class spool {
   void recover() const;
 
   // Blocking and durable; throws std::system_error.
-  void commit(const queued_message& m) const;   // a new message
-  staged_file stage(const queued_message& m) const;  // commit's first half
+  staged_file stage(const queued_message& m) const;  // a new message, to publish with its other copies
   void rewrite(const queued_message& m) const;  // new state of a queued one
   void remove(std::string_view id) const;
 

@@ -70,33 +70,30 @@ def run_on_terminal(args, env, until, timeout=20):
     master, slave = pty.openpty()
     proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
     os.close(slave)
+
+    def read_chunk(wait):
+        """The next bytes from the terminal, or b"" at EOF or when nothing comes within wait."""
+        ready, _, _ = select.select([master], [], [], wait)
+        if not ready:
+            return b""
+        try:
+            return os.read(master, 65536)
+        except OSError:  # the pty's other side closed
+            return b""
+
     out = b""
     try:
         deadline = time.monotonic() + timeout
         while until.encode() not in out:
             left = deadline - time.monotonic()
             assert left > 0, f"timed out waiting for {until!r}: {out!r}"
-            ready, _, _ = select.select([master], [], [], left)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                out += chunk
+            chunk = read_chunk(left)
+            if not chunk and proc.poll() is not None:
+                break
+            out += chunk
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=15)
-        while True:  # the rest, up to EOF
-            ready, _, _ = select.select([master], [], [], 1)
-            if not ready:
-                break
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
+        while chunk := read_chunk(1):  # the rest, up to EOF
             out += chunk
     finally:
         if proc.poll() is None:
