@@ -116,6 +116,7 @@ struct child {
   std::string exit_text;   // "exit 1", "signal 9"
   std::string last_error;  // the last line on stderr
   clock::time_point started_at{};
+  clock::time_point port_wait_until{};  // set when a starting node waits for its port
   int restarts = 0;
   std::string colour;  // ANSI prefix colour, empty when plain
   counters count;
@@ -152,6 +153,20 @@ class supervisor {
                 limit.async_wait(asio::as_tuple(asio::use_awaitable)));
     }
     co_return true;
+  }
+
+  // wait_until for a start: a starting node that said its port is held by
+  // a closing connection (event=port_busy) may take until its own deadline.
+  template <typename Pred>
+  asio::awaitable<bool> wait_for_start(Pred pred, clock::time_point deadline) {
+    for (;;) {
+      if (co_await wait_until(pred, deadline)) co_return true;
+      auto later = deadline;
+      for (const auto& c : children_)
+        if (c.state == child_state::starting) later = std::max(later, c.port_wait_until);
+      if (later <= clock::now()) co_return false;
+      deadline = later;
+    }
   }
 
   child* find(const std::string& name) {
@@ -258,6 +273,8 @@ asio::awaitable<void> supervisor::pump(child& c, std::shared_ptr<instance> inst,
     if (c.current != inst) continue;
     if (is_stderr) {
       c.last_error = line;
+    } else if (c.state == child_state::starting && line.find(" event=port_busy") != std::string::npos) {
+      c.port_wait_until = clock::now() + std::chrono::seconds(70);
     } else if (c.state == child_state::starting && line.find(" event=ready") != std::string::npos) {
       c.state = child_state::ready;
       inst->ever_ready = true;
@@ -313,7 +330,7 @@ asio::awaitable<void> supervisor::restart_later(child& c, std::shared_ptr<instan
 asio::awaitable<std::string> supervisor::start_child(child& c, std::chrono::milliseconds timeout) {
   if (!is_down(c.state)) co_return c.name + " is " + to_string(c.state);
   spawn(c);
-  co_await wait_until([&] { return c.state != child_state::starting; }, clock::now() + timeout);
+  co_await wait_for_start([&] { return c.state != child_state::starting; }, clock::now() + timeout);
   if (c.state == child_state::ready) {
     flush_others(c.name);
     co_return "";
@@ -497,7 +514,7 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
   auto deadline = clock::now() + ready_timeout;
   auto& resolver = children_.front();
   spawn(resolver);
-  co_await wait_until([&] { return interrupted || resolver.state != child_state::starting; }, deadline);
+  co_await wait_for_start([&] { return interrupted || resolver.state != child_state::starting; }, deadline);
   bool ok = resolver.state == child_state::ready;
   const bool progress = colour_ && children_.size() > 10;  // on a terminal, for large topologies
   if (ok) {
@@ -507,7 +524,7 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
                            [](const child& c) { return c.state == child_state::ready; });
     };
     long shown = -1;
-    co_await wait_until(
+    co_await wait_for_start(
         [&] {
           if (progress && ready_count() != shown) {
             shown = ready_count();

@@ -12,6 +12,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <algorithm>
 #include <chrono>
+#include <thread>
 #include <unistd.h>
 
 #include "node/attachments.hpp"
@@ -190,6 +191,48 @@ struct node_service::impl {
   event_log transcript;
   asio::thread_pool disk{8};  // concurrent fsyncs share journal commits
   node_context ctx;
+  // Binds the listening socket. A port held only by sockets that do not
+  // listen (an outgoing connection that took it as its ephemeral port, or
+  // one in TIME_WAIT: ports 32768-60999 are the kernel's to hand out) is
+  // freed by the kernel within 60 s, so the node says so and waits for it;
+  // a port where a server listens is an error at once.
+  std::uint16_t listen() {
+    tcp::endpoint ep(asio::ip::make_address(config.listen.host), config.listen.port);
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(65);
+    bool said = false;
+    for (;;) {
+      boost::system::error_code ec;
+      acceptor.open(ep.protocol(), ec);
+      if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+      if (!ec) acceptor.bind(ep, ec);
+      if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+      if (!ec) return acceptor.local_endpoint().port();
+      boost::system::error_code ignored;
+      acceptor.close(ignored);
+      const bool busy = ec == asio::error::address_in_use && ep.port() != 0;
+      if (!busy || someone_listens(ep) || std::chrono::steady_clock::now() >= give_up)
+        throw std::system_error(ec.value(), std::generic_category(),
+                                config.name + ": cannot listen on " + config.listen.to_string() +
+                                    (busy ? " (another server listens there)" : ""));
+      if (!said) {
+        events.write({{"event", "port_busy"}, {"listen", config.listen.to_string()},
+                      {"detail", "held by a client connection, not a server (an ephemeral port or TIME_WAIT); "
+                                 "waiting up to 65 s for the kernel to free it"}});
+        said = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+  }
+
+  bool someone_listens(const tcp::endpoint& ep) {
+    tcp::socket probe(io);
+    boost::system::error_code ec;
+    probe.connect(ep, ec);
+    const bool answered = !ec;
+    probe.close(ec);
+    return answered;
+  }
+
   tcp::acceptor acceptor;
   std::unique_ptr<resolver_client> resolver;
   std::unique_ptr<relay> relay_agent;
@@ -222,16 +265,7 @@ std::uint16_t node_service::start() {
     for (const auto& left : std::filesystem::directory_iterator(box.path() / "tmp", ec_scan))
       std::filesystem::remove(left.path(), ec_scan);
 
-  tcp::endpoint ep(asio::ip::make_address(m.config.listen.host), m.config.listen.port);
-  boost::system::error_code ec;
-  m.acceptor.open(ep.protocol(), ec);
-  if (!ec) m.acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) m.acceptor.bind(ep, ec);
-  if (!ec) m.acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec)
-    throw std::system_error(ec.value(), std::generic_category(),
-                            m.config.name + ": cannot listen on " + m.config.listen.to_string());
-  auto port = m.acceptor.local_endpoint().port();
+  auto port = m.listen();
 
   const auto& r = m.net.resolver;
   m.resolver = std::make_unique<resolver_client>(

@@ -110,6 +110,38 @@ def test_port_in_use_fails_cleanly():
         blocker.close()
 
 
+def test_port_held_by_a_client_connection_is_waited_for():
+    # Ports 32768-60999 are also the kernel's ephemeral ports: an outgoing
+    # connection (or its TIME_WAIT) can hold a node's port without serving it.
+    # The node says so and binds once the kernel lets go; it does not fail.
+    import socket
+    topo = harness.two_domain_topology()
+    port = harness.port_of(topo, "deathstar.com")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    client = socket.socket()
+    client.bind(("127.0.0.1", port))
+    client.connect(server.getsockname())
+    accepted, _ = server.accept()
+    try:
+        with harness.Network(topo) as net:
+            net.start(wait_ready=False)
+            net.wait_output("event=port_busy", 20)
+            assert "is up" not in net.output(), net.output()
+            # Closed from the far side first, the client's port is free at
+            # once (the TIME_WAIT stays with the other end).
+            accepted.close()
+            client.recv(1)
+            client.close()
+            net.wait_output("is up", 20)
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+                assert s.noop()[0] == 250
+    finally:
+        for sock in (accepted, client, server):
+            sock.close()
+
+
 def test_validate_command():
     topo = harness.two_domain_topology()
     with harness.Network(topo) as net:
@@ -125,4 +157,5 @@ def test_validate_command():
 
 if __name__ == "__main__":
     harness.run_tests([test_relay_and_local_delivery, test_children_die_with_a_killed_launcher,
-                       test_bad_topology_starts_nothing, test_port_in_use_fails_cleanly, test_validate_command])
+                       test_bad_topology_starts_nothing, test_port_in_use_fails_cleanly,
+                       test_port_held_by_a_client_connection_is_waited_for, test_validate_command])
