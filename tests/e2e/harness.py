@@ -26,30 +26,56 @@ def binary(name):
     return path
 
 
-def free_tcp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def _shipped_ports():
+    """The fixed ports of the shipped scenarios: scenario tests bind them, so
+    no other test may take one (49152 lies in the kernel's ephemeral range)."""
+    ports = set()
+    folder = os.path.join(SOURCE_DIR, "scenarios")
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        if not name.endswith(".json"):
+            continue
+        with open(os.path.join(folder, name)) as f:
+            topo = json.load(f)
+        for listen in [topo.get("resolver", {}).get("listen", "")] + [d.get("listen", "") for d in topo.get("domains", [])]:
+            if ":" in listen:
+                ports.add(int(listen.rsplit(":", 1)[1]))
+    return ports
+
+
+SHIPPED_PORTS = _shipped_ports()
+
+
+def _free_port(kind, held):
+    while True:
+        s = socket.socket(socket.AF_INET, kind)
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        if s.getsockname()[1] not in SHIPPED_PORTS:
+            return s
+        held.append(s)  # keep it bound so the next bind gets another
+
+
+def _free_ports(kind, n):
+    held, found = [], []
+    try:
+        for _ in range(n):
+            found.append(_free_port(kind, held))
+        return [s.getsockname()[1] for s in found]
+    finally:
+        for s in held + found:
+            s.close()
+
+
+def free_tcp_port():
+    return _free_ports(socket.SOCK_STREAM, 1)[0]
 
 
 def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return _free_ports(socket.SOCK_DGRAM, 1)[0]
 
 
 def free_tcp_ports(n):
     """n distinct free ports (held open together so they differ)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    return _free_ports(socket.SOCK_STREAM, n)
 
 
 def wait_for(predicate, timeout, what):
