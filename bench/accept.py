@@ -113,6 +113,8 @@ def main():
     ap.add_argument("--modes", default="per-connection,reused", help="per-connection, reused")
     ap.add_argument("--json", help="also write every run here")
     ap.add_argument("--before-bin", help="bin folder of another build: adds server mailnet-before (an A/B)")
+    ap.add_argument("--fs", default="tmp", choices=["tmp", "ext4"],
+                    help="where run folders go: the temp folder, or a fresh journaled ext4 on a loop device (root)")
     args = ap.parse_args()
     lib.require(lib.SMTP_SOURCE, "postfix")
     lib.require(lib.SMTP_SINK, "postfix")
@@ -120,16 +122,16 @@ def main():
     if args.before_bin and "mailnet-before" not in servers:
         servers.append("mailnet-before")
     modes = {k: v for k, v in MODES.items() if k.split()[0] in args.modes.split(",")}
-    lib.log(f"accept: {args.messages} messages x {args.size} B, {args.sessions} sessions; {lib.machine()}")
-
-    runs = []
-    leftovers = []
-    try:
-        measure(args, servers, modes, runs, leftovers)
-    finally:
-        if runs:
-            report(args, servers, modes, runs)
-        lib.cleanup(leftovers)
+    with lib.scratch_filesystem(args.fs):
+        lib.log(f"accept: {args.messages} messages x {args.size} B, {args.sessions} sessions; {lib.machine()}")
+        runs = []
+        leftovers = []
+        try:
+            measure(args, servers, modes, runs, leftovers)
+        finally:
+            if runs:
+                report(args, servers, modes, runs)
+            lib.cleanup(leftovers)
 
 
 def measure(args, servers, modes, runs, leftovers):

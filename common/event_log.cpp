@@ -3,6 +3,8 @@
 #include <cerrno>
 #include <chrono>
 #include <ctime>
+#include <fcntl.h>
+#include <unistd.h>
 #include <system_error>
 
 namespace mailnet {
@@ -45,18 +47,37 @@ std::string utc_timestamp() {
   return buf;
 }
 
+namespace {
+
+void write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;  // a log that cannot be written must not stop the server
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+}  // namespace
+
 event_log::~event_log() {
-  if (file_) std::fclose(file_);
+  flush();
+  if (fd_ >= 0) ::close(fd_);
 }
 
 void event_log::open(const std::filesystem::path& file, bool echo_stdout) {
   std::filesystem::create_directories(file.parent_path());
-  std::FILE* f = std::fopen(file.c_str(), "a");
-  if (!f) throw std::system_error(errno, std::generic_category(), "cannot open " + file.string());
+  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "cannot open " + file.string());
   std::lock_guard lock(mutex_);
-  if (file_) std::fclose(file_);
-  file_ = f;
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
   echo_ = echo_stdout;
+}
+
+void event_log::coalesce(scheduler schedule) {
+  std::lock_guard lock(mutex_);
+  schedule_ = std::move(schedule);
 }
 
 void event_log::write(std::initializer_list<log_field> fields) {
@@ -83,16 +104,32 @@ void event_log::write_stamped_lines(std::string_view lines) {
 }
 
 void event_log::emit(std::string_view line) {
-  std::lock_guard lock(mutex_);
-  // Line-at-a-time flushing: a crash loses at most the line being written,
-  // and the launcher sees each event as it happens.
-  if (file_) {
-    std::fwrite(line.data(), 1, line.size(), file_);
-    std::fflush(file_);
+  std::unique_lock lock(mutex_);
+  if (schedule_) {
+    pending_ += line;
+    if (flush_posted_) return;
+    flush_posted_ = true;
+    auto schedule = schedule_;
+    lock.unlock();
+    schedule([this] { flush(); });
+    return;
   }
-  if (echo_) {
-    std::fwrite(line.data(), 1, line.size(), stdout);
-    std::fflush(stdout);
+  // Line at a time: a crash loses at most the line being written, and the
+  // launcher sees each event as it happens.
+  if (fd_ >= 0) write_all(fd_, line);
+  if (echo_) write_all(STDOUT_FILENO, line);
+}
+
+void event_log::flush() {
+  std::string lines;
+  {
+    std::lock_guard lock(mutex_);
+    flush_posted_ = false;
+    lines.swap(pending_);
+    // Written under the lock, so that lines keep their order between threads.
+    if (lines.empty()) return;
+    if (fd_ >= 0) write_all(fd_, lines);
+    if (echo_) write_all(STDOUT_FILENO, lines);
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <initializer_list>
 #include <mutex>
 #include <string>
@@ -42,12 +43,25 @@ class event_log {
   // one write: a session's command and its reply cost one system call, not two.
   void write_stamped_lines(std::string_view lines);
 
+  // Coalesced writes: lines are gathered and written by one task handed to
+  // schedule (a post to the event loop), so that all the lines of one pass
+  // of the loop cost one write(2) per destination instead of one each. The
+  // lines of a crash's last pass can be lost; a 250 never depends on them.
+  // Without it (the default) every line is written at once.
+  using scheduler = std::function<void(std::function<void()>)>;
+  void coalesce(scheduler schedule);
+
+  void flush();  // writes what is gathered now
+
  private:
-  void emit(std::string_view text);  // whole lines, flushed
+  void emit(std::string_view text);  // whole lines
 
   std::mutex mutex_;
-  std::FILE* file_ = nullptr;
+  int fd_ = -1;
   bool echo_ = false;
+  scheduler schedule_;
+  std::string pending_;
+  bool flush_posted_ = false;
 };
 
 }  // namespace mailnet

@@ -35,29 +35,37 @@ void fsync_folder_now(const std::filesystem::path& dir) {
   if (::fsync(d.fd) != 0) fail("fsync directory", dir);
 }
 
-// Group commit for folder fsyncs. A folder's fsync makes durable every link
-// made in it before the fsync began, so publishers whose links precede a sync
-// that starts later share it instead of each issuing their own. With 20
-// concurrent sessions into one Maildir, fsyncs per message went from 2.00 to
-// 1.63 (bench/README.md, "profile"). Tickets: a caller takes one after its link,
-// rename or unlink; a sync started after that ticket was taken covers it.
-// Every fsync_directory() goes through here, so queue removals share too.
-class shared_folder_sync {
+void syncfs_now(const std::filesystem::path& dir) {
+  // A fresh descriptor: syncfs(2) reports the write-back errors seen since
+  // the descriptor was opened (Linux 5.8 and later).
+  fd_guard d{::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+  if (d.fd < 0) fail("open directory", dir);
+  if (::syncfs(d.fd) != 0) fail("syncfs", dir);
+}
+
+// Group commit. A folder's fsync makes durable every link made in it before
+// the fsync began; a syncfs() every write, link and rename on its filesystem
+// made before it began. So callers whose changes precede a sync that starts
+// later share it instead of each issuing their own. Tickets: a caller takes
+// one after its changes; a sync started after that ticket was taken covers
+// it. Keys: a folder (its fsync) or a filesystem (its syncfs).
+class shared_sync {
  public:
-  void sync(const std::filesystem::path& dir) {
+  template <typename Op>
+  void sync(const std::string& key, Op op) {
     std::unique_lock lock(mutex_);
-    auto& s = folders_[dir.native()];  // map nodes are stable: the reference survives unlock
-    const std::uint64_t mine = ++s.linked;
+    auto& s = states_[key];  // map nodes are stable: the reference survives unlock
+    const std::uint64_t mine = ++s.changed;
     while (s.synced < mine) {
       if (s.running) {
-        cv_.wait(lock);  // that sync may have begun before our link: look again when it ends
+        cv_.wait(lock);  // that sync may have begun before our change: look again when it ends
         continue;
       }
       s.running = true;
-      const std::uint64_t covers = s.linked;
+      const std::uint64_t covers = s.changed;
       lock.unlock();
       try {
-        fsync_folder_now(dir);
+        op();
       } catch (...) {
         lock.lock();
         s.running = false;
@@ -72,27 +80,40 @@ class shared_folder_sync {
   }
 
  private:
-  struct folder_state {
-    std::uint64_t linked = 0;  // tickets handed out
-    std::uint64_t synced = 0;  // tickets covered by a finished fsync
+  struct state {
+    std::uint64_t changed = 0;  // tickets handed out
+    std::uint64_t synced = 0;   // tickets covered by a finished sync
     bool running = false;
   };
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::map<std::string, folder_state> folders_;
+  std::map<std::string, state> states_;
 };
 
-shared_folder_sync& folder_sync() {
-  static shared_folder_sync instance;
+shared_sync& group_commit() {
+  static shared_sync instance;
   return instance;
 }
 
 }  // namespace
 
-void fsync_directory(const std::filesystem::path& dir) { folder_sync().sync(dir); }
+void fsync_directory(const std::filesystem::path& dir) {
+  group_commit().sync("dir:" + dir.native(), [&] { fsync_folder_now(dir); });
+}
+
+void sync_filesystems(const std::vector<std::filesystem::path>& dirs) {
+  std::vector<dev_t> done;
+  for (const auto& dir : dirs) {
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0) fail("stat", dir);
+    if (std::find(done.begin(), done.end(), st.st_dev) != done.end()) continue;
+    done.push_back(st.st_dev);
+    group_commit().sync("fs:" + std::to_string(st.st_dev), [&] { syncfs_now(dir); });
+  }
+}
 
 staged_file stage_file(std::filesystem::path tmp, std::filesystem::path final_path, std::string_view data,
-                       bool replace) {
+                       bool replace, bool sync_now) {
   fd_guard f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)};
   if (f.fd < 0) fail("create", tmp);
   auto give_up = [&](const char* what) {
@@ -110,15 +131,15 @@ staged_file stage_file(std::filesystem::path tmp, std::filesystem::path final_pa
     p += n;
     left -= static_cast<std::size_t>(n);
   }
-  if (::fsync(f.fd) != 0) give_up("fsync");
-  return staged_file{std::move(tmp), std::move(final_path), replace};
+  if (sync_now && ::fsync(f.fd) != 0) give_up("fsync");
+  return staged_file{std::move(tmp), std::move(final_path), replace, sync_now};
 }
 
 void discard(const std::vector<staged_file>& files) noexcept {
   for (const auto& f : files) ::unlink(f.tmp.c_str());
 }
 
-void publish(std::vector<staged_file>& files) {
+void link_staged(std::vector<staged_file>& files) {
   std::size_t done = 0;
   for (; done < files.size(); ++done) {
     const auto& f = files[done];
@@ -136,13 +157,86 @@ void publish(std::vector<staged_file>& files) {
     errno = saved;
     fail("publish", failed);
   }
-  std::vector<std::filesystem::path> dirs;
-  for (const auto& f : files) {
+  for (const auto& f : files)
     if (!f.replace) ::unlink(f.tmp.c_str());
+}
+
+void publish(std::vector<staged_file>& files) {
+  link_staged(files);
+  std::vector<std::filesystem::path> dirs;
+  bool all_synced = true;
+  for (const auto& f : files) {
     auto dir = f.final_path.parent_path();
     if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
+    all_synced = all_synced && f.synced;
   }
-  for (const auto& dir : dirs) fsync_directory(dir);
+  try {
+    if (all_synced) {
+      for (const auto& dir : dirs) fsync_directory(dir);
+    } else {
+      sync_filesystems(dirs);
+    }
+  } catch (...) {
+    // Not known to be on disk: not published either, so no 250 promises it.
+    for (const auto& f : files)
+      if (!f.replace) ::unlink(f.final_path.c_str());
+    throw;
+  }
+}
+
+group_committer::group_committer() : thread_([this] { run(); }) {}
+
+group_committer::~group_committer() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  thread_.join();
+}
+
+void group_committer::submit(work_fn work, done_fn done) {
+  {
+    std::lock_guard lock(mutex_);
+    pending_.push_back({std::move(work), std::move(done), {}, nullptr});
+  }
+  wake_.notify_one();
+}
+
+void group_committer::run() {
+  std::vector<request> batch;
+  for (;;) {
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+      if (pending_.empty()) return;  // stopping, and nothing left
+      batch.swap(pending_);
+    }
+    std::vector<std::filesystem::path> dirs;
+    for (auto& r : batch) {
+      try {
+        r.published = r.work();
+      } catch (...) {
+        r.error = std::current_exception();
+      }
+      for (const auto& file : r.published) {
+        auto dir = file.parent_path();
+        if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
+      }
+    }
+    try {
+      if (!dirs.empty()) sync_filesystems(dirs);
+    } catch (...) {
+      auto error = std::current_exception();
+      for (auto& r : batch) {
+        if (r.error) continue;
+        for (const auto& file : r.published) ::unlink(file.c_str());
+        r.error = error;
+      }
+    }
+    for (auto& r : batch) r.done(r.error);
+    batch.clear();
+  }
 }
 
 void publish_durably(const std::filesystem::path& tmp, const std::filesystem::path& final_path,

@@ -5,8 +5,13 @@
 // leaves none visible. Blocking calls: run them on the disk thread pool.
 #pragma once
 
+#include <condition_variable>
+#include <exception>
 #include <filesystem>
+#include <functional>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <string_view>
 #include <vector>
 
@@ -16,16 +21,66 @@ struct staged_file {
   std::filesystem::path tmp;         // written and fsync'd
   std::filesystem::path final_path;  // where publish puts it
   bool replace = false;  // rename over an existing file (queue rewrite); else link, never replacing
+  bool synced = true;    // its data was fsync'd when staged
 };
 
-// Writes and fsyncs data at tmp. Throws std::system_error; tmp is gone then.
+// Writes data at tmp, and fsyncs it when sync_now. Throws std::system_error;
+// tmp is gone then. Without sync_now publish() makes it durable, in a syncfs
+// shared with every concurrent publisher (a group commit: one flush of the
+// disk for all the sessions committing at once, instead of two per message).
 staged_file stage_file(std::filesystem::path tmp, std::filesystem::path final_path, std::string_view data,
-                       bool replace = false);
+                       bool replace = false, bool sync_now = true);
 
-// Moves every staged file to its final name, then fsyncs each folder once.
-// All or nothing: on failure the ones already published are unlinked again,
-// every tmp is removed, and std::system_error is thrown.
+// Moves every staged file to its final name, then makes the batch durable:
+// each folder fsync'd once when every file was synced when staged, otherwise
+// one shared syncfs per filesystem. All or nothing: on failure the ones
+// already published are unlinked again, every tmp is removed, and
+// std::system_error is thrown.
 void publish(std::vector<staged_file>& files);
+
+// publish() without making anything durable: the links (or renames), all or
+// nothing, and the tmp files removed. The caller syncs: sync_filesystems().
+void link_staged(std::vector<staged_file>& files);
+
+// Every change on the filesystems holding these folders is durable when it
+// returns: one syncfs per filesystem, shared with concurrent callers.
+void sync_filesystems(const std::vector<std::filesystem::path>& dirs);
+
+// Group commit of whole messages. One thread takes every request waiting,
+// runs each one's work (stage_file without sync_now, then link_staged: no
+// fsync), makes the whole batch durable with one syncfs, and only then calls
+// each one's done, with the work's exception or null. While it syncs, the
+// next requests gather; so under load one flush of the disk covers every
+// session that committed meanwhile, and a message costs no fsync of its own.
+// If the sync fails, what the batch published is unlinked again and every
+// request in it gets the error: nothing stays visible without a 250.
+class group_committer {
+ public:
+  using work_fn = std::function<std::vector<std::filesystem::path>()>;  // returns the files it published
+  using done_fn = std::function<void(std::exception_ptr)>;
+
+  group_committer();
+  ~group_committer();  // finishes what was submitted, then stops
+  group_committer(const group_committer&) = delete;
+  group_committer& operator=(const group_committer&) = delete;
+
+  void submit(work_fn work, done_fn done);
+
+ private:
+  struct request {
+    work_fn work;
+    done_fn done;
+    std::vector<std::filesystem::path> published;
+    std::exception_ptr error;
+  };
+  void run();
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::vector<request> pending_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
 
 // Removes the tmp files of a batch that will not be published.
 void discard(const std::vector<staged_file>& files) noexcept;

@@ -38,12 +38,12 @@ staged_file maildir_store::stage(std::string_view mailbox, std::string_view mess
   if (!known) ensure(mailbox);  // users may be unlisted (require_known_users off)
   std::string name = unique_name() + ".mailnet";
   try {
-    return stage_file(dir / "tmp" / name, dir / "new" / name, message);
+    return stage_file(dir / "tmp" / name, dir / "new" / name, message, false, false);
   } catch (const std::system_error& e) {
     if (!known || e.code().value() != ENOENT) throw;
     // The folders were removed behind our back: make them again, once.
     ensure(mailbox);
-    return stage_file(dir / "tmp" / name, dir / "new" / name, message);
+    return stage_file(dir / "tmp" / name, dir / "new" / name, message, false, false);
   }
 }
 

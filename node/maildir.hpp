@@ -19,8 +19,8 @@ class maildir_store {
   // std::invalid_argument for a mailbox name that could leave the root.
   void ensure(std::string_view mailbox) const;
 
-  // A delivery, staged: the message written and fsync'd in tmp/,
-  // to be published together with other files (durable_file.hpp).
+  // A delivery, staged: the message written in tmp/, to be published (and
+  // made durable in a shared sync) together with other files (durable_file.hpp).
   staged_file stage(std::string_view mailbox, std::string_view message) const;
 
   std::filesystem::path folder(std::string_view mailbox) const;  // checked

@@ -1,5 +1,5 @@
 // What every part of a running node shares: its configuration, logs, stores
-// and the disk thread pool. Owned by node_service; parts hold a reference.
+// the disk thread pool and the group committer. Owned by node_service; parts hold a reference.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -11,6 +11,7 @@
 
 #include "common/event_log.hpp"
 #include "common/topology.hpp"
+#include "node/durable_file.hpp"
 #include "node/maildir.hpp"
 #include "node/smtp_protocol.hpp"
 #include "node/spool.hpp"
@@ -21,9 +22,9 @@ class relay;
 
 struct node_context {
   node_context(const topology& n, const domain_config& c, std::filesystem::path d, event_log& ev, event_log& tr,
-               boost::asio::thread_pool& pool)
+               boost::asio::thread_pool& pool, group_committer& gc)
       : net(n), config(c), dir(std::move(d)), events(ev), transcript(tr), maildirs(dir / "mail"),
-        queue(dir / "queue"), disk(pool) {}
+        queue(dir / "queue"), disk(pool), committer(gc) {}
 
   const topology& net;
   const domain_config& config;
@@ -33,6 +34,7 @@ struct node_context {
   maildir_store maildirs;
   spool queue;
   boost::asio::thread_pool& disk;
+  group_committer& committer;  // new messages: many per flush of the disk
   relay* relay_agent = nullptr;
   std::size_t active_sessions = 0;
 
@@ -42,7 +44,8 @@ struct node_context {
 
   // Makes the message durable for every recipient (Maildir for local ones,
   // the queue for the rest) and only then returns true: the session's 250
-  // depends on it. Runs the blocking part on the disk pool.
+  // depends on it. The files are written by the group committer and made
+  // durable together with the other sessions' messages of the same moment.
   boost::asio::awaitable<bool> commit(const envelope& env, std::string message, const std::string& id);
 
   // Saves the attachments of each delivered copy on the disk pool, without

@@ -86,7 +86,7 @@ void spool::recover() const {
 }
 
 staged_file spool::stage(const queued_message& m) const {
-  return stage_file(dir_ / "tmp" / (m.id + ".new"), file(m.id), encode_queue_file(m));
+  return stage_file(dir_ / "tmp" / (m.id + ".new"), file(m.id), encode_queue_file(m), false, false);
 }
 
 void spool::rewrite(const queued_message& m) const {
