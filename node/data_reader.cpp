@@ -1,5 +1,8 @@
 #include "node/data_reader.hpp"
 
+#include <algorithm>
+#include <cstring>
+
 namespace mailnet::node {
 
 data_reader::data_reader(std::uint64_t max_size, std::size_t max_line)
@@ -18,6 +21,20 @@ void data_reader::emit(char c) {
   message_.push_back(c);
 }
 
+void data_reader::emit_run(std::string_view run) {
+  size_ += run.size();
+  line_len_ += run.size() - static_cast<std::size_t>(std::count(run.begin(), run.end(), '\n'));
+  if (line_len_ > max_line_ - 2) line_too_long_ = true;
+  if (too_big_) return;
+  if (size_ > max_size_) {
+    too_big_ = true;
+    message_.clear();
+    message_.shrink_to_fit();
+    return;
+  }
+  message_.append(run);
+}
+
 std::size_t data_reader::feed(std::string_view bytes) {
   std::size_t i = 0;
   for (; i < bytes.size() && state_ != state::end; ++i) {
@@ -32,10 +49,21 @@ std::size_t data_reader::feed(std::string_view bytes) {
         emit(c);
         state_ = c == '\r' ? state::cr : state::mid;
         break;
-      case state::mid:
-        emit(c);
-        if (c == '\r') state_ = state::cr;
+      case state::mid: {
+        // The middle of a line: everything up to the next CR at once.
+        const char* here = bytes.data() + i;
+        const auto* cr = static_cast<const char*>(std::memchr(here, '\r', bytes.size() - i));
+        if (!cr) {
+          emit_run(bytes.substr(i));
+          i = bytes.size() - 1;
+          break;
+        }
+        emit_run({here, static_cast<std::size_t>(cr - here)});
+        emit('\r');
+        state_ = state::cr;
+        i = static_cast<std::size_t>(cr - bytes.data());
         break;
+      }
       case state::cr:
         emit(c);
         state_ = c == '\n' ? state::bol : c == '\r' ? state::cr : state::mid;

@@ -28,6 +28,8 @@ class data_reader {
  private:
   enum class state { bol, mid, cr, dot, dot_cr, end };
   void emit(char c);
+  void emit_run(std::string_view run);  // emit() for each byte of a run holding no '\r'
+
 
   state state_ = state::bol;  // the DATA command's CRLF came just before
   std::uint64_t max_size_;

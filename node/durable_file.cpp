@@ -247,11 +247,12 @@ void publish_durably(const std::filesystem::path& tmp, const std::filesystem::pa
 
 std::string unique_name() {
   static std::atomic<unsigned long> counter{0};
+  static const int pid = static_cast<int>(::getpid());  // nodes do not fork
   auto now = std::chrono::system_clock::now().time_since_epoch();
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(now).count();
   char buf[96];
   std::snprintf(buf, sizeof buf, "%lld.M%06lldP%dQ%lu", static_cast<long long>(us / 1000000),
-                static_cast<long long>(us % 1000000), static_cast<int>(::getpid()), ++counter);
+                static_cast<long long>(us % 1000000), pid, ++counter);
   return buf;
 }
 

@@ -118,3 +118,30 @@ TEST_CASE("dot_stuff_for_wire makes CRLF lines and stuffs leading dots") {
   CHECK(o.done);
   CHECK(o.message == message);
 }
+
+TEST_CASE("a whole buffer reads exactly as the same bytes one at a time") {
+  // The reader takes runs without CR in one step; byte by byte is the
+  // reference. Pseudo-random streams over the bytes that matter, with limits
+  // small enough to be crossed.
+  const char alphabet[] = {'a', 'b', '\r', '\n', '.', 'x'};
+  std::uint32_t seed = 12345;
+  auto next = [&] { return seed = seed * 1664525u + 1013904223u; };
+  for (int round = 0; round < 2000; ++round) {
+    std::string input;
+    const std::size_t length = next() % 200;
+    for (std::size_t i = 0; i < length; ++i) input += alphabet[(next() >> 8) % sizeof alphabet];
+    if (round % 3 == 0) input += "\r\n.\r\n";
+    const std::uint64_t max_size = 20 + next() % 200;
+    const std::size_t max_line = 8 + next() % 40;
+    CAPTURE(input);
+    data_reader whole(max_size, max_line), bytewise(max_size, max_line);
+    const auto used = whole.feed(input);
+    std::size_t used_bytewise = 0;
+    while (used_bytewise < input.size() && !bytewise.done()) used_bytewise += bytewise.feed(input.substr(used_bytewise, 1));
+    CHECK(used == used_bytewise);
+    CHECK(whole.done() == bytewise.done());
+    CHECK(whole.message() == bytewise.message());
+    CHECK(whole.too_big() == bytewise.too_big());
+    CHECK(whole.line_too_long() == bytewise.line_too_long());
+  }
+}
