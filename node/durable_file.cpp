@@ -184,15 +184,23 @@ void publish(std::vector<staged_file>& files) {
   }
 }
 
-group_committer::group_committer() : thread_([this] { run(); }) {}
+group_committer::group_committer(unsigned writers) : syncer_([this] { sync_loop(); }) {
+  for (unsigned i = 0; i < std::max(1u, writers); ++i) writers_.emplace_back([this] { write_loop(); });
+}
 
 group_committer::~group_committer() {
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
   }
-  wake_.notify_one();
-  thread_.join();
+  work_ready_.notify_all();
+  for (auto& t : writers_) t.join();
+  {
+    std::lock_guard lock(mutex_);
+    writers_gone_ = true;
+  }
+  written_ready_.notify_one();
+  syncer_.join();
 }
 
 void group_committer::submit(work_fn work, done_fn done) {
@@ -200,30 +208,43 @@ void group_committer::submit(work_fn work, done_fn done) {
     std::lock_guard lock(mutex_);
     pending_.push_back({std::move(work), std::move(done), {}, nullptr});
   }
-  wake_.notify_one();
+  work_ready_.notify_one();
 }
 
-void group_committer::run() {
+void group_committer::write_loop() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    work_ready_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+    if (pending_.empty()) return;  // stopping, and nothing left
+    request r = std::move(pending_.front());
+    pending_.erase(pending_.begin());
+    lock.unlock();
+    try {
+      r.published = r.work();
+    } catch (...) {
+      r.error = std::current_exception();
+    }
+    lock.lock();
+    written_.push_back(std::move(r));  // after its writes: the next sync to start covers them
+    written_ready_.notify_one();
+  }
+}
+
+void group_committer::sync_loop() {
   std::vector<request> batch;
   for (;;) {
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
-      if (pending_.empty()) return;  // stopping, and nothing left
-      batch.swap(pending_);
+      written_ready_.wait(lock, [&] { return writers_gone_ || !written_.empty(); });
+      if (written_.empty()) return;  // the writers are gone and everything is synced
+      batch.swap(written_);
     }
     std::vector<std::filesystem::path> dirs;
-    for (auto& r : batch) {
-      try {
-        r.published = r.work();
-      } catch (...) {
-        r.error = std::current_exception();
-      }
+    for (const auto& r : batch)
       for (const auto& file : r.published) {
         auto dir = file.parent_path();
         if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
       }
-    }
     try {
       if (!dirs.empty()) sync_filesystems(dirs);
     } catch (...) {

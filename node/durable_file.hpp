@@ -46,20 +46,21 @@ void link_staged(std::vector<staged_file>& files);
 // returns: one syncfs per filesystem, shared with concurrent callers.
 void sync_filesystems(const std::vector<std::filesystem::path>& dirs);
 
-// Group commit of whole messages. One thread takes every request waiting,
-// runs each one's work (stage_file without sync_now, then link_staged: no
-// fsync), makes the whole batch durable with one syncfs, and only then calls
-// each one's done, with the work's exception or null. While it syncs, the
-// next requests gather; so under load one flush of the disk covers every
-// session that committed meanwhile, and a message costs no fsync of its own.
-// If the sync fails, what the batch published is unlinked again and every
-// request in it gets the error: nothing stays visible without a 250.
+// Group commit of whole messages. Writer threads run each request's work
+// (stage_file without sync_now, then link_staged: no fsync); one sync thread
+// takes every request written so far, makes them durable with one syncfs,
+// and only then calls each one's done, with the work's exception or null.
+// While it syncs, the writers prepare the next batch; so under load one flush
+// of the disk covers every session that committed meanwhile, and a message
+// costs no fsync of its own. If the sync fails, what the batch published is
+// unlinked again and every request in it gets the error: nothing stays
+// visible without a 250.
 class group_committer {
  public:
   using work_fn = std::function<std::vector<std::filesystem::path>()>;  // returns the files it published
   using done_fn = std::function<void(std::exception_ptr)>;
 
-  group_committer();
+  explicit group_committer(unsigned writers = 2);
   ~group_committer();  // finishes what was submitted, then stops
   group_committer(const group_committer&) = delete;
   group_committer& operator=(const group_committer&) = delete;
@@ -73,13 +74,18 @@ class group_committer {
     std::vector<std::filesystem::path> published;
     std::exception_ptr error;
   };
-  void run();
+  void write_loop();
+  void sync_loop();
 
   std::mutex mutex_;
-  std::condition_variable wake_;
-  std::vector<request> pending_;
+  std::condition_variable work_ready_;
+  std::condition_variable written_ready_;
+  std::vector<request> pending_;  // submitted, not yet written
+  std::vector<request> written_;  // written, waiting for the next sync
   bool stopping_ = false;
-  std::thread thread_;
+  bool writers_gone_ = false;
+  std::vector<std::thread> writers_;
+  std::thread syncer_;
 };
 
 // Removes the tmp files of a batch that will not be published.
