@@ -15,7 +15,7 @@
 #include <thread>
 #include <unistd.h>
 
-#include "node/attachments.hpp"
+#include "node/attachment_loader.hpp"
 #include "node/bounce.hpp"
 #include "node/node_context.hpp"
 #include "node/relay.hpp"
@@ -146,7 +146,7 @@ void node_context::extract_later(const std::string& id, const std::vector<std::s
     asio::post(disk, [this, id, mailbox = mailboxes[i], file = std::move(files[i]), shared] {
       extraction_result r;
       try {
-        r = extract_attachments(*shared, dir / "attachments", file.filename().string());
+        r = extract_attachments_via_module(*shared, dir / "attachments", file.filename().string());
       } catch (const std::exception& e) {  // out of memory and the like: a pool thread must not die
         r.error = e.what();
       }
