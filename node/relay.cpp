@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -142,83 +143,162 @@ asio::awaitable<void> relay::attempt_domain(queued_message& m, const std::string
       set_all("pending", "4.4.3 Bad address " + target.host + " for " + domain);
       continue;
     }
-    auto [st, socket] = co_await smtp_channel::connect(ex_, tcp::endpoint(address, target.port), t.relay_connect);
-    if (st != io_status::ok) {
-      set_all("pending", "4.4.1 No answer from " + domain + " at " + target.host + ":" + std::to_string(target.port));
-      continue;
-    }
-    smtp_channel ch(std::move(socket));
-    auto send = [&](const std::string& text) -> asio::awaitable<bool> {
-      co_return co_await ch.write(text, t.relay_reply) == io_status::ok;
-    };
+    const std::string peer = target.host + ":" + std::to_string(target.port);
+    // A kept connection first; if it turns out dead before MAIL is answered,
+    // once more on a fresh one (the peer may have restarted meanwhile).
+    for (bool fresh_tried = false; !fresh_tried;) {
+      kept_connection conn;
+      if (auto kept = take_kept(peer)) {
+        conn = std::move(*kept);
+      } else {
+        fresh_tried = true;
+        auto [st, socket] =
+            co_await smtp_channel::connect(ex_, tcp::endpoint(address, target.port), t.relay_connect);
+        if (st != io_status::ok) {
+          set_all("pending", "4.4.1 No answer from " + domain + " at " + peer);
+          break;  // the next route, if any
+        }
+        conn.channel = std::make_unique<smtp_channel>(std::move(socket));
+      }
+      smtp_channel& ch = *conn.channel;
+      auto send = [&](const std::string& text) -> asio::awaitable<bool> {
+        co_return co_await ch.write(text, t.relay_reply) == io_status::ok;
+      };
 
-    auto greeting = co_await read_reply(ch, t.relay_reply);
-    if (greeting.code != 220) co_return judge(greeting);
-    if (!co_await send("EHLO " + ctx_.config.name + "\r\n")) co_return judge({});
-    auto ehlo = co_await read_reply(ch, t.relay_reply);
-    if (ehlo.code >= 500) {  // an old server: say HELO instead
-      if (!co_await send("HELO " + ctx_.config.name + "\r\n")) co_return judge({});
-      ehlo = co_await read_reply(ch, t.relay_reply);
-    }
-    if (ehlo.code != 250) co_return judge(ehlo);
+      if (fresh_tried) {
+        auto greeting = co_await read_reply(ch, t.relay_reply);
+        if (greeting.code != 220) co_return judge(greeting);
+        if (!co_await send("EHLO " + ctx_.config.name + "\r\n")) co_return judge({});
+        auto ehlo = co_await read_reply(ch, t.relay_reply);
+        if (ehlo.code >= 500) {  // an old server: say HELO instead
+          if (!co_await send("HELO " + ctx_.config.name + "\r\n")) co_return judge({});
+          ehlo = co_await read_reply(ch, t.relay_reply);
+        }
+        if (ehlo.code != 250) co_return judge(ehlo);
+        conn.pipelining = offers(ehlo, "PIPELINING");
+        conn.size = offers(ehlo, "SIZE");
+      }
 
-    // RFC 2920: with PIPELINING, MAIL, every RCPT and DATA go in one write.
-    const bool pipelining = offers(ehlo, "PIPELINING");
-    std::string mail = "MAIL FROM:<" + m.mail_from + ">";
-    if (offers(ehlo, "SIZE")) mail += " SIZE=" + std::to_string(m.message.size());
-    std::vector<std::string> commands{mail + "\r\n"};
-    for (auto* r : rcpts) commands.push_back("RCPT TO:<" + r->address + ">\r\n");
-    commands.push_back("DATA\r\n");
-    if (pipelining) {
-      std::string batch;
-      for (const auto& c : commands) batch += c;
-      if (!co_await send(batch)) co_return judge({});
-    }
-    std::vector<smtp_reply> replies;
-    for (const auto& c : commands) {
-      if (!pipelining && !co_await send(c)) co_return judge({});
-      replies.push_back(co_await read_reply(ch, t.relay_reply));
-      if (replies.back().code == 0) co_return judge(replies.back());
-      // Without pipelining there is no point going on after a refused MAIL.
-      if (!pipelining && replies.size() == 1 && replies[0].code != 250) break;
-    }
-    if (replies[0].code != 250) {
-      co_await send("QUIT\r\n");
-      co_return judge(replies[0]);
-    }
-    std::vector<queued_recipient*> accepted;
-    for (std::size_t i = 0; i < rcpts.size() && i + 1 < replies.size(); ++i) {
-      const auto& reply = replies[i + 1];
-      if (reply.code / 100 == 2) accepted.push_back(rcpts[i]);
-      else rcpts[i]->state = reply.code >= 500 ? "failed" : "pending", rcpts[i]->last_error = reply.text;
-    }
-    const smtp_reply& data = replies.size() == rcpts.size() + 2 ? replies.back() : smtp_reply{};
-    if (accepted.empty() || data.code != 354) {
-      // DATA was refused (no valid recipient, or trouble): an empty message
-      // ends the data phase cleanly if the server did say 354 anyway.
-      if (data.code == 354 && co_await send(".\r\n")) co_await read_reply(ch, t.relay_reply);
-      for (auto* r : accepted) r->last_error = data.code ? data.text : "4.4.2 DATA not answered";
-      co_await send("QUIT\r\n");
+      // RFC 2920: with PIPELINING, MAIL, every RCPT and DATA go in one write.
+      const bool pipelining = conn.pipelining;
+      std::string mail = "MAIL FROM:<" + m.mail_from + ">";
+      if (conn.size) mail += " SIZE=" + std::to_string(m.message.size());
+      std::vector<std::string> commands{mail + "\r\n"};
+      for (auto* r : rcpts) commands.push_back("RCPT TO:<" + r->address + ">\r\n");
+      commands.push_back("DATA\r\n");
+      bool lost_at_start = false;  // a kept connection that died while idle
+      if (pipelining) {
+        std::string batch;
+        for (const auto& c : commands) batch += c;
+        if (!co_await send(batch)) lost_at_start = true;
+      }
+      std::vector<smtp_reply> replies;
+      for (std::size_t i = 0; i < commands.size() && !lost_at_start; ++i) {
+        if (!pipelining && !co_await send(commands[i])) {
+          if (i == 0) lost_at_start = true;
+          else co_return judge({});
+          break;
+        }
+        replies.push_back(co_await read_reply(ch, t.relay_reply));
+        if (replies.back().code == 0) {
+          if (i == 0) lost_at_start = true;
+          else co_return judge(replies.back());
+          break;
+        }
+        // Without pipelining there is no point going on after a refused MAIL.
+        if (!pipelining && replies.size() == 1 && replies[0].code != 250) break;
+      }
+      if (lost_at_start) {
+        if (fresh_tried) co_return judge({});
+        continue;  // it was a kept connection: try a fresh one
+      }
+      if (replies[0].code != 250) {
+        co_await send("QUIT\r\n");
+        co_return judge(replies[0]);
+      }
+      std::vector<queued_recipient*> accepted;
+      for (std::size_t i = 0; i < rcpts.size() && i + 1 < replies.size(); ++i) {
+        const auto& reply = replies[i + 1];
+        if (reply.code / 100 == 2) accepted.push_back(rcpts[i]);
+        else rcpts[i]->state = reply.code >= 500 ? "failed" : "pending", rcpts[i]->last_error = reply.text;
+      }
+      const smtp_reply& data = replies.size() == rcpts.size() + 2 ? replies.back() : smtp_reply{};
+      if (accepted.empty() || data.code != 354) {
+        // DATA was refused (no valid recipient, or trouble): an empty message
+        // ends the data phase cleanly if the server did say 354 anyway.
+        if (data.code == 354 && co_await send(".\r\n")) co_await read_reply(ch, t.relay_reply);
+        for (auto* r : accepted) r->last_error = data.code ? data.text : "4.4.2 DATA not answered";
+        co_await send("QUIT\r\n");
+        co_return;
+      }
+      std::string wire = dot_stuff_for_wire(m.message);
+      wire += ".\r\n";
+      smtp_reply done{0, "connection lost while sending the message", {}};
+      if (co_await send(wire)) done = co_await read_reply(ch, t.relay_reply);
+      for (auto* r : accepted) {
+        if (done.code / 100 == 2) {
+          r->state = "delivered";
+          r->last_error.clear();
+        } else {
+          r->state = done.code >= 500 ? "failed" : "pending";
+          r->last_error = done.code ? done.text : "4.4.2 " + done.text;
+        }
+      }
+      ctx_.events.write({{"id", m.id}, {"event", "relay_attempt"}, {"domain", domain}, {"to", peer},
+                         {"reply", done.text}});
+      // A reply to the data ends the transaction either way: the connection
+      // is ready for the next MAIL, except after a 421.
+      if (done.code != 0 && done.code != 421) {
+        conn.since = std::chrono::steady_clock::now();
+        keep(peer, std::move(conn));
+      } else {
+        co_await send("QUIT\r\n");
+      }
       co_return;
     }
-    std::string wire = dot_stuff_for_wire(m.message);
-    wire += ".\r\n";
-    smtp_reply done{0, "connection lost while sending the message", {}};
-    if (co_await send(wire)) done = co_await read_reply(ch, t.relay_reply);
-    for (auto* r : accepted) {
-      if (done.code / 100 == 2) {
-        r->state = "delivered";
-        r->last_error.clear();
-      } else {
-        r->state = done.code >= 500 ? "failed" : "pending";
-        r->last_error = done.code ? done.text : "4.4.2 " + done.text;
-      }
-    }
-    ctx_.events.write({{"id", m.id}, {"event", "relay_attempt"}, {"domain", domain},
-                       {"to", target.host + ":" + std::to_string(target.port)}, {"reply", done.text}});
-    co_await send("QUIT\r\n");
-    co_return;
   }
+}
+
+std::optional<relay::kept_connection> relay::take_kept(const std::string& peer) {
+  auto it = kept_.find(peer);
+  while (it != kept_.end() && !it->second.empty()) {
+    kept_connection c = std::move(it->second.back());
+    it->second.pop_back();
+    if (std::chrono::steady_clock::now() - c.since < idle_limit && c.channel->quiet_and_open()) return c;
+    // Closed by the peer, or it said something (a 421 on its idle timeout): drop it.
+  }
+  return std::nullopt;
+}
+
+void relay::keep(const std::string& peer, kept_connection c) {
+  auto& list = kept_[peer];
+  if (list.size() >= kept_per_peer) return;  // c closes here
+  list.push_back(std::move(c));
+  if (!sweeping_) {
+    sweeping_ = true;
+    asio::co_spawn(ex_, sweep_kept(), asio::detached);
+  }
+}
+
+asio::awaitable<void> relay::sweep_kept() {
+  // Closes what has been idle for idle_limit, politely; ends when nothing is kept.
+  asio::steady_timer tick(ex_);
+  while (!kept_.empty()) {
+    tick.expires_after(std::chrono::seconds(1));
+    co_await tick.async_wait(asio::as_tuple(asio::use_awaitable));
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = kept_.begin(); it != kept_.end();) {
+      auto& list = it->second;
+      std::erase_if(list, [&](kept_connection& c) {
+        if (now - c.since < idle_limit) return false;
+        boost::system::error_code ec;
+        c.channel->socket().write_some(asio::buffer("QUIT\r\n", 6), ec);  // 6 bytes into an idle socket
+        return true;
+      });
+      it = list.empty() ? kept_.erase(it) : std::next(it);
+    }
+  }
+  sweeping_ = false;
 }
 
 asio::awaitable<void> relay::send_bounce(const queued_message& m, const std::vector<const queued_recipient*>& failed) {

@@ -6,8 +6,10 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +19,7 @@
 namespace mailnet::node {
 
 class resolver_client;
+class smtp_channel;
 
 class relay {
  public:
@@ -36,10 +39,28 @@ class relay {
   // A DSN to the sender for recipients that failed for good.
   boost::asio::awaitable<void> send_bounce(const queued_message& m, const std::vector<const queued_recipient*>& failed);
 
+  // Connection caching (as Postfix's scache): after a transaction that ended
+  // with a reply to its data, the connection is kept for the next message to
+  // the same host:port, for up to idle_limit, instead of QUIT and a new
+  // connect, greeting and EHLO per message.
+  struct kept_connection {
+    std::unique_ptr<smtp_channel> channel;
+    bool pipelining = false;
+    bool size = false;
+    std::chrono::steady_clock::time_point since;
+  };
+  static constexpr std::chrono::seconds idle_limit{3};
+  static constexpr std::size_t kept_per_peer = 32;
+  std::optional<kept_connection> take_kept(const std::string& peer);
+  void keep(const std::string& peer, kept_connection c);
+  boost::asio::awaitable<void> sweep_kept();  // runs while any connection is kept
+
   boost::asio::any_io_executor ex_;
   node_context& ctx_;
   resolver_client& resolver_;
   std::map<std::string, std::shared_ptr<boost::asio::steady_timer>> waiting_;  // id -> backoff timer
+  std::map<std::string, std::vector<kept_connection>> kept_;                 // "host:port" -> idle connections
+  bool sweeping_ = false;
 };
 
 }  // namespace mailnet::node

@@ -1,5 +1,8 @@
 #include "node/smtp_channel.hpp"
 
+#include <cerrno>
+#include <sys/socket.h>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -65,6 +68,13 @@ asio::awaitable<std::pair<io_status, std::string_view>> smtp_channel::read_some(
 bool smtp_channel::input_pending() {
   boost::system::error_code ec;
   return !in_.empty() || socket_.available(ec) > 0;
+}
+
+bool smtp_channel::quiet_and_open() {
+  if (!in_.empty() || !socket_.is_open()) return false;
+  char byte;
+  ssize_t n = ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);  // 0: closed; 1: a 421 or the like
 }
 
 asio::awaitable<io_status> smtp_channel::write(std::string_view data, millis timeout) {

@@ -40,6 +40,10 @@ class smtp_channel {
   bool input_pending();
   void consume(std::size_t n) { in_.erase(0, n); }
 
+  // True when nothing was received and the peer has not closed: a kept
+  // connection that can carry the next transaction.
+  bool quiet_and_open();
+
   bool has_buffered_line() const { return in_.find('\n') != std::string::npos; }
 
   asio::awaitable<io_status> write(std::string_view data, millis timeout);

@@ -165,8 +165,38 @@ def test_recovery_null_sender_and_corrupt_queue_files():
             assert net.messages("jaku.com", user) == [], f"a bounce of a bounce reached {user}"
 
 
+def test_relay_keeps_its_connection_between_messages():
+    # One connection to deathstar.com carries message after message; after
+    # deathstar.com restarts, the dead kept connection is noticed and the next
+    # message goes out on a fresh one at once, not after a retry.
+    topo = harness.two_domain_topology()
+    topo["defaults"]["retry"] = {"first": "30s", "max": "1m", "give_up_after": "10m"}  # a retry would show
+    with harness.Network(topo) as net:
+        net.start()
+        smtp_log = os.path.join(net.domain_dir("deathstar.com"), "smtp.log")
+
+        def log_count(text):
+            with open(smtp_log) as f:
+                return f.read().count(text)
+
+        for n in range(3):
+            send(topo, "rey@jaku.com", ["vader@deathstar.com"], f"kept {n}")
+            net.wait_messages("deathstar.com", "vader", n + 1)
+        assert log_count("C: MAIL FROM:<rey@jaku.com>") == 3
+        assert log_count(" connect from ") == 1, open(smtp_log).read()
+
+        mailnet(net, "restart", "deathstar.com")
+        send(topo, "rey@jaku.com", ["vader@deathstar.com"], "after restart")
+        net.wait_messages("deathstar.com", "vader", 4, timeout=10)
+        with open(os.path.join(net.domain_dir("jaku.com"), "node.log")) as f:
+            jaku_log = f.read()
+        assert "event=deferred" not in jaku_log, jaku_log
+        assert log_count(" connect from ") == 2
+
+
 if __name__ == "__main__":
     harness.run_tests([test_dead_node_queues_and_restart_delivers_within_seconds,
                        test_bounces_for_unknown_domain_and_unknown_remote_user, test_expiry_bounces_with_5_4_7,
                        test_long_recipient_lists_are_relayed_in_batches,
-                       test_recovery_null_sender_and_corrupt_queue_files])
+                       test_recovery_null_sender_and_corrupt_queue_files,
+                       test_relay_keeps_its_connection_between_messages])
