@@ -22,6 +22,7 @@ struct staged_file {
   std::filesystem::path final_path;  // where publish puts it
   bool replace = false;  // rename over an existing file (queue rewrite); else link, never replacing
   bool synced = true;    // its data was fsync'd when staged
+  int fd = -1;           // a nameless (O_TMPFILE) file instead of tmp, closed by link_staged() or discard()
 };
 
 // Writes data at tmp, and fsyncs it when sync_now. Throws std::system_error;

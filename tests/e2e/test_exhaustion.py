@@ -3,7 +3,6 @@ loop survives), an unwritable spool, a full disk (451 4.3.0, nothing partial),
 and a connection flood past the per-node limit."""
 import os
 import resource
-import shutil
 import smtplib
 import socket
 import subprocess
@@ -65,10 +64,13 @@ def test_unwritable_spool_answers_451_and_keeps_nothing():
     topo = harness.two_domain_topology()
     with harness.Network(topo) as net:
         net.start()
-        spool_tmp = os.path.join(net.domain_dir("jaku.com"), "queue", "tmp")
-        shutil.rmtree(spool_tmp)
-        open(spool_tmp, "w").close()  # writes into queue/tmp now fail, even as root
+        if os.geteuid() != 0:
+            raise AssertionError("this test bind-mounts the spool read-only and needs root (CI runs as root)")
+        spool = os.path.join(net.domain_dir("jaku.com"), "queue")
+        # A read-only bind mount: writes into the spool fail, even as root.
+        subprocess.run(["mount", "--bind", spool, spool], check=True)
         try:
+            subprocess.run(["mount", "-o", "remount,ro,bind", spool], check=True)
             port = harness.port_of(topo, "jaku.com")
             try:
                 send(port, "rey@jaku.com", ["vader@deathstar.com", "finn@jaku.com"])
@@ -80,8 +82,7 @@ def test_unwritable_spool_answers_451_and_keeps_nothing():
             assert [f for f in os.listdir(os.path.join(net.domain_dir("jaku.com"), "queue")) if f.endswith(".msg")] == []
             assert send(port, "rey@jaku.com", ["finn@jaku.com"]) == {}  # local mail still flows
         finally:
-            os.remove(spool_tmp)
-            os.mkdir(spool_tmp)
+            subprocess.run(["umount", spool], check=True)
         assert send(harness.port_of(topo, "jaku.com"), "rey@jaku.com", ["vader@deathstar.com"]) == {}
         net.wait_messages("deathstar.com", "vader", 1)
 

@@ -343,12 +343,13 @@ def test_too_many_errors_and_connections():
 
 
 def test_disk_failure_answers_451_and_leaves_nothing():
-    rey_tmp = os.path.join(NET.domain_dir("jaku.com"), "mail", "rey", "tmp")
-    shutil.rmtree(rey_tmp)
-    with open(rey_tmp, "w") as f:  # a file where a folder should be: writes fail, even as root
+    before_rey, before_finn = count("jaku.com", "rey"), count("jaku.com", "finn")
+    rey_new = os.path.join(NET.domain_dir("jaku.com"), "mail", "rey", "new")
+    moved = rey_new + ".away"
+    os.rename(rey_new, moved)
+    with open(rey_new, "w") as f:  # a file where a folder should be: publishing fails, even as root
         f.write("x")
     try:
-        before_rey, before_finn = count("jaku.com", "rey"), count("jaku.com", "finn")
         conn = Raw(jaku_port())
         start_mail(conn, rcpts=("finn@jaku.com", "rey@jaku.com"))
         assert conn.cmd("DATA")[0] == 354
@@ -357,11 +358,14 @@ def test_disk_failure_answers_451_and_leaves_nothing():
         assert code == 451 and "4.3.0" in text, text
         assert conn.cmd("NOOP")[0] == 250
         conn.close()
-        assert count("jaku.com", "rey") == before_rey and count("jaku.com", "finn") == before_finn
-        assert os.listdir(os.path.join(NET.domain_dir("jaku.com"), "mail", "finn", "tmp")) == []
+        # All or nothing: finn's copy was not published either, and nothing is left behind.
+        assert count("jaku.com", "finn") == before_finn
+        for user in ("finn", "rey"):
+            assert os.listdir(os.path.join(NET.domain_dir("jaku.com"), "mail", user, "tmp")) == []
     finally:
-        os.remove(rey_tmp)
-        os.mkdir(rey_tmp)
+        os.remove(rey_new)
+        os.rename(moved, rey_new)
+    assert count("jaku.com", "rey") == before_rey
 
 
 def test_transcript_and_event_log():
