@@ -68,7 +68,12 @@ void read_timeouts(const json_reader& r, const json& j, const std::string& path,
 
 void read_policy(const json_reader& r, const json& j, const std::string& path, policy& out) {
   r.expect_object(j, path);
-  r.only_keys(j, path, {"require_known_users", "mailbox_by_local_part", "require_helo_domain_match"});
+  r.only_keys(j, path, {"require_known_users", "mailbox_by_local_part", "require_helo_domain_match", "sync"});
+  if (j.contains("sync")) {
+    auto v = r.string_at(j["sync"], path + ".sync");
+    if (v != "filesystem" && v != "files") r.fail(path + ".sync", "expected \"filesystem\" or \"files\", found \"" + v + "\"");
+    out.sync_whole_filesystem = v == "filesystem";
+  }
   if (j.contains("require_known_users")) out.require_known_users = r.bool_at(j["require_known_users"], path + ".require_known_users");
   if (j.contains("mailbox_by_local_part")) out.mailbox_by_local_part = r.bool_at(j["mailbox_by_local_part"], path + ".mailbox_by_local_part");
   if (j.contains("require_helo_domain_match")) out.require_helo_domain_match = r.bool_at(j["require_helo_domain_match"], path + ".require_helo_domain_match");
@@ -295,7 +300,8 @@ std::string to_json_text(const topology& t) {
                       {"relay_connect", ms(d.timeouts.relay_connect)}, {"relay_reply", ms(d.timeouts.relay_reply)}}},
         {"policy", {{"require_known_users", d.policy.require_known_users},
                     {"mailbox_by_local_part", d.policy.mailbox_by_local_part},
-                    {"require_helo_domain_match", d.policy.require_helo_domain_match}}},
+                    {"require_helo_domain_match", d.policy.require_helo_domain_match},
+                    {"sync", d.policy.sync_whole_filesystem ? "filesystem" : "files"}}},
     });
   }
   return doc.dump(2) + "\n";

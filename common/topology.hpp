@@ -55,6 +55,11 @@ struct policy {
   bool require_known_users = true;
   bool mailbox_by_local_part = false;
   bool require_helo_domain_match = false;
+  // How a batch of new messages is made durable before their 250s:
+  // "filesystem" (one syncfs of the file system holding the output folder:
+  // the fastest, but it also flushes whatever else is being written there)
+  // or "files" (an fsync of each file and folder).
+  bool sync_whole_filesystem = true;
 };
 
 struct resolver_settings {

@@ -221,7 +221,42 @@ void publish(std::vector<staged_file>& files) {
   }
 }
 
-group_committer::group_committer(unsigned writers) : syncer_([this] { sync_loop(); }) {
+void group_committer::sync_files(const std::vector<request>& batch, const std::vector<std::filesystem::path>& dirs) {
+  // Write-back of every file first, so that the disk sees them together;
+  // then each one's fdatasync only waits (and, with a journal, the commits
+  // are shared by jbd2).
+  std::vector<int> fds;
+  std::exception_ptr error;
+  for (const auto& r : batch)
+    for (const auto& file : r.published) {
+      int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) {
+        try {
+          fail("open", file);
+        } catch (...) {
+          error = std::current_exception();
+        }
+        continue;
+      }
+      ::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+      fds.push_back(fd);
+    }
+  for (int fd : fds) {
+    if (::fdatasync(fd) != 0 && !error) {
+      try {
+        fail("fdatasync", dirs.front());
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+    ::close(fd);
+  }
+  if (error) std::rethrow_exception(error);
+  for (const auto& dir : dirs) fsync_directory(dir);
+}
+
+group_committer::group_committer(bool whole_filesystem, unsigned writers)
+    : whole_filesystem_(whole_filesystem), syncer_([this] { sync_loop(); }) {
   for (unsigned i = 0; i < std::max(1u, writers); ++i) writers_.emplace_back([this] { write_loop(); });
 }
 
@@ -283,7 +318,11 @@ void group_committer::sync_loop() {
         if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
       }
     try {
-      if (!dirs.empty()) sync_filesystems(dirs);
+      if (whole_filesystem_) {
+        if (!dirs.empty()) sync_filesystems(dirs);
+      } else {
+        sync_files(batch, dirs);
+      }
     } catch (...) {
       auto error = std::current_exception();
       for (auto& r : batch) {

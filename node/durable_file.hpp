@@ -49,7 +49,8 @@ void sync_filesystems(const std::vector<std::filesystem::path>& dirs);
 
 // Group commit of whole messages. Writer threads run each request's work
 // (stage_file without sync_now, then link_staged: no fsync); one sync thread
-// takes every request written so far, makes them durable with one syncfs,
+// takes every request written so far, makes them durable together (one
+// syncfs, or the files' fsyncs with their write-back started at once),
 // and only then calls each one's done, with the work's exception or null.
 // While it syncs, the writers prepare the next batch; so under load one flush
 // of the disk covers every session that committed meanwhile, and a message
@@ -61,7 +62,9 @@ class group_committer {
   using work_fn = std::function<std::vector<std::filesystem::path>()>;  // returns the files it published
   using done_fn = std::function<void(std::exception_ptr)>;
 
-  explicit group_committer(unsigned writers = 2);
+  // whole_filesystem: one syncfs per batch; else an fsync of each file
+  // (their write-back started together) and of each folder once.
+  explicit group_committer(bool whole_filesystem = true, unsigned writers = 2);
   ~group_committer();  // finishes what was submitted, then stops
   group_committer(const group_committer&) = delete;
   group_committer& operator=(const group_committer&) = delete;
@@ -77,12 +80,14 @@ class group_committer {
   };
   void write_loop();
   void sync_loop();
+  void sync_files(const std::vector<request>& batch, const std::vector<std::filesystem::path>& dirs);
 
   std::mutex mutex_;
   std::condition_variable work_ready_;
   std::condition_variable written_ready_;
   std::vector<request> pending_;  // submitted, not yet written
   std::vector<request> written_;  // written, waiting for the next sync
+  const bool whole_filesystem_;
   bool stopping_ = false;
   bool writers_gone_ = false;
   std::vector<std::thread> writers_;

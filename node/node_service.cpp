@@ -209,7 +209,7 @@ struct node_service::impl {
   event_log events;
   event_log transcript;
   asio::thread_pool disk{4};  // attachments, queue rewrites and removals
-  group_committer committer;   // new messages
+  group_committer committer{config.policy.sync_whole_filesystem};  // new messages
   node_context ctx;
   // Binds the listening socket. A port held only by sockets that do not
   // listen (an outgoing connection that took it as its ephemeral port, or

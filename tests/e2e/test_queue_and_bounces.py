@@ -194,9 +194,24 @@ def test_relay_keeps_its_connection_between_messages():
         assert log_count(" connect from ") == 2
 
 
+def test_sync_by_files_delivers_local_and_relayed_mail():
+    # policy.sync "files": fsync per file and folder instead of one syncfs.
+    topo = harness.two_domain_topology()
+    topo["defaults"]["policy"] = {"sync": "files"}
+    with harness.Network(topo) as net:
+        net.start()
+        for n in range(3):
+            send(topo, "rey@jaku.com", ["finn@jaku.com", "vader@deathstar.com"], f"synced {n}")
+        net.wait_messages("jaku.com", "finn", 3)
+        net.wait_messages("deathstar.com", "vader", 3)
+        with open(os.path.join(net.run_dir, "topology.json")) as f:
+            assert json.load(f)["domains"][0]["policy"]["sync"] == "files"
+
+
 if __name__ == "__main__":
     harness.run_tests([test_dead_node_queues_and_restart_delivers_within_seconds,
                        test_bounces_for_unknown_domain_and_unknown_remote_user, test_expiry_bounces_with_5_4_7,
                        test_long_recipient_lists_are_relayed_in_batches,
                        test_recovery_null_sender_and_corrupt_queue_files,
-                       test_relay_keeps_its_connection_between_messages])
+                       test_relay_keeps_its_connection_between_messages,
+                       test_sync_by_files_delivers_local_and_relayed_mail])

@@ -15,7 +15,7 @@ const char* good = R"({
   "domains": [
     { "name": "Jaku.com", "listen": "127.0.0.1:1025", "users": ["rey", "Finn"] },
     { "name": "deathstar.com", "listen": "[::1]:1030", "users": ["vader"],
-      "policy": { "require_helo_domain_match": true }, "limits": { "recipients": 3 } }
+      "policy": { "require_helo_domain_match": true, "sync": "files" }, "limits": { "recipients": 3 } }
   ]
 })";
 
@@ -54,6 +54,8 @@ TEST_CASE("a good topology parses with defaults merged") {
   CHECK(ds.policy.require_helo_domain_match);
   CHECK_FALSE(ds.policy.require_known_users);  // the domain's policy merges over defaults
   CHECK(ds.limits.recipients == 3);
+  CHECK_FALSE(ds.policy.sync_whole_filesystem);
+  CHECK(jaku.policy.sync_whole_filesystem);  // the default
 
   CHECK(t.find_domain("JAKU.COM.") == &t.domains[0]);
   CHECK(t.find_domain("genshinimpact.com") == nullptr);
@@ -72,8 +74,14 @@ TEST_CASE("the resolved topology round-trips through to_json_text") {
     CHECK(again.domains[i].retry.first == t.domains[i].retry.first);
     CHECK(again.domains[i].limits.recipients == t.domains[i].limits.recipients);
     CHECK(again.domains[i].policy.require_helo_domain_match == t.domains[i].policy.require_helo_domain_match);
+    CHECK(again.domains[i].policy.sync_whole_filesystem == t.domains[i].policy.sync_whole_filesystem);
   }
   CHECK(again.resolver.listen == t.resolver.listen);
+}
+
+TEST_CASE("policy.sync takes filesystem or files") {
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:1", "policy": {"sync": "always"}}])")) ==
+        "topo.json: $.domains[0].policy.sync: expected \"filesystem\" or \"files\", found \"always\"");
 }
 
 TEST_CASE("bad JSON names the file and where it broke") {
