@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <system_error>
 #include <unistd.h>
+#include <utility>
 
 namespace mailnet::node {
 
@@ -24,11 +25,14 @@ namespace {
 
 struct fd_guard {
   int fd;
+  explicit fd_guard(int f) : fd(f) {}
+  fd_guard(fd_guard&& other) noexcept : fd(std::exchange(other.fd, -1)) {}
+  fd_guard(const fd_guard&) = delete;
+  fd_guard& operator=(const fd_guard&) = delete;
   ~fd_guard() {
     if (fd >= 0) ::close(fd);
   }
 };
-
 void fsync_folder_now(const std::filesystem::path& dir) {
   fd_guard d{::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
   if (d.fd < 0) fail("open directory", dir);
@@ -114,22 +118,13 @@ void sync_filesystems(const std::vector<std::filesystem::path>& dirs) {
 
 staged_file stage_file(std::filesystem::path tmp, std::filesystem::path final_path, std::string_view data,
                        bool replace, bool sync_now) {
-  // A new file synced later gets no name until it is published: an
-  // O_TMPFILE in its final folder, linked there by link_staged(). It is the
-  // tmp/ file of maildir(5) without the name in tmp/ to create and remove
-  // again, which was two thirds of the file system's CPU per message (a
-  // measurement on ext4 in bench/README.md). Where O_TMPFILE is not supported,
-  // the file is written at tmp.
-  int nameless = -1;
-  if (!replace && !sync_now)
-    nameless = ::open(final_path.parent_path().c_str(), O_WRONLY | O_TMPFILE | O_CLOEXEC, 0644);
-  fd_guard f{nameless >= 0 ? nameless : ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)};
+  fd_guard f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)};
   if (f.fd < 0) fail("create", tmp);
   auto give_up = [&](const char* what) {
     int saved = errno;
-    if (nameless < 0) ::unlink(tmp.c_str());
+    ::unlink(tmp.c_str());
     errno = saved;
-    fail(what, nameless >= 0 ? final_path.parent_path() : tmp);
+    fail(what, tmp);
   };
   const char* p = data.data();
   std::size_t left = data.size();
@@ -141,42 +136,18 @@ staged_file stage_file(std::filesystem::path tmp, std::filesystem::path final_pa
     left -= static_cast<std::size_t>(n);
   }
   if (sync_now && ::fsync(f.fd) != 0) give_up("fsync");
-  staged_file out{std::move(tmp), std::move(final_path), replace, sync_now};
-  if (nameless >= 0) {
-    out.fd = nameless;
-    f.fd = -1;  // kept open until link_staged() or discard()
-  }
-  return out;
+  return staged_file{std::move(tmp), std::move(final_path), replace};
 }
 
 void discard(const std::vector<staged_file>& files) noexcept {
-  for (const auto& f : files) {
-    if (f.fd >= 0) ::close(f.fd);  // a nameless file vanishes with its last descriptor
-    else ::unlink(f.tmp.c_str());
-  }
+  for (const auto& f : files) ::unlink(f.tmp.c_str());
 }
-
-namespace {
-
-// Gives a nameless (O_TMPFILE) file its name.
-int link_nameless(int fd, const std::filesystem::path& to) {
-  const std::string proc = "/proc/self/fd/" + std::to_string(fd);
-  if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, to.c_str(), AT_SYMLINK_FOLLOW) == 0) return 0;
-  if (errno != ENOENT) return -1;
-  return ::linkat(fd, "", AT_FDCWD, to.c_str(), AT_EMPTY_PATH);  // no /proc: needs CAP_DAC_READ_SEARCH
-}
-
-}  // namespace
 
 void link_staged(std::vector<staged_file>& files) {
   std::size_t done = 0;
   for (; done < files.size(); ++done) {
     const auto& f = files[done];
-    // link() refuses to replace, as maildir(5) wants; rename() replaces, for
-    // rewriting a queue file in place.
-    int rc = f.replace    ? ::rename(f.tmp.c_str(), f.final_path.c_str())
-             : f.fd >= 0 ? link_nameless(f.fd, f.final_path)
-                         : ::link(f.tmp.c_str(), f.final_path.c_str());
+    int rc = f.replace ? ::rename(f.tmp.c_str(), f.final_path.c_str()) : ::link(f.tmp.c_str(), f.final_path.c_str());
     if (rc != 0) break;
   }
   if (done < files.size()) {
@@ -188,31 +159,19 @@ void link_staged(std::vector<staged_file>& files) {
     errno = saved;
     fail("publish", failed);
   }
-  for (auto& f : files) {
-    if (f.fd >= 0) {
-      ::close(f.fd);
-      f.fd = -1;
-    } else if (!f.replace) {
-      ::unlink(f.tmp.c_str());
-    }
-  }
+  for (const auto& f : files)
+    if (!f.replace) ::unlink(f.tmp.c_str());
 }
 
 void publish(std::vector<staged_file>& files) {
   link_staged(files);
   std::vector<std::filesystem::path> dirs;
-  bool all_synced = true;
   for (const auto& f : files) {
     auto dir = f.final_path.parent_path();
     if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
-    all_synced = all_synced && f.synced;
   }
   try {
-    if (all_synced) {
-      for (const auto& dir : dirs) fsync_directory(dir);
-    } else {
-      sync_filesystems(dirs);
-    }
+    for (const auto& dir : dirs) fsync_directory(dir);
   } catch (...) {
     // Not known to be on disk: not published either, so no 250 promises it.
     for (const auto& f : files)
@@ -221,39 +180,14 @@ void publish(std::vector<staged_file>& files) {
   }
 }
 
-void group_committer::sync_files(const std::vector<request>& batch, const std::vector<std::filesystem::path>& dirs) {
-  // Write-back of every file first, so that the disk sees them together;
-  // then each one's fdatasync only waits (and, with a journal, the commits
-  // are shared by jbd2).
-  std::vector<int> fds;
-  std::exception_ptr error;
-  for (const auto& r : batch)
-    for (const auto& file : r.published) {
-      int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-      if (fd < 0) {
-        try {
-          fail("open", file);
-        } catch (...) {
-          error = std::current_exception();
-        }
-        continue;
-      }
-      ::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-      fds.push_back(fd);
-    }
-  for (int fd : fds) {
-    if (::fdatasync(fd) != 0 && !error) {
-      try {
-        fail("fdatasync", dirs.front());
-      } catch (...) {
-        error = std::current_exception();
-      }
-    }
-    ::close(fd);
-  }
-  if (error) std::rethrow_exception(error);
-  for (const auto& dir : dirs) fsync_directory(dir);
+namespace {
+
+void add_parent(std::vector<std::filesystem::path>& dirs, const std::filesystem::path& file) {
+  auto dir = file.parent_path();
+  if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
 }
+
+}  // namespace
 
 group_committer::group_committer(bool whole_filesystem, unsigned writers)
     : whole_filesystem_(whole_filesystem), syncer_([this] { sync_loop(); }) {
@@ -278,7 +212,7 @@ group_committer::~group_committer() {
 void group_committer::submit(work_fn work, done_fn done) {
   {
     std::lock_guard lock(mutex_);
-    pending_.push_back({std::move(work), std::move(done), {}, nullptr});
+    pending_.push_back({std::move(work), std::move(done), {}, {}, nullptr});
   }
   work_ready_.notify_one();
 }
@@ -292,7 +226,7 @@ void group_committer::write_loop() {
     pending_.erase(pending_.begin());
     lock.unlock();
     try {
-      r.published = r.work();
+      r.staged = r.work();
     } catch (...) {
       r.error = std::current_exception();
     }
@@ -311,28 +245,82 @@ void group_committer::sync_loop() {
       if (written_.empty()) return;  // the writers are gone and everything is synced
       batch.swap(written_);
     }
-    std::vector<std::filesystem::path> dirs;
-    for (const auto& r : batch)
-      for (const auto& file : r.published) {
-        auto dir = file.parent_path();
-        if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
-      }
-    try {
-      if (whole_filesystem_) {
-        if (!dirs.empty()) sync_filesystems(dirs);
-      } else {
-        sync_files(batch, dirs);
-      }
-    } catch (...) {
-      auto error = std::current_exception();
-      for (auto& r : batch) {
-        if (r.error) continue;
-        for (const auto& file : r.published) ::unlink(file.c_str());
-        r.error = error;
-      }
-    }
+    commit_batch(batch);
     for (auto& r : batch) r.done(r.error);
     batch.clear();
+  }
+}
+
+void group_committer::sync_files(const std::vector<std::filesystem::path>& files,
+                                 const std::vector<std::filesystem::path>& dirs) {
+  if (whole_filesystem_) {
+    sync_filesystems(dirs);
+    return;
+  }
+  // Every file's write-back is started first, so that the disk sees them
+  // together; each fsync then mostly waits.
+  std::vector<fd_guard> open_files;
+  open_files.reserve(files.size());
+  for (const auto& file : files) {
+    open_files.emplace_back(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+    if (open_files.back().fd < 0) fail("open", file);
+    ::sync_file_range(open_files.back().fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+  }
+  for (std::size_t i = 0; i < files.size(); ++i)
+    if (::fsync(open_files[i].fd) != 0) fail("fsync", files[i]);
+}
+
+void group_committer::sync_folders(const std::vector<std::filesystem::path>& dirs) {
+  if (whole_filesystem_) {
+    sync_filesystems(dirs);
+    return;
+  }
+  for (const auto& dir : dirs) fsync_directory(dir);
+}
+
+void group_committer::commit_batch(std::vector<request>& batch) {
+  auto fail_all = [&](std::exception_ptr error) {
+    for (auto& r : batch) {
+      if (r.error) continue;
+      for (const auto& file : r.published) ::unlink(file.c_str());
+      discard(r.staged);
+      r.error = error;
+    }
+  };
+  // 1. The data: every tmp file written and fsync'd before any is linked.
+  std::vector<std::filesystem::path> files, dirs;
+  for (const auto& r : batch)
+    if (!r.error)
+      for (const auto& f : r.staged) {
+        files.push_back(f.tmp);
+        add_parent(dirs, f.tmp);
+      }
+  if (files.empty()) return;
+  try {
+    sync_files(files, dirs);
+  } catch (...) {
+    return fail_all(std::current_exception());
+  }
+  // 2. The names: each request's files linked into place, all or nothing.
+  dirs.clear();
+  for (auto& r : batch) {
+    if (r.error) continue;
+    try {
+      link_staged(r.staged);
+    } catch (...) {
+      r.error = std::current_exception();
+      continue;
+    }
+    for (const auto& f : r.staged) {
+      add_parent(dirs, f.final_path);
+      if (!f.replace) r.published.push_back(f.final_path);
+    }
+  }
+  // 3. The folders: the links durable.
+  try {
+    if (!dirs.empty()) sync_folders(dirs);
+  } catch (...) {
+    fail_all(std::current_exception());
   }
 }
 

@@ -18,52 +18,48 @@
 namespace mailnet::node {
 
 struct staged_file {
-  std::filesystem::path tmp;         // written and fsync'd
-  std::filesystem::path final_path;  // where publish puts it
+  std::filesystem::path tmp;         // written, and fsync'd once it is synced
+  std::filesystem::path final_path;  // where it is published
   bool replace = false;  // rename over an existing file (queue rewrite); else link, never replacing
-  bool synced = true;    // its data was fsync'd when staged
-  int fd = -1;           // a nameless (O_TMPFILE) file instead of tmp, closed by link_staged() or discard()
 };
 
-// Writes data at tmp, and fsyncs it when sync_now. Throws std::system_error;
-// tmp is gone then. Without sync_now publish() makes it durable, in a syncfs
-// shared with every concurrent publisher (a group commit: one flush of the
-// disk for all the sessions committing at once, instead of two per message).
+// Writes data at tmp and, when sync_now, fsyncs it. Throws std::system_error;
+// tmp is gone then.
 staged_file stage_file(std::filesystem::path tmp, std::filesystem::path final_path, std::string_view data,
                        bool replace = false, bool sync_now = true);
 
-// Moves every staged file to its final name, then makes the batch durable:
-// each folder fsync'd once when every file was synced when staged, otherwise
-// one shared syncfs per filesystem. All or nothing: on failure the ones
-// already published are unlinked again, every tmp is removed, and
-// std::system_error is thrown.
-void publish(std::vector<staged_file>& files);
-
-// publish() without making anything durable: the links (or renames), all or
-// nothing, and the tmp files removed. The caller syncs: sync_filesystems().
+// Moves every staged file to its final name: link() (never replacing, as
+// maildir(5) wants) or rename() when replace; then removes the tmp names. All
+// or nothing: on failure the ones already linked are unlinked again, every tmp
+// is removed, and std::system_error is thrown. Makes nothing durable.
 void link_staged(std::vector<staged_file>& files);
+
+// link_staged() of files staged with sync_now, then an fsync of each folder.
+// On failure nothing stays published.
+void publish(std::vector<staged_file>& files);
 
 // Every change on the filesystems holding these folders is durable when it
 // returns: one syncfs per filesystem, shared with concurrent callers.
 void sync_filesystems(const std::vector<std::filesystem::path>& dirs);
 
-// Group commit of whole messages. Writer threads run each request's work
-// (stage_file without sync_now, then link_staged: no fsync); one sync thread
-// takes every request written so far, makes them durable together (one
-// syncfs, or the files' fsyncs with their write-back started at once),
-// and only then calls each one's done, with the work's exception or null.
-// While it syncs, the writers prepare the next batch; so under load one flush
-// of the disk covers every session that committed meanwhile, and a message
-// costs no fsync of its own. If the sync fails, what the batch published is
-// unlinked again and every request in it gets the error: nothing stays
-// visible without a 250.
+// Group commit of whole messages, in maildir(5)'s order for every file.
+// Writer threads run each request's work: it writes the message's files in
+// their tmp/ folders (stage_file without sync_now) and returns them. One
+// sync thread takes every request written so far and, for the whole batch:
+// makes the tmp files durable (one syncfs, or each file's fsync with their
+// write-back started together), links each request's files into place (all or
+// nothing per request), makes the links durable (a second syncfs, or each
+// folder's fsync), and only then calls each request's done with null or the
+// error. While it syncs, the writers prepare the next batch; so under load
+// two flushes of the disk cover every session that committed meanwhile,
+// instead of two per message. A failed sync unlinks what the batch published
+// and fails every request in it: nothing stays visible without a 250.
 class group_committer {
  public:
-  using work_fn = std::function<std::vector<std::filesystem::path>()>;  // returns the files it published
+  using work_fn = std::function<std::vector<staged_file>()>;
   using done_fn = std::function<void(std::exception_ptr)>;
 
-  // whole_filesystem: one syncfs per batch; else an fsync of each file
-  // (their write-back started together) and of each folder once.
+  // whole_filesystem: syncfs; otherwise fsync of each file and folder.
   explicit group_committer(bool whole_filesystem = true, unsigned writers = 2);
   ~group_committer();  // finishes what was submitted, then stops
   group_committer(const group_committer&) = delete;
@@ -75,12 +71,17 @@ class group_committer {
   struct request {
     work_fn work;
     done_fn done;
-    std::vector<std::filesystem::path> published;
+    std::vector<staged_file> staged;
+    std::vector<std::filesystem::path> published;  // linked by this batch, to unlink if its sync fails
     std::exception_ptr error;
   };
   void write_loop();
   void sync_loop();
-  void sync_files(const std::vector<request>& batch, const std::vector<std::filesystem::path>& dirs);
+  void commit_batch(std::vector<request>& batch);
+  // The files' data (syncfs of the folders' file systems, or each file's fsync).
+  void sync_files(const std::vector<std::filesystem::path>& files, const std::vector<std::filesystem::path>& dirs);
+  // The names in these folders (syncfs, or each folder's fsync).
+  void sync_folders(const std::vector<std::filesystem::path>& dirs);
 
   std::mutex mutex_;
   std::condition_variable work_ready_;

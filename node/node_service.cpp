@@ -86,10 +86,11 @@ asio::awaitable<bool> node_context::commit(const envelope& env, std::string mess
   }
   std::string error;
   std::vector<std::filesystem::path> delivered_files;  // one per local mailbox, in order
-  // Every copy is staged before any is published, so a failure answers 451
-  // with nothing visible in any new/ or queue; the committer makes the batch
-  // durable before done runs (durable_file.hpp).
-  auto work = [&]() -> std::vector<std::filesystem::path> {
+  // Every copy is written in its tmp/ folder before any is published; the
+  // committer makes them durable, links them all or none, makes the links
+  // durable, and only then runs done (durable_file.hpp). A failure answers
+  // 451 with nothing visible in any new/ or in the queue.
+  auto work = [&]() -> std::vector<staged_file> {
     std::vector<staged_file> staged;
     try {
       for (const auto& mailbox : local) staged.push_back(maildirs.stage(mailbox, message));
@@ -101,11 +102,8 @@ asio::awaitable<bool> node_context::commit(const envelope& env, std::string mess
       discard(staged);
       throw;
     }
-    link_staged(staged);
-    std::vector<std::filesystem::path> published;
-    for (const auto& f : staged) published.push_back(f.final_path);
     for (std::size_t i = 0; i < local.size(); ++i) delivered_files.push_back(staged[i].final_path);
-    return published;
+    return staged;
   };
   std::exception_ptr failure;
   // The frame stays suspended until done runs, so work's references into it
