@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -207,11 +208,19 @@ def test_logs_follow_stops_when_the_network_goes_down():
         net.up()
         follower = subprocess.Popen([harness.binary("mailnet"), "logs", "jaku.com", "-f"], cwd=net.cwd,
                                     stdout=subprocess.PIPE, text=True)
+        lines = []
+        reader = threading.Thread(target=lambda: lines.extend(follower.stdout), daemon=True)
+        reader.start()
         try:
+            # Following before anything else happens (a slow start must not
+            # find the network already down).
+            harness.wait_for(lambda: any("event=ready" in line for line in lines), 15, "logs -f to print")
             with smtplib.SMTP("127.0.0.1", harness.port_of(topo, "jaku.com"), timeout=10) as s:
                 s.sendmail("rey@jaku.com", ["finn@jaku.com"], b"Subject: followed\r\n\r\nx\r\n")
             mailnet("down", cwd=net.cwd)
-            out, _ = follower.communicate(timeout=15)
+            assert follower.wait(timeout=15) == 0
+            reader.join(timeout=5)
+            out = "".join(lines)
             assert "event=accepted" in out, out
         finally:
             if follower.poll() is None:
