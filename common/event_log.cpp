@@ -120,7 +120,11 @@ void event_log::emit(std::string_view line) {
     flush_posted_ = true;
     auto schedule = schedule_;
     lock.unlock();
-    schedule([this] { flush(); });
+    try {
+      schedule([this] { flush(); });
+    } catch (...) {  // out of memory: write now rather than hold lines forever
+      flush();
+    }
     return;
   }
   // Line at a time: a crash loses at most the line being written, and the

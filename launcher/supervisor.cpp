@@ -228,6 +228,7 @@ void supervisor::count_event(child& c, const std::string& line) {
 }
 
 void supervisor::spawn(child& c) {
+  c.port_wait_until = {};
   auto inst = std::make_shared<instance>();
   inst->out = std::make_unique<asio::readable_pipe>(io_);
   inst->err = std::make_unique<asio::readable_pipe>(io_);

@@ -23,36 +23,17 @@ namespace {
   throw std::system_error(errno, std::generic_category(), what + " " + p.string());
 }
 
-struct fd_guard {
-  int fd;
-  explicit fd_guard(int f) : fd(f) {}
-  fd_guard(fd_guard&& other) noexcept : fd(std::exchange(other.fd, -1)) {}
-  fd_guard(const fd_guard&) = delete;
-  fd_guard& operator=(const fd_guard&) = delete;
-  ~fd_guard() {
-    if (fd >= 0) ::close(fd);
-  }
-};
 void fsync_folder_now(const std::filesystem::path& dir) {
-  fd_guard d{::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+  owned_fd d{::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
   if (d.fd < 0) fail("open directory", dir);
   if (::fsync(d.fd) != 0) fail("fsync directory", dir);
 }
 
-void syncfs_now(const std::filesystem::path& dir) {
-  // A fresh descriptor: syncfs(2) reports the write-back errors seen since
-  // the descriptor was opened (Linux 5.8 and later).
-  fd_guard d{::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
-  if (d.fd < 0) fail("open directory", dir);
-  if (::syncfs(d.fd) != 0) fail("syncfs", dir);
-}
-
-// Group commit. A folder's fsync makes durable every link made in it before
-// the fsync began; a syncfs() every write, link and rename on its filesystem
-// made before it began. So callers whose changes precede a sync that starts
-// later share it instead of each issuing their own. Tickets: a caller takes
-// one after its changes; a sync started after that ticket was taken covers
-// it. Keys: a folder (its fsync) or a filesystem (its syncfs).
+// Shared folder fsyncs. A folder's fsync makes durable every link, rename
+// and unlink made in it before the fsync began, so callers whose changes
+// precede a sync that starts later share it instead of each issuing their
+// own. Tickets: a caller takes one after its change; a sync started after
+// that ticket was taken covers it.
 class shared_sync {
  public:
   template <typename Op>
@@ -105,20 +86,9 @@ void fsync_directory(const std::filesystem::path& dir) {
   group_commit().sync("dir:" + dir.native(), [&] { fsync_folder_now(dir); });
 }
 
-void sync_filesystems(const std::vector<std::filesystem::path>& dirs) {
-  std::vector<dev_t> done;
-  for (const auto& dir : dirs) {
-    struct stat st {};
-    if (::stat(dir.c_str(), &st) != 0) fail("stat", dir);
-    if (std::find(done.begin(), done.end(), st.st_dev) != done.end()) continue;
-    done.push_back(st.st_dev);
-    group_commit().sync("fs:" + std::to_string(st.st_dev), [&] { syncfs_now(dir); });
-  }
-}
-
 staged_file stage_file(std::filesystem::path tmp, std::filesystem::path final_path, std::string_view data,
                        bool replace, bool sync_now) {
-  fd_guard f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)};
+  owned_fd f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)};
   if (f.fd < 0) fail("create", tmp);
   auto give_up = [&](const char* what) {
     int saved = errno;
@@ -189,24 +159,55 @@ void add_parent(std::vector<std::filesystem::path>& dirs, const std::filesystem:
 
 }  // namespace
 
-group_committer::group_committer(bool whole_filesystem, unsigned writers)
-    : whole_filesystem_(whole_filesystem), syncer_([this] { sync_loop(); }) {
+group_committer::group_committer(const std::filesystem::path& root, bool whole_filesystem, unsigned writers)
+    : whole_filesystem_(whole_filesystem) {
+  // The descriptor syncfs() is called on is opened now, before any write:
+  // syncfs reports write-back errors that happened since its descriptor was
+  // opened, also when another process has already been told of them.
+  if (whole_filesystem_) filesystem_of(root);
+  syncer_ = std::thread([this] { sync_loop(); });
   for (unsigned i = 0; i < std::max(1u, writers); ++i) writers_.emplace_back([this] { write_loop(); });
 }
 
-group_committer::~group_committer() {
+group_committer::~group_committer() { stop(); }
+
+void group_committer::stop() {
+  std::vector<request> dropped;
   {
     std::lock_guard lock(mutex_);
+    if (stopping_) return;
     stopping_ = true;
+    dropped.swap(pending_);  // never started: their sessions get no reply, the senders retry
   }
   work_ready_.notify_all();
-  for (auto& t : writers_) t.join();
+  for (auto& t : writers_) t.join();  // a work already running finishes
   {
     std::lock_guard lock(mutex_);
     writers_gone_ = true;
   }
   written_ready_.notify_one();
   syncer_.join();
+}
+
+int group_committer::filesystem_of(const std::filesystem::path& dir) {
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) fail("stat", dir);
+  for (const auto& [dev, fd] : filesystems_)
+    if (dev == st.st_dev) return fd.fd;
+  owned_fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.fd < 0) fail("open directory", dir);
+  filesystems_.emplace_back(st.st_dev, std::move(fd));
+  return filesystems_.back().second.fd;
+}
+
+void group_committer::sync_filesystems(const std::vector<std::filesystem::path>& dirs) {
+  std::vector<int> done;
+  for (const auto& dir : dirs) {
+    int fd = filesystem_of(dir);
+    if (std::find(done.begin(), done.end(), fd) != done.end()) continue;
+    done.push_back(fd);
+    if (::syncfs(fd) != 0) fail("syncfs", dir);
+  }
 }
 
 void group_committer::submit(work_fn work, done_fn done) {
@@ -245,6 +246,12 @@ void group_committer::sync_loop() {
       if (written_.empty()) return;  // the writers are gone and everything is synced
       batch.swap(written_);
     }
+    if (writers_gone_) {
+      // Stopping: what was written is not published (no 250 can follow it
+      // now); the sender retries. Its tmp/ files are removed.
+      for (auto& r : batch) discard(r.staged);
+      return;
+    }
     commit_batch(batch);
     for (auto& r : batch) r.done(r.error);
     batch.clear();
@@ -259,7 +266,7 @@ void group_committer::sync_files(const std::vector<std::filesystem::path>& files
   }
   // Every file's write-back is started first, so that the disk sees them
   // together; each fsync then mostly waits.
-  std::vector<fd_guard> open_files;
+  std::vector<owned_fd> open_files;
   open_files.reserve(files.size());
   for (const auto& file : files) {
     open_files.emplace_back(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
@@ -342,7 +349,7 @@ std::string unique_name() {
 }
 
 std::string read_whole_file(const std::filesystem::path& file) {
-  fd_guard f{::open(file.c_str(), O_RDONLY | O_CLOEXEC)};
+  owned_fd f{::open(file.c_str(), O_RDONLY | O_CLOEXEC)};
   if (f.fd < 0) fail("open", file);
   std::string out;
   char buf[65536];

@@ -12,10 +12,25 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <sys/types.h>
+#include <unistd.h>
+#include <utility>
 #include <string_view>
 #include <vector>
 
 namespace mailnet::node {
+
+// A file descriptor closed with its owner.
+struct owned_fd {
+  int fd;
+  explicit owned_fd(int f) : fd(f) {}
+  owned_fd(owned_fd&& other) noexcept : fd(other.fd) { other.fd = -1; }
+  owned_fd(const owned_fd&) = delete;
+  owned_fd& operator=(const owned_fd&) = delete;
+  ~owned_fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
 
 struct staged_file {
   std::filesystem::path tmp;         // written, and fsync'd once it is synced
@@ -38,10 +53,6 @@ void link_staged(std::vector<staged_file>& files);
 // On failure nothing stays published.
 void publish(std::vector<staged_file>& files);
 
-// Every change on the filesystems holding these folders is durable when it
-// returns: one syncfs per filesystem, shared with concurrent callers.
-void sync_filesystems(const std::vector<std::filesystem::path>& dirs);
-
 // Group commit of whole messages, in maildir(5)'s order for every file.
 // Writer threads run each request's work: it writes the message's files in
 // their tmp/ folders (stage_file without sync_now) and returns them. One
@@ -59,9 +70,14 @@ class group_committer {
   using work_fn = std::function<std::vector<staged_file>()>;
   using done_fn = std::function<void(std::exception_ptr)>;
 
+  // root: a folder that holds everything committed (the node's folder).
   // whole_filesystem: syncfs; otherwise fsync of each file and folder.
-  explicit group_committer(bool whole_filesystem = true, unsigned writers = 2);
-  ~group_committer();  // finishes what was submitted, then stops
+  explicit group_committer(const std::filesystem::path& root, bool whole_filesystem = true, unsigned writers = 2);
+  ~group_committer();  // stop()
+  // Requests not yet started are dropped without their done; one being
+  // written finishes; what is written but not synced is removed, not
+  // published (no reply can follow it any more). Then the threads end.
+  void stop();
   group_committer(const group_committer&) = delete;
   group_committer& operator=(const group_committer&) = delete;
 
@@ -78,6 +94,8 @@ class group_committer {
   void write_loop();
   void sync_loop();
   void commit_batch(std::vector<request>& batch);
+  int filesystem_of(const std::filesystem::path& dir);  // a kept descriptor for syncfs
+  void sync_filesystems(const std::vector<std::filesystem::path>& dirs);
   // The files' data (syncfs of the folders' file systems, or each file's fsync).
   void sync_files(const std::vector<std::filesystem::path>& files, const std::vector<std::filesystem::path>& dirs);
   // The names in these folders (syncfs, or each folder's fsync).
@@ -91,6 +109,7 @@ class group_committer {
   const bool whole_filesystem_;
   bool stopping_ = false;
   bool writers_gone_ = false;
+  std::vector<std::pair<dev_t, owned_fd>> filesystems_;  // the sync thread's (and the constructor's)
   std::vector<std::thread> writers_;
   std::thread syncer_;
 };

@@ -164,6 +164,11 @@ struct node_service::impl {
         ctx(net, config, dir, events, transcript, disk, committer),
         acceptor(io) {}
 
+  static const std::filesystem::path& make_folder(const std::filesystem::path& d) {
+    std::filesystem::create_directories(d);
+    return d;
+  }
+
   static const domain_config& find(const topology& t, const std::string& domain) {
     const auto* d = t.find_domain(domain);
     if (!d) throw topology_error("domain " + domain + " is not in topology " + t.name);
@@ -207,7 +212,7 @@ struct node_service::impl {
   event_log events;
   event_log transcript;
   asio::thread_pool disk{4};  // attachments, queue rewrites and removals
-  group_committer committer{config.policy.sync_whole_filesystem};  // new messages
+  group_committer committer{make_folder(dir), config.policy.sync_whole_filesystem};  // new messages
   node_context ctx;
   // Binds the listening socket. A port held only by sockets that do not
   // listen (an outgoing connection that took it as its ephemeral port, or
@@ -264,6 +269,8 @@ node_service::node_service(asio::io_context& io, topology net, const std::string
     : impl_(std::make_unique<impl>(io, std::move(net), domain, std::move(domain_dir), echo)) {}
 
 node_service::~node_service() {
+  // The committer first: its writers use ctx, which goes before it.
+  if (impl_) impl_->committer.stop();
   if (impl_) impl_->disk.join();
 }
 

@@ -200,7 +200,9 @@ asio::awaitable<void> relay::attempt_domain(queued_message& m, const std::string
           break;
         }
         replies.push_back(co_await read_reply(ch, t.relay_reply));
-        if (replies.back().code == 0) {
+        // A kept connection may meet the peer's idle timeout (421) or its end
+        // just as MAIL goes out: that is the connection's failure, not the mail's.
+        if (replies.back().code == 0 || (i == 0 && !fresh_tried && replies.back().code == 421)) {
           if (i == 0) lost_at_start = true;
           else co_return judge(replies.back());
           break;

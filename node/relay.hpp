@@ -50,7 +50,7 @@ class relay {
     std::chrono::steady_clock::time_point since;
   };
   static constexpr std::chrono::seconds idle_limit{3};
-  static constexpr std::size_t kept_per_peer = 32;
+  static constexpr std::size_t kept_per_peer = 8;  // idle ones count against the peer's connection limit
   std::optional<kept_connection> take_kept(const std::string& peer);
   void keep(const std::string& peer, kept_connection c);
   boost::asio::awaitable<void> sweep_kept();  // runs while any connection is kept

@@ -105,7 +105,8 @@ def test_full_disk_answers_451_and_leaves_nothing_partial():
                 assert e.smtp_code == 451 and e.smtp_error.startswith(b"4.3.0"), e
             finn = os.path.join(net.domain_dir("jaku.com"), "mail", "finn")
             assert os.listdir(os.path.join(finn, "new")) == [] and os.listdir(os.path.join(finn, "tmp")) == []
-            assert "event=disk_error" in open(os.path.join(net.domain_dir("jaku.com"), "node.log")).read()
+            log = os.path.join(net.domain_dir("jaku.com"), "node.log")
+            harness.wait_for(lambda: "event=disk_error" in open(log).read(), 10, "event=disk_error in node.log")
             assert send(port, "rey@jaku.com", ["finn@jaku.com"]) == {}  # small mail still fits
             net.wait_messages("jaku.com", "finn", 1)
     finally:

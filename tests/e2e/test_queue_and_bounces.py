@@ -4,8 +4,10 @@ import email.policy
 import json
 import os
 import smtplib
+import socket
 import subprocess
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
@@ -208,10 +210,96 @@ def test_sync_by_files_delivers_local_and_relayed_mail():
             assert json.load(f)["domains"][0]["policy"]["sync"] == "files"
 
 
+class FakePeer:
+    """A minimal SMTP server on a given port standing in for deathstar.com: it
+    records each message, and answers the second MAIL on a connection with
+    421 and closes, as a server whose idle timeout has just fired."""
+
+    def __init__(self, port):
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", port))
+        self.listener.listen(8)
+        self.connections = 0
+        self.messages = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn):
+        f = conn.makefile("rb")
+        mails = 0
+        try:
+            conn.sendall(b"220 fake ESMTP\r\n")
+            for raw in f:
+                verb = raw[:4].upper()
+                if verb == b"EHLO":
+                    conn.sendall(b"250-fake\r\n250 PIPELINING\r\n")
+                elif verb == b"MAIL":
+                    mails += 1
+                    if mails == 2:
+                        conn.sendall(b"421 4.4.2 fake: idle timeout\r\n")
+                        return
+                    conn.sendall(b"250 ok\r\n")
+                elif verb == b"RCPT":
+                    conn.sendall(b"250 ok\r\n")
+                elif verb == b"DATA":
+                    conn.sendall(b"354 go on\r\n")
+                    body = b""
+                    for line in f:
+                        if line == b".\r\n":
+                            break
+                        body += line
+                    self.messages.append(body)
+                    conn.sendall(b"250 stored\r\n")
+                elif verb == b"QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    conn.sendall(b"502 5.5.1 fake\r\n")
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self.listener.close()
+
+
+def test_a_kept_connection_that_meets_421_is_replaced_at_once():
+    topo = harness.two_domain_topology()
+    topo["defaults"]["retry"] = {"first": "30s", "max": "1m", "give_up_after": "10m"}  # a retry would show
+    with harness.Network(topo) as net:
+        net.start()
+        mailnet(net, "stop", "deathstar.com")  # the resolver still points at its port
+        peer = FakePeer(harness.port_of(topo, "deathstar.com"))
+        try:
+            send(topo, "rey@jaku.com", ["vader@deathstar.com"], "first")
+            harness.wait_for(lambda: len(peer.messages) == 1, 10, "the first message at the fake peer")
+            send(topo, "rey@jaku.com", ["vader@deathstar.com"], "second")
+            harness.wait_for(lambda: len(peer.messages) == 2, 10, "the second message at the fake peer")
+            assert peer.connections == 2  # the kept one, refused with 421, then a fresh one
+            assert b"Subject: second" in peer.messages[1]
+            with open(os.path.join(net.domain_dir("jaku.com"), "node.log")) as f:
+                log = f.read()
+            assert "event=deferred" not in log, log
+        finally:
+            peer.close()
+
+
 if __name__ == "__main__":
     harness.run_tests([test_dead_node_queues_and_restart_delivers_within_seconds,
                        test_bounces_for_unknown_domain_and_unknown_remote_user, test_expiry_bounces_with_5_4_7,
                        test_long_recipient_lists_are_relayed_in_batches,
                        test_recovery_null_sender_and_corrupt_queue_files,
                        test_relay_keeps_its_connection_between_messages,
-                       test_sync_by_files_delivers_local_and_relayed_mail])
+                       test_sync_by_files_delivers_local_and_relayed_mail,
+                       test_a_kept_connection_that_meets_421_is_replaced_at_once])

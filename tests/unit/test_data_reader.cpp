@@ -119,29 +119,101 @@ TEST_CASE("dot_stuff_for_wire makes CRLF lines and stuffs leading dots") {
   CHECK(o.message == message);
 }
 
-TEST_CASE("a whole buffer reads exactly as the same bytes one at a time") {
-  // The reader takes runs without CR in one step; byte by byte is the
-  // reference. Pseudo-random streams over the bytes that matter, with limits
-  // small enough to be crossed.
+namespace {
+
+// The DATA reader's rules byte by byte, written plainly: the oracle for the
+// reader's fast path, which takes runs without CR in one step.
+struct reference_reader {
+  reference_reader(std::uint64_t size_limit, std::size_t line_limit) : max_size(size_limit), max_line(line_limit) {}
+  std::uint64_t max_size;
+  std::size_t max_line;
+  enum { bol, mid, cr, dot, dot_cr, end } state = bol;
+  std::string message;
+  std::uint64_t size = 0;
+  std::size_t line_len = 0;
+  bool too_big = false, line_too_long = false;
+
+  void emit(char c) {
+    ++size;
+    if (c != '\r' && c != '\n' && ++line_len > max_line - 2) line_too_long = true;
+    if (too_big) return;
+    if (size > max_size) {
+      too_big = true;
+      message.clear();
+      return;
+    }
+    message += c;
+  }
+  std::size_t feed(std::string_view bytes) {
+    std::size_t i = 0;
+    for (; i < bytes.size() && state != end; ++i) {
+      const char c = bytes[i];
+      if (state == bol) {
+        line_len = 0;
+        if (c == '.') {
+          state = dot;
+          continue;
+        }
+        emit(c);
+        state = c == '\r' ? cr : mid;
+      } else if (state == mid) {
+        emit(c);
+        if (c == '\r') state = cr;
+      } else if (state == cr) {
+        emit(c);
+        state = c == '\n' ? bol : c == '\r' ? cr : mid;
+      } else if (state == dot) {
+        if (c == '\r') {
+          state = dot_cr;
+        } else {
+          emit(c);
+          state = mid;
+        }
+      } else if (state == dot_cr) {
+        if (c == '\n') {
+          state = end;
+        } else {
+          emit('\r');
+          emit(c);
+          state = c == '\r' ? cr : mid;
+        }
+      }
+    }
+    return i;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("the reader agrees with the plain byte-by-byte rules on any stream and chunking") {
+  // Pseudo-random streams over the bytes that matter, limits small enough to be crossed.
   const char alphabet[] = {'a', 'b', '\r', '\n', '.', 'x'};
   std::uint32_t seed = 12345;
   auto next = [&] { return seed = seed * 1664525u + 1013904223u; };
-  for (int round = 0; round < 2000; ++round) {
+  for (int round = 0; round < 3000; ++round) {
     std::string input;
     const std::size_t length = next() % 200;
     for (std::size_t i = 0; i < length; ++i) input += alphabet[(next() >> 8) % sizeof alphabet];
     if (round % 3 == 0) input += "\r\n.\r\n";
     const std::uint64_t max_size = 20 + next() % 200;
     const std::size_t max_line = 8 + next() % 40;
+    const std::size_t chunk = 1 + next() % 64;
     CAPTURE(input);
-    data_reader whole(max_size, max_line), bytewise(max_size, max_line);
-    const auto used = whole.feed(input);
-    std::size_t used_bytewise = 0;
-    while (used_bytewise < input.size() && !bytewise.done()) used_bytewise += bytewise.feed(input.substr(used_bytewise, 1));
-    CHECK(used == used_bytewise);
-    CHECK(whole.done() == bytewise.done());
-    CHECK(whole.message() == bytewise.message());
-    CHECK(whole.too_big() == bytewise.too_big());
-    CHECK(whole.line_too_long() == bytewise.line_too_long());
+    CAPTURE(chunk);
+    data_reader reader(max_size, max_line);
+    reference_reader oracle(max_size, max_line);
+    std::size_t used = 0;
+    while (used < input.size() && !reader.done()) {
+      auto piece = std::string_view(input).substr(used, chunk);
+      auto n = reader.feed(piece);
+      used += n;
+      if (n < piece.size()) break;
+    }
+    const auto oracle_used = oracle.feed(input);
+    CHECK(used == oracle_used);
+    CHECK(reader.done() == (oracle.state == reference_reader::end));
+    CHECK(reader.message() == oracle.message);
+    CHECK(reader.too_big() == oracle.too_big);
+    CHECK(reader.line_too_long() == oracle.line_too_long);
   }
 }
