@@ -238,30 +238,78 @@ void group_committer::write_loop() {
 }
 
 void group_committer::sync_loop() {
-  std::vector<request> batch;
+  // Pipelined: one sync makes durable both the data of the requests written
+  // since the last one and the names linked after the last one. So every
+  // request still sees its data synced before its link and its link synced
+  // before its done, while the disk is flushed once per round, not twice.
+  std::vector<request> linked;  // published, waiting for a sync of their names
   for (;;) {
+    std::vector<request> written;
+    bool stopping;
     {
       std::unique_lock lock(mutex_);
-      written_ready_.wait(lock, [&] { return writers_gone_ || !written_.empty(); });
-      if (written_.empty()) return;  // the writers are gone and everything is synced
-      batch.swap(written_);
+      written_ready_.wait(lock, [&] { return writers_gone_ || !written_.empty() || !linked.empty(); });
+      written.swap(written_);
+      stopping = writers_gone_;
     }
-    if (writers_gone_) {
-      // Stopping: what was written is not published (no 250 can follow it
-      // now); the sender retries. Its tmp/ files are removed.
-      for (auto& r : batch) discard(r.staged);
+    if (stopping) {
+      // No reply can follow any more: nothing more is published, and what
+      // was published without its sync is taken back; the senders retry.
+      for (auto& r : written) discard(r.staged);
+      for (auto& r : linked)
+        for (const auto& file : r.published) ::unlink(file.c_str());
       return;
     }
-    commit_batch(batch);
-    for (auto& r : batch) r.done(r.error);
-    batch.clear();
+    std::vector<std::filesystem::path> files, data_dirs, name_dirs;
+    for (const auto& r : written)
+      if (!r.error)
+        for (const auto& f : r.staged) {
+          files.push_back(f.tmp);
+          add_parent(data_dirs, f.tmp);
+        }
+    for (const auto& r : linked)
+      for (const auto& f : r.staged) add_parent(name_dirs, f.final_path);
+    try {
+      sync_round(files, data_dirs, name_dirs);
+    } catch (...) {
+      auto error = std::current_exception();
+      for (auto& r : linked) {
+        for (const auto& file : r.published) ::unlink(file.c_str());
+        r.error = error;
+      }
+      for (auto& r : written)
+        if (!r.error) {
+          discard(r.staged);
+          r.error = error;
+        }
+    }
+    for (auto& r : linked) r.done(r.error);
+    linked.clear();
+    for (auto& r : written) {
+      if (!r.error) {
+        try {
+          link_staged(r.staged);  // all or nothing for the request's copies
+          for (const auto& f : r.staged)
+            if (!f.replace) r.published.push_back(f.final_path);
+          linked.push_back(std::move(r));
+          continue;
+        } catch (...) {
+          r.error = std::current_exception();
+        }
+      }
+      r.done(r.error);
+    }
   }
 }
 
-void group_committer::sync_files(const std::vector<std::filesystem::path>& files,
-                                 const std::vector<std::filesystem::path>& dirs) {
+void group_committer::sync_round(const std::vector<std::filesystem::path>& files,
+                                 const std::vector<std::filesystem::path>& data_dirs,
+                                 const std::vector<std::filesystem::path>& name_dirs) {
   if (whole_filesystem_) {
-    sync_filesystems(dirs);
+    std::vector<std::filesystem::path> dirs = data_dirs;
+    for (const auto& d : name_dirs)
+      if (std::find(dirs.begin(), dirs.end(), d) == dirs.end()) dirs.push_back(d);
+    if (!dirs.empty()) sync_filesystems(dirs);
     return;
   }
   // Every file's write-back is started first, so that the disk sees them
@@ -275,60 +323,7 @@ void group_committer::sync_files(const std::vector<std::filesystem::path>& files
   }
   for (std::size_t i = 0; i < files.size(); ++i)
     if (::fsync(open_files[i].fd) != 0) fail("fsync", files[i]);
-}
-
-void group_committer::sync_folders(const std::vector<std::filesystem::path>& dirs) {
-  if (whole_filesystem_) {
-    sync_filesystems(dirs);
-    return;
-  }
-  for (const auto& dir : dirs) fsync_directory(dir);
-}
-
-void group_committer::commit_batch(std::vector<request>& batch) {
-  auto fail_all = [&](std::exception_ptr error) {
-    for (auto& r : batch) {
-      if (r.error) continue;
-      for (const auto& file : r.published) ::unlink(file.c_str());
-      discard(r.staged);
-      r.error = error;
-    }
-  };
-  // 1. The data: every tmp file written and fsync'd before any is linked.
-  std::vector<std::filesystem::path> files, dirs;
-  for (const auto& r : batch)
-    if (!r.error)
-      for (const auto& f : r.staged) {
-        files.push_back(f.tmp);
-        add_parent(dirs, f.tmp);
-      }
-  if (files.empty()) return;
-  try {
-    sync_files(files, dirs);
-  } catch (...) {
-    return fail_all(std::current_exception());
-  }
-  // 2. The names: each request's files linked into place, all or nothing.
-  dirs.clear();
-  for (auto& r : batch) {
-    if (r.error) continue;
-    try {
-      link_staged(r.staged);
-    } catch (...) {
-      r.error = std::current_exception();
-      continue;
-    }
-    for (const auto& f : r.staged) {
-      add_parent(dirs, f.final_path);
-      if (!f.replace) r.published.push_back(f.final_path);
-    }
-  }
-  // 3. The folders: the links durable.
-  try {
-    if (!dirs.empty()) sync_folders(dirs);
-  } catch (...) {
-    fail_all(std::current_exception());
-  }
+  for (const auto& dir : name_dirs) fsync_directory(dir);
 }
 
 void publish_durably(const std::filesystem::path& tmp, const std::filesystem::path& final_path,

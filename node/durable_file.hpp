@@ -55,16 +55,16 @@ void publish(std::vector<staged_file>& files);
 
 // Group commit of whole messages, in maildir(5)'s order for every file.
 // Writer threads run each request's work: it writes the message's files in
-// their tmp/ folders (stage_file without sync_now) and returns them. One
-// sync thread takes every request written so far and, for the whole batch:
-// makes the tmp files durable (one syncfs, or each file's fsync with their
-// write-back started together), links each request's files into place (all or
-// nothing per request), makes the links durable (a second syncfs, or each
-// folder's fsync), and only then calls each request's done with null or the
-// error. While it syncs, the writers prepare the next batch; so under load
-// two flushes of the disk cover every session that committed meanwhile,
-// instead of two per message. A failed sync unlinks what the batch published
-// and fails every request in it: nothing stays visible without a 250.
+// their tmp/ folders (stage_file without sync_now) and returns them. One sync
+// thread flushes the disk in rounds (one syncfs, or the fsyncs of the files
+// with their write-back started together and of the folders); each round
+// makes durable the data of every request written since the last round and
+// the names linked after it. After its data is durable a request's files are
+// linked into place (all or nothing per request); after the next round its
+// done is called with null or the error. So under load one flush of the disk
+// serves every session that committed meanwhile. A failed round unlinks what
+// it should have made durable and fails those requests: nothing stays
+// visible without a 250.
 class group_committer {
  public:
   using work_fn = std::function<std::vector<staged_file>()>;
@@ -93,13 +93,12 @@ class group_committer {
   };
   void write_loop();
   void sync_loop();
-  void commit_batch(std::vector<request>& batch);
   int filesystem_of(const std::filesystem::path& dir);  // a kept descriptor for syncfs
   void sync_filesystems(const std::vector<std::filesystem::path>& dirs);
-  // The files' data (syncfs of the folders' file systems, or each file's fsync).
-  void sync_files(const std::vector<std::filesystem::path>& files, const std::vector<std::filesystem::path>& dirs);
-  // The names in these folders (syncfs, or each folder's fsync).
-  void sync_folders(const std::vector<std::filesystem::path>& dirs);
+  // One flush: the data of these files (in data_dirs) and the names in
+  // name_dirs; a syncfs of their file systems, or each file's and folder's fsync.
+  void sync_round(const std::vector<std::filesystem::path>& files, const std::vector<std::filesystem::path>& data_dirs,
+                  const std::vector<std::filesystem::path>& name_dirs);
 
   std::mutex mutex_;
   std::condition_variable work_ready_;
