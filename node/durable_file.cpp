@@ -189,6 +189,11 @@ void group_committer::stop() {
   syncer_.join();
 }
 
+bool group_committer::stopping() {
+  std::lock_guard lock(mutex_);
+  return stopping_;
+}
+
 int group_committer::filesystem_of(const std::filesystem::path& dir) {
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0) fail("stat", dir);

@@ -78,6 +78,7 @@ class group_committer {
   // written finishes; what is written but not synced is removed, not
   // published (no reply can follow it any more). Then the threads end.
   void stop();
+  bool stopping();  // stop() has begun: nothing more will be started
   group_committer(const group_committer&) = delete;
   group_committer& operator=(const group_committer&) = delete;
 
