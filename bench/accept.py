@@ -13,6 +13,7 @@ that every message is in the Maildir, and stops the server by pid.
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -41,8 +42,8 @@ def start_sink(work, port, sessions):
     if os.geteuid() == 0:
         argv += ["-u", "nobody"]  # required when run as root
     argv += [f"127.0.0.1:{port}", "1024"]
-    p = lib.Started(argv, stdout=open(os.path.join(work, "sink.log"), "wb"), stderr=subprocess_stdout())
-    lib.wait_for(lambda: lib.smtp_greets(port), 10, "smtp-sink to greet")
+    p = lib.start_ready(argv, lambda: lib.smtp_greets(port), 10, "smtp-sink to greet",
+                        stdout=open(os.path.join(work, "sink.log"), "wb"), stderr=subprocess.STDOUT)
     return p.stop, p.pid, None, {}
 
 
@@ -51,15 +52,10 @@ def start_aiosmtpd(work, port, sessions, pool=False):
     argv = [lib.PYTHON, os.path.join(lib.HERE, "aiosmtpd_maildir.py"), "--port", str(port), "--root", root]
     if pool:
         argv.append("--pool")
-    p = lib.Started(argv, stdout=open(os.path.join(work, "aiosmtpd.log"), "wb"), stderr=subprocess_stdout())
-    lib.wait_for(lambda: lib.smtp_greets(port), 20, "aiosmtpd to greet")
+    p = lib.start_ready(argv, lambda: lib.smtp_greets(port), 20, "aiosmtpd to greet",
+                        stdout=open(os.path.join(work, "aiosmtpd.log"), "wb"), stderr=subprocess.STDOUT)
     mail = os.path.join(root, "bench", "new")
     return p.stop, p.pid, (lambda: lib.count_files(mail)), {}
-
-
-def subprocess_stdout():
-    import subprocess
-    return subprocess.STDOUT
 
 
 def one_run(server, mode_args, args, leftovers):

@@ -121,7 +121,6 @@ class Started:
 
     def __init__(self, argv, **kw):
         kw.setdefault("stdin", subprocess.DEVNULL)
-        self.argv = argv
         self.proc = subprocess.Popen(argv, **kw)
         self.pid = self.proc.pid
 
@@ -137,6 +136,17 @@ class Started:
                 os.kill(self.pid, signal.SIGKILL)
                 self.proc.wait(timeout)
         return self.proc.returncode
+
+
+def start_ready(argv, ready, timeout, what, **kw):
+    """Started(argv), once ready() holds within timeout; stopped again if not."""
+    p = Started(argv, **kw)
+    try:
+        wait_for(ready, timeout, what)
+    except BaseException:
+        p.stop()
+        raise
+    return p
 
 
 def run_bounded(argv, timeout, **kw):
@@ -167,7 +177,6 @@ class Network:
         with open(self.topology_file, "w") as f:
             json.dump(topology, f)
         self.up_seconds = None
-        self.up_output = ""
         self.timeout = timeout
 
     def up(self):
@@ -177,7 +186,6 @@ class Network:
         rc, out = run_bounded([binary("mailnet", self.bin_dir), "up", "-d", "--fresh", self.topology_file, "--dir",
                                self.run_dir], self.timeout, cwd=self.workdir, env=env)
         self.up_seconds = time.monotonic() - t0
-        self.up_output = out
         if rc != 0:
             self.down()
             raise RuntimeError(f"mailnet up failed ({rc}):\n{out[-3000:]}")

@@ -69,11 +69,12 @@ def cannot_fit(leftovers):
 
     import os
     import subprocess
-    p = subprocess.run([lib.binary("mailnet"), "up", "-d", "--fresh", net.topology_file, "--dir", net.run_dir],
-                       cwd=work, preexec_fn=low_limit, capture_output=True, text=True, timeout=60)
-    started = os.path.exists(os.path.join(net.run_dir, "network.json"))
-    if started:
-        net.down()
+    try:
+        p = subprocess.run([lib.binary("mailnet"), "up", "-d", "--fresh", net.topology_file, "--dir", net.run_dir],
+                           cwd=work, preexec_fn=low_limit, capture_output=True, text=True, timeout=60)
+    finally:
+        if os.path.exists(os.path.join(net.run_dir, "network.json")):  # it started after all (or timed out)
+            net.down()
     return p.returncode, (p.stdout + p.stderr).strip()
 
 

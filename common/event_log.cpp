@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <ctime>
 #include <fcntl.h>
 #include <unistd.h>
@@ -89,15 +90,19 @@ void event_log::coalesce(scheduler schedule) {
   schedule_ = std::move(schedule);
 }
 
+void append_log_fields(std::string& out, std::initializer_list<log_field> fields) {
+  for (const auto& [key, value] : fields) {
+    out += ' ';
+    out += key;
+    out += '=';
+    out += log_value(value);
+  }
+}
+
 void event_log::write(std::initializer_list<log_field> fields) {
   std::string line;
-  for (const auto& [key, value] : fields) {
-    if (!line.empty()) line += ' ';
-    line += key;
-    line += '=';
-    line += log_value(value);
-  }
-  write_raw(line);
+  append_log_fields(line, fields);
+  write_raw(std::string_view(line).substr(line.empty() ? 0 : 1));
 }
 
 void event_log::write_raw(std::string_view text) {
@@ -134,16 +139,12 @@ void event_log::emit(std::string_view line) {
 }
 
 void event_log::flush() {
-  std::string lines;
-  {
-    std::lock_guard lock(mutex_);
-    flush_posted_ = false;
-    lines.swap(pending_);
-    // Written under the lock, so that lines keep their order between threads.
-    if (lines.empty()) return;
-    if (fd_ >= 0) write_all(fd_, lines);
-    if (echo_) write_all(STDOUT_FILENO, lines);
-  }
+  std::lock_guard lock(mutex_);  // written under the lock, so that lines keep their order between threads
+  flush_posted_ = false;
+  if (pending_.empty()) return;
+  if (fd_ >= 0) write_all(fd_, pending_);
+  if (echo_) write_all(STDOUT_FILENO, pending_);
+  pending_.clear();
 }
 
 }  // namespace mailnet

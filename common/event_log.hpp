@@ -4,7 +4,6 @@
 // picks them up and prefixes them with the child's name.
 #pragma once
 
-#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <initializer_list>
@@ -20,6 +19,10 @@ using log_field = std::pair<std::string_view, std::string_view>;
 // Quotes a value when it is empty or holds spaces, quotes, '=' or control bytes,
 // so that every line splits back into the same fields.
 std::string log_value(std::string_view value);
+
+// Appends " key=value" for each field, values through log_value(): the
+// fields of an event line.
+void append_log_fields(std::string& out, std::initializer_list<log_field> fields);
 
 // Appends c as "\xNN": how logs show a control byte.
 void append_hex_escape(std::string& out, unsigned char c);

@@ -267,12 +267,16 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
   return t;
 }
 
-topology load_topology(const std::filesystem::path& file) {
+std::string read_topology_file(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw topology_error(file.string() + ": cannot be read (" + std::strerror(errno) + ")");
   std::ostringstream text;
   text << in.rdbuf();
-  return parse_topology(text.str(), file.string());
+  return text.str();
+}
+
+topology load_topology(const std::filesystem::path& file) {
+  return parse_topology(read_topology_file(file), file.string());
 }
 
 std::string to_json_text(const topology& t) {

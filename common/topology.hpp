@@ -100,6 +100,10 @@ class topology_error : public std::runtime_error {
 };
 
 topology parse_topology(std::string_view json_text, std::string_view file_name);
+
+// The file's text; topology_error naming the file when it cannot be read.
+std::string read_topology_file(const std::filesystem::path& file);
+
 topology load_topology(const std::filesystem::path& file);
 
 // The resolved topology, every default written out (network.json, node input).

@@ -33,7 +33,7 @@ std::vector<relay_count> relay_counts_from_logs(const std::filesystem::path& run
     std::ifstream log(run_dir / d.name / "node.log");
     std::string line;
     while (std::getline(log, line)) {
-      if (line.find(" event=relay_attempt ") == std::string::npos) continue;
+      if (field(line, "event") != "relay_attempt") continue;  // the line's own event: its first one
       if (field(line, "reply").rfind("2", 0) != 0) continue;
       ++counts[{d.name, field(line, "domain")}];
     }

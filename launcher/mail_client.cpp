@@ -4,11 +4,9 @@
 
 #include "launcher/resolve_command.hpp"
 
-#include <arpa/inet.h>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
-#include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
 #include <memory>
@@ -121,7 +119,6 @@ class smtp_connection {
     }
   }
 
-  std::ostream* verbose() const { return verbose_; }
 
  private:
   void fill(steady::time_point deadline) {

@@ -49,7 +49,7 @@ struct send_result {
 };
 
 // One SMTP transaction: EHLO (HELO if refused), MAIL, every RCPT, DATA.
-// Any refusal ends it (RSET, QUIT) with ok == false and that reply. The
+// Any refusal ends it (QUIT) with ok == false and that reply. The
 // message is dot-stuffed here. verbose, when set, gets the dialogue.
 send_result send_message(const std::string& host, std::uint16_t port, const std::string& helo_domain,
                          const std::string& from, const std::vector<std::string>& rcpts, const std::string& message,

@@ -1,8 +1,6 @@
 #include "launcher/scenario.hpp"
 
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "common/address.hpp"
 #include "common/json_reader.hpp"
@@ -238,11 +236,9 @@ std::vector<step> parse_steps(const json& doc, std::string_view file_name, const
 
 scenario load_scenario(const std::filesystem::path& file) {
   scenario s;
-  s.net = load_topology(file);  // validates the document and reports bad JSON
-  std::ifstream in(file, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  s.steps = parse_steps(json::parse(text.str()), file.string(), s.net, file.parent_path());
+  const std::string text = read_topology_file(file);
+  s.net = parse_topology(text, file.string());  // validates the document and reports bad JSON
+  s.steps = parse_steps(json::parse(text), file.string(), s.net, file.parent_path());
   return s;
 }
 

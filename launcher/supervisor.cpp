@@ -51,6 +51,16 @@ struct child_setup {
   }
 };
 
+// The event of a child's log line. The first " event=" is the line's own:
+// only the timestamp and an id of ours come before it, so text quoted in
+// later fields cannot fake one.
+std::string_view event_of(std::string_view line) {
+  auto pos = line.find(" event=");
+  if (pos == std::string_view::npos) return {};
+  auto value = line.substr(pos + 7);
+  return value.substr(0, value.find(' '));
+}
+
 // Completion handler for the launcher's own coroutines: a failure is a bug,
 // and it is said, not swallowed.
 void report_failure(std::exception_ptr e) {
@@ -186,7 +196,7 @@ class supervisor {
   void write_network_json();
   bool hold_network_json_ = false;  // during bring-up and stop_all
   void print_line(const child& c, const std::string& line);
-  void count_event(child& c, const std::string& line);
+  void count_event(child& c, std::string_view event);
 
   asio::awaitable<void> serve_control();
   asio::awaitable<void> control_session(asio::local::stream_protocol::socket socket);
@@ -214,13 +224,7 @@ void supervisor::print_line(const child& c, const std::string& line) {
   out_.print(padded + " | " + line);
 }
 
-void supervisor::count_event(child& c, const std::string& line) {
-  // The first " event=" is the line's own: only the timestamp and an id of
-  // ours come before it, so text quoted in later fields cannot fake one.
-  auto pos = line.find(" event=");
-  if (pos == std::string::npos) return;
-  auto end = line.find(' ', pos + 7);
-  std::string_view event = std::string_view(line).substr(pos + 7, end == std::string::npos ? std::string::npos : end - pos - 7);
+void supervisor::count_event(child& c, std::string_view event) {
   if (event == "accepted") ++c.count.received;
   else if (event == "delivered") ++c.count.delivered;
   else if (event == "relayed") ++c.count.relayed;
@@ -275,15 +279,18 @@ asio::awaitable<void> supervisor::pump(child& c, std::shared_ptr<instance> inst,
     if (c.current != inst) continue;
     if (is_stderr) {
       c.last_error = line;
-    } else if (c.state == child_state::starting && line.find(" event=port_busy") != std::string::npos) {
+      continue;
+    }
+    const auto event = event_of(line);
+    if (c.state == child_state::starting && event == "port_busy") {
       c.port_wait_until = clock::now() + std::chrono::seconds(70);
-    } else if (c.state == child_state::starting && line.find(" event=ready") != std::string::npos) {
+    } else if (c.state == child_state::starting && event == "ready") {
       c.state = child_state::ready;
       inst->ever_ready = true;
       write_network_json();
       notify();
     } else {
-      count_event(c, line);
+      count_event(c, event);
     }
   }
 }
@@ -561,8 +568,7 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
       std::cerr << "mailnet: " << c.name << " (" << c.listen << ") failed to start: " << why << "\n";
       break;
     }
-    co_await stop_all();
-    write_network_json();
+    co_await stop_all();  // writes network.json
     on_ready(false);
     co_return interrupted;
   }
@@ -595,8 +601,7 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
   co_await wait_until([&] { return interrupted || down_requested_; }, clock::time_point::max());
   out_.print("mailnet: stopping");
   control_.close(ec);
-  co_await stop_all();
-  write_network_json();
+  co_await stop_all();  // writes network.json
   std::filesystem::remove(folder_.control_socket());
   co_return true;
 }

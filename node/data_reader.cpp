@@ -9,22 +9,18 @@ data_reader::data_reader(std::uint64_t max_size, std::size_t max_line)
     : max_size_(max_size), max_line_(max_line) {}
 
 void data_reader::emit(char c) {
-  ++size_;
   if (c != '\r' && c != '\n' && ++line_len_ > max_line_ - 2) line_too_long_ = true;
-  if (too_big_) return;
-  if (size_ > max_size_) {
-    too_big_ = true;
-    message_.clear();
-    message_.shrink_to_fit();
-    return;
-  }
-  message_.push_back(c);
+  keep({&c, 1});
 }
 
 void data_reader::emit_run(std::string_view run) {
-  size_ += run.size();
   line_len_ += run.size() - static_cast<std::size_t>(std::count(run.begin(), run.end(), '\n'));
   if (line_len_ > max_line_ - 2) line_too_long_ = true;
+  keep(run);
+}
+
+void data_reader::keep(std::string_view bytes) {
+  size_ += bytes.size();
   if (too_big_) return;
   if (size_ > max_size_) {
     too_big_ = true;
@@ -32,7 +28,7 @@ void data_reader::emit_run(std::string_view run) {
     message_.shrink_to_fit();
     return;
   }
-  message_.append(run);
+  message_.append(bytes);
 }
 
 std::size_t data_reader::feed(std::string_view bytes) {

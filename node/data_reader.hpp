@@ -29,6 +29,7 @@ class data_reader {
   enum class state { bol, mid, cr, dot, dot_cr, end };
   void emit(char c);
   void emit_run(std::string_view run);  // emit() for each byte of a run holding no '\r'
+  void keep(std::string_view bytes);    // counts the bytes; stores them while under the size limit
 
 
   state state_ = state::bol;  // the DATA command's CRLF came just before

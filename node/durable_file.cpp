@@ -34,12 +34,11 @@ void fsync_folder_now(const std::filesystem::path& dir) {
 // precede a sync that starts later share it instead of each issuing their
 // own. Tickets: a caller takes one after its change; a sync started after
 // that ticket was taken covers it.
-class shared_sync {
+class shared_folder_sync {
  public:
-  template <typename Op>
-  void sync(const std::string& key, Op op) {
+  void sync(const std::filesystem::path& dir) {
     std::unique_lock lock(mutex_);
-    auto& s = states_[key];  // map nodes are stable: the reference survives unlock
+    auto& s = folders_[dir.native()];  // map nodes are stable: the reference survives unlock
     const std::uint64_t mine = ++s.changed;
     while (s.synced < mine) {
       if (s.running) {
@@ -50,7 +49,7 @@ class shared_sync {
       const std::uint64_t covers = s.changed;
       lock.unlock();
       try {
-        op();
+        fsync_folder_now(dir);
       } catch (...) {
         lock.lock();
         s.running = false;
@@ -72,18 +71,18 @@ class shared_sync {
   };
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::map<std::string, state> states_;
+  std::map<std::string, state> folders_;
 };
 
-shared_sync& group_commit() {
-  static shared_sync instance;
-  return instance;
+void add_unique(std::vector<std::filesystem::path>& dirs, std::filesystem::path dir) {
+  if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(std::move(dir));
 }
 
 }  // namespace
 
 void fsync_directory(const std::filesystem::path& dir) {
-  group_commit().sync("dir:" + dir.native(), [&] { fsync_folder_now(dir); });
+  static shared_folder_sync folders;
+  folders.sync(dir);
 }
 
 staged_file stage_file(std::filesystem::path tmp, std::filesystem::path final_path, std::string_view data,
@@ -113,6 +112,16 @@ void discard(const std::vector<staged_file>& files) noexcept {
   for (const auto& f : files) ::unlink(f.tmp.c_str());
 }
 
+namespace {
+
+// Takes linked files back (a replaced file cannot be).
+void unpublish(const std::vector<staged_file>& files) noexcept {
+  for (const auto& f : files)
+    if (!f.replace) ::unlink(f.final_path.c_str());
+}
+
+}  // namespace
+
 void link_staged(std::vector<staged_file>& files) {
   std::size_t done = 0;
   for (; done < files.size(); ++done) {
@@ -123,8 +132,7 @@ void link_staged(std::vector<staged_file>& files) {
   if (done < files.size()) {
     int saved = errno;
     const auto failed = files[done].final_path;
-    for (std::size_t i = 0; i < done; ++i)
-      if (!files[i].replace) ::unlink(files[i].final_path.c_str());  // a replaced file cannot be taken back
+    unpublish({files.begin(), files.begin() + static_cast<std::ptrdiff_t>(done)});
     discard(files);
     errno = saved;
     fail("publish", failed);
@@ -136,28 +144,15 @@ void link_staged(std::vector<staged_file>& files) {
 void publish(std::vector<staged_file>& files) {
   link_staged(files);
   std::vector<std::filesystem::path> dirs;
-  for (const auto& f : files) {
-    auto dir = f.final_path.parent_path();
-    if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
-  }
+  for (const auto& f : files) add_unique(dirs, f.final_path.parent_path());
   try {
     for (const auto& dir : dirs) fsync_directory(dir);
   } catch (...) {
     // Not known to be on disk: not published either, so no 250 promises it.
-    for (const auto& f : files)
-      if (!f.replace) ::unlink(f.final_path.c_str());
+    unpublish(files);
     throw;
   }
 }
-
-namespace {
-
-void add_parent(std::vector<std::filesystem::path>& dirs, const std::filesystem::path& file) {
-  auto dir = file.parent_path();
-  if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
-}
-
-}  // namespace
 
 group_committer::group_committer(const std::filesystem::path& root, bool whole_filesystem, unsigned writers)
     : whole_filesystem_(whole_filesystem) {
@@ -195,14 +190,20 @@ bool group_committer::stopping() {
 }
 
 int group_committer::filesystem_of(const std::filesystem::path& dir) {
+  if (auto known = fd_of_folder_.find(dir.native()); known != fd_of_folder_.end()) return known->second;
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0) fail("stat", dir);
-  for (const auto& [dev, fd] : filesystems_)
-    if (dev == st.st_dev) return fd.fd;
-  owned_fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.fd < 0) fail("open directory", dir);
-  filesystems_.emplace_back(st.st_dev, std::move(fd));
-  return filesystems_.back().second.fd;
+  int fd = -1;
+  for (const auto& [dev, owned] : filesystems_)
+    if (dev == st.st_dev) fd = owned.fd;
+  if (fd < 0) {
+    owned_fd opened(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (opened.fd < 0) fail("open directory", dir);
+    fd = opened.fd;
+    filesystems_.emplace_back(st.st_dev, std::move(opened));
+  }
+  fd_of_folder_.emplace(dir.native(), fd);  // a folder stays on its file system: one stat each
+  return fd;
 }
 
 void group_committer::sync_filesystems(const std::vector<std::filesystem::path>& dirs) {
@@ -218,7 +219,7 @@ void group_committer::sync_filesystems(const std::vector<std::filesystem::path>&
 void group_committer::submit(work_fn work, done_fn done) {
   {
     std::lock_guard lock(mutex_);
-    pending_.push_back({std::move(work), std::move(done), {}, {}, nullptr});
+    pending_.push_back({std::move(work), std::move(done), {}, nullptr});
   }
   work_ready_.notify_one();
 }
@@ -261,8 +262,7 @@ void group_committer::sync_loop() {
       // No reply can follow any more: nothing more is published, and what
       // was published without its sync is taken back; the senders retry.
       for (auto& r : written) discard(r.staged);
-      for (auto& r : linked)
-        for (const auto& file : r.published) ::unlink(file.c_str());
+      for (const auto& r : linked) unpublish(r.staged);
       return;
     }
     std::vector<std::filesystem::path> files, data_dirs, name_dirs;
@@ -270,16 +270,16 @@ void group_committer::sync_loop() {
       if (!r.error)
         for (const auto& f : r.staged) {
           files.push_back(f.tmp);
-          add_parent(data_dirs, f.tmp);
+          add_unique(data_dirs, f.tmp.parent_path());
         }
     for (const auto& r : linked)
-      for (const auto& f : r.staged) add_parent(name_dirs, f.final_path);
+      for (const auto& f : r.staged) add_unique(name_dirs, f.final_path.parent_path());
     try {
       sync_round(files, data_dirs, name_dirs);
     } catch (...) {
       auto error = std::current_exception();
       for (auto& r : linked) {
-        for (const auto& file : r.published) ::unlink(file.c_str());
+        unpublish(r.staged);
         r.error = error;
       }
       for (auto& r : written)
@@ -294,8 +294,6 @@ void group_committer::sync_loop() {
       if (!r.error) {
         try {
           link_staged(r.staged);  // all or nothing for the request's copies
-          for (const auto& f : r.staged)
-            if (!f.replace) r.published.push_back(f.final_path);
           linked.push_back(std::move(r));
           continue;
         } catch (...) {
@@ -312,8 +310,7 @@ void group_committer::sync_round(const std::vector<std::filesystem::path>& files
                                  const std::vector<std::filesystem::path>& name_dirs) {
   if (whole_filesystem_) {
     std::vector<std::filesystem::path> dirs = data_dirs;
-    for (const auto& d : name_dirs)
-      if (std::find(dirs.begin(), dirs.end(), d) == dirs.end()) dirs.push_back(d);
+    for (const auto& d : name_dirs) add_unique(dirs, d);
     if (!dirs.empty()) sync_filesystems(dirs);
     return;
   }

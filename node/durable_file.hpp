@@ -9,6 +9,7 @@
 #include <exception>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -89,7 +90,6 @@ class group_committer {
     work_fn work;
     done_fn done;
     std::vector<staged_file> staged;
-    std::vector<std::filesystem::path> published;  // linked by this batch, to unlink if its sync fails
     std::exception_ptr error;
   };
   void write_loop();
@@ -110,6 +110,7 @@ class group_committer {
   bool stopping_ = false;
   bool writers_gone_ = false;
   std::vector<std::pair<dev_t, owned_fd>> filesystems_;  // the sync thread's (and the constructor's)
+  std::map<std::string, int> fd_of_folder_;               // folder -> its entry in filesystems_
   std::vector<std::thread> writers_;
   std::thread syncer_;
 };

@@ -35,23 +35,39 @@ std::string node_context::new_id() {
   return buf;
 }
 
+namespace {
+
+// Suspends the calling coroutine until start's completion (called on any
+// thread) runs, then resumes it on its own executor. The frame stays
+// suspended meanwhile, so references into it stay valid. (A coroutine lambda
+// capturing its work by move double-freed it under GCC 12: start is a plain
+// lambda, and the coroutine is this function.)
+template <typename Start>
+asio::awaitable<void> resume_after(Start start) {
+  auto initiate = [&start](auto handler) {
+    auto shared = std::make_shared<decltype(handler)>(std::move(handler));
+    start([shared] {
+      auto ex = asio::get_associated_executor(*shared);
+      asio::dispatch(ex, std::move(*shared));
+    });
+  };
+  co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(initiate, asio::use_awaitable);
+}
+
+}  // namespace
+
 asio::awaitable<void> node_context::on_disk(std::function<void()> work) {
-  // The frame stays suspended while the pool runs work, so references into it
-  // are safe; the handler then resumes the coroutine on its own executor.
-  // (A coroutine lambda capturing work by move double-freed it under GCC 12.)
   std::exception_ptr error;
-  auto initiate = [this, &work, &error](auto handler) {
-    asio::post(disk, [&work, &error, h = std::move(handler)]() mutable {
+  co_await resume_after([&](auto resume) {
+    asio::post(disk, [&work, &error, resume] {
       try {
         work();
       } catch (...) {
         error = std::current_exception();
       }
-      auto ex = asio::get_associated_executor(h);
-      asio::dispatch(ex, std::move(h));
+      resume();
     });
-  };
-  co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(initiate, asio::use_awaitable);
+  });
   if (error) std::rethrow_exception(error);
 }
 
@@ -106,17 +122,12 @@ asio::awaitable<bool> node_context::commit(const envelope& env, std::string mess
     return staged;
   };
   std::exception_ptr failure;
-  // The frame stays suspended until done runs, so work's references into it
-  // hold; done resumes the coroutine on its own executor.
-  auto initiate = [this, &work, &failure](auto handler) {
-    auto shared = std::make_shared<decltype(handler)>(std::move(handler));
-    committer.submit(work, [&failure, shared](std::exception_ptr e) {
+  co_await resume_after([&](auto resume) {
+    committer.submit(work, [&failure, resume](std::exception_ptr e) {
       failure = e;
-      auto ex = asio::get_associated_executor(*shared);
-      asio::dispatch(ex, std::move(*shared));
+      resume();
     });
-  };
-  co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(initiate, asio::use_awaitable);
+  });
   if (failure) {
     try {
       std::rethrow_exception(failure);

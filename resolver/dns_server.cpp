@@ -34,16 +34,6 @@ std::string to_text(const udp::endpoint& e) {
   return endpoint{e.address().to_string(), e.port()}.to_string();
 }
 
-// " key=value" for each field, as event_log::write() formats them.
-void append_fields(std::string& out, std::initializer_list<log_field> fields) {
-  for (const auto& [key, value] : fields) {
-    out += ' ';
-    out += key;
-    out += '=';
-    out += log_value(value);
-  }
-}
-
 }  // namespace
 
 dns_server::dns_server(asio::any_io_executor ex, zone z, const endpoint& listen, event_log& log)
@@ -80,12 +70,11 @@ const dns_server::cached_answer& dns_server::answer(const std::uint8_t* query, s
   cached_answer a;
   auto outcome = handle_query(zone_, std::span<const std::uint8_t>(query, size));
   if (!outcome.reply) {
-    a.dropped = true;
-    append_fields(a.log_tail, {{"bytes", std::to_string(size)}, {"reason", outcome.reason}});
+    append_log_fields(a.log_tail, {{"bytes", std::to_string(size)}, {"reason", outcome.reason}});
   } else {
-    append_fields(a.log_tail, {{"name", outcome.name}, {"type", outcome.type}, {"rcode", outcome.rcode},
+    append_log_fields(a.log_tail, {{"name", outcome.name}, {"type", outcome.type}, {"rcode", outcome.rcode},
                                {"answer", outcome.answer}});
-    if (!outcome.reason.empty()) append_fields(a.log_tail, {{"reason", outcome.reason}});
+    if (!outcome.reason.empty()) append_log_fields(a.log_tail, {{"reason", outcome.reason}});
   }
   a.reply = std::move(outcome.reply);
   // The cached reply is reused with another id; that is only right when the
@@ -165,7 +154,7 @@ asio::awaitable<void> dns_server::run() {
         const std::size_t size = in[i].msg_len;
         const cached_answer& a = answer(query, size);
         lines += stamp;
-        lines += a.dropped ? " event=dropped client=" : " event=query client=";
+        lines += a.reply ? " event=query client=" : " event=dropped client=";
         lines += log_value(to_text(peer_endpoint(i)));
         lines += a.log_tail;
         lines += '\n';

@@ -41,9 +41,8 @@ class dns_server {
   // alone: so replies are kept by the query with its id zeroed. bench/README.md
   // ("resolver") has the measurement: ldns built every reply before.
   struct cached_answer {
-    std::optional<std::vector<std::uint8_t>> reply;  // with the first asker's id
+    std::optional<std::vector<std::uint8_t>> reply;  // with the first asker's id; none: dropped
     std::string log_tail;  // the log line after client=..., e.g. " name=... type=SRV ..."
-    bool dropped = false;
     bool echoes_id = false;  // reply[0..1] is the query's id, to be replaced by the next asker's
   };
   const cached_answer& answer(const std::uint8_t* query, std::size_t size);

@@ -126,10 +126,11 @@ class Network:
         self.lock = threading.Lock()
         self.reader = None
 
-    def start(self, extra_args=(), wait_ready=True, timeout=30):
+    def start(self, extra_args=(), wait_ready=True, timeout=30, preexec_fn=None):
         self.proc = subprocess.Popen(
             [binary("mailnet"), "up", self.topology_file, "--dir", self.run_dir, *extra_args],
-            cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=preexec_fn)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         if wait_ready:

@@ -1,5 +1,6 @@
 """Issue 8: `mailnet run` (pass, fail, --keep), `mailnet init` by questions and
 by flags, `mailnet validate` of steps, and `mailnet graph` with relay counts."""
+import contextlib
 import json
 import os
 import re
@@ -34,6 +35,20 @@ def launcher_pid(run_dir):
         return 0
 
 
+@contextlib.contextmanager
+def brought_down(run_dir):
+    """Whatever happens inside, no network is left running in run_dir (its
+    nodes die with their launcher)."""
+    try:
+        yield
+    finally:
+        pid = launcher_pid(run_dir)
+        if pid and harness.pid_alive(pid):
+            mailnet("down", "--dir", run_dir)
+            if harness.pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_run_passes_fails_and_keeps():
     topo = harness.two_domain_topology(name="played")
     topo["steps"] = [
@@ -46,26 +61,23 @@ def test_run_passes_fails_and_keeps():
     with tempfile.TemporaryDirectory() as tmp:
         file = write(os.path.join(tmp, "played.json"), topo)
         run_dir = os.path.join(tmp, "run")
-        out = mailnet("run", file, "--dir", run_dir, check=1)
-        lines = out.stdout.splitlines()
-        assert any(re.match(r"\[1/5\] send rey@jaku.com → .* \.\.\. pass \(queued as \w+\)", l) for l in lines), out.stdout
-        assert any(l.startswith("[4/5] expect finn@jaku.com holds 1 message(s) ... FAIL: after 300 ms: found 0 ($.steps[3])")
-                   for l in lines), out.stdout
-        assert "4 passed, 1 failed" in lines[-1], out.stdout
-        assert launcher_pid(run_dir) == 0 or not harness.pid_alive(launcher_pid(run_dir)), "run left the network up"
+        with brought_down(run_dir):
+            out = mailnet("run", file, "--dir", run_dir, check=1)
+            lines = out.stdout.splitlines()
+            assert any(re.match(r"\[1/5\] send rey@jaku.com → .* \.\.\. pass \(queued as \w+\)", l) for l in lines), \
+                out.stdout
+            assert any(l.startswith("[4/5] expect finn@jaku.com holds 1 message(s) ... FAIL: after 300 ms: found 0 "
+                                    "($.steps[3])") for l in lines), out.stdout
+            assert "4 passed, 1 failed" in lines[-1], out.stdout
+            assert launcher_pid(run_dir) == 0 or not harness.pid_alive(launcher_pid(run_dir)), "run left the network up"
 
-        topo["steps"] = topo["steps"][:3]
-        write(file, topo)
-        out = mailnet("run", file, "--dir", run_dir, "--keep", check=0)
-        assert "3 passed, 0 failed" in out.stdout, out.stdout
-        pid = launcher_pid(run_dir)
-        try:
+            topo["steps"] = topo["steps"][:3]
+            write(file, topo)
+            out = mailnet("run", file, "--dir", run_dir, "--keep", check=0)
+            assert "3 passed, 0 failed" in out.stdout, out.stdout
+            pid = launcher_pid(run_dir)
             assert pid and harness.pid_alive(pid), "--keep should leave the network up"
             assert len(os.listdir(os.path.join(run_dir, "deathstar.com", "mail", "vader", "new"))) == 1  # fresh folder
-        finally:
-            mailnet("down", "--dir", run_dir)
-            if pid and harness.pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
 
 
 def test_validate_reports_bad_steps():
@@ -137,7 +149,8 @@ def test_graph_formats_and_relay_counts():
         file = write(os.path.join(tmp, "drawn.json"), topo)
         before = mailnet("graph", file, cwd=tmp, check=0).stdout
         assert before.startswith('digraph "drawn" {') and '"jaku.com" -> "deathstar.com" [label=' not in before, before
-        mailnet("run", file, cwd=tmp, check=0)  # runs in ./run/drawn
+        with brought_down(os.path.join(tmp, "run", "drawn")):
+            mailnet("run", file, cwd=tmp, check=0)  # runs in ./run/drawn
         dot = mailnet("graph", file, cwd=tmp, check=0).stdout
         assert '"jaku.com" -> "deathstar.com" [label="2"];' in dot, dot
         assert '"deathstar.com" -> "jaku.com" [label="1"];' in dot, dot

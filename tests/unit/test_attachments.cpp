@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "node/attachments.hpp"
+#include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using mailnet::node::extract_attachments;
@@ -19,21 +20,11 @@ using mailnet::node::sanitize_file_name;
 
 namespace {
 
-struct temp_root {
-  fs::path path;
-  temp_root() {
-    static int n = 0;
-    path = fs::temp_directory_path() / ("mailnet_test_att_" + std::to_string(::getpid()) + "_" + std::to_string(++n));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_root() { fs::remove_all(path); }
+struct temp_root : mailnet::test::temp_dir {
+  temp_root() : temp_dir("att") {}
 };
 
-std::string read(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using mailnet::test::read_file;
 
 std::string part(const std::string& name, const std::string& base64, const std::string& type = "application/octet-stream") {
   return "Content-Type: " + type + "\r\nContent-Disposition: attachment; filename=\"" + name +
@@ -95,9 +86,9 @@ TEST_CASE("attachments are saved decoded; two with one name do not overwrite eac
   CHECK(r.error.empty());
   REQUIRE(r.saved.size() == 3);
   const auto dir = root.path / "1700000000.M1P2Q3.mailnet";
-  CHECK(read(dir / "same.txt") == "first");
-  CHECK(read(dir / "same-1.txt") == "second");
-  CHECK(read(dir / "escape.txt") == "evil");
+  CHECK(read_file(dir / "same.txt") == "first");
+  CHECK(read_file(dir / "same-1.txt") == "second");
+  CHECK(read_file(dir / "escape.txt") == "evil");
   CHECK(!fs::exists(root.path / "escape.txt"));
   // Nothing else in the folder (no temporary files left behind).
   CHECK(std::distance(fs::directory_iterator(dir), fs::directory_iterator()) == 3);
@@ -105,7 +96,7 @@ TEST_CASE("attachments are saved decoded; two with one name do not overwrite eac
   // The same message again into the same folder: new names, old files kept.
   auto again = extract_attachments(msg, root.path, "1700000000.M1P2Q3.mailnet");
   CHECK(again.saved.size() == 3);
-  CHECK(read(dir / "same.txt") == "first");
+  CHECK(read_file(dir / "same.txt") == "first");
   CHECK(fs::exists(dir / "same-3.txt"));
 }
 
@@ -131,8 +122,8 @@ TEST_CASE("nested multiparts and forwarded messages are walked") {
   auto r = extract_attachments(msg, root.path, "m1");
   CHECK(r.error.empty());
   REQUIRE(r.saved.size() == 2);
-  CHECK(read(root.path / "m1" / "outer.bin") == std::string("\x00\x01\x02", 3));
-  CHECK(read(root.path / "m1" / "inner.gif") == "GIF89a");
+  CHECK(read_file(root.path / "m1" / "outer.bin") == std::string("\x00\x01\x02", 3));
+  CHECK(read_file(root.path / "m1" / "inner.gif") == "GIF89a");
 }
 
 TEST_CASE("bad base64 in one attachment is reported; the others are saved") {
@@ -141,7 +132,7 @@ TEST_CASE("bad base64 in one attachment is reported; the others are saved") {
   auto r = extract_attachments(msg, root.path, "m1");
   CHECK(r.error.find("'bad.bin': invalid base64") != std::string::npos);
   REQUIRE(r.saved.size() == 1);
-  CHECK(read(root.path / "m1" / "good.txt") == "good");
+  CHECK(read_file(root.path / "m1" / "good.txt") == "good");
   CHECK(!fs::exists(root.path / "m1" / "bad.bin"));
 }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "node/durable_file.hpp"
+#include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using mailnet::node::group_committer;
@@ -22,16 +23,11 @@ using mailnet::node::staged_file;
 
 namespace {
 
-struct maildir_root {
-  fs::path path;
-  maildir_root() {
-    static int n = 0;
-    path = fs::temp_directory_path() / ("mailnet_test_gc_" + std::to_string(::getpid()) + "_" + std::to_string(++n));
-    fs::remove_all(path);
+struct maildir_root : mailnet::test::temp_dir {
+  maildir_root() : temp_dir("gc") {
     for (const char* box : {"a", "b"})
       for (const char* sub : {"tmp", "new"}) fs::create_directories(path / box / sub);
   }
-  ~maildir_root() { fs::remove_all(path); }
 
   std::size_t count(const char* box, const char* sub) const {
     return static_cast<std::size_t>(std::distance(fs::directory_iterator(path / box / sub), {}));

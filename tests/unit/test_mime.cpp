@@ -10,6 +10,7 @@
 
 #include "launcher/mail_client.hpp"
 #include "node/mime_parse.hpp"
+#include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using mailnet::launcher::build_mime;
@@ -20,19 +21,8 @@ using mailnet::node::parse_mail;
 
 namespace {
 
-struct temp_folder {
-  fs::path path;
-  temp_folder() {
-    static int n = 0;
-    path = fs::temp_directory_path() / ("mailnet_test_mime_" + std::to_string(::getpid()) + "_" + std::to_string(++n));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_folder() { fs::remove_all(path); }
-  fs::path write(const std::string& name, const std::string& data) const {
-    std::ofstream(path / name, std::ios::binary) << data;
-    return path / name;
-  }
+struct temp_folder : mailnet::test::temp_dir {
+  temp_folder() : temp_dir("mime") {}
 };
 
 std::string headers_of(const std::string& message) { return message.substr(0, message.find("\r\n\r\n")); }

@@ -28,6 +28,7 @@
 #include "node/resolver_client.hpp"
 #include "resolver/dns_server.hpp"
 #include "resolver/zone.hpp"
+#include "temp_dir.hpp"
 
 using namespace mailnet;
 namespace asio = boost::asio;
@@ -65,12 +66,7 @@ std::filesystem::path temp_log_file(const std::string& name) {
   return file;
 }
 
-std::string read_file(const std::filesystem::path& file) {
-  std::ifstream in(file);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using mailnet::test::read_file;
 
 std::uint16_t question_type(const std::vector<std::uint8_t>& query, std::size_t& type_offset) {
   std::size_t pos = 12;
