@@ -34,7 +34,7 @@ struct smtp_reply {
 asio::awaitable<smtp_reply> read_reply(smtp_channel& ch, millis timeout) {
   smtp_reply r;
   for (int n = 0; n < 100; ++n) {
-    auto [st, line] = co_await ch.read_line(4096, timeout);
+    auto [st, line] = co_await ch.read_line(4096, timeout, timeout);
     if (st != io_status::ok || line.size() < 3 ||
         !std::all_of(line.begin(), line.begin() + 3, [](char c) { return c >= '0' && c <= '9'; })) {
       r.code = 0;
@@ -102,6 +102,8 @@ void relay::recover() {
 
 void relay::flush() {
   // Every waiting message is retried; an attempt only touches pending recipients.
+  // One in the middle of an attempt retries right after it (deliver()).
+  ++flushes_;
   for (auto& [id, timer] : waiting_) timer->cancel();
 }
 
@@ -229,7 +231,12 @@ asio::awaitable<void> relay::attempt_domain(queued_message& m, const std::string
         // DATA was refused (no valid recipient, or trouble): an empty message
         // ends the data phase cleanly if the server did say 354 anyway.
         if (data.code == 354 && co_await send(".\r\n")) co_await read_reply(ch, t.relay_reply);
-        for (auto* r : accepted) r->last_error = data.code ? data.text : "4.4.2 DATA not answered";
+        // A 5xx to DATA itself is the server's last word for the recipients
+        // it had taken; anything else leaves them for the next attempt.
+        for (auto* r : accepted) {
+          if (data.code >= 500) r->state = "failed";
+          r->last_error = data.code ? data.text : "4.4.2 DATA not answered";
+        }
         co_await send("QUIT\r\n");
         co_return;
       }
@@ -359,6 +366,7 @@ asio::awaitable<void> relay::deliver(std::shared_ptr<queued_message> m) {
       co_await timer->async_wait(asio::as_tuple(asio::use_awaitable));
       waiting_.erase(m->id);
     }
+    const auto flushes_before = flushes_;
     std::set<std::string> domains;
     for (const auto& r : m->rcpts)
       if (r.state == "pending") domains.insert(r.domain);
@@ -416,6 +424,7 @@ asio::awaitable<void> relay::deliver(std::shared_ptr<queued_message> m) {
     auto delay = retry.first.count();
     for (int i = 1; i < m->attempts && delay < retry.max.count(); ++i) delay *= 2;
     delay = std::min<std::int64_t>(delay, retry.max.count());
+    if (flushes_ != flushes_before) delay = 0;  // asked to retry while this attempt ran (a peer came back)
     m->next_try_ms = now_ms() + delay;
     try {
       if (!pending) {

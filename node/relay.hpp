@@ -59,6 +59,7 @@ class relay {
   node_context& ctx_;
   resolver_client& resolver_;
   std::map<std::string, std::shared_ptr<boost::asio::steady_timer>> waiting_;  // id -> backoff timer
+  std::uint64_t flushes_ = 0;  // flush() calls so far
   std::map<std::string, std::vector<kept_connection>> kept_;                 // "host:port" -> idle connections
   bool sweeping_ = false;
 };

@@ -64,6 +64,18 @@ def test_dead_node_queues_and_restart_delivers_within_seconds():
         jaku = next(n for n in status["nodes"] if n["name"] == "jaku.com")
         assert jaku["queued"] == 1 and jaku["received"] == 1, jaku
 
+        # queue and flush name one node, in any case; an unknown or down one is an error.
+        out = mailnet(net, "queue", "nowhere.example", check=False)
+        assert out.returncode == 2 and "no domain nowhere.example" in out.stderr, out.stderr
+        assert "vader@deathstar.com" in mailnet(net, "queue", "JAKU.COM").stdout
+        assert "0 messages waiting" in mailnet(net, "queue", "deathstar.com").stdout
+        out = mailnet(net, "flush", "deathstar.com", check=False)
+        assert out.returncode != 0 and "deathstar.com is" in out.stderr, out.stdout + out.stderr
+        out = mailnet(net, "flush", "resolver", check=False)
+        assert out.returncode != 0 and "holds no mail" in out.stderr, out.stdout + out.stderr
+        mailnet(net, "flush", "Jaku.com.")  # retried now, not in 30 s
+        harness.wait_for(lambda: "attempts 2" in mailnet(net, "queue", "jaku.com").stdout, 5, "a second attempt")
+
         mailnet(net, "start", "deathstar.com")
         msgs = net.wait_messages("deathstar.com", "vader", 1, timeout=5)
         assert b"Subject: waits" in msgs[0]
@@ -215,7 +227,9 @@ class FakePeer:
     records each message, and answers the second MAIL on a connection with
     421 and closes, as a server whose idle timeout has just fired."""
 
-    def __init__(self, port):
+    def __init__(self, port, drop_second_mail=True, data_reply=b"354 go on\r\n", end_reply=b"250 stored\r\n"):
+        self.drop_second_mail = drop_second_mail
+        self.data_reply, self.end_reply = data_reply, end_reply
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", port))
@@ -245,21 +259,23 @@ class FakePeer:
                     conn.sendall(b"250-fake\r\n250 PIPELINING\r\n")
                 elif verb == b"MAIL":
                     mails += 1
-                    if mails == 2:
+                    if mails == 2 and self.drop_second_mail:
                         conn.sendall(b"421 4.4.2 fake: idle timeout\r\n")
                         return
                     conn.sendall(b"250 ok\r\n")
                 elif verb == b"RCPT":
                     conn.sendall(b"250 ok\r\n")
                 elif verb == b"DATA":
-                    conn.sendall(b"354 go on\r\n")
+                    conn.sendall(self.data_reply)
+                    if not self.data_reply.startswith(b"354"):
+                        continue
                     body = b""
                     for line in f:
                         if line == b".\r\n":
                             break
                         body += line
                     self.messages.append(body)
-                    conn.sendall(b"250 stored\r\n")
+                    conn.sendall(self.end_reply)
                 elif verb == b"QUIT":
                     conn.sendall(b"221 bye\r\n")
                     return
@@ -295,6 +311,34 @@ def test_a_kept_connection_that_meets_421_is_replaced_at_once():
             peer.close()
 
 
+def test_other_5xx_from_the_peer_bounce_at_once_with_its_reply():
+    """A 5xx to the DATA command, or to the end of the data, fails the
+    recipients the peer had taken: one DSN each, with the peer's status and
+    reply, not a retry until expiry."""
+    for data_reply, end_reply, status in ((b"554 5.7.1 fake: no data from you\r\n", b"250 stored\r\n", "5.7.1"),
+                                          (b"354 go on\r\n", b"552 5.3.4 fake: message too big\r\n", "5.3.4")):
+        topo = harness.two_domain_topology()
+        topo["defaults"]["retry"] = {"first": "30s", "max": "1m", "give_up_after": "10m"}  # a retry would show
+        with harness.Network(topo) as net:
+            net.start()
+            mailnet(net, "stop", "deathstar.com")
+            peer = FakePeer(harness.port_of(topo, "deathstar.com"), drop_second_mail=False,
+                            data_reply=data_reply, end_reply=end_reply)
+            try:
+                send(topo, "finn@jaku.com", ["vader@deathstar.com"], "refused " + status)
+                found = reports(net.wait_messages("jaku.com", "finn", 1, timeout=10))
+                assert len(found) == 1, found
+                block = found[0]["blocks"][0]
+                assert block["Final-Recipient"] == "rfc822; vader@deathstar.com", block
+                assert block["Action"] == "failed" and block["Status"] == status, block
+                code = (data_reply if status == "5.7.1" else end_reply).split(b" ")[0].decode()
+                assert block["Diagnostic-Code"].startswith(f"smtp; {code} {status}"), block
+                assert f"Subject: refused {status}" in found[0]["original"]
+                harness.wait_for(lambda: "0 messages waiting" in mailnet(net, "queue").stdout, 5, "the queue to drain")
+            finally:
+                peer.close()
+
+
 if __name__ == "__main__":
     harness.run_tests([test_dead_node_queues_and_restart_delivers_within_seconds,
                        test_bounces_for_unknown_domain_and_unknown_remote_user, test_expiry_bounces_with_5_4_7,
@@ -302,4 +346,5 @@ if __name__ == "__main__":
                        test_recovery_null_sender_and_corrupt_queue_files,
                        test_relay_keeps_its_connection_between_messages,
                        test_sync_by_files_delivers_local_and_relayed_mail,
-                       test_a_kept_connection_that_meets_421_is_replaced_at_once])
+                       test_a_kept_connection_that_meets_421_is_replaced_at_once,
+                       test_other_5xx_from_the_peer_bounce_at_once_with_its_reply])
