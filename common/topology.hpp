@@ -43,7 +43,8 @@ struct limits {
 
 // RFC 5321 §4.5.3.2 timeouts (a scenario can shorten them).
 struct timeouts {
-  millis command{300000};     // to receive one whole command line (a trickle does not reset it)
+  millis idle{300000};        // for the next command to begin (RFC 5321 §4.5.3.2.7: 5 minutes)
+  millis command{300000};     // to receive one whole command line once it began (a trickle does not reset it)
   millis data_block{180000};  // between two reads inside DATA
   millis data{600000};        // the whole DATA phase
   millis greeting_pause{0};   // wait before the 220; a client that talks first is refused

@@ -30,14 +30,25 @@ asio::awaitable<io_status> smtp_channel::fill(std::chrono::steady_clock::time_po
   co_return io_status::ok;
 }
 
-asio::awaitable<std::pair<io_status, std::string>> smtp_channel::read_line(std::size_t max, millis timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  bool discarding = false;
+asio::awaitable<std::pair<io_status, std::string>> smtp_channel::read_line(std::size_t max, millis idle,
+                                                                           millis command) {
+  const bool begun = !in_.empty() || skipping_;
+  auto deadline = std::chrono::steady_clock::now() + (begun ? command : idle);
+  bool waiting_for_first_byte = !begun;
   std::size_t scanned = 0;
   for (;;) {
     auto nl = in_.find('\n', scanned);
-    if (nl != std::string::npos) {
-      if (discarding || nl > max - 1) {  // max counts the CRLF
+    if (skipping_) {  // the rest of a line already answered as too long
+      if (nl == std::string::npos) {
+        in_.clear();
+      } else {
+        in_.erase(0, nl + 1);
+        skipping_ = false;
+        scanned = 0;
+        continue;
+      }
+    } else if (nl != std::string::npos) {
+      if (nl > max - 1) {  // max counts the CRLF
         in_.erase(0, nl + 1);
         co_return std::pair{io_status::too_long, std::string{}};
       }
@@ -45,14 +56,20 @@ asio::awaitable<std::pair<io_status, std::string>> smtp_channel::read_line(std::
       in_.erase(0, nl + 1);
       if (!line.empty() && line.back() == '\r') line.pop_back();
       co_return std::pair{io_status::ok, std::move(line)};
-    }
-    if (in_.size() > max) {  // keep memory bounded: drop what cannot be a command
-      discarding = true;
+    } else if (in_.size() > max) {
+      // Answered now, not when (if ever) the line ends; what follows of it,
+      // up to its LF, is dropped without a second reply. Memory stays bounded.
       in_.clear();
+      skipping_ = true;
+      co_return std::pair{io_status::too_long, std::string{}};
     }
     scanned = in_.size();
     auto st = co_await fill(deadline);
     if (st != io_status::ok) co_return std::pair{st, std::string{}};
+    if (waiting_for_first_byte) {  // the command has begun: its own deadline from now
+      waiting_for_first_byte = false;
+      deadline = std::chrono::steady_clock::now() + command;
+    }
   }
 }
 

@@ -29,7 +29,8 @@ class smtp_channel {
   // longer than max bytes is read and thrown away through its LF, in bounded
   // memory, and reported as too_long. The timeout is for the whole line, so
   // a client trickling a byte at a time cannot stretch it.
-  asio::awaitable<std::pair<io_status, std::string>> read_line(std::size_t max, millis timeout);
+  // idle: for the line's first byte; command: for the whole line from then on.
+  asio::awaitable<std::pair<io_status, std::string>> read_line(std::size_t max, millis idle, millis command);
 
   // Whatever is buffered, or the next bytes from the socket, within timeout
   // and before deadline. Call consume() with how much of it was used.
@@ -58,6 +59,7 @@ class smtp_channel {
   tcp::socket socket_;
   asio::steady_timer timer_;
   std::string in_;
+  bool skipping_ = false;  // inside a command line already answered as too long
 };
 
 }  // namespace mailnet::node

@@ -51,6 +51,9 @@ bool is_helo_argument(std::string_view s) {
     });
   std::string d = lower(s);
   if (!d.empty() && d.back() == '.') d.pop_back();
+  // Host names with '_' are common (containers, Windows machines) and are
+  // what swaks and smtplib send by default: taken like letters here.
+  std::replace(d.begin(), d.end(), '_', 'x');
   return is_valid_domain_name(d);
 }
 
@@ -218,6 +221,7 @@ step smtp_protocol::do_helo(std::string_view arg, bool esmtp) {
   reset_transaction();
   phase_ = phase::greeted;
   env_.helo = lower(arg);
+  if (env_.helo.size() > 1 && env_.helo.back() == '.') env_.helo.pop_back();  // "jaku.com." is jaku.com
   env_.esmtp = esmtp;
   if (!esmtp) return {"250 " + config_.name + "\r\n", next_step::read_command};
   return {multiline(250, {config_.name + " greets " + env_.helo, "SIZE " + std::to_string(config_.limits.message_size),
@@ -272,6 +276,15 @@ step smtp_protocol::do_rcpt(std::string_view arg) {
 
   recipient r{path.box.to_string(), path.box.domain, {}};
   const bool ours = path.box.domain == config_.name || config_.policy.mailbox_by_local_part;
+  // user%other.example@us, other.example!user@us and "user@other.example"@us
+  // name another host through this one: the old ways to make a server relay.
+  // Refused as relaying for outsiders; for our own senders there is no such mailbox.
+  const bool routes_elsewhere = path.box.local.find_first_of("%!@") != std::string::npos;
+  if (ours && routes_elsewhere) {
+    auto sender = parse_mailbox(env_.mail_from);
+    if (!sender || sender->domain != config_.name)
+      return reply(554, "5.7.1 <" + path.box.to_string() + ">: Relay access denied");
+  }
   if (ours) {
     auto found = find_local_mailbox(config_, path.box);
     if (found.mailbox.empty()) return reply(found.code, found.text);

@@ -139,7 +139,8 @@ asio::awaitable<void> session::run() {
   if (!co_await send(protocol_.greeting(), true)) co_return;
 
   for (;;) {
-    auto [st, line] = co_await channel_.read_line(ctx_.config.limits.command_line, ctx_.config.timeouts.command);
+    auto [st, line] = co_await channel_.read_line(ctx_.config.limits.command_line, ctx_.config.timeouts.idle,
+                                                       ctx_.config.timeouts.command);
     step s;
     if (st == io_status::timeout) {
       co_await send(protocol_.timeout_reply(), true);

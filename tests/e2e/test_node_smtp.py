@@ -58,12 +58,13 @@ class Raw:
 def topology():
     t = harness.two_domain_topology()
     t["defaults"]["limits"] = {"message_size": 200000, "recipients": 3}
-    t["defaults"]["timeouts"] = {"command": "1500ms", "data_block": "1500ms"}
+    t["defaults"]["timeouts"] = {"idle": "1s", "command": "1500ms", "data_block": "1500ms", "data": "3s"}
     jaku = t["domains"][0]
     jaku["limits"] = {"message_size": 200000, "recipients": 3, "connections": 20}
     port, = harness.free_tcp_ports(1)
     t["domains"].append({"name": "slow.example", "listen": f"127.0.0.1:{port}", "users": ["anna"],
-                         "timeouts": {"greeting_pause": "300ms"}, "limits": {"connections": 3}})
+                         "timeouts": {"greeting_pause": "300ms"},
+                         "limits": {"connections": 3, "command_line": 64, "text_line": 80}})
     return t
 
 
@@ -195,10 +196,12 @@ def test_overlong_lines_and_a_megabyte_without_crlf():
     conn = Raw(jaku_port())
     code, text = conn.cmd("NOOP " + "x" * 600)
     assert code == 500 and "5.5.2" in text, text
+    # The 500 comes while the line is still open: no LF is needed for it, and
+    # the rest of the line, when it ends, gets no second reply.
     conn.send(b"A" * (1 << 20))
-    conn.send(b"\r\n")
     code, text = conn.reply()
     assert code == 500 and "5.5.2" in text, text
+    conn.send(b"B" * 5000 + b"\r\n")
     assert conn.cmd("NOOP")[0] == 250  # still serving this client
     good_client_sends("after a megabyte")
     conn.close()
@@ -225,6 +228,57 @@ def test_text_line_and_size_limits():
     assert code == 552 and "5.3.4" in text, text
     conn.close()
     assert count("jaku.com", "finn") == before
+
+
+def test_small_line_limits_from_the_topology():
+    conn = Raw(harness.port_of(TOPO, "slow.example"))
+    assert conn.cmd("EHLO client.example")[0] == 250
+    code, text = conn.cmd("NOOP " + "x" * 60)  # 67 bytes with CRLF > 64
+    assert code == 500 and "5.5.2" in text, text
+    assert conn.cmd("MAIL FROM:<anna@slow.example>")[0] == 250
+    assert conn.cmd("RCPT TO:<anna@slow.example>")[0] == 250
+    assert conn.cmd("DATA")[0] == 354
+    conn.send("Subject: short lines\r\n\r\n" + "y" * 79 + "\r\n.\r\n")  # 81 bytes > 80
+    code, text = conn.reply()
+    assert code == 500 and "5.5.2" in text, text
+    assert conn.cmd("QUIT")[0] == 221
+    conn.close()
+
+
+def test_data_phase_deadlines():
+    """A client that stops inside DATA (data_block, 1.5 s here) and one that
+    trickles a byte now and then (the whole DATA phase, 3 s) both get 421 4.4.2
+    and lose nothing stored; a good client is served meanwhile."""
+    before = count("jaku.com", "finn")
+    silent, trickle = Raw(jaku_port()), Raw(jaku_port())
+    for conn in (silent, trickle):
+        start_mail(conn)
+        assert conn.cmd("DATA")[0] == 354
+        conn.send("Subject: never ends\r\n\r\nfirst line\r\n")
+    results = {}
+
+    def trickler():
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < 8:  # bounded; the node's 3 s ends it first
+                trickle.send(b"z")
+                time.sleep(0.3)  # each gap < data_block
+        except OSError:
+            pass
+        results["trickle"] = trickle.reply()
+
+    t = threading.Thread(target=trickler)
+    t.start()
+    good_client_sends("during slow data")
+    code, text = silent.reply()
+    assert code == 421 and "4.4.2" in text, text
+    assert silent.closed()
+    t.join(timeout=15)
+    code, text = results["trickle"]
+    assert code == 421 and "4.4.2" in text, text
+    assert count("jaku.com", "finn") == before
+    silent.close()
+    trickle.close()
 
 
 def test_recipient_limit_keeps_earlier_ones():
@@ -266,11 +320,14 @@ def test_relay_is_denied_to_outsiders():
     conn = Raw(jaku_port())
     assert conn.cmd("EHLO c.example")[0] == 250
     assert conn.cmd("MAIL FROM:<vader@deathstar.com>")[0] == 250
-    for rcpt in ("tarkin@deathstar.com", "luke@genshinimpact.com", "@jaku.com:tarkin@deathstar.com"):
+    for rcpt in ("tarkin@deathstar.com", "luke@genshinimpact.com", "@jaku.com:tarkin@deathstar.com",
+                 "tarkin%deathstar.com@jaku.com", "deathstar.com!tarkin@jaku.com", '"tarkin@deathstar.com"@jaku.com',
+                 "tarkin%deathstar.com@[127.0.0.1]"):
         code, text = conn.cmd(f"RCPT TO:<{rcpt}>")
-        assert code == 554 and "5.7.1" in text, (rcpt, text)
-    for rcpt in ("tarkin%deathstar.com@jaku.com", "deathstar.com!tarkin@jaku.com"):
-        assert conn.cmd(f"RCPT TO:<{rcpt}>")[0] == 550
+        assert text.startswith(("554 5.7.1", "553 5.1.3")), (rcpt, text)
+        if "[" not in rcpt:  # an address literal is refused as such
+            assert text.startswith("554 5.7.1") and "Relay access denied" in text, (rcpt, text)
+    assert conn.cmd("RCPT TO:<rey@jaku.com>")[0] == 250  # the session goes on
     conn.close()
 
 
@@ -390,6 +447,7 @@ if __name__ == "__main__":
             test_received_loop_limit, test_smtp_smuggling_never_ends_data_early,
             test_data_before_greeting_and_before_354, test_pipelined_commands_are_answered_in_order,
             test_overlong_lines_and_a_megabyte_without_crlf, test_text_line_and_size_limits,
+            test_small_line_limits_from_the_topology, test_data_phase_deadlines,
             test_recipient_limit_keeps_earlier_ones, test_nul_cr_lf_and_folder_escapes,
             test_relay_is_denied_to_outsiders, test_idle_and_trickling_clients_time_out_while_others_are_served,
             test_too_many_errors_and_connections, test_disk_failure_answers_451_and_leaves_nothing,
