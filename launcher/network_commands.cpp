@@ -1,6 +1,8 @@
 #include "launcher/commands.hpp"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <ctime>
 #include <fstream>
@@ -61,6 +63,11 @@ std::string time_text(std::int64_t ms) {
 int print_queue(const run_folder& folder, const std::string& only) {
   json topo = json::parse(std::ifstream(folder.topology_json()));
   std::size_t total = 0;
+  if (!only.empty() && std::none_of(topo["domains"].begin(), topo["domains"].end(),
+                                    [&](const json& d) { return d["name"] == only; })) {
+    std::cerr << "mailnet: no domain " << only << " in network " << topo.value("name", "") << "\n";
+    return 2;
+  }
   for (const auto& d : topo["domains"]) {
     std::string domain = d["name"];
     if (!only.empty() && domain != only) continue;
@@ -188,6 +195,9 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
     cmd->add_option("--dir", opts->dir, "the network's output folder");
     cmd->add_option("--net", opts->net, "the network's name, when several are up under ./run");
     commands.add(cmd, [opts, run] {
+      // A node is named by its domain, in any case, with or without the root's dot.
+      for (auto& ch : opts->target) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (opts->target.size() > 1 && opts->target.back() == '.') opts->target.pop_back();
       try {
         return run(locate_network(opts->choice()), *opts);
       } catch (const std::exception& e) {
@@ -245,11 +255,11 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
   });
 
   auto [flush_cmd, flush_opts] = network_command(
-      "flush", "retry every waiting message now", [ask](const run_folder& folder, const target_options& o) {
+      "flush", "retry waiting mail now", [ask](const run_folder& folder, const target_options& o) {
         nlohmann::json reply;
         return ask(folder, {{"cmd", "flush"}, {"name", o.target}}, reply);
       });
-  flush_cmd->add_option("domain", flush_opts->target, "accepted for symmetry: every node retries all it holds");
+  flush_cmd->add_option("domain", flush_opts->target, "only this node retries what it holds (default: every node)");
 
   auto [queue_cmd, queue_opts] = network_command(
       "queue", "list the mail waiting in the nodes' queues",

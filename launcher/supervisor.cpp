@@ -134,9 +134,11 @@ struct child {
 
 class supervisor {
  public:
-  supervisor(asio::io_context& io, topology net, run_folder folder, bool colour)
+  // console: where the person who typed `up` sees progress and a failed
+  // start's reason (stderr, or the terminal a detached launcher came from).
+  supervisor(asio::io_context& io, topology net, run_folder folder, bool colour, int console)
       : io_(io), net_(std::move(net)), folder_(std::move(folder)), changed_(io), signals_(io, SIGINT, SIGTERM),
-        control_(io), colour_(colour) {
+        control_(io), colour_(colour), console_(console) {
     changed_.expires_at(clock::time_point::max());
   }
 
@@ -193,6 +195,12 @@ class supervisor {
   asio::awaitable<void> stop_child(child& c, bool kill);
   asio::awaitable<void> stop_all();
   void flush_others(const std::string& except);
+  void tell_console(const std::string& text);
+
+ public:
+  void release_console() { console_ = -1; }  // it is about to be closed
+
+ private:
   void write_network_json();
   bool hold_network_json_ = false;  // during bring-up and stop_all
   void print_line(const child& c, const std::string& line);
@@ -210,6 +218,7 @@ class supervisor {
   asio::signal_set signals_;
   asio::local::stream_protocol::acceptor control_;
   bool colour_;
+  int console_;
   std::list<child> children_;  // stable addresses for the coroutines
   bool shutting_down_ = false;
   bool down_requested_ = false;
@@ -390,6 +399,18 @@ void supervisor::flush_others(const std::string& except) {
     if (c.name != except && c.name != "resolver" && c.state == child_state::ready) ::kill(c.current->pid, SIGUSR1);
 }
 
+// Also into the log when a detached launcher's console is the terminal.
+void supervisor::tell_console(const std::string& text) {
+  std::cerr << text << std::flush;
+  if (console_ < 0 || console_ == STDERR_FILENO) return;
+  for (std::size_t done = 0; done < text.size();) {
+    ssize_t n = ::write(console_, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    done += static_cast<std::size_t>(n);
+  }
+}
+
 void supervisor::write_network_json() {
   // Bring-up and shutdown write it once at their end: rewritten on every
   // child event it cost O(nodes²) (a queue scan per node per write) and was
@@ -465,16 +486,22 @@ asio::awaitable<json> supervisor::handle(const json& request) {
     notify();
     co_return json{{"ok", true}};
   }
-  if (cmd == "flush") {
+  const std::string name = request.value("name", "");
+  if (cmd == "flush" && name.empty()) {
     flush_others("");
     co_return json{{"ok", true}};
   }
-  const std::string name = request.value("name", "");
   child* c = find(name);
   if (!c) {
     std::string known;
     for (const auto& k : children_) known += (known.empty() ? "" : ", ") + k.name;
     co_return json{{"ok", false}, {"error", "no node named '" + name + "' (known: " + known + ")"}};
+  }
+  if (cmd == "flush") {  // one node retries what it holds
+    if (c->name == "resolver") co_return json{{"ok", false}, {"error", "the resolver holds no mail"}};
+    if (c->state != child_state::ready) co_return json{{"ok", false}, {"error", name + " is " + to_string(c->state)}};
+    ::kill(c->current->pid, SIGUSR1);
+    co_return json{{"ok", true}};
   }
   if (cmd == "kill" || cmd == "stop") {
     if (is_down(c->state)) co_return json{{"ok", false}, {"error", name + " is already " + to_string(c->state)}};
@@ -533,7 +560,7 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
   spawn(resolver);
   co_await wait_for_start([&] { return interrupted || resolver.state != child_state::starting; }, deadline);
   bool ok = resolver.state == child_state::ready;
-  const bool progress = colour_ && children_.size() > 10;  // on a terminal, for large topologies
+  const bool progress = console_ >= 0 && ::isatty(console_) && children_.size() > 10;  // on a terminal, large topologies
   if (ok) {
     for (auto it = std::next(children_.begin()); it != children_.end(); ++it) spawn(*it);
     auto ready_count = [&] {
@@ -545,14 +572,14 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
         [&] {
           if (progress && ready_count() != shown) {
             shown = ready_count();
-            std::cerr << "\rmailnet: " << shown << " of " << children_.size() << " ready" << std::flush;
+            tell_console("\rmailnet: " + std::to_string(shown) + " of " + std::to_string(children_.size()) + " ready");
           }
           return interrupted || std::none_of(children_.begin(), children_.end(), [](const child& c) {
                    return c.state == child_state::starting;
                  });
         },
         deadline);
-    if (progress) std::cerr << "\n";
+    if (progress) tell_console("\n");
     ok = std::all_of(children_.begin(), children_.end(), [](const child& c) { return c.state == child_state::ready; });
   }
 
@@ -565,7 +592,7 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
                             ? "not ready after " + std::to_string(ready_timeout.count()) + " ms"
                             : c.exit_text + (c.last_error.empty() ? "" : ": " + c.last_error);
       if (interrupted) why = "interrupted";
-      std::cerr << "mailnet: " << c.name << " (" << c.listen << ") failed to start: " << why << "\n";
+      tell_console("mailnet: " + c.name + " (" + c.listen + ") failed to start: " + why + "\n");
       break;
     }
     co_await stop_all();  // writes network.json
@@ -587,6 +614,9 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
   }
   asio::co_spawn(io_, serve_control(), report_failure);
   write_network_json();
+  // Mail queued in an earlier run may have been tried, and backed off, while
+  // its next hop was still starting: everyone retries now that all listen.
+  flush_others("");
 
   out_.print("mailnet: network " + net_.name + " is up (" + folder_.dir().string() + ")");
   for (const auto& c : children_) {
@@ -609,17 +639,28 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
 // -d: the parent waits on a pipe for the daemon's one byte, '1' ready or '0' failed.
 int detach_and_wait(int& ready_fd) {
   int fds[2];
-  if (::pipe(fds) != 0) return -1;
+  if (::pipe2(fds, O_CLOEXEC) != 0) return -1;
   pid_t pid = ::fork();
   if (pid < 0) return -1;
   if (pid > 0) {
     ::close(fds[1]);
+    // '1' once every node is ready. A failed start writes '0' and exits; the
+    // end of the pipe then says that the daemon is gone too.
     char byte = '0';
     ssize_t n;
     do n = ::read(fds[0], &byte, 1);
     while (n < 0 && errno == EINTR);
+    if (n == 1 && byte == '1') {
+      ::close(fds[0]);
+      return 0;
+    }
+    for (char rest;;) {
+      ssize_t r = ::read(fds[0], &rest, 1);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) break;
+    }
     ::close(fds[0]);
-    return n == 1 && byte == '1' ? 0 : 1;
+    return 1;
   }
   ::close(fds[0]);
   ::setsid();
@@ -660,6 +701,7 @@ int run_up(const up_options& options) {
   }
 
   int ready_fd = -1;
+  int console = STDERR_FILENO;
   if (options.detach) {
     int r = detach_and_wait(ready_fd);
     if (r >= 0) {
@@ -672,6 +714,9 @@ int run_up(const up_options& options) {
       std::cerr << "mailnet: cannot start in the background: " << std::strerror(errno) << "\n";
       return 1;
     }
+    // The terminal stays the console until the network is up (progress, or
+    // why it did not start); after that only launcher.log is written.
+    console = ::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
     int log = ::open(folder.launcher_log().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     int null = ::open("/dev/null", O_RDONLY);
     if (log >= 0) {
@@ -689,13 +734,17 @@ int run_up(const up_options& options) {
   std::signal(SIGPIPE, SIG_IGN);
   const bool colour = !options.detach && ::isatty(1) && !std::getenv("NO_COLOR");
   asio::io_context io(1);
-  supervisor sup(io, std::move(net), folder, colour);
+  supervisor sup(io, std::move(net), folder, colour, console);
   int code = 1;
   auto on_ready = [&](bool ok) {
     if (ready_fd < 0) return;
     char byte = ok ? '1' : '0';
     [[maybe_unused]] auto n = ::write(ready_fd, &byte, 1);
-    ::close(ready_fd);
+    if (ok) {  // a failed daemon keeps both until it exits: its parent waits for that
+      ::close(ready_fd);
+      sup.release_console();
+      if (console != STDERR_FILENO && console >= 0) ::close(console);
+    }
     ready_fd = -1;
   };
   asio::co_spawn(io, sup.bring_up(options.ready_timeout, on_ready), [&](std::exception_ptr e, bool ok) {

@@ -107,6 +107,24 @@ def pid_alive(pid):
         return False
 
 
+def processes_naming(folder):
+    """Pids of the processes whose command line names this folder (every
+    child of a network gets its run folder in its arguments). Read-only: a
+    test uses it to show that nothing was left running, never to kill."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().decode("utf-8", "replace").split("\0")
+        except OSError:
+            continue
+        if any(folder in a for a in argv) and pid_alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
 class Network:
     """A running `mailnet up` on a topology written to a temporary folder."""
 

@@ -104,8 +104,17 @@ def test_port_in_use_fails_cleanly():
             out = net.output()
             assert code == 1, out
             assert re.search(r"deathstar\.com .*failed to start.*Address already in use", out), out
-            for name, pid in net.child_pids().items():
-                harness.wait_for(lambda: not harness.pid_alive(pid), 5, f"{name} (pid {pid}) to be stopped")
+            harness.wait_for(lambda: not harness.processes_naming(net.run_dir), 5, "no process of the network left")
+            # The same in the background: the reason reaches the terminal
+            # that typed `up -d`, and nothing is left running when it returns.
+            out = subprocess.run([harness.binary("mailnet"), "up", "-d", net.topology_file, "--dir", net.run_dir],
+                                 capture_output=True, text=True, timeout=60)
+            assert out.returncode == 1, out.stdout + out.stderr
+            port = harness.port_of(topo, "deathstar.com")
+            assert re.search(rf"deathstar\.com \(127\.0\.0\.1:{port}\) failed to start.*Address already in use",
+                             out.stderr), out.stderr
+            assert "did not start" in out.stderr, out.stderr
+            assert harness.processes_naming(net.run_dir) == [], "a process of the failed network is still running"
     finally:
         blocker.close()
 
