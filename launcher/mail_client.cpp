@@ -12,7 +12,9 @@
 #include <memory>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <utility>
 
+#include "common/address.hpp"
 #include "node/data_reader.hpp"
 #include "node/dns_message.hpp"
 
@@ -65,17 +67,33 @@ class smtp_connection {
       throw io_error("cannot resolve " + host + ": " + ::gai_strerror(rc));
     std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> guard(found, &::freeaddrinfo);
     const std::string where = host + ":" + std::to_string(port);
-    fd_.fd = ::socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd_.fd < 0) throw io_error(sys_text("socket"));
-    if (::connect(fd_.fd, found->ai_addr, found->ai_addrlen) != 0) {
+    // Every address of the name in turn ("localhost" may be ::1 first while
+    // the node listens on 127.0.0.1); the last one's error is reported.
+    for (const addrinfo* a = found; a; a = a->ai_next) {
+      try {
+        connect_to(a, where);
+        if (verbose_) *verbose_ << "-- connected to " << where << "\n";
+        return;
+      } catch (const io_error&) {
+        if (!a->ai_next) throw;
+      }
+    }
+    throw io_error("cannot connect to " + where + ": no address");
+  }
+
+  void connect_to(const addrinfo* a, const std::string& where) {
+    fd_closer s;
+    s.fd = ::socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (s.fd < 0) throw io_error(sys_text("socket"));
+    if (::connect(s.fd, a->ai_addr, a->ai_addrlen) != 0) {
       if (errno != EINPROGRESS) throw io_error(sys_text("cannot connect to " + where));
-      wait_for(fd_.fd, POLLOUT, steady::now() + timeout_, "connecting to " + where);
+      wait_for(s.fd, POLLOUT, steady::now() + timeout_, "connecting to " + where);
       int err = 0;
       socklen_t len = sizeof err;
-      ::getsockopt(fd_.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      ::getsockopt(s.fd, SOL_SOCKET, SO_ERROR, &err, &len);
       if (err != 0) throw io_error("cannot connect to " + where + ": " + std::strerror(err));
     }
-    if (verbose_) *verbose_ << "-- connected to " << where << "\n";
+    std::swap(fd_.fd, s.fd);  // a socket left by an earlier try is closed with s
   }
 
   reply read_reply() {
@@ -204,6 +222,52 @@ endpoint find_domain_node(const endpoint& resolver, const std::string& domain, s
     throw std::runtime_error("the resolver at " + resolver.to_string() + " did not answer for " + domain + ": " +
                              result.detail);
   return {result.routes.front().host, result.routes.front().port};
+}
+
+std::optional<named_address> parse_named_address(std::string_view text) {
+  auto trim = [](std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+  };
+  text = trim(text);
+  named_address out;
+  std::string_view address = text;
+  if (!text.empty() && text.back() == '>') {
+    const auto open = text.rfind('<');
+    if (open == std::string_view::npos) return std::nullopt;
+    address = text.substr(open + 1, text.size() - open - 2);
+    std::string_view name = trim(text.substr(0, open));
+    if (name.size() >= 2 && name.front() == '"' && name.back() == '"') name = name.substr(1, name.size() - 2);
+    if (name.find_first_of("\"<>\r\n") != std::string_view::npos) return std::nullopt;
+    out.name = std::string(name);
+  }
+  auto box = parse_mailbox(trim(address));
+  if (!box) return std::nullopt;
+  out.address = box->to_string();
+  return out;
+}
+
+std::vector<std::string> split_address_list(std::string_view text) {
+  std::vector<std::string> out;
+  bool quoted = false;
+  int angle = 0;
+  std::string current;
+  for (char c : text) {
+    if (c == '"') quoted = !quoted;
+    else if (!quoted && c == '<') ++angle;
+    else if (!quoted && c == '>' && angle > 0) --angle;
+    if (c == ',' && !quoted && angle == 0) {
+      out.push_back(std::move(current));
+      current.clear();
+    } else {
+      current += c;
+    }
+  }
+  out.push_back(std::move(current));
+  // "a@x, b@y," leaves an empty last item: not an address, and not an error either.
+  if (out.size() > 1 && out.back().find_first_not_of(" \t") == std::string::npos) out.pop_back();
+  return out;
 }
 
 }  // namespace mailnet::launcher

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <ostream>
 #include <stdexcept>
 #include <string>
@@ -17,6 +18,18 @@
 
 namespace mailnet::launcher {
 
+// One address as people write it: "vader@deathstar.com", "<vader@deathstar.com>",
+// "Darth Vader <vader@deathstar.com>" or "\"Vader, Darth\" <vader@deathstar.com>".
+struct named_address {
+  std::string name;     // may be empty; UTF-8
+  std::string address;  // local@domain, as parse_mailbox writes it
+};
+std::optional<named_address> parse_named_address(std::string_view text);
+
+// A header's list: addresses separated by commas outside quotes and <>.
+std::vector<std::string> split_address_list(std::string_view text);
+
+// Addresses may be written either way above; each --to/--cc/--bcc may hold a list.
 struct outgoing_mail {
   std::string from;
   std::vector<std::string> to, cc, bcc;  // bcc never appears in the headers

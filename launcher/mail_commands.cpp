@@ -52,8 +52,9 @@ struct send_options {
 
 int run_send(const send_options& o) {
   outgoing_mail mail = o.mail;
-  auto sender = parse_mailbox(mail.from);
-  if (!sender) throw mail_error("--from: not a mail address: '" + mail.from + "'");
+  auto named_sender = parse_named_address(mail.from);
+  if (!named_sender) throw mail_error("--from: not a mail address: '" + mail.from + "'");
+  auto sender = parse_mailbox(named_sender->address);
   if (!o.body_file.empty()) {
     try {
       mail.body = node::read_whole_file(o.body_file);
@@ -82,9 +83,12 @@ int run_send(const send_options& o) {
     target = find_domain_node(net.resolver.listen, domain, net.resolver.query_timeout, net.resolver.query_attempts);
   }
 
+  // The envelope: bare addresses (build_mime has checked every one).
   std::vector<std::string> rcpts;
-  for (const auto* list : {&mail.to, &mail.cc, &mail.bcc}) rcpts.insert(rcpts.end(), list->begin(), list->end());
-  auto result = send_message(target.host, target.port, sender->domain, mail.from, rcpts, message,
+  for (const auto* lists : {&mail.to, &mail.cc, &mail.bcc})
+    for (const auto& list : *lists)
+      for (const auto& a : split_address_list(list)) rcpts.push_back(parse_named_address(a)->address);
+  auto result = send_message(target.host, target.port, sender->domain, sender->to_string(), rcpts, message,
                              o.verbose ? &std::cerr : nullptr, std::chrono::seconds(o.timeout_s));
   if (!result.ok) {
     std::cerr << "mailnet: send to " << target.to_string() << " failed: " << result.reply << "\n";

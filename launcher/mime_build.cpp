@@ -39,10 +39,12 @@ bool looks_like_text(std::string_view data) {
 
 void add_mailboxes(GMimeMessage* msg, GMimeAddressType type, const std::vector<std::string>& addresses,
                    const char* field) {
-  for (const auto& a : addresses) {
-    if (!parse_mailbox(a)) throw mail_error(std::string(field) + ": not a mail address: '" + a + "'");
-    g_mime_message_add_mailbox(msg, type, "", a.c_str());
-  }
+  for (const auto& list : addresses)
+    for (const auto& a : split_address_list(list)) {
+      auto named = parse_named_address(a);
+      if (!named) throw mail_error(std::string(field) + ": not a mail address: '" + a + "'");
+      g_mime_message_add_mailbox(msg, type, named->name.c_str(), named->address.c_str());
+    }
 }
 
 gobject_ptr<GMimeDataWrapper> wrap(std::string_view bytes) {
@@ -121,10 +123,12 @@ std::string build_mime(const outgoing_mail& mail) {
     throw mail_error("subject: must be one line of UTF-8 text");
   if (!is_utf8(mail.body)) throw mail_error("body: not valid UTF-8 text");
   if (mail.to.empty() && mail.cc.empty() && mail.bcc.empty()) throw mail_error("no recipient: give --to, --cc or --bcc");
-  for (const auto& a : mail.bcc)
-    if (!parse_mailbox(a)) throw mail_error("--bcc: not a mail address: '" + a + "'");
-  const auto from = parse_mailbox(mail.from);
+  for (const auto& list : mail.bcc)
+    for (const auto& a : split_address_list(list))
+      if (!parse_named_address(a)) throw mail_error("--bcc: not a mail address: '" + a + "'");
+  const auto from = parse_named_address(mail.from);
   if (!from) throw mail_error("--from: not a mail address: '" + mail.from + "'");
+  const auto from_domain = from->address.substr(from->address.rfind('@') + 1);
 
   auto lock = node::lock_gmime();
   gobject_ptr<GMimeMessage> msg(g_mime_message_new(TRUE));
@@ -135,7 +139,7 @@ std::string build_mime(const outgoing_mail& mail) {
   GDateTime* now = g_date_time_new_now_local();
   g_mime_message_set_date(msg.get(), now);
   g_date_time_unref(now);
-  gchar_ptr id(g_mime_utils_generate_message_id(from->domain.c_str()));
+  gchar_ptr id(g_mime_utils_generate_message_id(from_domain.c_str()));
   g_mime_message_set_message_id(msg.get(), id.get());
 
   auto body = text_part(mail.body);

@@ -19,6 +19,33 @@ bool allowed(unsigned char c) {
          c == '_' || c == '+';
 }
 
+// The length of the well-formed UTF-8 sequence at s (2 to 4 bytes) for a
+// character that is fine in a file name, or 0: a malformed sequence, or a C1
+// control, a zero-width or direction-changing character, a line or paragraph
+// separator, a byte-order mark, a private-use or unassigned-plane character.
+std::size_t utf8_letter(std::string_view s) {
+  const auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+  const unsigned char c = b(0);
+  std::size_t n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
+  if (n == 0 || s.size() < n) return 0;
+  char32_t cp = c & (n == 2 ? 0x1F : n == 3 ? 0x0F : 0x07);
+  for (std::size_t i = 1; i < n; ++i) {
+    if ((b(i) & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (b(i) & 0x3F);
+  }
+  const char32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < least[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;  // overlong, surrogate
+  const bool unfit = cp <= 0x9F ||                      // C1 controls
+                     (cp >= 0x200B && cp <= 0x200F) ||  // zero-width characters, LRM, RLM
+                     (cp >= 0x2028 && cp <= 0x202E) ||  // separators, embeddings, overrides
+                     (cp >= 0x2060 && cp <= 0x206F) ||  // invisible operators, isolates
+                     cp == 0xFEFF ||                    // byte-order mark
+                     (cp >= 0xE000 && cp <= 0xF8FF) ||  // private use
+                     (cp >= 0xFFF0 && cp <= 0xFFFF) ||  // specials, noncharacters
+                     cp >= 0xE0000;                     // tags, variation selectors, private planes
+  return unfit ? 0 : n;
+}
+
 // "photo.jpg" -> {"photo", ".jpg"}; a short trailing extension only, so
 // that truncation and the -1, -2 suffixes keep what tells the file's type.
 std::pair<std::string, std::string> split_extension(const std::string& name) {
@@ -84,18 +111,31 @@ std::filesystem::path save_one(const std::filesystem::path& dir, const std::stri
 
 std::string sanitize_file_name(std::string_view name) {
   std::string out;
-  for (unsigned char c : name) {
-    if (allowed(c)) out += static_cast<char>(c);
-    else if (out.empty() || out.back() != '_') out += '_';
+  for (std::size_t i = 0; i < name.size();) {
+    const auto c = static_cast<unsigned char>(name[i]);
+    if (allowed(c) || c == ' ') {
+      out += static_cast<char>(c);
+      ++i;
+    } else if (std::size_t n = c >= 0x80 ? utf8_letter(name.substr(i)) : 0; n > 0) {
+      out.append(name.substr(i, n));
+      i += n;
+    } else {
+      if (out.empty() || out.back() != '_') out += '_';
+      ++i;
+    }
   }
   // No hidden files, nothing that reads as "." or "..", nothing a shell
-  // takes for an option.
-  auto first = out.find_first_not_of("._-");
+  // takes for an option, no space at either end.
+  auto first = out.find_first_not_of("._- ");
   out = first == std::string::npos ? std::string() : out.substr(first);
+  while (!out.empty() && out.back() == ' ') out.pop_back();
   if (out.empty()) return "attachment";
   if (out.size() > max_file_name) {
     auto [stem, ext] = split_extension(out);
-    out = stem.substr(0, max_file_name - ext.size()) + ext;
+    std::size_t keep = max_file_name - std::min(ext.size(), max_file_name);
+    // Back to the start of a character: never half of a UTF-8 sequence.
+    while (keep > 0 && keep < stem.size() && (static_cast<unsigned char>(stem[keep]) & 0xC0) == 0x80) --keep;
+    out = stem.substr(0, keep) + ext;
   }
   return out;
 }

@@ -25,9 +25,11 @@ extraction_result extract_attachments(std::string_view message, const std::files
                                       const std::string& message_name, const mime_limits& limits = {});
 
 // A file name safe to create in a folder: ASCII letters, digits, '.', '-',
-// '_', '+' (anything else becomes '_', runs of '_' collapse), no leading
-// dot, at most max_file_name bytes with the extension kept. Never empty:
-// "attachment" stands in for a name with nothing left.
+// '_', '+', inner spaces, and letters of other scripts (well-formed UTF-8,
+// without control, invisible or direction-changing characters); anything
+// else becomes '_' (runs of '_' collapse). No leading dot, '-' or space, at
+// most max_file_name bytes with the extension kept, never cut inside a
+// character. Never empty: "attachment" stands in for a name with nothing left.
 inline constexpr std::size_t max_file_name = 100;
 std::string sanitize_file_name(std::string_view name);
 

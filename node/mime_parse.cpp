@@ -42,7 +42,10 @@ const char* describe(GMimeParserWarning code) {
 void on_parser_warning(gint64 offset, GMimeParserWarning code, const gchar*, gpointer user_data) {
   if (!breaks_structure(code)) return;
   auto& out = *static_cast<parsed_mail*>(user_data);
-  out.structure_ok = false;
+  // A multipart whose closing boundary never comes (hand-written mail often
+  // forgets it) still holds whole parts, as mail readers show them: they
+  // are kept, and the cut is reported. Anything else voids the tree.
+  if (code != GMIME_WARN_TRUNCATED_MESSAGE) out.structure_ok = false;
   std::string text = describe(code);
   if (offset >= 0) text += " at byte " + std::to_string(offset);
   for (const auto& e : out.errors)
@@ -114,20 +117,24 @@ class walker {
     gchar_ptr type(g_mime_content_type_get_mime_type(g_mime_object_get_content_type(obj)));
     a.content_type = text_of(type.get());
     if (GMimeDataWrapper* content = g_mime_part_get_content(part)) {
-      // GMime's base64 decoder skips what it does not know; a damaged
-      // attachment must be reported, not saved as if it were the original.
-      if (g_mime_part_get_content_encoding(part) == GMIME_CONTENT_ENCODING_BASE64 &&
-          !is_valid_base64(raw_content(content))) {
-        out_.errors.push_back(label + ": invalid base64");
-        return;
+      // Base64 is decoded here, not by GMime: its decoder skips what it does
+      // not know and drops an unpadded last group.
+      if (g_mime_part_get_content_encoding(part) == GMIME_CONTENT_ENCODING_BASE64) {
+        auto data = decode_base64(raw_content(content));
+        if (!data) {
+          out_.errors.push_back(label + ": invalid base64");
+          return;
+        }
+        a.data = std::move(*data);
+      } else {
+        gobject_ptr<GMimeStream> decoded(g_mime_stream_mem_new());
+        if (g_mime_data_wrapper_write_to_stream(content, decoded.get()) < 0) {
+          out_.errors.push_back(label + ": cannot decode");
+          return;
+        }
+        GByteArray* bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(decoded.get()));
+        a.data.assign(reinterpret_cast<const char*>(bytes->data), bytes->len);
       }
-      gobject_ptr<GMimeStream> decoded(g_mime_stream_mem_new());
-      if (g_mime_data_wrapper_write_to_stream(content, decoded.get()) < 0) {
-        out_.errors.push_back(label + ": cannot decode");
-        return;
-      }
-      GByteArray* bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(decoded.get()));
-      a.data.assign(reinterpret_cast<const char*>(bytes->data), bytes->len);
     }
     if (total_ + a.data.size() > limits_.max_total_bytes) {
       out_.errors.push_back(label + ": attachments exceed " + std::to_string(limits_.max_total_bytes) + " bytes");
@@ -151,20 +158,35 @@ std::unique_lock<std::mutex> lock_gmime() {
   return std::unique_lock(mutex);
 }
 
-bool is_valid_base64(std::string_view text) {
+std::optional<std::string> decode_base64(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() / 4 * 3);
+  std::uint32_t bits = 0;
   std::size_t symbols = 0, padding = 0;
   for (unsigned char c : text) {
     if (c == '\r' || c == '\n' || c == ' ' || c == '\t') continue;
     if (c == '=') {
       ++padding;
-      ++symbols;
       continue;
     }
-    bool alphabet = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
-    if (!alphabet || padding > 0) return false;  // data after '=' padding is not base64
-    ++symbols;
+    int v = c >= 'A' && c <= 'Z' ? c - 'A' : c >= 'a' && c <= 'z' ? c - 'a' + 26 : c >= '0' && c <= '9' ? c - '0' + 52
+            : c == '+' ? 62 : c == '/' ? 63 : -1;
+    if (v < 0 || padding > 0) return std::nullopt;  // outside the alphabet, or data after the padding
+    bits = (bits << 6) | static_cast<std::uint32_t>(v);
+    if (++symbols % 4 == 0) {
+      out += static_cast<char>((bits >> 16) & 0xFF);
+      out += static_cast<char>((bits >> 8) & 0xFF);
+      out += static_cast<char>(bits & 0xFF);
+    }
   }
-  return padding <= 2 && symbols % 4 == 0;
+  const std::size_t tail = symbols % 4;  // 0, 2 or 3 symbols after the last full group
+  if (tail == 1 || padding > 2 || (padding > 0 && (tail + padding) % 4 != 0)) return std::nullopt;
+  if (tail == 2) out += static_cast<char>((bits >> 4) & 0xFF);
+  if (tail == 3) {
+    out += static_cast<char>((bits >> 10) & 0xFF);
+    out += static_cast<char>((bits >> 2) & 0xFF);
+  }
+  return out;
 }
 
 parsed_mail parse_mail(std::string_view message, const mime_limits& limits) {

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -43,8 +44,12 @@ parsed_mail parse_mail(std::string_view message, const mime_limits& limits = {})
 // Every use of GMime holds this lock; the first call initialises GMime.
 std::unique_lock<std::mutex> lock_gmime();
 
-// True when text is valid base64 (RFC 2045 §6.8): the alphabet, line breaks
-// and spaces, '=' padding only at the end, a multiple of four symbols.
-bool is_valid_base64(std::string_view text);
+// Base64 (RFC 2045 §6.8) as mail clients write it: the alphabet, line breaks
+// and spaces, '=' padding only at the end. The padding may be left out (as
+// some clients do), so 2 or 3 symbols may end the text; a lone one cannot be
+// decoded. nullopt for anything else: a damaged attachment is reported, not
+// saved as if it were the original.
+std::optional<std::string> decode_base64(std::string_view text);
+inline bool is_valid_base64(std::string_view text) { return decode_base64(text).has_value(); }
 
 }  // namespace mailnet::node

@@ -166,6 +166,32 @@ def test_malformed_mime_is_delivered_and_the_failure_logged():
         lines = wait_extraction(net, "jaku.com", "finn")
         assert "event=attachment_error" in lines[0] and "invalid base64" in lines[0], lines
 
+        # A closing boundary that never comes: the whole part is saved and the cut logged.
+        unterminated = ("From: <rey@jaku.com>\r\nTo: <obiwan@jaku.com>\r\nSubject: unterminated\r\n"
+                        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"u1\"\r\n\r\n"
+                        "--u1\r\nContent-Type: text/plain\r\n\r\nhi\r\n--u1\r\n"
+                        "Content-Type: text/plain\r\nContent-Disposition: attachment; filename=\"kept.txt\"\r\n"
+                        "Content-Transfer-Encoding: base64\r\n\r\na2VwdA\r\n").encode()  # "kept", no padding
+        # Nesting far beyond any mail reader's: delivered, and the extraction refused.
+        deep = "Content-Type: text/plain\r\nContent-Disposition: attachment; filename=\"deep.txt\"\r\n\r\nx\r\n"
+        for i in range(300):
+            deep = f"Content-Type: multipart/mixed; boundary=\"n{i}\"\r\n\r\n--n{i}\r\n{deep}--n{i}--\r\n"
+        deep = ("From: <rey@jaku.com>\r\nTo: <rey@jaku.com>\r\nSubject: deep\r\nMIME-Version: 1.0\r\n"
+                + deep).encode()
+        with smtplib.SMTP("127.0.0.1", harness.port_of(topo, "jaku.com"), timeout=10) as s:
+            s.sendmail("rey@jaku.com", ["obiwan@jaku.com"], unterminated)
+            s.sendmail("rey@jaku.com", ["rey@jaku.com"], deep)
+        (delivered,) = net.wait_messages("jaku.com", "obiwan", 1)
+        assert delivered.endswith(unterminated)
+        (line,) = wait_extraction(net, "jaku.com", "obiwan")
+        assert "saved=1" in line and "truncated message" in line, line
+        folder = saved_folder(net, "jaku.com", "obiwan")
+        assert os.listdir(folder) == ["kept.txt"] and read(os.path.join(folder, "kept.txt")) == b"kept"
+        (delivered,) = net.wait_messages("jaku.com", "rey", 1)
+        assert delivered.endswith(deep)
+        (line,) = wait_extraction(net, "jaku.com", "rey")
+        assert "event=attachment_error" in line and "nesting" in line, line
+
 
 def test_swaks_attachments_are_extracted_and_readable_with_mailbox():
     topo = harness.two_domain_topology()
@@ -202,23 +228,28 @@ def test_smtplib_with_the_email_package():
         msg.add_attachment(read(JPEG), maintype="image", subtype="jpeg", filename="falcon ✈.jpg")
         msg.add_attachment(read(TEXT), maintype="text", subtype="plain", filename="plans.txt")
         msg.add_attachment(b"second copy", maintype="text", subtype="plain", filename="plans.txt")
+        msg.add_attachment(b"cyrillic", maintype="text", subtype="plain", filename="../../плани\u202e.txt")
         with smtplib.SMTP("127.0.0.1", harness.port_of(topo, "jaku.com"), timeout=10) as s:
             s.send_message(msg)
         for user in ("obiwan", "finn"):
             net.wait_messages("jaku.com", user, 1)
             lines = wait_extraction(net, "jaku.com", user)
-            assert "saved=3" in lines[0], lines
+            assert "saved=4" in lines[0], lines
             folder = saved_folder(net, "jaku.com", user)
-            # Names sanitised (non-ASCII becomes '_'), and the second plans.txt does not overwrite the first.
-            assert sorted(os.listdir(folder)) == ["falcon_.jpg", "plans-1.txt", "plans.txt"], os.listdir(folder)
-            assert read(os.path.join(folder, "falcon_.jpg")) == read(JPEG)
+            # Names sanitised (letters of any script and inner spaces stay; a path
+            # and a direction override do not), and the second plans.txt does
+            # not overwrite the first.
+            assert sorted(os.listdir(folder)) == ["falcon ✈.jpg", "plans-1.txt", "plans.txt", "плани_.txt"], \
+                os.listdir(folder)
+            assert read(os.path.join(folder, "falcon ✈.jpg")) == read(JPEG)
+            assert read(os.path.join(folder, "плани_.txt")) == b"cyrillic"
             assert read(os.path.join(folder, "plans.txt")) == read(TEXT)
             assert read(os.path.join(folder, "plans-1.txt")) == b"second copy"
             (got,) = [parsed(m) for m in maildir(net, "jaku.com", user)]
             assert got["Subject"] == "Сообщение с вложениями ✓"
             assert got.get_body(("plain",)).get_content() == "Body with ünïcode.\n"
             names = [p.get_filename() for p in got.iter_attachments()]
-            assert names == ["falcon ✈.jpg", "plans.txt", "plans.txt"], names
+            assert names == ["falcon ✈.jpg", "plans.txt", "plans.txt", "../../плани\u202e.txt"], names
 
 
 if __name__ == "__main__":

@@ -55,9 +55,23 @@ TEST_CASE("file names are sanitised by an allow-list") {
   CHECK(sanitize_file_name("..") == "attachment");
   CHECK(sanitize_file_name("") == "attachment");
   CHECK(sanitize_file_name("-rf") == "rf");
-  CHECK(sanitize_file_name("a b\tc\r\nd") == "a_b_c_d");
+  CHECK(sanitize_file_name("a b\tc\r\nd") == "a b_c_d");
+  CHECK(sanitize_file_name("  my plans .txt  ") == "my plans .txt");
   CHECK(sanitize_file_name(std::string("nul\0byte", 8)) == "nul_byte");
-  CHECK(sanitize_file_name("résumé.pdf") == "r_sum_.pdf");
+  // Other scripts stay readable; what could hide or reorder text does not.
+  CHECK(sanitize_file_name("résumé.pdf") == "résumé.pdf");
+  CHECK(sanitize_file_name("плани.txt") == "плани.txt");
+  CHECK(sanitize_file_name("日本.jpg") == "日本.jpg");
+  CHECK(sanitize_file_name("\xF0\x9F\x9A\x80 launch.gif") == "\xF0\x9F\x9A\x80 launch.gif");  // an emoji
+  CHECK(sanitize_file_name("invoice\xE2\x80\xAE" "fdp.exe") == "invoice_fdp.exe");                // U+202E
+  CHECK(sanitize_file_name("a\xE2\x80\x8B" "b") == "a_b");                                           // U+200B
+  CHECK(sanitize_file_name("\xC2\x85x") == "x");  // C1 NEL
+  CHECK(sanitize_file_name("bad\xC3(utf8\xC0\xAF.txt") == "bad_utf8_.txt");  // malformed, overlong
+  CHECK(sanitize_file_name("\xED\xA0\x80x") == "x");                                              // a surrogate
+  const auto cyrillic = sanitize_file_name(std::string(300, 'a') + "\xD0\xB6\xD0\xB6\xD0\xB6" + std::string(200, 'b'));
+  CHECK(cyrillic.size() <= mailnet::node::max_file_name);
+  const auto wide = sanitize_file_name(std::string(99, 'a') + "\xD0\xB6\xD0\xB6");  // 103 bytes: cut between characters
+  CHECK(wide == std::string(99, 'a'));
   const auto long_name = sanitize_file_name(std::string(500, 'a') + ".jpeg");
   CHECK(long_name.size() == mailnet::node::max_file_name);
   CHECK(long_name.ends_with(".jpeg"));
@@ -72,7 +86,13 @@ TEST_CASE("base64 validation") {
   CHECK(is_valid_base64("aGVsbG8=\r\n"));
   CHECK(is_valid_base64("aGVs\r\nbG8h"));
   CHECK(is_valid_base64(""));
-  CHECK_FALSE(is_valid_base64("aGVsbG8"));      // not a multiple of four
+  CHECK(mailnet::node::decode_base64("aGVsbG8") == "hello");    // padding left out
+  CHECK(mailnet::node::decode_base64("aGVsbA") == "hell");
+  CHECK(mailnet::node::decode_base64("aGVs\r\nbG8h") == "hello!");
+  CHECK(mailnet::node::decode_base64("aGVsbA==") == "hell");
+  CHECK_FALSE(is_valid_base64("aGVsb"));        // one symbol cannot make a byte
+  CHECK_FALSE(is_valid_base64("aGVsbA="));      // padding that does not fill the group
+  CHECK_FALSE(is_valid_base64("="));
   CHECK_FALSE(is_valid_base64("aGV*bG8h"));     // outside the alphabet
   CHECK_FALSE(is_valid_base64("aG==bG8h"));     // data after padding
   CHECK_FALSE(is_valid_base64("a==="));         // three padding symbols
@@ -136,13 +156,21 @@ TEST_CASE("bad base64 in one attachment is reported; the others are saved") {
   CHECK(!fs::exists(root.path / "m1" / "bad.bin"));
 }
 
-TEST_CASE("an unterminated boundary fails softly and saves nothing") {
+TEST_CASE("an unterminated boundary keeps the parts it holds and reports the cut") {
   temp_root root;
-  auto msg = message(multipart("b1", {text_part, part("cut.txt", "Y3V0")}, false));
+  auto msg = message(multipart("b1", {text_part, part("first.txt", "Zmlyc3Q="), part("cut.txt", "Y3V0")}, false));
   auto r = extract_attachments(msg, root.path, "m1");
-  CHECK_FALSE(r.error.empty());
-  CHECK(r.saved.empty());
-  CHECK(!fs::exists(root.path / "m1"));
+  CHECK(r.error.find("truncated message") != std::string::npos);
+  REQUIRE(r.saved.size() == 2);
+  CHECK(read_file(root.path / "m1" / "first.txt") == "first");
+  CHECK(read_file(root.path / "m1" / "cut.txt") == "cut");
+  // Cut inside an attachment's base64: that one is reported, not saved.
+  auto torn = message(multipart("b2", {text_part, part("whole.txt", "d2hvbGU="), part("torn.bin", "dG9y")}, false));
+  torn.resize(torn.size() - 5);  // "G9y" and the CRLF gone: one symbol left
+  r = extract_attachments(torn, root.path, "m2");
+  CHECK(r.error.find("'torn.bin': invalid base64") != std::string::npos);
+  REQUIRE(r.saved.size() == 1);
+  CHECK(read_file(root.path / "m2" / "whole.txt") == "whole");
 }
 
 TEST_CASE("deep nesting is bounded, never a crash") {

@@ -107,6 +107,39 @@ TEST_CASE("bcc stays out of the headers; cc is in them") {
   CHECK(parse_mail(raw).cc == "tarkin@deathstar.com");
 }
 
+TEST_CASE("addresses as people write them: display names, angle brackets, lists") {
+  using mailnet::launcher::parse_named_address;
+  using mailnet::launcher::split_address_list;
+  auto a = parse_named_address("  Darth Vader <Vader@DeathStar.com> ");
+  REQUIRE(a);
+  CHECK(a->name == "Darth Vader");
+  CHECK(a->address == "Vader@deathstar.com");
+  a = parse_named_address("\"Kenobi, Obi-Wan\" <obiwan@jaku.com>");
+  REQUIRE(a);
+  CHECK(a->name == "Kenobi, Obi-Wan");
+  CHECK(parse_named_address("<rey@jaku.com>")->name.empty());
+  CHECK(parse_named_address("rey@jaku.com")->address == "rey@jaku.com");
+  CHECK_FALSE(parse_named_address("Rey <rey@jaku.com"));
+  CHECK_FALSE(parse_named_address("Rey <>"));
+  CHECK_FALSE(parse_named_address("Re\ny <rey@jaku.com>"));
+  CHECK(split_address_list("\"Kenobi, Obi-Wan\" <obiwan@jaku.com>, tarkin@deathstar.com,") ==
+        std::vector<std::string>{"\"Kenobi, Obi-Wan\" <obiwan@jaku.com>", " tarkin@deathstar.com"});
+
+  auto m = simple_mail();
+  m.from = "Darth Vader <vader@deathstar.com>";
+  m.to = {"\"Kenobi, Obi-Wan\" <obiwan@jaku.com>, Grand Moff Tarkin <tarkin@deathstar.com>"};
+  m.subject = "names";
+  const auto raw = build_mime(m);
+  std::string headers = headers_of(raw);
+  for (std::size_t fold; (fold = headers.find("\r\n\t")) != std::string::npos;) headers.replace(fold, 3, " ");
+  for (std::size_t fold; (fold = headers.find("\r\n ")) != std::string::npos;) headers.erase(fold, 2);
+  CHECK(headers.find("From: Darth Vader <vader@deathstar.com>") != std::string::npos);
+  CHECK(headers.find("\"Kenobi, Obi-Wan\" <obiwan@jaku.com>") != std::string::npos);
+  CHECK(headers.find("Grand Moff Tarkin <tarkin@deathstar.com>") != std::string::npos);
+  m.to = {"obiwan@jaku.com, not an address"};
+  CHECK_THROWS_WITH_AS(build_mime(m), doctest::Contains("--to: not a mail address: ' not an address'"), mail_error);
+}
+
 TEST_CASE("bad input gets a specific error") {
   auto m = simple_mail();
   m.attachments = {"/nonexistent/mailnet/file.jpg"};
