@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
@@ -78,6 +79,41 @@ def test_run_passes_fails_and_keeps():
             pid = launcher_pid(run_dir)
             assert pid and harness.pid_alive(pid), "--keep should leave the network up"
             assert len(os.listdir(os.path.join(run_dir, "deathstar.com", "mail", "vader", "new"))) == 1  # fresh folder
+
+
+def test_run_plays_stop_waits_and_the_resolver():
+    """The step kinds the shipped scenarios do not play: stop, a fixed wait,
+    the resolver killed and restarted (mail queues while it is down), and a
+    wait until a condition that never holds (it fails at its deadline)."""
+    topo = harness.two_domain_topology(name="lifecycle")
+    topo["defaults"]["retry"] = {"first": "200ms", "max": "400ms", "give_up_after": "1m"}
+    topo["steps"] = [
+        {"stop": "deathstar.com"},
+        {"wait": "300ms"},
+        {"expect": {"resolve": "deathstar.com", "answer": f"127.0.0.1:{harness.port_of(topo, 'deathstar.com')}"}},
+        {"kill": "resolver"},
+        {"start": "deathstar.com"},
+        {"send": {"from": "rey@jaku.com", "to": ["vader@deathstar.com"], "subject": "while the resolver is down",
+                  "via": f"127.0.0.1:{harness.port_of(topo, 'jaku.com')}"}},  # no resolver to find jaku.com
+        {"wait": {"until": {"queue": "jaku.com", "count": 1}, "timeout": "5s"}},
+        {"restart": "resolver"},
+        {"expect": {"mailbox": "deathstar.com/vader", "subject": "while the resolver is down", "within": "10s"}},
+        {"wait": {"until": {"mailbox": "jaku.com/finn", "count": 1}, "timeout": "400ms"}},  # fails: nothing for finn
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        file = write(os.path.join(tmp, "lifecycle.json"), topo)
+        run_dir = os.path.join(tmp, "run")
+        with brought_down(run_dir):
+            started = time.monotonic()
+            out = mailnet("run", file, "--dir", run_dir, check=1)
+            lines = out.stdout.splitlines()
+            for number, text in ((1, "stop deathstar.com"), (2, "wait 300ms"), (4, "kill resolver"),
+                                 (5, "start deathstar.com"), (8, "restart resolver")):
+                assert any(re.match(rf"\[\s*{number}/10\] {text} \.\.\. pass", l) for l in lines), \
+                    (number, text, out.stdout)
+            assert any(re.match(r"\[10/10\] wait until .* FAIL: after 400 ms", l) for l in lines), out.stdout
+            assert "9 passed, 1 failed" in lines[-1], out.stdout
+            assert time.monotonic() - started >= 0.7  # the fixed wait and the deadline were waited out
 
 
 def test_validate_reports_bad_steps():
@@ -160,5 +196,6 @@ def test_graph_formats_and_relay_counts():
 
 
 if __name__ == "__main__":
-    harness.run_tests([test_run_passes_fails_and_keeps, test_validate_reports_bad_steps,
+    harness.run_tests([test_run_passes_fails_and_keeps, test_run_plays_stop_waits_and_the_resolver,
+                       test_validate_reports_bad_steps,
                        test_init_by_questions_and_by_flags, test_graph_formats_and_relay_counts])
