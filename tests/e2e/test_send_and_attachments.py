@@ -9,6 +9,7 @@ import re
 import smtplib
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
@@ -151,6 +152,39 @@ def test_send_failures_exit_nonzero_with_the_reason():
         assert not os.path.exists(os.path.join(net.domain_dir("deathstar.com"), "attachments"))
 
 
+def test_send_with_names_cc_bcc_body_file_and_via_host_port():
+    topo = harness.two_domain_topology()
+    with harness.Network(topo) as net:
+        net.start()
+        with tempfile.TemporaryDirectory() as tmp:
+            body = os.path.join(tmp, "body.txt")
+            with open(body, "w", encoding="utf-8") as f:
+                f.write("From a file, in UTF-8: ✓\n")
+            port = harness.port_of(topo, "deathstar.com")
+            out = mailnet(net, "send", "--from", "Darth Vader <vader@deathstar.com>",
+                          "--to", '"Kenobi, Obi-Wan" <obiwan@jaku.com>, rey@jaku.com',
+                          "--cc", "Grand Moff Tarkin <tarkin@deathstar.com>", "--bcc", "<finn@jaku.com>",
+                          "--subject", "names", "--body-file", body, "--via", f"localhost:{port}", "--verbose")
+            assert out.returncode == 0, out
+            dialogue = out.stderr.decode()
+            assert f"connected to localhost:{port}" in dialogue, dialogue
+            assert "C: MAIL FROM:<vader@deathstar.com>" in dialogue, dialogue
+            for rcpt in ("obiwan@jaku.com", "rey@jaku.com", "tarkin@deathstar.com", "finn@jaku.com"):
+                assert f"C: RCPT TO:<{rcpt}>" in dialogue, dialogue
+        for domain, user in (("jaku.com", "obiwan"), ("jaku.com", "rey"), ("deathstar.com", "tarkin"),
+                             ("jaku.com", "finn")):
+            (msg,) = [parsed(m) for m in net.wait_messages(domain, user, 1)]
+            assert msg["From"] == "Darth Vader <vader@deathstar.com>", msg["From"]
+            assert [a.addr_spec for a in msg["To"].addresses] == ["obiwan@jaku.com", "rey@jaku.com"], msg["To"]
+            assert msg["To"].addresses[0].display_name == "Kenobi, Obi-Wan"
+            assert msg["Cc"].addresses[0].addr_spec == "tarkin@deathstar.com", msg["Cc"]
+            assert msg["Bcc"] is None and b"finn@jaku.com" not in msg.as_bytes().split(b"\r\n\r\n")[0]
+            assert msg.get_content().replace("\r\n", "\n") == "From a file, in UTF-8: ✓\n"
+        bad = mailnet(net, "send", "--from", "Vader <vader@deathstar.com", "--to", "rey@jaku.com",
+                      "--subject", "x", "--body", "x")
+        assert bad.returncode == 2 and b"--from: not a mail address" in bad.stderr, bad
+
+
 def test_malformed_mime_is_delivered_and_the_failure_logged():
     topo = harness.two_domain_topology()
     raw = ("From: <rey@jaku.com>\r\nTo: <finn@jaku.com>\r\nSubject: broken\r\nMIME-Version: 1.0\r\n"
@@ -255,7 +289,7 @@ def test_smtplib_with_the_email_package():
 if __name__ == "__main__":
     harness.run_tests([
         test_classic_flow_with_three_attachments_and_a_bounce,
-        test_send_failures_exit_nonzero_with_the_reason,
+        test_send_failures_exit_nonzero_with_the_reason, test_send_with_names_cc_bcc_body_file_and_via_host_port,
         test_malformed_mime_is_delivered_and_the_failure_logged,
         test_swaks_attachments_are_extracted_and_readable_with_mailbox,
         test_smtplib_with_the_email_package,
