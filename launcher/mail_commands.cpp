@@ -39,7 +39,15 @@ run_folder find_folder(const folder_options& o) {
     if (!fs::exists(f.topology_json())) throw std::runtime_error("no network folder at " + dir.string() + " (no topology.json)");
     return f;
   }
-  return locate_network({});
+  if (!run_folder::running_under("run").empty()) return locate_network({});
+  // Nothing is up: the mail of a network that ran here is still there to read.
+  std::vector<fs::path> ran;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("run", ec))
+    if (fs::exists(entry.path() / "topology.json")) ran.push_back(entry.path());
+  if (ran.size() == 1) return run_folder(ran.front());
+  if (ran.empty()) return locate_network({});  // its message says what to do
+  throw std::runtime_error("no network is up and several have run under ./run: choose one with --net NAME or --dir");
 }
 
 struct send_options {

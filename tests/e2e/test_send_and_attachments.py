@@ -3,6 +3,7 @@
 import email
 import email.message
 import email.policy
+import json
 import mailbox
 import os
 import re
@@ -185,6 +186,35 @@ def test_send_with_names_cc_bcc_body_file_and_via_host_port():
         assert bad.returncode == 2 and b"--from: not a mail address" in bad.stderr, bad
 
 
+def test_inbox_and_show_read_a_network_that_is_down():
+    """In the default layout (run/<name> under the current folder), inbox and
+    show need no flag after `mailnet down`: the mail is still there to read."""
+    topo = harness.two_domain_topology(name="readlater")
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "readlater.json"), "w") as f:
+            json.dump(topo, f)
+
+        def cli(*args):
+            return subprocess.run([harness.binary("mailnet"), *args], cwd=tmp, capture_output=True, text=True,
+                                  timeout=60)
+        up = cli("up", "-d", "readlater.json")
+        try:
+            assert up.returncode == 0, up.stdout + up.stderr
+            sent = cli("send", "--from", "rey@jaku.com", "--to", "finn@jaku.com", "--subject", "read me later",
+                       "--body", "kept")
+            assert sent.returncode == 0, sent.stderr
+            new = os.path.join(tmp, "run", "readlater", "jaku.com", "mail", "finn", "new")
+            harness.wait_for(lambda: os.path.isdir(new) and os.listdir(new), 10, "finn's message")
+        finally:
+            down = cli("down")
+        assert down.returncode == 0, down.stdout + down.stderr
+        inbox = cli("inbox", "jaku.com", "finn")
+        assert inbox.returncode == 0 and "read me later" in inbox.stdout, inbox.stdout + inbox.stderr
+        name = os.listdir(new)[0]
+        show = cli("show", name)
+        assert show.returncode == 0 and "read me later" in show.stdout and "kept" in show.stdout, show.stderr
+
+
 def test_malformed_mime_is_delivered_and_the_failure_logged():
     topo = harness.two_domain_topology()
     raw = ("From: <rey@jaku.com>\r\nTo: <finn@jaku.com>\r\nSubject: broken\r\nMIME-Version: 1.0\r\n"
@@ -290,7 +320,7 @@ if __name__ == "__main__":
     harness.run_tests([
         test_classic_flow_with_three_attachments_and_a_bounce,
         test_send_failures_exit_nonzero_with_the_reason, test_send_with_names_cc_bcc_body_file_and_via_host_port,
-        test_malformed_mime_is_delivered_and_the_failure_logged,
+        test_malformed_mime_is_delivered_and_the_failure_logged, test_inbox_and_show_read_a_network_that_is_down,
         test_swaks_attachments_are_extracted_and_readable_with_mailbox,
         test_smtplib_with_the_email_package,
     ])
