@@ -102,6 +102,12 @@ def test_bounces_for_unknown_domain_and_unknown_remote_user():
         assert "genshinimpact.com" in found[0]["text"]
         # The good recipient still got it.
         assert b"Subject: mixed" in net.wait_messages("deathstar.com", "vader", 1)[0]
+
+        def bounced():
+            status = json.loads(mailnet(net, "status", "--json").stdout)
+            jaku = next(n for n in status["nodes"] if n["name"] == "jaku.com")
+            return jaku["bounced"] == 2 and jaku
+        harness.wait_for(bounced, 5, "status to count both bounced recipients")
         harness.wait_for(lambda: "0 messages waiting" in mailnet(net, "queue").stdout, 5, "the queue to drain")
 
 
