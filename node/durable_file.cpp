@@ -122,12 +122,35 @@ void unpublish(const std::vector<staged_file>& files) noexcept {
 
 }  // namespace
 
+namespace {
+
+// Publishes tmp under final_path without ever replacing a file there: one
+// rename with RENAME_NOREPLACE (ARCHITECTURE.md: "link (or no-replace
+// rename)"), which saves maildir(5)'s unlink of the tmp/ name. A file system
+// without it (EINVAL) gets link(); its tmp/ name is then left for the caller.
+bool publish_no_replace(const std::filesystem::path& tmp, const std::filesystem::path& final_path, bool& linked) {
+  static std::atomic<bool> rename_works{true};
+  if (rename_works.load(std::memory_order_relaxed)) {
+    if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, final_path.c_str(), RENAME_NOREPLACE) == 0) return true;
+    if (errno != EINVAL && errno != ENOSYS) return false;
+    rename_works.store(false, std::memory_order_relaxed);
+  }
+  linked = true;
+  return ::link(tmp.c_str(), final_path.c_str()) == 0;
+}
+
+}  // namespace
+
 void link_staged(std::vector<staged_file>& files) {
   std::size_t done = 0;
+  std::vector<bool> linked(files.size(), false);
   for (; done < files.size(); ++done) {
     const auto& f = files[done];
-    int rc = f.replace ? ::rename(f.tmp.c_str(), f.final_path.c_str()) : ::link(f.tmp.c_str(), f.final_path.c_str());
-    if (rc != 0) break;
+    bool by_link = false;
+    bool ok = f.replace ? ::rename(f.tmp.c_str(), f.final_path.c_str()) == 0
+                        : publish_no_replace(f.tmp, f.final_path, by_link);
+    linked[done] = by_link;
+    if (!ok) break;
   }
   if (done < files.size()) {
     int saved = errno;
@@ -137,8 +160,8 @@ void link_staged(std::vector<staged_file>& files) {
     errno = saved;
     fail("publish", failed);
   }
-  for (const auto& f : files)
-    if (!f.replace) ::unlink(f.tmp.c_str());
+  for (std::size_t i = 0; i < files.size(); ++i)
+    if (linked[i]) ::unlink(files[i].tmp.c_str());
 }
 
 void publish(std::vector<staged_file>& files) {

@@ -36,7 +36,7 @@ struct owned_fd {
 struct staged_file {
   std::filesystem::path tmp;         // written, and fsync'd once it is synced
   std::filesystem::path final_path;  // where it is published
-  bool replace = false;  // rename over an existing file (queue rewrite); else link, never replacing
+  bool replace = false;  // rename over an existing file (queue rewrite); else never replacing
 };
 
 // Writes data at tmp and, when sync_now, fsyncs it. Throws std::system_error;
@@ -44,10 +44,11 @@ struct staged_file {
 staged_file stage_file(std::filesystem::path tmp, std::filesystem::path final_path, std::string_view data,
                        bool replace = false, bool sync_now = true);
 
-// Moves every staged file to its final name: link() (never replacing, as
-// maildir(5) wants) or rename() when replace; then removes the tmp names. All
-// or nothing: on failure the ones already linked are unlinked again, every tmp
-// is removed, and std::system_error is thrown. Makes nothing durable.
+// Moves every staged file to its final name, never replacing a file there
+// (maildir(5)): renameat2(RENAME_NOREPLACE), or link() and then the tmp
+// name's removal where the file system lacks it; rename() when replace. All
+// or nothing: on failure the ones already published are unlinked again, every
+// tmp is removed, and std::system_error is thrown. Makes nothing durable.
 void link_staged(std::vector<staged_file>& files);
 
 // link_staged() of files staged with sync_now, then an fsync of each folder.
