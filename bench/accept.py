@@ -109,8 +109,8 @@ def main():
     ap.add_argument("--modes", default="per-connection,reused", help="per-connection, reused")
     ap.add_argument("--json", help="also write every run here")
     ap.add_argument("--before-bin", help="bin folder of another build: adds server mailnet-before (an A/B)")
-    ap.add_argument("--fs", default="tmp", choices=["tmp", "ext4"],
-                    help="where run folders go: the temp folder, or a fresh journaled ext4 on a loop device (root)")
+    ap.add_argument("--fs", default="tmp", choices=["tmp", "ext4", "ext4-nojournal"],
+                    help="where run folders go: the temp folder, or a fresh ext4 (journaled, or not) on a loop device (root)")
     args = ap.parse_args()
     lib.require(lib.SMTP_SOURCE, "postfix")
     lib.require(lib.SMTP_SINK, "postfix")

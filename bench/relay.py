@@ -157,8 +157,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--latency-messages", type=int, default=500)
     ap.add_argument("--latency-rate", type=float, default=100.0)
-    ap.add_argument("--fs", default="tmp", choices=["tmp", "ext4"],
-                    help="where run folders go: the temp folder, or a fresh journaled ext4 on a loop device (root)")
+    ap.add_argument("--fs", default="tmp", choices=["tmp", "ext4", "ext4-nojournal"],
+                    help="where run folders go: the temp folder, or a fresh ext4 (journaled, or not) on a loop device (root)")
     args = ap.parse_args()
     lib.require(lib.SMTP_SOURCE, "postfix")
     with lib.scratch_filesystem(args.fs):

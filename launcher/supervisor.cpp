@@ -109,6 +109,7 @@ struct instance {
   std::unique_ptr<asio::readable_pipe> out, err;
   int pid = 0;
   bool ever_ready = false;
+  std::chrono::steady_clock::time_point ready_at{};
 };
 
 struct counters {
@@ -127,7 +128,8 @@ struct child {
   std::string last_error;  // the last line on stderr
   clock::time_point started_at{};
   clock::time_point port_wait_until{};  // set when a starting node waits for its port
-  int restarts = 0;
+  int restarts = 0;       // shown by status
+  int backoff_step = 0;   // the next restart waits 0.5 s × 2^backoff_step
   std::string colour;  // ANSI prefix colour, empty when plain
   counters count;
 };
@@ -296,6 +298,7 @@ asio::awaitable<void> supervisor::pump(child& c, std::shared_ptr<instance> inst,
     } else if (c.state == child_state::starting && event == "ready") {
       c.state = child_state::ready;
       inst->ever_ready = true;
+      inst->ready_at = clock::now();
       write_network_json();
       notify();
     } else {
@@ -332,9 +335,12 @@ asio::awaitable<void> supervisor::watch(child& c, std::shared_ptr<instance> inst
 }
 
 asio::awaitable<void> supervisor::restart_later(child& c, std::shared_ptr<instance> dead) {
-  // Growing backoff: 0.5 s, 1 s, 2 s … up to 30 s (Postfix's master does the same).
-  auto delay = std::chrono::milliseconds(500) * (1 << std::min(c.restarts, 6));
+  // Growing backoff: 0.5 s, 1 s, 2 s … up to 30 s (Postfix's master does the
+  // same). A node that had served for a minute before it died starts over at 0.5 s.
+  if (clock::now() - dead->ready_at >= std::chrono::minutes(1)) c.backoff_step = 0;
+  auto delay = std::chrono::milliseconds(500) * (1 << std::min(c.backoff_step, 6));
   if (delay > std::chrono::seconds(30)) delay = std::chrono::seconds(30);
+  ++c.backoff_step;
   ++c.restarts;
   print_line(c, "restarting in " + std::to_string(delay.count()) + " ms");
   asio::steady_timer timer(io_);

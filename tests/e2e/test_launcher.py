@@ -1,6 +1,7 @@
 """Issue 6: run, watch, kill and restart a network from any terminal."""
 import json
 import os
+import re
 import pty
 import select
 import signal
@@ -140,6 +141,17 @@ def test_progress_on_a_terminal_for_large_topologies():
                                     dict(os.environ), "is up")
         assert code == 0, out
         assert "of 13 ready" in out, out
+        # The same in the background, without colours: the terminal `up -d`
+        # was typed in still sees the progress.
+        env = dict(os.environ, NO_COLOR="1")
+        run_dir = os.path.join(tmp, "d")
+        try:
+            code, out = run_on_terminal([harness.binary("mailnet"), "up", "-d", file, "--dir", run_dir], env,
+                                        "in the background")
+            assert code == 0, out
+            assert "of 13 ready" in out and "\x1b[" not in out, out
+        finally:
+            subprocess.run([harness.binary("mailnet"), "down", "--dir", run_dir], capture_output=True, timeout=60)
 
 
 def test_detached_lifecycle_from_a_second_process():
@@ -265,6 +277,17 @@ def test_crash_is_shown_and_on_failure_restarts_with_backoff():
         assert status(net.run_dir)["deathstar.com"]["restarts"] == 1
         # deathstar.com's backoff has passed by now; jaku.com has no restart policy and stays down.
         assert status(net.run_dir)["jaku.com"]["state"] == "crashed" and status(net.run_dir)["jaku.com"]["restarts"] == 0
+
+        # A second crash soon after waits twice as long.
+        ds = status(net.run_dir)["deathstar.com"]
+        os.kill(ds["pid"], signal.SIGKILL)
+        harness.wait_for(lambda: status(net.run_dir)["deathstar.com"]["pid"] not in (0, ds["pid"])
+                         and status(net.run_dir)["deathstar.com"]["state"] == "ready", 10,
+                         "deathstar.com to be restarted again")
+        assert status(net.run_dir)["deathstar.com"]["restarts"] == 2
+        with open(os.path.join(net.run_dir, "launcher.log")) as f:
+            waits = re.findall(r"deathstar\.com\s*\| restarting in (\d+) ms", f.read())
+        assert waits == ["500", "1000"], waits
 
         # Now make its next start fail before it is ever ready: a file where its
         # mail folder should be (set up before the kill, so there is no race).
