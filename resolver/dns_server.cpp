@@ -2,11 +2,16 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/buffer.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -19,6 +24,7 @@
 
 namespace mailnet::resolver {
 namespace asio = boost::asio;
+using asio::ip::tcp;
 using asio::ip::udp;
 
 namespace {
@@ -34,10 +40,13 @@ std::string to_text(const udp::endpoint& e) {
   return endpoint{e.address().to_string(), e.port()}.to_string();
 }
 
+constexpr std::size_t max_tcp_sessions = 64;             // more are closed at once
+constexpr auto tcp_idle = std::chrono::seconds(10);      // RFC 7766 §6.2.3: seconds, not minutes
+
 }  // namespace
 
 dns_server::dns_server(asio::any_io_executor ex, zone z, const endpoint& listen, event_log& log)
-    : zone_(std::move(z)), log_(log), socket_(ex) {
+    : zone_(std::move(z)), log_(log), socket_(ex), tcp_(ex) {
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(listen.host, ec);
   if (ec) throw boost::system::system_error(ec, "udp " + listen.to_string() + ": bad address");
@@ -49,12 +58,92 @@ dns_server::dns_server(asio::any_io_executor ex, zone z, const endpoint& listen,
     throw boost::system::system_error(ec, "udp " + listen.to_string() + ": bind");
   }
   local_endpoint_ = socket_.local_endpoint();
+  // TCP on the same port; without it UDP still serves (the port may be taken
+  // for TCP by some other program: only UDP is the resolver's promise).
+  const tcp::endpoint tcp_where(address, local_endpoint_.port());
+  tcp_.open(tcp_where.protocol(), ec);
+  if (!ec) tcp_.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) tcp_.bind(tcp_where, ec);
+  if (!ec) tcp_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    log_.write({{"event", "tcp_unavailable"}, {"listen", to_text(local_endpoint_)}, {"error", ec.message()}});
+    boost::system::error_code ignored;
+    tcp_.close(ignored);
+  }
 }
 
 void dns_server::stop() {
   stopped_ = true;
   boost::system::error_code ignored;
   socket_.close(ignored);
+  tcp_.close(ignored);
+  for (auto* s : tcp_sessions_) s->close(ignored);
+}
+
+asio::awaitable<void> dns_server::run_tcp() {
+  while (!stopped_ && tcp_.is_open()) {
+    auto [ec, socket] = co_await tcp_.async_accept(asio::as_tuple(asio::use_awaitable));
+    if (stopped_ || ec == asio::error::operation_aborted) break;
+    if (ec) {  // out of descriptors, say: pause instead of spinning
+      log_.write({{"event", "accept_error"}, {"error", ec.message()}});
+      asio::steady_timer pause(co_await asio::this_coro::executor, std::chrono::milliseconds(100));
+      co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+      continue;
+    }
+    if (tcp_sessions_.size() >= max_tcp_sessions) continue;  // closed as it goes out of scope
+    asio::co_spawn(co_await asio::this_coro::executor, tcp_session(std::move(socket)), asio::detached);
+  }
+}
+
+asio::awaitable<void> dns_server::tcp_session(tcp::socket accepted) {
+  // Shared with the idle timer's handler, which may run after this frame ends.
+  auto socket = std::make_shared<tcp::socket>(std::move(accepted));
+  tcp_sessions_.insert(socket.get());
+  struct forget {
+    dns_server& server;
+    tcp::socket* s;
+    ~forget() { server.tcp_sessions_.erase(s); }
+  } guard{*this, socket.get()};
+  boost::system::error_code ec;
+  const auto peer = socket->remote_endpoint(ec);
+  const std::string client = ec ? "?" : endpoint{peer.address().to_string(), peer.port()}.to_string();
+  asio::steady_timer idle(co_await asio::this_coro::executor);
+  // A client that says nothing for tcp_idle, trickles, or does not read its answer is closed.
+  auto arm = [&] {
+    idle.expires_after(tcp_idle);
+    idle.async_wait([socket](const boost::system::error_code& e) {
+      boost::system::error_code ignored;
+      if (!e) socket->close(ignored);
+    });
+  };
+  std::vector<std::uint8_t> query;
+  while (!stopped_) {
+    arm();
+    std::uint8_t length[2];
+    auto [len_ec, got] = co_await asio::async_read(*socket, asio::buffer(length), asio::as_tuple(asio::use_awaitable));
+    if (len_ec) break;
+    query.resize(static_cast<std::size_t>(length[0]) << 8 | length[1]);
+    if (query.empty()) break;
+    auto [body_ec, body] = co_await asio::async_read(*socket, asio::buffer(query), asio::as_tuple(asio::use_awaitable));
+    if (body_ec) break;
+    const cached_answer& a = answer(query.data(), query.size());
+    std::string line = utc_timestamp() + (a.reply ? " event=query client=" : " event=dropped client=") +
+                       log_value(client) + a.log_tail + " transport=tcp\n";
+    log_.write_stamped_lines(line);
+    if (!a.reply) break;  // nothing to say to junk: the connection ends
+    std::vector<std::uint8_t> out(2 + a.reply->size());
+    out[0] = static_cast<std::uint8_t>(a.reply->size() >> 8);
+    out[1] = static_cast<std::uint8_t>(a.reply->size() & 0xFF);
+    std::copy(a.reply->begin(), a.reply->end(), out.begin() + 2);
+    if (a.echoes_id) {
+      out[2] = query[0];
+      out[3] = query[1];
+    }
+    arm();
+    auto [write_ec, written] = co_await asio::async_write(*socket, asio::buffer(out), asio::as_tuple(asio::use_awaitable));
+    if (write_ec) break;
+  }
+  idle.cancel();
 }
 
 const dns_server::cached_answer& dns_server::answer(const std::uint8_t* query, std::size_t size) {

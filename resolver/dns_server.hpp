@@ -1,16 +1,20 @@
-// The resolver's UDP front: one socket, one coroutine, one reply per query.
+// The resolver's front: UDP, one socket, one coroutine, one reply per query.
 // Under load it takes up to a batch of datagrams per system call (recvmmsg),
 // answers them, logs them in one write and sends the replies together
-// (sendmmsg); replies to a query seen before come from a small cache.
+// (sendmmsg); replies to a query seen before come from a small cache. And TCP
+// on the same port (RFC 7766: every DNS server takes both), for `dig +tcp`,
+// `dig ANY` and clients that retry over TCP: two-byte length, then the message.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/udp.hpp>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "resolver/zone.hpp"
@@ -32,6 +36,9 @@ class dns_server {
 
   // Serves until stop(). Socket errors are logged and the loop goes on.
   boost::asio::awaitable<void> run();
+  // The same over TCP, when the port could be bound for TCP too (tcp_ready()).
+  boost::asio::awaitable<void> run_tcp();
+  bool tcp_ready() const { return tcp_.is_open(); }
 
   void stop();
 
@@ -46,6 +53,7 @@ class dns_server {
     bool echoes_id = false;  // reply[0..1] is the query's id, to be replaced by the next asker's
   };
   const cached_answer& answer(const std::uint8_t* query, std::size_t size);
+  boost::asio::awaitable<void> tcp_session(boost::asio::ip::tcp::socket socket);
 
   zone zone_;
   std::unordered_map<std::string, cached_answer> cache_;
@@ -53,6 +61,8 @@ class dns_server {
   event_log& log_;
   boost::asio::ip::udp::socket socket_;
   boost::asio::ip::udp::endpoint local_endpoint_;
+  boost::asio::ip::tcp::acceptor tcp_;
+  std::unordered_set<boost::asio::ip::tcp::socket*> tcp_sessions_;  // closed by stop()
   bool stopped_ = false;
 };
 

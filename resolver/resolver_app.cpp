@@ -2,6 +2,7 @@
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/system/system_error.hpp>
@@ -61,6 +62,7 @@ int resolver_main(int argc, char** argv) {
   });
 
   int exit_code = 0;
+  if (server->tcp_ready()) boost::asio::co_spawn(io, server->run_tcp(), boost::asio::detached);
   boost::asio::co_spawn(io, server->run(), [&](std::exception_ptr failure) {
     if (failure) {
       try {

@@ -70,7 +70,18 @@ def free_tcp_port():
 
 
 def free_udp_port():
-    return _free_ports(socket.SOCK_DGRAM, 1)[0]
+    """A port free for UDP, and for TCP too: the resolver serves both on it."""
+    for _ in range(50):
+        port = _free_ports(socket.SOCK_DGRAM, 1)[0]
+        probe = socket.socket()
+        try:
+            probe.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            probe.close()
+    raise AssertionError("no port free for both UDP and TCP")
 
 
 def free_tcp_ports(n):

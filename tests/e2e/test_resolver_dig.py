@@ -47,11 +47,21 @@ def find_binary():
 
 
 def free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """Free for UDP and for TCP: the resolver serves both on one port."""
+    for _ in range(50):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        t = socket.socket()
+        try:
+            t.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+            t.close()
+    fail("no port free for both UDP and TCP")
 
 
 def read_lines(stream, lines):
@@ -232,6 +242,45 @@ def check_dig(port):
         fail("an OPT record in the reply to a query without EDNS:\n" + out)
 
 
+def check_tcp(port):
+    """The same answers over TCP (RFC 7766): dig +tcp, dig ANY (which dig sends
+    over TCP), two queries on one connection, and junk that ends the connection."""
+    out = dig(port, "+tcp", "SRV", "_smtp._tcp.jaku.com")
+    if answer_lines(out) != ["_smtp._tcp.jaku.com. 60 IN SRV 0 0 1025 mx.jaku.com."]:
+        fail("SRV answer over TCP: %r\n%s" % (answer_lines(out), out))
+    out = dig(port, "+tcp", "MX", "genshinimpact.com")
+    expect(out, "status: NXDOMAIN", "NXDOMAIN over TCP")
+    out = dig(port, "ANY", "jaku.com")
+    expect(out, "status: NOERROR", "ANY")
+    expect(out, "IN\tMX\t10 mx.jaku.com.", "ANY lists the MX")
+
+    conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        for ident in (0x1111, 0x2222):
+            q = good_query(ident)
+            conn.sendall(struct.pack("!H", len(q)) + q)
+            size, = struct.unpack("!H", recv_exactly(conn, 2))
+            reply = recv_exactly(conn, size)
+            if struct.unpack("!H", reply[:2])[0] != ident or reply[3] & 0x0F != 0:
+                fail("TCP reply %d: bad id or rcode: %r" % (ident, reply[:4]))
+        junk = b"\xab\xcd\x01"
+        conn.sendall(struct.pack("!H", len(junk)) + junk)
+        if conn.recv(10) != b"":
+            fail("junk over TCP got an answer instead of the connection's end")
+    finally:
+        conn.close()
+
+
+def recv_exactly(conn, n):
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            fail("the resolver closed the TCP connection early")
+        data += chunk
+    return data
+
+
 def main():
     binary = find_binary()
     if not os.path.exists(DIG):
@@ -262,6 +311,7 @@ def main():
 
             check_dig(port)
             check_malformed(port)
+            check_tcp(port)
 
             log_file = os.path.join(run_dir, "resolver", "resolver.log")
             with open(log_file) as f:
@@ -269,7 +319,7 @@ def main():
             for needle in ("event=ready",
                            "name=_smtp._tcp.jaku.com type=SRV rcode=NOERROR answer=mx.jaku.com:1025",
                            "name=genshinimpact.com type=MX rcode=NXDOMAIN",
-                           "event=dropped", "rcode=FORMERR"):
+                           "event=dropped", "rcode=FORMERR", "type=ANY rcode=NOERROR", "transport=tcp"):
                 if needle not in log:
                     fail("%r missing from %s" % (needle, log_file))
 
