@@ -116,6 +116,9 @@ std::string multiline(int code, const std::vector<std::string>& lines) {
 mailbox_lookup find_local_mailbox(const domain_config& config, const mailbox& address) {
   if (address.quoted) return {"", 553, "5.1.3 Quoted local parts are not accepted for local delivery"};
   if (auto user = config.find_user(address.local)) return {lower(*user), 0, ""};
+  // RFC 5321 §4.5.1: every SMTP server takes mail for postmaster, in any case;
+  // without a user of that name it goes to a Maildir of its own.
+  if (lower(address.local) == "postmaster") return {"postmaster", 0, ""};
   if (config.policy.require_known_users)
     return {"", 550, "5.1.1 <" + address.to_string() + ">: Recipient address rejected: User unknown"};
   if (is_safe_mailbox_name(address.local)) return {lower(address.local), 0, ""};

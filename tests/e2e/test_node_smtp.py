@@ -328,6 +328,14 @@ def test_relay_is_denied_to_outsiders():
         if "[" not in rcpt:  # an address literal is refused as such
             assert text.startswith("554 5.7.1") and "Relay access denied" in text, (rcpt, text)
     assert conn.cmd("RCPT TO:<rey@jaku.com>")[0] == 250  # the session goes on
+    # postmaster is no user here, and still takes mail (RFC 5321 §4.5.1).
+    assert conn.cmd("RSET")[0] == 250 and conn.cmd("MAIL FROM:<vader@deathstar.com>")[0] == 250
+    assert conn.cmd("RCPT TO:<Postmaster>")[0] == 250
+    assert conn.cmd("DATA")[0] == 354
+    conn.send("Subject: for the postmaster\r\n\r\nhello\r\n.\r\n")
+    assert conn.reply()[0] == 250
+    (msg,) = NET.wait_messages("jaku.com", "postmaster", 1)
+    assert b"Subject: for the postmaster" in msg
     conn.close()
 
 

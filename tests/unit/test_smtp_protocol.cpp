@@ -98,7 +98,7 @@ TEST_CASE("every verb, case-insensitive, with enhanced status codes") {
       {"RCPT TO:<rey@jaku.com> NOTIFY=NEVER", "555 5.5.4"},
       {"RCPT TO:<../etc@jaku.com>", "501 5.1.3"},
       {"RCPT TO:<\"rey\"@jaku.com>", "553 5.1.3"},
-      {"RCPT TO:<postmaster>", "550 5.1.1"},  // qualified with jaku.com, and not a user here
+      {"RCPT TO:<nobody>", "550 5.1.1"},  // qualified with jaku.com, and not a user here
       {"RCPT TO:<rey>", "250 2.1.5"},         // a bare local part means this domain
       {"DATA extra", "501 5.5.4"},
       {"RSET", "250 2.0.0"},
@@ -139,6 +139,12 @@ TEST_CASE("relay only for our own senders; address tricks change nothing") {
 
   smtp_protocol insider(cfg, "127.0.0.1");
   play(insider, {"EHLO c.example", "MAIL FROM:<rey@jaku.com>"});
+  // postmaster is always taken (RFC 5321 §4.5.1), with or without the domain.
+  for (const char* rcpt : {"RCPT TO:<postmaster@jaku.com>", "RCPT TO:<PostMaster>"}) {
+    CAPTURE(rcpt);
+    CHECK(code_of(outsider.on_line(rcpt)) == 250);
+    CHECK(outsider.transaction().rcpts.back().mailbox == "postmaster");
+  }
   // For our own senders such a local part is simply no mailbox here.
   CHECK(code_of(insider.on_line("RCPT TO:<tarkin%deathstar.com@jaku.com>")) == 550);
   CHECK(code_of(insider.on_line("RCPT TO:<vader@deathstar.com>")) == 250);
