@@ -146,9 +146,10 @@ def test_progress_on_a_terminal_for_large_topologies():
         env = dict(os.environ, NO_COLOR="1")
         run_dir = os.path.join(tmp, "d")
         try:
-            code, out = run_on_terminal([harness.binary("mailnet"), "up", "-d", file, "--dir", run_dir], env,
-                                        "in the background")
-            assert code == 0, out
+            # (its exit code is not looked at: the helper's Ctrl-C may reach it
+            # between that line and its exit)
+            _, out = run_on_terminal([harness.binary("mailnet"), "up", "-d", file, "--dir", run_dir], env,
+                                     "is up in the background")
             assert "of 13 ready" in out and "\x1b[" not in out, out
         finally:
             subprocess.run([harness.binary("mailnet"), "down", "--dir", run_dir], capture_output=True, timeout=60)
