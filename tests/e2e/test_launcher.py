@@ -270,21 +270,19 @@ def test_crash_is_shown_and_on_failure_restarts_with_backoff():
         harness.wait_for(lambda: status(net.run_dir)["jaku.com"]["state"] == "crashed", 5, "jaku.com to be crashed")
         assert status(net.run_dir)["jaku.com"]["exit"] == "signal 9"
 
-        ds = status(net.run_dir)["deathstar.com"]
-        os.kill(ds["pid"], signal.SIGKILL)
-        harness.wait_for(lambda: status(net.run_dir)["deathstar.com"]["pid"] not in (0, ds["pid"])
-                         and status(net.run_dir)["deathstar.com"]["state"] == "ready", 10,
-                         "deathstar.com to be restarted")
+        def crash_and_see_it_restarted(what):
+            ds = status(net.run_dir)["deathstar.com"]
+            os.kill(ds["pid"], signal.SIGKILL)
+            harness.wait_for(lambda: status(net.run_dir)["deathstar.com"]["pid"] not in (0, ds["pid"])
+                             and status(net.run_dir)["deathstar.com"]["state"] == "ready", 10, what)
+
+        crash_and_see_it_restarted("deathstar.com to be restarted")
         assert status(net.run_dir)["deathstar.com"]["restarts"] == 1
         # deathstar.com's backoff has passed by now; jaku.com has no restart policy and stays down.
         assert status(net.run_dir)["jaku.com"]["state"] == "crashed" and status(net.run_dir)["jaku.com"]["restarts"] == 0
 
         # A second crash soon after waits twice as long.
-        ds = status(net.run_dir)["deathstar.com"]
-        os.kill(ds["pid"], signal.SIGKILL)
-        harness.wait_for(lambda: status(net.run_dir)["deathstar.com"]["pid"] not in (0, ds["pid"])
-                         and status(net.run_dir)["deathstar.com"]["state"] == "ready", 10,
-                         "deathstar.com to be restarted again")
+        crash_and_see_it_restarted("deathstar.com to be restarted again")
         assert status(net.run_dir)["deathstar.com"]["restarts"] == 2
         with open(os.path.join(net.run_dir, "launcher.log")) as f:
             waits = re.findall(r"deathstar\.com\s*\| restarting in (\d+) ms", f.read())

@@ -255,30 +255,15 @@ def test_data_phase_deadlines():
         start_mail(conn)
         assert conn.cmd("DATA")[0] == 354
         conn.send("Subject: never ends\r\n\r\nfirst line\r\n")
-    results = {}
 
-    def trickler():
+    def trickle_bytes():
         started = time.monotonic()
-        try:
-            while time.monotonic() - started < 8:  # bounded; the node's 3 s ends it first
-                trickle.send(b"z")
-                time.sleep(0.3)  # each gap < data_block
-        except OSError:
-            pass
-        results["trickle"] = trickle.reply()
+        while time.monotonic() - started < 8:  # bounded; the node's 3 s ends it first
+            trickle.send(b"z")
+            time.sleep(0.3)  # each gap < data_block
 
-    t = threading.Thread(target=trickler)
-    t.start()
-    good_client_sends("during slow data")
-    code, text = silent.reply()
-    assert code == 421 and "4.4.2" in text, text
-    assert silent.closed()
-    t.join(timeout=15)
-    code, text = results["trickle"]
-    assert code == 421 and "4.4.2" in text, text
+    both_time_out(silent, trickle, trickle_bytes, "during slow data")
     assert count("jaku.com", "finn") == before
-    silent.close()
-    trickle.close()
 
 
 def test_recipient_limit_keeps_earlier_ones():
@@ -339,31 +324,41 @@ def test_relay_is_denied_to_outsiders():
     conn.close()
 
 
-def test_idle_and_trickling_clients_time_out_while_others_are_served():
-    idle = Raw(jaku_port())
-    trickle = Raw(jaku_port())
+def both_time_out(silent, trickle, trickle_bytes, subject):
+    """silent says nothing more and trickle_bytes() feeds trickle too slowly:
+    both get 421 4.4.2 and are closed, while a good client is served."""
     results = {}
 
     def trickler():
         try:
-            for b in b"NOOP\r\n":
-                trickle.send(bytes([b]))
-                time.sleep(0.4)  # 6 bytes take 2.4 s > the 1.5 s command deadline
+            trickle_bytes()
         except OSError:
             pass
         results["trickle"] = trickle.reply()
 
     t = threading.Thread(target=trickler)
     t.start()
-    good_client_sends("while idle")
-    code, text = idle.reply()
+    good_client_sends(subject)
+    code, text = silent.reply()
     assert code == 421 and "4.4.2" in text, text
-    assert idle.closed()
-    t.join(timeout=10)
+    assert silent.closed()
+    t.join(timeout=15)
     code, text = results["trickle"]
     assert code == 421 and "4.4.2" in text, text
-    idle.close()
+    silent.close()
     trickle.close()
+
+
+def test_idle_and_trickling_clients_time_out_while_others_are_served():
+    idle = Raw(jaku_port())
+    trickle = Raw(jaku_port())
+
+    def trickle_bytes():
+        for b in b"NOOP\r\n":
+            trickle.send(bytes([b]))
+            time.sleep(0.4)  # 6 bytes take 2.4 s > the 1.5 s command deadline
+
+    both_time_out(idle, trickle, trickle_bytes, "while idle")
 
 
 def test_too_many_errors_and_connections():
