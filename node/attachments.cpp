@@ -26,7 +26,7 @@ bool allowed(unsigned char c) {
 std::size_t utf8_letter(std::string_view s) {
   const auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
   const unsigned char c = b(0);
-  std::size_t n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
+  const std::size_t n = c >= 0xF5 ? 0 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
   if (n == 0 || s.size() < n) return 0;
   char32_t cp = c & (n == 2 ? 0x1F : n == 3 ? 0x0F : 0x07);
   for (std::size_t i = 1; i < n; ++i) {

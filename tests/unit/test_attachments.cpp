@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
+#include <random>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -67,6 +68,7 @@ TEST_CASE("file names are sanitised by an allow-list") {
   CHECK(sanitize_file_name("a\xE2\x80\x8B" "b") == "a_b");                                           // U+200B
   CHECK(sanitize_file_name("\xC2\x85x") == "x");  // C1 NEL
   CHECK(sanitize_file_name("bad\xC3(utf8\xC0\xAF.txt") == "bad_utf8_.txt");  // malformed, overlong
+  CHECK(sanitize_file_name("\xFF\xBB\x89x") == "x");   // 0xF5-0xFF lead no sequence (the random test found it)
   CHECK(sanitize_file_name("\xED\xA0\x80x") == "x");                                              // a surrogate
   const auto cyrillic = sanitize_file_name(std::string(300, 'a') + "\xD0\xB6\xD0\xB6\xD0\xB6" + std::string(200, 'b'));
   CHECK(cyrillic.size() <= mailnet::node::max_file_name);
@@ -96,6 +98,79 @@ TEST_CASE("base64 validation") {
   CHECK_FALSE(is_valid_base64("aGV*bG8h"));     // outside the alphabet
   CHECK_FALSE(is_valid_base64("aG==bG8h"));     // data after padding
   CHECK_FALSE(is_valid_base64("a==="));         // three padding symbols
+}
+
+namespace {
+
+// Well-formed UTF-8, checked the plain way.
+bool valid_utf8(const std::string& s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const std::size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (std::size_t k = 1; k < n; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
+    i += n;
+  }
+  return true;
+}
+
+std::string base64_of(const std::string& bytes) {
+  static const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  for (std::size_t i = 0; i < bytes.size(); i += 3) {
+    std::uint32_t v = static_cast<unsigned char>(bytes[i]) << 16;
+    if (i + 1 < bytes.size()) v |= static_cast<unsigned char>(bytes[i + 1]) << 8;
+    if (i + 2 < bytes.size()) v |= static_cast<unsigned char>(bytes[i + 2]);
+    out += alphabet[v >> 18 & 63];
+    out += alphabet[v >> 12 & 63];
+    out += i + 1 < bytes.size() ? alphabet[v >> 6 & 63] : '=';
+    out += i + 2 < bytes.size() ? alphabet[v & 63] : '=';
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("any name at all: the sanitised one is safe, bounded, UTF-8, and stable") {
+  std::mt19937 rng(20261201);
+  const std::string pieces[] = {"/", "\\", "..", ".", "-", " ", "\0", "\r\n", "\xE2\x80\xAE", "\xD0\xB6", "\xF0\x9F\x9A\x80",
+                                "\xC0\xAF", "\xED\xA0\x80", "\xEF\xBB\xBF", "a", "Z9", ".txt", "%2e"};
+  for (int round = 0; round < 20000; ++round) {
+    std::string name;
+    const int parts = static_cast<int>(rng() % 40);
+    for (int i = 0; i < parts; ++i) {
+      if (rng() % 3 == 0) name += static_cast<char>(rng() % 256);
+      else name += pieces[rng() % std::size(pieces)];
+    }
+    const auto s = sanitize_file_name(name);
+    CAPTURE(name);
+    REQUIRE_FALSE(s.empty());
+    REQUIRE(s.size() <= mailnet::node::max_file_name);
+    REQUIRE(s.find_first_of(std::string("/\\\0\r\n", 5)) == std::string::npos);
+    REQUIRE(s.front() != '.');
+    REQUIRE(s.front() != '-');
+    REQUIRE(s.front() != ' ');
+    REQUIRE(s.back() != ' ');
+    REQUIRE(valid_utf8(s));
+    REQUIRE(s.find("\xE2\x80\xAE") == std::string::npos);  // no direction override survives
+    REQUIRE(sanitize_file_name(s) == s);
+  }
+}
+
+TEST_CASE("base64 decodes what an encoder wrote, with or without padding, across line breaks") {
+  std::mt19937 rng(7);
+  for (int round = 0; round < 3000; ++round) {
+    std::string bytes(rng() % 200, '\0');
+    for (auto& b : bytes) b = static_cast<char>(rng() % 256);
+    std::string text = base64_of(bytes);
+    if (rng() % 2) text.erase(text.find_last_not_of('=') + 1);  // as some clients send it
+    for (std::size_t at = 76; at < text.size(); at += 78) text.insert(at, "\r\n");
+    CAPTURE(round);
+    auto decoded = mailnet::node::decode_base64(text);
+    REQUIRE(decoded);
+    REQUIRE(*decoded == bytes);
+  }
 }
 
 TEST_CASE("attachments are saved decoded; two with one name do not overwrite each other") {
