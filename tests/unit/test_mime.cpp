@@ -4,10 +4,12 @@
 
 #include <cctype>
 #include <filesystem>
+#include <random>
 #include <fstream>
 #include <string>
 #include <unistd.h>
 
+#include "common/address.hpp"
 #include "launcher/mail_client.hpp"
 #include "node/mime_parse.hpp"
 #include "temp_dir.hpp"
@@ -138,6 +140,27 @@ TEST_CASE("addresses as people write them: display names, angle brackets, lists"
   CHECK(headers.find("Grand Moff Tarkin <tarkin@deathstar.com>") != std::string::npos);
   m.to = {"obiwan@jaku.com, not an address"};
   CHECK_THROWS_WITH_AS(build_mime(m), doctest::Contains("--to: not a mail address: ' not an address'"), mail_error);
+}
+
+TEST_CASE("any text as an address: a clean answer or none, and lists split losslessly") {
+  using mailnet::launcher::parse_named_address;
+  using mailnet::launcher::split_address_list;
+  std::mt19937 rng(11);
+  const std::string pieces[] = {"\"", "<", ">", ",", "@", " ", "\r\n", "rey", "jaku.com", "Darth Vader", "\\", "\xD0\xB6"};
+  for (int round = 0; round < 20000; ++round) {
+    std::string text;
+    for (int i = static_cast<int>(rng() % 12); i > 0; --i)
+      text += rng() % 4 == 0 ? std::string(1, static_cast<char>(rng() % 256)) : pieces[rng() % std::size(pieces)];
+    CAPTURE(text);
+    if (auto a = parse_named_address(text)) {
+      REQUIRE(mailnet::parse_mailbox(a->address));
+      REQUIRE(a->name.find_first_of("\r\n<>\"") == std::string::npos);
+    }
+    auto items = split_address_list(text);
+    std::string joined;
+    for (std::size_t i = 0; i < items.size(); ++i) joined += (i ? "," : "") + items[i];
+    REQUIRE(text.substr(0, joined.size()) == joined);  // only a trailing empty item may be left out
+  }
 }
 
 TEST_CASE("bad input gets a specific error") {
