@@ -126,19 +126,17 @@ asio::awaitable<void> dns_server::tcp_session(tcp::socket accepted) {
     if (query.empty()) break;
     auto [body_ec, body] = co_await asio::async_read(*socket, asio::buffer(query), asio::as_tuple(asio::use_awaitable));
     if (body_ec) break;
-    const cached_answer& a = answer(query.data(), query.size());
-    std::string line = utc_timestamp() + (a.reply ? " event=query client=" : " event=dropped client=") +
-                       log_value(client) + a.log_tail + " transport=tcp\n";
+    // Not through the UDP cache: over TCP a reply is never cut to 512 bytes.
+    const auto outcome = handle_query(zone_, query, true);
+    std::string line = utc_timestamp() + (outcome.reply ? " event=query client=" : " event=dropped client=") +
+                       log_value(client) + log_tail(outcome, query.size()) + " transport=tcp\n";
     log_.write_stamped_lines(line);
-    if (!a.reply) break;  // nothing to say to junk: the connection ends
-    std::vector<std::uint8_t> out(2 + a.reply->size());
-    out[0] = static_cast<std::uint8_t>(a.reply->size() >> 8);
-    out[1] = static_cast<std::uint8_t>(a.reply->size() & 0xFF);
-    std::copy(a.reply->begin(), a.reply->end(), out.begin() + 2);
-    if (a.echoes_id) {
-      out[2] = query[0];
-      out[3] = query[1];
-    }
+    if (!outcome.reply) break;  // nothing to say to junk: the connection ends
+    const auto& reply = *outcome.reply;
+    std::vector<std::uint8_t> out(2 + reply.size());
+    out[0] = static_cast<std::uint8_t>(reply.size() >> 8);
+    out[1] = static_cast<std::uint8_t>(reply.size() & 0xFF);
+    std::copy(reply.begin(), reply.end(), out.begin() + 2);
     arm();
     auto [write_ec, written] = co_await asio::async_write(*socket, asio::buffer(out), asio::as_tuple(asio::use_awaitable));
     if (write_ec) break;
@@ -158,13 +156,7 @@ const dns_server::cached_answer& dns_server::answer(const std::uint8_t* query, s
   }
   cached_answer a;
   auto outcome = handle_query(zone_, std::span<const std::uint8_t>(query, size));
-  if (!outcome.reply) {
-    append_log_fields(a.log_tail, {{"bytes", std::to_string(size)}, {"reason", outcome.reason}});
-  } else {
-    append_log_fields(a.log_tail, {{"name", outcome.name}, {"type", outcome.type}, {"rcode", outcome.rcode},
-                               {"answer", outcome.answer}});
-    if (!outcome.reason.empty()) append_log_fields(a.log_tail, {{"reason", outcome.reason}});
-  }
+  a.log_tail = log_tail(outcome, size);
   a.reply = std::move(outcome.reply);
   // The cached reply is reused with another id; that is only right when the
   // reply carries the query's id in its first two bytes.
@@ -175,6 +167,18 @@ const dns_server::cached_answer& dns_server::answer(const std::uint8_t* query, s
   }
   if (cache_.size() >= cache_limit) cache_.clear();
   return cache_.emplace(std::move(key), std::move(a)).first->second;
+}
+
+std::string dns_server::log_tail(const query_outcome& outcome, std::size_t size) {
+  std::string tail;
+  if (!outcome.reply) {
+    append_log_fields(tail, {{"bytes", std::to_string(size)}, {"reason", outcome.reason}});
+  } else {
+    append_log_fields(tail, {{"name", outcome.name}, {"type", outcome.type}, {"rcode", outcome.rcode},
+                             {"answer", outcome.answer}});
+    if (!outcome.reason.empty()) append_log_fields(tail, {{"reason", outcome.reason}});
+  }
+  return tail;
 }
 
 asio::awaitable<void> dns_server::run() {

@@ -53,6 +53,8 @@ class dns_server {
     bool echoes_id = false;  // reply[0..1] is the query's id, to be replaced by the next asker's
   };
   const cached_answer& answer(const std::uint8_t* query, std::size_t size);
+  // The log tail of a query's outcome (" name=... type=... rcode=... answer=...").
+  static std::string log_tail(const query_outcome& outcome, std::size_t size);
   boost::asio::awaitable<void> tcp_session(boost::asio::ip::tcp::socket socket);
 
   zone zone_;

@@ -73,6 +73,7 @@ int resolver_main(int argc, char** argv) {
       exit_code = 1;
     }
     signals.cancel();
+    server->stop();  // the TCP side too, or io.run() would never return
   });
 
   const auto bound = server->local_endpoint();

@@ -231,7 +231,7 @@ std::string zone::soa_text() const {
   return ". " + std::to_string(ttl_) + " IN SOA " + names_.at(".").front().rdata;
 }
 
-query_outcome handle_query(const zone& z, std::span<const std::uint8_t> bytes) {
+query_outcome handle_query(const zone& z, std::span<const std::uint8_t> bytes, bool over_tcp) {
   query_outcome out;
   const auto check = check_query(bytes);
   switch (check.verdict) {
@@ -281,7 +281,9 @@ query_outcome handle_query(const zone& z, std::span<const std::uint8_t> bytes) {
   }
 
   std::size_t limit = classic_udp_size;
-  if (ldns_pkt_edns(query.get())) {
+  if (over_tcp) {
+    limit = 65535;  // RFC 1035 §4.2.2: the two-byte length is the only bound
+  } else if (ldns_pkt_edns(query.get())) {
     limit = std::clamp<std::size_t>(ldns_pkt_edns_udp_size(query.get()), classic_udp_size, edns_udp_size);
   }
   out.reply = encode_reply(z, query.get(), plan, false);

@@ -61,7 +61,9 @@ struct query_outcome {
   std::string reason;        // why it was dropped or refused, else empty
 };
 
-query_outcome handle_query(const zone& z, std::span<const std::uint8_t> query);
+// over_tcp: the reply may be as large as a TCP message (65535 bytes); over
+// UDP it is cut to 512 bytes or the query's EDNS size, with TC set.
+query_outcome handle_query(const zone& z, std::span<const std::uint8_t> query, bool over_tcp = false);
 
 // The reply bytes only.
 std::optional<std::vector<std::uint8_t>> answer_query(const zone& z,
