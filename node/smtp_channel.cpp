@@ -45,6 +45,10 @@ asio::awaitable<std::pair<io_status, std::string>> smtp_channel::read_line(std::
         in_.erase(0, nl + 1);
         skipping_ = false;
         scanned = 0;
+        if (in_.empty()) {  // the next command has not begun: the idle deadline again
+          deadline = std::chrono::steady_clock::now() + idle;
+          waiting_for_first_byte = true;
+        }
         continue;
       }
     } else if (nl != std::string::npos) {

@@ -63,7 +63,7 @@ def topology():
     jaku["limits"] = {"message_size": 200000, "recipients": 3, "connections": 20}
     port, = harness.free_tcp_ports(1)
     t["domains"].append({"name": "slow.example", "listen": f"127.0.0.1:{port}", "users": ["anna"],
-                         "timeouts": {"greeting_pause": "300ms"},
+                         "timeouts": {"greeting_pause": "300ms", "idle": "4s", "command": "1s"},
                          "limits": {"connections": 3, "command_line": 64, "text_line": 80}})
     return t
 
@@ -235,6 +235,14 @@ def test_small_line_limits_from_the_topology():
     assert conn.cmd("EHLO client.example")[0] == 250
     code, text = conn.cmd("NOOP " + "x" * 60)  # 67 bytes with CRLF > 64
     assert code == 500 and "5.5.2" in text, text
+    # A line cut short at once, then finished: the wait for the next command
+    # is the idle one (4 s here), not the command one (1 s).
+    conn.send("NOOP " + "y" * 100)
+    code, text = conn.reply()
+    assert code == 500 and "5.5.2" in text, text
+    conn.send("the rest of it\r\n")
+    time.sleep(1.5)  # a slow human, longer than the command deadline
+    assert conn.cmd("NOOP")[0] == 250
     assert conn.cmd("MAIL FROM:<anna@slow.example>")[0] == 250
     assert conn.cmd("RCPT TO:<anna@slow.example>")[0] == 250
     assert conn.cmd("DATA")[0] == 354
