@@ -359,14 +359,17 @@ asio::awaitable<void> relay::send_bounce(const queued_message& m, const std::vec
 asio::awaitable<void> relay::deliver(std::shared_ptr<queued_message> m) {
   auto timer = std::make_shared<asio::steady_timer>(ex_);
   const auto& retry = ctx_.config.retry;
+  auto flushes_seen = flushes_;
   for (;;) {
-    if (m->next_try_ms > now_ms()) {
+    // A flush since the last attempt began (during it, or while its outcome
+    // was written) means: try now, not at the backoff's time.
+    if (m->next_try_ms > now_ms() && flushes_ == flushes_seen) {
       waiting_[m->id] = timer;
       timer->expires_after(millis(m->next_try_ms - now_ms()));
       co_await timer->async_wait(asio::as_tuple(asio::use_awaitable));
       waiting_.erase(m->id);
     }
-    const auto flushes_before = flushes_;
+    flushes_seen = flushes_;
     std::set<std::string> domains;
     for (const auto& r : m->rcpts)
       if (r.state == "pending") domains.insert(r.domain);
@@ -424,7 +427,6 @@ asio::awaitable<void> relay::deliver(std::shared_ptr<queued_message> m) {
     auto delay = retry.first.count();
     for (int i = 1; i < m->attempts && delay < retry.max.count(); ++i) delay *= 2;
     delay = std::min<std::int64_t>(delay, retry.max.count());
-    if (flushes_ != flushes_before) delay = 0;  // asked to retry while this attempt ran (a peer came back)
     m->next_try_ms = now_ms() + delay;
     try {
       if (!pending) {
