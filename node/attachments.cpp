@@ -35,10 +35,16 @@ std::size_t utf8_letter(std::string_view s) {
   }
   const char32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
   if (cp < least[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;  // overlong, surrogate
-  const bool unfit = cp <= 0x9F ||                      // C1 controls
-                     (cp >= 0x200B && cp <= 0x200F) ||  // zero-width characters, LRM, RLM
-                     (cp >= 0x2028 && cp <= 0x202E) ||  // separators, embeddings, overrides
-                     (cp >= 0x2060 && cp <= 0x206F) ||  // invisible operators, isolates
+  const bool unfit = cp <= 0xA0 ||                      // C1 controls, no-break space
+                     cp == 0xAD || cp == 0x34F ||       // soft hyphen, combining grapheme joiner
+                     cp == 0x61C || cp == 0x180E ||     // Arabic letter mark, Mongolian vowel separator
+                     (cp >= 0x115F && cp <= 0x1160) || cp == 0x3164 || cp == 0xFFA0 ||  // Hangul fillers
+                     (cp >= 0x17B4 && cp <= 0x17B5) ||  // Khmer invisible vowels
+                     (cp >= 0x2000 && cp <= 0x200F) ||  // spaces of every width, zero-width, LRM, RLM
+                     (cp >= 0x2028 && cp <= 0x202F) ||  // separators, embeddings, overrides, narrow space
+                     (cp >= 0x205F && cp <= 0x206F) ||  // math space, invisible operators, isolates
+                     cp == 0x3000 ||                    // ideographic space
+                     (cp >= 0xFE00 && cp <= 0xFE0F) ||  // variation selectors
                      cp == 0xFEFF ||                    // byte-order mark
                      (cp >= 0xE000 && cp <= 0xF8FF) ||  // private use
                      (cp >= 0xFFF0 && cp <= 0xFFFF) ||  // specials, noncharacters
@@ -135,7 +141,10 @@ std::string sanitize_file_name(std::string_view name) {
     std::size_t keep = max_file_name - std::min(ext.size(), max_file_name);
     // Back to the start of a character: never half of a UTF-8 sequence.
     while (keep > 0 && keep < stem.size() && (static_cast<unsigned char>(stem[keep]) & 0xC0) == 0x80) --keep;
-    out = stem.substr(0, keep) + ext;
+    out = stem.substr(0, keep);
+    while (!out.empty() && out.back() == ' ') out.pop_back();  // the cut may end on a space
+    out += ext;
+    if (out.empty()) return "attachment";
   }
   return out;
 }

@@ -68,6 +68,9 @@ TEST_CASE("file names are sanitised by an allow-list") {
   CHECK(sanitize_file_name("a\xE2\x80\x8B" "b") == "a_b");                                           // U+200B
   CHECK(sanitize_file_name("\xC2\x85x") == "x");  // C1 NEL
   CHECK(sanitize_file_name("bad\xC3(utf8\xC0\xAF.txt") == "bad_utf8_.txt");  // malformed, overlong
+  CHECK(sanitize_file_name(std::string(99, 'a') + " " + std::string(10, 'b')) == std::string(99, 'a'));  // cut at a space
+  CHECK(sanitize_file_name("plans\xC2\xA0") == "plans_");      // no-break space: no name ends looking blank
+  CHECK(sanitize_file_name("a\xE3\x80\x80" "b") == "a_b");       // ideographic space
   CHECK(sanitize_file_name("\xFF\xBB\x89x") == "x");   // 0xF5-0xFF lead no sequence (the random test found it)
   CHECK(sanitize_file_name("\xED\xA0\x80x") == "x");                                              // a surrogate
   const auto cyrillic = sanitize_file_name(std::string(300, 'a') + "\xD0\xB6\xD0\xB6\xD0\xB6" + std::string(200, 'b'));
@@ -135,6 +138,7 @@ std::string base64_of(const std::string& bytes) {
 TEST_CASE("any name at all: the sanitised one is safe, bounded, UTF-8, and stable") {
   std::mt19937 rng(20261201);
   const std::string pieces[] = {"/", "\\", "..", ".", "-", " ", "\0", "\r\n", "\xE2\x80\xAE", "\xD0\xB6", "\xF0\x9F\x9A\x80",
+                                std::string(90, 'x'), "\xC2\xA0",
                                 "\xC0\xAF", "\xED\xA0\x80", "\xEF\xBB\xBF", "a", "Z9", ".txt", "%2e"};
   for (int round = 0; round < 20000; ++round) {
     std::string name;
