@@ -30,16 +30,16 @@ void add_folder_options(CLI::App* cmd, folder_options& o) {
   cmd->add_option("--net", o.net, "the network's name, when several are up under ./run");
 }
 
-// A network's folder, running or not when named (inbox and show only read
-// files); otherwise the one network that is up.
-run_folder find_folder(const folder_options& o) {
+// A network's folder, running or not when named; otherwise the one network
+// that is up, or (for readers: inbox and show only read files) the one that ran.
+run_folder find_folder(const folder_options& o, bool may_be_down = false) {
   if (!o.dir.empty() || !o.net.empty()) {
     fs::path dir = !o.dir.empty() ? fs::path(o.dir) : fs::path("run") / o.net;
     run_folder f(dir);
     if (!fs::exists(f.topology_json())) throw std::runtime_error("no network folder at " + dir.string() + " (no topology.json)");
     return f;
   }
-  if (!run_folder::running_under("run").empty()) return locate_network({});
+  if (!may_be_down || !run_folder::running_under("run").empty()) return locate_network({});
   // Nothing is up: the mail of a network that ran here is still there to read.
   std::vector<fs::path> ran;
   std::error_code ec;
@@ -142,7 +142,7 @@ std::vector<fs::path> user_folders(const fs::path& mail_root) {
 }
 
 int run_inbox(const folder_options& o, const std::string& domain, const std::string& user) {
-  const auto folder = find_folder(o);
+  const auto folder = find_folder(o, true);
   const auto mail_root = folder.dir() / domain / "mail";
   if (!fs::is_directory(mail_root)) throw std::runtime_error("no Maildirs for domain '" + domain + "' in " + folder.dir().string());
   std::vector<fs::path> users;
@@ -176,7 +176,7 @@ int run_inbox(const folder_options& o, const std::string& domain, const std::str
 // the network's folder.
 fs::path find_message(const folder_options& o, const std::string& which) {
   if (fs::is_regular_file(which)) return which;
-  const auto folder = find_folder(o);
+  const auto folder = find_folder(o, true);
   std::vector<fs::path> matches;
   std::error_code ec;
   for (const auto& domain : fs::directory_iterator(folder.dir(), ec)) {

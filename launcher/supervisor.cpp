@@ -197,7 +197,7 @@ class supervisor {
   asio::awaitable<void> stop_child(child& c, bool kill);
   asio::awaitable<void> stop_all();
   void flush_others(const std::string& except);
-  void tell_console(const std::string& text);
+  void tell_console(const std::string& text, bool log_it = true);
 
  public:
   void release_console() { console_ = -1; }  // it is about to be closed
@@ -405,9 +405,10 @@ void supervisor::flush_others(const std::string& except) {
     if (c.name != except && c.name != "resolver" && c.state == child_state::ready) ::kill(c.current->pid, SIGUSR1);
 }
 
-// Also into the log when a detached launcher's console is the terminal.
-void supervisor::tell_console(const std::string& text) {
-  std::cerr << text << std::flush;
+// Into the log (stderr) and, for a detached launcher, the terminal `up -d`
+// was typed in; progress goes to that terminal only.
+void supervisor::tell_console(const std::string& text, bool log_it) {
+  if (log_it || console_ == STDERR_FILENO) std::cerr << text << std::flush;
   if (console_ < 0 || console_ == STDERR_FILENO) return;
   for (std::size_t done = 0; done < text.size();) {
     ssize_t n = ::write(console_, text.data() + done, text.size() - done);
@@ -578,14 +579,15 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
         [&] {
           if (progress && ready_count() != shown) {
             shown = ready_count();
-            tell_console("\rmailnet: " + std::to_string(shown) + " of " + std::to_string(children_.size()) + " ready");
+            tell_console("\rmailnet: " + std::to_string(shown) + " of " + std::to_string(children_.size()) + " ready",
+                         false);
           }
           return interrupted || std::none_of(children_.begin(), children_.end(), [](const child& c) {
                    return c.state == child_state::starting;
                  });
         },
         deadline);
-    if (progress) tell_console("\n");
+    if (progress) tell_console("\n", false);
     ok = std::all_of(children_.begin(), children_.end(), [](const child& c) { return c.state == child_state::ready; });
   }
 
@@ -612,8 +614,8 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
   if (!ec) control_.bind(asio::local::stream_protocol::endpoint(folder_.control_socket().string()), ec);
   if (!ec) control_.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
-    std::cerr << "mailnet: cannot serve the control socket " << folder_.control_socket().string() << ": "
-              << ec.message() << "\n";
+    tell_console("mailnet: cannot serve the control socket " + folder_.control_socket().string() + ": " +
+                 ec.message() + "\n");
     co_await stop_all();
     on_ready(false);
     co_return false;

@@ -243,16 +243,17 @@ def check_dig(port):
 
 
 def check_tcp(port):
-    """The same answers over TCP (RFC 7766): dig +tcp, dig ANY (which dig sends
-    over TCP), two queries on one connection, and junk that ends the connection."""
+    """The same answers over TCP (RFC 7766): dig +tcp, ANY (over UDP and TCP),
+    two queries on one connection, and junk that ends the connection."""
     out = dig(port, "+tcp", "SRV", "_smtp._tcp.jaku.com")
     if answer_lines(out) != ["_smtp._tcp.jaku.com. 60 IN SRV 0 0 1025 mx.jaku.com."]:
         fail("SRV answer over TCP: %r\n%s" % (answer_lines(out), out))
     out = dig(port, "+tcp", "MX", "genshinimpact.com")
     expect(out, "status: NXDOMAIN", "NXDOMAIN over TCP")
-    out = dig(port, "ANY", "jaku.com")
-    expect(out, "status: NOERROR", "ANY")
-    expect(out, "IN\tMX\t10 mx.jaku.com.", "ANY lists the MX")
+    for transport in ("+notcp", "+tcp"):
+        out = dig(port, transport, "ANY", "jaku.com")
+        expect(out, "status: NOERROR", "ANY " + transport)
+        expect(out, "IN\tMX\t10 mx.jaku.com.", "ANY lists the MX " + transport)
 
     conn = socket.create_connection(("127.0.0.1", port), timeout=5)
     try:
