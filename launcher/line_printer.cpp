@@ -30,6 +30,20 @@ void line_printer::print(std::string line) {
   wake_.notify_one();
 }
 
+void line_printer::print_block(std::string lines, std::size_t count) {
+  if (count == 0) return;
+  {
+    std::lock_guard lock(mutex_);
+    if (pending_bytes_ + lines.size() > max_pending_bytes_) {
+      dropped_ += count;
+      return;
+    }
+    pending_bytes_ += lines.size();
+    pending_.push_back(std::move(lines));
+  }
+  wake_.notify_one();
+}
+
 void line_printer::flush() {
   std::unique_lock lock(mutex_);
   drained_.wait(lock, [this] { return pending_.empty() && !writing_; });

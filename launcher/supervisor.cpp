@@ -206,6 +206,8 @@ class supervisor {
   void write_network_json();
   bool hold_network_json_ = false;  // during bring-up and stop_all
   void print_line(const child& c, const std::string& line);
+  void append_line(const child& c, std::string_view line, std::string& out) const;
+  void take_line(child& c, const std::shared_ptr<instance>& inst, std::string_view line, bool is_stderr);
   void count_event(child& c, std::string_view event);
 
   asio::awaitable<void> serve_control();
@@ -228,11 +230,21 @@ class supervisor {
   line_printer out_;
 };
 
+// "jaku.com      | line", in the node's colour on a terminal.
+void supervisor::append_line(const child& c, std::string_view line, std::string& out) const {
+  if (!c.colour.empty()) out += c.colour;
+  out += c.name;
+  if (c.name.size() < name_width_) out.append(name_width_ - c.name.size(), ' ');
+  if (!c.colour.empty()) out += "\033[0m";
+  out += " | ";
+  out += line;
+  out += '\n';
+}
+
 void supervisor::print_line(const child& c, const std::string& line) {
-  std::string padded = c.name;
-  if (padded.size() < name_width_) padded.resize(name_width_, ' ');
-  if (!c.colour.empty()) padded = c.colour + padded + "\033[0m";
-  out_.print(padded + " | " + line);
+  std::string text;
+  append_line(c, line, text);
+  out_.print_block(std::move(text), 1);
 }
 
 void supervisor::count_event(child& c, std::string_view event) {
@@ -273,37 +285,55 @@ void supervisor::spawn(child& c) {
 
 asio::awaitable<void> supervisor::pump(child& c, std::shared_ptr<instance> inst, asio::readable_pipe& pipe,
                                        bool is_stderr) {
-  std::string buffer;
+  // Whatever one read brings is handled line by line and printed as one
+  // block: a busy resolver writes tens of thousands of lines a second.
+  std::string buffer, block;
+  char chunk[65536];
   for (;;) {
-    auto [ec, n] = co_await asio::async_read_until(pipe, asio::dynamic_buffer(buffer, 1 << 20), '\n',
-                                                   asio::as_tuple(asio::use_awaitable));
-    if (ec == asio::error::not_found) {
+    auto [ec, n] = co_await pipe.async_read_some(asio::buffer(chunk), asio::as_tuple(asio::use_awaitable));
+    if (ec) {
+      if (!buffer.empty()) take_line(c, inst, buffer, is_stderr);  // a last line without its newline
+      co_return;
+    }
+    buffer.append(chunk, n);
+    std::size_t start = 0, count = 0;
+    block.clear();
+    for (std::size_t nl; (nl = buffer.find('\n', start)) != std::string::npos; start = nl + 1) {
+      const std::string_view line(buffer.data() + start, nl - start);
+      append_line(c, line, block);
+      ++count;
+      take_line(c, inst, line, is_stderr);
+    }
+    buffer.erase(0, start);
+    if (buffer.size() > (1u << 20)) {
       // A line over 1 MiB: drop it and keep reading, or the child would block on a full pipe.
       buffer.clear();
-      print_line(c, "<a log line over 1 MiB was cut>");
-      continue;
+      append_line(c, "<a log line over 1 MiB was cut>", block);
+      ++count;
     }
-    if (ec) co_return;
-    std::string line = buffer.substr(0, n - 1);
-    buffer.erase(0, n);
-    print_line(c, line);
-    if (c.current != inst) continue;
-    if (is_stderr) {
-      c.last_error = line;
-      continue;
-    }
-    const auto event = event_of(line);
-    if (c.state == child_state::starting && event == "port_busy") {
-      c.port_wait_until = clock::now() + std::chrono::seconds(70);
-    } else if (c.state == child_state::starting && event == "ready") {
-      c.state = child_state::ready;
-      inst->ever_ready = true;
-      inst->ready_at = clock::now();
-      write_network_json();
-      notify();
-    } else {
-      count_event(c, event);
-    }
+    out_.print_block(std::move(block), count);
+  }
+}
+
+// What a child's line tells the launcher: its last error, ready, a port it
+// waits for, the mail counters.
+void supervisor::take_line(child& c, const std::shared_ptr<instance>& inst, std::string_view line, bool is_stderr) {
+  if (c.current != inst) return;
+  if (is_stderr) {
+    c.last_error = std::string(line);
+    return;
+  }
+  const auto event = event_of(line);
+  if (c.state == child_state::starting && event == "port_busy") {
+    c.port_wait_until = clock::now() + std::chrono::seconds(70);
+  } else if (c.state == child_state::starting && event == "ready") {
+    c.state = child_state::ready;
+    inst->ever_ready = true;
+    inst->ready_at = clock::now();
+    write_network_json();
+    notify();
+  } else {
+    count_event(c, event);
   }
 }
 
