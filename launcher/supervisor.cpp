@@ -288,7 +288,7 @@ asio::awaitable<void> supervisor::pump(child& c, std::shared_ptr<instance> inst,
   // Whatever one read brings is handled line by line and printed as one
   // block: a busy resolver writes tens of thousands of lines a second.
   std::string buffer, block;
-  char chunk[65536];
+  char chunk[16384];  // in the coroutine frame: two per child, so not larger
   for (;;) {
     auto [ec, n] = co_await pipe.async_read_some(asio::buffer(chunk), asio::as_tuple(asio::use_awaitable));
     if (ec) {
