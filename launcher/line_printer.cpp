@@ -17,17 +17,8 @@ line_printer::~line_printer() {
 }
 
 void line_printer::print(std::string line) {
-  {
-    std::lock_guard lock(mutex_);
-    if (pending_bytes_ + line.size() > max_pending_bytes_) {
-      ++dropped_;
-      return;
-    }
-    pending_bytes_ += line.size() + 1;
-    line += '\n';
-    pending_.push_back(std::move(line));
-  }
-  wake_.notify_one();
+  line += '\n';
+  print_block(std::move(line), 1);
 }
 
 void line_printer::print_block(std::string lines, std::size_t count) {

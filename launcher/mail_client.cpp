@@ -248,6 +248,17 @@ std::optional<named_address> parse_named_address(std::string_view text) {
   return out;
 }
 
+std::vector<named_address> addresses_of(const std::vector<std::string>& entries, const char* field) {
+  std::vector<named_address> out;
+  for (const auto& entry : entries)
+    for (const auto& a : split_address_list(entry)) {
+      auto named = parse_named_address(a);
+      if (!named) throw mail_error(std::string(field) + ": not a mail address: '" + a + "'");
+      out.push_back(std::move(*named));
+    }
+  return out;
+}
+
 std::vector<std::string> split_address_list(std::string_view text) {
   std::vector<std::string> out;
   bool quoted = false;

@@ -45,6 +45,10 @@ class mail_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Every address in a field's entries (each may hold a list), parsed; throws
+// mail_error naming the field and the first that is not an address.
+std::vector<named_address> addresses_of(const std::vector<std::string>& entries, const char* field);
+
 // A whole RFC 5322 message with CRLF line ends: RFC 2047 subject, a
 // text/plain; charset=utf-8 body, and each attachment base64 with its
 // content type and file name (RFC 2231 when needed).

@@ -94,8 +94,7 @@ int run_send(const send_options& o) {
   // The envelope: bare addresses (build_mime has checked every one).
   std::vector<std::string> rcpts;
   for (const auto* lists : {&mail.to, &mail.cc, &mail.bcc})
-    for (const auto& list : *lists)
-      for (const auto& a : split_address_list(list)) rcpts.push_back(parse_named_address(a)->address);
+    for (const auto& a : addresses_of(*lists, "")) rcpts.push_back(a.address);
   auto result = send_message(target.host, target.port, sender->domain, sender->to_string(), rcpts, message,
                              o.verbose ? &std::cerr : nullptr, std::chrono::seconds(o.timeout_s));
   if (!result.ok) {

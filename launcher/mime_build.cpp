@@ -39,12 +39,8 @@ bool looks_like_text(std::string_view data) {
 
 void add_mailboxes(GMimeMessage* msg, GMimeAddressType type, const std::vector<std::string>& addresses,
                    const char* field) {
-  for (const auto& list : addresses)
-    for (const auto& a : split_address_list(list)) {
-      auto named = parse_named_address(a);
-      if (!named) throw mail_error(std::string(field) + ": not a mail address: '" + a + "'");
-      g_mime_message_add_mailbox(msg, type, named->name.c_str(), named->address.c_str());
-    }
+  for (const auto& a : addresses_of(addresses, field))
+    g_mime_message_add_mailbox(msg, type, a.name.c_str(), a.address.c_str());
 }
 
 gobject_ptr<GMimeDataWrapper> wrap(std::string_view bytes) {
@@ -123,9 +119,7 @@ std::string build_mime(const outgoing_mail& mail) {
     throw mail_error("subject: must be one line of UTF-8 text");
   if (!is_utf8(mail.body)) throw mail_error("body: not valid UTF-8 text");
   if (mail.to.empty() && mail.cc.empty() && mail.bcc.empty()) throw mail_error("no recipient: give --to, --cc or --bcc");
-  for (const auto& list : mail.bcc)
-    for (const auto& a : split_address_list(list))
-      if (!parse_named_address(a)) throw mail_error("--bcc: not a mail address: '" + a + "'");
+  addresses_of(mail.bcc, "--bcc");  // checked here although they go in no header
   const auto from = parse_named_address(mail.from);
   if (!from) throw mail_error("--from: not a mail address: '" + mail.from + "'");
   const auto from_domain = from->address.substr(from->address.rfind('@') + 1);

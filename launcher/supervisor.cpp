@@ -109,7 +109,7 @@ struct instance {
   std::unique_ptr<asio::readable_pipe> out, err;
   int pid = 0;
   bool ever_ready = false;
-  std::chrono::steady_clock::time_point ready_at{};
+  clock::time_point ready_at{};
 };
 
 struct counters {
@@ -148,6 +148,7 @@ class supervisor {
   // on_ready is taken by value: a coroutine must not keep references to its
   // caller's temporaries (ASan caught that one).
   asio::awaitable<bool> bring_up(std::chrono::milliseconds ready_timeout, std::function<void(bool)> on_ready);
+  void release_console() { console_ = -1; }  // the caller is about to close it
 
  private:
   void notify() { changed_.cancel(); }
@@ -198,11 +199,6 @@ class supervisor {
   asio::awaitable<void> stop_all();
   void flush_others(const std::string& except);
   void tell_console(const std::string& text, bool log_it = true);
-
- public:
-  void release_console() { console_ = -1; }  // it is about to be closed
-
- private:
   void write_network_json();
   bool hold_network_json_ = false;  // during bring-up and stop_all
   void print_line(const child& c, const std::string& line);

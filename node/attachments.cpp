@@ -131,22 +131,20 @@ std::string sanitize_file_name(std::string_view name) {
     }
   }
   // No hidden files, nothing that reads as "." or "..", nothing a shell
-  // takes for an option, no space at either end.
+  // takes for an option, no space at either end (also after a cut).
   auto first = out.find_first_not_of("._- ");
   out = first == std::string::npos ? std::string() : out.substr(first);
   while (!out.empty() && out.back() == ' ') out.pop_back();
-  if (out.empty()) return "attachment";
   if (out.size() > max_file_name) {
     auto [stem, ext] = split_extension(out);
     std::size_t keep = max_file_name - std::min(ext.size(), max_file_name);
     // Back to the start of a character: never half of a UTF-8 sequence.
     while (keep > 0 && keep < stem.size() && (static_cast<unsigned char>(stem[keep]) & 0xC0) == 0x80) --keep;
     out = stem.substr(0, keep);
-    while (!out.empty() && out.back() == ' ') out.pop_back();  // the cut may end on a space
+    while (!out.empty() && out.back() == ' ') out.pop_back();
     out += ext;
-    if (out.empty()) return "attachment";
   }
-  return out;
+  return out.empty() ? "attachment" : out;
 }
 
 extraction_result extract_attachments(std::string_view message, const std::filesystem::path& attachments_root,

@@ -27,9 +27,10 @@ class smtp_channel {
 
   // One line without its CRLF (a bare LF also ends a command line). A line
   // longer than max bytes is read and thrown away through its LF, in bounded
-  // memory, and reported as too_long. The timeout is for the whole line, so
-  // a client trickling a byte at a time cannot stretch it.
-  // idle: for the line's first byte; command: for the whole line from then on.
+  // memory, and reported as too_long as soon as it passes max (the rest is
+  // dropped by the next call, without another too_long). idle bounds the wait
+  // for the line's first byte, command the whole line from then on, so a
+  // client trickling a byte at a time cannot stretch it.
   asio::awaitable<std::pair<io_status, std::string>> read_line(std::size_t max, millis idle, millis command);
 
   // Whatever is buffered, or the next bytes from the socket, within timeout

@@ -279,11 +279,12 @@ step smtp_protocol::do_rcpt(std::string_view arg) {
 
   recipient r{path.box.to_string(), path.box.domain, {}};
   const bool ours = path.box.domain == config_.name || config_.policy.mailbox_by_local_part;
-  // user%other.example@us, other.example!user@us and "user@other.example"@us
-  // name another host through this one: the old ways to make a server relay.
-  // Refused as relaying for outsiders; for our own senders there is no such mailbox.
+  // Relaying is for our own senders only. Another domain is relaying, and so
+  // are user%other.example@us, other.example!user@us and "user@other.example"@us,
+  // the old ways to name a host through this one (for our own senders such a
+  // local part is simply no mailbox here).
   const bool routes_elsewhere = path.box.local.find_first_of("%!@") != std::string::npos;
-  if (ours && routes_elsewhere) {
+  if (!ours || routes_elsewhere) {
     auto sender = parse_mailbox(env_.mail_from);
     if (!sender || sender->domain != config_.name)
       return reply(554, "5.7.1 <" + path.box.to_string() + ">: Relay access denied");
@@ -294,12 +295,6 @@ step smtp_protocol::do_rcpt(std::string_view arg) {
     r.mailbox = found.mailbox;
     r.address = path.box.local + "@" + config_.name;
     r.domain = config_.name;
-  } else {
-    // Relay only for our own senders; %, ! and quoted @ in the local part
-    // change nothing, since routing looks at the domain alone.
-    auto sender = parse_mailbox(env_.mail_from);
-    if (!sender || sender->domain != config_.name)
-      return reply(554, "5.7.1 <" + path.box.to_string() + ">: Relay access denied");
   }
   env_.rcpts.push_back(std::move(r));
   phase_ = phase::rcpt;

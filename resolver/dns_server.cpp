@@ -11,7 +11,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/system_error.hpp>
 
-#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -36,7 +36,8 @@ constexpr std::size_t max_datagram = 65536;  // the largest UDP payload, so no d
 constexpr std::size_t cache_limit = 4096;    // answers kept; the cache starts over when full
 constexpr std::size_t cacheable_query = 512;
 
-std::string to_text(const udp::endpoint& e) {
+template <typename Endpoint>  // udp or tcp
+std::string to_text(const Endpoint& e) {
   return endpoint{e.address().to_string(), e.port()}.to_string();
 }
 
@@ -106,7 +107,7 @@ asio::awaitable<void> dns_server::tcp_session(tcp::socket accepted) {
   } guard{*this, socket.get()};
   boost::system::error_code ec;
   const auto peer = socket->remote_endpoint(ec);
-  const std::string client = ec ? "?" : endpoint{peer.address().to_string(), peer.port()}.to_string();
+  const std::string client = ec ? "?" : to_text(peer);
   asio::steady_timer idle(co_await asio::this_coro::executor);
   // A client that says nothing for tcp_idle, trickles, or does not read its answer is closed.
   auto arm = [&] {
@@ -133,12 +134,11 @@ asio::awaitable<void> dns_server::tcp_session(tcp::socket accepted) {
     log_.write_stamped_lines(line);
     if (!outcome.reply) break;  // nothing to say to junk: the connection ends
     const auto& reply = *outcome.reply;
-    std::vector<std::uint8_t> out(2 + reply.size());
-    out[0] = static_cast<std::uint8_t>(reply.size() >> 8);
-    out[1] = static_cast<std::uint8_t>(reply.size() & 0xFF);
-    std::copy(reply.begin(), reply.end(), out.begin() + 2);
+    const std::uint8_t size[2] = {static_cast<std::uint8_t>(reply.size() >> 8),
+                                  static_cast<std::uint8_t>(reply.size() & 0xFF)};
+    const std::array<asio::const_buffer, 2> out{asio::buffer(size), asio::buffer(reply)};
     arm();
-    auto [write_ec, written] = co_await asio::async_write(*socket, asio::buffer(out), asio::as_tuple(asio::use_awaitable));
+    auto [write_ec, written] = co_await asio::async_write(*socket, out, asio::as_tuple(asio::use_awaitable));
     if (write_ec) break;
   }
   idle.cancel();

@@ -1,11 +1,11 @@
 #!/usr/bin/python3
-"""End to end: the real mailnet-resolver process, asked by dig and by raw UDP.
+"""End to end: the real mailnet-resolver process, asked by dig and by raw UDP and TCP.
 
 Starts mailnet-resolver on a free loopback port, waits for its event=ready
 line, checks SRV/MX/A/AAAA/NXDOMAIN/NODATA answers through dig, then sends
 every class of malformed packet from a Python socket and checks that the
 process still answers a good query right after each one. Finally SIGTERM
-must end it with exit code 0. Standard library only.
+must end it with exit code 0. Standard library and the tests' harness only.
 """
 
 import json
@@ -20,6 +20,9 @@ import sys
 import tempfile
 import threading
 import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
 
 READY_TIMEOUT = 10.0
 DIG = shutil.which("dig") or "/usr/bin/dig"
@@ -44,24 +47,6 @@ def find_binary():
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return os.path.abspath(path)
     fail("mailnet-resolver not found; set MAILNET_BIN_DIR (looked in: %s)" % ", ".join(candidates))
-
-
-def free_udp_port():
-    """Free for UDP and for TCP: the resolver serves both on one port."""
-    for _ in range(50):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        t = socket.socket()
-        try:
-            t.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            s.close()
-            t.close()
-    fail("no port free for both UDP and TCP")
 
 
 def read_lines(stream, lines):
@@ -287,7 +272,7 @@ def main():
     if not os.path.exists(DIG):
         fail("dig not found (package bind9-dnsutils)")
     with tempfile.TemporaryDirectory(prefix="mailnet_resolver_e2e_") as tmp:
-        port = free_udp_port()
+        port = harness.free_udp_port()  # free for TCP too
         topology = {
             "name": "digtest",
             "resolver": {"listen": "127.0.0.1:%d" % port},
