@@ -77,9 +77,13 @@ def one_run(server, mode_args, args, leftovers):
         argv = [lib.SMTP_SOURCE, "-s", str(args.sessions), "-m", str(args.messages), "-l", str(args.size),
                 *mode_args, "-M", "client.example", "-f", "load@client.example", "-t", "bench@jaku.com",
                 f"127.0.0.1:{port}"]
+        load_cpu0 = lib.children_cpu_seconds()
+        busy0, all0 = lib.machine_jiffies()
         t0 = time.monotonic()
         rc, out = lib.run_bounded(argv, 60 + args.messages / 50)
         elapsed = time.monotonic() - t0
+        busy1, all1 = lib.machine_jiffies()
+        load_cpu = lib.children_cpu_seconds() - load_cpu0
         cpu = lib.cpu_seconds(pid) - cpu0
         extra_cpu = {k: lib.cpu_seconds(v) - extra_cpu0[k] for k, v in extra.items()}
         if rc != 0 or "fatal" in out:
@@ -90,7 +94,12 @@ def one_run(server, mode_args, args, leftovers):
             if n != args.messages:
                 raise RuntimeError(f"{server}: {n} of {args.messages} messages in the Maildir")
         r = {"server": server, "rate": args.messages / elapsed, "seconds": elapsed,
-             "cpu_us_per_msg": cpu / args.messages * 1e6}
+             "cpu_us_per_msg": cpu / args.messages * 1e6,
+             # smtp-source's own CPU, and how busy the whole machine was: with
+             # both cores busy, the load and the server share them, and a
+             # server's rate cannot pass cores / (its CPU + the load's) per message.
+             "load_cpu_us_per_msg": load_cpu / args.messages * 1e6,
+             "machine_busy": (busy1 - busy0) / max(1, all1 - all0)}
         for k, v in extra_cpu.items():
             r[f"{k}_cpu_us_per_msg"] = v / args.messages * 1e6
         return r
@@ -146,8 +155,8 @@ def measure(args, servers, modes, runs, leftovers):
 def report(args, servers, modes, runs):
     print(f"\n## accept rate: smtp-source -s {args.sessions} -m {args.messages} -l {args.size}")
     print(f"{lib.machine()}\n")
-    print("| mode | server | msg/s median (min..max) | server CPU µs/msg | mailnet ÷ server (median of paired ratios) |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| mode | server | msg/s median (min..max) | server CPU µs/msg | smtp-source CPU µs/msg | machine busy | mailnet ÷ server (median of paired ratios) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for mode in modes:
         mine = {r["round"]: r["rate"] for r in runs if r["mode"] == mode and r["server"] == "mailnet"}
         for server in servers:
@@ -159,7 +168,9 @@ def report(args, servers, modes, runs):
             if server != "mailnet" and mine:
                 ratios = [mine[r["round"]] / r["rate"] for r in rs if r["round"] in mine]
                 ratio = lib.summary(ratios, "{:.2f}") + "×"
-            print(f"| {mode} | {server} | {lib.summary([r['rate'] for r in rs])} | {cpu} | {ratio} |")
+            load = lib.summary([r["load_cpu_us_per_msg"] for r in rs])
+            busy = lib.summary([100 * r["machine_busy"] for r in rs]) + " %"
+            print(f"| {mode} | {server} | {lib.summary([r['rate'] for r in rs])} | {cpu} | {load} | {busy} | {ratio} |")
     sys.stdout.flush()
     if args.json:
         with open(args.json, "w") as f:

@@ -7,6 +7,7 @@ Standard library only, for Debian's /usr/bin/python3.
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -95,6 +96,21 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_jiffies():
+    """(busy, all) clock ticks of every core since boot, from /proc/stat: the
+    share of the whole machine a run kept busy is the ratio of their deltas."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+def children_cpu_seconds():
+    """utime+stime of every child this process has waited for."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def status_kib(pid, key):
