@@ -85,9 +85,10 @@ void event_log::open(const std::filesystem::path& file, bool echo_stdout) {
   echo_ = echo_stdout;
 }
 
-void event_log::coalesce(scheduler schedule) {
+void event_log::coalesce(scheduler schedule, scheduler batch_schedule) {
   std::lock_guard lock(mutex_);
   schedule_ = std::move(schedule);
+  batch_schedule_ = std::move(batch_schedule);
 }
 
 void append_log_fields(std::string& out, std::initializer_list<log_field> fields) {
@@ -99,36 +100,44 @@ void append_log_fields(std::string& out, std::initializer_list<log_field> fields
   }
 }
 
-void event_log::write(std::initializer_list<log_field> fields) {
+void event_log::write(std::initializer_list<log_field> fields, pace p) {
   std::string line;
   append_log_fields(line, fields);
-  write_raw(std::string_view(line).substr(line.empty() ? 0 : 1));
+  write_raw(std::string_view(line).substr(line.empty() ? 0 : 1), p);
 }
 
-void event_log::write_raw(std::string_view text) {
+void event_log::write_raw(std::string_view text, pace p) {
   std::string line = utc_timestamp();
   line += ' ';
   line += text;
   line += '\n';
-  emit(line);
+  emit(line, p);
 }
 
 void event_log::write_stamped_lines(std::string_view lines) {
   if (!lines.empty()) emit(lines);
 }
 
-void event_log::emit(std::string_view line) {
+void event_log::emit(std::string_view line, pace p) {
   std::unique_lock lock(mutex_);
   if (schedule_) {
     pending_ += line;
-    if (flush_posted_) return;
-    flush_posted_ = true;
-    auto schedule = schedule_;
+    if (flush_posted_) return;  // the pass's flush takes it
+    const bool batch = p == pace::batched && batch_schedule_;
+    if (batch && batch_armed_) return;  // the next batch takes it
+    (batch ? batch_armed_ : flush_posted_) = true;
+    auto schedule = batch ? batch_schedule_ : schedule_;
     lock.unlock();
     try {
-      schedule([this] { flush(); });
+      if (batch)
+        schedule([this] { flush_batch(); });
+      else
+        schedule([this] { flush(); });
     } catch (...) {  // out of memory: write now rather than hold lines forever
-      flush();
+      if (batch)
+        flush_batch();
+      else
+        flush();
     }
     return;
   }
@@ -136,6 +145,14 @@ void event_log::emit(std::string_view line) {
   // launcher sees each event as it happens.
   if (fd_ >= 0) write_all(fd_, line);
   if (echo_) write_all(STDOUT_FILENO, line);
+}
+
+void event_log::flush_batch() {
+  {
+    std::lock_guard lock(mutex_);
+    batch_armed_ = false;
+  }
+  flush();
 }
 
 void event_log::flush() {

@@ -40,8 +40,13 @@ class event_log {
   // Appends to file (created with its folder). Throws std::system_error.
   void open(const std::filesystem::path& file, bool echo_stdout);
 
-  void write(std::initializer_list<log_field> fields);
-  void write_raw(std::string_view line);  // a preformatted line, timestamp added
+  // prompt: written in this pass of the event loop (or at once without
+  // coalesce). batched: may wait for the batch scheduler (a node's 20 ms
+  // timer), for the lines every message brings; a prompt line takes the
+  // waiting ones with it, so lines keep their order.
+  enum class pace { prompt, batched };
+  void write(std::initializer_list<log_field> fields, pace p = pace::prompt);
+  void write_raw(std::string_view line, pace p = pace::prompt);  // a preformatted line, timestamp added
   // Whole lines that already start with utc_timestamp() and end in '\n', in
   // one write: a session's command and its reply cost one system call, not two.
   void write_stamped_lines(std::string_view lines);
@@ -52,12 +57,13 @@ class event_log {
   // lines of a crash's last pass can be lost; a 250 never depends on them.
   // Without it (the default) every line is written at once.
   using scheduler = std::function<void(std::function<void()>)>;
-  void coalesce(scheduler schedule);
+  void coalesce(scheduler schedule, scheduler batch_schedule = {});
 
   void flush();  // writes what is gathered now
 
  private:
-  void emit(std::string_view text);  // whole lines
+  void emit(std::string_view text, pace p = pace::prompt);  // whole lines
+  void flush_batch();  // the batch scheduler's task
 
   std::mutex mutex_;
   int fd_ = -1;
@@ -65,6 +71,8 @@ class event_log {
   scheduler schedule_;
   std::string pending_;
   bool flush_posted_ = false;
+  scheduler batch_schedule_;
+  bool batch_armed_ = false;  // a batch task is scheduled and has not run
 };
 
 }  // namespace mailnet

@@ -449,6 +449,19 @@ def test_transcript_and_event_log():
             assert fields.startswith("id=") or fields.startswith("event="), line
 
 
+def test_events_are_in_node_log_when_the_last_session_has_its_last_reply():
+    """The per-message events wait for a 20 ms batch under load, but with few
+    sessions open a closing reply goes out after them: read at once, no wait."""
+    sender = f"log-check-{os.getpid()}@client.example"
+    with smtplib.SMTP("127.0.0.1", jaku_port(), timeout=10) as s:
+        s.sendmail(sender, ["finn@jaku.com"], b"Subject: logged\r\n\r\nx\r\n")
+    with open(os.path.join(NET.domain_dir("jaku.com"), "node.log")) as f:
+        lines = f.read().splitlines()
+    accepted = [line for line in lines if "event=accepted" in line and f"from={sender}" in line]
+    assert len(accepted) == 1, lines[-10:]
+    qid = accepted[0].split(" id=", 1)[1].split()[0]
+    assert any(f"id={qid} event=delivered mailbox=finn" in line for line in lines), lines[-10:]
+
 if __name__ == "__main__":
     TOPO = topology()
     with harness.Network(TOPO) as NET:
@@ -462,6 +475,6 @@ if __name__ == "__main__":
             test_recipient_limit_keeps_earlier_ones, test_nul_cr_lf_and_folder_escapes,
             test_relay_is_denied_to_outsiders, test_idle_and_trickling_clients_time_out_while_others_are_served,
             test_too_many_errors_and_connections, test_disk_failure_answers_451_and_leaves_nothing,
-            test_transcript_and_event_log,
+            test_transcript_and_event_log, test_events_are_in_node_log_when_the_last_session_has_its_last_reply,
         ])
     sys.exit(code)  # after the network is closed, so that its sanitizer check runs
