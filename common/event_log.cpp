@@ -127,17 +127,12 @@ void event_log::emit(std::string_view line, pace p) {
     if (batch && batch_armed_) return;  // the next batch takes it
     (batch ? batch_armed_ : flush_posted_) = true;
     auto schedule = batch ? batch_schedule_ : schedule_;
+    void (event_log::*task)() = batch ? &event_log::flush_batch : &event_log::flush;
     lock.unlock();
     try {
-      if (batch)
-        schedule([this] { flush_batch(); });
-      else
-        schedule([this] { flush(); });
+      schedule([this, task] { (this->*task)(); });
     } catch (...) {  // out of memory: write now rather than hold lines forever
-      if (batch)
-        flush_batch();
-      else
-        flush();
+      (this->*task)();
     }
     return;
   }
