@@ -1,5 +1,5 @@
 // A TCP connection that speaks in lines with a deadline on every read and
-// write (STYLE.md 5). Shared by the server session and the relay client.
+// write: a silent peer never holds a session for ever. Shared by the server session and the relay client.
 // Expected outcomes (EOF, timeout, reset) come back as values.
 #pragma once
 

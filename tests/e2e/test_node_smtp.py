@@ -1,5 +1,6 @@
 """Issue 3: the node as a real ESMTP server, driven through real sockets,
-smtplib and swaks, with every class of bad input from REFERENCES.md."""
+smtplib and swaks, with every class of bad input a server must survive (smuggling, pipelining
+abuse, over-long lines, NUL and control bytes, sequence errors, relay tricks)."""
 import os
 import shutil
 import smtplib
