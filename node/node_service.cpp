@@ -2,6 +2,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/io_context.hpp>
@@ -216,6 +217,26 @@ struct node_service::impl {
     }
   }
 
+  // Waits until no session is open and no relay attempt is under way, or
+  // until the deadline; wakes the idle sessions on each turn (one woken just
+  // before it began to wait would otherwise sleep until its idle timeout).
+  asio::awaitable<void> drain(std::chrono::steady_clock::time_point deadline) {
+    asio::steady_timer tick(io);
+    for (;;) {
+      for (auto& wake : ctx.stop_hooks) wake();
+      const bool relay_busy = relay_agent && relay_agent->busy();
+      if ((ctx.active_sessions == 0 && !relay_busy) || std::chrono::steady_clock::now() >= deadline) {
+        events.write({{"event", "stopped"}, {"sessions_cut", std::to_string(ctx.active_sessions)},
+                      {"relay_attempt_cut", relay_busy ? "yes" : "no"}});
+        events.flush();
+        io.stop();
+        co_return;
+      }
+      tick.expires_after(std::chrono::milliseconds(20));
+      co_await tick.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+  }
+
   asio::io_context& io;
   topology net;
   const domain_config& config;
@@ -350,6 +371,17 @@ void node_service::flush() {
 void node_service::stop() {
   boost::system::error_code ec;
   impl_->acceptor.close(ec);
+}
+
+void node_service::shut_down(std::chrono::milliseconds drain) {
+  auto& m = *impl_;
+  if (m.ctx.stopping) return;
+  m.events.write({{"event", "stopping"}, {"sessions", std::to_string(m.ctx.active_sessions)},
+                  {"drain_ms", std::to_string(drain.count())}});
+  m.ctx.stopping = true;
+  stop();
+  if (m.relay_agent) m.relay_agent->stop();
+  asio::co_spawn(m.io, m.drain(std::chrono::steady_clock::now() + drain), asio::detached);
 }
 
 }  // namespace mailnet::node
