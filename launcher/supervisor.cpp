@@ -37,6 +37,10 @@ using clock = std::chrono::steady_clock;
 
 namespace {
 
+// A node's graceful stop lets sessions in DATA finish for up to 5 s; the
+// SIGKILL after SIGTERM waits longer, so it only ends a node that hangs.
+constexpr auto graceful_stop_wait = std::chrono::seconds(8);
+
 // Runs in the child between fork and exec: its own process group (a Ctrl-C
 // reaches only the launcher, which then stops the children in order), and
 // death with the launcher, even if the launcher is killed with SIGKILL.
@@ -397,7 +401,7 @@ asio::awaitable<void> supervisor::stop_child(child& c, bool kill) {
   ::kill(c.current->pid, kill ? SIGKILL : SIGTERM);
   write_network_json();
   auto down = [&] { return is_down(c.state); };
-  if (!co_await wait_until(down, clock::now() + std::chrono::seconds(5))) {
+  if (!co_await wait_until(down, clock::now() + graceful_stop_wait)) {
     ::kill(c.current->pid, SIGKILL);
     co_await wait_until(down, clock::now() + std::chrono::seconds(5));
   }
@@ -415,7 +419,7 @@ asio::awaitable<void> supervisor::stop_all() {
   auto all_down = [this] {
     return std::all_of(children_.begin(), children_.end(), [](const child& c) { return is_down(c.state); });
   };
-  if (!co_await wait_until(all_down, clock::now() + std::chrono::seconds(5))) {
+  if (!co_await wait_until(all_down, clock::now() + graceful_stop_wait)) {
     for (auto& c : children_)
       if (!is_down(c.state)) ::kill(c.current->pid, SIGKILL);
     co_await wait_until(all_down, clock::now() + std::chrono::seconds(5));

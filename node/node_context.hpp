@@ -6,6 +6,7 @@
 #include <boost/asio/thread_pool.hpp>
 #include <cstddef>
 #include <functional>
+#include <list>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,10 @@ struct node_context {
   group_committer& committer;  // new messages: many per flush of the disk
   relay* relay_agent = nullptr;
   std::size_t active_sessions = 0;
+  // A graceful stop has begun (SIGTERM): sessions answer 421 4.3.2 at their
+  // next command, and each hook here wakes a session that waits for one.
+  bool stopping = false;
+  std::list<std::function<void()>> stop_hooks;
 
   // An id unique on this node across restarts: milliseconds since the epoch
   // in hex, then a counter.

@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <chrono>
 #include <csignal>
 #include <functional>
 #include <iostream>
@@ -12,6 +13,12 @@
 #include "node/node_service.hpp"
 
 namespace mailnet::node {
+
+namespace {
+// How long a graceful stop waits for sessions in DATA and relay attempts
+// under way; the launcher waits longer than this before its SIGKILL.
+constexpr std::chrono::milliseconds drain_deadline{5000};
+}  // namespace
 
 int node_main(int argc, char** argv) {
   CLI::App app{"mailnet-node: one mail domain's SMTP server"};
@@ -34,12 +41,17 @@ int node_main(int argc, char** argv) {
     ::malloc_trim(0);  // and give the parse's memory back
     boost::asio::io_context io(1);
     node_service service(io, std::move(net), domain, std::filesystem::path(run_dir) / domain, true);
+    // SIGTERM (mailnet stop, restart, down) or SIGINT (Ctrl-C): a graceful
+    // stop within drain_deadline. Later signals change nothing: the
+    // launcher's SIGKILL, after its own longer wait, is the way to stop at once.
     boost::asio::signal_set signals(io, SIGTERM, SIGINT);
-    signals.async_wait([&](const boost::system::error_code& ec, int) {
+    std::function<void(const boost::system::error_code&, int)> on_stop = [&](const boost::system::error_code& ec,
+                                                                             int) {
       if (ec) return;
-      service.stop();
-      io.stop();  // every 250 already given is on disk; nothing else must finish
-    });
+      service.shut_down(drain_deadline);
+      signals.async_wait(on_stop);
+    };
+    signals.async_wait(on_stop);
     // SIGUSR1: retry the queue now (the launcher sends it when a node comes back).
     boost::asio::signal_set flush_signal(io, SIGUSR1);
     std::function<void(const boost::system::error_code&, int)> on_flush = [&](const boost::system::error_code& ec,

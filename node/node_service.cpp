@@ -2,6 +2,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/io_context.hpp>
@@ -11,12 +12,14 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <thread>
 #include <unistd.h>
 
 #include "node/attachment_loader.hpp"
 #include "node/bounce.hpp"
+#include "node/fd_reserve.hpp"
 #include "node/node_context.hpp"
 #include "node/relay.hpp"
 #include "node/resolver_client.hpp"
@@ -187,23 +190,46 @@ struct node_service::impl {
     return *d;
   }
 
+  std::string too_many_files_reply() const {
+    return "421 4.3.2 " + config.name + " Too many open files, try again later\r\n";
+  }
+
+  // One log line per second at most for each kind of trouble, with how many
+  // happened meanwhile.
+  void note(std::size_t& count, std::chrono::steady_clock::time_point& last, const char* event, std::string detail) {
+    ++count;
+    if (auto now = std::chrono::steady_clock::now(); now - last >= std::chrono::seconds(1)) {
+      events.write({{"event", event}, {"error", std::move(detail)}, {"count", std::to_string(count)}});
+      count = 0;
+      last = now;
+    }
+  }
+
   asio::awaitable<void> accept_loop() {
     asio::steady_timer pause(io);
     for (;;) {
       auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
       if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+      if (ec == asio::error::no_descriptors || ec.value() == ENFILE) {
+        // The table is full: the spare descriptor answers each waiting
+        // client 421 rather than leaving it unanswered in the listen queue.
+        bool answered = false;
+        while (fds.refuse_waiting(acceptor.native_handle(), too_many_files_reply())) answered = true;
+        note(fd_refusals, last_fd_refusal_log, "refused_fd_limit", ec.message());
+        if (answered) continue;
+      }
       if (ec) {
         // Out of file descriptors (EMFILE/ENFILE) and the like: breathe, go on.
-        // One log line per second at most, with how many failed meanwhile.
-        ++accept_errors;
-        if (auto now = std::chrono::steady_clock::now(); now - last_accept_log >= std::chrono::seconds(1)) {
-          events.write({{"event", "accept_error"}, {"error", ec.message()}, {"count", std::to_string(accept_errors)}});
-          accept_errors = 0;
-          last_accept_log = now;
-        }
+        note(accept_errors, last_accept_log, "accept_error", ec.message());
         pause.expires_after(std::chrono::milliseconds(50));
         co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
         continue;
+      }
+      if (ctx.active_sessions >= fds.session_cap()) {
+        fd_reserve::answer_now(socket.native_handle(), too_many_files_reply());
+        note(fd_refusals, last_fd_refusal_log, "refused_fd_limit",
+             "sessions at the cap the descriptor limit allows (" + std::to_string(fds.session_cap()) + ")");
+        continue;  // the socket closes here
       }
       asio::co_spawn(io, run_smtp_session(ctx, std::move(socket)), [this](std::exception_ptr e) {
         if (!e) return;
@@ -213,6 +239,26 @@ struct node_service::impl {
           events.write({{"event", "session_error"}, {"error", ex.what()}});
         }
       });
+    }
+  }
+
+  // Waits until no session is open and no relay attempt is under way, or
+  // until the deadline; wakes the idle sessions on each turn (one woken just
+  // before it began to wait would otherwise sleep until its idle timeout).
+  asio::awaitable<void> drain(std::chrono::steady_clock::time_point deadline) {
+    asio::steady_timer tick(io);
+    for (;;) {
+      for (auto& wake : ctx.stop_hooks) wake();
+      const bool relay_busy = relay_agent && relay_agent->busy();
+      if ((ctx.active_sessions == 0 && !relay_busy) || std::chrono::steady_clock::now() >= deadline) {
+        events.write({{"event", "stopped"}, {"sessions_cut", std::to_string(ctx.active_sessions)},
+                      {"relay_attempt_cut", relay_busy ? "yes" : "no"}});
+        events.flush();
+        io.stop();
+        co_return;
+      }
+      tick.expires_after(std::chrono::milliseconds(20));
+      co_await tick.async_wait(asio::as_tuple(asio::use_awaitable));
     }
   }
 
@@ -274,6 +320,9 @@ struct node_service::impl {
   std::unique_ptr<relay> relay_agent;
   std::size_t accept_errors = 0;
   std::chrono::steady_clock::time_point last_accept_log{};
+  fd_reserve fds;
+  std::size_t fd_refusals = 0;
+  std::chrono::steady_clock::time_point last_fd_refusal_log{};
 };
 
 node_service::node_service(asio::io_context& io, topology net, const std::string& domain,
@@ -327,6 +376,10 @@ std::uint16_t node_service::start() {
   m.relay_agent = std::make_unique<relay>(m.io.get_executor(), m.ctx, *m.resolver);
   m.ctx.relay_agent = m.relay_agent.get();
   m.relay_agent->recover();
+  m.fds.measure();  // after the node's own descriptors are open
+  if (m.fds.session_cap() < m.config.limits.connections)
+    m.events.write({{"event", "fd_limit"}, {"sessions", std::to_string(m.fds.session_cap())},
+                    {"detail", "the descriptor limit admits fewer sessions than limits.connections"}});
 
   asio::co_spawn(m.io, m.accept_loop(), [this](std::exception_ptr e) {
     if (!e) return;
@@ -350,6 +403,17 @@ void node_service::flush() {
 void node_service::stop() {
   boost::system::error_code ec;
   impl_->acceptor.close(ec);
+}
+
+void node_service::shut_down(std::chrono::milliseconds drain) {
+  auto& m = *impl_;
+  if (m.ctx.stopping) return;
+  m.events.write({{"event", "stopping"}, {"sessions", std::to_string(m.ctx.active_sessions)},
+                  {"drain_ms", std::to_string(drain.count())}});
+  m.ctx.stopping = true;
+  stop();
+  if (m.relay_agent) m.relay_agent->stop();
+  asio::co_spawn(m.io, m.drain(std::chrono::steady_clock::now() + drain), asio::detached);
 }
 
 }  // namespace mailnet::node

@@ -2,6 +2,7 @@
 // caller's io_context. main() runs one; tests can run one in-process on port 0.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -27,6 +28,11 @@ class node_service {
   // returns the bound port.
   std::uint16_t start();
   void stop();   // stops accepting; sessions end with the io_context
+  // A graceful stop: stops accepting and starting relay attempts, lets the
+  // sessions in DATA and the attempts under way finish within drain, answers
+  // the other sessions 421 4.3.2, then stops the io_context. Logs
+  // event=stopping and event=stopped.
+  void shut_down(std::chrono::milliseconds drain);
   void flush();  // retries every waiting message now
 
  private:

@@ -369,6 +369,12 @@ asio::awaitable<void> relay::deliver(std::shared_ptr<queued_message> m) {
       co_await timer->async_wait(asio::as_tuple(asio::use_awaitable));
       waiting_.erase(m->id);
     }
+    if (stopping_) co_return;  // the queue file is read again at the next start
+    struct under_way {
+      std::shared_ptr<std::size_t> count;
+      explicit under_way(std::shared_ptr<std::size_t> c) : count(std::move(c)) { ++*count; }
+      ~under_way() { --*count; }
+    } attempt_guard(attempts_under_way_);
     flushes_seen = flushes_;
     std::set<std::string> domains;
     for (const auto& r : m->rcpts)

@@ -32,6 +32,10 @@ class relay {
   void recover();
   // Retries every waiting message now.
   void flush();
+  // A graceful stop: no attempt starts from now on (the queue files stay for
+  // the next start); busy() while one already under way has not finished.
+  void stop() { stopping_ = true; }
+  bool busy() const { return *attempts_under_way_ > 0; }
 
  private:
   boost::asio::awaitable<void> deliver(std::shared_ptr<queued_message> m);
@@ -62,6 +66,9 @@ class relay {
   std::uint64_t flushes_ = 0;  // flush() calls so far
   std::map<std::string, std::vector<kept_connection>> kept_;                 // "host:port" -> idle connections
   bool sweeping_ = false;
+  bool stopping_ = false;
+  // Shared with each attempt's guard: a frame destroyed after the relay can still count down.
+  std::shared_ptr<std::size_t> attempts_under_way_ = std::make_shared<std::size_t>(0);
 };
 
 }  // namespace mailnet::node

@@ -50,6 +50,10 @@ class smtp_channel {
 
   asio::awaitable<io_status> write(std::string_view data, millis timeout);
 
+  // Ends the read or write under way as if its deadline had passed (a
+  // graceful stop wakes a session that waits for its next command).
+  void interrupt() { timer_.cancel(); }
+
   // Connects with a deadline.
   static asio::awaitable<std::pair<io_status, tcp::socket>> connect(asio::any_io_executor ex, tcp::endpoint to,
                                                                    millis timeout);

@@ -26,6 +26,19 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
+// The address part of a MAIL/RCPT argument (through its '>') carries a byte
+// of 0x80 or more: a UTF-8 (or raw 8-bit) address.
+bool has_8bit_address(std::string_view path_text) {
+  auto close = path_text.find('>');
+  auto address = path_text.substr(0, close == std::string_view::npos ? path_text.size() : close + 1);
+  return std::any_of(address.begin(), address.end(), [](unsigned char c) { return c >= 0x80; });
+}
+
+// RFC 6531 §3.5: without the SMTPUTF8 extension (not offered here) a
+// non-ASCII mailbox is refused with 553 5.6.7, not stored in another form.
+constexpr std::string_view eight_bit_address_text =
+    "5.6.7 Non-ASCII addresses need SMTPUTF8, which this server does not offer";
+
 bool has_control(std::string_view s) {
   return std::any_of(s.begin(), s.end(), [](unsigned char c) { return (c < 0x20 && c != '\t') || c == 0x7f; });
 }
@@ -234,6 +247,7 @@ step smtp_protocol::do_helo(std::string_view arg, bool esmtp) {
 
 step smtp_protocol::do_mail(std::string_view arg) {
   if (!istarts_with(arg, "FROM:")) return reply(501, "5.5.4 Syntax: MAIL FROM:<address>");
+  if (has_8bit_address(arg.substr(5))) return reply(553, eight_bit_address_text);
   auto path = parse_path(arg.substr(5));
   switch (path.error) {
     case address_error::none: break;
@@ -254,6 +268,7 @@ step smtp_protocol::do_mail(std::string_view arg) {
 step smtp_protocol::do_rcpt(std::string_view arg) {
   if (!istarts_with(arg, "TO:")) return reply(501, "5.5.4 Syntax: RCPT TO:<address>");
   std::string_view text = arg.substr(3);
+  if (has_8bit_address(text)) return reply(553, eight_bit_address_text);
   auto path = parse_path(text);
   // RFC 5321 §4.1.1.3: <Postmaster> (and, here, any bare local part) means this domain.
   std::string qualified;

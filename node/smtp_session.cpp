@@ -3,6 +3,8 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <functional>
+#include <list>
 
 #include "node/data_reader.hpp"
 #include "node/smtp_channel.hpp"
@@ -34,6 +36,22 @@ class session {
   asio::awaitable<void> run();
 
  private:
+  asio::awaitable<void> serve();
+
+  // While the session lives, a graceful stop can wake it when it waits for a
+  // command; leave() is called on every way out of run() (not a destructor:
+  // a frame destroyed after the node is gone must not touch ctx).
+  void join_stop_hooks() {
+    hook_ = ctx_.stop_hooks.insert(ctx_.stop_hooks.end(), [this] {
+      if (waiting_for_command_) channel_.interrupt();
+    });
+  }
+  void leave() { ctx_.stop_hooks.erase(hook_); }
+
+  std::string shutdown_reply() const {
+    return "421 4.3.2 " + ctx_.config.name + " Service shutting down, try again later\r\n";
+  }
+
   std::string client_ip() {
     boost::system::error_code ec;
     auto ep = channel_.socket().remote_endpoint(ec);
@@ -94,6 +112,8 @@ class session {
   smtp_protocol protocol_;
   std::string pending_;
   std::string log_pending_;
+  bool waiting_for_command_ = false;
+  std::list<std::function<void()>>::iterator hook_;
 };
 
 asio::awaitable<step> session::read_data() {
@@ -127,6 +147,17 @@ asio::awaitable<step> session::read_data() {
 }
 
 asio::awaitable<void> session::run() {
+  join_stop_hooks();
+  try {
+    co_await serve();
+  } catch (...) {
+    leave();
+    throw;
+  }
+  leave();
+}
+
+asio::awaitable<void> session::serve() {
   ctx_.events.write({{"id", id_}, {"event", "connect"}, {"client", ip_}}, event_log::pace::batched);
   log_line(" connect from " + ip_);
   if (ctx_.active_sessions > ctx_.config.limits.connections) {
@@ -144,12 +175,29 @@ asio::awaitable<void> session::run() {
     co_await send(protocol_.pregreet_reply(), true, true);
     co_return;
   }
-  if (!co_await send(protocol_.greeting(), true)) co_return;
+  // Named first: GCC 12 destroyed a ?: temporary twice inside a co_await.
+  const bool stopping = ctx_.stopping;
+  const std::string first_reply = stopping ? shutdown_reply() : protocol_.greeting();
+  if (!co_await send(first_reply, true, stopping) || stopping) co_return;
 
   for (;;) {
+    // A graceful stop: a session between transactions (or one whose DATA has
+    // just got its 250) is told at once; RFC 5321 §3.8 lets a server close
+    // with 421 at any time.
+    if (ctx_.stopping) {
+      co_await send(shutdown_reply(), true, true);
+      break;
+    }
+    waiting_for_command_ = true;
     auto [st, line] = co_await channel_.read_line(ctx_.config.limits.command_line, ctx_.config.timeouts.idle,
                                                        ctx_.config.timeouts.command);
+    waiting_for_command_ = false;
     step s;
+    if (ctx_.stopping && st != io_status::eof && st != io_status::error) {
+      if (st == io_status::ok) log_client(line);
+      co_await send(shutdown_reply(), true, true);
+      break;
+    }
     if (st == io_status::timeout) {
       co_await send(protocol_.timeout_reply(), true, true);
       break;

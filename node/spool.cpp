@@ -1,5 +1,6 @@
 #include "node/spool.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <nlohmann/json.hpp>
 #include <system_error>
@@ -14,18 +15,57 @@ using json = nlohmann::json;
 namespace {
 constexpr std::string_view magic = "MAILNET-QUEUE 1 ";
 constexpr std::string_view suffix = ".msg";
+
+// A JSON string holds UTF-8 only. A field that is not valid UTF-8 (a raw
+// 8-bit reply text, an address from an older node) is written as
+// {"hex":"fffe"} so it comes back byte for byte: a replaced byte made relay
+// and bounce use different addresses. Valid UTF-8 stays a plain string, as
+// in files written before.
+json bytes_field(const std::string& s) {
+  if (std::all_of(s.begin(), s.end(), [](unsigned char c) { return c < 0x80; })) return s;
+  try {
+    (void)json(s).dump();  // the same UTF-8 check the file's dump makes
+    return s;
+  } catch (const json::type_error&) {
+    static constexpr char digits[] = "0123456789abcdef";
+    std::string hex;
+    hex.reserve(s.size() * 2);
+    for (unsigned char c : s) {
+      hex += digits[c >> 4];
+      hex += digits[c & 0xF];
+    }
+    return json{{"hex", std::move(hex)}};
+  }
+}
+
+// Throws json::exception for anything but a string or a well-formed {"hex"}.
+std::string bytes_of(const json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  const auto& hex = v.at("hex").get_ref<const std::string&>();
+  if (hex.size() % 2 != 0) throw json::other_error::create(501, "odd hex field", &v);
+  auto nibble = [&](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    throw json::other_error::create(501, "bad hex field", &v);
+  };
+  std::string out;
+  out.reserve(hex.size() / 2);
+  for (std::size_t i = 0; i < hex.size(); i += 2) out += static_cast<char>(nibble(hex[i]) * 16 + nibble(hex[i + 1]));
+  return out;
+}
 }  // namespace
 
 std::string encode_queue_file(const queued_message& m) {
   json rcpts = json::array();
   for (const auto& r : m.rcpts)
-    rcpts.push_back({{"address", r.address}, {"domain", r.domain}, {"mailbox", r.mailbox},
-                     {"state", r.state}, {"last_error", r.last_error}});
-  json env = {{"id", m.id},           {"from", m.mail_from},        {"rcpts", rcpts},
+    rcpts.push_back({{"address", bytes_field(r.address)}, {"domain", bytes_field(r.domain)},
+                     {"mailbox", bytes_field(r.mailbox)}, {"state", r.state},
+                     {"last_error", bytes_field(r.last_error)}});
+  json env = {{"id", bytes_field(m.id)}, {"from", bytes_field(m.mail_from)}, {"rcpts", rcpts},
               {"created_ms", m.created_ms}, {"attempts", m.attempts}, {"next_try_ms", m.next_try_ms},
-              {"last_error", m.last_error}, {"size", m.message.size()}};
-  // Invalid UTF-8 (8BITMIME senders) is replaced rather than thrown on.
-  std::string head = env.dump(-1, ' ', false, json::error_handler_t::replace);
+              {"last_error", bytes_field(m.last_error)}, {"size", m.message.size()}};
+  // Every field is valid UTF-8 by now (bytes_field); strict, so a byte is never replaced.
+  std::string head = env.dump(-1, ' ', false, json::error_handler_t::strict);
   std::string out;
   out.reserve(magic.size() + 24 + head.size() + m.message.size());
   out += magic;
@@ -49,22 +89,22 @@ std::optional<queued_message> decode_queue_file(std::string_view bytes) {
   try {
     json env = json::parse(bytes.substr(0, head_len));
     queued_message m;
-    m.id = env.at("id").get<std::string>();
-    m.mail_from = env.at("from").get<std::string>();
+    m.id = bytes_of(env.at("id"));
+    m.mail_from = bytes_of(env.at("from"));
     for (const auto& r : env.at("rcpts")) {
       queued_recipient q;
-      q.address = r.at("address").get<std::string>();
-      q.domain = r.at("domain").get<std::string>();
-      q.mailbox = r.at("mailbox").get<std::string>();
+      q.address = bytes_of(r.at("address"));
+      q.domain = bytes_of(r.at("domain"));
+      q.mailbox = bytes_of(r.at("mailbox"));
       q.state = r.at("state").get<std::string>();
-      q.last_error = r.at("last_error").get<std::string>();
+      q.last_error = bytes_of(r.at("last_error"));
       if (q.state != "pending" && q.state != "delivered" && q.state != "failed") return std::nullopt;
       m.rcpts.push_back(std::move(q));
     }
     m.created_ms = env.at("created_ms").get<std::int64_t>();
     m.attempts = env.at("attempts").get<int>();
     m.next_try_ms = env.at("next_try_ms").get<std::int64_t>();
-    m.last_error = env.at("last_error").get<std::string>();
+    m.last_error = bytes_of(env.at("last_error"));
     auto size = env.at("size").get<std::size_t>();
     if (size != bytes.size() - head_len) return std::nullopt;  // torn or padded
     m.message = std::string(bytes.substr(head_len));

@@ -44,7 +44,8 @@ def test_out_of_file_descriptors_the_accept_loop_survives():
             for _ in range(2 * limit):
                 flood.append(socket.create_connection(("127.0.0.1", port), timeout=5))
             log = os.path.join(net.domain_dir("jaku.com"), "node.log")
-            harness.wait_for(lambda: "event=accept_error" in open(log).read(), 10, "the node to run out of descriptors")
+            harness.wait_for(lambda: "event=refused_fd_limit" in open(log).read(), 10,
+                             "the node to refuse for want of descriptors")
         finally:
             for s in flood:
                 s.close()

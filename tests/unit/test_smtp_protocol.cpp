@@ -263,3 +263,26 @@ TEST_CASE("address parsing") {
   CHECK(parse_mailbox("vader@deathstar.com")->domain == "deathstar.com");
   CHECK_FALSE(parse_mailbox("vader"));
 }
+
+TEST_CASE("non-ASCII addresses without SMTPUTF8 get 553 5.6.7 and change nothing") {
+  auto cfg = jaku();
+  smtp_protocol p(cfg, "127.0.0.1");
+  auto ehlo = p.on_line("EHLO client.example");
+  CHECK(ehlo.reply.find("SMTPUTF8") == std::string::npos);  // not offered, so never assumed
+  const std::vector<std::string> senders = {"MAIL FROM:<\"\xff\xfe\"@deathstar.com>", "MAIL FROM:<v\xc3\xa9@jaku.com>",
+                                            "MAIL FROM:<rey@j\xc3\xa4ku.com>", "MAIL FROM:<\x80@jaku.com> BODY=8BITMIME",
+                                            "MAIL FROM:<rey@jaku.com> SMTPUTF8"};
+  for (const auto& line : senders) {
+    auto s = p.on_line(line);
+    CHECK_MESSAGE(s.reply.substr(0, 10) == (line.ends_with("SMTPUTF8") ? "555 5.5.4 " : "553 5.6.7 "), line);
+  }
+  CHECK(p.on_line("MAIL FROM:<rey@jaku.com>").reply == "250 2.1.0 Ok\r\n");
+  for (std::string line : {"RCPT TO:<\"\xff\xfe\"@c.test>", "RCPT TO:<fi\xc3\xb1n@jaku.com>", "RCPT TO:<finn@jak\xfe.com>",
+                           "RCPT TO:<\xe2\x80\xae@jaku.com>"}) {
+    auto s = p.on_line(line);
+    CHECK_MESSAGE(s.reply.substr(0, 10) == "553 5.6.7 ", line);
+    CHECK(s.reply.find("SMTPUTF8") != std::string::npos);
+  }
+  CHECK(p.transaction().rcpts.empty());
+  CHECK(p.on_line("RCPT TO:<finn@jaku.com>").reply == "250 2.1.5 Ok\r\n");
+}

@@ -1,0 +1,82 @@
+#include <doctest/doctest.h>
+
+#include <random>
+#include <string>
+
+#include "node/spool.hpp"
+
+using namespace mailnet::node;
+
+namespace {
+
+bool same(const queued_recipient& a, const queued_recipient& b) {
+  return a.address == b.address && a.domain == b.domain && a.mailbox == b.mailbox && a.state == b.state &&
+         a.last_error == b.last_error;
+}
+
+// The whole value, field by field: a queue file must give back every byte.
+bool same(const queued_message& a, const queued_message& b) {
+  if (a.rcpts.size() != b.rcpts.size()) return false;
+  for (std::size_t i = 0; i < a.rcpts.size(); ++i)
+    if (!same(a.rcpts[i], b.rcpts[i])) return false;
+  return a.id == b.id && a.mail_from == b.mail_from && a.created_ms == b.created_ms && a.attempts == b.attempts &&
+         a.next_try_ms == b.next_try_ms && a.last_error == b.last_error && a.message == b.message;
+}
+
+queued_message sample(const std::string& text) {
+  queued_message m;
+  m.id = "18C0FFEE0001";
+  m.mail_from = "\"" + text + "\"@jaku.com";
+  m.rcpts.push_back({"\"" + text + "\"@c.test", "c.test", {}, "pending", "451 4.3.0 " + text});
+  m.rcpts.push_back({"x" + text + "@c.test", "c.test", "box" + text, "failed", text});
+  m.created_ms = 1700000000000;
+  m.attempts = 3;
+  m.next_try_ms = 1700000001000;
+  m.last_error = text;
+  m.message = "Subject: " + text + "\r\n\r\nbody\r\n";
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("a queue file gives back every byte of every field") {
+  SUBCASE("each byte value alone, and after a valid UTF-8 letter") {
+    for (int b = 0; b < 256; ++b) {
+      for (const std::string& text : {std::string(1, static_cast<char>(b)), "\xc3\xa9" + std::string(1, static_cast<char>(b))}) {
+        auto m = sample(text);
+        auto back = decode_queue_file(encode_queue_file(m));
+        REQUIRE_MESSAGE(back.has_value(), "byte " << b);
+        CHECK_MESSAGE(same(*back, m), "byte " << b);
+      }
+    }
+  }
+  SUBCASE("the address seen rewritten, overlong forms, surrogates and random bytes") {
+    std::vector<std::string> texts = {"\xff\xfe", "\xc0\x80", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82",
+                                      "\xef\xbf\xbd", "{\"base64\":\"AA==\"}", std::string("\0\x01", 2)};
+    std::mt19937 rng(16);
+    for (int i = 0; i < 2000; ++i) {
+      std::string t(rng() % 12, '\0');
+      for (auto& c : t) c = static_cast<char>(rng() % 256);
+      texts.push_back(t);
+    }
+    for (const auto& t : texts) {
+      auto m = sample(t);
+      auto back = decode_queue_file(encode_queue_file(m));
+      REQUIRE(back.has_value());
+      CHECK(same(*back, m));
+    }
+  }
+}
+
+TEST_CASE("queue files written before byte-exact fields still load") {
+  const std::string head =
+      R"({"id":"ID1","from":"rey@jaku.com","rcpts":[{"address":"vader@deathstar.com","domain":"deathstar.com",)"
+      R"("mailbox":"","state":"pending","last_error":""}],"created_ms":5,"attempts":1,"next_try_ms":6,)"
+      R"("last_error":"\u00e9 later","size":4})";
+  auto m = decode_queue_file("MAILNET-QUEUE 1 " + std::to_string(head.size()) + "\n" + head + "body");
+  REQUIRE(m.has_value());
+  CHECK(m->mail_from == "rey@jaku.com");
+  CHECK(m->rcpts.at(0).address == "vader@deathstar.com");
+  CHECK(m->last_error == "\xc3\xa9 later");
+  CHECK(m->message == "body");
+}
