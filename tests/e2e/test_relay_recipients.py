@@ -49,7 +49,7 @@ def test_one_valid_and_25_unknown_at_a_node_that_closes_after_20_errors():
             assert b["Action"] == "failed" and b["Status"] == "5.1.1", b
             assert b["Diagnostic-Code"].startswith("smtp; 550 5.1.1"), b
         found = reports(net.messages("jaku.com", "finn"))
-        assert len(found) <= 2, f"{len(found)} bounces for one message"
+        assert len(found) == 1, f"{len(found)} bounces for one message"
         assert len(net.messages("deathstar.com", "vader")) == 1
         # A handful of connections, not one per retry of the same 421.
         connects = smtp_log_connects(net, "deathstar.com")
@@ -272,8 +272,9 @@ def test_the_relay_caps_its_connections_to_a_hung_peer():
         net.wait_messages("deathstar.com", "vader", count, timeout=120)
         stop.set()
         sampler.join(timeout=5)
+        print(f"hung peer: at most {seen['conns']} connections, {seen['fds']} descriptors (before: {fds_before})")
         assert seen["conns"] <= cap + 1, f"{seen['conns']} connections to the hung peer, cap {cap}"
-        assert seen["fds"] <= fds_before + cap + 8, f"{seen['fds']} descriptors (before: {fds_before}), cap {cap}"
+        assert seen["fds"] <= fds_before + cap + 12, f"{seen['fds']} descriptors (before: {fds_before}), cap {cap}"
 
 
 if __name__ == "__main__":
