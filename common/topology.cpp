@@ -43,7 +43,7 @@ void read_retry(const json_reader& r, const json& j, const std::string& path, re
 void read_limits(const json_reader& r, const json& j, const std::string& path, limits& out) {
   r.expect_object(j, path);
   r.only_keys(j, path, {"message_size", "recipients", "command_line", "text_line", "connections",
-                        "errors", "received_headers"});
+                        "errors", "received_headers", "relay_connections_per_destination"});
   if (j.contains("message_size")) out.message_size = r.count_at(j["message_size"], path + ".message_size", 1, 1ULL << 40);
   if (j.contains("recipients")) out.recipients = r.count_at(j["recipients"], path + ".recipients", 1, 100000);
   // RFC 5321 §4.5.3.1 asks for at least 512 (commands) and 1000 (text
@@ -54,6 +54,9 @@ void read_limits(const json_reader& r, const json& j, const std::string& path, l
   if (j.contains("connections")) out.connections = r.count_at(j["connections"], path + ".connections", 1, 1000000);
   if (j.contains("errors")) out.errors = r.count_at(j["errors"], path + ".errors", 1, 100000);
   if (j.contains("received_headers")) out.received_headers = r.count_at(j["received_headers"], path + ".received_headers", 1, 10000);
+  if (j.contains("relay_connections_per_destination"))
+    out.relay_connections_per_destination =
+        r.count_at(j["relay_connections_per_destination"], path + ".relay_connections_per_destination", 1, 10000);
 }
 
 void read_timeouts(const json_reader& r, const json& j, const std::string& path, timeouts& out) {
@@ -301,7 +304,8 @@ std::string to_json_text(const topology& t) {
         {"limits", {{"message_size", d.limits.message_size}, {"recipients", d.limits.recipients},
                     {"command_line", d.limits.command_line}, {"text_line", d.limits.text_line},
                     {"connections", d.limits.connections}, {"errors", d.limits.errors},
-                    {"received_headers", d.limits.received_headers}}},
+                    {"received_headers", d.limits.received_headers},
+                    {"relay_connections_per_destination", d.limits.relay_connections_per_destination}}},
         {"timeouts", {{"idle", ms(d.timeouts.idle)}, {"command", ms(d.timeouts.command)}, {"data_block", ms(d.timeouts.data_block)},
                       {"data", ms(d.timeouts.data)}, {"greeting_pause", ms(d.timeouts.greeting_pause)},
                       {"relay_connect", ms(d.timeouts.relay_connect)}, {"relay_reply", ms(d.timeouts.relay_reply)}}},

@@ -39,6 +39,9 @@ struct limits {
   std::size_t connections = 200;
   std::size_t errors = 20;
   std::size_t received_headers = 50;
+  // Connections the relay opens to one destination at once, like Postfix's
+  // default_destination_concurrency_limit; more mail for it waits its turn.
+  std::size_t relay_connections_per_destination = 20;
 };
 
 // RFC 5321 §4.5.3.2 timeouts (a scenario can shorten them).

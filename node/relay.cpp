@@ -14,6 +14,8 @@
 #include "node/data_reader.hpp"
 #include "node/resolver_client.hpp"
 #include "node/smtp_channel.hpp"
+#include "node/smtp_client_protocol.hpp"
+#include "node/trace_headers.hpp"
 
 namespace mailnet::node {
 
@@ -23,12 +25,6 @@ std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
-
-struct smtp_reply {
-  int code = 0;  // 0: no reply (connection trouble or timeout)
-  std::string text;               // the last line, or what went wrong
-  std::vector<std::string> lines;  // every line, for EHLO keywords
-};
 
 // Reads one possibly multi-line reply ("250-..." lines, then "250 ...").
 asio::awaitable<smtp_reply> read_reply(smtp_channel& ch, millis timeout) {
@@ -49,24 +45,56 @@ asio::awaitable<smtp_reply> read_reply(smtp_channel& ch, millis timeout) {
   co_return smtp_reply{0, "reply too long", {}};
 }
 
-bool offers(const smtp_reply& ehlo, std::string_view keyword) {
-  for (const auto& line : ehlo.lines) {
-    if (line.size() < 4 + keyword.size()) continue;
-    auto word = line.substr(4, keyword.size());
-    if (std::equal(word.begin(), word.end(), keyword.begin(),
-                   [](char a, char b) { return std::toupper(static_cast<unsigned char>(a)) == b; }) &&
-        (line.size() == 4 + keyword.size() || line[4 + keyword.size()] == ' '))
-      return true;
-  }
-  return false;
-}
-
 }  // namespace
 
 relay::relay(asio::any_io_executor ex, node_context& ctx, resolver_client& resolver)
     : ex_(std::move(ex)), ctx_(ctx), resolver_(resolver) {}
 
-relay::~relay() = default;
+relay::~relay() {
+  for (auto& [peer, d] : slots_) d->closing = true;
+}
+
+void destination_slots::wake_one() {
+  if (closing || waiting.empty()) return;
+  waiting.front()->cancel();
+  waiting.pop_front();
+}
+
+connection_slot::~connection_slot() {
+  if (!d_) return;
+  --d_->open;
+  d_->wake_one();
+}
+
+std::shared_ptr<destination_slots> relay::slots_of(const std::string& peer) {
+  auto& d = slots_[peer];
+  if (!d) d = std::make_shared<destination_slots>();
+  return d;
+}
+
+asio::awaitable<std::optional<relay::kept_connection>> relay::open_connection(const std::string& peer,
+                                                                              tcp::endpoint where) {
+  auto slots = slots_of(peer);
+  connection_slot slot;
+  for (;;) {
+    if (auto kept = take_kept(peer)) co_return kept;
+    if (slots->open < ctx_.config.limits.relay_connections_per_destination) {
+      slot = connection_slot(slots);
+      break;
+    }
+    // Wait for a connection to end or to be kept (both wake the first waiter).
+    auto timer = std::make_shared<asio::steady_timer>(ex_, asio::steady_timer::time_point::max());
+    slots->waiting.push_back(timer);
+    co_await timer->async_wait(asio::as_tuple(asio::use_awaitable));
+    slots->waiting.remove(timer);
+  }
+  auto [st, socket] = co_await smtp_channel::connect(ex_, where, ctx_.config.timeouts.relay_connect);
+  if (st != io_status::ok) co_return std::nullopt;  // the slot is given back here
+  kept_connection c;
+  c.channel = std::make_unique<smtp_channel>(std::move(socket));
+  c.slot = std::move(slot);
+  co_return c;
+}
 
 void relay::schedule(queued_message m) {
   auto shared = std::make_shared<queued_message>(std::move(m));
@@ -120,12 +148,6 @@ asio::awaitable<void> relay::attempt_domain(queued_message& m, const std::string
         r->last_error = error;
       }
   };
-  // A reply decides for every recipient still pending: 5xx fails them,
-  // anything else (4xx, no answer) leaves them for the next attempt.
-  auto judge = [&](const smtp_reply& r) {
-    if (r.code >= 500) set_all("failed", r.text);
-    else set_all("pending", r.code ? r.text : "4.4.2 " + domain + ": " + r.text);
-  };
 
   auto route = co_await resolver_.lookup_mail_route(domain);
   if (route.status == lookup_status::nxdomain) {
@@ -136,8 +158,6 @@ asio::awaitable<void> relay::attempt_domain(queued_message& m, const std::string
     set_all("pending", "4.4.3 Cannot resolve " + domain + " now (" + route.detail + ")");
     co_return;
   }
-
-  const auto& t = ctx_.config.timeouts;
   for (const auto& target : route.routes) {
     boost::system::error_code ec;
     auto address = asio::ip::make_address(target.host, ec);
@@ -145,125 +165,75 @@ asio::awaitable<void> relay::attempt_domain(queued_message& m, const std::string
       set_all("pending", "4.4.3 Bad address " + target.host + " for " + domain);
       continue;
     }
-    const std::string peer = target.host + ":" + std::to_string(target.port);
-    // A kept connection first; if it turns out dead before MAIL is answered,
-    // once more on a fresh one (the peer may have restarted meanwhile).
-    for (bool fresh_tried = false; !fresh_tried;) {
-      kept_connection conn;
-      if (auto kept = take_kept(peer)) {
-        conn = std::move(*kept);
-      } else {
-        fresh_tried = true;
-        auto [st, socket] =
-            co_await smtp_channel::connect(ex_, tcp::endpoint(address, target.port), t.relay_connect);
-        if (st != io_status::ok) {
-          set_all("pending", "4.4.1 No answer from " + domain + " at " + peer);
-          break;  // the next route, if any
-        }
-        conn.channel = std::make_unique<smtp_channel>(std::move(socket));
-      }
-      smtp_channel& ch = *conn.channel;
-      auto send = [&](const std::string& text) -> asio::awaitable<bool> {
-        co_return co_await ch.write(text, t.relay_reply) == io_status::ok;
-      };
+    if (co_await attempt_peer(m, domain, rcpts, tcp::endpoint(address, target.port))) co_return;
+    set_all("pending", "4.4.1 No answer from " + domain + " at " + target.host + ":" + std::to_string(target.port));
+  }
+}
 
-      if (fresh_tried) {
-        auto greeting = co_await read_reply(ch, t.relay_reply);
-        if (greeting.code != 220) co_return judge(greeting);
-        if (!co_await send("EHLO " + ctx_.config.name + "\r\n")) co_return judge({});
-        auto ehlo = co_await read_reply(ch, t.relay_reply);
-        if (ehlo.code >= 500) {  // an old server: say HELO instead
-          if (!co_await send("HELO " + ctx_.config.name + "\r\n")) co_return judge({});
-          ehlo = co_await read_reply(ch, t.relay_reply);
-        }
-        if (ehlo.code != 250) co_return judge(ehlo);
-        conn.pipelining = offers(ehlo, "PIPELINING");
-        conn.size = offers(ehlo, "SIZE");
-      }
-
-      // RFC 2920: with PIPELINING, MAIL, every RCPT and DATA go in one write.
-      const bool pipelining = conn.pipelining;
-      std::string mail = "MAIL FROM:<" + m.mail_from + ">";
-      if (conn.size) mail += " SIZE=" + std::to_string(m.message.size());
-      std::vector<std::string> commands{mail + "\r\n"};
-      for (auto* r : rcpts) commands.push_back("RCPT TO:<" + r->address + ">\r\n");
-      commands.push_back("DATA\r\n");
-      bool lost_at_start = false;  // a kept connection that died while idle
-      if (pipelining) {
-        std::string batch;
-        for (const auto& c : commands) batch += c;
-        if (!co_await send(batch)) lost_at_start = true;
-      }
-      std::vector<smtp_reply> replies;
-      for (std::size_t i = 0; i < commands.size() && !lost_at_start; ++i) {
-        if (!pipelining && !co_await send(commands[i])) {
-          if (i == 0) lost_at_start = true;
-          else co_return judge({});
-          break;
-        }
-        replies.push_back(co_await read_reply(ch, t.relay_reply));
-        // A kept connection may meet the peer's idle timeout (421) or its end
-        // just as MAIL goes out: that is the connection's failure, not the mail's.
-        if (replies.back().code == 0 || (i == 0 && !fresh_tried && replies.back().code == 421)) {
-          if (i == 0) lost_at_start = true;
-          else co_return judge(replies.back());
-          break;
-        }
-        // Without pipelining there is no point going on after a refused MAIL.
-        if (!pipelining && replies.size() == 1 && replies[0].code != 250) break;
-      }
-      if (lost_at_start) {
-        if (fresh_tried) co_return judge({});
-        continue;  // it was a kept connection: try a fresh one
-      }
-      if (replies[0].code != 250) {
-        co_await send("QUIT\r\n");
-        co_return judge(replies[0]);
-      }
-      std::vector<queued_recipient*> accepted;
-      for (std::size_t i = 0; i < rcpts.size() && i + 1 < replies.size(); ++i) {
-        const auto& reply = replies[i + 1];
-        if (reply.code / 100 == 2) accepted.push_back(rcpts[i]);
-        else rcpts[i]->state = reply.code >= 500 ? "failed" : "pending", rcpts[i]->last_error = reply.text;
-      }
-      const smtp_reply& data = replies.size() == rcpts.size() + 2 ? replies.back() : smtp_reply{};
-      if (accepted.empty() || data.code != 354) {
-        // DATA was refused (no valid recipient, or trouble): an empty message
-        // ends the data phase cleanly if the server did say 354 anyway.
-        if (data.code == 354 && co_await send(".\r\n")) co_await read_reply(ch, t.relay_reply);
-        // A 5xx to DATA itself is the server's last word for the recipients
-        // it had taken; anything else leaves them for the next attempt.
-        for (auto* r : accepted) {
-          if (data.code >= 500) r->state = "failed";
-          r->last_error = data.code ? data.text : "4.4.2 DATA not answered";
-        }
-        co_await send("QUIT\r\n");
-        co_return;
-      }
-      std::string wire = dot_stuff_for_wire(m.message);
-      wire += ".\r\n";
-      smtp_reply done{0, "connection lost while sending the message", {}};
-      if (co_await send(wire)) done = co_await read_reply(ch, t.relay_reply);
-      for (auto* r : accepted) {
-        if (done.code / 100 == 2) {
-          r->state = "delivered";
-          r->last_error.clear();
-        } else {
-          r->state = done.code >= 500 ? "failed" : "pending";
-          r->last_error = done.code ? done.text : "4.4.2 " + done.text;
-        }
-      }
+asio::awaitable<bool> relay::attempt_peer(queued_message& m, const std::string& domain,
+                                          const std::vector<queued_recipient*>& rcpts, tcp::endpoint where) {
+  const std::string peer = where.address().to_string() + ":" + std::to_string(where.port());
+  smtp_client_protocol::transaction t{ctx_.config.name, domain, m.mail_from, counted_size(m.message), {}};
+  for (auto* r : rcpts) t.rcpts.push_back(r->address);
+  // A kept connection first; if it turns out dead before MAIL is answered,
+  // once more on a fresh one (the peer may have restarted meanwhile).
+  for (;;) {
+    auto conn = co_await open_connection(peer, where);
+    if (!conn) co_return false;
+    smtp_client_protocol protocol(t, {conn->greeted, conn->pipelining, conn->size});
+    co_await converse(*conn->channel, protocol, m.message);
+    if (protocol.lost_at_start()) continue;  // it was a kept connection: try a fresh one
+    apply_verdicts(protocol, rcpts);
+    if (!protocol.outcome().empty())
       ctx_.events.write({{"id", m.id}, {"event", "relay_attempt"}, {"domain", domain}, {"to", peer},
-                         {"reply", done.text}});
-      // A reply to the data ends the transaction either way: the connection
-      // is ready for the next MAIL, except after a 421.
-      if (done.code != 0 && done.code != 421) {
-        conn.since = std::chrono::steady_clock::now();
-        keep(peer, std::move(conn));
-      } else {
-        co_await send("QUIT\r\n");
+                         {"reply", protocol.outcome()}});
+    if (protocol.reusable()) {
+      conn->greeted = true;
+      conn->pipelining = protocol.facts().pipelining;
+      conn->size = protocol.facts().size;
+      conn->since = std::chrono::steady_clock::now();
+      keep(peer, std::move(*conn));
+    }
+    co_return true;
+  }
+}
+
+asio::awaitable<void> relay::converse(smtp_channel& ch, smtp_client_protocol& protocol, const std::string& message) {
+  const auto timeout = ctx_.config.timeouts.relay_reply;
+  for (auto s = protocol.start(); s.what != smtp_client_protocol::action::finish;) {
+    // A failed write still reads: the replies the peer sent before it
+    // closed (a 421 after many refusals) are kept.
+    if (s.what == smtp_client_protocol::action::send_message) {
+      std::string wire = dot_stuff_for_wire(message);
+      wire += ".\r\n";
+      if (co_await ch.write(wire, timeout) != io_status::ok) {
+        s = protocol.on_reply({0, "connection lost while sending the message", {}});
+        continue;
       }
-      co_return;
+    } else if (!s.text.empty()) {
+      co_await ch.write(s.text, timeout);
+    }
+    s = protocol.on_reply(co_await read_reply(ch, timeout));
+    if (s.what == smtp_client_protocol::action::finish && !s.text.empty()) co_await ch.write(s.text, timeout);
+  }
+}
+
+void relay::apply_verdicts(const smtp_client_protocol& protocol, const std::vector<queued_recipient*>& rcpts) {
+  for (std::size_t i = 0; i < rcpts.size(); ++i) {
+    auto* r = rcpts[i];
+    switch (protocol.verdicts()[i]) {
+      case rcpt_verdict::delivered:
+        r->state = "delivered";
+        r->last_error.clear();
+        break;
+      case rcpt_verdict::refused:
+        r->state = "failed";
+        r->last_error = protocol.errors()[i];
+        break;
+      default:  // deferred, or accepted/unanswered when the conversation broke off
+        r->state = "pending";
+        if (!protocol.errors()[i].empty()) r->last_error = protocol.errors()[i];
+        break;
     }
   }
 }
@@ -283,6 +253,7 @@ void relay::keep(const std::string& peer, kept_connection c) {
   auto& list = kept_[peer];
   if (list.size() >= kept_per_peer) return;  // c closes here
   list.push_back(std::move(c));
+  slots_of(peer)->wake_one();  // a delivery waiting for the cap can take it
   if (!sweeping_) {
     sweeping_ = true;
     asio::co_spawn(ex_, sweep_kept(), asio::detached);

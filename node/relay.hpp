@@ -6,7 +6,9 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <chrono>
+#include <list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -20,6 +22,32 @@ namespace mailnet::node {
 
 class resolver_client;
 class smtp_channel;
+class smtp_client_protocol;
+
+// The connections to one destination (host:port), open or connecting, kept
+// idle ones included, and the deliveries waiting for one of them to end.
+struct destination_slots {
+  std::size_t open = 0;
+  std::list<std::shared_ptr<boost::asio::steady_timer>> waiting;
+  bool closing = false;  // the relay is gone: wake no one
+  void wake_one();
+};
+
+// One connection's share of its destination's cap, given back when it ends.
+class connection_slot {
+ public:
+  connection_slot() = default;
+  explicit connection_slot(std::shared_ptr<destination_slots> d) : d_(std::move(d)) { ++d_->open; }
+  connection_slot(connection_slot&&) = default;
+  connection_slot& operator=(connection_slot&& other) noexcept {
+    std::swap(d_, other.d_);
+    return *this;
+  }
+  ~connection_slot();
+
+ private:
+  std::shared_ptr<destination_slots> d_;
+};
 
 class relay {
  public:
@@ -40,6 +68,12 @@ class relay {
  private:
   boost::asio::awaitable<void> deliver(std::shared_ptr<queued_message> m);
   boost::asio::awaitable<void> attempt_domain(queued_message& m, const std::string& domain);
+  // One transaction with one peer; false when no connection could be had.
+  boost::asio::awaitable<bool> attempt_peer(queued_message& m, const std::string& domain,
+                                            const std::vector<queued_recipient*>& rcpts,
+                                            boost::asio::ip::tcp::endpoint where);
+  boost::asio::awaitable<void> converse(smtp_channel& ch, smtp_client_protocol& protocol, const std::string& message);
+  static void apply_verdicts(const smtp_client_protocol& protocol, const std::vector<queued_recipient*>& rcpts);
   // A DSN to the sender for recipients that failed for good.
   boost::asio::awaitable<void> send_bounce(const queued_message& m, const std::vector<const queued_recipient*>& failed);
 
@@ -49,6 +83,8 @@ class relay {
   // connect, greeting and EHLO per message.
   struct kept_connection {
     std::unique_ptr<smtp_channel> channel;
+    connection_slot slot;
+    bool greeted = false;  // past the greeting and EHLO
     bool pipelining = false;
     bool size = false;
     std::chrono::steady_clock::time_point since;
@@ -58,6 +94,11 @@ class relay {
   std::optional<kept_connection> take_kept(const std::string& peer);
   void keep(const std::string& peer, kept_connection c);
   boost::asio::awaitable<void> sweep_kept();  // runs while any connection is kept
+  // A kept connection, or a new one once the destination is under its cap
+  // (limits.relay_connections_per_destination); nullopt if it cannot connect.
+  boost::asio::awaitable<std::optional<kept_connection>> open_connection(const std::string& peer,
+                                                                         boost::asio::ip::tcp::endpoint where);
+  std::shared_ptr<destination_slots> slots_of(const std::string& peer);
 
   boost::asio::any_io_executor ex_;
   node_context& ctx_;
@@ -65,6 +106,7 @@ class relay {
   std::map<std::string, std::shared_ptr<boost::asio::steady_timer>> waiting_;  // id -> backoff timer
   std::uint64_t flushes_ = 0;  // flush() calls so far
   std::map<std::string, std::vector<kept_connection>> kept_;                 // "host:port" -> idle connections
+  std::map<std::string, std::shared_ptr<destination_slots>> slots_;         // "host:port" -> its cap's count
   bool sweeping_ = false;
   bool stopping_ = false;
   // Shared with each attempt's guard: a frame destroyed after the relay can still count down.

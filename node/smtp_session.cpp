@@ -118,7 +118,8 @@ class session {
 
 asio::awaitable<step> session::read_data() {
   const auto& limits = ctx_.config.limits;
-  data_reader reader(limits.message_size, limits.text_line);
+  // Read past the limit by what trace lines can take: the limit is checked on counted_size() below.
+  data_reader reader(limits.message_size + trace_allowance(limits), limits.text_line);
   const auto deadline = std::chrono::steady_clock::now() + ctx_.config.timeouts.data;
   while (!reader.done()) {
     auto [st, bytes] = co_await channel_.read_some(ctx_.config.timeouts.data_block, deadline);
@@ -128,9 +129,6 @@ asio::awaitable<step> session::read_data() {
   }
   auto facts = scan_headers(reader.message());
   log_line(" C: <message: " + std::to_string(reader.size()) + " bytes>");
-  step s = protocol_.on_data_end({reader.too_big(), reader.line_too_long(), facts.received});
-  if (s.next != next_step::commit) co_return s;
-
   const envelope& env = protocol_.transaction();
   std::string qid = ctx_.new_id();
   trace_info trace{env.helo, env.client_ip, ctx_.config.name, env.esmtp, qid,
@@ -138,6 +136,10 @@ asio::awaitable<step> session::read_data() {
                    std::chrono::system_clock::now()};
   std::string message = make_trace_headers(trace, facts);
   message += reader.message();
+  // Counted as stored, as the next node of the network will count it.
+  const bool too_big = reader.too_big() || counted_size(message) > limits.message_size;
+  step s = protocol_.on_data_end({too_big, reader.line_too_long(), facts.received});
+  if (s.next != next_step::commit) co_return s;
   bool ok = co_await ctx_.commit(env, std::move(message), qid);
   ctx_.events.write({{"id", qid}, {"event", ok ? "accepted" : "commit_failed"}, {"session", id_},
                      {"from", env.mail_from}, {"rcpts", std::to_string(env.rcpts.size())},

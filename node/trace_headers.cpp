@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <ctime>
+#include <string>
 
 namespace mailnet::node {
 
@@ -14,7 +15,84 @@ bool starts_with_field(std::string_view line, std::string_view name) {
   return true;
 }
 
+// One header field at the top of a message: its first line and continuation
+// lines, line ends included.
+std::string_view next_field(std::string_view message, std::size_t pos) {
+  std::size_t end = pos;
+  while (end < message.size()) {
+    std::size_t eol = message.find('\n', end);
+    if (eol == std::string_view::npos) return {};  // no line end: not a header field we wrote
+    end = eol + 1;
+    if (end >= message.size() || (message[end] != ' ' && message[end] != '\t')) break;
+  }
+  return message.substr(pos, end - pos);
+}
+
+constexpr std::size_t max_trace_field = 1024;  // longer than anything a node writes (names are at most 255)
+
+// "Received: from H ([ip])\r\n\tby D (mailnet) with ESMTP id Q\r\n\t[for <a>; ]DATE\r\n" as a node
+// writes it: fills id@domain and the date, to recognise the node's Message-ID: and Date: after it.
+// (A node knows only its own domain, so any mailnet node's lines count: a
+// sender that forges them gains at most trace_allowance() bytes.)
+bool is_network_received(std::string_view field, std::string& id_at, std::string& date) {
+  if (!starts_with_field(field, "received") || field.size() > max_trace_field) return false;
+  auto by = field.find("\r\n\tby ");
+  auto mark = field.find(" (mailnet) with ");
+  if (by == std::string_view::npos || mark == std::string_view::npos || mark < by) return false;
+  std::string_view domain = field.substr(by + 6, mark - by - 6);
+  if (!is_valid_domain_name(domain)) return false;
+  auto id = field.find(" id ", mark);
+  auto eol = field.find("\r\n", mark);
+  if (id == std::string_view::npos || eol == std::string_view::npos || id > eol) return false;
+  id_at = std::string(field.substr(id + 4, eol - id - 4)) + "@" + std::string(domain);
+  std::string_view last = field.substr(eol + 3);  // "[for <a>; ]DATE\r\n"
+  if (auto semi = last.rfind("; "); semi != std::string_view::npos) last.remove_prefix(semi + 2);
+  date = std::string(last);
+  return true;
+}
+
+// Bytes of the trace lines mailnet nodes put at the top of message.
+std::size_t network_trace_bytes(std::string_view message) {
+  std::size_t pos = 0;
+  std::string id_at, date;
+  bool after_ours = false;  // the field before was one of ours
+  for (;;) {
+    std::string_view field = next_field(message, pos);
+    if (field.empty()) break;
+    if (is_network_received(field, id_at, date)) {
+      after_ours = true;
+    } else if (!(after_ours && (field == "Message-ID: <" + id_at + ">\r\n" || field == "Date: " + date))) {
+      break;
+    }
+    pos += field.size();
+  }
+  return pos;
+}
+
 }  // namespace
+
+std::uint64_t counted_size(std::string_view message) {
+  std::uint64_t size = 0;
+  bool bol = true;
+  for (std::size_t i = 0; i < message.size(); ++i) {
+    const char c = message[i];
+    if (c == '\r' || c == '\n') {
+      if (c == '\r' && i + 1 < message.size() && message[i + 1] == '\n') ++i;
+      size += 2;
+      bol = true;
+    } else {
+      ++size;
+      bol = false;
+    }
+  }
+  if (!bol) size += 2;
+  // The trace lines are CRLF-terminated as written, so their bytes are the same on the wire.
+  return size - network_trace_bytes(message);
+}
+
+std::uint64_t trace_allowance(const limits& l) {
+  return static_cast<std::uint64_t>(l.received_headers) * (3 * max_trace_field);
+}
 
 header_facts scan_headers(std::string_view message) {
   header_facts facts;

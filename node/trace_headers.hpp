@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/topology.hpp"
+
 namespace mailnet::node {
 
 struct header_facts {
@@ -34,5 +36,17 @@ struct trace_info {
 // The lines to put in front of the message: Received:, and Message-ID:/Date:
 // when facts says they are missing. Each line ends with CRLF.
 std::string make_trace_headers(const trace_info& info, const header_facts& facts);
+
+// The size limits.message_size applies to, at every hop alike: the message
+// as it goes on the wire (each line end CRLF, a final one added; RFC 1870
+// counts no dot-stuffing) without the trace lines mailnet nodes put at its
+// top (their Received:, and the Message-ID:/Date: a node adds when the
+// sender left them out). So a message one node took is never refused by the
+// next for the network's own headers.
+std::uint64_t counted_size(std::string_view message);
+
+// At most this many bytes of a message can be such trace lines: how far past
+// limits.message_size a node must read before it can tell.
+std::uint64_t trace_allowance(const limits& l);
 
 }  // namespace mailnet::node

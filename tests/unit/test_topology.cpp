@@ -15,7 +15,7 @@ const char* good = R"({
   "domains": [
     { "name": "Jaku.com", "listen": "127.0.0.1:1025", "users": ["rey", "Finn"] },
     { "name": "deathstar.com", "listen": "[::1]:1030", "users": ["vader"],
-      "policy": { "require_helo_domain_match": true, "sync": "files" }, "limits": { "recipients": 3 } }
+      "policy": { "require_helo_domain_match": true, "sync": "files" }, "limits": { "recipients": 3, "relay_connections_per_destination": 5 } }
   ]
 })";
 
@@ -48,12 +48,14 @@ TEST_CASE("a good topology parses with defaults merged") {
   CHECK(jaku.retry.give_up_after == millis(600000));  // built-in default
   CHECK_FALSE(jaku.policy.require_known_users);       // from defaults
   CHECK(jaku.limits.recipients == 100);
+  CHECK(jaku.limits.relay_connections_per_destination == 20);  // the default
   const auto& ds = t.domains[1];
   CHECK(ds.listen == endpoint{"::1", 1030});
   CHECK(ds.listen.to_string() == "[::1]:1030");
   CHECK(ds.policy.require_helo_domain_match);
   CHECK_FALSE(ds.policy.require_known_users);  // the domain's policy merges over defaults
   CHECK(ds.limits.recipients == 3);
+  CHECK(ds.limits.relay_connections_per_destination == 5);
   CHECK_FALSE(ds.policy.sync_whole_filesystem);
   CHECK(jaku.policy.sync_whole_filesystem);  // the default
 
@@ -73,6 +75,8 @@ TEST_CASE("the resolved topology round-trips through to_json_text") {
     CHECK(again.domains[i].users == t.domains[i].users);
     CHECK(again.domains[i].retry.first == t.domains[i].retry.first);
     CHECK(again.domains[i].limits.recipients == t.domains[i].limits.recipients);
+    CHECK(again.domains[i].limits.relay_connections_per_destination ==
+          t.domains[i].limits.relay_connections_per_destination);
     CHECK(again.domains[i].policy.require_helo_domain_match == t.domains[i].policy.require_helo_domain_match);
     CHECK(again.domains[i].policy.sync_whole_filesystem == t.domains[i].policy.sync_whole_filesystem);
   }
@@ -117,6 +121,10 @@ TEST_CASE("wrong types say what was expected and what was found") {
         "topo.json: $.domains[0].policy.require_known_users: expected true or false, found string");
   CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25", "limits": {"recipients": -1}}])"))
             .find("$.domains[0].limits.recipients: expected a whole number") != std::string::npos);
+  CHECK(error_of(with_domains(
+                     R"([{"name": "a.com", "listen": "127.0.0.1:25", "limits": {"relay_connections_per_destination": 0}}])"))
+            .find("$.domains[0].limits.relay_connections_per_destination: expected a whole number") !=
+        std::string::npos);
   CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25", "retry": {"first": "soon"}}])"))
             .find("$.domains[0].retry.first: expected a duration") != std::string::npos);
 }
