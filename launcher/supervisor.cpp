@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "common/fd_limit.hpp"
+#include "common/terminal_text.hpp"
 #include "common/topology.hpp"
 #include "launcher/line_printer.hpp"
 #include "launcher/run_folder.hpp"
@@ -233,7 +234,7 @@ void supervisor::append_line(const child& c, std::string_view line, std::string&
   if (c.name.size() < name_width_) out.append(name_width_ - c.name.size(), ' ');
   if (!c.colour.empty()) out += "\033[0m";
   out += " | ";
-  out += line;
+  append_terminal_safe(out, line);  // log fields quote mail text
   out += '\n';
 }
 
@@ -505,7 +506,7 @@ asio::awaitable<void> supervisor::control_session(asio::local::stream_protocol::
   } catch (const json::exception& e) {
     reply = {{"ok", false}, {"error", std::string("bad request: ") + e.what()}};
   }
-  std::string out = reply.dump() + "\n";
+  std::string out = reply.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";  // a path need not be UTF-8
   deadline.expires_after(std::chrono::seconds(5));
   co_await (asio::async_write(socket, asio::buffer(out), asio::as_tuple(asio::use_awaitable)) ||
             deadline.async_wait(asio::as_tuple(asio::use_awaitable)));
@@ -626,7 +627,7 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
                             ? "not ready after " + std::to_string(ready_timeout.count()) + " ms"
                             : c.exit_text + (c.last_error.empty() ? "" : ": " + c.last_error);
       if (interrupted) why = "interrupted";
-      tell_console("mailnet: " + c.name + " (" + c.listen + ") failed to start: " + why + "\n");
+      tell_console("mailnet: " + c.name + " (" + c.listen + ") failed to start: " + terminal_safe(why) + "\n");
       break;
     }
     co_await stop_all();  // writes network.json
@@ -652,7 +653,7 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
   // its next hop was still starting: everyone retries now that all listen.
   flush_others("");
 
-  out_.print("mailnet: network " + net_.name + " is up (" + folder_.dir().string() + ")");
+  out_.print("mailnet: network " + net_.name + " is up (" + terminal_safe(folder_.dir().string()) + ")");
   for (const auto& c : children_) {
     std::string padded = c.name;
     if (padded.size() < name_width_) padded.resize(name_width_, ' ');
