@@ -50,6 +50,9 @@ nlohmann::json ask_launcher(const run_folder& folder, const nlohmann::json& requ
   for (std::size_t sent = 0; sent < line.size();) {
     ssize_t n = ::send(fd, line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
+    // A launcher that refuses this user answers at once and hangs up: its
+    // answer is still there to read.
+    if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) break;
     if (n < 0) throw std::runtime_error(std::string("send to the launcher: ") + std::strerror(errno));
     sent += static_cast<std::size_t>(n);
   }
