@@ -10,7 +10,10 @@
 
 namespace mailnet::launcher {
 
-run_folder locate_network(const network_choice& choice) {
+namespace {
+
+// The folder of the network the user means, whoever runs it.
+run_folder find_running(const network_choice& choice) {
   if (choice.dir) {
     run_folder f(*choice.dir);
     if (!f.running_launcher()) throw std::runtime_error("no network is up in " + choice.dir->string());
@@ -31,6 +34,13 @@ run_folder locate_network(const network_choice& choice) {
   return up.front();
 }
 
+}  // namespace
+
+run_folder locate_network(const network_choice& choice) {
+  auto folder = find_running(choice);
+  folder.refuse_other_users_launcher();
+  return folder;
+}
 
 nlohmann::json ask_launcher(const run_folder& folder, const nlohmann::json& request, std::chrono::milliseconds timeout) {
   const std::string path = folder.control_socket().string();

@@ -767,6 +767,10 @@ int run_up(const up_options& options) {
               << " (raise it with `ulimit -n`)\n";
     return 1;
   }
+  if (auto probe = folder.probe_launcher(); probe.what == run_folder::launcher_probe::state::other_user) {
+    std::cerr << "mailnet: network " << net.name << " is already up: " << terminal_safe(probe.why) << "\n";
+    return 1;
+  }
   try {
     if (auto pid = folder.running_launcher()) {
       std::cerr << "mailnet: network " << net.name << " is already up in " << folder.dir().string()
