@@ -228,7 +228,9 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
         nlohmann::json reply;
         if (int rc = ask(folder, {{"cmd", "status"}}, reply)) return rc;
         // ASCII JSON (\uXXXX for the rest) is safe on a terminal and still JSON.
-        if (o.flag) std::cout << terminal_safe(reply["status"].dump(2, ' ', true, json::error_handler_t::replace)) << "\n";
+        if (o.flag)
+          std::cout << terminal_safe(reply["status"].dump(2, ' ', true, json::error_handler_t::replace), newlines::keep)
+                    << "\n";
         else print_status_table(reply["status"]);
         return 0;
       });

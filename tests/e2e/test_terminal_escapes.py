@@ -6,6 +6,7 @@ of those bytes, only their visible escapes. A fake peer server answers the
 relay with such a reply, so that the queue's last error and the node's log
 carry it too, and the run folder's own name carries some (file names)."""
 import base64
+import json
 import os
 import shutil
 import smtplib
@@ -137,6 +138,7 @@ def test_cli_prints_hostile_text_escaped():
                 "queue": queue_raw,
                 "logs": mailnet("logs", "jaku.com", "--dir", run),
                 "status": mailnet("status", "--dir", run),
+                "status --json": mailnet("status", "--json", "--dir", run),
                 "mailnet up": net.output().encode(),  # it echoes its children's log lines
             }
             leaks = []
@@ -162,6 +164,7 @@ def test_cli_prints_hostile_text_escaped():
             logs = text["logs"]
             assert "busy" in logs and "\\u202e" in logs and "\\u009b" in logs and "\\x9b\\xff end" in logs, logs
             assert "\\x1b[2K\\u202e" in text["status"], f"the folder's name, escaped:\n{text['status']}"
+            assert "\x1b[2K\u202e" in json.loads(text["status --json"])["dir"], "--json stays JSON, with the name as it is"
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
