@@ -10,7 +10,10 @@
 
 namespace mailnet::launcher {
 
-run_folder locate_network(const network_choice& choice) {
+namespace {
+
+// The folder of the network the user means, whoever runs it.
+run_folder find_running(const network_choice& choice) {
   if (choice.dir) {
     run_folder f(*choice.dir);
     if (!f.running_launcher()) throw std::runtime_error("no network is up in " + choice.dir->string());
@@ -31,6 +34,13 @@ run_folder locate_network(const network_choice& choice) {
   return up.front();
 }
 
+}  // namespace
+
+run_folder locate_network(const network_choice& choice) {
+  auto folder = find_running(choice);
+  folder.refuse_other_users_launcher();
+  return folder;
+}
 
 nlohmann::json ask_launcher(const run_folder& folder, const nlohmann::json& request, std::chrono::milliseconds timeout) {
   const std::string path = folder.control_socket().string();
@@ -50,6 +60,9 @@ nlohmann::json ask_launcher(const run_folder& folder, const nlohmann::json& requ
   for (std::size_t sent = 0; sent < line.size();) {
     ssize_t n = ::send(fd, line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
+    // A launcher that refuses this user answers at once and hangs up: its
+    // answer is still there to read.
+    if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) break;
     if (n < 0) throw std::runtime_error(std::string("send to the launcher: ") + std::strerror(errno));
     sent += static_cast<std::size_t>(n);
   }

@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "common/address.hpp"
+#include "common/terminal_text.hpp"
 #include "node/data_reader.hpp"
 #include "node/dns_message.hpp"
 
@@ -108,7 +109,7 @@ class smtp_connection {
       }
       std::string line = buffer_.substr(0, eol);
       buffer_.erase(0, eol + 2);
-      if (verbose_) *verbose_ << "S: " << line << "\n";
+      if (verbose_) *verbose_ << "S: " << terminal_safe(line) << "\n";  // the server's words
       r.text += (r.text.empty() ? "" : "\n") + line;
       if (line.size() < 3 || !std::isdigit(static_cast<unsigned char>(line[0])))
         throw io_error("not an SMTP reply: " + line);

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "common/address.hpp"
+#include "common/terminal_text.hpp"
 #include "launcher/commands.hpp"
 #include "launcher/control_client.hpp"
 #include "launcher/mail_client.hpp"
@@ -98,16 +99,17 @@ int run_send(const send_options& o) {
   auto result = send_message(target.host, target.port, sender->domain, sender->to_string(), rcpts, message,
                              o.verbose ? &std::cerr : nullptr, std::chrono::seconds(o.timeout_s));
   if (!result.ok) {
-    std::cerr << "mailnet: send to " << target.to_string() << " failed: " << result.reply << "\n";
+    std::cerr << "mailnet: send to " << target.to_string() << " failed: " << terminal_safe(result.reply) << "\n";
     return 1;
   }
-  std::cout << (result.queue_id.empty() ? result.reply : result.queue_id) << "\n";
+  std::cout << terminal_safe(result.queue_id.empty() ? result.reply : result.queue_id) << "\n";
   return 0;
 }
 
-// text cut or padded to width characters (UTF-8 code points, not bytes),
-// so that non-ASCII subjects keep the columns straight.
-std::string cell(const std::string& text, std::size_t width) {
+// text (escaped for the terminal) cut or padded to width characters (UTF-8
+// code points, not bytes), so that non-ASCII subjects keep the columns straight.
+std::string cell(const std::string& raw, std::size_t width) {
+  const std::string text = terminal_safe(raw);
   std::string out;
   std::size_t chars = 0;
   for (std::size_t i = 0; i < text.size(); ++i) {
@@ -163,7 +165,8 @@ int run_inbox(const folder_options& o, const std::string& domain, const std::str
       }
       auto m = node::parse_mail(raw);
       std::string att = m.structure_ok ? std::to_string(m.attachments.size()) : "?";
-      std::cout << cell(m.date, 33) << cell(m.from, 28) << cell(m.subject, 34) << cell(att, 5) << file.string() << "\n";
+      std::cout << cell(m.date, 33) << cell(m.from, 28) << cell(m.subject, 34) << cell(att, 5)
+                << terminal_safe(file.string()) << "\n";
       ++count;
     }
   }
@@ -193,22 +196,24 @@ fs::path find_message(const folder_options& o, const std::string& which) {
 int run_show(const folder_options& o, const std::string& which) {
   const auto file = find_message(o, which);
   const auto m = node::parse_mail(node::read_whole_file(file));
-  std::cout << "File:    " << file.string() << "\n"
-            << "Date:    " << m.date << "\n"
-            << "From:    " << m.from << "\n"
-            << "To:      " << m.to << "\n";
-  if (!m.cc.empty()) std::cout << "Cc:      " << m.cc << "\n";
-  std::cout << "Subject: " << m.subject << "\n\n" << m.text;
-  if (!m.text.empty() && m.text.back() != '\n') std::cout << "\n";
+  // Every header, the text and the file names come from the sender: escaped.
+  std::cout << "File:    " << terminal_safe(file.string()) << "\n"
+            << "Date:    " << terminal_safe(m.date) << "\n"
+            << "From:    " << terminal_safe(m.from) << "\n"
+            << "To:      " << terminal_safe(m.to) << "\n";
+  if (!m.cc.empty()) std::cout << "Cc:      " << terminal_safe(m.cc) << "\n";
+  const std::string text = terminal_safe(m.text, newlines::keep);
+  std::cout << "Subject: " << terminal_safe(m.subject) << "\n\n" << text;
+  if (!text.empty() && text.back() != '\n') std::cout << "\n";
   std::cout << "\nAttachments: " << m.attachments.size() << "\n";
   for (const auto& a : m.attachments)
-    std::cout << "  " << (a.file_name.empty() ? "(unnamed)" : a.file_name) << "  " << a.content_type << "  "
-              << a.data.size() << " bytes\n";
+    std::cout << "  " << (a.file_name.empty() ? "(unnamed)" : terminal_safe(a.file_name)) << "  "
+              << terminal_safe(a.content_type) << "  " << a.data.size() << " bytes\n";
   // <domain>/mail/<user>/new/<name>: the node saved them in <domain>/attachments/<name>.
   const auto name = file.filename().string().substr(0, file.filename().string().find(':'));
   const auto saved = file.parent_path().parent_path().parent_path().parent_path() / "attachments" / name;
-  if (fs::is_directory(saved)) std::cout << "Saved in: " << saved.string() << "\n";
-  for (const auto& e : m.errors) std::cout << "MIME problem: " << e << "\n";
+  if (fs::is_directory(saved)) std::cout << "Saved in: " << terminal_safe(saved.string()) << "\n";
+  for (const auto& e : m.errors) std::cout << "MIME problem: " << terminal_safe(e) << "\n";
   return 0;
 }
 
@@ -234,10 +239,10 @@ void register_mail_commands(CLI::App& app, command_registry& commands) {
     try {
       return run_send(*send);
     } catch (const mail_error& e) {
-      std::cerr << "mailnet: send: " << e.what() << "\n";
+      std::cerr << "mailnet: send: " << terminal_safe(e.what()) << "\n";
       return 2;
     } catch (const std::exception& e) {
-      std::cerr << "mailnet: send: " << e.what() << "\n";
+      std::cerr << "mailnet: send: " << terminal_safe(e.what()) << "\n";
       return 1;
     }
   });
@@ -255,7 +260,7 @@ void register_mail_commands(CLI::App& app, command_registry& commands) {
     try {
       return run_inbox(inbox->folder, inbox->domain, inbox->user);
     } catch (const std::exception& e) {
-      std::cerr << "mailnet: inbox: " << e.what() << "\n";
+      std::cerr << "mailnet: inbox: " << terminal_safe(e.what()) << "\n";
       return 1;
     }
   });
@@ -272,7 +277,7 @@ void register_mail_commands(CLI::App& app, command_registry& commands) {
     try {
       return run_show(show->folder, show->message);
     } catch (const std::exception& e) {
-      std::cerr << "mailnet: show: " << e.what() << "\n";
+      std::cerr << "mailnet: show: " << terminal_safe(e.what()) << "\n";
       return 1;
     }
   });

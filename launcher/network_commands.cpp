@@ -11,6 +11,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/terminal_text.hpp"
 #include "common/topology.hpp"
 #include "launcher/control_client.hpp"
 #include "launcher/scenario.hpp"
@@ -30,13 +31,16 @@ std::string uptime_text(long s) {
   return std::to_string(s / 3600) + "h" + std::to_string(s / 60 % 60) + "m";
 }
 
+// Every text printed from here on came from the launcher, a queue file or a
+// log: it goes through terminal_safe (common/terminal_text.hpp).
 void print_status_table(const json& status) {
-  std::cout << "network " << status.value("name", "") << " (" << status.value("dir", "") << ")\n";
+  std::cout << "network " << terminal_safe(status.value("name", "")) << " (" << terminal_safe(status.value("dir", ""))
+            << ")\n";
   std::ostringstream out;
   auto row = [&](auto... cells) {
     const int widths[] = {16, 19, 8, 22, 8, 9, 10, 8, 7, 8};
     int i = 0;
-    ((out << std::left << std::setw(widths[i++]) << cells), ...);
+    ((out << std::left << std::setw(widths[i++]) << terminal_safe(cells)), ...);
     out << "\n";
   };
   row("NODE", "STATE", "PID", "ADDRESS", "UPTIME", "RECEIVED", "DELIVERED", "RELAYED", "QUEUED", "BOUNCED");
@@ -65,7 +69,8 @@ int print_queue(const run_folder& folder, const std::string& only) {
   std::size_t total = 0;
   if (!only.empty() && std::none_of(topo["domains"].begin(), topo["domains"].end(),
                                     [&](const json& d) { return d["name"] == only; })) {
-    std::cerr << "mailnet: no domain " << only << " in network " << topo.value("name", "") << "\n";
+    std::cerr << "mailnet: no domain " << terminal_safe(only) << " in network " << terminal_safe(topo.value("name", ""))
+              << "\n";
     return 2;
   }
   for (const auto& d : topo["domains"]) {
@@ -79,7 +84,8 @@ int print_queue(const run_folder& folder, const std::string& only) {
       try {
         m = queue.load(id);
       } catch (const std::exception& e) {
-        std::cout << domain << "  " << id << "  (unreadable: " << e.what() << ")\n";
+        std::cout << terminal_safe(domain) << "  " << terminal_safe(id) << "  (unreadable: " << terminal_safe(e.what())
+                  << ")\n";
         continue;
       }
       if (!m) continue;
@@ -87,11 +93,12 @@ int print_queue(const run_folder& folder, const std::string& only) {
       std::string to;
       for (const auto& r : m->rcpts)
         if (r.state == "pending") to += (to.empty() ? "" : ", ") + r.address;
-      std::cout << domain << "  " << m->id << "  from <" << m->mail_from << ">  to " << to << "\n"
+      std::cout << terminal_safe(domain) << "  " << terminal_safe(m->id) << "  from <" << terminal_safe(m->mail_from)
+                << ">  to " << terminal_safe(to) << "\n"
                 << "    attempts " << m->attempts << ", next try "
                 << (m->next_try_ms ? time_text(m->next_try_ms) : std::string("now")) << ", size "
                 << m->message.size() << "\n";
-      if (!m->last_error.empty()) std::cout << "    last error: " << m->last_error << "\n";
+      if (!m->last_error.empty()) std::cout << "    last error: " << terminal_safe(m->last_error) << "\n";
     }
   }
   std::cout << total << (total == 1 ? " message" : " messages") << " waiting\n";
@@ -108,7 +115,7 @@ std::uintmax_t print_from(const std::filesystem::path& file, std::uintmax_t offs
   while (std::getline(in, line)) {
     if (in.eof()) break;  // a line still being written: read it next time
     pos += line.size() + 1;
-    std::cout << prefix << line << "\n";
+    std::cout << prefix << terminal_safe(line) << "\n";
   }
   std::cout << std::flush;
   return pos;
@@ -125,7 +132,7 @@ int print_logs(const run_folder& folder, const std::string& node, bool follow) {
   for (const auto& d : topo["domains"])
     if (node.empty() || node == d["name"]) add(d["name"]);
   if (files.empty()) {
-    std::cerr << "mailnet: no node named '" << node << "'\n";
+    std::cerr << "mailnet: no node named '" << terminal_safe(node) << "'\n";
     return 2;
   }
   std::size_t width = 8;
@@ -201,7 +208,7 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
       try {
         return run(locate_network(opts->choice()), *opts);
       } catch (const std::exception& e) {
-        std::cerr << "mailnet: " << e.what() << "\n";
+        std::cerr << "mailnet: " << terminal_safe(e.what()) << "\n";
         return 1;
       }
     });
@@ -211,7 +218,7 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
   auto ask = [](const run_folder& folder, const nlohmann::json& request, nlohmann::json& reply) {
     reply = ask_launcher(folder, request);
     if (reply.value("ok", false)) return 0;
-    std::cerr << "mailnet: " << reply.value("error", "failed") << "\n";
+    std::cerr << "mailnet: " << terminal_safe(reply.value("error", "failed")) << "\n";
     return 1;
   };
 
@@ -220,7 +227,10 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
       [ask](const run_folder& folder, const target_options& o) {
         nlohmann::json reply;
         if (int rc = ask(folder, {{"cmd", "status"}}, reply)) return rc;
-        if (o.flag) std::cout << reply["status"].dump(2) << "\n";
+        // ASCII JSON (\uXXXX for the rest) is safe on a terminal and still JSON.
+        if (o.flag)
+          std::cout << terminal_safe(reply["status"].dump(2, ' ', true, json::error_handler_t::replace), newlines::keep)
+                    << "\n";
         else print_status_table(reply["status"]);
         return 0;
       });
@@ -234,7 +244,7 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
     auto [cmd, opts] = network_command(name, help, [ask, name = name](const run_folder& folder, const target_options& o) {
       nlohmann::json reply;
       if (int rc = ask(folder, {{"cmd", name}, {"name", o.target}}, reply)) return rc;
-      std::cout << o.target << ": " << reply.value("state", "ok") << "\n";
+      std::cout << terminal_safe(o.target) << ": " << terminal_safe(reply.value("state", "ok")) << "\n";
       return 0;
     });
     cmd->add_option("node", opts->target, "a domain, or 'resolver'")->required();

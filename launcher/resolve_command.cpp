@@ -9,6 +9,7 @@
 #include <iostream>
 #include <map>
 
+#include "common/terminal_text.hpp"
 #include "common/topology.hpp"
 #include "launcher/commands.hpp"
 #include "launcher/control_client.hpp"
@@ -36,21 +37,21 @@ int print_reply(const std::string& name, const std::string& type, const dns_repl
       std::cout << name << ": no " << type << " record\n";
       return 1;
     case reply_kind::failure:
-      std::cerr << "mailnet: the resolver did not answer usefully: " << reply.detail << "\n";
+      std::cerr << "mailnet: the resolver did not answer usefully: " << terminal_safe(reply.detail) << "\n";
       return 2;
     case reply_kind::answer:
       break;
   }
   for (const auto& s : reply.srv)
-    std::cout << name << " SRV → " << s.target << ":" << s.port << " (priority " << s.priority << ", weight "
+    std::cout << name << " SRV → " << terminal_safe(s.target) << ":" << s.port << " (priority " << s.priority << ", weight "
               << s.weight << ")\n";
-  for (const auto& m : reply.mx) std::cout << name << " MX → " << m.exchange << " (preference " << m.preference << ")\n";
+  for (const auto& m : reply.mx) std::cout << name << " MX → " << terminal_safe(m.exchange) << " (preference " << m.preference << ")\n";
   std::vector<std::string> printed;  // the answer and the additional section may repeat a record
   for (const auto& a : reply.addresses) {
     std::string line = a.owner + " " + (a.address.find(':') == std::string::npos ? "A" : "AAAA") + " → " + a.address;
     if (std::find(printed.begin(), printed.end(), line) != printed.end()) continue;
     printed.push_back(line);
-    std::cout << line << "\n";
+    std::cout << terminal_safe(line) << "\n";
   }
   return 0;
 }

@@ -7,33 +7,6 @@
 
 namespace mailnet::launcher {
 
-namespace {
-
-bool is_live_launcher(int pid) {
-  if (pid <= 0 || ::kill(pid, 0) != 0) return false;
-  // /proc/<pid>/stat is "pid (comm) state ...": a reused pid of another
-  // program is not ours, and a zombie nobody reaped yet is dead.
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat;
-  std::getline(in, stat);
-  auto open = stat.find('('), close = stat.rfind(')');
-  if (open == std::string::npos || close == std::string::npos || close + 2 >= stat.size()) return false;
-  char state = stat[close + 2];
-  return stat.substr(open + 1, close - open - 1) == "mailnet" && state != 'Z' && state != 'X';
-}
-
-}  // namespace
-
-std::optional<int> run_folder::running_launcher() const {
-  std::ifstream in(pid_file());
-  int pid = 0;
-  if (in >> pid && is_live_launcher(pid)) return pid;
-  std::error_code ec;
-  std::filesystem::remove(pid_file(), ec);
-  std::filesystem::remove(control_socket(), ec);
-  return std::nullopt;
-}
-
 void run_folder::prepare(const topology& net, bool fresh) const {
   if (fresh && std::filesystem::exists(dir_)) {
     // --fresh empties the folder: only one that mailnet made (it holds

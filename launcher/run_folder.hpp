@@ -23,9 +23,23 @@ class run_folder {
   std::filesystem::path pid_file() const { return dir_ / "launcher.pid"; }
   std::filesystem::path launcher_log() const { return dir_ / "launcher.log"; }
 
-  // The pid of a live launcher serving this folder. Leftovers of a dead one
-  // (pid file, socket) are removed on the way.
+  // What launcher.pid says, read without changing anything.
+  struct launcher_probe {
+    enum class state { none, gone, running, other_user } what = state::none;
+    int pid = 0;
+    std::string why;  // for other_user: whose it is and what can be done, for the user
+  };
+  launcher_probe probe_launcher() const;
+
+  // The pid of a live launcher serving this folder, the user's own or another
+  // user's. Leftovers (pid file, socket) are removed on the way only when the
+  // launcher is known to be gone: never for a pid that cannot be signalled
+  // (EPERM: it runs as another user) or a pid file that cannot be read.
   std::optional<int> running_launcher() const;
+
+  // Throws std::runtime_error saying so when the launcher runs as another
+  // user: only that user (or root) may control the network.
+  void refuse_other_users_launcher() const;
 
   // Creates the folder (emptied first with fresh) and writes topology.json.
   // Earlier mail and queues are kept otherwise. Throws on failure.

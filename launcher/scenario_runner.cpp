@@ -10,6 +10,7 @@
 #include <thread>
 #include <unistd.h>
 
+#include "common/terminal_text.hpp"
 #include "launcher/control_client.hpp"
 #include "launcher/mail_client.hpp"
 #include "launcher/resolve_command.hpp"
@@ -247,10 +248,11 @@ int run_scenario(const run_options& options) {
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started).count();
     if (o.ok) {
       ++passed;
-      std::cout << "pass" << (o.detail.empty() ? "" : " (" + o.detail + ")") << " [" << ms << " ms]\n";
+      // A step's detail may quote mail (a subject seen): escaped.
+      std::cout << "pass" << (o.detail.empty() ? "" : " (" + terminal_safe(o.detail) + ")") << " [" << ms << " ms]\n";
     } else {
       ++failed;
-      std::cout << "FAIL: " << o.detail << " (" << st.path << ")\n";
+      std::cout << "FAIL: " << terminal_safe(o.detail) << " (" << st.path << ")\n";
     }
   }
   std::cout << std::flush;
@@ -276,7 +278,7 @@ int run_scenario(const run_options& options) {
   for (std::string line; std::getline(log, line);) {
     if (line.find("ERROR: AddressSanitizer") != std::string::npos || line.find("runtime error: ") != std::string::npos ||
         line.find("ERROR: LeakSanitizer") != std::string::npos) {
-      std::cout << "FAIL: a child reported: " << line << " (see " << folder.launcher_log().string() << ")\n";
+      std::cout << "FAIL: a child reported: " << terminal_safe(line) << " (see " << folder.launcher_log().string() << ")\n";
       ++failed;
       break;
     }

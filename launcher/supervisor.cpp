@@ -13,7 +13,9 @@
 #include <boost/asio/write.hpp>
 #include <boost/process/v2/process.hpp>
 #include <boost/process/v2/stdio.hpp>
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <fcntl.h>
 #include <fstream>
 #include <iostream>
@@ -24,7 +26,9 @@
 #include <unistd.h>
 
 #include "common/fd_limit.hpp"
+#include "common/terminal_text.hpp"
 #include "common/topology.hpp"
+#include "launcher/control_socket.hpp"
 #include "launcher/line_printer.hpp"
 #include "launcher/run_folder.hpp"
 
@@ -44,6 +48,10 @@ constexpr auto graceful_stop_wait = std::chrono::seconds(8);
 // Runs in the child between fork and exec: its own process group (a Ctrl-C
 // reaches only the launcher, which then stops the children in order), and
 // death with the launcher, even if the launcher is killed with SIGKILL.
+// Nothing of the launcher's but stdio crosses exec: Boost.Process 1.81
+// closes only the descriptors above its own error pipe, and Asio opens its
+// sockets and pipes without close-on-exec, so a node started through the
+// control socket used to hold the listener and the client's connection.
 struct child_setup {
   pid_t parent;
   template <typename Launcher>
@@ -51,6 +59,7 @@ struct child_setup {
     ::setpgid(0, 0);
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(1);  // the launcher died before prctl took effect
+    close_on_exec_above_stderr();
     return {};
   }
 };
@@ -237,7 +246,7 @@ void supervisor::append_line(const child& c, std::string_view line, std::string&
   if (c.name.size() < name_width_) out.append(name_width_ - c.name.size(), ' ');
   if (!c.colour.empty()) out += "\033[0m";
   out += " | ";
-  out += line;
+  append_terminal_safe(out, line);  // log fields quote mail text
   out += '\n';
 }
 
@@ -483,11 +492,38 @@ json supervisor::status() {
           {"launcher_pid", ::getpid()}, {"nodes", nodes}};
 }
 
+// Accepts with accept4 (close-on-exec: Asio's accept is not). Out of
+// descriptors (EMFILE, ENFILE) the connection stays in the backlog and the
+// listener stays readable: waiting a little instead of retrying at once keeps
+// the launcher from spinning, and the owner gets in once descriptors free up.
 asio::awaitable<void> supervisor::serve_control() {
+  asio::steady_timer pause(io_);
+  std::size_t failures = 0;
+  auto last_report = clock::time_point{};
   for (;;) {
-    auto [ec, socket] = co_await control_.async_accept(asio::as_tuple(asio::use_awaitable));
+    auto [ec] = co_await control_.async_wait(asio::socket_base::wait_read, asio::as_tuple(asio::use_awaitable));
     if (ec == asio::error::operation_aborted || !control_.is_open()) co_return;
-    if (ec) continue;
+    const int fd = ec ? -1 : accept_control_client(control_.native_handle());
+    if (fd < 0) {
+      if (!ec && (errno == EAGAIN || errno == ECONNABORTED)) continue;
+      ++failures;
+      if (auto now = clock::now(); now - last_report >= std::chrono::seconds(1)) {
+        std::cerr << "mailnet: control socket: accept failed: " << (ec ? ec.message() : std::strerror(errno)) << " ("
+                  << failures << " times)\n";
+        failures = 0;
+        last_report = now;
+      }
+      pause.expires_after(std::chrono::milliseconds(50));
+      co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+      continue;
+    }
+    asio::local::stream_protocol::socket socket(io_);
+    boost::system::error_code assign_ec;
+    socket.assign(asio::local::stream_protocol(), fd, assign_ec);
+    if (assign_ec) {
+      ::close(fd);
+      continue;
+    }
     asio::co_spawn(io_, control_session(std::move(socket)), report_failure);
   }
 }
@@ -496,6 +532,14 @@ asio::awaitable<void> supervisor::control_session(asio::local::stream_protocol::
   using namespace asio::experimental::awaitable_operators;
   std::string buffer;
   asio::steady_timer deadline(io_);
+  if (auto refusal = refusal_for_peer(socket.native_handle())) {
+    // Another user: one line saying why, then the connection is closed
+    // unread (the line fits in the socket's buffer, so this never waits).
+    std::string out = json{{"ok", false}, {"error", *refusal}}.dump() + "\n";
+    boost::system::error_code ignored;
+    asio::write(socket, asio::buffer(out), ignored);
+    co_return;
+  }
   deadline.expires_after(std::chrono::seconds(5));  // a client that says nothing is not kept
   auto read = co_await (asio::async_read_until(socket, asio::dynamic_buffer(buffer, 65536), '\n',
                                                asio::as_tuple(asio::use_awaitable)) ||
@@ -509,7 +553,7 @@ asio::awaitable<void> supervisor::control_session(asio::local::stream_protocol::
   } catch (const json::exception& e) {
     reply = {{"ok", false}, {"error", std::string("bad request: ") + e.what()}};
   }
-  std::string out = reply.dump() + "\n";
+  std::string out = reply.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";  // a path need not be UTF-8
   deadline.expires_after(std::chrono::seconds(5));
   co_await (asio::async_write(socket, asio::buffer(out), asio::as_tuple(asio::use_awaitable)) ||
             deadline.async_wait(asio::as_tuple(asio::use_awaitable)));
@@ -630,7 +674,7 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
                             ? "not ready after " + std::to_string(ready_timeout.count()) + " ms"
                             : c.exit_text + (c.last_error.empty() ? "" : ": " + c.last_error);
       if (interrupted) why = "interrupted";
-      tell_console("mailnet: " + c.name + " (" + c.listen + ") failed to start: " + why + "\n");
+      tell_console("mailnet: " + c.name + " (" + c.listen + ") failed to start: " + terminal_safe(why) + "\n");
       break;
     }
     co_await stop_all();  // writes network.json
@@ -640,12 +684,13 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
 
   boost::system::error_code ec;
   std::filesystem::remove(folder_.control_socket());
-  control_.open(asio::local::stream_protocol(), ec);
-  if (!ec) control_.bind(asio::local::stream_protocol::endpoint(folder_.control_socket().string()), ec);
-  if (!ec) control_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
+  std::string why;
+  const int listener = listen_owner_only(folder_.control_socket(), why);
+  if (listener >= 0) control_.assign(asio::local::stream_protocol(), listener, ec);
+  if (listener < 0 || ec) {
+    if (listener >= 0) ::close(listener);
     tell_console("mailnet: cannot serve the control socket " + folder_.control_socket().string() + ": " +
-                 ec.message() + "\n");
+                 (ec ? ec.message() : why) + "\n");
     co_await stop_all();
     on_ready(false);
     co_return false;
@@ -656,7 +701,7 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
   // its next hop was still starting: everyone retries now that all listen.
   flush_others("");
 
-  out_.print("mailnet: network " + net_.name + " is up (" + folder_.dir().string() + ")");
+  out_.print("mailnet: network " + net_.name + " is up (" + terminal_safe(folder_.dir().string()) + ")");
   for (const auto& c : children_) {
     std::string padded = c.name;
     if (padded.size() < name_width_) padded.resize(name_width_, ' ');
@@ -724,6 +769,10 @@ int run_up(const up_options& options) {
     std::cerr << "mailnet: " << options.topology_file.string() << " has " << net.domains.size()
               << " domains and needs about " << needed << " open files, but the limit is " << limit
               << " (raise it with `ulimit -n`)\n";
+    return 1;
+  }
+  if (auto probe = folder.probe_launcher(); probe.what == run_folder::launcher_probe::state::other_user) {
+    std::cerr << "mailnet: network " << net.name << " is already up: " << terminal_safe(probe.why) << "\n";
     return 1;
   }
   try {
