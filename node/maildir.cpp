@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "common/private_files.hpp"
 #include "node/durable_file.hpp"
 
 namespace mailnet::node {
@@ -22,8 +23,11 @@ std::filesystem::path maildir_store::folder(std::string_view mailbox) const {
 }
 
 void maildir_store::ensure(std::string_view mailbox) const {
-  auto dir = folder(mailbox);
-  for (const char* sub : {"tmp", "new", "cur"}) std::filesystem::create_directories(dir / sub);
+  const std::filesystem::path box = folder(mailbox).filename();
+  // 0700 each, made or checked one by one without following a link: a
+  // Maildir planted as a link to another user's folder is refused.
+  for (const char* sub : {"tmp", "new", "cur"})
+    make_private_folders(root_.parent_path(), root_.filename() / box / sub);
   std::lock_guard lock(known_mutex_);
   known_.emplace(mailbox);
 }

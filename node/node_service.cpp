@@ -15,6 +15,7 @@
 #include <thread>
 #include <unistd.h>
 
+#include "common/private_files.hpp"
 #include "node/attachment_loader.hpp"
 #include "node/bounce.hpp"
 #include "node/node_context.hpp"
@@ -176,8 +177,11 @@ struct node_service::impl {
         ctx(net, config, dir, events, transcript, disk, committer),
         acceptor(io) {}
 
+  // The node's folder and the ones it writes in: 0700, ours, no link
+  // (private_files.hpp), checked before the first write.
   static const std::filesystem::path& make_folder(const std::filesystem::path& d) {
-    std::filesystem::create_directories(d);
+    make_private_folder(d);
+    for (const char* sub : {"mail", "queue"}) make_private_folders(d, sub);
     return d;
   }
 
@@ -315,6 +319,7 @@ std::uint16_t node_service::start() {
   // maildir(5) says to clean them; the sender retries and the copy comes again.
   std::error_code ec_scan;
   for (const auto& box : std::filesystem::directory_iterator(m.dir / "mail", ec_scan))
+    if (!box.is_symlink())  // never empty a folder elsewhere
     for (const auto& left : std::filesystem::directory_iterator(box.path() / "tmp", ec_scan))
       std::filesystem::remove(left.path(), ec_scan);
 
