@@ -1,5 +1,7 @@
 #include "common/event_log.hpp"
 
+#include "common/private_files.hpp"
+
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -76,9 +78,11 @@ event_log::~event_log() {
 }
 
 void event_log::open(const std::filesystem::path& file, bool echo_stdout) {
-  std::filesystem::create_directories(file.parent_path());
-  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) throw std::system_error(errno, std::generic_category(), "cannot open " + file.string());
+  // Logs live in the run folder: 0600, never through a link. The folder is
+  // checked by the process that owns it (node_service, resolver_app).
+  if (!file.parent_path().empty() && !std::filesystem::exists(std::filesystem::symlink_status(file.parent_path())))
+    make_private_folder(file.parent_path());
+  int fd = open_private_file(file, O_WRONLY | O_CREAT | O_APPEND);
   std::lock_guard lock(mutex_);
   if (fd_ >= 0) ::close(fd_);
   fd_ = fd;

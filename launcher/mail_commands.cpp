@@ -127,7 +127,7 @@ std::vector<fs::path> maildir_files(const fs::path& maildir) {
   for (const char* sub : {"new", "cur"}) {
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(maildir / sub, ec))
-      if (e.is_regular_file()) files.push_back(e.path());
+      if (e.is_regular_file() && !e.is_symlink()) files.push_back(e.path());  // a planted link is not mail
   }
   std::sort(files.begin(), files.end(), [](const fs::path& a, const fs::path& b) { return a.filename() < b.filename(); });
   return files;
@@ -137,7 +137,7 @@ std::vector<fs::path> user_folders(const fs::path& mail_root) {
   std::vector<fs::path> users;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(mail_root, ec))
-    if (e.is_directory()) users.push_back(e.path());
+    if (e.is_directory() && !e.is_symlink()) users.push_back(e.path());
   std::sort(users.begin(), users.end());
   return users;
 }
@@ -159,7 +159,7 @@ int run_inbox(const folder_options& o, const std::string& domain, const std::str
     for (const auto& file : maildir_files(u)) {
       std::string raw;
       try {
-        raw = node::read_whole_file(file);
+        raw = node::read_whole_file(file, false);  // never through a link
       } catch (const std::exception&) {
         continue;  // moved or removed by a reader meanwhile
       }

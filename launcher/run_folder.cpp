@@ -1,5 +1,7 @@
 #include "launcher/run_folder.hpp"
 
+#include "common/private_files.hpp"
+
 #include <csignal>
 #include <fstream>
 #include <sys/socket.h>
@@ -8,24 +10,27 @@
 namespace mailnet::launcher {
 
 void run_folder::prepare(const topology& net, bool fresh) const {
-  if (fresh && std::filesystem::exists(dir_)) {
+  // Before anything is written: the folder and everything in it must be
+  // ours, with no link and nothing others can write (private_files.hpp).
+  make_private_folder(dir_);
+  if (fresh) {
     // --fresh empties the folder: only one that mailnet made (it holds
     // topology.json), or an empty one, never a folder named by mistake.
-    if (!std::filesystem::is_empty(dir_) && !std::filesystem::exists(topology_json()))
+    const bool made_by_us = std::filesystem::symlink_status(topology_json()).type() != std::filesystem::file_type::not_found;
+    if (!std::filesystem::is_empty(dir_) && !made_by_us)
       throw std::runtime_error("refusing to empty " + dir_.string() +
                                " for --fresh: it is not a mailnet run folder (no topology.json)");
-    for (const auto& entry : std::filesystem::directory_iterator(dir_)) std::filesystem::remove_all(entry.path());
+    empty_folder(dir_);  // a link is removed, never followed
   }
-  std::filesystem::create_directories(dir_ / "resolver");
+  check_private_tree(dir_);
+  make_private_folders(dir_, "resolver");
   // sun_path holds 108 bytes; say so now rather than fail after starting.
   if (std::filesystem::absolute(control_socket()).string().size() >= sizeof(sockaddr_un{}.sun_path))
     throw std::runtime_error("the path of " + control_socket().string() + " is too long for a unix socket");
-  std::ofstream out(topology_json());
-  out << to_json_text(net);
-  if (!out) throw std::runtime_error("cannot write " + topology_json().string());
+  write_private_file(topology_json(), to_json_text(net));
 }
 
-void run_folder::write_pid(int pid) const { std::ofstream(pid_file()) << pid << "\n"; }
+void run_folder::write_pid(int pid) const { write_private_file(pid_file(), std::to_string(pid) + "\n"); }
 
 void run_folder::remove_pid() const {
   std::error_code ec;

@@ -152,7 +152,7 @@ class runner {
     for (const char* sub : {"new", "cur"}) {
       std::error_code ec;
       for (const auto& e : std::filesystem::directory_iterator(folder_.dir() / box.domain / "mail" / box.user / sub, ec))
-        if (e.is_regular_file()) files.push_back(e.path());
+        if (e.is_regular_file() && !e.is_symlink()) files.push_back(e.path());  // no planted links
     }
     return files;
   }

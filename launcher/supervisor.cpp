@@ -27,6 +27,7 @@
 
 #include "common/fd_limit.hpp"
 #include "common/terminal_text.hpp"
+#include "common/private_files.hpp"
 #include "common/topology.hpp"
 #include "launcher/control_socket.hpp"
 #include "launcher/line_printer.hpp"
@@ -464,9 +465,10 @@ void supervisor::write_network_json() {
   if (hold_network_json_) return;
   json doc = status();
   std::error_code ec;
-  {
-    std::ofstream out(folder_.network_json().string() + ".tmp");
-    out << doc.dump(2) << "\n";
+  try {
+    write_private_file(folder_.network_json().string() + ".tmp", doc.dump(2) + "\n");  // 0600, no link followed
+  } catch (const std::exception&) {
+    return;  // the status file is a convenience: the network runs on without it
   }
   std::filesystem::rename(folder_.network_json().string() + ".tmp", folder_.network_json(), ec);
 }
@@ -804,7 +806,12 @@ int run_up(const up_options& options) {
     // The terminal stays the console until the network is up (progress, or
     // why it did not start); after that only launcher.log is written.
     console = ::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
-    int log = ::open(folder.launcher_log().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    int log = -1;
+    try {
+      log = open_private_file(folder.launcher_log(), O_WRONLY | O_CREAT | O_APPEND);  // 0600, no link followed
+    } catch (const std::exception& e) {
+      std::cerr << "mailnet: " << e.what() << "\n";
+    }
     int null = ::open("/dev/null", O_RDONLY);
     if (log >= 0) {
       ::dup2(log, 1);

@@ -6,8 +6,10 @@
 #include <fcntl.h>
 #include <iterator>
 #include <stdexcept>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/private_files.hpp"
 #include "node/durable_file.hpp"
 
 namespace mailnet::node {
@@ -76,8 +78,14 @@ std::string errno_text(const char* what, const std::filesystem::path& p) {
 // and no reader ever sees a half-written file under the final name.
 std::filesystem::path save_one(const std::filesystem::path& dir, const std::string& name, std::string_view data) {
   const auto tmp = dir / (".tmp-" + unique_name());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) throw std::runtime_error(errno_text("cannot create", tmp));
+  if (::fchmod(fd, 0600) != 0) {  // whatever the umask: the user's alone, like the mail
+    auto text = errno_text("cannot chmod", tmp);
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw std::runtime_error(text);
+  }
   std::size_t done = 0;
   while (done < data.size()) {
     ssize_t n = ::write(fd, data.data() + done, data.size() - done);
@@ -161,7 +169,8 @@ extraction_result extract_attachments(std::string_view message, const std::files
 
   const auto dir = attachments_root / message_name;
   try {
-    std::filesystem::create_directories(dir);
+    // 0700 folders, made or checked one by one without following a link.
+    make_private_folders(attachments_root.parent_path(), attachments_root.filename() / message_name);
     // A symlink planted in the run folder must not carry files elsewhere.
     if (!is_within(std::filesystem::canonical(attachments_root), std::filesystem::canonical(dir)))
       throw std::runtime_error(dir.string() + " leads outside " + attachments_root.string());

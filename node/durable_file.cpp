@@ -87,7 +87,9 @@ void fsync_directory(const std::filesystem::path& dir) {
 
 staged_file stage_file(std::filesystem::path tmp, std::filesystem::path final_path, std::string_view data,
                        bool replace, bool sync_now) {
-  owned_fd f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)};
+  // O_EXCL never opens what is there (a planted link included); the mode is
+  // set again after the umask had its say: mail is its user's alone.
+  owned_fd f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)};
   if (f.fd < 0) fail("create", tmp);
   auto give_up = [&](const char* what) {
     int saved = errno;
@@ -95,6 +97,7 @@ staged_file stage_file(std::filesystem::path tmp, std::filesystem::path final_pa
     errno = saved;
     fail(what, tmp);
   };
+  if (::fchmod(f.fd, 0600) != 0) give_up("chmod");
   const char* p = data.data();
   std::size_t left = data.size();
   while (left > 0) {
@@ -368,8 +371,8 @@ std::string unique_name() {
   return buf;
 }
 
-std::string read_whole_file(const std::filesystem::path& file) {
-  owned_fd f{::open(file.c_str(), O_RDONLY | O_CLOEXEC)};
+std::string read_whole_file(const std::filesystem::path& file, bool follow_link) {
+  owned_fd f{::open(file.c_str(), O_RDONLY | O_CLOEXEC | (follow_link ? 0 : O_NOFOLLOW))};
   if (f.fd < 0) fail("open", file);
   std::string out;
   char buf[65536];

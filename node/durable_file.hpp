@@ -130,6 +130,7 @@ void fsync_directory(const std::filesystem::path& dir);
 // A name no other writer on this machine uses: time, pid and a counter.
 std::string unique_name();
 
-std::string read_whole_file(const std::filesystem::path& file);  // throws std::system_error
+// Throws std::system_error; without follow_link, also for a symbolic link.
+std::string read_whole_file(const std::filesystem::path& file, bool follow_link = true);
 
 }  // namespace mailnet::node

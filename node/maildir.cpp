@@ -5,7 +5,9 @@
 #include <cerrno>
 #include <stdexcept>
 #include <system_error>
+#include <unistd.h>
 
+#include "common/private_files.hpp"
 #include "node/durable_file.hpp"
 
 namespace mailnet::node {
@@ -22,13 +24,16 @@ std::filesystem::path maildir_store::folder(std::string_view mailbox) const {
 }
 
 void maildir_store::ensure(std::string_view mailbox) const {
-  auto dir = folder(mailbox);
-  for (const char* sub : {"tmp", "new", "cur"}) std::filesystem::create_directories(dir / sub);
+  const std::filesystem::path box = folder(mailbox).filename();
+  // 0700 each, made or checked one by one without following a link: a
+  // Maildir planted as a link to another user's folder is refused.
+  for (const char* sub : {"tmp", "new", "cur"})
+    make_private_folders(root_.parent_path(), root_.filename() / box / sub);
   std::lock_guard lock(known_mutex_);
   known_.emplace(mailbox);
 }
 
-staged_file maildir_store::stage(std::string_view mailbox, std::string_view message) const {
+std::filesystem::path maildir_store::checked_folder(std::string_view mailbox) const {
   auto dir = folder(mailbox);
   bool known;
   {
@@ -36,15 +41,57 @@ staged_file maildir_store::stage(std::string_view mailbox, std::string_view mess
     known = known_.find(mailbox) != known_.end();
   }
   if (!known) ensure(mailbox);  // users may be unlisted (require_known_users off)
-  std::string name = unique_name() + ".mailnet";
+  return dir;
+}
+
+template <typename Make>
+staged_file maildir_store::retry_once(std::string_view mailbox, Make make) const {
   try {
-    return stage_file(dir / "tmp" / name, dir / "new" / name, message, false, false);
+    return make();
   } catch (const std::system_error& e) {
-    if (!known || e.code().value() != ENOENT) throw;
+    if (e.code().value() != ENOENT) throw;
     // The folders were removed behind our back: make them again, once.
     ensure(mailbox);
-    return stage_file(dir / "tmp" / name, dir / "new" / name, message, false, false);
+    return make();
   }
+}
+
+staged_file maildir_store::stage(std::string_view mailbox, std::string_view message) const {
+  auto dir = checked_folder(mailbox);
+  std::string name = unique_name() + ".mailnet";
+  return retry_once(mailbox, [&] { return stage_file(dir / "tmp" / name, dir / "new" / name, message, false, false); });
+}
+
+std::vector<staged_file> maildir_store::stage_shared(const std::vector<std::string>& mailboxes,
+                                                     std::string_view message) const {
+  std::vector<staged_file> staged;
+  if (mailboxes.empty()) return staged;
+  try {
+    staged.push_back(stage(mailboxes.front(), message));
+    const auto first = staged.front().tmp;
+    const auto name = first.filename();
+    for (std::size_t i = 1; i < mailboxes.size(); ++i) {
+      auto dir = checked_folder(mailboxes[i]);
+      staged.push_back(retry_once(mailboxes[i], [&] { return link_or_copy(first, dir, name, message); }));
+    }
+  } catch (...) {
+    discard(staged);
+    throw;
+  }
+  return staged;
+}
+
+staged_file maildir_store::link_or_copy(const std::filesystem::path& first, const std::filesystem::path& dir,
+                                        const std::filesystem::path& name, std::string_view message) const {
+  auto tmp = dir / "tmp" / name;
+  // One more name for the same file in this Maildir's tmp/: it is published
+  // into new/ like any copy, and the file's sync covers all its names.
+  if (::link(first.c_str(), tmp.c_str()) == 0) return staged_file{std::move(tmp), dir / "new" / name, false};
+  // Another file system (EXDEV), one that forbids links (EPERM), or too many
+  // links to one file (EMLINK): a copy of its own.
+  if (errno != EXDEV && errno != EPERM && errno != EMLINK)
+    throw std::system_error(errno, std::generic_category(), "link " + tmp.string());
+  return stage_file(std::move(tmp), dir / "new" / name, message, false, false);
 }
 
 }  // namespace mailnet::node

@@ -53,8 +53,9 @@ struct node_context {
   // durable together with the other sessions' messages of the same moment.
   boost::asio::awaitable<bool> commit(const envelope& env, std::string message, const std::string& id);
 
-  // Saves the attachments of each delivered copy on the disk pool, without
-  // waiting for it; logs event=attachments or event=attachment_error.
+  // Saves the attachments of the delivered message once on the disk pool,
+  // without waiting for it; logs event=attachments or event=attachment_error
+  // for each mailbox. files: the copies, which share one file name.
   void extract_later(const std::string& id, const std::vector<std::string>& mailboxes,
                      std::vector<std::filesystem::path> files, std::string message);
 

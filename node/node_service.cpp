@@ -17,6 +17,7 @@
 #include <thread>
 #include <unistd.h>
 
+#include "common/private_files.hpp"
 #include "node/attachment_loader.hpp"
 #include "node/bounce.hpp"
 #include "node/fd_reserve.hpp"
@@ -112,7 +113,7 @@ asio::awaitable<bool> node_context::commit(const envelope& env, std::string mess
   auto work = [&]() -> std::vector<staged_file> {
     std::vector<staged_file> staged;
     try {
-      for (const auto& mailbox : local) staged.push_back(maildirs.stage(mailbox, message));
+      staged = maildirs.stage_shared(local, message);  // one file, a link per mailbox
       if (!queued.rcpts.empty()) {
         queued.message = message;
         staged.push_back(queue.stage(queued));
@@ -152,25 +153,27 @@ asio::awaitable<bool> node_context::commit(const envelope& env, std::string mess
 
 void node_context::extract_later(const std::string& id, const std::vector<std::string>& mailboxes,
                                  std::vector<std::filesystem::path> files, std::string message) {
-  // After the 250: attachments are a convenience and must not delay it. The
-  // folder is named after each copy's Maildir file, so `show` finds it.
-  auto shared = std::make_shared<const std::string>(std::move(message));
-  for (std::size_t i = 0; i < files.size(); ++i) {
-    asio::post(disk, [this, id, mailbox = mailboxes[i], file = std::move(files[i]), shared] {
-      extraction_result r;
-      try {
-        r = extract_attachments_via_module(*shared, dir / "attachments", file.filename().string());
-      } catch (const std::exception& e) {  // out of memory and the like: a pool thread must not die
-        r.error = e.what();
-      }
-      const std::string saved = std::to_string(r.saved.size());
+  // After the 250: attachments are a convenience and must not delay it.
+  // Every mailbox's copy is one file under one name (maildir_store::
+  // stage_shared), so the attachments are saved once, in the folder named
+  // after that name, where `show` finds them from any recipient's copy.
+  if (files.empty()) return;
+  asio::post(disk, [this, id, mailboxes, name = files.front().filename().string(), message = std::move(message)] {
+    extraction_result r;
+    try {
+      r = extract_attachments_via_module(message, dir / "attachments", name);
+    } catch (const std::exception& e) {  // out of memory and the like: a pool thread must not die
+      r.error = e.what();
+    }
+    const std::string saved = std::to_string(r.saved.size());
+    for (const auto& mailbox : mailboxes) {
       if (r.error.empty())
         events.write({{"id", id}, {"event", "attachments"}, {"mailbox", mailbox}, {"saved", saved}});
       else
         events.write({{"id", id}, {"event", "attachment_error"}, {"mailbox", mailbox}, {"saved", saved},
                       {"error", r.error}});
-    });
-  }
+    }
+  });
 }
 
 struct node_service::impl {
@@ -179,8 +182,11 @@ struct node_service::impl {
         ctx(net, config, dir, events, transcript, disk, committer),
         acceptor(io) {}
 
+  // The node's folder and the ones it writes in: 0700, ours, no link
+  // (private_files.hpp), checked before the first write.
   static const std::filesystem::path& make_folder(const std::filesystem::path& d) {
-    std::filesystem::create_directories(d);
+    make_private_folder(d);
+    for (const char* sub : {"mail", "queue"}) make_private_folders(d, sub);
     return d;
   }
 
@@ -364,6 +370,7 @@ std::uint16_t node_service::start() {
   // maildir(5) says to clean them; the sender retries and the copy comes again.
   std::error_code ec_scan;
   for (const auto& box : std::filesystem::directory_iterator(m.dir / "mail", ec_scan))
+    if (!box.is_symlink())  // never empty a folder elsewhere
     for (const auto& left : std::filesystem::directory_iterator(box.path() / "tmp", ec_scan))
       std::filesystem::remove(left.path(), ec_scan);
 

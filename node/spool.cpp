@@ -6,6 +6,7 @@
 #include <system_error>
 #include <unistd.h>
 
+#include "common/private_files.hpp"
 #include "node/durable_file.hpp"
 
 namespace mailnet::node {
@@ -119,8 +120,8 @@ spool::spool(std::filesystem::path dir) : dir_(std::move(dir)) {}
 std::filesystem::path spool::file(std::string_view id) const { return dir_ / (std::string(id) + std::string(suffix)); }
 
 void spool::recover() const {
-  std::filesystem::create_directories(dir_ / "tmp");
-  std::filesystem::create_directories(dir_ / "corrupt");
+  for (const char* sub : {"tmp", "corrupt"})  // 0700, never through a link
+    make_private_folders(dir_.parent_path(), dir_.filename() / sub);
   for (const auto& entry : std::filesystem::directory_iterator(dir_ / "tmp"))
     std::filesystem::remove(entry.path());
 }

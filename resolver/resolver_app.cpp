@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "common/event_log.hpp"
+#include "common/private_files.hpp"
 #include "common/topology.hpp"
 #include "resolver/dns_server.hpp"
 
@@ -37,6 +38,8 @@ int resolver_main(int argc, char** argv) {
   event_log log;
   const auto log_file = std::filesystem::path(run_dir) / "resolver" / "resolver.log";
   try {
+    // Its folder: ours and 0700, not a link someone planted (private_files.hpp).
+    mailnet::make_private_folder(log_file.parent_path());
     log.open(log_file, true);
   } catch (const std::exception& e) {
     std::cerr << "mailnet-resolver: " << e.what() << '\n';  // names the file

@@ -20,6 +20,7 @@ struct temp_dir {
            ("mailnet_test_" + std::string(tag) + "_" + std::to_string(::getpid()) + "_" + std::to_string(++n));
     std::filesystem::remove_all(path);
     std::filesystem::create_directories(path);
+    std::filesystem::permissions(path, std::filesystem::perms::owner_all);  // 0700 under any umask, as mailnet's own
   }
   ~temp_dir() { std::filesystem::remove_all(path); }
   temp_dir(const temp_dir&) = delete;
