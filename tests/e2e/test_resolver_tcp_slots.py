@@ -124,7 +124,13 @@ def main():
             code = harness.run_tests(tests, exit=False)
             assert proc.poll() is None, "the resolver exited during the test"
             proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=10)
+            exit_code = proc.wait(timeout=30)
+            output = []
+            while (line := lines.get(timeout=10)) is not None:
+                output.append(line)
+            report = harness.sanitizer_report("".join(output))
+            assert not report, "sanitizer report from the resolver:\n" + report
+            assert exit_code == 0, "the resolver exited %d after SIGTERM:\n%s" % (exit_code, "".join(output))
             return code
         finally:
             if proc.poll() is None:
