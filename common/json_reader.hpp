@@ -102,9 +102,12 @@ class json_reader {
     if (!is_loopback_host(host)) fail(path, expected + ", found \"" + s + "\"");
     unsigned value = 0;
     auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-    if (port.empty() || ec != std::errc() || ptr != port.data() + port.size() || value > 65535)
-      fail(path, "expected a port from 0 to 65535 in \"" + s + "\"");
-    return endpoint{host, static_cast<std::uint16_t>(value)};
+    // Port 0 would bind a random port that no other node could learn.
+    if (port.empty() || ec != std::errc() || ptr != port.data() + port.size() || value == 0 || value > 65535)
+      fail(path, "expected a port from 1 to 65535 in \"" + s + "\"");
+    // One spelling per address ("[0:0:0:0:0:0:0:1]" is "[::1]"), so that
+    // comparing two endpoints compares the addresses.
+    return endpoint{canonical_host(host), static_cast<std::uint16_t>(value)};
   }
 
  private:

@@ -166,6 +166,29 @@ bool is_valid_domain_name(std::string_view name) {
   return labels >= 1;
 }
 
+std::string canonical_host(std::string_view host) {
+  std::string h(host);
+  char text[INET6_ADDRSTRLEN] = {};
+  in_addr v4{};
+  if (inet_pton(AF_INET, h.c_str(), &v4) == 1 && inet_ntop(AF_INET, &v4, text, sizeof text)) return text;
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, h.c_str(), &v6) == 1 && inet_ntop(AF_INET6, &v6, text, sizeof text)) return text;
+  return h;
+}
+
+bool is_run_folder_entry(std::string_view name) {
+  // What the launcher writes at the top of run/<name>/ (launcher/run_folder.hpp).
+  static constexpr std::string_view files[] = {"topology.json", "network.json", "mailnet.sock", "launcher.pid",
+                                               "launcher.log"};
+  if (name == "resolver") return true;
+  for (auto f : files) {
+    // Also "network.json.tmp" and the like: a file is often written beside
+    // its final name, then renamed.
+    if (name == f || (name.size() > f.size() && name.substr(0, f.size()) == f && name[f.size()] == '.')) return true;
+  }
+  return false;
+}
+
 bool is_loopback_host(std::string_view host) {
   std::string h(host);
   in_addr v4{};
@@ -192,6 +215,7 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
   r.only_keys(doc, "$", {"name", "resolver", "defaults", "domains", "steps", "description"});
 
   topology t;
+  bool resolver_given = false;  // an explicit $.resolver.listen, for the error message
   if (!doc.contains("name")) r.fail("$.name", "missing (expected the network's name)");
   t.name = r.string_at(doc["name"], "$.name");
   if (!is_valid_network_name(t.name))
@@ -203,6 +227,7 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
     r.only_keys(rj, "$.resolver", {"listen", "timeout", "attempts", "restart"});
     if (rj.contains("restart")) t.resolver.restart_on_failure = r.restart_at(rj["restart"], "$.resolver.restart");
     if (rj.contains("listen")) t.resolver.listen = r.endpoint_at(rj["listen"], "$.resolver.listen");
+    resolver_given = rj.contains("listen");
     if (rj.contains("timeout")) t.resolver.query_timeout = r.duration_at(rj["timeout"], "$.resolver.timeout");
     if (rj.contains("attempts")) t.resolver.query_attempts = static_cast<int>(r.count_at(rj["attempts"], "$.resolver.attempts", 1, 20));
   }
@@ -233,19 +258,23 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
     if (!d.name.empty() && d.name.back() == '.') d.name.pop_back();
     if (!is_valid_domain_name(d.name))
       r.fail(path + ".name", "expected a domain name such as \"jaku.com\", found \"" + d.name + "\"");
-    if (d.name == "resolver") r.fail(path + ".name", "\"resolver\" is reserved for the resolver");
+    if (d.name == "resolver")
+      r.fail(path + ".name", "\"resolver\" is reserved: it names the resolver, and its folder in the run folder");
+    if (is_run_folder_entry(d.name))
+      r.fail(path + ".name", "\"" + d.name + "\" is the name of a file in the network's run folder; choose another");
     if (auto it = seen_names.find(d.name); it != seen_names.end())
       r.fail(path + ".name", "duplicate domain \"" + d.name + "\" (also at " + it->second + ")");
     seen_names[d.name] = path + ".name";
 
     if (!dj.contains("listen")) r.fail(path + ".listen", "missing (expected \"host:port\")");
-    d.listen = r.endpoint_at(dj["listen"], path + ".listen");
-    if (d.listen.port != 0) {
-      auto key = d.listen.to_string();
-      if (auto it = seen_endpoints.find(key); it != seen_endpoints.end())
-        r.fail(path + ".listen", "duplicate address " + key + " (also at " + it->second + ")");
-      seen_endpoints[key] = path + ".listen";
-    }
+    d.listen = r.endpoint_at(dj["listen"], path + ".listen");  // in one spelling per address
+    const auto key = d.listen.to_string();
+    if (auto it = seen_endpoints.find(key); it != seen_endpoints.end())
+      r.fail(path + ".listen", "duplicate address " + key + " (also at " + it->second + ")");
+    seen_endpoints[key] = path + ".listen";
+    if (d.listen == t.resolver.listen)
+      r.fail(path + ".listen", key + " is the resolver's address (" + (resolver_given ? "" : "the default of ") +
+                                   "$.resolver.listen: it takes UDP and TCP on that port)");
 
     if (dj.contains("users")) {
       const auto& uj = dj["users"];

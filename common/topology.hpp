@@ -119,5 +119,12 @@ std::optional<millis> parse_duration(std::string_view text);
 bool is_valid_domain_name(std::string_view name);
 bool is_valid_user_name(std::string_view name);  // letters, digits, . _ - +; no leading dot, no ".."
 bool is_loopback_host(std::string_view host);
+// An address literal in its usual text form (inet_ntop's), or host unchanged
+// when it is not one.
+std::string canonical_host(std::string_view host);
+
+// A domain with this name would be a folder beside the run folder's own
+// files (topology.json, mailnet.sock, ...) or the resolver's folder.
+bool is_run_folder_entry(std::string_view lower_case_name);
 
 }  // namespace mailnet

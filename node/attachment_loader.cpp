@@ -45,7 +45,7 @@ extraction_result extract_attachments_via_module(std::string_view message,
                                                  const std::filesystem::path& attachments_root,
                                                  const std::string& message_name) {
   const auto& m = module();
-  if (!m.fn) return {{}, m.error};
+  if (!m.fn) return {{}, m.error, {}};
   return m.fn(message, attachments_root, message_name);
 }
 

@@ -121,6 +121,19 @@ std::filesystem::path save_one(const std::filesystem::path& dir, const std::stri
   throw std::runtime_error("no free file name for " + name + " in " + dir.string());
 }
 
+// Why a message that was parsed for attachments gave none, for the log:
+// never an extraction that ends in silence.
+std::string nothing_to_save(const parsed_mail& mail) {
+  if (mail.body_parts.empty()) return "no MIME part to read";
+  std::vector<std::string> kinds;
+  for (const auto& t : mail.body_parts)
+    if (std::find(kinds.begin(), kinds.end(), t) == kinds.end() && kinds.size() < 8) kinds.push_back(t);
+  std::string list;
+  for (const auto& k : kinds) list += (list.empty() ? "" : ", ") + (k.empty() ? std::string("(no type)") : k);
+  return "no part is named or marked as an attachment (" + std::to_string(mail.body_parts.size()) + " body part" +
+         (mail.body_parts.size() == 1 ? "" : "s") + ": " + list + ")";
+}
+
 }  // namespace
 
 std::string sanitize_file_name(std::string_view name) {
@@ -165,7 +178,10 @@ extraction_result extract_attachments(std::string_view message, const std::files
   }
   parsed_mail mail = parse_mail(message, limits);
   for (const auto& e : mail.errors) add_error(e);
-  if (mail.attachments.empty()) return result;
+  if (mail.attachments.empty()) {
+    if (result.error.empty()) result.reason = nothing_to_save(mail);
+    return result;
+  }
 
   const auto dir = attachments_root / message_name;
   try {

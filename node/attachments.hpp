@@ -16,6 +16,7 @@ namespace mailnet::node {
 struct extraction_result {
   std::vector<std::filesystem::path> saved;  // in the order of the parts
   std::string error;                         // empty when every attachment was saved
+  std::string reason;                        // when nothing was saved and nothing failed: why
 };
 
 // Never throws for malformed MIME or disk trouble: both end up in error.

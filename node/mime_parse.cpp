@@ -3,6 +3,7 @@
 #include <gmime/gmime.h>
 
 #include "node/gmime_ptr.hpp"
+#include "node/mime_comments.hpp"
 
 #include <memory>
 
@@ -99,6 +100,8 @@ class walker {
     const std::string name = text_of(g_mime_part_get_filename(part));
     if (!g_mime_part_is_attachment(part) && name.empty()) {
       GMimeContentType* type = g_mime_object_get_content_type(obj);
+      gchar_ptr mime_type(g_mime_content_type_get_mime_type(type));
+      out_.body_parts.push_back(text_of(mime_type.get()));
       if (out_.text.empty() && GMIME_IS_TEXT_PART(obj) && g_mime_content_type_is_type(type, "text", "plain")) {
         gchar_ptr text(g_mime_text_part_get_text(GMIME_TEXT_PART(obj)));
         out_.text = text_of(text.get());
@@ -191,6 +194,10 @@ std::optional<std::string> decode_base64(std::string_view text) {
 
 parsed_mail parse_mail(std::string_view message, const mime_limits& limits) {
   parsed_mail out;
+  // GMime misreads comments in these fields (mime_comments.hpp): read the
+  // message as it would be without them.
+  const auto without_comments = without_mime_comments(message);
+  if (without_comments) message = *without_comments;
   auto lock = lock_gmime();
   gobject_ptr<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(message.data(), message.size()));
   gobject_ptr<GMimeParser> parser(g_mime_parser_new_with_stream(stream.get()));

@@ -30,6 +30,9 @@ struct parsed_mail {
   std::string date, from, to, cc, subject, message_id;  // decoded to UTF-8
   std::string text;                                      // the first text/plain body, UTF-8
   std::vector<mime_attachment> attachments;
+  // The content types of the parts read as bodies rather than attachments
+  // ("text/plain", "text/html"), in order: what to say when none is saved.
+  std::vector<std::string> body_parts;
   // Problems that made a part (or everything) unreadable. When structure_ok
   // is false the MIME tree itself is broken and attachments is left empty,
   // since a truncated part would be saved as if it were whole.

@@ -21,6 +21,7 @@
 #include "node/attachment_loader.hpp"
 #include "node/bounce.hpp"
 #include "node/fd_reserve.hpp"
+#include "node/mime_comments.hpp"
 #include "node/node_context.hpp"
 #include "node/relay.hpp"
 #include "node/resolver_client.hpp"
@@ -77,15 +78,11 @@ asio::awaitable<void> node_context::on_disk(std::function<void()> work) {
 
 namespace {
 
-// Only a MIME multipart message, or one whose single part is itself marked as
-// a file, can carry attachments: plain mail skips the GMime parse, which was
-// a large share of the node's CPU per message (bench/README.md).
-bool may_have_attachments(std::string_view message) {
-  std::string head(header_section(message));
-  for (auto& c : head) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return head.find("multipart/") != std::string::npos || head.find("content-disposition:") != std::string::npos ||
-         head.find("name=") != std::string::npos;
-}
+// Only a message whose header says it may carry parts or a file (a multipart
+// or message/* type, comments aside, a disposition, a file name) is parsed
+// for attachments: plain mail skips the GMime parse, which was a large share
+// of the node's CPU per message (bench/README.md).
+bool may_have_attachments(std::string_view message) { return may_carry_attachments(message); }
 
 }  // namespace
 
@@ -167,8 +164,11 @@ void node_context::extract_later(const std::string& id, const std::vector<std::s
     }
     const std::string saved = std::to_string(r.saved.size());
     for (const auto& mailbox : mailboxes) {
-      if (r.error.empty())
+      if (r.error.empty() && r.reason.empty())
         events.write({{"id", id}, {"event", "attachments"}, {"mailbox", mailbox}, {"saved", saved}});
+      else if (r.error.empty())  // parsed, nothing to save: say why
+        events.write({{"id", id}, {"event", "attachments"}, {"mailbox", mailbox}, {"saved", saved},
+                      {"reason", r.reason}});
       else
         events.write({{"id", id}, {"event", "attachment_error"}, {"mailbox", mailbox}, {"saved", saved},
                       {"error", r.error}});

@@ -41,13 +41,20 @@ std::string to_text(const Endpoint& e) {
   return endpoint{e.address().to_string(), e.port()}.to_string();
 }
 
-constexpr std::size_t max_tcp_sessions = 64;             // more are closed at once
-constexpr auto tcp_idle = std::chrono::seconds(10);      // RFC 7766 §6.2.3: seconds, not minutes
+// RFC 7766 §6.2.3 wants idle timeouts of seconds, and §10 lets a server
+// under pressure close connections. A client has tcp_query_time for a
+// query, from its connection or from the query's first byte, to the reply
+// written, so a silent or trickling client holds a slot briefly; between
+// queries it may wait tcp_idle, since a newcomer at the cap pushes out the
+// longest-idle connection first (tcp_slots), so idle ones cannot lock others out.
+constexpr std::size_t max_tcp_sessions = 64;
+constexpr auto tcp_query_time = std::chrono::seconds(2);
+constexpr auto tcp_idle = std::chrono::seconds(10);
 
 }  // namespace
 
 dns_server::dns_server(asio::any_io_executor ex, zone z, const endpoint& listen, event_log& log)
-    : zone_(std::move(z)), log_(log), socket_(ex), tcp_(ex) {
+    : zone_(std::move(z)), log_(log), socket_(ex), tcp_(ex), tcp_slots_(max_tcp_sessions) {
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(listen.host, ec);
   if (ec) throw boost::system::system_error(ec, "udp " + listen.to_string() + ": bad address");
@@ -78,7 +85,7 @@ void dns_server::stop() {
   boost::system::error_code ignored;
   socket_.close(ignored);
   tcp_.close(ignored);
-  for (auto* s : tcp_sessions_) s->close(ignored);
+  tcp_slots_.close_all();
 }
 
 asio::awaitable<void> dns_server::run_tcp() {
@@ -91,35 +98,47 @@ asio::awaitable<void> dns_server::run_tcp() {
       co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
       continue;
     }
-    if (tcp_sessions_.size() >= max_tcp_sessions) continue;  // closed as it goes out of scope
-    asio::co_spawn(co_await asio::this_coro::executor, tcp_session(std::move(socket)), asio::detached);
+    // Registered here, before the session runs, so that a burst of accepts
+    // counts every connection it opened.
+    auto shared = std::make_shared<tcp::socket>(std::move(socket));
+    if (tcp_slots_.full()) tcp_slots_.evict();
+    const auto slot = tcp_slots_.add(
+        [shared] {
+          boost::system::error_code ignored;
+          shared->close(ignored);
+        },
+        tcp_slots::clock::now());
+    asio::co_spawn(co_await asio::this_coro::executor, tcp_session(std::move(shared), slot), asio::detached);
   }
 }
 
-asio::awaitable<void> dns_server::tcp_session(tcp::socket accepted) {
-  // Shared with the idle timer's handler, which may run after this frame ends.
-  auto socket = std::make_shared<tcp::socket>(std::move(accepted));
-  tcp_sessions_.insert(socket.get());
+asio::awaitable<void> dns_server::tcp_session(std::shared_ptr<tcp::socket> socket, tcp_slots::slot_id slot) {
   struct forget {
     dns_server& server;
-    tcp::socket* s;
-    ~forget() { server.tcp_sessions_.erase(s); }
-  } guard{*this, socket.get()};
+    tcp_slots::slot_id slot;
+    ~forget() { server.tcp_slots_.remove(slot); }
+  } guard{*this, slot};
   boost::system::error_code ec;
   const auto peer = socket->remote_endpoint(ec);
   const std::string client = ec ? "?" : to_text(peer);
-  asio::steady_timer idle(co_await asio::this_coro::executor);
-  // A client that says nothing for tcp_idle, trickles, or does not read its answer is closed.
-  auto arm = [&] {
-    idle.expires_after(tcp_idle);
-    idle.async_wait([socket](const boost::system::error_code& e) {
+  // Closes the connection when it runs out; the handler holds the socket,
+  // since it may run after this frame ends.
+  asio::steady_timer deadline(co_await asio::this_coro::executor);
+  auto arm = [&](std::chrono::steady_clock::duration d) {
+    deadline.expires_after(d);
+    deadline.async_wait([socket](const boost::system::error_code& e) {
       boost::system::error_code ignored;
       if (!e) socket->close(ignored);
     });
   };
+  arm(tcp_query_time);  // the first query: counted from the connection
   std::vector<std::uint8_t> query;
-  while (!stopped_) {
-    arm();
+  for (bool first = true; !stopped_; first = false) {
+    if (!first) arm(tcp_idle);
+    auto [wait_ec] = co_await socket->async_wait(tcp::socket::wait_read, asio::as_tuple(asio::use_awaitable));
+    if (wait_ec) break;
+    tcp_slots_.query_started(slot, tcp_slots::clock::now());
+    if (!first) arm(tcp_query_time);  // a trickle does not extend it
     std::uint8_t length[2];
     auto [len_ec, got] = co_await asio::async_read(*socket, asio::buffer(length), asio::as_tuple(asio::use_awaitable));
     if (len_ec) break;
@@ -127,21 +146,26 @@ asio::awaitable<void> dns_server::tcp_session(tcp::socket accepted) {
     if (query.empty()) break;
     auto [body_ec, body] = co_await asio::async_read(*socket, asio::buffer(query), asio::as_tuple(asio::use_awaitable));
     if (body_ec) break;
-    // Not through the UDP cache: over TCP a reply is never cut to 512 bytes.
-    const auto outcome = handle_query(zone_, query, true);
-    std::string line = utc_timestamp() + (outcome.reply ? " event=query client=" : " event=dropped client=") +
-                       log_value(client) + log_tail(outcome, query.size()) + " transport=tcp\n";
-    log_.write_stamped_lines(line);
-    if (!outcome.reply) break;  // nothing to say to junk: the connection ends
-    const auto& reply = *outcome.reply;
-    const std::uint8_t size[2] = {static_cast<std::uint8_t>(reply.size() >> 8),
-                                  static_cast<std::uint8_t>(reply.size() & 0xFF)};
-    const std::array<asio::const_buffer, 2> out{asio::buffer(size), asio::buffer(reply)};
-    arm();
-    auto [write_ec, written] = co_await asio::async_write(*socket, out, asio::as_tuple(asio::use_awaitable));
-    if (write_ec) break;
+    if (!co_await answer_tcp(*socket, query, client)) break;
+    tcp_slots_.query_done(slot, tcp_slots::clock::now());
   }
-  idle.cancel();
+  deadline.cancel();
+}
+
+asio::awaitable<bool> dns_server::answer_tcp(tcp::socket& socket, const std::vector<std::uint8_t>& query,
+                                              const std::string& client) {
+  // Not through the UDP cache: over TCP a reply is never cut to 512 bytes.
+  const auto outcome = handle_query(zone_, query, true);
+  std::string line = utc_timestamp() + (outcome.reply ? " event=query client=" : " event=dropped client=") +
+                     log_value(client) + log_tail(outcome, query.size()) + " transport=tcp\n";
+  log_.write_stamped_lines(line);
+  if (!outcome.reply) co_return false;  // nothing to say to junk: the connection ends
+  const auto& reply = *outcome.reply;
+  const std::uint8_t size[2] = {static_cast<std::uint8_t>(reply.size() >> 8),
+                                static_cast<std::uint8_t>(reply.size() & 0xFF)};
+  const std::array<asio::const_buffer, 2> out{asio::buffer(size), asio::buffer(reply)};
+  auto [write_ec, written] = co_await asio::async_write(socket, out, asio::as_tuple(asio::use_awaitable));
+  co_return !write_ec;
 }
 
 const dns_server::cached_answer& dns_server::answer(const std::uint8_t* query, std::size_t size) {

@@ -13,10 +13,11 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <memory>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
+#include "resolver/tcp_slots.hpp"
 #include "resolver/zone.hpp"
 
 namespace mailnet {
@@ -55,7 +56,11 @@ class dns_server {
   const cached_answer& answer(const std::uint8_t* query, std::size_t size);
   // The log tail of a query's outcome (" name=... type=... rcode=... answer=...").
   static std::string log_tail(const query_outcome& outcome, std::size_t size);
-  boost::asio::awaitable<void> tcp_session(boost::asio::ip::tcp::socket socket);
+  boost::asio::awaitable<void> tcp_session(std::shared_ptr<boost::asio::ip::tcp::socket> socket,
+                                           tcp_slots::slot_id slot);
+  // Answers one query read over TCP and logs it; false when the connection must end.
+  boost::asio::awaitable<bool> answer_tcp(boost::asio::ip::tcp::socket& socket, const std::vector<std::uint8_t>& query,
+                                          const std::string& client);
 
   zone zone_;
   std::unordered_map<std::string, cached_answer> cache_;
@@ -64,7 +69,7 @@ class dns_server {
   boost::asio::ip::udp::socket socket_;
   boost::asio::ip::udp::endpoint local_endpoint_;
   boost::asio::ip::tcp::acceptor tcp_;
-  std::unordered_set<boost::asio::ip::tcp::socket*> tcp_sessions_;  // closed by stop()
+  tcp_slots tcp_slots_;  // every open TCP connection; closed by stop()
   bool stopped_ = false;
 };
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "node/attachments.hpp"
+#include "node/mime_comments.hpp"
 #include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
@@ -283,4 +284,112 @@ TEST_CASE("a message without MIME structure has no attachments and no error") {
   CHECK(r.saved.empty());
   CHECK(r.error.empty());
   CHECK(!fs::exists(root.path / "m1"));
+}
+
+// RFC 2045 §5.1: comments may stand anywhere between the tokens of a
+// Content-Type; the type means the same without them.
+TEST_CASE("comments in a content type, its subtype or its parameters change nothing") {
+  const std::string attachment = part("a.bin", "AAEC");
+  const std::vector<std::string> types = {
+      "multipart(x)/mixed; boundary=\"b1\"",
+      "multipart/mixed (comment); boundary=\"b1\"",
+      "(c) multipart/mixed; boundary=b1",
+      "multipart/(c)mixed; boundary=b1",
+      "multipart/mixed; boundary=b1 (c)",
+      "multipart/mixed; boundary=b1(c)",
+      "multipart/mixed; boundary=(c)b1",
+      "multipart/mixed; (c) boundary=(c) \"b1\" (d)",
+      "multipart/mixed;\r\n boundary=b1\r\n (a comment on a folded line)",
+      "multipart(a(nested)b)/mixed; boundary=b1 (x(y)z)",
+      "multipart/mixed; boundary=b1 (a \\) quoted pair)",
+      "multipart/mixed; boundary=b1; charset=us-ascii (Plain text)",
+  };
+  for (std::size_t i = 0; i < types.size(); ++i) {
+    CAPTURE(types[i]);
+    temp_root root;
+    auto msg = message("Content-Type: " + types[i] + "\r\n\r\n--b1\r\n" + text_part + "--b1\r\n" + attachment + "--b1--\r\n");
+    auto r = extract_attachments(msg, root.path, "m1");
+    CHECK(r.error.empty());
+    REQUIRE(r.saved.size() == 1);
+    CHECK(read_file(root.path / "m1" / "a.bin") == std::string("\x00\x01\x02", 3));
+    CHECK(parse_mail(msg).text == "hello");
+  }
+}
+
+TEST_CASE("comments in a part's headers and in a nested multipart's boundary change nothing") {
+  temp_root root;
+  const std::string commented_part =
+      "Content-Type: application/octet-stream (bytes); name=\"ignored.bin\"\r\n"
+      "Content-Disposition: attachment (c); filename=report.pdf (the report)\r\n"
+      "Content-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n";
+  auto inner = "Content-Type: multipart/mixed; boundary=in (inner)\r\n\r\n--in\r\n" + part("inner.txt", "aW4=") + "--in--\r\n";
+  auto msg = message("Content-Type: multipart/mixed; boundary=out (outer)\r\n\r\n--out\r\n" + commented_part + "--out\r\n" +
+                     inner + "--out--\r\n");
+  auto r = extract_attachments(msg, root.path, "m1");
+  CHECK(r.error.empty());
+  REQUIRE(r.saved.size() == 2);
+  CHECK(read_file(root.path / "m1" / "report.pdf") == "%PDF");
+  CHECK(read_file(root.path / "m1" / "inner.txt") == "in");
+  // A parenthesis inside a quoted boundary is part of the boundary, not a comment.
+  auto quoted = message("Content-Type: multipart/mixed; boundary=\"b(1)\"\r\n\r\n--b(1)\r\n" + part("q.txt", "cQ==") + "--b(1)--\r\n");
+  auto q = extract_attachments(quoted, root.path, "m2");
+  CHECK(q.error.empty());
+  CHECK(q.saved.size() == 1);
+}
+
+TEST_CASE("a message that is a message/rfc822 gets the enclosed message's attachments") {
+  auto enclosed = message(multipart("in", {text_part, part("inner.gif", "R0lGODlh")}));
+  for (const std::string type : {"message/rfc822", "message(forwarded)/rfc822 (c)", "Message/RFC822"}) {
+    CAPTURE(type);
+    temp_root root;
+    auto msg = message("Content-Type: " + type + "\r\n\r\n" + enclosed);
+    auto r = extract_attachments(msg, root.path, "m1");
+    CHECK(r.error.empty());
+    REQUIRE(r.saved.size() == 1);
+    CHECK(read_file(root.path / "m1" / "inner.gif") == "GIF89a");
+  }
+  // Enclosed twice, inside a multipart, with comments at every level.
+  temp_root root;
+  auto twice = "Content-Type: message/rfc822 (c)\r\n\r\n" +
+               message("Content-Type: multipart(x)/mixed; boundary=b2 (c)\r\n\r\n--b2\r\n" + text_part + "--b2--\r\n");
+  twice.replace(twice.find(text_part), text_part.size(), part("deep.txt", "ZGVlcA=="));
+  auto msg = message(multipart("out", {text_part, twice}));
+  auto r = extract_attachments(msg, root.path, "m2");
+  CHECK(r.error.empty());
+  REQUIRE(r.saved.size() == 1);
+  CHECK(read_file(root.path / "m2" / "deep.txt") == "deep");
+}
+
+TEST_CASE("a message with parts but nothing to save says why") {
+  temp_root root;
+  auto alternative = message(multipart("alt", {text_part, "Content-Type: text/html\r\n\r\n<p>hello</p>\r\n"}, true, "alternative"));
+  auto r = extract_attachments(alternative, root.path, "m1");
+  CHECK(r.saved.empty());
+  CHECK(r.error.empty());
+  CHECK(r.reason.find("no part is named or marked as an attachment") != std::string::npos);
+  CHECK(r.reason.find("text/plain, text/html") != std::string::npos);
+  // An enclosed message of plain text.
+  auto forwarded = message("Content-Type: message/rfc822\r\n\r\n" + message(text_part));
+  r = extract_attachments(forwarded, root.path, "m2");
+  CHECK(r.saved.empty());
+  CHECK(r.reason.find("text/plain") != std::string::npos);
+  // A multipart without a single part.
+  auto empty = message("Content-Type: multipart/mixed; boundary=b1\r\n\r\n--b1--\r\n");
+  r = extract_attachments(empty, root.path, "m3");
+  CHECK(r.saved.empty());
+  CHECK((!r.error.empty() || !r.reason.empty()));
+}
+
+TEST_CASE("the node parses for attachments whatever type may carry them") {
+  using mailnet::node::may_carry_attachments;
+  for (const std::string type : {"multipart/mixed; boundary=b1", "multipart(x)/mixed; boundary=b1", "(c) multipart/mixed",
+                                 "Multipart/Related", "message/rfc822", "message(fwd)/rfc822", "\r\n multipart/mixed",
+                                 "application/pdf; name=\"a.pdf\""}) {
+    CAPTURE(type);
+    CHECK(may_carry_attachments("From: a@b.c\r\nContent-Type: " + type + "\r\n\r\nbody\r\n"));
+  }
+  CHECK(may_carry_attachments("From: a@b.c\r\nContent-Disposition: attachment\r\n\r\nbody\r\n"));
+  CHECK_FALSE(may_carry_attachments("From: a@b.c\r\nMessage-ID: <1@b.c>\r\nSubject: multipart\r\n\r\nContent-Type: multipart/mixed\r\n"));
+  CHECK_FALSE(may_carry_attachments("From: a@b.c\r\nContent-Type: text/plain (message)\r\n\r\nbody\r\n"));
+  CHECK_FALSE(may_carry_attachments("From: a@b.c\r\n\r\n"));
 }

@@ -37,11 +37,16 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const char* topology_json = R"({"name":"t","resolver":{"listen":"127.0.0.1:0"},"domains":[
+const char* topology_json = R"({"name":"t","resolver":{"listen":"127.0.0.1:1053"},"domains":[
   {"name":"jaku.com","listen":"127.0.0.1:1025","users":["rey","finn"]},
   {"name":"deathstar.com","listen":"[::1]:1030","users":["vader"]}]})";
 
-topology test_topology() { return parse_topology(topology_json, "test.json"); }
+// The resolver of these tests binds port 0 (any free port), which a topology file may not name.
+topology test_topology() {
+  auto t = parse_topology(topology_json, "test.json");
+  t.resolver.listen.port = 0;
+  return t;
+}
 
 // Runs `body` on a fresh io_context and rethrows whatever it threw; gives up after 20 s.
 template <class Body>

@@ -1,8 +1,11 @@
 #include <doctest/doctest.h>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/topology.hpp"
+#include "launcher/run_folder.hpp"
 
 using namespace mailnet;
 
@@ -177,4 +180,85 @@ TEST_CASE("load_topology names an unreadable file") {
   } catch (const topology_error& e) {
     CHECK(std::string(e.what()).find("/nonexistent/topo.json: cannot be read") == 0);
   }
+}
+
+// What `validate` passes, `up` must be able to run: each of these once
+// passed and then broke `up` or `status`.
+TEST_CASE("a domain named like a file or folder of the run folder is refused") {
+  // Every name the launcher writes at the top of run/<name>/.
+  const mailnet::launcher::run_folder folder("run/t");
+  std::vector<std::string> names = {folder.topology_json().filename().string(),
+                                    folder.network_json().filename().string(),
+                                    folder.control_socket().filename().string(),
+                                    folder.pid_file().filename().string(),
+                                    folder.launcher_log().filename().string(),
+                                    "network.json.tmp",  // network.json is written beside it, then renamed
+                                    "resolver",
+                                    "Launcher.PID",      // domain names are compared without regard to case
+                                    "TOPOLOGY.json."};
+  for (const auto& name : names) {
+    CAPTURE(name);
+    auto e = error_of(with_domains(R"([{"name": ")" + name + R"(", "listen": "127.0.0.1:25"}])"));
+    CHECK(e.find("topo.json: $.domains[0].name: ") == 0);
+    CHECK(e.find("run folder") != std::string::npos);
+  }
+  // Names that only look alike are fine.
+  for (const std::string name : {"network-json.com", "resolver.com", "launcher.pid1", "sock.mailnet"}) {
+    CAPTURE(name);
+    CHECK(error_of(with_domains(R"([{"name": ")" + name + R"(", "listen": "127.0.0.1:25"}])")) == "");
+  }
+}
+
+TEST_CASE("port 0 is refused: nobody could reach a node there") {
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:0"}])")) ==
+        "topo.json: $.domains[0].listen: expected a port from 1 to 65535 in \"127.0.0.1:0\"");
+  CHECK(error_of(R"({"name": "t", "resolver": {"listen": "[::1]:0"}, "domains": [{"name": "a.com", "listen": "127.0.0.1:25"}]})") ==
+        "topo.json: $.resolver.listen: expected a port from 1 to 65535 in \"[::1]:0\"");
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:00"}])")).find("from 1 to 65535") !=
+        std::string::npos);
+}
+
+TEST_CASE("one address under two spellings is one address") {
+  const std::vector<std::pair<std::string, std::string>> same = {
+      {"[::1]:25", "[0:0:0:0:0:0:0:1]:25"},
+      {"[::1]:25", "[0000:0000::0001]:25"},
+      {"[::1]:25", "[::0:1]:25"},
+      {"127.0.0.1:25", "localhost:25"},
+      {"127.0.0.1:25", "127.0.0.1:025"},
+  };
+  for (const auto& [first, second] : same) {
+    CAPTURE(second);
+    auto e = error_of(with_domains(R"([{"name": "a.com", "listen": ")" + first + R"("}, {"name": "b.com", "listen": ")" +
+                                   second + R"("}])"));
+    CHECK(e.find("topo.json: $.domains[1].listen: duplicate address ") == 0);
+    CHECK(e.find("(also at $.domains[0].listen)") != std::string::npos);
+  }
+  // Spellings the parser refuses never get that far.
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.000.000.001:25"}])")).find("loopback") !=
+        std::string::npos);
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "[::ffff:127.0.0.1]:25"}])")).find("loopback") !=
+        std::string::npos);
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "[::]:25"}])")).find("loopback") != std::string::npos);
+  // The stored form is the usual one, so status and the resolver show one spelling.
+  auto t = parse_topology(with_domains(R"([{"name": "a.com", "listen": "[0:0:0:0:0:0:0:1]:25"}])"), "topo.json");
+  CHECK(t.domains[0].listen == endpoint{"::1", 25});
+  // Different loopback addresses may share a port.
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25"}, {"name": "b.com", "listen": "127.0.0.2:25"},
+                                   {"name": "c.com", "listen": "[::1]:25"}])")) == "");
+}
+
+TEST_CASE("a domain on the resolver's address is refused") {
+  // The resolver takes UDP and TCP on its port, so a node there could not start.
+  CHECK(error_of(R"({"name": "t", "resolver": {"listen": "127.0.0.1:1053"},
+                     "domains": [{"name": "a.com", "listen": "localhost:1053"}]})") ==
+        "topo.json: $.domains[0].listen: 127.0.0.1:1053 is the resolver's address ($.resolver.listen: it takes UDP and "
+        "TCP on that port)");
+  CHECK(error_of(R"({"name": "t", "resolver": {"listen": "[::1]:1053"},
+                     "domains": [{"name": "a.com", "listen": "[0::1]:1053"}]})")
+            .find("$.domains[0].listen: [::1]:1053 is the resolver's address") != std::string::npos);
+  // Without a resolver field the default address counts.
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:5353"}])")) ==
+        "topo.json: $.domains[0].listen: 127.0.0.1:5353 is the resolver's address (the default of $.resolver.listen: "
+        "it takes UDP and TCP on that port)");
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.2:5353"}])")) == "");
 }
