@@ -801,7 +801,7 @@ int run_up(const up_options& options) {
     // why it did not start); after that only launcher.log is written.
     console = ::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
     int log = ::open(folder.launcher_log().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    int null = ::open("/dev/null", O_RDONLY);
+    int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (log >= 0) {
       ::dup2(log, 1);
       ::dup2(log, 2);

@@ -74,8 +74,11 @@ try:
 except OSError:
     pass  # refused before it read: the answer is still there to read
 data = b""
-while True:
-    chunk = s.recv(65536)
+while b"\n" not in data:
+    try:
+        chunk = s.recv(65536)
+    except ConnectionResetError:  # hung up on with our request unread: the answer came first
+        break
     if not chunk:
         break
     data += chunk
