@@ -37,11 +37,11 @@ def needs_root():
     assert os.geteuid() == 0, "needs root: the other local user is `nobody`, reached through setpriv"
 
 
-def mailnet(*args, as_nobody=False, timeout=60):
+def mailnet(*args, as_nobody=False, timeout=60, cwd=None):
     cmd = [harness.binary("mailnet"), *args]
     if as_nobody:
         cmd = AS_NOBODY + cmd
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def open_to_everyone(*paths):
@@ -179,6 +179,19 @@ def test_launcher_of_another_user_is_running_and_its_files_stay():
         finally:
             stand_in.kill()
             stand_in.wait()
+
+        # A folder under ./run that nobody may not even look into (0700, root's): found by a
+        # plain `mailnet status`, said to be root's, and left alone.
+        private = os.path.join(base, "shared", "run", "private")
+        os.makedirs(private)
+        os.chmod(os.path.dirname(private), 0o755)
+        os.chmod(os.path.dirname(os.path.dirname(private)), 0o755)
+        with open(os.path.join(private, "launcher.pid"), "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.chmod(private, 0o700)
+        out = mailnet("status", as_nobody=True, cwd=os.path.join(base, "shared"))
+        assert out.returncode != 0 and "another user (uid 0)" in out.stderr, out.stderr
+        assert os.path.exists(os.path.join(private, "launcher.pid"))
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
