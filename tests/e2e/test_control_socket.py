@@ -237,6 +237,7 @@ def inherited(name, pid, launcher_pid):
 
 def test_children_inherit_no_launcher_descriptor():
     topo = harness.two_domain_topology(name="fds")
+    topo["domains"][0]["restart"] = "on-failure"  # jaku.com comes back after a crash
     with harness.Network(topo) as net:
         net.start()
         run = net.run_dir
@@ -250,6 +251,15 @@ def test_children_inherit_no_launcher_descriptor():
         assert mailnet("restart", "resolver", "--dir", run).returncode == 0
         for name, pid in net.child_pids().items():
             found += ["after start/restart: " + f for f in inherited(name, pid, launcher)]
+        crashed = net.child_pids()["jaku.com"]
+        os.kill(crashed, signal.SIGKILL)  # a node this test's network started
+
+        def restarted():
+            nodes = json.loads(mailnet("status", "--json", "--dir", run).stdout)["nodes"]
+            jaku = next(n for n in nodes if n["name"] == "jaku.com")
+            return jaku["state"] == "ready" and jaku["pid"] not in (0, crashed)
+        harness.wait_for(restarted, 30, "jaku.com to be restarted after its crash")
+        found += ["after a crash: " + f for f in inherited("jaku.com", net.child_pids()["jaku.com"], launcher)]
         assert not found, "children hold the launcher's descriptors:\n" + "\n".join(found)
 
 
