@@ -462,7 +462,7 @@ void supervisor::write_network_json() {
   std::error_code ec;
   {
     std::ofstream out(folder_.network_json().string() + ".tmp");
-    out << doc.dump(2) << "\n";
+    out << doc.dump(2, ' ', false, json::error_handler_t::replace) << "\n";  // a path need not be UTF-8
   }
   std::filesystem::rename(folder_.network_json().string() + ".tmp", folder_.network_json(), ec);
 }
