@@ -69,11 +69,15 @@ void append_ascii(std::string& out, std::string_view text, std::size_t& i, newli
 void append_terminal_safe(std::string& out, std::string_view text, newlines mode) {
   out.reserve(out.size() + text.size());
   for (std::size_t i = 0; i < text.size(); ++i) {
-    const unsigned char c = static_cast<unsigned char>(text[i]);
-    if (c >= 0x20 && c < 0x7F) {
-      out += static_cast<char>(c);
+    // Printable ASCII in one append: the launcher echoes tens of thousands of log lines a second.
+    std::size_t run = i;
+    while (run < text.size() && text[run] >= 0x20 && text[run] < 0x7F) ++run;
+    if (run > i) {
+      out.append(text.substr(i, run - i));
+      i = run - 1;
       continue;
     }
+    const unsigned char c = static_cast<unsigned char>(text[i]);
     if (c < 0x80) {
       append_ascii(out, text, i, mode);
       continue;

@@ -54,8 +54,11 @@ nlohmann::json ask_launcher(const run_folder& folder, const nlohmann::json& requ
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof addr.sun_path) throw std::runtime_error("control socket path too long: " + path);
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-    throw std::runtime_error("cannot reach the launcher at " + path + ": " + std::strerror(errno));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    const bool denied = errno == EACCES;
+    throw std::runtime_error("cannot reach the launcher at " + path + ": " + std::strerror(errno) +
+                             (denied ? " (the socket is its owner's alone: the network belongs to another user)" : ""));
+  }
   std::string line = request.dump() + "\n";
   for (std::size_t sent = 0; sent < line.size();) {
     ssize_t n = ::send(fd, line.data() + sent, line.size() - sent, MSG_NOSIGNAL);

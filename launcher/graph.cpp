@@ -3,6 +3,8 @@
 #include <fstream>
 #include <map>
 
+#include "common/terminal_text.hpp"
+
 namespace mailnet::launcher {
 
 namespace {
@@ -53,7 +55,8 @@ std::string render_graph(const topology& net, const std::vector<relay_count>& co
       out += "  \"" + d.name + "\" [label=\"" + d.name + "\\n" + d.listen.to_string() + "\\n" + users_text(d) + "\"];\n";
     for (const auto& d : net.domains) out += "  \"" + d.name + "\" -> \"resolver\" [style=dotted, arrowhead=none];\n";
     for (const auto& c : counts)
-      out += "  \"" + c.from + "\" -> \"" + c.to + "\" [label=\"" + std::to_string(c.messages) + "\"];\n";
+      out += "  \"" + c.from + "\" -> \"" + terminal_safe(c.to) + "\" [label=\"" + std::to_string(c.messages) +
+             "\"];\n";  // c.to comes from a log: any domain a client named
     out += "}\n";
     return out;
   }

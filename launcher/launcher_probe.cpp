@@ -73,7 +73,7 @@ run_folder::launcher_probe run_folder::probe_launcher() const {
     if (errno != EACCES && errno != EPERM) return {};
     return {probe::state::other_user, 0,
             "cannot read " + pid_file().string() + " (" + std::strerror(errno) + "): the network belongs to " +
-                uid_text(pid_file().string()) + ", and only that user or root can control it"};
+                uid_text(dir().string()) + ", and only that user or root can control it"};
   }
   const int pid = read_pid(fd);
   ::close(fd);

@@ -50,7 +50,12 @@ std::vector<run_folder> run_folder::running_under(const std::filesystem::path& b
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(base, ec)) {
     run_folder f(e.path());
-    if (e.is_directory() && std::filesystem::exists(f.pid_file()) && f.running_launcher()) out.push_back(f);
+    // A folder we may not look into is another user's, maybe running: the
+    // probe of its launcher.pid says so when it is chosen.
+    std::error_code not_ours;
+    const bool has_pid = std::filesystem::exists(f.pid_file(), not_ours);
+    if (e.is_directory(ec) && (not_ours == std::errc::permission_denied || (has_pid && f.running_launcher())))
+      out.push_back(f);
   }
   return out;
 }

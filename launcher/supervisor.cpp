@@ -466,7 +466,7 @@ void supervisor::write_network_json() {
   json doc = status();
   std::error_code ec;
   try {
-    write_private_file(folder_.network_json().string() + ".tmp", doc.dump(2) + "\n");  // 0600, no link followed
+    write_private_file(folder_.network_json().string() + ".tmp", doc.dump(2, ' ', false, json::error_handler_t::replace) + "\n");  // 0600, no link followed; a path need not be UTF-8
   } catch (const std::exception&) {
     return;  // the status file is a convenience: the network runs on without it
   }
@@ -812,7 +812,7 @@ int run_up(const up_options& options) {
     } catch (const std::exception& e) {
       std::cerr << "mailnet: " << e.what() << "\n";
     }
-    int null = ::open("/dev/null", O_RDONLY);
+    int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (log >= 0) {
       ::dup2(log, 1);
       ::dup2(log, 2);

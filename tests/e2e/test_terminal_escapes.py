@@ -169,5 +169,22 @@ def test_cli_prints_hostile_text_escaped():
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def test_a_run_folder_whose_name_is_not_utf8():
+    """The launcher's JSON (network.json, the control socket's answers) used to throw on
+    such a path: `up` died with an internal error."""
+    base = tempfile.mkdtemp(prefix="mailnet-e2e-")
+    try:
+        net = harness.Network(harness.two_domain_topology(name="bytes"), workdir=base)
+        net.run_dir = os.fsdecode(os.path.join(os.fsencode(base), b"run-\xff\x9b"))
+        with net:
+            net.start()
+            status = assert_inert(mailnet("status", "--dir", net.run_dir), "status")
+            assert "jaku.com" in status and "ready" in status, status
+            with open(os.path.join(net.run_dir, "network.json"), "rb") as f:
+                assert json.load(f)["nodes"], "network.json is written"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    harness.run_tests([test_cli_prints_hostile_text_escaped])
+    harness.run_tests([test_cli_prints_hostile_text_escaped, test_a_run_folder_whose_name_is_not_utf8])
