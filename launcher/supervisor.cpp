@@ -466,7 +466,9 @@ void supervisor::write_network_json() {
   json doc = status();
   std::error_code ec;
   try {
-    write_private_file(folder_.network_json().string() + ".tmp", doc.dump(2, ' ', false, json::error_handler_t::replace) + "\n");  // 0600, no link followed; a path need not be UTF-8
+    // 0600, no link followed; replace, not throw: a path need not be UTF-8.
+    write_private_file(folder_.network_json().string() + ".tmp",
+                       doc.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
   } catch (const std::exception&) {
     return;  // the status file is a convenience: the network runs on without it
   }
