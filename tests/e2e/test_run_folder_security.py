@@ -314,6 +314,39 @@ def test_one_message_to_a_hundred_users_is_stored_once():
             assert b"Saved in: " + attachments.encode() in shown.stdout, shown.stdout
 
 
+
+def test_a_maildir_on_another_file_system_gets_a_copy():
+    """Where a hard link cannot be made (EXDEV), that user gets a copy; the
+    others still share one file, and the attachments are saved once."""
+    with Workdir(hundred_users_topology()) as w:
+        mount_point = os.path.join(w.run_dir, "jaku.com", "mail", "u001")
+        os.makedirs(mount_point)
+        for folder, _, _ in os.walk(w.run_dir):
+            os.chmod(folder, 0o700)
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "mailnet-test", mount_point],
+                                 capture_output=True)
+        assert mounted.returncode == 0, f"cannot mount a tmpfs (root needed): {mounted.stderr!r}"
+        try:
+            r = w.up()
+            assert r.returncode == 0, r.stderr.decode()
+            users = ["u000", "u001", "u002"]
+            send(w.topo, "jaku.com", [f"{u}@jaku.com" for u in users], attach=os.urandom(5000), subject="split")
+            harness.wait_for(lambda: count_events(w.run_dir, "jaku.com", "attachments") >= 3, 30, "3 attachment events")
+            mail = os.path.join(w.run_dir, "jaku.com", "mail")
+            files = {u: os.path.join(mail, u, "new", os.listdir(os.path.join(mail, u, "new"))[0]) for u in users}
+            assert len({os.path.basename(f) for f in files.values()}) == 1, files  # one name everywhere
+            assert os.stat(files["u000"]).st_ino == os.stat(files["u002"]).st_ino
+            assert os.stat(files["u000"]).st_nlink == 2
+            assert os.stat(files["u001"]).st_dev != os.stat(files["u000"]).st_dev
+            with open(files["u000"], "rb") as a, open(files["u001"], "rb") as b:
+                assert a.read() == b.read()
+            assert len(os.listdir(os.path.join(w.run_dir, "jaku.com", "attachments"))) == 1
+            assert not bad_modes(w.run_dir)
+        finally:
+            w.down()
+            subprocess.run(["umount", mount_point], capture_output=True)
+
+
 if __name__ == "__main__":
     harness.run_tests([
         test_modes_do_not_depend_on_the_umask_000,
@@ -325,4 +358,5 @@ if __name__ == "__main__":
         test_planted_links_are_refused_and_never_followed,
         test_fresh_removes_links_without_following_them,
         test_one_message_to_a_hundred_users_is_stored_once,
+        test_a_maildir_on_another_file_system_gets_a_copy,
     ])
