@@ -272,6 +272,29 @@ def test_fresh_removes_links_without_following_them():
         assert not os.path.lexists(os.path.join(w.run_dir, "launcher.log.old"))
 
 
+def test_readers_skip_planted_links():
+    """inbox, show and logs read no file through a link planted in the run folder."""
+    with Workdir() as w:
+        with open(w.victim, "wb") as f:
+            f.write(b"Subject: planted secret\r\nFrom: x@y\r\n\r\n" + PRECIOUS)
+        r = w.up()
+        assert r.returncode == 0, r.stderr.decode()
+        send(w.topo, "jaku.com", ["finn@jaku.com"], subject="real mail")
+        harness.wait_for(lambda: os.listdir(os.path.join(w.run_dir, "jaku.com", "mail", "finn", "new")), 30, "mail")
+        w.down()
+        mail = os.path.join(w.run_dir, "jaku.com", "mail")
+        os.symlink(w.victim, os.path.join(mail, "finn", "new", "1.planted.mailnet"))
+        os.symlink(os.path.join(mail, "finn"), os.path.join(mail, "mallory"))
+        os.rename(os.path.join(w.run_dir, "jaku.com", "node.log"), os.path.join(w.run_dir, "jaku.com", "node.log.real"))
+        os.symlink(w.victim, os.path.join(w.run_dir, "jaku.com", "node.log"))
+        inbox = mailnet("inbox", "jaku.com", "--dir", w.run_dir).stdout
+        assert b"real mail" in inbox and b"planted" not in inbox and b"1 message\n" in inbox, inbox
+        shown = mailnet("show", "1.planted", "--dir", w.run_dir)
+        assert b"precious" not in shown.stdout, shown.stdout
+        logs = mailnet("logs", "jaku.com", "--dir", w.run_dir, timeout=30)
+        assert b"precious" not in logs.stdout, logs.stdout
+
+
 def hundred_users_topology():
     port = harness.free_tcp_port()
     return {
@@ -357,6 +380,7 @@ if __name__ == "__main__":
         test_a_folder_writable_by_others_is_refused,
         test_planted_links_are_refused_and_never_followed,
         test_fresh_removes_links_without_following_them,
+        test_readers_skip_planted_links,
         test_one_message_to_a_hundred_users_is_stored_once,
         test_a_maildir_on_another_file_system_gets_a_copy,
     ])
