@@ -272,6 +272,29 @@ def test_fresh_removes_links_without_following_them():
         assert not os.path.lexists(os.path.join(w.run_dir, "launcher.log.old"))
 
 
+def test_readers_skip_planted_links():
+    """inbox, show and logs read no file through a link planted in the run folder."""
+    with Workdir() as w:
+        with open(w.victim, "wb") as f:
+            f.write(b"Subject: planted secret\r\nFrom: x@y\r\n\r\n" + PRECIOUS)
+        r = w.up()
+        assert r.returncode == 0, r.stderr.decode()
+        send(w.topo, "jaku.com", ["finn@jaku.com"], subject="real mail")
+        harness.wait_for(lambda: os.listdir(os.path.join(w.run_dir, "jaku.com", "mail", "finn", "new")), 30, "mail")
+        w.down()
+        mail = os.path.join(w.run_dir, "jaku.com", "mail")
+        os.symlink(w.victim, os.path.join(mail, "finn", "new", "1.planted.mailnet"))
+        os.symlink(os.path.join(mail, "finn"), os.path.join(mail, "mallory"))
+        os.rename(os.path.join(w.run_dir, "jaku.com", "node.log"), os.path.join(w.run_dir, "jaku.com", "node.log.real"))
+        os.symlink(w.victim, os.path.join(w.run_dir, "jaku.com", "node.log"))
+        inbox = mailnet("inbox", "jaku.com", "--dir", w.run_dir).stdout
+        assert b"real mail" in inbox and b"planted" not in inbox and b"1 message\n" in inbox, inbox
+        shown = mailnet("show", "1.planted", "--dir", w.run_dir)
+        assert b"precious" not in shown.stdout, shown.stdout
+        logs = mailnet("logs", "jaku.com", "--dir", w.run_dir, timeout=30)
+        assert b"precious" not in logs.stdout, logs.stdout
+
+
 def hundred_users_topology():
     port = harness.free_tcp_port()
     return {
@@ -314,6 +337,39 @@ def test_one_message_to_a_hundred_users_is_stored_once():
             assert b"Saved in: " + attachments.encode() in shown.stdout, shown.stdout
 
 
+
+def test_a_maildir_on_another_file_system_gets_a_copy():
+    """Where a hard link cannot be made (EXDEV), that user gets a copy; the
+    others still share one file, and the attachments are saved once."""
+    with Workdir(hundred_users_topology()) as w:
+        mount_point = os.path.join(w.run_dir, "jaku.com", "mail", "u001")
+        os.makedirs(mount_point)
+        for folder, _, _ in os.walk(w.run_dir):
+            os.chmod(folder, 0o700)
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "mailnet-test", mount_point],
+                                 capture_output=True)
+        assert mounted.returncode == 0, f"cannot mount a tmpfs (root needed): {mounted.stderr!r}"
+        try:
+            r = w.up()
+            assert r.returncode == 0, r.stderr.decode()
+            users = ["u000", "u001", "u002"]
+            send(w.topo, "jaku.com", [f"{u}@jaku.com" for u in users], attach=os.urandom(5000), subject="split")
+            harness.wait_for(lambda: count_events(w.run_dir, "jaku.com", "attachments") >= 3, 30, "3 attachment events")
+            mail = os.path.join(w.run_dir, "jaku.com", "mail")
+            files = {u: os.path.join(mail, u, "new", os.listdir(os.path.join(mail, u, "new"))[0]) for u in users}
+            assert len({os.path.basename(f) for f in files.values()}) == 1, files  # one name everywhere
+            assert os.stat(files["u000"]).st_ino == os.stat(files["u002"]).st_ino
+            assert os.stat(files["u000"]).st_nlink == 2
+            assert os.stat(files["u001"]).st_dev != os.stat(files["u000"]).st_dev
+            with open(files["u000"], "rb") as a, open(files["u001"], "rb") as b:
+                assert a.read() == b.read()
+            assert len(os.listdir(os.path.join(w.run_dir, "jaku.com", "attachments"))) == 1
+            assert not bad_modes(w.run_dir)
+        finally:
+            w.down()
+            subprocess.run(["umount", mount_point], capture_output=True)
+
+
 if __name__ == "__main__":
     harness.run_tests([
         test_modes_do_not_depend_on_the_umask_000,
@@ -324,5 +380,7 @@ if __name__ == "__main__":
         test_a_folder_writable_by_others_is_refused,
         test_planted_links_are_refused_and_never_followed,
         test_fresh_removes_links_without_following_them,
+        test_readers_skip_planted_links,
         test_one_message_to_a_hundred_users_is_stored_once,
+        test_a_maildir_on_another_file_system_gets_a_copy,
     ])
