@@ -219,8 +219,10 @@ struct node_service::impl {
       if (ec == asio::error::no_descriptors || ec.value() == ENFILE) {
         // The table is full: the spare descriptor answers each waiting
         // client 421 rather than leaving it unanswered in the listen queue.
+        // A bounded batch, so that a flood cannot keep the sessions waiting.
         bool answered = false;
-        while (fds.refuse_waiting(acceptor.native_handle(), too_many_files_reply())) answered = true;
+        for (int i = 0; i < 64 && fds.refuse_waiting(acceptor.native_handle(), too_many_files_reply()); ++i)
+          answered = true;
         note(fd_refusals, last_fd_refusal_log, "refused_fd_limit", ec.message());
         if (answered) continue;
       }

@@ -37,6 +37,7 @@ class session {
 
  private:
   asio::awaitable<void> serve();
+  asio::awaitable<bool> greet();
 
   // While the session lives, a graceful stop can wake it when it waits for a
   // command; leave() is called on every way out of run() (not a destructor:
@@ -159,12 +160,12 @@ asio::awaitable<void> session::run() {
   leave();
 }
 
-asio::awaitable<void> session::serve() {
-  ctx_.events.write({{"id", id_}, {"event", "connect"}, {"client", ip_}}, event_log::pace::batched);
-  log_line(" connect from " + ip_);
+// The connection's first reply: the 220, or a 421 or 554 that ends it.
+// True when the session goes on.
+asio::awaitable<bool> session::greet() {
   if (ctx_.active_sessions > ctx_.config.limits.connections) {
     co_await send("421 4.7.0 " + ctx_.config.name + " Too many connections, try again later\r\n", true, true);
-    co_return;
+    co_return false;
   }
   if (ctx_.config.timeouts.greeting_pause.count() > 0) {
     asio::steady_timer pause(channel_.socket().get_executor());
@@ -175,12 +176,19 @@ asio::awaitable<void> session::serve() {
   // spam engine racing ahead): refuse rather than guess what it meant.
   if (channel_.input_pending()) {
     co_await send(protocol_.pregreet_reply(), true, true);
-    co_return;
+    co_return false;
   }
   // Named first: GCC 12 destroyed a ?: temporary twice inside a co_await.
   const bool stopping = ctx_.stopping;
   const std::string first_reply = stopping ? shutdown_reply() : protocol_.greeting();
-  if (!co_await send(first_reply, true, stopping) || stopping) co_return;
+  const bool sent = co_await send(first_reply, true, stopping);
+  co_return sent && !stopping;
+}
+
+asio::awaitable<void> session::serve() {
+  ctx_.events.write({{"id", id_}, {"event", "connect"}, {"client", ip_}}, event_log::pace::batched);
+  log_line(" connect from " + ip_);
+  if (!co_await greet()) co_return;
 
   for (;;) {
     // A graceful stop: a session between transactions (or one whose DATA has

@@ -46,6 +46,7 @@ def test_at_the_descriptor_limit_421_for_new_and_250_for_open_sessions():
                     break
                 held.append(s)
             assert refusal is not None and refusal.startswith(b"421 4.3.2 "), (len(held), refusal)
+            print(f"RLIMIT_NOFILE {LIMIT}: {len(held)} sessions, then {refusal.strip().decode()}", flush=True)
             # A second one is refused the same way: the node did not lose its spare.
             with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
                 assert first_reply(s).startswith(b"421 4.3.2 ")

@@ -152,7 +152,7 @@ def test_stop_start_cycles_under_load_lose_and_duplicate_nothing():
         logs = node_log(net, "deathstar.com") + node_log(net, "jaku.com")
         print(f"accepted={len(accepted)} stops={stops} lost={lost} duplicated={duplicated} "
               f"stopped={logs.count('event=stopped')} cut={len(re.findall(r'sessions_cut=[1-9]', logs))}", flush=True)
-        assert stops == CYCLES and len(accepted) > 10 * CYCLES, (stops, len(accepted))
+        assert stops == CYCLES and len(accepted) > 2 * CYCLES, (stops, len(accepted))
         assert lost == 0 and duplicated == 0, (lost, duplicated)
 
 
