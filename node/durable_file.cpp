@@ -128,8 +128,8 @@ void unpublish(const std::vector<staged_file>& files) noexcept {
 namespace {
 
 // Publishes tmp under final_path without ever replacing a file there: one
-// rename with RENAME_NOREPLACE (ARCHITECTURE.md: "link (or no-replace
-// rename)"), which saves maildir(5)'s unlink of the tmp/ name. A file system
+// rename with RENAME_NOREPLACE (as safe as maildir(5)'s link: neither can
+// replace a file), which saves maildir(5)'s unlink of the tmp/ name. A file system
 // without it (EINVAL) gets link(); its tmp/ name is then left for the caller.
 bool publish_no_replace(const std::filesystem::path& tmp, const std::filesystem::path& final_path, bool& linked) {
   static std::atomic<bool> rename_works{true};
