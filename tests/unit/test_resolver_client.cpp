@@ -64,9 +64,8 @@ void run_coroutine(Body body) {
 }
 
 std::filesystem::path temp_log_file(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() / ("mailnet_test_resolver_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  auto file = dir / name;
+  static const mailnet::test::temp_dir dir("resolver");  // removed when the test binary exits
+  auto file = dir.path / name;
   std::filesystem::remove(file);
   return file;
 }
