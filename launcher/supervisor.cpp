@@ -18,6 +18,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <list>
 #include <nlohmann/json.hpp>
@@ -211,6 +212,7 @@ class supervisor {
   asio::awaitable<std::string> start_child(child& c, std::chrono::milliseconds timeout);
   asio::awaitable<void> stop_child(child& c, bool kill);
   asio::awaitable<void> stop_all();
+  asio::awaitable<void> stop_together(const std::function<bool(const child&)>& which);
   void flush_others(const std::string& except);
   void tell_console(const std::string& text, bool log_it = true);
   void write_network_json();
@@ -420,22 +422,31 @@ asio::awaitable<void> supervisor::stop_child(child& c, bool kill) {
 asio::awaitable<void> supervisor::stop_all() {
   shutting_down_ = true;
   hold_network_json_ = true;
-  // Nodes first, the resolver last, so nothing is left asking a dead resolver.
+  // Nodes first, the resolver once they are down: a node draining its
+  // sessions and relay attempts still gets DNS answers.
+  auto is_resolver = [](const child& c) { return c.name == "resolver"; };
+  co_await stop_together([&](const child& c) { return !is_resolver(c); });
+  co_await stop_together(is_resolver);
+  hold_network_json_ = false;
+  write_network_json();
+}
+
+// SIGTERM to every running child that matches, SIGKILL to those still there
+// after graceful_stop_wait.
+asio::awaitable<void> supervisor::stop_together(const std::function<bool(const child&)>& which) {
   for (auto it = children_.rbegin(); it != children_.rend(); ++it)
-    if (!is_down(it->state)) {
+    if (which(*it) && !is_down(it->state)) {
       it->state = child_state::stopping;
       ::kill(it->current->pid, SIGTERM);
     }
-  auto all_down = [this] {
-    return std::all_of(children_.begin(), children_.end(), [](const child& c) { return is_down(c.state); });
+  auto all_down = [&] {
+    return std::all_of(children_.begin(), children_.end(), [&](const child& c) { return !which(c) || is_down(c.state); });
   };
   if (!co_await wait_until(all_down, clock::now() + graceful_stop_wait)) {
     for (auto& c : children_)
-      if (!is_down(c.state)) ::kill(c.current->pid, SIGKILL);
+      if (which(c) && !is_down(c.state)) ::kill(c.current->pid, SIGKILL);
     co_await wait_until(all_down, clock::now() + std::chrono::seconds(5));
   }
-  hold_network_json_ = false;
-  write_network_json();
 }
 
 // A node (or the resolver) came back: the others retry their waiting mail now

@@ -60,6 +60,23 @@ void destination_slots::wake_one() {
   waiting.pop_front();
 }
 
+void destination_slots::wake_all() {
+  while (!waiting.empty()) wake_one();
+}
+
+void relay::stop() {
+  stopping_ = true;
+  // Whoever waits for a connection wakes, sees stopping_ and leaves its
+  // recipients as they were; no kept connection is handed out again.
+  for (auto& [peer, d] : slots_) d->wake_all();
+  for (auto& [peer, list] : kept_)
+    for (auto& c : list) {
+      boost::system::error_code ec;
+      c.channel->socket().write_some(asio::buffer("QUIT\r\n", 6), ec);  // 6 bytes into an idle socket
+    }
+  kept_.clear();
+}
+
 connection_slot::~connection_slot() {
   if (!d_) return;
   --d_->open;
@@ -77,6 +94,7 @@ asio::awaitable<std::optional<relay::kept_connection>> relay::open_connection(co
   auto slots = slots_of(peer);
   connection_slot slot;
   for (;;) {
+    if (stopping_) co_return std::nullopt;
     if (auto kept = take_kept(peer)) co_return kept;
     if (slots->open < ctx_.config.limits.relay_connections_per_destination) {
       slot = connection_slot(slots);
@@ -89,7 +107,7 @@ asio::awaitable<std::optional<relay::kept_connection>> relay::open_connection(co
     slots->waiting.remove(timer);
   }
   auto [st, socket] = co_await smtp_channel::connect(ex_, where, ctx_.config.timeouts.relay_connect);
-  if (st != io_status::ok) co_return std::nullopt;  // the slot is given back here
+  if (st != io_status::ok || stopping_) co_return std::nullopt;  // the slot is given back here
   kept_connection c;
   c.channel = std::make_unique<smtp_channel>(std::move(socket));
   c.slot = std::move(slot);
@@ -159,6 +177,7 @@ asio::awaitable<void> relay::attempt_domain(queued_message& m, const std::string
     co_return;
   }
   for (const auto& target : route.routes) {
+    if (stopping_) co_return;  // a graceful stop: the recipients stay as they were
     boost::system::error_code ec;
     auto address = asio::ip::make_address(target.host, ec);
     if (ec) {
@@ -179,7 +198,7 @@ asio::awaitable<bool> relay::attempt_peer(queued_message& m, const std::string& 
   // once more on a fresh one (the peer may have restarted meanwhile).
   for (;;) {
     auto conn = co_await open_connection(peer, where);
-    if (!conn) co_return false;
+    if (!conn) co_return stopping_;  // stopped: no transaction, and no "no answer" either
     smtp_client_protocol protocol(t, {conn->greeted, conn->pipelining, conn->size});
     co_await converse(*conn->channel, protocol, m.message);
     if (protocol.lost_at_start()) continue;  // it was a kept connection: try a fresh one
@@ -359,16 +378,18 @@ asio::awaitable<void> relay::deliver(std::shared_ptr<queued_message> m) {
                            [&](const queued_recipient& r) { return r.domain == d && r.state == "pending"; });
     };
     for (const auto& d : domains) {
-      for (auto left = pending_for(d); left > 0;) {
+      for (auto left = pending_for(d); left > 0 && !stopping_;) {
         co_await attempt_domain(*m, d);
         auto now_left = pending_for(d);
         if (now_left >= left) break;  // no progress: the backoff decides when to try again
         left = now_left;
       }
     }
-    ++m->attempts;
-
-    const bool expired = now_ms() - m->created_ms > retry.give_up_after.count();
+    // A graceful stop cut this attempt short: it does not count, and it
+    // never expires a recipient it did not try; what it did deliver is
+    // written below, so the next start does not send it again.
+    if (!stopping_) ++m->attempts;
+    const bool expired = !stopping_ && now_ms() - m->created_ms > retry.give_up_after.count();
     bool pending = false;
     std::vector<queued_recipient*> failed;
     for (std::size_t i = 0; i < m->rcpts.size(); ++i) {

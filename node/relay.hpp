@@ -31,6 +31,7 @@ struct destination_slots {
   std::list<std::shared_ptr<boost::asio::steady_timer>> waiting;
   bool closing = false;  // the relay is gone: wake no one
   void wake_one();
+  void wake_all();
 };
 
 // One connection's share of its destination's cap, given back when it ends.
@@ -60,9 +61,11 @@ class relay {
   void recover();
   // Retries every waiting message now.
   void flush();
-  // A graceful stop: no attempt starts from now on (the queue files stay for
-  // the next start); busy() while one already under way has not finished.
-  void stop() { stopping_ = true; }
+  // A graceful stop: no attempt, transaction or connection starts from now on
+  // (the queue files stay for the next start), deliveries waiting for a
+  // connection give up their wait, kept connections close; busy() while an
+  // attempt already under way has not finished.
+  void stop();
   bool busy() const { return *attempts_under_way_ > 0; }
 
  private:
