@@ -119,7 +119,7 @@ void check_entry(int dirfd, const dirent* e, const fs::path& shown, int depth) {
 
 // The names in a folder, read before anything is done to them.
 std::vector<dirent> entries_of(int dirfd, const fs::path& shown) {
-  int copy = ::dup(dirfd);
+  int copy = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
   if (copy < 0) fail_errno("dup", shown);
   DIR* dir = ::fdopendir(copy);
   if (!dir) {

@@ -126,8 +126,13 @@ class structure_walk {
       if (colon != std::string_view::npos) {
         const auto name = lower(trim(field.substr(0, colon)));
         if (name == "content-type" || name == "content-disposition") {
-          const auto value = field.substr(colon + 1);
-          std::string stripped = strip_comments(value);
+          // The field's own line end stays out of the stripping: a comment
+          // never closed must not swallow it and join the next line.
+          auto value = field.substr(colon + 1);
+          std::size_t text_end = value.size();
+          while (text_end > 0 && (value[text_end - 1] == '\r' || value[text_end - 1] == '\n')) --text_end;
+          std::string stripped = strip_comments(value.substr(0, text_end));
+          stripped += value.substr(text_end);
           if (name == "content-type") info.type = parse_content_type(stripped);
           else info.has_disposition = true;
           if (stripped != value) edits_.push_back({pos + colon + 1, value.size(), std::move(stripped)});

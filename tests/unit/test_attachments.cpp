@@ -316,6 +316,22 @@ TEST_CASE("comments in a content type, its subtype or its parameters change noth
   }
 }
 
+// A comment never closed ends with its field: the next header line stays a
+// header of its own (here the encoding, so the bytes come out decoded).
+TEST_CASE("a comment never closed does not swallow the next header line") {
+  temp_root root;
+  const std::string unclosed_part =
+      "Content-Type: application/octet-stream\r\n"
+      "Content-Disposition: attachment; filename=u.bin (never closed\r\n"
+      "Content-Transfer-Encoding: base64\r\n\r\nAAEC\r\n";
+  auto msg = message("Content-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\n" + text_part + "--b1\r\n" +
+                     unclosed_part + "--b1--\r\n");
+  auto r = extract_attachments(msg, root.path, "m1");
+  CHECK(r.error.empty());
+  REQUIRE(r.saved.size() == 1);
+  CHECK(read_file(root.path / "m1" / "u.bin") == std::string("\x00\x01\x02", 3));
+}
+
 TEST_CASE("comments in a part's headers and in a nested multipart's boundary change nothing") {
   temp_root root;
   const std::string commented_part =
