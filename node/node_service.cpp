@@ -370,11 +370,15 @@ std::uint16_t node_service::start() {
   m.ctx.queue.recover();
   // Copies left in a Maildir's tmp/ by a crash mid-commit never got a 250:
   // maildir(5) says to clean them; the sender retries and the copy comes again.
+  // Never through a link: neither a linked Maildir nor a linked tmp/ is emptied.
   std::error_code ec_scan;
-  for (const auto& box : std::filesystem::directory_iterator(m.dir / "mail", ec_scan))
-    if (!box.is_symlink())  // never empty a folder elsewhere
-    for (const auto& left : std::filesystem::directory_iterator(box.path() / "tmp", ec_scan))
-      std::filesystem::remove(left.path(), ec_scan);
+  for (const auto& box : std::filesystem::directory_iterator(m.dir / "mail", ec_scan)) {
+    if (box.is_symlink() || !box.is_directory()) continue;
+    try {
+      empty_folder(box.path() / "tmp");
+    } catch (const std::exception&) {  // a tmp/ that is a link or gone: nothing of ours to clean
+    }
+  }
 
   auto port = m.listen();
 
