@@ -2,8 +2,8 @@
 a killer SIGKILLs random nodes and the resolver and starts them again. After
 the queues drain, every message that got a 250 must be in each recipient's
 Maildir; nothing may bounce (every user exists, give_up_after is 10 minutes) and
-duplicate copies are bounded by the node kills that can explain them. Used by test_crash.py (short, two domains)
-and tests/soak/soak.py (longer, more domains).
+duplicate copies are bounded by the node kills that can explain them. Used by
+test_crash.py (short, two domains) and tests/soak/soak.py (longer, more domains).
 """
 import random
 import re
