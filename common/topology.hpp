@@ -28,6 +28,7 @@ struct retry_policy {
   millis first{1000};
   millis max{30000};
   millis give_up_after{600000};
+  friend bool operator==(const retry_policy&, const retry_policy&) = default;
 };
 
 // RFC 5321 §4.5.3.1 sizes and Postfix-like defaults.
@@ -42,6 +43,7 @@ struct limits {
   // Connections the relay opens to one destination at once, like Postfix's
   // default_destination_concurrency_limit; more mail for it waits its turn.
   std::size_t relay_connections_per_destination = 20;
+  friend bool operator==(const limits&, const limits&) = default;
 };
 
 // RFC 5321 §4.5.3.2 timeouts (a scenario can shorten them).
@@ -53,6 +55,7 @@ struct timeouts {
   millis greeting_pause{0};   // wait before the 220; a client that talks first is refused
   millis relay_connect{10000};
   millis relay_reply{60000};
+  friend bool operator==(const timeouts&, const timeouts&) = default;
 };
 
 struct policy {
@@ -64,6 +67,7 @@ struct policy {
   // the fastest, but it also flushes whatever else is being written there)
   // or "files" (an fsync of each file and folder).
   bool sync_whole_filesystem = true;
+  friend bool operator==(const policy&, const policy&) = default;
 };
 
 struct resolver_settings {
@@ -71,6 +75,7 @@ struct resolver_settings {
   millis query_timeout{500};
   int query_attempts = 3;
   bool restart_on_failure = false;  // "restart": "on-failure"
+  friend bool operator==(const resolver_settings&, const resolver_settings&) = default;
 };
 
 struct domain_config {
@@ -86,6 +91,7 @@ struct domain_config {
   // The configured user whose mailbox receives mail for local_part, if any
   // (local parts are compared without regard to case).
   std::optional<std::string> find_user(std::string_view local_part) const;
+  friend bool operator==(const domain_config&, const domain_config&) = default;
 };
 
 struct topology {
@@ -94,6 +100,7 @@ struct topology {
   std::vector<domain_config> domains;
 
   const domain_config* find_domain(std::string_view domain) const;  // case-insensitive
+  friend bool operator==(const topology&, const topology&) = default;
 };
 
 // Thrown for any invalid topology; what() is the whole user-facing message,

@@ -192,6 +192,7 @@ std::string smtp_protocol::pregreet_reply() const {
 
 step smtp_protocol::early_data() {
   reset_transaction();
+  closed_ = true;
   return {"554 5.5.0 Improper use of SMTP command pipelining: message data sent before the 354 reply\r\n",
           next_step::close};
 }
@@ -201,15 +202,18 @@ step smtp_protocol::reply(int code, std::string_view text) {
   if (code >= 400 && ++errors_ >= config_.limits.errors) {
     s.reply += "421 4.7.0 " + config_.name + " Too many errors, closing connection\r\n";
     s.next = next_step::close;
+    closed_ = true;
   }
   return s;
 }
 
 step smtp_protocol::on_line_too_long() {
+  if (closed_) return {"", next_step::close};
   return reply(500, "5.5.2 Line too long (limit " + std::to_string(config_.limits.command_line) + " bytes)");
 }
 
 step smtp_protocol::on_line(std::string_view line) {
+  if (closed_) return {"", next_step::close};  // a closed session stays closed
   if (has_control(line)) return reply(501, "5.5.2 Control characters are not allowed in commands");
   auto space = line.find(' ');
   std::string_view verb = line.substr(0, space);
@@ -322,6 +326,7 @@ step smtp_protocol::do_data(std::string_view arg) {
 }
 
 step smtp_protocol::on_data_end(const data_outcome& outcome) {
+  if (closed_) return {"", next_step::close};
   if (outcome.too_big) {
     reset_transaction();
     return reply(552, "5.3.4 Message size exceeds fixed limit of " + std::to_string(config_.limits.message_size) + " bytes");
@@ -338,6 +343,7 @@ step smtp_protocol::on_data_end(const data_outcome& outcome) {
 }
 
 step smtp_protocol::on_commit(bool ok, std::string_view queue_id_or_error) {
+  if (closed_) return {"", next_step::close};
   reset_transaction();
   if (!ok) return reply(451, "4.3.0 Local error in processing, try again later");
   return {"250 2.0.0 Ok: queued as " + std::string(queue_id_or_error) + "\r\n", next_step::read_command};
@@ -363,6 +369,7 @@ step smtp_protocol::do_help(std::string_view) {
 }
 
 step smtp_protocol::do_quit(std::string_view) {
+  closed_ = true;
   return {"221 2.0.0 " + config_.name + " Bye\r\n", next_step::close};
 }
 

@@ -81,6 +81,7 @@ class smtp_protocol {
   phase phase_ = phase::fresh;
   envelope env_;
   std::size_t errors_ = 0;
+  bool closed_ = false;  // a closing reply went out: later calls answer nothing and stay closed
 };
 
 struct mail_parameters {

@@ -21,6 +21,7 @@ struct queued_recipient {
   std::string mailbox;  // non-empty: local delivery
   std::string state = "pending";  // pending | delivered | failed
   std::string last_error;
+  friend bool operator==(const queued_recipient&, const queued_recipient&) = default;
 };
 
 struct queued_message {
@@ -32,6 +33,8 @@ struct queued_message {
   std::int64_t next_try_ms = 0;
   std::string last_error;
   std::string message;
+  // Every field: a queue file must give back the whole value (tests compare with this).
+  friend bool operator==(const queued_message&, const queued_message&) = default;
 };
 
 std::string encode_queue_file(const queued_message& m);

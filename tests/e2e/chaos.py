@@ -1,8 +1,9 @@
 """Mail under fire: a paced, bounded stream of messages across a network while
 a killer SIGKILLs random nodes and the resolver and starts them again. After
 the queues drain, every message that got a 250 must be in each recipient's
-Maildir or bounced to its sender. Used by test_crash.py (short, two domains)
-and tests/soak/soak.py (longer, more domains).
+Maildir; nothing may bounce (every user exists, give_up_after is 10 minutes) and
+duplicate copies are bounded by the node kills that can explain them. Used by
+test_crash.py (short, two domains) and tests/soak/soak.py (longer, more domains).
 """
 import random
 import re
@@ -12,6 +13,11 @@ import threading
 import time
 
 import harness
+
+
+# How many duplicate copies one SIGKILLed node may leave behind (see run()):
+# at-least-once delivery allows a copy only where a crash cut a hand-over short.
+DUPLICATES_PER_NODE_KILL = 3
 
 
 def mailnet(net, *args):
@@ -104,18 +110,19 @@ def run(domain_count, messages, seconds, seed, senders=2):
                         counts[key] = counts.get(key, 0) + 1
                 found[(d, u)] = counts
 
-        lost, wrong, duplicates, delivered, bounced = [], [], 0, 0, 0
+        lost, wrong, delivered = [], [], 0
         for token, (origin, rcpts) in accepted.items():
-            bounce_box = found[(origin, "alice")]
             for rcpt in rcpts:
-                n = found[rcpt].get(token, 0)
-                if n:
+                if found[rcpt].get(token, 0):
                     delivered += 1
-                    duplicates += n - 1
-                elif bounce_box.get("bounce:" + token):
-                    bounced += 1
                 else:
                     lost.append((token, rcpt))
+        # Every copy beyond the first in a mailbox, whether or not its 250 reached the
+        # client; and every bounce anywhere: all users exist and give_up_after (10m)
+        # outlasts the run, so nothing may bounce.
+        duplicated = {(key, box): n - 1 for box, counts in found.items() for key, n in counts.items()
+                      if n > 1 and not key.startswith("bounce:")}
+        bounces = [(key, box) for box, counts in found.items() for key in counts if key.startswith("bounce:")]
         for box, counts in found.items():
             for key in counts:
                 if key.startswith("bounce:"):
@@ -125,10 +132,21 @@ def run(domain_count, messages, seconds, seed, senders=2):
                 # message in a mailbox it was not sent to is.
                 if key in accepted and box not in accepted[key][1]:
                     wrong.append((key, box))
-        result = {"accepted": len(accepted), "delivered": delivered, "bounced": bounced, "duplicated": duplicates,
-                  "lost": len(lost), "wrong_mailbox": len(wrong), "kills": len(kills)}
+        node_kills = sum(1 for victim in kills if victim != "resolver")
+        duplicates = sum(duplicated.values())
+        result = {"accepted": len(accepted), "delivered": delivered, "bounced": len(bounces),
+                  "duplicated": duplicates, "lost": len(lost), "wrong_mailbox": len(wrong), "kills": len(kills),
+                  "node_kills": node_kills}
         print(" ".join(f"{k}={v}" for k, v in result.items()), flush=True)
+        assert not bounces, f"bounced (every user exists, give_up_after is 10m): {bounces[:20]}"
         assert not lost, f"lost: {lost[:20]}"
         assert not wrong, f"in the wrong mailbox: {wrong[:20]}"
+        # At-least-once allows a second copy only when a crash cut a hand-over short:
+        # the sender killed after the peer's 250 and before it noted the delivery, or
+        # the receiver killed after its commit and before its 250 left. One kill cuts
+        # only the hand-overs in flight on that node at that instant (measured: 0.1 to
+        # 0.8 copies per node kill over six runs); the bound leaves room for a loaded machine.
+        assert duplicates <= DUPLICATES_PER_NODE_KILL * node_kills, \
+            f"{duplicates} duplicate copies for {node_kills} node kills: {sorted(duplicated.items())[:20]}"
         assert accepted and kills, "the run did not exercise anything"
         return result

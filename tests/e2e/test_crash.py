@@ -1,6 +1,6 @@
 """Issue 5, item 6: SIGKILL the sending node, the receiving node and the
 resolver at random moments under a bounded stream of mail. Every message that
-got a 250 must end in its recipients' Maildirs or bounce to its sender.
+got a 250 must end in its recipients' Maildirs (no bounce: every user exists).
 
 Bounded: at most MAILNET_CRASH_MESSAGES messages over MAILNET_CRASH_SECONDS.
 """

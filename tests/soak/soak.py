@@ -1,7 +1,8 @@
 """Issue 10, item 3: the chaos soak. Six domains (MAILNET_SOAK_DOMAINS) under
 steady cross traffic for MAILNET_SOAK_SECONDS (default 180) while random nodes
 and the resolver are SIGKILLed and started again. Prints accepted, delivered,
-bounced, duplicated and lost counts; fails on any loss or wrong mailbox.
+bounced, duplicated and lost counts; fails on any loss, bounce or wrong mailbox,
+and on more duplicate copies than the node kills explain (chaos.py).
 
     MAILNET_BIN_DIR=build/bin /usr/bin/python3 tests/soak/soak.py
 """

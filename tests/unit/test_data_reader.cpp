@@ -74,10 +74,29 @@ TEST_CASE("bytes after the end marker are left for the next command") {
   auto n = r.feed(input);
   CHECK(r.done());
   CHECK(input.substr(n) == "MAIL FROM:<a@b.c>\r\n");
-  // At most one message per real end marker: two markers, two messages.
+}
+
+TEST_CASE("two end markers make two messages, each reader stopping at its own") {
+  // At most one message per real end marker: the first reader stops after the
+  // first marker, and a second reader fed the rest gets exactly the second message.
+  const std::string input = "one\r\n.\r\ntwo\r\n.\r\n";
+  data_reader first(1 << 20, 1000);
+  auto n = first.feed(input);
+  CHECK(first.done());
+  CHECK(first.message() == "one\r\n");
+  REQUIRE(n == 8);
   data_reader second(1 << 20, 1000);
-  std::string rest = input.substr(n);
-  CHECK(second.feed(".\r\n.\r\n") == 3);
+  CHECK(second.feed(std::string_view(input).substr(n)) == input.size() - n);
+  CHECK(second.done());
+  CHECK(second.message() == "two\r\n");
+  // Two bare markers: two empty messages, three bytes each.
+  data_reader empty_one(1 << 20, 1000), empty_two(1 << 20, 1000);
+  CHECK(empty_one.feed(".\r\n.\r\n") == 3);
+  CHECK(empty_one.done());
+  CHECK(empty_one.message().empty());
+  CHECK(empty_two.feed(".\r\n") == 3);
+  CHECK(empty_two.done());
+  CHECK(empty_two.message().empty());
 }
 
 TEST_CASE("size limit: the stream is still read to its end, nothing is kept") {

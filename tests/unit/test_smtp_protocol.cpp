@@ -60,6 +60,9 @@ TEST_CASE("a whole conversation") {
 
 TEST_CASE("every verb, case-insensitive, with enhanced status codes") {
   auto cfg = jaku();
+  // The table has more than the default 20 bad commands: without this the 20th
+  // closes the session (tested on its own) and the rest would get no reply.
+  cfg.limits.errors = 100;
   smtp_protocol p(cfg, "127.0.0.1");
   struct row {
     const char* line;
@@ -285,4 +288,15 @@ TEST_CASE("non-ASCII addresses without SMTPUTF8 get 553 5.6.7 and change nothing
   }
   CHECK(p.transaction().rcpts.empty());
   CHECK(p.on_line("RCPT TO:<finn@jaku.com>").reply == "250 2.1.5 Ok\r\n");
+}
+
+TEST_CASE("a closed session stays closed: later calls answer nothing") {
+  auto config = jaku();
+  smtp_protocol p(config, "127.0.0.1");
+  REQUIRE(p.on_line("QUIT").next == next_step::close);
+  for (const step& s : {p.on_line("NOOP"), p.on_line("EHLO again.example"), p.on_line_too_long(),
+                        p.on_data_end({}), p.on_commit(true, "QUEUEID")}) {
+    CHECK(s.reply.empty());
+    CHECK(s.next == next_step::close);
+  }
 }
