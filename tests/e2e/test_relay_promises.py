@@ -39,6 +39,31 @@ def no_bounce(net):
     assert reports(net.messages("jaku.com", "finn")) == [], "a bounce for a temporary failure"
 
 
+class LineReader:
+    """Lines from a peer's connection; a command is recorded in the session,
+    and also as early when more bytes had come before it was answered."""
+
+    def __init__(self, conn, session):
+        self.conn, self.session, self.buf = conn, session, b""
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.conn.recv(65536)
+            if not chunk:
+                return None
+            self.buf += chunk
+        text, self.buf = self.buf.split(b"\r\n", 1)
+        return text
+
+    def command(self):
+        text = self.line()
+        if text is not None:
+            self.session["lines"].append(text)
+            if self.buf:  # the next command arrived before this one's reply
+                self.session["early"].append(text)
+        return text
+
+
 class Peer:
     """A tiny SMTP server in deathstar.com's place. ehlo: 'pipelining',
     'plain' (250 without PIPELINING) or a reply line for EHLO (a HELO-only
@@ -80,26 +105,8 @@ class Peer:
         return self.script.get((self.transactions, verb), normal)
 
     def _session(self, conn, s):
-        buf = b""
-
-        def line():
-            nonlocal buf
-            while b"\r\n" not in buf:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return None
-                buf += chunk
-            text, buf = buf.split(b"\r\n", 1)
-            return text
-
-        def command():
-            text = line()
-            if text is not None:
-                s["lines"].append(text)
-                if buf:  # the next command arrived before this one's reply
-                    s["early"].append(text)
-            return text
-
+        reader = LineReader(conn, s)
+        line, command = reader.line, reader.command
         mail_ok = True
         try:
             conn.sendall(b"220 fake ESMTP\r\n")
