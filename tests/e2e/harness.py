@@ -310,3 +310,222 @@ def run_tests(tests, exit=True):
     if exit:
         sys.exit(1 if failed else 0)
     return 1 if failed else 0
+
+
+class FakeSmtpPeer:
+    """A small threaded SMTP server on a loopback port, standing in for a
+    node (usually a stopped one, whose port the resolver still names).
+
+    By default it greets, answers EHLO with `name` and `capabilities`, HELO,
+    MAIL, RCPT, DATA (354, then the data up to the lone dot), RSET, NOOP and
+    QUIT, and takes every message. A test changes that with `replies` (verb ->
+    reply, or a callable (line, session) -> reply or None for the default) or
+    by overriding reply(verb, line, session) in a subclass. Verbs: EHLO,
+    HELO, MAIL, RCPT, DATA, DOT (the end of the data), QUIT, RSET, NOOP and
+    any other command's first four letters, upper case. A reply is a str
+    (lines joined by CRLF, the last CRLF added here) or bytes (sent as they
+    are). After a reply whose last line is a 421, or when a hook sets
+    session["close"], the connection is closed.
+
+    greeting=None accepts connections and never says anything (they are
+    closed by close()). end_delay: seconds to wait before the reply to the
+    end of the data.
+
+    It records, under self.lock: sessions (one dict per connection: number
+    from 1, lines (every command), early (commands whose next command had
+    already arrived before their reply: pipelining), mails (MAIL commands
+    on it), transaction (the one open), delivered (messages taken on it),
+    quit, stored_at and ended (time.time())); transactions (one dict per
+    MAIL command, refused or not: number from 1, session, rcpts offered,
+    accepted, mail_time (time.monotonic()), reply to MAIL, message once the
+    data was taken); messages (each message taken, its lines with CRLF,
+    without the dot)."""
+
+    def __init__(self, port, greeting="220 fake ESMTP", name="fake", capabilities=("PIPELINING",), replies=None,
+                 end_delay=0, unknown="502 5.5.1 fake", backlog=8, session_timeout=None):
+        self.greeting, self.name, self.capabilities = greeting, name, tuple(capabilities)
+        self.replies, self.end_delay, self.unknown = dict(replies or {}), end_delay, unknown
+        self.session_timeout = session_timeout
+        self.lock = threading.Lock()
+        self.sessions, self.transactions, self.messages = [], [], []
+        self._conns, self._threads, self._closed = set(), [], False
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", port))
+        self.listener.listen(backlog)
+        self._acceptor = threading.Thread(target=self._serve, daemon=True)
+        self._acceptor.start()
+
+    @property
+    def connections(self):
+        with self.lock:
+            return len(self.sessions)
+
+    def delivered(self):
+        """The messages taken, in the order of their connections."""
+        with self.lock:
+            return [m for s in self.sessions for m in s["delivered"]]
+
+    def ehlo_reply(self):
+        lines = [self.name, *self.capabilities]
+        return "\r\n".join(("250 " if i == len(lines) - 1 else "250-") + text for i, text in enumerate(lines))
+
+    def default_reply(self, verb, line, session):
+        txn = session["transaction"]
+        if verb == "EHLO":
+            return self.ehlo_reply()
+        if verb == "HELO":
+            return f"250 {self.name}"
+        if verb == "MAIL":
+            return "250 ok"
+        if verb == "RCPT":
+            return "250 ok" if txn else "503 5.5.1 no MAIL"
+        if verb == "DATA":
+            if not txn:
+                return "503 5.5.1 no MAIL"
+            return "354 go on" if txn["accepted"] else "554 5.5.1 no valid recipients"
+        if verb == "DOT":
+            return "250 stored"
+        if verb == "QUIT":
+            return "221 bye"
+        if verb in ("RSET", "NOOP"):
+            return "250 ok"
+        return self.unknown
+
+    def reply(self, verb, line, session):
+        """The reply to one command (line: the command's bytes, without CRLF)."""
+        r = self.replies.get(verb)
+        if callable(r):
+            r = r(line, session)
+        return self.default_reply(verb, line, session) if r is None else r
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                if self._closed:
+                    conn.close()
+                    return
+                session = {"number": len(self.sessions) + 1, "lines": [], "early": [], "mails": 0,
+                           "transaction": None, "delivered": [], "quit": False, "stored_at": None, "ended": None,
+                           "close": False}
+                self.sessions.append(session)
+                self._conns.add(conn)
+                if self.greeting is None:
+                    continue  # never greets; closed with the peer
+                thread = threading.Thread(target=self._session, args=(conn, session), daemon=True)
+                self._threads.append(thread)
+            thread.start()
+
+    def _send(self, conn, reply):
+        conn.sendall(reply if isinstance(reply, bytes) else reply.encode() + b"\r\n")
+        text = reply.decode("latin-1") if isinstance(reply, bytes) else reply
+        return text.rstrip("\r\n").split("\r\n")[-1].startswith("421")
+
+    def _session(self, conn, s):
+        buf = b""
+
+        def line():
+            nonlocal buf
+            while b"\r\n" not in buf:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return None
+                buf += chunk
+            text, buf = buf.split(b"\r\n", 1)
+            return text
+
+        try:
+            conn.settimeout(self.session_timeout)
+            self._send(conn, self.greeting)
+            while (raw := line()) is not None:
+                s["lines"].append(raw)
+                if buf:  # the next command arrived before this one's reply
+                    s["early"].append(raw)
+                verb = raw[:4].decode("latin-1").upper()
+                if verb == "MAIL":
+                    with self.lock:
+                        txn = {"number": len(self.transactions) + 1, "session": s["number"], "rcpts": [],
+                               "accepted": [], "mail_time": time.monotonic(), "reply": None, "message": None}
+                        self.transactions.append(txn)
+                        s["mails"] += 1
+                    s["transaction"] = txn
+                elif verb == "RCPT" and s["transaction"] and b"<" in raw:
+                    s["transaction"]["rcpts"].append(raw[raw.index(b"<") + 1:raw.index(b">")].decode())
+                reply = self.reply(verb, raw, s)
+                reply_text = reply.decode("latin-1") if isinstance(reply, bytes) else reply
+                if verb == "MAIL":
+                    txn["reply"] = reply_text
+                    if not reply_text.startswith("2"):
+                        s["transaction"] = None
+                elif verb == "RCPT" and s["transaction"] and reply_text.startswith("2"):
+                    s["transaction"]["accepted"].append(s["transaction"]["rcpts"][-1])
+                elif verb == "RSET":
+                    s["transaction"] = None
+                elif verb == "QUIT":
+                    s["quit"] = True
+                closing = self._send(conn, reply) or verb == "QUIT"
+                if verb == "DATA" and reply_text.startswith("354"):
+                    data = []
+                    while (text := line()) not in (None, b"."):
+                        data.append(text + b"\r\n")
+                    if text is None:
+                        return
+                    time.sleep(self.end_delay)
+                    reply = self.reply("DOT", b".", s)
+                    if (reply.decode("latin-1") if isinstance(reply, bytes) else reply).startswith("2"):
+                        message = b"".join(data)
+                        with self.lock:
+                            if s["transaction"]:
+                                s["transaction"]["message"] = message
+                            s["delivered"].append(message)
+                            s["stored_at"] = time.time()
+                            self.messages.append(message)
+                    s["transaction"] = None
+                    closing = self._send(conn, reply)
+                if closing or s["close"]:
+                    return
+        except OSError:
+            pass
+        finally:
+            s["ended"] = time.time()
+            with self.lock:
+                self._conns.discard(conn)
+            conn.close()
+
+    def close(self):
+        """Frees the port and ends every connection and thread. shutdown()
+        wakes the thread blocked in accept(); close() alone would leave the
+        port listening until that thread returns."""
+        with self.lock:
+            self._closed = True
+            conns = list(self._conns)
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        self._acceptor.join(timeout=5)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        with self.lock:
+            threads = list(self._threads)
+        for t in threads:
+            t.join(timeout=5)
+        with self.lock:
+            for c in self._conns:  # the held ones, which no thread serves
+                c.close()
+            self._conns.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False

@@ -156,66 +156,18 @@ def test_stop_start_cycles_under_load_lose_and_duplicate_nothing():
         assert lost == 0 and duplicated == 0, (lost, duplicated)
 
 
-class SlowPeer:
-    """Stands in for deathstar.com: a plain SMTP server that takes its time
-    (delay seconds) before the 250 to each message's data, and records when
-    each MAIL FROM arrived and the Message-IDs it took."""
+def slow_peer(port, delay):
+    """Stands in for deathstar.com: a plain SMTP server (no PIPELINING) that
+    takes its time (delay seconds) before the 250 to each message's data; it
+    records when each MAIL FROM arrived (transactions' mail_time)."""
+    return harness.FakeSmtpPeer(port, greeting="220 slow ESMTP", name="slow", capabilities=(), end_delay=delay,
+                                replies={"DOT": "250 taken"}, unknown="502 5.5.1 no", backlog=16)
 
-    def __init__(self, port, delay):
-        self.delay = delay
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", port))
-        self.listener.listen(16)
-        self.mail_times, self.taken = [], []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._serve, daemon=True).start()
 
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
-
-    def _session(self, conn):
-        f = conn.makefile("rb")
-        try:
-            conn.sendall(b"220 slow ESMTP\r\n")
-            for raw in f:
-                verb = raw[:4].upper()
-                if verb == b"EHLO":
-                    conn.sendall(b"250 slow\r\n")
-                elif verb == b"MAIL":
-                    with self.lock:
-                        self.mail_times.append(time.monotonic())
-                    conn.sendall(b"250 ok\r\n")
-                elif verb in (b"RCPT", b"RSET", b"NOOP"):
-                    conn.sendall(b"250 ok\r\n")
-                elif verb == b"DATA":
-                    conn.sendall(b"354 go on\r\n")
-                    ids = []
-                    for line in f:
-                        if line == b".\r\n":
-                            break
-                        ids += re.findall(rb"^Message-ID: <(G\d+)@stop>", line)
-                    time.sleep(self.delay)
-                    with self.lock:
-                        self.taken += [i.decode() for i in ids]
-                    conn.sendall(b"250 taken\r\n")
-                elif verb == b"QUIT":
-                    conn.sendall(b"221 bye\r\n")
-                    return
-                else:
-                    conn.sendall(b"502 5.5.1 no\r\n")
-        except OSError:
-            pass
-        finally:
-            conn.close()
-
-    def close(self):
-        self.listener.close()
+def taken(peer):
+    """The Message-IDs the peer took, in order."""
+    with peer.lock:
+        return [i.decode() for m in peer.messages for i in re.findall(rb"^Message-ID: <(G\d+)@stop>", m, re.M)]
 
 
 def test_a_stop_starts_no_relay_transaction_for_mail_waiting_for_a_connection():
@@ -229,28 +181,28 @@ def test_a_stop_starts_no_relay_transaction_for_mail_waiting_for_a_connection():
     with harness.Network(topo) as net:
         net.start()
         assert mailnet(net, "stop", "deathstar.com").returncode == 0
-        peer = SlowPeer(harness.port_of(topo, "deathstar.com"), delay)
+        peer = slow_peer(harness.port_of(topo, "deathstar.com"), delay)
         try:
             with smtplib.SMTP("127.0.0.1", harness.port_of(topo, "jaku.com"), timeout=15) as s:
                 for i in range(count):
                     s.sendmail("rey@jaku.com", ["vader@deathstar.com"],
                                f"Message-ID: <G{i}@stop>\r\nSubject: wait {i}\r\n\r\nhi\r\n".encode())
-            harness.wait_for(lambda: len(peer.taken) >= 1, 20, "the first message at the slow peer")
+            harness.wait_for(lambda: len(taken(peer)) >= 1, 20, "the first message at the slow peer")
             asked = time.monotonic()
             assert mailnet(net, "stop", "jaku.com").returncode == 0
             with peer.lock:
-                started_after = sum(1 for t in peer.mail_times if t > asked)
+                started_after = sum(1 for t in peer.transactions if t["mail_time"] > asked)
             # The transaction under way may finish, and one more may have
             # begun before the node had the signal; the rest must wait.
-            assert started_after <= 2, (started_after, len(peer.mail_times))
+            assert started_after <= 2, (started_after, len(peer.transactions))
             assert "event=stopped" in node_log(net, "jaku.com")
-            taken_at_stop = len(peer.taken)
+            taken_at_stop = len(taken(peer))
             assert taken_at_stop < count, "every message went out: the test proves nothing"
             assert mailnet(net, "start", "jaku.com").returncode == 0
-            harness.wait_for(lambda: len(peer.taken) >= count, 60, "every message at the peer after the start")
+            harness.wait_for(lambda: len(taken(peer)) >= count, 60, "every message at the peer after the start")
             harness.wait_for(lambda: "0 messages waiting" in mailnet(net, "queue", "jaku.com").stdout, 30,
                              "jaku.com's queue to drain")
-            assert sorted(peer.taken) == sorted(f"G{i}" for i in range(count)), peer.taken  # each once
+            assert sorted(taken(peer)) == sorted(f"G{i}" for i in range(count)), taken(peer)  # each once
         finally:
             peer.close()
 

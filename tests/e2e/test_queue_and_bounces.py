@@ -4,10 +4,8 @@ import email.policy
 import json
 import os
 import smtplib
-import socket
 import subprocess
 import sys
-import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
@@ -228,72 +226,13 @@ def test_sync_by_files_delivers_local_and_relayed_mail():
             assert json.load(f)["domains"][0]["policy"]["sync"] == "files"
 
 
-class FakePeer:
+def fake_peer(port, drop_second_mail=True, data_reply="354 go on", end_reply="250 stored"):
     """A minimal SMTP server on a given port standing in for deathstar.com: it
     records each message, and answers the second MAIL on a connection with
     421 and closes, as a server whose idle timeout has just fired."""
-
-    def __init__(self, port, drop_second_mail=True, data_reply=b"354 go on\r\n", end_reply=b"250 stored\r\n"):
-        self.drop_second_mail = drop_second_mail
-        self.data_reply, self.end_reply = data_reply, end_reply
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", port))
-        self.listener.listen(8)
-        self.connections = 0
-        self.messages = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
-
-    def _session(self, conn):
-        f = conn.makefile("rb")
-        mails = 0
-        try:
-            conn.sendall(b"220 fake ESMTP\r\n")
-            for raw in f:
-                verb = raw[:4].upper()
-                if verb == b"EHLO":
-                    conn.sendall(b"250-fake\r\n250 PIPELINING\r\n")
-                elif verb == b"MAIL":
-                    mails += 1
-                    if mails == 2 and self.drop_second_mail:
-                        conn.sendall(b"421 4.4.2 fake: idle timeout\r\n")
-                        return
-                    conn.sendall(b"250 ok\r\n")
-                elif verb == b"RCPT":
-                    conn.sendall(b"250 ok\r\n")
-                elif verb == b"DATA":
-                    conn.sendall(self.data_reply)
-                    if not self.data_reply.startswith(b"354"):
-                        continue
-                    body = b""
-                    for line in f:
-                        if line == b".\r\n":
-                            break
-                        body += line
-                    self.messages.append(body)
-                    conn.sendall(self.end_reply)
-                elif verb == b"QUIT":
-                    conn.sendall(b"221 bye\r\n")
-                    return
-                else:
-                    conn.sendall(b"502 5.5.1 fake\r\n")
-        except OSError:
-            pass
-        finally:
-            conn.close()
-
-    def close(self):
-        self.listener.close()
+    def mail(line, session):
+        return "421 4.4.2 fake: idle timeout" if drop_second_mail and session["mails"] == 2 else None
+    return harness.FakeSmtpPeer(port, replies={"MAIL": mail, "DATA": data_reply, "DOT": end_reply})
 
 
 def test_a_kept_connection_that_meets_421_is_replaced_at_once():
@@ -302,7 +241,7 @@ def test_a_kept_connection_that_meets_421_is_replaced_at_once():
     with harness.Network(topo) as net:
         net.start()
         mailnet(net, "stop", "deathstar.com")  # the resolver still points at its port
-        peer = FakePeer(harness.port_of(topo, "deathstar.com"))
+        peer = fake_peer(harness.port_of(topo, "deathstar.com"))
         try:
             send(topo, "rey@jaku.com", ["vader@deathstar.com"], "first")
             harness.wait_for(lambda: len(peer.messages) == 1, 10, "the first message at the fake peer")
@@ -321,14 +260,14 @@ def test_other_5xx_from_the_peer_bounce_at_once_with_its_reply():
     """A 5xx to the DATA command, or to the end of the data, fails the
     recipients the peer had taken: one DSN each, with the peer's status and
     reply, not a retry until expiry."""
-    for data_reply, end_reply, status in ((b"554 5.7.1 fake: no data from you\r\n", b"250 stored\r\n", "5.7.1"),
-                                          (b"354 go on\r\n", b"552 5.3.4 fake: message too big\r\n", "5.3.4")):
+    for data_reply, end_reply, status in (("554 5.7.1 fake: no data from you", "250 stored", "5.7.1"),
+                                          ("354 go on", "552 5.3.4 fake: message too big", "5.3.4")):
         topo = harness.two_domain_topology()
         topo["defaults"]["retry"] = {"first": "30s", "max": "1m", "give_up_after": "10m"}  # a retry would show
         with harness.Network(topo) as net:
             net.start()
             mailnet(net, "stop", "deathstar.com")
-            peer = FakePeer(harness.port_of(topo, "deathstar.com"), drop_second_mail=False,
+            peer = fake_peer(harness.port_of(topo, "deathstar.com"), drop_second_mail=False,
                             data_reply=data_reply, end_reply=end_reply)
             try:
                 send(topo, "finn@jaku.com", ["vader@deathstar.com"], "refused " + status)
@@ -337,7 +276,7 @@ def test_other_5xx_from_the_peer_bounce_at_once_with_its_reply():
                 block = found[0]["blocks"][0]
                 assert block["Final-Recipient"] == "rfc822; vader@deathstar.com", block
                 assert block["Action"] == "failed" and block["Status"] == status, block
-                code = (data_reply if status == "5.7.1" else end_reply).split(b" ")[0].decode()
+                code = (data_reply if status == "5.7.1" else end_reply).split(" ")[0]
                 assert block["Diagnostic-Code"].startswith(f"smtp; {code} {status}"), block
                 assert f"Subject: refused {status}" in found[0]["original"]
                 harness.wait_for(lambda: "0 messages waiting" in mailnet(net, "queue").stdout, 5, "the queue to drain")

@@ -8,8 +8,6 @@ import re
 import smtplib
 import socket
 import sys
-import threading
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
@@ -39,142 +37,29 @@ def no_bounce(net):
     assert reports(net.messages("jaku.com", "finn")) == [], "a bounce for a temporary failure"
 
 
-class LineReader:
-    """Lines from a peer's connection; a command is recorded in the session,
-    and also as early when more bytes had come before it was answered."""
-
-    def __init__(self, conn, session):
-        self.conn, self.session, self.buf = conn, session, b""
-
-    def line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.conn.recv(65536)
-            if not chunk:
-                return None
-            self.buf += chunk
-        text, self.buf = self.buf.split(b"\r\n", 1)
-        return text
-
-    def command(self):
-        text = self.line()
-        if text is not None:
-            self.session["lines"].append(text)
-            if self.buf:  # the next command arrived before this one's reply
-                self.session["early"].append(text)
-        return text
-
-
-class Peer:
+class Peer(harness.FakeSmtpPeer):
     """A tiny SMTP server in deathstar.com's place. ehlo: 'pipelining',
     'plain' (250 without PIPELINING) or a reply line for EHLO (a HELO-only
     server). script: a reply to use instead of the normal one, per
     (transaction number from 1, counting every MAIL, verb), verbs MAIL,
-    DATA and DOT (end of data). silent: accept and never say anything. It records each
-    connection's lines, whether a command came before the previous reply
-    (pipelining), and when it saw QUIT or the close."""
+    DATA and DOT (end of data). silent: accept and never say anything. It
+    records each connection's lines, whether a command came before the
+    previous reply (pipelining), and when it saw QUIT or the close."""
 
     def __init__(self, port, ehlo="pipelining", script=None, silent=False, close_after_data=False):
-        self.ehlo, self.script, self.silent, self.close_after_data = ehlo, script or {}, silent, close_after_data
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", port))
-        self.listener.listen(8)
-        self.lock = threading.Lock()
-        self.sessions = []  # per connection: dict(lines, early, ended, delivered)
-        self.held = []
-        self.transactions = 0
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.ehlo, self.script, self.close_after_data = ehlo, script or {}, close_after_data
+        super().__init__(port, greeting=None if silent else "220 fake ESMTP",
+                         capabilities=("SIZE 1000000",) + (("PIPELINING",) if ehlo == "pipelining" else ()))
 
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            with self.lock:
-                session = {"lines": [], "early": [], "ended": None, "quit": False, "delivered": [],
-                           "number": len(self.sessions) + 1}
-                self.sessions.append(session)
-            if self.silent:
-                with self.lock:
-                    self.held.append(conn)  # never greets; closed with the peer
-                continue
-            threading.Thread(target=self._session, args=(conn, session), daemon=True).start()
-
-    def _reply(self, verb, normal):
-        return self.script.get((self.transactions, verb), normal)
-
-    def _session(self, conn, s):
-        reader = LineReader(conn, s)
-        line, command = reader.line, reader.command
-        mail_ok = True
-        try:
-            conn.sendall(b"220 fake ESMTP\r\n")
-            while (raw := command()) is not None:
-                verb = raw[:4].upper()
-                if verb == b"EHLO":
-                    if self.ehlo == "pipelining":
-                        conn.sendall(b"250-fake\r\n250-SIZE 1000000\r\n250 PIPELINING\r\n")
-                    elif self.ehlo == "plain":
-                        conn.sendall(b"250-fake\r\n250 SIZE 1000000\r\n")
-                    else:
-                        conn.sendall(self.ehlo.encode() + b"\r\n")
-                elif verb == b"HELO":
-                    conn.sendall(b"250 fake\r\n")
-                elif verb == b"MAIL":
-                    with self.lock:
-                        self.transactions += 1
-                    reply = self._reply("MAIL", "250 ok")
-                    mail_ok = reply.startswith("250")
-                    conn.sendall(reply.encode() + b"\r\n")
-                elif verb == b"RCPT":
-                    conn.sendall(b"250 ok\r\n" if mail_ok else b"503 5.5.1 no MAIL\r\n")
-                elif verb == b"DATA":
-                    reply = self._reply("DATA", "354 go on") if mail_ok else "503 5.5.1 no MAIL"
-                    conn.sendall(reply.encode() + b"\r\n")
-                    if not reply.startswith("354"):
-                        continue
-                    body = []
-                    while (data := line()) not in (None, b"."):
-                        body.append(data)
-                    reply = self._reply("DOT", "250 stored")
-                    if reply.startswith("250"):
-                        with self.lock:
-                            s["delivered"].append(b"\r\n".join(body))
-                            s["stored_at"] = time.time()
-                    conn.sendall(reply.encode() + b"\r\n")
-                    if self.close_after_data:
-                        return
-                elif verb == b"QUIT":
-                    s["quit"] = True
-                    conn.sendall(b"221 bye\r\n")
-                    return
-                elif verb == b"RSET" or verb == b"NOOP":
-                    conn.sendall(b"250 ok\r\n")
-                else:
-                    conn.sendall(b"502 5.5.1 fake\r\n")
-        except OSError:
-            pass
-        finally:
-            s["ended"] = time.time()
-            conn.close()
-
-    def delivered(self):
-        with self.lock:
-            return [m for s in self.sessions for m in s["delivered"]]
-
-    def close(self):
-        # shutdown() wakes the thread blocked in accept(); close() alone
-        # would leave the port listening until that thread returns.
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.listener.close()
-        with self.lock:
-            for c in self.held:
-                c.close()
-            self.held = []
+    def reply(self, verb, line, session):
+        if verb == "EHLO" and self.ehlo not in ("pipelining", "plain"):
+            return self.ehlo
+        if verb == "DOT" and self.close_after_data:
+            session["close"] = True
+        txn = session["transaction"]
+        if txn and (txn["number"], verb) in self.script:
+            return self.script[(txn["number"], verb)]
+        return super().reply(verb, line, session)
 
 
 def network(retry, timeouts=None):
@@ -304,7 +189,7 @@ def test_4xx_at_mail_data_and_end_of_data_are_retried():
             harness.wait_for(lambda: peer.delivered() or net.messages("jaku.com", "finn"), 30,
                              "the message after three 4xx, or a bounce")
             no_bounce(net)
-            assert peer.transactions == 4, [s["lines"] for s in peer.sessions]
+            assert len(peer.transactions) == 4, [s["lines"] for s in peer.sessions]
             assert b"Subject: temporary" in peer.delivered()[0]
             errors = [line for _, line in events(net, "jaku.com", "deferred")]
             assert len(errors) >= 3 and "451 4.3.0" in errors[0] and "451 4.3.1" in errors[1] and \

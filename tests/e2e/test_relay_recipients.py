@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import smtplib
-import socket
 import sys
 import threading
 
@@ -56,84 +55,34 @@ def test_one_valid_and_25_unknown_at_a_node_that_closes_after_20_errors():
         assert 1 <= connects <= 3, f"{connects} connections to deathstar.com"
 
 
-class RcptPeer:
+class RcptPeer(harness.FakeSmtpPeer):
     """A tiny SMTP server standing in for deathstar.com: RCPT to busy* gets
     450, to gone* 550 5.1.1, to anything else 250. On its first connection,
     after the second refusal it says 421 and closes (as a node at its
-    limits.errors). It records the recipients offered in each transaction and
-    those of each transaction that reached the end of its data."""
+    limits.errors). offers(): the recipients offered per MAIL; taken(): the
+    (offered, accepted) recipients of each transaction that reached the end
+    of its data."""
 
-    def __init__(self, port):
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", port))
-        self.listener.listen(8)
-        self.transactions = []  # (recipients offered, recipients accepted) per completed DATA
-        self.offers = []  # recipients offered, per MAIL
-        self.connections = 0
-        self.lock = threading.Lock()
-        threading.Thread(target=self._serve, daemon=True).start()
+    def reply(self, verb, line, session):
+        if verb != "RCPT" or not session["transaction"]:
+            return super().reply(verb, line, session)
+        addr = line[line.index(b"<") + 1:line.index(b">")].decode()
+        if addr.startswith("busy"):
+            return "450 4.2.1 mailbox busy"
+        if addr.startswith("gone"):
+            session["errors"] = session.get("errors", 0) + 1
+            if session["number"] == 1 and session["errors"] == 2:
+                return "550 5.1.1 no such user here\r\n421 4.7.0 fake: too many errors"
+            return "550 5.1.1 no such user here"
+        return "250 ok"
 
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._session, args=(conn, self.connections == 1), daemon=True).start()
+    def offers(self):
+        with self.lock:
+            return [list(t["rcpts"]) for t in self.transactions]
 
-    def _session(self, conn, strict):
-        f = conn.makefile("rb")
-        offered, accepted, errors = [], [], 0
-        try:
-            conn.sendall(b"220 fake ESMTP\r\n")
-            for raw in f:
-                verb = raw[:4].upper()
-                if verb == b"EHLO":
-                    conn.sendall(b"250-fake\r\n250 PIPELINING\r\n")
-                elif verb == b"MAIL":
-                    offered, accepted = [], []
-                    with self.lock:
-                        self.offers.append(offered)
-                    conn.sendall(b"250 ok\r\n")
-                elif verb == b"RCPT":
-                    addr = raw[raw.index(b"<") + 1:raw.index(b">")].decode()
-                    offered.append(addr)
-                    if addr.startswith("busy"):
-                        conn.sendall(b"450 4.2.1 mailbox busy\r\n")
-                    elif addr.startswith("gone"):
-                        errors += 1
-                        if strict and errors == 2:
-                            conn.sendall(b"550 5.1.1 no such user here\r\n421 4.7.0 fake: too many errors\r\n")
-                            return
-                        conn.sendall(b"550 5.1.1 no such user here\r\n")
-                    else:
-                        accepted.append(addr)
-                        conn.sendall(b"250 ok\r\n")
-                elif verb == b"DATA":
-                    if not accepted:
-                        conn.sendall(b"554 5.5.1 no valid recipients\r\n")
-                        continue
-                    conn.sendall(b"354 go on\r\n")
-                    for line in f:
-                        if line == b".\r\n":
-                            break
-                    with self.lock:
-                        self.transactions.append((list(offered), list(accepted)))
-                    conn.sendall(b"250 stored\r\n")
-                elif verb == b"QUIT":
-                    conn.sendall(b"221 bye\r\n")
-                    return
-                else:
-                    conn.sendall(b"502 5.5.1 fake\r\n")
-        except OSError:
-            pass
-        finally:
-            conn.close()
-
-    def close(self):
-        self.listener.close()
+    def taken(self):
+        with self.lock:
+            return [(list(t["rcpts"]), list(t["accepted"])) for t in self.transactions if t["message"] is not None]
 
 
 def test_mixed_4xx_5xx_and_421_at_rcpt_retry_only_the_deferred():
@@ -156,19 +105,19 @@ def test_mixed_4xx_5xx_and_421_at_rcpt_retry_only_the_deferred():
                 assert b["Status"] == "5.1.1" and b["Diagnostic-Code"].startswith("smtp; 550 5.1.1"), b
             # The first connection ended with 421 after gone2: every recipient
             # but the refused ones is offered again, in a new transaction.
-            harness.wait_for(lambda: len(peer.transactions) >= 1, 10, "a retry of the deferred recipients")
-            assert peer.offers[0] == rcpts[:4], peer.offers
-            assert sorted(peer.offers[1]) == ["busy1@deathstar.com", "busy2@deathstar.com", "late1@deathstar.com",
-                                              "ok1@deathstar.com"], peer.offers
-            assert peer.transactions[0][1] == ["ok1@deathstar.com", "late1@deathstar.com"], peer.transactions
+            harness.wait_for(lambda: len(peer.taken()) >= 1, 10, "a retry of the deferred recipients")
+            assert peer.offers()[0] == rcpts[:4], peer.offers()
+            assert sorted(peer.offers()[1]) == ["busy1@deathstar.com", "busy2@deathstar.com", "late1@deathstar.com",
+                                                "ok1@deathstar.com"], peer.offers()
+            assert peer.taken()[0][1] == ["ok1@deathstar.com", "late1@deathstar.com"], peer.taken()
             # The busy ones are retried alone: never again the refused ones.
-            harness.wait_for(lambda: len(peer.offers) >= 3, 10, "a third transaction")
-            assert sorted(peer.offers[2]) == ["busy1@deathstar.com", "busy2@deathstar.com"], peer.offers
+            harness.wait_for(lambda: len(peer.offers()) >= 3, 10, "a third transaction")
+            assert sorted(peer.offers()[2]) == ["busy1@deathstar.com", "busy2@deathstar.com"], peer.offers()
             # The verdicts are in the queue file: after a restart, the same.
             mailnet(net, "restart", "jaku.com")
-            seen = len(peer.offers)
-            harness.wait_for(lambda: len(peer.offers) > seen, 10, "a transaction after the restart")
-            assert sorted(peer.offers[seen]) == ["busy1@deathstar.com", "busy2@deathstar.com"], peer.offers
+            seen = len(peer.offers())
+            harness.wait_for(lambda: len(peer.offers()) > seen, 10, "a transaction after the restart")
+            assert sorted(peer.offers()[seen]) == ["busy1@deathstar.com", "busy2@deathstar.com"], peer.offers()
             assert len(reports(net.messages("jaku.com", "finn"))) == 1  # no second bounce for the same ones
         finally:
             peer.close()

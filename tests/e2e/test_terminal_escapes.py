@@ -10,11 +10,9 @@ import json
 import os
 import shutil
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
@@ -46,48 +44,13 @@ def mailnet(*args):
     return out.stdout
 
 
-class FakePeer:
-    """Listens on a stopped node's port and answers MAIL with a 451 whose text is hostile."""
+# A fake peer on a stopped node's port answers MAIL with a 451 whose text is hostile.
+HOSTILE_451 = ("451 4.3.0 busy " + OSC_TITLE + CSI_ERASE + BIDI + C1_CSI).encode() + b"\rX\x9b\xff end\r\n"
 
-    REPLY = ("451 4.3.0 busy " + OSC_TITLE + CSI_ERASE + BIDI + C1_CSI).encode() + b"\rX\x9b\xff end\r\n"
 
-    def __init__(self, port):
-        self.server = socket.create_server(("127.0.0.1", port))
-        self.server.settimeout(0.2)
-        self.stopping = False
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while not self.stopping:
-            try:
-                conn, _ = self.server.accept()
-            except (socket.timeout, OSError):
-                continue
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
-
-    def _session(self, conn):
-        with conn:
-            conn.settimeout(10)
-            conn.sendall(b"220 fake ESMTP\r\n")
-            for line in conn.makefile("rb"):
-                verb = line[:4].upper()
-                if verb in (b"EHLO", b"HELO"):
-                    conn.sendall(b"250 fake\r\n")
-                elif verb == b"MAIL":
-                    conn.sendall(self.REPLY)
-                elif verb in (b"RSET", b"NOOP"):
-                    conn.sendall(b"250 ok\r\n")
-                elif verb == b"QUIT":
-                    conn.sendall(b"221 bye\r\n")
-                    return
-                else:
-                    conn.sendall(b"503 5.5.1 no\r\n")
-
-    def close(self):
-        self.stopping = True
-        self.server.close()
-        self.thread.join(timeout=5)
+def fake_peer(port):
+    return harness.FakeSmtpPeer(port, capabilities=(), replies={"MAIL": HOSTILE_451}, unknown="503 5.5.1 no",
+                                session_timeout=10)
 
 
 def hostile_message():
@@ -123,7 +86,7 @@ def test_cli_prints_hostile_text_escaped():
 
             # deathstar.com goes down; a fake server on its port answers the relay with a hostile 451.
             mailnet("stop", "deathstar.com", "--dir", run)
-            peer = FakePeer(harness.port_of(topo, "deathstar.com"))
+            peer = fake_peer(harness.port_of(topo, "deathstar.com"))
             try:
                 with smtplib.SMTP("127.0.0.1", harness.port_of(topo, "jaku.com"), timeout=10) as s:
                     s.sendmail("rey@jaku.com", ["vader@deathstar.com"], b"Subject: to the fake\r\n\r\nhi\r\n")
