@@ -277,19 +277,24 @@ void group_committer::sync_loop() {
   std::vector<request> linked;  // published, waiting for a sync of their names
   for (;;) {
     std::vector<request> written;
-    bool stopping;
+    bool stopping, writers_gone;
     {
       std::unique_lock lock(mutex_);
       written_ready_.wait(lock, [&] { return writers_gone_ || !written_.empty() || !linked.empty(); });
       written.swap(written_);
-      stopping = writers_gone_;
+      stopping = stopping_;
+      writers_gone = writers_gone_;
     }
     if (stopping) {
       // No reply can follow any more: nothing more is published, and what
       // was published without its sync is taken back; the senders retry.
+      // From the moment stop() began, not from when the writers are gone: a
+      // work that ends while stop() joins its writer is dropped too.
       for (auto& r : written) discard(r.staged);
       for (const auto& r : linked) unpublish(r.staged);
-      return;
+      linked.clear();
+      if (writers_gone) return;
+      continue;
     }
     std::vector<std::filesystem::path> files, data_dirs, name_dirs;
     for (const auto& r : written)
