@@ -57,7 +57,9 @@ def test_the_classroom_guide_as_written():
         try:
             # 1. Start the network.
             network.wait_output(said("mailnet: network starwars is up (run/starwars)"), 30)
-            assert re.search(r"jaku\.com\s+ready\s+127\.0\.0\.1:1025\s+pid \d+", network.output()), network.output()
+            # The node table follows that line: the reader may not have it yet.
+            harness.wait_for(lambda: re.search(r"jaku\.com\s+ready\s+127\.0\.0\.1:1025\s+pid \d+", network.output()),
+                             10, "the node table after 'is up'")
             said("jaku.com  ready  127.0.0.1:1025  pid")
             # 2. Send a mail.
             out = t2.run('swaks --server 127.0.0.1:1025 --from rey@jaku.com --to finn@jaku.com '
