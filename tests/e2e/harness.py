@@ -136,6 +136,22 @@ def processes_naming(folder):
     return found
 
 
+def children_of(parent):
+    """Pids whose parent is parent, from /proc/<pid>/stat."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(entry))
+    return found
+
+
 class Network:
     """A running `mailnet up` on a topology written to a temporary folder."""
 
@@ -231,6 +247,12 @@ class Network:
             pids = self.child_pids()
         except (OSError, ValueError, KeyError):
             pass
+        # network.json names no child during bring-up: the launcher's own
+        # children, by parent pid, too. A child forked but stuck before its
+        # exec has no PR_SET_PDEATHSIG yet and would outlive the launcher.
+        if self.proc is not None:
+            for i, pid in enumerate(children_of(self.proc.pid)):
+                pids.setdefault(f"forked-{i}", pid)
         self.stop()
         # The children die with the launcher (PR_SET_PDEATHSIG); make sure,
         # by pid, of the ones this test started.
