@@ -136,6 +136,16 @@ def processes_naming(folder):
     return found
 
 
+def network_pids(run_dir):
+    """The launcher's and the children's pids from run_dir/network.json, or []."""
+    try:
+        with open(os.path.join(run_dir, "network.json")) as f:
+            doc = json.load(f)
+        return [doc["launcher_pid"]] + [n["pid"] for n in doc["nodes"] if n["pid"]]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
 def children_of(parent):
     """Pids whose parent is parent, from /proc/<pid>/stat."""
     found = []

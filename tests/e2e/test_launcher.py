@@ -47,12 +47,7 @@ class Detached:
         return mailnet("up", "-d", self.file, *extra, cwd=self.cwd, check=check)
 
     def pids(self):
-        try:
-            with open(os.path.join(self.run_dir, "network.json")) as f:
-                doc = json.load(f)
-            return [doc["launcher_pid"]] + [n["pid"] for n in doc["nodes"] if n["pid"]]
-        except (OSError, ValueError, KeyError):
-            return []
+        return harness.network_pids(self.run_dir)
 
     def __enter__(self):
         return self

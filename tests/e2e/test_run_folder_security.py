@@ -66,13 +66,7 @@ class Workdir:
                        preexec_fn=preexec_fn)
 
     def pids(self):
-        import json
-        try:
-            with open(os.path.join(self.run_dir, "network.json")) as f:
-                doc = json.load(f)
-            return [doc["launcher_pid"]] + [n["pid"] for n in doc["nodes"] if n["pid"]]
-        except (OSError, ValueError, KeyError):
-            return []
+        return harness.network_pids(self.run_dir)
 
     def down(self):
         pids = self.pids()
