@@ -63,20 +63,20 @@ def close_all(conns):
         c.close()
 
 
-def check_silent_clients(port):
-    conns = connect_many(port, SLOW_CLIENTS, b"")
+def check_slow_clients(port, sent):
+    conns = connect_many(port, SLOW_CLIENTS, sent)
     try:
         dig_tcp(port)
     finally:
         close_all(conns)
+
+
+def check_silent_clients(port):
+    check_slow_clients(port, b"")
 
 
 def check_one_byte_clients(port):
-    conns = connect_many(port, SLOW_CLIENTS, b"\x00")
-    try:
-        dig_tcp(port)
-    finally:
-        close_all(conns)
+    check_slow_clients(port, b"\x00")
 
 
 def check_deadline(port):
