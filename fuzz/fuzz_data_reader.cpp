@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-#include "node/data_reader.hpp"
+#include "common/mail/data_reader.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1) return 0;

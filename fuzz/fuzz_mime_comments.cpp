@@ -1,4 +1,4 @@
-// Fuzzes the reading of comments in MIME fields (node/mime_comments.hpp),
+// Fuzzes the reading of comments in MIME fields (common/mail/mime_comments.hpp),
 // which runs in the node on every delivered message: no crash, no hang, and
 // a rewritten message is never longer (a comment becomes one space).
 #include <cstddef>
@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "node/mime_comments.hpp"
+#include "common/mail/mime_comments.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "node/spool.hpp"
+#include "common/mail/spool.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace mailnet::node;

@@ -16,8 +16,8 @@
 
 #include "common/address.hpp"
 #include "common/terminal_text.hpp"
-#include "node/data_reader.hpp"
-#include "node/dns_message.hpp"
+#include "common/mail/data_reader.hpp"
+#include "common/dns/dns_message.hpp"
 
 namespace mailnet::launcher {
 

@@ -13,8 +13,8 @@
 #include "launcher/commands.hpp"
 #include "launcher/control_client.hpp"
 #include "launcher/mail_client.hpp"
-#include "node/durable_file.hpp"
-#include "node/mime_parse.hpp"
+#include "common/mail/durable_file.hpp"
+#include "common/mail/mime_parse.hpp"
 
 namespace mailnet::launcher {
 

@@ -9,9 +9,9 @@
 
 #include "common/address.hpp"
 #include "launcher/mail_client.hpp"
-#include "node/durable_file.hpp"
-#include "node/gmime_ptr.hpp"
-#include "node/mime_parse.hpp"
+#include "common/mail/durable_file.hpp"
+#include "common/mail/gmime_ptr.hpp"
+#include "common/mail/mime_parse.hpp"
 
 namespace mailnet::launcher {
 

@@ -16,7 +16,7 @@
 #include "launcher/control_client.hpp"
 #include "launcher/scenario.hpp"
 #include "launcher/supervisor.hpp"
-#include "node/spool.hpp"
+#include "common/mail/spool.hpp"
 
 namespace mailnet::launcher {
 

@@ -14,7 +14,7 @@
 #include "launcher/commands.hpp"
 #include "launcher/control_client.hpp"
 #include "launcher/resolve_command.hpp"
-#include "node/resolver_client.hpp"
+#include "common/dns/resolver_client.hpp"
 
 namespace mailnet::launcher {
 

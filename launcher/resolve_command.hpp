@@ -6,7 +6,7 @@
 #include <string>
 
 #include "common/topology.hpp"
-#include "node/resolver_client.hpp"
+#include "common/dns/resolver_client.hpp"
 
 namespace mailnet::launcher {
 

@@ -15,8 +15,8 @@
 #include "launcher/mail_client.hpp"
 #include "launcher/resolve_command.hpp"
 #include "launcher/scenario.hpp"
-#include "node/durable_file.hpp"
-#include "node/mime_parse.hpp"
+#include "common/mail/durable_file.hpp"
+#include "common/mail/mime_parse.hpp"
 
 namespace mailnet::launcher {
 

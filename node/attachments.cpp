@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "common/private_files.hpp"
-#include "node/durable_file.hpp"
+#include "common/mail/durable_file.hpp"
 
 namespace mailnet::node {
 

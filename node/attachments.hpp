@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include "node/mime_parse.hpp"
+#include "common/mail/mime_parse.hpp"
 
 namespace mailnet::node {
 

@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-#include "node/durable_file.hpp"
+#include "common/mail/durable_file.hpp"
 
 namespace mailnet::node {
 
@@ -21,7 +21,7 @@ class maildir_store {
   void ensure(std::string_view mailbox) const;
 
   // A delivery, staged: the message written in tmp/, to be published (and
-  // made durable in a shared sync) together with other files (durable_file.hpp).
+  // made durable in a shared sync) together with other files (common/mail/durable_file.hpp).
   staged_file stage(std::string_view mailbox, std::string_view message) const;
 
   // One message for several mailboxes, stored once (issue 16: 100 copies of

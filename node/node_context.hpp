@@ -12,10 +12,10 @@
 
 #include "common/event_log.hpp"
 #include "common/topology.hpp"
-#include "node/durable_file.hpp"
+#include "common/mail/durable_file.hpp"
 #include "node/maildir.hpp"
 #include "node/smtp_protocol.hpp"
-#include "node/spool.hpp"
+#include "common/mail/spool.hpp"
 
 namespace mailnet::node {
 

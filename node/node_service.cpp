@@ -21,10 +21,10 @@
 #include "node/attachment_loader.hpp"
 #include "node/bounce.hpp"
 #include "node/fd_reserve.hpp"
-#include "node/mime_comments.hpp"
+#include "common/mail/mime_comments.hpp"
 #include "node/node_context.hpp"
 #include "node/relay.hpp"
-#include "node/resolver_client.hpp"
+#include "common/dns/resolver_client.hpp"
 #include "node/smtp_session.hpp"
 
 namespace mailnet::node {
@@ -105,7 +105,7 @@ asio::awaitable<bool> node_context::commit(const envelope& env, std::string mess
   std::vector<std::filesystem::path> delivered_files;  // one per local mailbox, in order
   // Every copy is written in its tmp/ folder before any is published; the
   // committer makes them durable, links them all or none, makes the links
-  // durable, and only then runs done (durable_file.hpp). A failure answers
+  // durable, and only then runs done (common/mail/durable_file.hpp). A failure answers
   // 451 with nothing visible in any new/ or in the queue.
   auto work = [&]() -> std::vector<staged_file> {
     std::vector<staged_file> staged;

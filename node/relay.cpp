@@ -11,8 +11,8 @@
 
 #include "common/address.hpp"
 #include "node/bounce.hpp"
-#include "node/data_reader.hpp"
-#include "node/resolver_client.hpp"
+#include "common/mail/data_reader.hpp"
+#include "common/dns/resolver_client.hpp"
 #include "node/smtp_channel.hpp"
 #include "node/smtp_client_protocol.hpp"
 #include "node/trace_headers.hpp"

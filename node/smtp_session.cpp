@@ -6,7 +6,7 @@
 #include <functional>
 #include <list>
 
-#include "node/data_reader.hpp"
+#include "common/mail/data_reader.hpp"
 #include "node/smtp_channel.hpp"
 #include "node/trace_headers.hpp"
 

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "node/attachments.hpp"
-#include "node/mime_comments.hpp"
+#include "common/mail/mime_comments.hpp"
 #include "temp_dir.hpp"
 
 namespace fs = std::filesystem;

@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-#include "node/data_reader.hpp"
+#include "common/mail/data_reader.hpp"
 
 using mailnet::node::data_reader;
 using mailnet::node::dot_stuff_for_wire;

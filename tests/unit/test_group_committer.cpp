@@ -13,7 +13,7 @@
 #include <unistd.h>
 #include <vector>
 
-#include "node/durable_file.hpp"
+#include "common/mail/durable_file.hpp"
 #include "temp_dir.hpp"
 
 namespace fs = std::filesystem;

@@ -11,7 +11,7 @@
 
 #include "common/address.hpp"
 #include "launcher/mail_client.hpp"
-#include "node/mime_parse.hpp"
+#include "common/mail/mime_parse.hpp"
 #include "temp_dir.hpp"
 
 namespace fs = std::filesystem;

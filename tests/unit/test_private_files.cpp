@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "common/private_files.hpp"
-#include "node/durable_file.hpp"
+#include "common/mail/durable_file.hpp"
 #include "node/maildir.hpp"
 #include "temp_dir.hpp"
 

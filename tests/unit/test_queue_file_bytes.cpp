@@ -3,7 +3,7 @@
 #include <random>
 #include <string>
 
-#include "node/spool.hpp"
+#include "common/mail/spool.hpp"
 
 using namespace mailnet::node;
 

@@ -24,8 +24,8 @@
 
 #include "common/event_log.hpp"
 #include "common/topology.hpp"
-#include "node/dns_message.hpp"
-#include "node/resolver_client.hpp"
+#include "common/dns/dns_message.hpp"
+#include "common/dns/resolver_client.hpp"
 #include "resolver/dns_server.hpp"
 #include "resolver/zone.hpp"
 #include "temp_dir.hpp"

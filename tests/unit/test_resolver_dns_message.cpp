@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "common/topology.hpp"
-#include "node/dns_message.hpp"
+#include "common/dns/dns_message.hpp"
 #include "resolver/zone.hpp"
 
 using namespace mailnet;

@@ -1,4 +1,4 @@
-#include "node/mime_comments.hpp"
+#include "common/mail/mime_comments.hpp"
 
 #include <algorithm>
 #include <cctype>

@@ -1,4 +1,4 @@
-#include "node/resolver_client.hpp"
+#include "common/dns/resolver_client.hpp"
 
 // GCC 12 reports a false -Wmismatched-new-delete on Asio's coroutine frames
 // (GCC bug 109224); the frame's operator new and delete do match.

@@ -1,4 +1,4 @@
-#include "node/durable_file.hpp"
+#include "common/mail/durable_file.hpp"
 
 #include <algorithm>
 #include <atomic>

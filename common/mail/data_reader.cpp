@@ -1,4 +1,4 @@
-#include "node/data_reader.hpp"
+#include "common/mail/data_reader.hpp"
 
 #include <algorithm>
 #include <cstring>

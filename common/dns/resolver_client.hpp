@@ -16,7 +16,7 @@
 #include <utility>
 #include <vector>
 
-#include "node/dns_message.hpp"
+#include "common/dns/dns_message.hpp"
 
 namespace mailnet::node {
 

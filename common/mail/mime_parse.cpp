@@ -1,9 +1,9 @@
-#include "node/mime_parse.hpp"
+#include "common/mail/mime_parse.hpp"
 
 #include <gmime/gmime.h>
 
-#include "node/gmime_ptr.hpp"
-#include "node/mime_comments.hpp"
+#include "common/mail/gmime_ptr.hpp"
+#include "common/mail/mime_comments.hpp"
 
 #include <memory>
 

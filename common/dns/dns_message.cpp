@@ -1,4 +1,4 @@
-#include "node/dns_message.hpp"
+#include "common/dns/dns_message.hpp"
 
 // ldns/common.h defines bool, true and false as macros unless stdbool.h came
 // first, and those macros break every standard header included after it.

@@ -1,4 +1,4 @@
-#include "node/spool.hpp"
+#include "common/mail/spool.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "common/private_files.hpp"
-#include "node/durable_file.hpp"
+#include "common/mail/durable_file.hpp"
 
 namespace mailnet::node {
 

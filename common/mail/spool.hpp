@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-#include "node/durable_file.hpp"
+#include "common/mail/durable_file.hpp"
 
 namespace mailnet::node {
 
