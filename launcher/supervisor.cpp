@@ -12,7 +12,6 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/process/v2/process.hpp>
-#include <boost/process/v2/stdio.hpp>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -22,7 +21,6 @@
 #include <iostream>
 #include <list>
 #include <nlohmann/json.hpp>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,6 +28,7 @@
 #include "common/terminal_text.hpp"
 #include "common/private_files.hpp"
 #include "common/topology.hpp"
+#include "launcher/child_spawn.hpp"
 #include "launcher/control_socket.hpp"
 #include "launcher/line_printer.hpp"
 #include "launcher/run_folder.hpp"
@@ -46,25 +45,6 @@ namespace {
 // A node's graceful stop lets sessions in DATA finish for up to 5 s; the
 // SIGKILL after SIGTERM waits longer, so it only ends a node that hangs.
 constexpr auto graceful_stop_wait = std::chrono::seconds(8);
-
-// Runs in the child between fork and exec: its own process group (a Ctrl-C
-// reaches only the launcher, which then stops the children in order), and
-// death with the launcher, even if the launcher is killed with SIGKILL.
-// Nothing of the launcher's but stdio crosses exec: Boost.Process 1.81
-// closes only the descriptors above its own error pipe, and Asio opens its
-// sockets and pipes without close-on-exec, so a node started through the
-// control socket used to hold the listener and the client's connection.
-struct child_setup {
-  pid_t parent;
-  template <typename Launcher>
-  bp::error_code on_exec_setup(Launcher&, const bp::filesystem::path&, const char* const*) {
-    ::setpgid(0, 0);
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(1);  // the launcher died before prctl took effect
-    close_on_exec_above_stderr();
-    return {};
-  }
-};
 
 // The event of a child's log line. The first " event=" is the line's own:
 // only the timestamp and an id of ours come before it, so text quoted in
@@ -269,8 +249,6 @@ void supervisor::count_event(child& c, std::string_view event) {
 void supervisor::spawn(child& c) {
   c.port_wait_until = {};
   auto inst = std::make_shared<instance>();
-  inst->out = std::make_unique<asio::readable_pipe>(io_);
-  inst->err = std::make_unique<asio::readable_pipe>(io_);
   c.current = inst;
   c.state = child_state::starting;
   c.exit_text.clear();
@@ -278,9 +256,12 @@ void supervisor::spawn(child& c) {
   c.started_at = clock::now();
   const auto exe = own_binary_dir() / c.exe_name;
   try {
-    inst->proc = std::make_unique<bp::process>(io_, bp::filesystem::path(exe.string()), c.args,
-                                               bp::process_stdio{nullptr, *inst->out, *inst->err},
-                                               child_setup{::getpid()});
+    // Not Boost.Process's launcher: its child tells Asio about the fork, which
+    // allocates between fork and exec (see child_spawn.hpp).
+    auto started = spawn_child(exe.string(), c.args);
+    inst->out = std::make_unique<asio::readable_pipe>(io_, started.out);
+    inst->err = std::make_unique<asio::readable_pipe>(io_, started.err);
+    inst->proc = std::make_unique<bp::process>(io_.get_executor(), started.pid);
   } catch (const std::exception& e) {
     c.state = child_state::failed;
     c.exit_text = "not started";

@@ -165,8 +165,7 @@ TEST_CASE("resolver client: a server that never answers is a temporary failure a
     CHECK(r.routes.empty());
     CHECK(r.detail.find("no reply") != std::string::npos);
     CHECK(r.detail.find("3 attempts") != std::string::npos);
-    CHECK(elapsed >= 300ms);
-    CHECK(elapsed < 3s);
+    CHECK(elapsed >= 300ms);  // every attempt waited its timeout: a lower bound, not a speed
     // Failures are not cached: the next lookup asks (and waits) again.
     const auto again = std::chrono::steady_clock::now();
     r = co_await client.lookup_mail_route("jaku.com");
