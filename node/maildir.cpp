@@ -12,6 +12,22 @@
 
 namespace mailnet::node {
 
+std::string maildir_form(std::string_view wire) {
+  std::string out;
+  out.reserve(wire.size());
+  for (std::size_t pos = 0; pos < wire.size();) {
+    const auto crlf = wire.find("\r\n", pos);
+    if (crlf == std::string_view::npos) {
+      out.append(wire.substr(pos));
+      break;
+    }
+    out.append(wire.substr(pos, crlf - pos));
+    out += '\n';
+    pos = crlf + 2;
+  }
+  return out;
+}
+
 std::filesystem::path maildir_store::folder(std::string_view mailbox) const {
   // Names come from the topology or the SMTP allow-list already; check again
   // here, where the path is made, so that no caller can escape the root.

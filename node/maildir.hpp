@@ -12,6 +12,15 @@
 
 namespace mailnet::node {
 
+// A message as a Maildir stores it (maildir(5), as qmail, Postfix and
+// Dovecot do): each CRLF of the SMTP wire form becomes LF. A bare LF stays
+// LF, and a lone CR is kept as a byte of content, as Postfix keeps it (it
+// ends a record only at LF and strips one CR before it). Readers (mutt,
+// Python's mailbox, Dovecot) take the file as is; the queue keeps the wire
+// form, and every size limit is counted on the wire form (counted_size()),
+// never on the file.
+std::string maildir_form(std::string_view wire);
+
 class maildir_store {
  public:
   explicit maildir_store(std::filesystem::path mail_root) : root_(std::move(mail_root)) {}
@@ -20,6 +29,7 @@ class maildir_store {
   // std::invalid_argument for a mailbox name that could leave the root.
   void ensure(std::string_view mailbox) const;
 
+  // message: in Maildir form (maildir_form()), as it is written.
   // A delivery, staged: the message written in tmp/, to be published (and
   // made durable in a shared sync) together with other files (common/mail/durable_file.hpp).
   staged_file stage(std::string_view mailbox, std::string_view message) const;

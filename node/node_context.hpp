@@ -51,11 +51,17 @@ struct node_context {
   // the queue for the rest) and only then returns true: the session's 250
   // depends on it. The files are written by the group committer and made
   // durable together with the other sessions' messages of the same moment.
-  boost::asio::awaitable<bool> commit(const envelope& env, std::string message, const std::string& id);
+  // message: the wire form (CRLF), as the queue keeps it; each Maildir gets
+  // it in Maildir form (maildir_form()). announce(ok) runs as soon as the
+  // outcome is known, before the events of the delivery itself, so that the
+  // caller's event (accepted, bounce_queued) comes first in node.log.
+  boost::asio::awaitable<bool> commit(const envelope& env, std::string message, const std::string& id,
+                                      std::function<void(bool ok)> announce);
 
   // Saves the attachments of the delivered message once on the disk pool,
   // without waiting for it; logs event=attachments or event=attachment_error
-  // for each mailbox. files: the copies, which share one file name.
+  // for each mailbox. files: the copies, which share one file name;
+  // message: as stored in them.
   void extract_later(const std::string& id, const std::vector<std::string>& mailboxes,
                      std::vector<std::filesystem::path> files, std::string message);
 

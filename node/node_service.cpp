@@ -86,7 +86,8 @@ bool may_have_attachments(std::string_view message) { return may_carry_attachmen
 
 }  // namespace
 
-asio::awaitable<bool> node_context::commit(const envelope& env, std::string message, const std::string& id) {
+asio::awaitable<bool> node_context::commit(const envelope& env, std::string message, const std::string& id,
+                                           std::function<void(bool ok)> announce) {
   queued_message queued;
   queued.id = id;
   queued.mail_from = env.mail_from;
@@ -103,6 +104,7 @@ asio::awaitable<bool> node_context::commit(const envelope& env, std::string mess
   }
   std::string error;
   std::vector<std::filesystem::path> delivered_files;  // one per local mailbox, in order
+  std::string stored;  // the Maildir form, made on the committer's thread
   // Every copy is written in its tmp/ folder before any is published; the
   // committer makes them durable, links them all or none, makes the links
   // durable, and only then runs done (common/mail/durable_file.hpp). A failure answers
@@ -110,7 +112,8 @@ asio::awaitable<bool> node_context::commit(const envelope& env, std::string mess
   auto work = [&]() -> std::vector<staged_file> {
     std::vector<staged_file> staged;
     try {
-      staged = maildirs.stage_shared(local, message);  // one file, a link per mailbox
+      if (!local.empty()) stored = maildir_form(message);
+      staged = maildirs.stage_shared(local, stored);  // one file, a link per mailbox
       if (!queued.rcpts.empty()) {
         queued.message = message;
         staged.push_back(queue.stage(queued));
@@ -138,12 +141,15 @@ asio::awaitable<bool> node_context::commit(const envelope& env, std::string mess
   }
   if (!error.empty()) {
     events.write({{"id", id}, {"event", "disk_error"}, {"error", error}});
+    if (announce) announce(false);
     co_return false;
   }
+  if (announce) announce(true);
   for (const auto& mailbox : local)
     events.write({{"id", id}, {"event", "delivered"}, {"mailbox", mailbox}}, event_log::pace::batched);
-  if (!local.empty() && may_have_attachments(message))
-    extract_later(id, local, std::move(delivered_files), std::move(message));
+  // The attachments come from the file as stored, as any reader of it gets them.
+  if (!local.empty() && may_have_attachments(stored))
+    extract_later(id, local, std::move(delivered_files), std::move(stored));
   if (!queued.rcpts.empty() && relay_agent) relay_agent->schedule(std::move(queued));
   co_return true;
 }

@@ -340,9 +340,12 @@ asio::awaitable<void> relay::send_bounce(const queued_message& m, const std::vec
   env.rcpts.push_back(to);
   // The bounce is a new message from <>: local senders get it in their
   // Maildir now, remote ones through the queue like any relayed mail.
-  bool ok = co_await ctx_.commit(env, std::move(dsn), info.bounce_id);
-  ctx_.events.write({{"id", info.bounce_id}, {"event", ok ? "bounce_queued" : "bounce_failed"}, {"for", m.id},
-                     {"to", m.mail_from}});
+  // bounce_queued goes before the bounce's own delivered event: commit() calls this first.
+  auto announce = [this, &info, &m](bool ok) {
+    ctx_.events.write({{"id", info.bounce_id}, {"event", ok ? "bounce_queued" : "bounce_failed"}, {"for", m.id},
+                       {"to", m.mail_from}});
+  };
+  bool ok = co_await ctx_.commit(env, std::move(dsn), info.bounce_id, announce);
   if (!ok) throw std::runtime_error("could not store the bounce for " + m.id);
 }
 

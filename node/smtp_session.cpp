@@ -141,11 +141,14 @@ asio::awaitable<step> session::read_data() {
   const bool too_big = reader.too_big() || counted_size(message) > limits.message_size;
   step s = protocol_.on_data_end({too_big, reader.line_too_long(), facts.received});
   if (s.next != next_step::commit) co_return s;
-  bool ok = co_await ctx_.commit(env, std::move(message), qid);
-  ctx_.events.write({{"id", qid}, {"event", ok ? "accepted" : "commit_failed"}, {"session", id_},
-                     {"from", env.mail_from}, {"rcpts", std::to_string(env.rcpts.size())},
-                     {"size", std::to_string(reader.size())}},
-                    ok ? event_log::pace::batched : event_log::pace::prompt);
+  // accepted goes before the delivered events of the same message: commit() calls this first.
+  auto announce = [this, &env, &qid, size = reader.size()](bool ok) {
+    ctx_.events.write({{"id", qid}, {"event", ok ? "accepted" : "commit_failed"}, {"session", id_},
+                       {"from", env.mail_from}, {"rcpts", std::to_string(env.rcpts.size())},
+                       {"size", std::to_string(size)}},
+                      ok ? event_log::pace::batched : event_log::pace::prompt);
+  };
+  bool ok = co_await ctx_.commit(env, std::move(message), qid, announce);
   co_return protocol_.on_commit(ok, qid);
 }
 

@@ -125,7 +125,7 @@ def test_addresses_keep_their_bytes_through_queue_restart_relay_and_bounce():
         # The quoted local parts are no mailbox at deathstar.com (553 5.1.3): they bounce, by their own bytes.
         bounce = net.wait_messages("jaku.com", "rey", 1, timeout=20)[0]
         for a in taken:
-            assert b"Final-Recipient: rfc822; " + a + b"\r\n" in bounce, (a, bounce)
+            assert b"Final-Recipient: rfc822; " + a + b"\n" in bounce, (a, bounce)
         with open(os.path.join(net.domain_dir("deathstar.com"), "smtp.log"), "rb") as f:
             transcript = f.read()
         for a in taken:
