@@ -188,8 +188,20 @@ fs::path find_message(const folder_options& o, const std::string& which) {
         if (file.filename().string().starts_with(which)) matches.push_back(file);
   }
   if (matches.empty()) throw std::runtime_error("no message file or Maildir name starting with '" + which + "' in " + folder.dir().string());
-  if (matches.size() > 1)
-    throw std::runtime_error("'" + which + "' matches " + std::to_string(matches.size()) + " messages; give more of the name or a path");
+  // One name is one message: a message to several users of a node is one
+  // file linked under the same name into each of their Maildirs.
+  std::vector<std::string> names;
+  for (const auto& m : matches)
+    if (std::find(names.begin(), names.end(), m.filename().string()) == names.end()) names.push_back(m.filename().string());
+  if (names.size() > 1) {
+    std::sort(names.begin(), names.end());
+    std::string list;
+    const std::size_t shown = std::min<std::size_t>(names.size(), 10);
+    for (std::size_t i = 0; i < shown; ++i) list += (i ? ", " : "") + names[i];
+    if (shown < names.size()) list += " and " + std::to_string(names.size() - shown) + " more";
+    throw std::runtime_error("'" + which + "' matches " + std::to_string(names.size()) + " messages (" + list +
+                             "); give more of the name or a path");
+  }
   return matches.front();
 }
 

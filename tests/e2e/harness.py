@@ -181,11 +181,12 @@ class Network:
         self.lock = threading.Lock()
         self.reader = None
 
-    def start(self, extra_args=(), wait_ready=True, timeout=30, preexec_fn=None):
+    def start(self, extra_args=(), wait_ready=True, timeout=30, preexec_fn=None, env=None):
+        """env: variables to set for the launcher (and so its children) on top of ours."""
         self.proc = subprocess.Popen(
             [binary("mailnet"), "up", self.topology_file, "--dir", self.run_dir, *extra_args],
             cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=preexec_fn)
+            preexec_fn=preexec_fn, env={**os.environ, **env} if env else None)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         if wait_ready:

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -150,4 +151,49 @@ TEST_CASE("group commit: stop drops what was not started and publishes nothing w
   CHECK(seen.results.empty());         // and nobody was told "done"
   CHECK(root.count("a", "new") == 0);  // nothing published without its done
   CHECK(root.count("a", "tmp") == 0);  // and what was written is gone
+}
+
+TEST_CASE("group commit: a name already taken is never replaced; that message fails, nothing of it stays") {
+  // maildir(5) and the queue publish with a no-replace rename or link():
+  // the file already under the name keeps its bytes, the committing message
+  // gets its error (a 451 for the session) and none of its copies stays
+  // visible, in any mailbox, in either sync mode.
+  for (bool whole_filesystem : {true, false}) {
+    CAPTURE(whole_filesystem);
+    maildir_root root;
+    outcomes seen;
+    std::ofstream(root.path / "a" / "new" / "taken", std::ios::binary) << "the message that was there first";
+    {
+      group_committer committer(root.path, whole_filesystem);
+      committer.submit(copies(root.path, {"b", "a"}, "taken"), seen.recorder());  // b's copy links first
+      committer.submit(copies(root.path, {"a", "b"}, "free"), seen.recorder());
+      REQUIRE(seen.wait_for(2));
+    }
+    std::sort(seen.results.begin(), seen.results.end());
+    REQUIRE(seen.results.size() == 2);
+    CHECK(seen.results[0] == "ok");
+    CHECK(seen.results[1].find("publish " + (root.path / "a" / "new" / "taken").string()) != std::string::npos);
+    CHECK(seen.results[1].find("File exists") != std::string::npos);
+    CHECK(mailnet::test::read_file(root.path / "a" / "new" / "taken") == "the message that was there first");
+    CHECK_FALSE(fs::exists(root.path / "b" / "new" / "taken"));  // taken back: all or nothing
+    CHECK(fs::exists(root.path / "a" / "new" / "free"));
+    CHECK(fs::exists(root.path / "b" / "new" / "free"));
+    CHECK(root.count("a", "new") == 2);
+    CHECK(root.count("b", "new") == 1);
+    CHECK(root.count("a", "tmp") == 0);
+    CHECK(root.count("b", "tmp") == 0);
+  }
+}
+
+TEST_CASE("publish_durably: never over an existing file unless asked to replace (a queue rewrite)") {
+  maildir_root root;
+  const auto target = root.path / "a" / "new" / "m1";
+  std::ofstream(target, std::ios::binary) << "first";
+  CHECK_THROWS_AS(mailnet::node::publish_durably(root.path / "a" / "tmp" / "m1", target, "second"),
+                  std::system_error);
+  CHECK(mailnet::test::read_file(target) == "first");
+  CHECK(root.count("a", "tmp") == 0);
+  mailnet::node::publish_durably(root.path / "a" / "tmp" / "m1", target, "rewritten", true);
+  CHECK(mailnet::test::read_file(target) == "rewritten");
+  CHECK(root.count("a", "tmp") == 0);
 }
