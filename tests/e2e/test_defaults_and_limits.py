@@ -340,8 +340,14 @@ def test_default_dns_client_timeout_attempts_and_first_retry():
             retry = next(q for q in queries if q[1] != first_id)
             wait = retry[0] - lookup[-1][0]  # the last attempt's timeout, then the backoff
             assert (timeout_ms + first_ms) / 1000 * 0.9 <= wait < (timeout_ms + first_ms) / 1000 * 5, wait
+            print(f"measured: attempts {[round(g, 3) for g in gaps]} s apart, the retry's lookup {wait:.3f} s "
+                  "after the last attempt", flush=True)
             queue = mailnet(net, "queue", "jaku.com").stdout
             assert f"within {timeout_ms} ms ({attempts} attempts)" in queue, queue
+            # The wait the node chose, exactly, from its own log.
+            with open(os.path.join(net.domain_dir("jaku.com"), "node.log")) as f:
+                deferred = [line for line in f if "event=deferred " in line]
+            assert deferred and f"event=deferred attempts=1 retry_in_ms={first_ms} " in deferred[0], deferred
         finally:
             silent.close()
 
