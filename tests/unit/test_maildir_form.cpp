@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "node/data_reader.hpp"
+#include "common/mail/data_reader.hpp"
 #include "node/maildir.hpp"
 #include "node/trace_headers.hpp"
 
