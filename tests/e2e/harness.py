@@ -434,6 +434,21 @@ def port_of(topology, domain):
     raise KeyError(domain)
 
 
+_tracked_sockets = []
+
+
+def tracked(sock):
+    """sock, to be closed when the test that opened it ends, however it ends
+    (run_tests closes every tracked socket after each test)."""
+    _tracked_sockets.append(sock)
+    return sock
+
+
+def close_tracked_sockets():
+    while _tracked_sockets:
+        _tracked_sockets.pop().close()
+
+
 def run_tests(tests, exit=True):
     """Runs each test function; prints 'N passed, N failed' and exits non-zero
     on failure (or, with exit=False, returns the exit code, for callers that
@@ -445,6 +460,7 @@ def run_tests(tests, exit=True):
             try:
                 test()
             finally:
+                close_tracked_sockets()
                 # A sanitizer report from any process the test started fails it.
                 report = take_sanitizer_reports()
             if report:
