@@ -3,8 +3,11 @@ process, waiting on conditions with deadlines, and cleanup by pid.
 
 Only the standard library, so Debian's /usr/bin/python3 runs it as is.
 """
+import atexit
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +20,20 @@ BIN_DIR = os.path.abspath(os.environ.get("MAILNET_BIN_DIR") or os.path.join(
     os.path.dirname(__file__), "..", "..", "build", "bin"))
 os.environ["MAILNET_BIN_DIR"] = BIN_DIR  # children run in other folders: pass it on absolute
 SOURCE_DIR = os.environ.get("MAILNET_SOURCE_DIR") or os.path.join(os.path.dirname(__file__), "..", "..")
+
+# Sanitizer reports of every process a test starts, whoever started it (the
+# harness's foreground launcher, a detached one, `mailnet run`, a resolver run
+# alone, the nodes of any of them): with log_path, ASan, LSan and UBSan write
+# each process's report to SANITIZER_LOG_DIR/report.<pid> instead of its
+# stderr, which a detached launcher or a test may never read. run_tests and
+# Network read them (take_sanitizer_reports); nothing is set when the build
+# has no sanitizer, the variables are then simply unused.
+SANITIZER_LOG_DIR = tempfile.mkdtemp(prefix="mailnet-e2e-sanitizer-")
+os.chmod(SANITIZER_LOG_DIR, 0o1777)  # a process a test runs as nobody writes its report too
+atexit.register(shutil.rmtree, SANITIZER_LOG_DIR, True)
+for _variable in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+    _prior = os.environ.get(_variable, "")
+    os.environ[_variable] = (_prior + ":" if _prior else "") + "log_path=" + os.path.join(SANITIZER_LOG_DIR, "report")
 
 
 def binary(name):
@@ -162,6 +179,84 @@ def children_of(parent):
     return found
 
 
+def process_start(pid):
+    """When pid started (clock ticks since boot), or None when it is gone or a
+    zombie. With the pid it names one process: a pid may be reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return None if fields[0] == "Z" else int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def launcher_pid(run_dir):
+    """The pid in run_dir/launcher.pid, or 0."""
+    try:
+        with open(os.path.join(run_dir, "launcher.pid")) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
+
+
+def network_processes(run_dir):
+    """{pid: start time} of the network in run_dir: its launcher (network.json
+    and launcher.pid), the children network.json names, and the launcher's
+    children by parent pid (network.json names none during bring-up)."""
+    pids = set(network_pids(run_dir))
+    launchers = {p for p in (launcher_pid(run_dir), *network_pids(run_dir)[:1]) if p}
+    pids |= launchers
+    for launcher in launchers:
+        pids.update(children_of(launcher))
+    found = {pid: process_start(pid) for pid in pids if runs_our_binary(pid)}
+    return {pid: start for pid, start in found.items() if start is not None}
+
+
+def runs_our_binary(pid):
+    """pid runs one of mailnet's binaries (a stale network.json may name pids
+    that other processes have by now)."""
+    try:
+        return os.path.dirname(os.readlink(f"/proc/{pid}/exe")) == os.path.realpath(BIN_DIR)
+    except OSError:
+        return False
+
+
+def kill_processes(processes):
+    """SIGKILL to each process of {pid: start time} that is still that process."""
+    for pid, start in processes.items():
+        if process_start(pid) == start:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def stop_network(run_dir, timeout=60):
+    """`mailnet down` for the network in run_dir, then SIGKILL, by pid, to its
+    launcher and every process it started that is still there (a launcher
+    that does not answer, a child stuck between fork and exec). For a test's
+    finally: it never raises, also when nothing runs there."""
+    processes = network_processes(run_dir)
+    if not processes:
+        return
+    try:
+        subprocess.run([binary("mailnet"), "down", "--dir", run_dir], capture_output=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        pass
+    kill_processes(processes)
+
+
+@contextlib.contextmanager
+def network_stopped(run_dir):
+    """Whatever happens inside, no process of the network in run_dir (started
+    with `up -d`, `run --keep` or any way) is left running at the end."""
+    try:
+        yield
+    finally:
+        stop_network(run_dir)
+
+
 class Network:
     """A running `mailnet up` on a topology written to a temporary folder."""
 
@@ -253,26 +348,20 @@ class Network:
         return self.proc.returncode if self.proc else None
 
     def cleanup(self):
-        pids = {}
-        try:
-            pids = self.child_pids()
-        except (OSError, ValueError, KeyError):
-            pass
-        # network.json names no child during bring-up: the launcher's own
-        # children, by parent pid, too. A child forked but stuck before its
-        # exec has no PR_SET_PDEATHSIG yet and would outlive the launcher.
+        # The launcher's children by network.json, and by parent pid too:
+        # network.json names no child during bring-up, and a child forked but
+        # stuck before its exec has no PR_SET_PDEATHSIG yet and would outlive
+        # the launcher.
+        processes = network_processes(self.run_dir)
         if self.proc is not None:
-            for i, pid in enumerate(children_of(self.proc.pid)):
-                pids.setdefault(f"forked-{i}", pid)
+            for pid in [self.proc.pid, *children_of(self.proc.pid)]:
+                start = process_start(pid)
+                if start is not None:
+                    processes.setdefault(pid, start)
         self.stop()
         # The children die with the launcher (PR_SET_PDEATHSIG); make sure,
         # by pid, of the ones this test started.
-        for pid in pids.values():
-            if pid_alive(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        kill_processes(processes)
         if self.tmp:
             self.tmp.cleanup()
 
@@ -283,8 +372,11 @@ class Network:
         if exc[0] is not None:
             sys.stderr.write("---- mailnet output ----\n" + self.output() + "\n")
         self.cleanup()
-        # Under the sanitizer build, a report from any child fails the test.
+        # Under the sanitizer build, a report from any child fails the test
+        # (from its output, and from the report files when log_path is set).
         report = sanitizer_report(self.output())
+        if exc[0] is None:
+            report = "\n".join(r for r in (report, take_sanitizer_reports()) if r)
         if report and exc[0] is None:
             raise AssertionError("sanitizer report from a child process:\n" + report)
         return False
@@ -300,6 +392,25 @@ def sanitizer_report(output):
         if any(m in line for m in SANITIZER_MARKERS):
             return "\n".join(lines[max(0, i - 2):i + 30])
     return ""
+
+
+def take_sanitizer_reports():
+    """The sanitizer reports written to SANITIZER_LOG_DIR since the last call,
+    or '' (each file is removed once read, so the next test is not blamed).
+    A file without an error (a warning alone) is not a report."""
+    found = []
+    for name in sorted(os.listdir(SANITIZER_LOG_DIR)):
+        path = os.path.join(SANITIZER_LOG_DIR, name)
+        try:
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+            os.unlink(path)
+        except OSError:
+            continue
+        report = sanitizer_report(text)
+        if report:
+            found.append(f"{name}:\n{report}")
+    return "\n".join(found)
 
 
 def two_domain_topology(name="e2e", **domain_extra):
@@ -324,6 +435,21 @@ def port_of(topology, domain):
     raise KeyError(domain)
 
 
+_tracked_sockets = []
+
+
+def tracked(sock):
+    """sock, to be closed when the test that opened it ends, however it ends
+    (run_tests closes every tracked socket after each test)."""
+    _tracked_sockets.append(sock)
+    return sock
+
+
+def close_tracked_sockets():
+    while _tracked_sockets:
+        _tracked_sockets.pop().close()
+
+
 def run_tests(tests, exit=True):
     """Runs each test function; prints 'N passed, N failed' and exits non-zero
     on failure (or, with exit=False, returns the exit code, for callers that
@@ -343,13 +469,23 @@ def run_tests(tests, exit=True):
         return 2
     passed = failed = 0
     for test in tests:
+        report = ""
         try:
-            test()
+            try:
+                test()
+            finally:
+                close_tracked_sockets()
+                # A sanitizer report from any process the test started fails it.
+                report = take_sanitizer_reports()
+            if report:
+                raise AssertionError("sanitizer report from a process this test started:\n" + report)
             print(f"PASS {test.__name__}", flush=True)
             passed += 1
         except Exception as e:  # a test failure of any kind is reported, not raised
             import traceback
             traceback.print_exc()
+            if report and report not in str(e):
+                print("sanitizer report from a process this test started:\n" + report, flush=True)
             print(f"FAIL {test.__name__}: {e}", flush=True)
             failed += 1
     print(f"{passed} passed, {failed} failed")

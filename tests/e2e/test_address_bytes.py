@@ -17,7 +17,7 @@ class Smtp:
     """A bytes-level client: the addresses here are not text."""
 
     def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = harness.tracked(socket.create_connection(("127.0.0.1", port), timeout=10))
         self.buf = b""
         assert self.reply().startswith(b"220 ")
 

@@ -6,7 +6,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,10 +37,14 @@ class Terminal:
 
 class Foreground(harness.Network):
     """Terminal 1: `mailnet up` as the guide types it, in the guide's folder
-    (the harness's Network starts it with --dir; only its output reading is used)."""
+    (the harness's Network starts it with --dir). The harness reads its output
+    and, at the end, stops it and every process it started, by pid if need be,
+    and fails the test on a sanitizer report from any of them."""
 
     def __init__(self, folder, command):
         self.lines, self.lock = [], threading.Lock()
+        self.tmp = None  # the test's own folder, removed by the test
+        self.run_dir = os.path.join(folder, "run", "starwars")
         argv = shlex.split(command)
         self.proc = subprocess.Popen([harness.binary("mailnet")] + argv[1:], cwd=folder, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -54,7 +57,7 @@ def test_the_classroom_guide_as_written():
         shutil.copytree(os.path.join(harness.SOURCE_DIR, "scenarios"), os.path.join(tmp, "scenarios"))
         network = Foreground(tmp, said("./build/bin/mailnet up scenarios/starwars.json"))
         t2 = Terminal(tmp)
-        try:
+        with network:
             # 1. Start the network.
             network.wait_output(said("mailnet: network starwars is up (run/starwars)"), 30)
             # The node table follows that line: the reader may not have it yet.
@@ -115,14 +118,6 @@ def test_the_classroom_guide_as_written():
             out = t2.run("./build/bin/mailnet down")
             assert out.returncode == 0, out.stdout + out.stderr
             assert network.proc.wait(timeout=30) == 0
-        finally:
-            if network.proc.poll() is None:
-                network.proc.send_signal(signal.SIGTERM)
-                try:
-                    network.proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    network.proc.kill()
-                    network.proc.wait()
 
 
 def network_messages(folder, domain, user):

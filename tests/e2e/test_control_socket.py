@@ -284,7 +284,7 @@ def test_control_accept_waits_at_the_descriptor_limit():
         try:
             # Silent clients: the launcher keeps each up to 5 s. More than it can hold.
             for _ in range(3 * limit):
-                c = socket.socket(socket.AF_UNIX)
+                c = harness.tracked(socket.socket(socket.AF_UNIX))
                 c.connect(sock_path)
                 clients.append(c)
             harness.wait_for(lambda: len(os.listdir(f"/proc/{launcher}/fd")) >= limit - 1, 20,

@@ -42,7 +42,7 @@ def test_out_of_file_descriptors_the_accept_loop_survives():
         flood = []
         try:
             for _ in range(2 * limit):
-                flood.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+                flood.append(harness.tracked(socket.create_connection(("127.0.0.1", port), timeout=5)))
             log = os.path.join(net.domain_dir("jaku.com"), "node.log")
             harness.wait_for(lambda: "event=refused_fd_limit" in open(log).read(), 10,
                              "the node to refuse for want of descriptors")
@@ -117,7 +117,7 @@ def test_connection_flood_beyond_the_limit_gets_421():
         held, refused = [], 0
         try:
             for _ in range(20):
-                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                s = harness.tracked(socket.create_connection(("127.0.0.1", port), timeout=5))
                 reply = s.recv(512)
                 if reply.startswith(b"421 4.7.0"):
                     refused += 1

@@ -38,7 +38,7 @@ def test_at_the_descriptor_limit_421_for_new_and_250_for_open_sessions():
         held, refusal = [], None
         try:
             for _ in range(2 * LIMIT):
-                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s = harness.tracked(socket.create_connection(("127.0.0.1", port), timeout=10))
                 reply = first_reply(s)
                 if not reply.startswith(b"220 "):
                     refusal = reply

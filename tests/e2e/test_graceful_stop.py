@@ -22,7 +22,7 @@ def mailnet(net, *args, **kw):
 
 class Smtp:
     def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+        self.sock = harness.tracked(socket.create_connection(("127.0.0.1", port), timeout=15))
         self.buf = b""
 
     def reply(self):

@@ -53,12 +53,13 @@ class Detached:
         return self
 
     def __exit__(self, *exc):
-        pids = self.pids()
-        mailnet("down", cwd=self.cwd, check=False, timeout=30)
-        for pid in pids:
-            if harness.pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        self.tmp.cleanup()
+        try:
+            # Every network under ./run: a test may start more than this one.
+            runs = os.path.join(self.cwd, "run")
+            for name in os.listdir(runs) if os.path.isdir(runs) else []:
+                harness.stop_network(os.path.join(runs, name))
+        finally:
+            self.tmp.cleanup()
         return False
 
 
@@ -94,8 +95,11 @@ def run_on_terminal(args, env, until, timeout=20):
             out += chunk
     finally:
         if proc.poll() is None:
+            # Its children too, by pid: one stuck before its exec would outlive it.
+            children = {pid: harness.process_start(pid) for pid in harness.children_of(proc.pid)}
             proc.kill()
             proc.wait()
+            harness.kill_processes({pid: start for pid, start in children.items() if start is not None})
         os.close(master)
     return proc.returncode, out.decode("utf-8", "replace")
 
@@ -113,13 +117,15 @@ def test_foreground_prefixes_and_colours():
             json.dump(harness.two_domain_topology(), f)
         env = dict(os.environ)
         env.pop("NO_COLOR", None)
-        code, out = run_on_terminal([harness.binary("mailnet"), "up", file, "--dir", os.path.join(tmp, "a")], env,
-                                    "is up")
+        with harness.network_stopped(os.path.join(tmp, "a")):
+            code, out = run_on_terminal([harness.binary("mailnet"), "up", file, "--dir", os.path.join(tmp, "a")],
+                                        env, "is up")
         assert code == 0, out
         assert "\033[" in out and "| " in out, out
         env["NO_COLOR"] = "1"
-        code, out = run_on_terminal([harness.binary("mailnet"), "up", file, "--dir", os.path.join(tmp, "b")], env,
-                                    "is up")
+        with harness.network_stopped(os.path.join(tmp, "b")):
+            code, out = run_on_terminal([harness.binary("mailnet"), "up", file, "--dir", os.path.join(tmp, "b")],
+                                        env, "is up")
         assert code == 0 and "\033[" not in out, out
 
 
@@ -132,8 +138,9 @@ def test_progress_on_a_terminal_for_large_topologies():
         file = os.path.join(tmp, "big.json")
         with open(file, "w") as f:
             json.dump(topo, f)
-        code, out = run_on_terminal([harness.binary("mailnet"), "up", file, "--dir", os.path.join(tmp, "r")],
-                                    dict(os.environ), "is up")
+        with harness.network_stopped(os.path.join(tmp, "r")):
+            code, out = run_on_terminal([harness.binary("mailnet"), "up", file, "--dir", os.path.join(tmp, "r")],
+                                        dict(os.environ), "is up")
         assert code == 0, out
         assert "of 13 ready" in out, out
         # The same in the background, without colours: the terminal `up -d`
@@ -147,7 +154,7 @@ def test_progress_on_a_terminal_for_large_topologies():
                                      "is up in the background")
             assert "of 13 ready" in out and "\x1b[" not in out, out
         finally:
-            subprocess.run([harness.binary("mailnet"), "down", "--dir", run_dir], capture_output=True, timeout=60)
+            harness.stop_network(run_dir)
 
 
 def test_detached_lifecycle_from_a_second_process():
@@ -252,7 +259,7 @@ def test_several_networks_need_net():
             assert "network beta" in mailnet("status", "--net", "beta", cwd=net_a.cwd).stdout
             mailnet("down", "--net", "beta", cwd=net_a.cwd)
         finally:
-            mailnet("down", "--dir", beta_dir, check=False)
+            harness.stop_network(beta_dir)
 
 
 def test_crash_is_shown_and_on_failure_restarts_with_backoff():

@@ -18,7 +18,7 @@ class Raw:
     """A raw SMTP connection for sending exactly the bytes a test wants."""
 
     def __init__(self, port, greet=True, timeout=10):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock = harness.tracked(socket.create_connection(("127.0.0.1", port), timeout=timeout))
         self.buf = b""
         if greet:
             code, text = self.reply()

@@ -130,13 +130,13 @@ def fill_backlog(port):
     """A listener with backlog 0 that never accepts: one connection fills its
     queue, and Linux then drops every new SYN, so a connect() hangs in
     SYN_SENT until the caller's own deadline. Returns the sockets to close."""
-    listener = socket.socket()
+    listener = harness.tracked(socket.socket())
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
     listener.listen(0)
     held = [listener]
     for _ in range(8):
-        c = socket.socket()
+        c = harness.tracked(socket.socket())
         c.setblocking(False)
         c.connect_ex(("127.0.0.1", port))
         held.append(c)

@@ -332,6 +332,10 @@ def main():
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
+    # Both resolvers have exited: a sanitizer report from either fails the test.
+    report = harness.take_sanitizer_reports()
+    if report:
+        fail("sanitizer report from mailnet-resolver:\n" + report)
     print("PASS: resolver answers dig, survives %d malformed packets, exits 0 on SIGTERM" % len(MALFORMED))
     return 0
 

@@ -65,15 +65,8 @@ class Workdir:
         return mailnet("up", "-d", self.topo_file, "--dir", self.run_dir, *extra, cwd=self.path,
                        preexec_fn=preexec_fn)
 
-    def pids(self):
-        return harness.network_pids(self.run_dir)
-
     def down(self):
-        pids = self.pids()
-        mailnet("down", "--dir", self.run_dir, cwd=self.path, timeout=60)
-        for pid in pids:
-            if harness.pid_alive(pid):
-                os.kill(pid, 9)
+        harness.stop_network(self.run_dir)
 
     def victims_unchanged(self):
         with open(self.victim, "rb") as f:

@@ -1,10 +1,8 @@
 """Issue 8: `mailnet run` (pass, fail, --keep), `mailnet init` by questions and
 by flags, `mailnet validate` of steps, and `mailnet graph` with relay counts."""
-import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,26 +26,9 @@ def write(path, doc):
     return path
 
 
-def launcher_pid(run_dir):
-    try:
-        with open(os.path.join(run_dir, "launcher.pid")) as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 0
-
-
-@contextlib.contextmanager
-def brought_down(run_dir):
-    """Whatever happens inside, no network is left running in run_dir (its
-    nodes die with their launcher)."""
-    try:
-        yield
-    finally:
-        pid = launcher_pid(run_dir)
-        if pid and harness.pid_alive(pid):
-            mailnet("down", "--dir", run_dir)
-            if harness.pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+launcher_pid = harness.launcher_pid
+# Whatever happens inside, no process of a network is left running in run_dir.
+brought_down = harness.network_stopped
 
 
 def test_run_passes_fails_and_keeps():
@@ -131,7 +112,7 @@ def test_init_by_questions_and_by_flags():
     with tempfile.TemporaryDirectory() as tmp:
         busy = harness.free_tcp_port()
         import socket
-        blocker = socket.socket()
+        blocker = harness.tracked(socket.socket())
         blocker.bind(("127.0.0.1", busy))
         blocker.listen(1)
         p1, p2 = harness.free_tcp_ports(2)

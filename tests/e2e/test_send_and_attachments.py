@@ -207,6 +207,7 @@ def test_inbox_and_show_read_a_network_that_is_down():
             harness.wait_for(lambda: os.path.isdir(new) and os.listdir(new), 10, "finn's message")
         finally:
             down = cli("down")
+            harness.stop_network(os.path.join(tmp, "run", "readlater"))  # by pid, if down failed
         assert down.returncode == 0, down.stdout + down.stderr
         inbox = cli("inbox", "jaku.com", "finn")
         assert inbox.returncode == 0 and "read me later" in inbox.stdout, inbox.stdout + inbox.stderr

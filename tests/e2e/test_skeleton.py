@@ -93,7 +93,7 @@ def test_bad_topology_starts_nothing():
 def test_port_in_use_fails_cleanly():
     topo = harness.two_domain_topology()
     import socket
-    blocker = socket.socket()
+    blocker = harness.tracked(socket.socket())
     blocker.bind(("127.0.0.1", harness.port_of(topo, "deathstar.com")))
     blocker.listen(1)
     try:
@@ -107,8 +107,9 @@ def test_port_in_use_fails_cleanly():
             harness.wait_for(lambda: not harness.processes_naming(net.run_dir), 5, "no process of the network left")
             # The same in the background: the reason reaches the terminal
             # that typed `up -d`, and nothing is left running when it returns.
-            out = subprocess.run([harness.binary("mailnet"), "up", "-d", net.topology_file, "--dir", net.run_dir],
-                                 capture_output=True, text=True, timeout=60)
+            with harness.network_stopped(net.run_dir):  # were it to start after all
+                out = subprocess.run([harness.binary("mailnet"), "up", "-d", net.topology_file, "--dir", net.run_dir],
+                                     capture_output=True, text=True, timeout=60)
             assert out.returncode == 1, out.stdout + out.stderr
             port = harness.port_of(topo, "deathstar.com")
             assert re.search(rf"deathstar\.com \(127\.0\.0\.1:{port}\) failed to start.*Address already in use",
@@ -126,13 +127,14 @@ def test_port_held_by_a_client_connection_is_waited_for():
     import socket
     topo = harness.two_domain_topology()
     port = harness.port_of(topo, "deathstar.com")
-    server = socket.socket()
+    server = harness.tracked(socket.socket())
     server.bind(("127.0.0.1", 0))
     server.listen(1)
-    client = socket.socket()
+    client = harness.tracked(socket.socket())
     client.bind(("127.0.0.1", port))
     client.connect(server.getsockname())
     accepted, _ = server.accept()
+    harness.tracked(accepted)
     try:
         with harness.Network(topo) as net:
             net.start(wait_ready=False)
