@@ -122,6 +122,23 @@ def test_send_more_recipients_than_a_transaction_takes():
         assert "nobody" not in out.stdout
 
 
+def test_send_stops_at_a_421_and_reports_every_recipient():
+    """A server that says 421 at the third RCPT closes the session: the two it
+    had accepted get no DATA, and every recipient is reported refused with it."""
+    port = harness.free_tcp_port()
+    replies = {"RCPT": lambda line, session: "421 4.3.2 going away" if len(session["transaction"]["rcpts"]) == 3
+               else None}
+    with harness.FakeSmtpPeer(port, replies=replies) as peer, tempfile.TemporaryDirectory() as tmp:
+        out = mailnet("send", "--from", "rey@jaku.com", "--to", "a@x.example, b@x.example, c@x.example, d@x.example",
+                      "--subject", "x", "--body", "x", "--via", f"127.0.0.1:{port}", cwd=tmp)
+        assert out.returncode == 1, out
+        for who in "abcd":
+            assert f"{who}@x.example: refused by 127.0.0.1:{port}: 421 4.3.2 going away" in out.stderr, out.stderr
+        assert "4 of 4 recipients refused" in out.stderr and out.stdout == "", out
+        with peer.lock:
+            assert peer.messages == [] and not any(l.startswith(b"DATA") for s in peer.sessions for l in s["lines"])
+
+
 # ---------------------------------------------------------------- inbox
 
 
@@ -406,6 +423,7 @@ def test_resolver_ttl_is_a_topology_setting():
 
 if __name__ == "__main__":
     harness.run_tests([test_send_more_recipients_than_a_transaction_takes,
+                       test_send_stops_at_a_421_and_reports_every_recipient,
                        test_inbox_any_case_user_column_and_wide_characters,
                        test_init_checks_each_answer_where_it_is_given,
                        test_status_columns_fit_their_content,
