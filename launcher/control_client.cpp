@@ -47,6 +47,7 @@ run_folder locate_network_files(const network_choice& choice) {
   if (choice.dir || !choice.net.empty()) {
     const fs::path dir = choice.dir ? *choice.dir : fs::path("run") / choice.net;
     run_folder f(dir);
+    f.refuse_other_users_launcher();  // another user's network: said so, as every command does
     if (!fs::exists(f.topology_json())) throw std::runtime_error("no network folder at " + dir.string() + " (no topology.json)");
     return f;
   }
