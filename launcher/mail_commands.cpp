@@ -208,14 +208,19 @@ int run_inbox(const folder_options& o, std::string domain, const std::string& us
 fs::path find_message(const folder_options& o, const std::string& which) {
   if (fs::is_regular_file(which)) return which;
   const auto folder = find_folder(o, true);
-  std::vector<fs::path> matches;
+  // The name as written; else in any case (1795318974.m4475 for .M4475).
+  std::vector<fs::path> matches, folded;
+  const std::string which_folded = lower(which);
   std::error_code ec;
   for (const auto& domain : fs::directory_iterator(folder.dir(), ec)) {
     if (!fs::is_directory(domain.path() / "mail")) continue;
     for (const auto& u : user_folders(domain.path() / "mail"))
-      for (const auto& file : maildir_files(u))
+      for (const auto& file : maildir_files(u)) {
         if (file.filename().string().starts_with(which)) matches.push_back(file);
+        else if (lower(file.filename().string()).starts_with(which_folded)) folded.push_back(file);
+      }
   }
+  if (matches.empty()) matches = std::move(folded);
   if (matches.empty()) throw std::runtime_error("no message file or Maildir name starting with '" + which + "' in " + folder.dir().string());
   if (matches.size() > 1)
     throw std::runtime_error("'" + which + "' matches " + std::to_string(matches.size()) + " messages; give more of the name or a path");

@@ -171,6 +171,10 @@ def test_inbox_any_case_user_column_and_wide_characters():
         assert len(columns) == 1, (columns, only)
         for s in subjects:
             assert s in only, (s, only)
+        # show takes a Maildir name's prefix in any case too.
+        name = sorted(os.listdir(os.path.join(net.run_dir, "jaku.com", "mail", "rey", "new")))[0]
+        shown = ok(net.cli("show", name.split(".mailnet")[0].lower()))
+        assert "Subject: for rey" in shown.stdout, shown.stdout
         bad = net.cli("inbox", "tatooine.example")
         assert bad.returncode == 1 and "no domain tatooine.example in network wide" in bad.stderr, bad.stderr
 
