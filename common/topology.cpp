@@ -179,7 +179,7 @@ std::string canonical_host(std::string_view host) {
 bool is_run_folder_entry(std::string_view name) {
   // What the launcher writes at the top of run/<name>/ (launcher/run_folder.hpp).
   static constexpr std::string_view files[] = {"topology.json", "network.json", "mailnet.sock", "launcher.pid",
-                                               "launcher.log"};
+                                               "launcher.log", "scenario-run.txt"};
   if (name == "resolver") return true;
   for (auto f : files) {
     // Also "network.json.tmp" and the like: a file is often written beside
@@ -224,11 +224,12 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
   if (doc.contains("resolver")) {
     const auto& rj = doc["resolver"];
     r.expect_object(rj, "$.resolver");
-    r.only_keys(rj, "$.resolver", {"listen", "timeout", "attempts", "restart"});
+    r.only_keys(rj, "$.resolver", {"listen", "timeout", "attempts", "restart", "ttl"});
     if (rj.contains("restart")) t.resolver.restart_on_failure = r.restart_at(rj["restart"], "$.resolver.restart");
     if (rj.contains("listen")) t.resolver.listen = r.endpoint_at(rj["listen"], "$.resolver.listen");
     resolver_given = rj.contains("listen");
     if (rj.contains("timeout")) t.resolver.query_timeout = r.duration_at(rj["timeout"], "$.resolver.timeout");
+    if (rj.contains("ttl")) t.resolver.ttl = static_cast<std::uint32_t>(r.count_at(rj["ttl"], "$.resolver.ttl", 0, 86400));
     if (rj.contains("attempts")) t.resolver.query_attempts = static_cast<int>(r.count_at(rj["attempts"], "$.resolver.attempts", 1, 20));
   }
 
@@ -321,6 +322,7 @@ std::string to_json_text(const topology& t) {
   doc["resolver"] = {{"listen", t.resolver.listen.to_string()},
                      {"timeout", ms(t.resolver.query_timeout)},
                      {"attempts", t.resolver.query_attempts},
+                     {"ttl", t.resolver.ttl},
                      {"restart", t.resolver.restart_on_failure ? "on-failure" : "no"}};
   doc["domains"] = json::array();
   for (const auto& d : t.domains) {

@@ -74,6 +74,9 @@ struct resolver_settings {
   endpoint listen{"127.0.0.1", 5353};
   millis query_timeout{500};
   int query_attempts = 3;
+  // Seconds the nodes may keep a resolver answer (the records' TTL, and the
+  // SOA minimum for "no such domain"); 0: never cached.
+  std::uint32_t ttl = 5;
   bool restart_on_failure = false;  // "restart": "on-failure"
   friend bool operator==(const resolver_settings&, const resolver_settings&) = default;
 };

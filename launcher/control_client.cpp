@@ -42,6 +42,26 @@ run_folder locate_network(const network_choice& choice) {
   return folder;
 }
 
+run_folder locate_network_files(const network_choice& choice) {
+  namespace fs = std::filesystem;
+  if (choice.dir || !choice.net.empty()) {
+    const fs::path dir = choice.dir ? *choice.dir : fs::path("run") / choice.net;
+    run_folder f(dir);
+    f.refuse_other_users_launcher();  // another user's network: said so, as every command does
+    if (!fs::exists(f.topology_json())) throw std::runtime_error("no network folder at " + dir.string() + " (no topology.json)");
+    return f;
+  }
+  if (!run_folder::running_under("run").empty()) return locate_network(choice);
+  // Nothing is up: the files of a network that ran here are still there to read.
+  std::vector<fs::path> ran;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("run", ec))
+    if (fs::exists(entry.path() / "topology.json", ec)) ran.push_back(entry.path());
+  if (ran.size() == 1) return run_folder(ran.front());
+  if (ran.empty()) return locate_network(choice);  // its message says what to do
+  throw std::runtime_error("no network is up and several have run under ./run: choose one with --net NAME or --dir");
+}
+
 nlohmann::json ask_launcher(const run_folder& folder, const nlohmann::json& request, std::chrono::milliseconds timeout) {
   const std::string path = folder.control_socket().string();
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);

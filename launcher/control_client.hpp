@@ -21,6 +21,12 @@ struct network_choice {
 // with a message for the user when there is none, or more than one to choose from.
 run_folder locate_network(const network_choice& choice);
 
+// For the commands that only read a network's files (inbox, show, logs): the
+// folder named by --dir or --net, running or not (it must hold topology.json);
+// else the one network that is up; else, when nothing is up, the one network
+// that ran under ./run. Throws std::runtime_error saying what to do.
+run_folder locate_network_files(const network_choice& choice);
+
 // Sends request and returns the reply. Throws std::runtime_error.
 nlohmann::json ask_launcher(const run_folder& folder, const nlohmann::json& request,
                             std::chrono::milliseconds timeout = std::chrono::seconds(40));

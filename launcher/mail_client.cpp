@@ -4,6 +4,7 @@
 
 #include "launcher/resolve_command.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -169,47 +170,109 @@ send_result send_message(const std::string& host, std::uint16_t port, const std:
                          const std::string& from, const std::vector<std::string>& rcpts, const std::string& message,
                          std::ostream* verbose, std::chrono::milliseconds timeout) {
   send_result result;
+  if (rcpts.empty()) {
+    result.reply = "no recipient: give at least one --to, --cc or --bcc";
+    return result;
+  }
+  for (const auto& a : rcpts) result.rcpts.push_back({a, false, {}, {}});
+  std::size_t next = 0;  // the first recipient not yet settled
+  // Settles every recipient from `from_index` on that has no reply yet.
+  auto settle_rest = [&](std::size_t from_index, const std::string& why) {
+    for (std::size_t i = from_index; i < result.rcpts.size(); ++i)
+      if (!result.rcpts[i].accepted && result.rcpts[i].reply.empty()) result.rcpts[i].reply = why;
+  };
   try {
     smtp_connection smtp(host, port, timeout, verbose);
-    auto refused = [&](const reply& r) {
-      result.reply = r.text;
+    auto quit = [&] {
       try {
         smtp.command("QUIT");
       } catch (const io_error&) {
-        // the transaction failed already; a lost QUIT changes nothing
+        // a lost goodbye changes nothing
       }
-      return result;
     };
     reply r = smtp.read_reply();
-    if (r.code != 220) return refused(r);
-    r = smtp.command("EHLO " + helo_domain);
-    if (r.code / 100 == 5) r = smtp.command("HELO " + helo_domain);  // RFC 5321 §3.2: an old server
-    if (r.code != 250) return refused(r);
-    r = smtp.command("MAIL FROM:<" + from + ">");
-    if (r.code != 250) return refused(r);
-    for (const auto& rcpt : rcpts) {
-      r = smtp.command("RCPT TO:<" + rcpt + ">");
-      if (r.code != 250 && r.code != 251) return refused(r);
+    result.connected = true;
+    if (r.code != 220) {
+      settle_rest(0, r.text);
+      quit();
+      next = rcpts.size();
+    } else {
+      r = smtp.command("EHLO " + helo_domain);
+      if (r.code / 100 == 5) r = smtp.command("HELO " + helo_domain);  // RFC 5321 §3.2: an old server
+      if (r.code != 250) {
+        settle_rest(0, r.text);
+        next = rcpts.size();
+      }
     }
-    r = smtp.command("DATA");
-    if (r.code != 354) return refused(r);
     const std::string wire = node::dot_stuff_for_wire(message) + ".\r\n";
-    if (verbose) *verbose << "C: (message, " << message.size() << " bytes)\nC: .\n";
-    smtp.write_all(wire);
-    r = smtp.read_reply();
-    if (r.code != 250) return refused(r);
-    result.ok = true;
-    result.reply = r.text;
-    result.queue_id = queue_id_of(r.text);
-    try {
-      smtp.command("QUIT");
-    } catch (const io_error&) {
-      // the message is accepted; the goodbye is a courtesy
+    // Each round settles at least one recipient, so rcpts.size() rounds end it.
+    for (std::size_t round = 0; next < rcpts.size() && round <= rcpts.size(); ++round) {
+      r = smtp.command("MAIL FROM:<" + from + ">");
+      if (r.code != 250) {
+        settle_rest(next, r.text);
+        break;
+      }
+      std::vector<std::size_t> taken;
+      std::size_t i = next;
+      bool closing = false;  // 421: the server closes the connection (RFC 5321 §3.8)
+      for (; i < rcpts.size(); ++i) {
+        r = smtp.command("RCPT TO:<" + rcpts[i] + ">");
+        if (r.code == 250 || r.code == 251) {
+          taken.push_back(i);
+          continue;
+        }
+        if (r.code == 452 && !taken.empty()) break;  // the rest go in the next transaction
+        result.rcpts[i].reply = r.text;
+        if (r.code == 421) {
+          closing = true;
+          break;
+        }
+      }
+      next = i;
+      if (closing) {
+        for (auto k : taken) result.rcpts[k].reply = r.text;  // no DATA for them
+        settle_rest(i, r.text);
+        next = rcpts.size();
+        break;
+      }
+      if (taken.empty()) {
+        smtp.command("RSET");
+        continue;
+      }
+      r = smtp.command("DATA");
+      if (r.code == 354) {
+        if (verbose) *verbose << "C: (message, " << message.size() << " bytes)\nC: .\n";
+        smtp.write_all(wire);
+        r = smtp.read_reply();
+      }
+      if (r.code != 250) {
+        for (auto k : taken) result.rcpts[k].reply = r.text;
+        if (r.code / 100 != 4 && r.code / 100 != 5) break;  // not an SMTP answer we can go on from
+        smtp.command("RSET");
+        continue;
+      }
+      const auto id = queue_id_of(r.text);
+      result.queue_ids.push_back(id);
+      for (auto k : taken) {
+        result.rcpts[k].accepted = true;
+        result.rcpts[k].queue_id = id;
+        result.rcpts[k].reply = r.text;
+      }
     }
+    settle_rest(next, "not sent: the transaction could not go on");
+    quit();
   } catch (const std::exception& e) {
-    result.ok = false;
-    result.reply = e.what();
+    settle_rest(0, e.what());
   }
+  result.ok = !result.rcpts.empty() &&
+              std::all_of(result.rcpts.begin(), result.rcpts.end(), [](const recipient_result& x) { return x.accepted; });
+  for (const auto& x : result.rcpts)
+    if (!x.accepted) {
+      result.reply = x.reply;
+      break;
+    }
+  if (result.ok) result.reply = result.rcpts.back().reply;
+  if (!result.queue_ids.empty()) result.queue_id = result.queue_ids.front();
   return result;
 }
 

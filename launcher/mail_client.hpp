@@ -59,14 +59,28 @@ std::string build_mime(const outgoing_mail& mail);
 // application/octet-stream.
 std::string guess_content_type(std::string_view data, const std::string& file_name);
 
-struct send_result {
-  bool ok = false;
-  std::string queue_id;  // from "250 ... queued as ID"
-  std::string reply;     // the server's last reply, or what went wrong on our side
+struct recipient_result {
+  std::string address;
+  bool accepted = false;
+  std::string queue_id;  // the transaction's that carried it, when accepted
+  std::string reply;     // the server's reply to it (or to MAIL, DATA, ...), or what went wrong
 };
 
-// One SMTP transaction: EHLO (HELO if refused), MAIL, every RCPT, DATA.
-// Any refusal ends it (QUIT) with ok == false and that reply. The
+struct send_result {
+  bool ok = false;         // every recipient was accepted
+  bool connected = false;  // the server answered at all (else: nothing listens there, or no greeting)
+  std::string queue_id;    // from the first "250 ... queued as ID"
+  std::string reply;       // the first refusal (or the last reply when ok), or what went wrong on our side
+  std::vector<std::string> queue_ids;      // one per transaction that carried the message
+  std::vector<recipient_result> rcpts;     // in the order given
+};
+
+// The message to every recipient over one connection: EHLO (HELO if
+// refused), then transactions of MAIL, RCPT..., DATA. A recipient refused
+// with 452 (too many recipients, RFC 5321 §4.5.3.1.10) after others were
+// accepted goes into the next transaction, as the relay does; any other
+// refusal is that recipient's result, and the others still get the message.
+// A refusal of MAIL or DATA is the result of every recipient concerned. The
 // message is dot-stuffed here. verbose, when set, gets the dialogue.
 send_result send_message(const std::string& host, std::uint16_t port, const std::string& helo_domain,
                          const std::string& from, const std::vector<std::string>& rcpts, const std::string& message,

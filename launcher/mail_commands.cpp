@@ -4,14 +4,17 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <iostream>
 #include <iterator>
 #include <memory>
+#include <unistd.h>
 
 #include "common/address.hpp"
 #include "common/terminal_text.hpp"
 #include "launcher/commands.hpp"
 #include "launcher/control_client.hpp"
+#include "launcher/display_width.hpp"
 #include "launcher/mail_client.hpp"
 #include "common/mail/durable_file.hpp"
 #include "common/mail/mime_parse.hpp"
@@ -31,24 +34,12 @@ void add_folder_options(CLI::App* cmd, folder_options& o) {
   cmd->add_option("--net", o.net, "the network's name, when several are up under ./run");
 }
 
-// A network's folder, running or not when named; otherwise the one network
-// that is up, or (for readers: inbox and show only read files) the one that ran.
+// A network's folder, running or not (inbox and show only read files).
 run_folder find_folder(const folder_options& o, bool may_be_down = false) {
-  if (!o.dir.empty() || !o.net.empty()) {
-    fs::path dir = !o.dir.empty() ? fs::path(o.dir) : fs::path("run") / o.net;
-    run_folder f(dir);
-    if (!fs::exists(f.topology_json())) throw std::runtime_error("no network folder at " + dir.string() + " (no topology.json)");
-    return f;
-  }
-  if (!may_be_down || !run_folder::running_under("run").empty()) return locate_network({});
-  // Nothing is up: the mail of a network that ran here is still there to read.
-  std::vector<fs::path> ran;
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator("run", ec))
-    if (fs::exists(entry.path() / "topology.json")) ran.push_back(entry.path());
-  if (ran.size() == 1) return run_folder(ran.front());
-  if (ran.empty()) return locate_network({});  // its message says what to do
-  throw std::runtime_error("no network is up and several have run under ./run: choose one with --net NAME or --dir");
+  network_choice c;
+  if (!o.dir.empty()) c.dir = o.dir;
+  c.net = o.net;
+  return may_be_down ? locate_network_files(c) : locate_network(c);
 }
 
 struct send_options {
@@ -71,6 +62,11 @@ int run_send(const send_options& o) {
       throw mail_error("--body-file " + o.body_file + ": " + e.code().message());
     }
   } else if (!o.body_given) {
+    // Typed at a terminal, the body needs its end (Ctrl-D): say so, where
+    // the output of the command does not go.
+    if (::isatty(STDIN_FILENO))
+      std::cerr << "mailnet: send: reading the body from standard input; end it with Ctrl-D on a line of its own "
+                   "(or give --body TEXT or --body-file FILE)\n";
     mail.body.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
   }
   const std::string message = build_mime(mail);
@@ -78,6 +74,7 @@ int run_send(const send_options& o) {
   // --via HOST:PORT talks to that address; otherwise a domain's node (the
   // sender's own by default) is found through the network's resolver.
   endpoint target;
+  std::string node_domain;  // the domain whose node takes the message, when found by name
   const auto colon = o.via.rfind(':');
   if (colon != std::string::npos && o.via.find_first_not_of("0123456789", colon + 1) == std::string::npos &&
       colon + 1 < o.via.size()) {
@@ -87,9 +84,9 @@ int run_send(const send_options& o) {
     if (port <= 0 || port > 65535) throw mail_error("--via " + o.via + ": port out of range");
     target.port = static_cast<std::uint16_t>(port);
   } else {
-    const std::string domain = o.via.empty() ? sender->domain : o.via;
+    node_domain = o.via.empty() ? sender->domain : o.via;
     auto net = load_topology(find_folder(o.folder).topology_json());
-    target = find_domain_node(net.resolver.listen, domain, net.resolver.query_timeout, net.resolver.query_attempts);
+    target = find_domain_node(net.resolver.listen, node_domain, net.resolver.query_timeout, net.resolver.query_attempts);
   }
 
   // The envelope: bare addresses (build_mime has checked every one).
@@ -98,27 +95,34 @@ int run_send(const send_options& o) {
     for (const auto& a : addresses_of(*lists, "")) rcpts.push_back(a.address);
   auto result = send_message(target.host, target.port, sender->domain, sender->to_string(), rcpts, message,
                              o.verbose ? &std::cerr : nullptr, std::chrono::seconds(o.timeout_s));
-  if (!result.ok) {
-    std::cerr << "mailnet: send to " << target.to_string() << " failed: " << terminal_safe(result.reply) << "\n";
+  if (!result.connected && !node_domain.empty()) {
+    std::cerr << "mailnet: send: the node of " << terminal_safe(node_domain) << " (" << target.to_string()
+              << ") does not answer: " << terminal_safe(result.reply) << "\n"
+              << "  is it down? `mailnet status` shows it; `mailnet start " << terminal_safe(node_domain)
+              << "` starts it\n";
     return 1;
   }
-  std::cout << terminal_safe(result.queue_id.empty() ? result.reply : result.queue_id) << "\n";
-  return 0;
-}
-
-// text (escaped for the terminal) cut or padded to width characters (UTF-8
-// code points, not bytes), so that non-ASCII subjects keep the columns straight.
-std::string cell(const std::string& raw, std::size_t width) {
-  const std::string text = terminal_safe(raw);
-  std::string out;
-  std::size_t chars = 0;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const bool starts_char = (static_cast<unsigned char>(text[i]) & 0xC0) != 0x80;
-    if (starts_char && ++chars > width - 2) break;  // keep two spaces between columns
-    out += text[i];
+  if (result.ok && result.queue_ids.size() == 1) {
+    std::cout << terminal_safe(result.queue_id.empty() ? result.reply : result.queue_id) << "\n";  // as always
+    return 0;
   }
-  chars = std::min(chars, width - 2);
-  return out + std::string(width - chars, ' ');
+  // Several transactions, or refusals: a line for each recipient, the
+  // accepted ones on stdout, the refused ones on stderr.
+  std::size_t refused = 0;
+  for (const auto& r : result.rcpts) {
+    if (r.accepted) {
+      std::cout << terminal_safe(r.address) << ": queued as " << terminal_safe(r.queue_id) << "\n";
+    } else {
+      ++refused;
+      std::cerr << "mailnet: send: " << (r.address.empty() ? "" : terminal_safe(r.address) + ": ") << "refused by "
+                << target.to_string() << ": " << terminal_safe(r.reply) << "\n";
+    }
+  }
+  if (result.rcpts.empty()) std::cerr << "mailnet: send: " << terminal_safe(result.reply) << "\n";
+  if (refused == 0) return 0;
+  std::cerr << "mailnet: send: " << refused << " of " << result.rcpts.size() << " recipient"
+            << (result.rcpts.size() == 1 ? "" : "s") << " refused\n";
+  return 1;
 }
 
 // Maildir files of one user, oldest first (names start with the time).
@@ -142,19 +146,41 @@ std::vector<fs::path> user_folders(const fs::path& mail_root) {
   return users;
 }
 
-int run_inbox(const folder_options& o, const std::string& domain, const std::string& user) {
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// The entry of folder whose name is `name` in any case (ASCII), or empty.
+fs::path entry_in_any_case(const fs::path& folder, const std::string& name) {
+  if (fs::is_directory(folder / name) && !fs::is_symlink(folder / name)) return folder / name;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(folder, ec))
+    if (e.is_directory() && !e.is_symlink() && lower(e.path().filename().string()) == lower(name)) return e.path();
+  return {};
+}
+
+int run_inbox(const folder_options& o, std::string domain, const std::string& user) {
   const auto folder = find_folder(o, true);
+  // A domain in any case, with or without the root's dot, as SMTP and the other commands take it.
+  domain = lower(domain);
+  if (domain.size() > 1 && domain.back() == '.') domain.pop_back();
+  const auto net = load_topology(folder.topology_json());
+  if (!net.find_domain(domain)) {
+    std::string known;
+    for (const auto& d : net.domains) known += (known.empty() ? "" : ", ") + d.name;
+    throw std::runtime_error("no domain " + domain + " in network " + net.name + " (its domains: " + known + ")");
+  }
   const auto mail_root = folder.dir() / domain / "mail";
-  if (!fs::is_directory(mail_root)) throw std::runtime_error("no Maildirs for domain '" + domain + "' in " + folder.dir().string());
   std::vector<fs::path> users;
   if (user.empty()) {
     users = user_folders(mail_root);
   } else {
-    if (!fs::is_directory(mail_root / user)) throw std::runtime_error("no Maildir for " + user + "@" + domain);
-    users.push_back(mail_root / user);
+    auto found = entry_in_any_case(mail_root, user);
+    if (found.empty()) throw std::runtime_error("no Maildir for " + user + "@" + domain + " in " + folder.dir().string());
+    users.push_back(found);
   }
-  std::cout << cell("DATE", 33) << cell("FROM", 28) << cell("SUBJECT", 34) << cell("ATT", 5) << "PATH\n";
-  std::size_t count = 0;
+  std::vector<std::vector<std::string>> rows{{"USER", "DATE", "FROM", "SUBJECT", "ATT", "PATH"}};
   for (const auto& u : users) {
     for (const auto& file : maildir_files(u)) {
       std::string raw;
@@ -165,11 +191,14 @@ int run_inbox(const folder_options& o, const std::string& domain, const std::str
       }
       auto m = node::parse_mail(raw);
       std::string att = m.structure_ok ? std::to_string(m.attachments.size()) : "?";
-      std::cout << cell(m.date, 33) << cell(m.from, 28) << cell(m.subject, 34) << cell(att, 5)
-                << terminal_safe(file.string()) << "\n";
-      ++count;
+      rows.push_back({terminal_safe(u.filename().string()), terminal_safe(m.date), terminal_safe(m.from),
+                      terminal_safe(m.subject), att, terminal_safe(file.string())});
     }
   }
+  // Columns by display width (CJK and emoji take two); long dates, senders
+  // and subjects are cut, the path never.
+  std::cout << format_table(rows, {20, 31, 32, 40, 3, 0});
+  const auto count = rows.size() - 1;
   std::cout << count << (count == 1 ? " message\n" : " messages\n");
   return 0;
 }
@@ -179,14 +208,19 @@ int run_inbox(const folder_options& o, const std::string& domain, const std::str
 fs::path find_message(const folder_options& o, const std::string& which) {
   if (fs::is_regular_file(which)) return which;
   const auto folder = find_folder(o, true);
-  std::vector<fs::path> matches;
+  // The name as written; else in any case (1795318974.m4475 for .M4475).
+  std::vector<fs::path> matches, folded;
+  const std::string which_folded = lower(which);
   std::error_code ec;
   for (const auto& domain : fs::directory_iterator(folder.dir(), ec)) {
     if (!fs::is_directory(domain.path() / "mail")) continue;
     for (const auto& u : user_folders(domain.path() / "mail"))
-      for (const auto& file : maildir_files(u))
+      for (const auto& file : maildir_files(u)) {
         if (file.filename().string().starts_with(which)) matches.push_back(file);
+        else if (lower(file.filename().string()).starts_with(which_folded)) folded.push_back(file);
+      }
   }
+  if (matches.empty()) matches = std::move(folded);
   if (matches.empty()) throw std::runtime_error("no message file or Maildir name starting with '" + which + "' in " + folder.dir().string());
   // One name is one message: a message to several users of a node is one
   // file linked under the same name into each of their Maildirs.

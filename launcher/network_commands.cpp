@@ -14,6 +14,7 @@
 #include "common/terminal_text.hpp"
 #include "common/topology.hpp"
 #include "launcher/control_client.hpp"
+#include "launcher/display_width.hpp"
 #include "launcher/scenario.hpp"
 #include "launcher/supervisor.hpp"
 #include "common/mail/spool.hpp"
@@ -23,6 +24,11 @@ namespace mailnet::launcher {
 namespace {
 
 using json = nlohmann::json;
+
+// "1 domain", "3 domains".
+std::string counted(std::size_t n, const std::string& noun) {
+  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
+}
 
 std::string uptime_text(long s) {
   if (s <= 0) return "-";
@@ -36,23 +42,20 @@ std::string uptime_text(long s) {
 void print_status_table(const json& status) {
   std::cout << "network " << terminal_safe(status.value("name", "")) << " (" << terminal_safe(status.value("dir", ""))
             << ")\n";
-  std::ostringstream out;
-  auto row = [&](auto... cells) {
-    const int widths[] = {16, 19, 8, 22, 8, 9, 10, 8, 7, 8};
-    int i = 0;
-    ((out << std::left << std::setw(widths[i++]) << terminal_safe(cells)), ...);
-    out << "\n";
-  };
-  row("NODE", "STATE", "PID", "ADDRESS", "UPTIME", "RECEIVED", "DELIVERED", "RELAYED", "QUEUED", "BOUNCED");
+  // Columns as wide as their content (a long domain or state never runs
+  // into the next column).
+  std::vector<std::vector<std::string>> rows{
+      {"NODE", "STATE", "PID", "ADDRESS", "UPTIME", "RECEIVED", "DELIVERED", "RELAYED", "QUEUED", "BOUNCED"}};
   for (const auto& n : status["nodes"]) {
     std::string state = n.value("state", "");
     if (!n.value("exit", "").empty() && state != "ready" && state != "starting") state += " (" + n.value("exit", "") + ")";
     auto num = [&](const char* key) { return n.contains(key) ? std::to_string(n[key].get<long>()) : std::string("-"); };
-    row(n.value("name", ""), state, n.value("pid", 0) ? std::to_string(n.value("pid", 0)) : "-", n.value("listen", ""),
-        uptime_text(n.value("uptime_s", 0L)), num("received"), num("delivered"), num("relayed"), num("queued"),
-        num("bounced"));
+    rows.push_back({terminal_safe(n.value("name", "")), terminal_safe(state),
+                    n.value("pid", 0) ? std::to_string(n.value("pid", 0)) : "-", terminal_safe(n.value("listen", "")),
+                    uptime_text(n.value("uptime_s", 0L)), num("received"), num("delivered"), num("relayed"),
+                    num("queued"), num("bounced")});
   }
-  std::cout << out.str();
+  std::cout << format_table(rows);
 }
 
 std::string time_text(std::int64_t ms) {
@@ -176,8 +179,8 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
   commands.add(validate_cmd, [validate_file] {
     try {
       auto s = load_scenario(*validate_file);
-      std::cout << *validate_file << ": ok, network " << s.net.name << " with " << s.net.domains.size()
-                << " domains and " << s.steps.size() << " steps\n";
+      std::cout << *validate_file << ": ok, network " << s.net.name << " with "
+                << counted(s.net.domains.size(), "domain") << " and " << counted(s.steps.size(), "step") << "\n";
       return 0;
     } catch (const topology_error& e) {
       std::cerr << "mailnet: " << e.what() << "\n";
@@ -197,18 +200,19 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
       return c;
     }
   };
+  // may_be_down: the command only reads files, also after `mailnet down`.
   auto network_command = [&](const std::string& name, const std::string& help,
-                             std::function<int(const run_folder&, const target_options&)> run) {
+                             std::function<int(const run_folder&, const target_options&)> run, bool may_be_down = false) {
     auto opts = std::make_shared<target_options>();
     auto* cmd = app.add_subcommand(name, help);
     cmd->add_option("--dir", opts->dir, "the network's output folder");
     cmd->add_option("--net", opts->net, "the network's name, when several are up under ./run");
-    commands.add(cmd, [opts, run] {
+    commands.add(cmd, [opts, run, may_be_down] {
       // A node is named by its domain, in any case, with or without the root's dot.
       for (auto& ch : opts->target) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
       if (opts->target.size() > 1 && opts->target.back() == '.') opts->target.pop_back();
       try {
-        return run(locate_network(opts->choice()), *opts);
+        return run(may_be_down ? locate_network_files(opts->choice()) : locate_network(opts->choice()), *opts);
       } catch (const std::exception& e) {
         std::cerr << "mailnet: " << terminal_safe(e.what()) << "\n";
         return 1;
@@ -269,7 +273,15 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
   auto [flush_cmd, flush_opts] = network_command(
       "flush", "retry waiting mail now", [ask](const run_folder& folder, const target_options& o) {
         nlohmann::json reply;
-        return ask(folder, {{"cmd", "flush"}, {"name", o.target}}, reply);
+        if (int rc = ask(folder, {{"cmd", "flush"}, {"name", o.target}}, reply)) return rc;
+        std::string told;
+        for (const auto& n : reply.value("flushed", json::array()))
+          told += (told.empty() ? "" : ", ") + n.get<std::string>();
+        if (told.empty()) std::cout << "mailnet: no node is ready to retry its mail\n";
+        else std::cout << terminal_safe(told) << ": retrying waiting mail now (see `mailnet queue`)\n";
+        for (const auto& n : reply.value("skipped", json::array()))
+          std::cout << terminal_safe(n.get<std::string>()) << ": not asked\n";
+        return 0;
       });
   flush_cmd->add_option("domain", flush_opts->target, "only this node retries what it holds (default: every node)");
 
@@ -280,7 +292,7 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
 
   auto [logs_cmd, logs_opts] = network_command(
       "logs", "print the nodes' event logs",
-      [](const run_folder& folder, const target_options& o) { return print_logs(folder, o.target, o.flag); });
+      [](const run_folder& folder, const target_options& o) { return print_logs(folder, o.target, o.flag); }, true);
   logs_cmd->add_option("node", logs_opts->target, "a domain, or 'resolver'");
   logs_cmd->add_flag("-f,--follow", logs_opts->flag, "keep printing new lines until the network goes down");
 }

@@ -21,6 +21,10 @@ void run_folder::prepare(const topology& net, bool fresh) const {
       throw std::runtime_error("refusing to empty " + dir_.string() +
                                " for --fresh: it is not a mailnet run folder (no topology.json)");
     empty_folder(dir_);  // a link is removed, never followed
+  } else {
+    // Mail that arrives now is the user's: the next `mailnet run` must not empty it.
+    std::error_code ec;
+    std::filesystem::remove(scenario_marker(), ec);
   }
   check_private_tree(dir_);
   make_private_folders(dir_, "resolver");

@@ -1,6 +1,7 @@
 // The output folder of one network (run/<name>/ by default) and the files the
 // launcher keeps in it: topology.json (what the children read), network.json
-// (what is running), launcher.pid, mailnet.sock and launcher.log.
+// (what is running), launcher.pid, mailnet.sock, launcher.log, and
+// scenario-run.txt in a folder that `mailnet run` made.
 #pragma once
 
 #include <filesystem>
@@ -22,6 +23,10 @@ class run_folder {
   std::filesystem::path control_socket() const { return dir_ / "mailnet.sock"; }
   std::filesystem::path pid_file() const { return dir_ / "launcher.pid"; }
   std::filesystem::path launcher_log() const { return dir_ / "launcher.log"; }
+  // Written by `mailnet run` after its `up --fresh` (it names the scenario):
+  // the folder holds a scenario's mail, which the next `mailnet run` may empty.
+  // `up` without --fresh removes it: the mail is then the user's.
+  std::filesystem::path scenario_marker() const { return dir_ / "scenario-run.txt"; }
 
   // What launcher.pid says, read without changing anything.
   struct launcher_probe {

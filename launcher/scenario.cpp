@@ -1,5 +1,6 @@
 #include "launcher/scenario.hpp"
 
+#include <cctype>
 #include <nlohmann/json.hpp>
 
 #include "common/address.hpp"
@@ -84,6 +85,9 @@ class step_parser {
 
   std::string node_name(const json& j, const std::string& path) const {
     auto name = r_.string_at(j, path);
+    std::string folded = name;  // "Resolver", like a domain, in any case
+    for (auto& ch : folded) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (folded == "resolver") name = folded;
     if (name != "resolver" && !net_.find_domain(name))
       r_.fail(path, "expected \"resolver\" or a domain of this network, found \"" + name + "\"");
     return name == "resolver" ? name : net_.find_domain(name)->name;

@@ -1,5 +1,7 @@
 // run, init and graph: the commands that make and play scenario files.
 #include <CLI/CLI.hpp>
+#include <arpa/inet.h>
+#include <cctype>
 #include <fstream>
 #include <iostream>
 #include <netinet/in.h>
@@ -7,7 +9,9 @@
 #include <set>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <variant>
 
+#include "common/json_reader.hpp"
 #include "common/topology.hpp"
 #include "launcher/commands.hpp"
 #include "launcher/graph.hpp"
@@ -19,18 +23,67 @@ namespace {
 
 using json = nlohmann::json;
 
-bool port_is_free(std::uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+// Whether a socket of this type can bind host:port now (host: a loopback
+// literal, as the topology keeps it).
+bool can_bind(const endpoint& at, int type) {
+  sockaddr_in v4{};
+  sockaddr_in6 v6{};
+  const sockaddr* addr = nullptr;
+  socklen_t len = 0;
+  if (::inet_pton(AF_INET, at.host.c_str(), &v4.sin_addr) == 1) {
+    v4.sin_family = AF_INET;
+    v4.sin_port = htons(at.port);
+    addr = reinterpret_cast<const sockaddr*>(&v4);
+    len = sizeof v4;
+  } else if (::inet_pton(AF_INET6, at.host.c_str(), &v6.sin6_addr) == 1) {
+    v6.sin6_family = AF_INET6;
+    v6.sin6_port = htons(at.port);
+    addr = reinterpret_cast<const sockaddr*>(&v6);
+    len = sizeof v6;
+  } else {
+    return false;
+  }
+  int fd = ::socket(addr->sa_family, type | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   int on = 1;  // as the node binds: a previous server's TIME_WAIT does not make the port taken
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-  bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  if (type == SOCK_STREAM) ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+  bool free = ::bind(fd, addr, len) == 0;
   ::close(fd);
   return free;
+}
+
+bool port_is_free(std::uint16_t port) { return can_bind({"127.0.0.1", port}, SOCK_STREAM); }
+
+// The resolver holds UDP and TCP on its port: "" when both are free, else which is taken.
+std::string resolver_address_problem(const endpoint& at) {
+  const bool udp = can_bind(at, SOCK_DGRAM), tcp = can_bind(at, SOCK_STREAM);
+  if (udp && tcp) return "";
+  return at.to_string() + " is in use (" + std::string(!udp && !tcp ? "UDP and TCP" : !udp ? "UDP" : "TCP") +
+         "): the resolver needs both; choose another port";
+}
+
+// A network name as the topology takes it: "" when fine, else what is wrong.
+std::string network_name_problem(const std::string& name) {
+  try {
+    parse_topology(json{{"name", name}, {"domains", json::array({{{"name", "a.example"}, {"listen", "127.0.0.1:1"}}})}}.dump(),
+                   "init");
+    return "";
+  } catch (const topology_error& e) {
+    std::string what = e.what();
+    auto at = what.find("$.name: ");
+    return at == std::string::npos ? what : what.substr(at + 8);
+  }
+}
+
+// "127.0.0.1:5353" as the topology reads it, or what is wrong with it.
+std::variant<endpoint, std::string> parse_address(const std::string& text) {
+  try {
+    return json_reader("init").endpoint_at(json(text), "address");
+  } catch (const topology_error& e) {
+    std::string what = e.what();
+    auto at = what.find("address: ");
+    return at == std::string::npos ? what : what.substr(at + 9);
+  }
 }
 
 struct server_answer {
@@ -53,20 +106,32 @@ std::vector<std::string> split_users(const std::string& text) {
   return out;
 }
 
-// Checks one server; "" when fine, else what is wrong.
-std::string check_server(const server_answer& s, const std::vector<server_answer>& earlier, bool check_free) {
-  if (!is_valid_domain_name(s.domain)) return "'" + s.domain + "' is not a valid domain name";
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// Checks one server; "" when fine, else what is wrong. The domain is
+// compared in lower case, as the topology keeps it.
+std::string check_server(const server_answer& s, const std::vector<server_answer>& earlier, const endpoint& resolver,
+                         bool check_free) {
+  const std::string domain = lower(s.domain);
+  if (!is_valid_domain_name(domain)) return "'" + s.domain + "' is not a valid domain name";
+  if (domain == "resolver" || is_run_folder_entry(domain))
+    return "'" + s.domain + "' is reserved (it names a file or folder of the run folder)";
   for (const auto& e : earlier) {
-    if (e.domain == s.domain) return "domain " + s.domain + " is already in the network";
+    if (lower(e.domain) == domain) return "domain " + domain + " is already in the network";
     if (e.port == s.port) return "port " + std::to_string(s.port) + " is already used by " + e.domain;
   }
   if (s.port == 0) return "the port must be a number from 1 to 65535";
+  if (s.port == resolver.port && (resolver.host == "127.0.0.1"))
+    return "port " + std::to_string(s.port) + " is the resolver's (" + resolver.to_string() + ")";
   if (check_free && !port_is_free(s.port)) return "port " + std::to_string(s.port) + " is in use on 127.0.0.1";
   if (s.users.empty()) return "a server needs at least one user";
   std::set<std::string> seen;
   for (const auto& u : s.users) {
     if (!is_valid_user_name(u)) return "'" + u + "' is not a valid user name (letters, digits, . _ - +)";
-    if (!seen.insert(u).second) return "user " + u + " is listed twice";
+    if (!seen.insert(lower(u)).second) return "user " + u + " is listed twice";
   }
   return "";
 }
@@ -104,14 +169,39 @@ struct init_options {
 int run_init(const init_options& o) {
   std::string name = o.name;
   std::vector<server_answer> servers;
+  endpoint resolver;
+  const auto file_for = [&](const std::string& n) { return o.output.empty() ? n + ".json" : o.output; };
+  // Every answer is checked where it is given, so a mistake costs one answer, not all of them.
+  const auto file_problem = [&](const std::string& n) {
+    return !o.force && std::filesystem::exists(file_for(n))
+               ? file_for(n) + " exists; choose another " + (o.output.empty() ? "name" : "-o FILE") + " or add --force"
+               : std::string();
+  };
   try {
+    if (!name.empty()) {
+      if (auto problem = network_name_problem(name); !problem.empty()) throw std::runtime_error("--name: " + problem);
+    }
+    if (!name.empty() || !o.output.empty() || !o.servers.empty())
+      if (auto problem = file_problem(name.empty() ? "network" : name); !problem.empty()) throw std::runtime_error(problem);
+    auto given = parse_address(o.resolver);
+    if (auto* problem = std::get_if<std::string>(&given)) throw std::runtime_error("--resolver: " + *problem);
+    resolver = std::get<endpoint>(given);
     if (o.servers.empty()) {
       // The classic teaching scripts asked these questions; so do we.
       if (name.empty())
-        name = ask("Network name: ", [](const std::string& a) {
-          return a.empty() || a.find('/') != std::string::npos || a[0] == '.' ? std::string("give a simple name such as 'classroom'")
-                                                                               : std::string();
+        name = ask("Network name: ", [&](const std::string& a) {
+          if (a.empty()) return std::string("give a simple name such as 'classroom'");
+          if (auto problem = network_name_problem(a); !problem.empty()) return problem;
+          return file_problem(a);
         });
+      // The resolver's address: the default unless the user says otherwise.
+      const std::string shown = resolver.to_string();
+      ask("Resolver address [" + shown + "]: ", [&](const std::string& a) {
+        auto parsed = parse_address(a.empty() ? shown : a);
+        if (auto* problem = std::get_if<std::string>(&parsed)) return *problem;
+        resolver = std::get<endpoint>(parsed);
+        return o.no_port_check ? std::string() : resolver_address_problem(resolver);
+      });
       auto count = std::stoi(ask("How many mail servers? ", [](const std::string& a) {
         auto n = parse_port(a);
         return n >= 1 && n <= 500 ? std::string() : std::string("a number from 1 to 500");
@@ -119,28 +209,32 @@ int run_init(const init_options& o) {
       for (int i = 1; i <= count; ++i) {
         server_answer s;
         const std::string n = std::to_string(i);
-        s.domain = ask("Server " + n + " domain: ", [&](const std::string& a) {
+        s.domain = lower(ask("Server " + n + " domain: ", [&](const std::string& a) {
           server_answer probe{a, 1, {"x"}};
-          return check_server(probe, servers, false);
-        });
+          return check_server(probe, servers, resolver, false);
+        }));
+        if (s.domain.size() > 1 && s.domain.back() == '.') s.domain.pop_back();
         s.port = parse_port(ask("Server " + n + " port: ", [&](const std::string& a) {
           server_answer probe{s.domain, parse_port(a), {"x"}};
-          return check_server(probe, servers, !o.no_port_check);
+          return check_server(probe, servers, resolver, !o.no_port_check);
         }));
         s.users = split_users(ask("Server " + n + " users (comma-separated): ", [&](const std::string& a) {
           server_answer probe{s.domain, s.port, split_users(a)};
-          return check_server(probe, servers, false);
+          return check_server(probe, servers, resolver, false);
         }));
         servers.push_back(s);
       }
     } else {
+      if (!o.no_port_check)
+        if (auto problem = resolver_address_problem(resolver); !problem.empty())
+          throw std::runtime_error("--resolver " + o.resolver + ": " + problem);
       for (const auto& spec : o.servers) {
         auto first = spec.find(':'), second = spec.find(':', first == std::string::npos ? 0 : first + 1);
         if (first == std::string::npos || second == std::string::npos)
           throw std::runtime_error("--server " + spec + ": expected DOMAIN:PORT:user1,user2");
-        server_answer s{spec.substr(0, first), parse_port(spec.substr(first + 1, second - first - 1)),
+        server_answer s{lower(spec.substr(0, first)), parse_port(spec.substr(first + 1, second - first - 1)),
                         split_users(spec.substr(second + 1))};
-        auto problem = check_server(s, servers, !o.no_port_check);
+        auto problem = check_server(s, servers, resolver, !o.no_port_check);
         if (!problem.empty()) throw std::runtime_error("--server " + spec + ": " + problem);
         servers.push_back(s);
       }
@@ -151,7 +245,7 @@ int run_init(const init_options& o) {
     return 2;
   }
 
-  json doc = {{"name", name}, {"resolver", {{"listen", o.resolver}}}, {"domains", json::array()}};
+  json doc = {{"name", name}, {"resolver", {{"listen", resolver.to_string()}}}, {"domains", json::array()}};
   for (const auto& s : servers)
     doc["domains"].push_back({{"name", s.domain}, {"listen", "127.0.0.1:" + std::to_string(s.port)}, {"users", s.users}});
   const std::string file = o.output.empty() ? name + ".json" : o.output;
@@ -184,6 +278,7 @@ void register_scenario_commands(CLI::App& app, command_registry& commands) {
   run_cmd->add_option("file", run->file, "scenario file (a topology with steps)")->required();
   run_cmd->add_option("--dir", *run_dir, "output folder (default: ./run/<name>)");
   run_cmd->add_flag("--keep", run->keep, "leave the network running afterwards");
+  run_cmd->add_flag("--fresh", run->fresh, "also empty a folder where a network was brought up with `mailnet up`");
   commands.add(run_cmd, [run, run_dir] {
     if (!run_dir->empty()) run->dir = *run_dir;
     return run_scenario(*run);

@@ -10,6 +10,7 @@
 #include <thread>
 #include <unistd.h>
 
+#include "common/private_files.hpp"
 #include "common/terminal_text.hpp"
 #include "launcher/control_client.hpp"
 #include "launcher/mail_client.hpp"
@@ -226,9 +227,26 @@ int run_scenario(const run_options& options) {
   run_folder folder(options.dir ? *options.dir : std::filesystem::path("run") / s.net.name);
   std::cout << "mailnet run: " << s.net.name << ", " << s.steps.size() << " steps, in " << folder.dir().string()
             << "\n";
+  // A folder where the user brought a network up holds their mail: never
+  // emptied without --fresh. One that `mailnet run` made is the scenario's.
+  std::error_code ec;
+  const bool holds_network = std::filesystem::exists(folder.topology_json(), ec);
+  const bool made_by_run = std::filesystem::is_regular_file(std::filesystem::symlink_status(folder.scenario_marker(), ec));
+  if (holds_network && !made_by_run && !options.fresh) {
+    std::cerr << "mailnet run: " << folder.dir().string()
+              << " holds a network brought up with `mailnet up`, and running the scenario there would empty it "
+                 "(its mail, queues and logs).\n"
+              << "  Add --fresh to empty it anyway, or play the scenario in another folder with --dir DIR.\n";
+    return 2;
+  }
   if (run_self({"up", "-d", "--fresh", options.file.string(), "--dir", folder.dir().string()}) != 0) {
     std::cout << "FAIL: the network did not come up\n0 passed, 1 failed\n";
     return 1;
+  }
+  try {
+    write_private_file(folder.scenario_marker(), "this folder was made by `mailnet run " + options.file.string() + "`\n");
+  } catch (const std::exception& e) {
+    std::cerr << "mailnet run: " << e.what() << "\n";  // the next run will ask for --fresh; this one goes on
   }
   runner r(s, folder);
   std::size_t passed = 0, failed = 0;

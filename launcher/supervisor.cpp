@@ -193,7 +193,7 @@ class supervisor {
   asio::awaitable<void> stop_child(child& c, bool kill);
   asio::awaitable<void> stop_all();
   asio::awaitable<void> stop_together(const std::function<bool(const child&)>& which);
-  void flush_others(const std::string& except);
+  std::vector<std::string> flush_others(const std::string& except);  // the nodes told
   void tell_console(const std::string& text, bool log_it = true);
   void write_network_json();
   bool hold_network_json_ = false;  // during bring-up and stop_all
@@ -314,6 +314,10 @@ void supervisor::take_line(child& c, const std::shared_ptr<instance>& inst, std:
   if (c.current != inst) return;
   if (is_stderr) {
     c.last_error = std::string(line);
+    // "mailnet-node: jaku.com: cannot listen ..." is shown after "jaku.com
+    // (127.0.0.1:1025) failed to start": the node's name once is enough.
+    for (const std::string& prefix : {c.exe_name + " " + c.name + ": ", c.exe_name + ": ", c.name + ": "})
+      if (c.last_error.starts_with(prefix)) c.last_error.erase(0, prefix.size());
     return;
   }
   const auto event = event_of(line);
@@ -432,9 +436,14 @@ asio::awaitable<void> supervisor::stop_together(const std::function<bool(const c
 
 // A node (or the resolver) came back: the others retry their waiting mail now
 // instead of at their next backoff step (SIGUSR1 is the nodes' flush).
-void supervisor::flush_others(const std::string& except) {
+std::vector<std::string> supervisor::flush_others(const std::string& except) {
+  std::vector<std::string> told;
   for (auto& c : children_)
-    if (c.name != except && c.name != "resolver" && c.state == child_state::ready) ::kill(c.current->pid, SIGUSR1);
+    if (c.name != except && c.name != "resolver" && c.state == child_state::ready) {
+      ::kill(c.current->pid, SIGUSR1);
+      told.push_back(c.name);
+    }
+  return told;
 }
 
 // Into the log (stderr) and, for a detached launcher, the terminal `up -d`
@@ -565,8 +574,11 @@ asio::awaitable<json> supervisor::handle(const json& request) {
   }
   const std::string name = request.value("name", "");
   if (cmd == "flush" && name.empty()) {
-    flush_others("");
-    co_return json{{"ok", true}};
+    auto told = flush_others("");
+    json down = json::array();
+    for (const auto& k : children_)
+      if (k.name != "resolver" && k.state != child_state::ready) down.push_back(k.name + " is " + to_string(k.state));
+    co_return json{{"ok", true}, {"flushed", told}, {"skipped", down}};
   }
   child* c = find(name);
   if (!c) {
@@ -578,7 +590,7 @@ asio::awaitable<json> supervisor::handle(const json& request) {
     if (c->name == "resolver") co_return json{{"ok", false}, {"error", "the resolver holds no mail"}};
     if (c->state != child_state::ready) co_return json{{"ok", false}, {"error", name + " is " + to_string(c->state)}};
     ::kill(c->current->pid, SIGUSR1);
-    co_return json{{"ok", true}};
+    co_return json{{"ok", true}, {"flushed", json::array({c->name})}, {"skipped", json::array()}};
   }
   if (cmd == "kill" || cmd == "stop") {
     if (is_down(c->state)) co_return json{{"ok", false}, {"error", name + " is already " + to_string(c->state)}};

@@ -49,7 +49,7 @@ int resolver_main(int argc, char** argv) {
   boost::asio::io_context io;
   std::optional<dns_server> server;
   try {
-    server.emplace(io.get_executor(), zone(net), net.resolver.listen, log);
+    server.emplace(io.get_executor(), zone(net, net.resolver.ttl), net.resolver.listen, log);
   } catch (const boost::system::system_error& e) {
     std::cerr << "mailnet-resolver: cannot listen on udp " << net.resolver.listen.to_string() << ": "
               << e.code().message() << '\n';

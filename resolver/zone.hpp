@@ -21,8 +21,8 @@ struct topology;
 
 namespace mailnet::resolver {
 
-// One minute: short enough that a restarted network is seen quickly by
-// nodes' caches, long enough that a burst of mail makes one query per domain.
+// For a zone built without a topology's $.resolver.ttl (the resolver itself
+// always passes the topology's, common/topology.hpp).
 inline constexpr std::uint32_t default_ttl = 60;
 
 class zone {

@@ -116,8 +116,10 @@ def test_init_by_questions_and_by_flags():
         blocker.bind(("127.0.0.1", busy))
         blocker.listen(1)
         p1, p2 = harness.free_tcp_ports(2)
+        resolver = f"127.0.0.1:{harness.free_udp_port()}"
         answers = "\n".join([
             "school",
+            resolver,                                 # the resolver's address (default 127.0.0.1:5353, maybe taken)
             "zero", "2",                              # a bad count first
             "bad..name", "alpha.example",             # a bad domain first
             str(busy), "70000", str(p1),              # a busy port, an impossible one, then a free one
@@ -142,11 +144,13 @@ def test_init_by_questions_and_by_flags():
 
         out = mailnet("init", "-o", "school.json", cwd=tmp, stdin="", check=2)
         assert "input ended" in out.stderr or "exists" in out.stderr, out.stderr
-        out = mailnet("init", "--name", "flags", "-o", "flags.json", "--server", f"a.example:{p1}:x,y",
+        out = mailnet("init", "--name", "flags", "-o", "flags.json", "--resolver", resolver,
+                      "--server", f"a.example:{p1}:x,y",
                       "--server", f"b.example:{p2}:z", cwd=tmp, check=0)
         doc = json.load(open(os.path.join(tmp, "flags.json")))
         assert [d["name"] for d in doc["domains"]] == ["a.example", "b.example"]
-        out = mailnet("init", "-o", "dup.json", "--server", f"a.example:{p1}:x", "--server", f"a.example:{p2}:y",
+        out = mailnet("init", "-o", "dup.json", "--resolver", resolver, "--server", f"a.example:{p1}:x",
+                      "--server", f"a.example:{p2}:y",
                       cwd=tmp, check=2)
         assert "already in the network" in out.stderr, out.stderr
         assert not os.path.exists(os.path.join(tmp, "dup.json"))

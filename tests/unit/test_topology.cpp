@@ -184,6 +184,7 @@ TEST_CASE("a domain named like a file or folder of the run folder is refused") {
                                     folder.control_socket().filename().string(),
                                     folder.pid_file().filename().string(),
                                     folder.launcher_log().filename().string(),
+                                    folder.scenario_marker().filename().string(),
                                     "network.json.tmp",  // network.json is written beside it, then renamed
                                     "resolver",
                                     "Launcher.PID",      // domain names are compared without regard to case
@@ -253,4 +254,15 @@ TEST_CASE("a domain on the resolver's address is refused") {
         "topo.json: $.domains[0].listen: 127.0.0.1:5353 is the resolver's address (the default of $.resolver.listen: "
         "it takes UDP and TCP on that port)");
   CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.2:5353"}])")) == "");
+}
+
+TEST_CASE("resolver.ttl: whole seconds from 0 to 86400, 5 by default") {
+  const std::string domains = R"(, "domains": [{"name": "a.com", "listen": "127.0.0.1:25"}]})";
+  CHECK(parse_topology(R"({"name": "t")" + domains, "topo.json").resolver.ttl == 5);
+  CHECK(parse_topology(R"({"name": "t", "resolver": {"ttl": 0})" + domains, "topo.json").resolver.ttl == 0);
+  CHECK(parse_topology(R"({"name": "t", "resolver": {"ttl": 3600})" + domains, "topo.json").resolver.ttl == 3600);
+  CHECK(error_of(R"({"name": "t", "resolver": {"ttl": "5s"})" + domains) ==
+        "topo.json: $.resolver.ttl: expected a whole number from 0 to 86400, found string");
+  CHECK(error_of(R"({"name": "t", "resolver": {"ttl": 86401})" + domains) ==
+        "topo.json: $.resolver.ttl: expected a whole number from 0 to 86400, found 86401");
 }
