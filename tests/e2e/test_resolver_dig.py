@@ -275,7 +275,7 @@ def main():
         port = harness.free_udp_port()  # free for TCP too
         topology = {
             "name": "digtest",
-            "resolver": {"listen": "127.0.0.1:%d" % port},
+            "resolver": {"listen": "127.0.0.1:%d" % port, "ttl": 60},  # the TTL set is the TTL served
             "domains": [
                 {"name": "jaku.com", "listen": "127.0.0.1:1025", "users": ["rey", "finn"]},
                 {"name": "deathstar.com", "listen": "[::1]:1030", "users": ["vader"]},

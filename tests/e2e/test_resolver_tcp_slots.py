@@ -104,7 +104,7 @@ def main():
     binary = resolver_test.find_binary()
     with tempfile.TemporaryDirectory(prefix="mailnet_resolver_tcp_") as tmp:
         port = harness.free_udp_port()
-        topology = {"name": "tcpslots", "resolver": {"listen": "127.0.0.1:%d" % port},
+        topology = {"name": "tcpslots", "resolver": {"listen": "127.0.0.1:%d" % port, "ttl": 60},
                     "domains": [{"name": "jaku.com", "listen": "127.0.0.1:1025", "users": ["rey"]}]}
         topology_file = os.path.join(tmp, "topology.json")
         with open(topology_file, "w") as f:
