@@ -76,8 +76,8 @@ std::string label(const std::string& value) {
   return out;
 }
 
-// A control request (built outside the coroutines: GCC 12 miscompiles a
-// braced json of string literals inside a co_await).
+// A control request, built outside the coroutines: GCC 12 rejects a braced
+// json of string literals inside a co_await ("array used as initializer").
 json command(const std::string& cmd, const std::string& name = {}) {
   json request = {{"cmd", cmd}};
   if (!name.empty()) request["name"] = name;
