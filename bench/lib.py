@@ -190,6 +190,8 @@ class Network:
         self.workdir = workdir
         self.run_dir = os.path.join(workdir, "run")
         self.topology_file = os.path.join(workdir, "topology.json")
+        if "web" not in topology:  # not the fixed default port: benchmarks may run beside tests
+            topology["web"] = {"listen": f"127.0.0.1:{free_ports(1)[0]}"}
         with open(self.topology_file, "w") as f:
             json.dump(topology, f)
         self.up_seconds = None

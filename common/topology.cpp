@@ -212,7 +212,7 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
                          (colon == std::string::npos ? what : what.substr(colon)));
   }
   r.expect_object(doc, "$");
-  r.only_keys(doc, "$", {"name", "resolver", "defaults", "domains", "steps", "description"});
+  r.only_keys(doc, "$", {"name", "resolver", "web", "defaults", "domains", "steps", "description"});
 
   topology t;
   bool resolver_given = false;  // an explicit $.resolver.listen, for the error message
@@ -232,6 +232,22 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
     if (rj.contains("ttl")) t.resolver.ttl = static_cast<std::uint32_t>(r.count_at(rj["ttl"], "$.resolver.ttl", 0, 86400));
     if (rj.contains("attempts")) t.resolver.query_attempts = static_cast<int>(r.count_at(rj["attempts"], "$.resolver.attempts", 1, 20));
   }
+
+  if (doc.contains("web")) {
+    const auto& wj = doc["web"];
+    if (wj.is_boolean()) {
+      t.web.enabled = wj.get<bool>();
+    } else {
+      if (!wj.is_object()) r.fail("$.web", "expected false (no web server) or an object such as {\"listen\": \"127.0.0.1:8025\"}, found " + r.type_name(wj));
+      r.only_keys(wj, "$.web", {"listen"});
+      if (wj.contains("listen")) t.web.listen = r.endpoint_at(wj["listen"], "$.web.listen");
+    }
+  }
+
+  if (t.web.enabled && t.web.listen == t.resolver.listen)
+    r.fail(doc.contains("web") ? "$.web.listen" : "$.resolver.listen",
+           t.web.listen.to_string() + " is both the resolver's address and the web server's (" +
+               (doc.contains("web") ? "" : "the default of ") + "$.web.listen): it takes TCP on that port");
 
   domain_defaults defaults;
   if (doc.contains("defaults")) {
@@ -276,6 +292,9 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
     if (d.listen == t.resolver.listen)
       r.fail(path + ".listen", key + " is the resolver's address (" + (resolver_given ? "" : "the default of ") +
                                    "$.resolver.listen: it takes UDP and TCP on that port)");
+    if (t.web.enabled && d.listen == t.web.listen)
+      r.fail(path + ".listen", key + " is the web server's address (" + (doc.contains("web") ? "" : "the default of ") +
+                                   "$.web.listen; choose another, or turn the web server off with \"web\": false)");
 
     if (dj.contains("users")) {
       const auto& uj = dj["users"];
@@ -324,6 +343,8 @@ std::string to_json_text(const topology& t) {
                      {"attempts", t.resolver.query_attempts},
                      {"ttl", t.resolver.ttl},
                      {"restart", t.resolver.restart_on_failure ? "on-failure" : "no"}};
+  if (t.web.enabled) doc["web"] = {{"listen", t.web.listen.to_string()}};
+  else doc["web"] = false;
   doc["domains"] = json::array();
   for (const auto& d : t.domains) {
     doc["domains"].push_back({

@@ -81,6 +81,14 @@ struct resolver_settings {
   friend bool operator==(const resolver_settings&, const resolver_settings&) = default;
 };
 
+// The launcher's HTTP server (the dashboard and its API); "web": false turns it off.
+struct web_settings {
+  bool enabled = true;
+  endpoint listen{"127.0.0.1", 8025};
+  std::string url() const { return "http://" + listen.to_string() + "/"; }
+  friend bool operator==(const web_settings&, const web_settings&) = default;
+};
+
 struct domain_config {
   std::string name;  // lower case, no trailing dot
   endpoint listen;
@@ -100,6 +108,7 @@ struct domain_config {
 struct topology {
   std::string name;  // also the run folder's name: [A-Za-z0-9._-]+
   resolver_settings resolver;
+  web_settings web;
   std::vector<domain_config> domains;
 
   const domain_config* find_domain(std::string_view domain) const;  // case-insensitive

@@ -285,6 +285,19 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
       });
   flush_cmd->add_option("domain", flush_opts->target, "only this node retries what it holds (default: every node)");
 
+  network_command("web", "print the address of the network's dashboard and HTTP API",
+                  [ask](const run_folder& folder, const target_options&) {
+                    nlohmann::json reply;
+                    if (int rc = ask(folder, {{"cmd", "status"}}, reply)) return rc;
+                    if (!reply["status"].contains("web")) {
+                      std::cerr << "mailnet: network " << terminal_safe(reply["status"].value("name", ""))
+                                << " has no web server (\"web\": false in its topology)\n";
+                      return 1;
+                    }
+                    std::cout << terminal_safe(reply["status"].value("web", "")) << "\n";
+                    return 0;
+                  });
+
   auto [queue_cmd, queue_opts] = network_command(
       "queue", "list the mail waiting in the nodes' queues",
       [](const run_folder& folder, const target_options& o) { return print_queue(folder, o.target); });

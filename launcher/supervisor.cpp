@@ -32,6 +32,7 @@
 #include "launcher/control_socket.hpp"
 #include "launcher/line_printer.hpp"
 #include "launcher/run_folder.hpp"
+#include "launcher/web/web_server.hpp"
 
 namespace mailnet::launcher {
 
@@ -220,6 +221,7 @@ class supervisor {
   bool down_requested_ = false;
   std::size_t name_width_ = 8;
   line_printer out_;
+  std::unique_ptr<web::server> web_;  // none with "web": false
 };
 
 // "jaku.com      | line", in the node's colour on a terminal.
@@ -493,8 +495,10 @@ json supervisor::status() {
     }
     nodes.push_back(std::move(n));
   }
-  return {{"name", net_.name}, {"dir", std::filesystem::absolute(folder_.dir()).string()},
-          {"launcher_pid", ::getpid()}, {"nodes", nodes}};
+  json doc = {{"name", net_.name}, {"dir", std::filesystem::absolute(folder_.dir()).string()},
+              {"launcher_pid", ::getpid()}, {"nodes", nodes}};
+  if (net_.web.enabled) doc["web"] = net_.web.url();
+  return doc;
 }
 
 // Accepts with accept4 (close-on-exec: Asio's accept is not). Out of
@@ -642,6 +646,22 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
   };
   signals_.async_wait(on_signal);
 
+  // The web server's port is taken before any child starts: a taken one
+  // fails `up` at once. It answers once the network is up, through the same
+  // requests as the control socket.
+  if (net_.web.enabled) {
+    std::string why;
+    web_ = web::server::open(
+        io_, net_.web.listen, [this](json request) -> asio::awaitable<json> { co_return co_await handle(request); },
+        why);
+    if (!web_) {
+      tell_console("mailnet: the web server (web.listen " + net_.web.listen.to_string() + ") failed to start: " + why +
+                   " (choose a free port for web.listen in the topology, or turn it off with \"web\": false)\n");
+      on_ready(false);
+      co_return false;
+    }
+  }
+
   // The resolver first: nodes ask it as soon as they have mail to relay.
   hold_network_json_ = true;
   auto deadline = clock::now() + ready_timeout;
@@ -704,6 +724,7 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
     co_return false;
   }
   asio::co_spawn(io_, serve_control(), report_failure);
+  if (web_) web_->start();
   write_network_json();
   // Mail queued in an earlier run may have been tried, and backed off, while
   // its next hop was still starting: everyone retries now that all listen.
@@ -715,6 +736,7 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
     if (padded.size() < name_width_) padded.resize(name_width_, ' ');
     out_.print("  " + padded + "  ready  " + c.listen + "  pid " + std::to_string(c.current->pid));
   }
+  if (web_) out_.print("mailnet: dashboard and API at " + net_.web.url());
   out_.print("mailnet: stop with Ctrl-C or `mailnet down`");
   out_.flush();
   on_ready(true);
@@ -722,6 +744,7 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
   co_await wait_until([&] { return interrupted || down_requested_; }, clock::time_point::max());
   out_.print("mailnet: stopping");
   control_.close(ec);
+  if (web_) web_->close();
   co_await stop_all();  // writes network.json
   std::filesystem::remove(folder_.control_socket());
   co_return true;

@@ -26,9 +26,10 @@ def mailnet(net, *args):
 
 
 def topology(domain_count):
-    ports = harness.free_tcp_ports(domain_count)
+    ports = harness.free_tcp_ports(domain_count + 1)
     return {
         "name": "chaos",
+        "web": {"listen": f"127.0.0.1:{ports.pop()}"},
         "resolver": {"listen": f"127.0.0.1:{harness.free_udp_port()}", "timeout": "200ms"},
         "defaults": {"retry": {"first": "100ms", "max": "500ms", "give_up_after": "10m"}},
         "domains": [{"name": f"d{i}.example", "listen": f"127.0.0.1:{p}", "users": ["alice", "bob"]}

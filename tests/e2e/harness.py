@@ -53,7 +53,11 @@ def _shipped_ports():
             continue
         with open(os.path.join(folder, name)) as f:
             topo = json.load(f)
-        for listen in [topo.get("resolver", {}).get("listen", "")] + [d.get("listen", "") for d in topo.get("domains", [])]:
+        web = topo.get("web", {})
+        web_listen = (web.get("listen", "127.0.0.1:8025") if isinstance(web, dict)
+                      else "127.0.0.1:8025" if web is not False else "")
+        for listen in ([topo.get("resolver", {}).get("listen", ""), web_listen]
+                       + [d.get("listen", "") for d in topo.get("domains", [])]):
             if ":" in listen:
                 ports.add(int(listen.rsplit(":", 1)[1]))
     return ports
@@ -266,7 +270,7 @@ class Network:
             self.tmp = tempfile.TemporaryDirectory(prefix="mailnet-e2e-")
             workdir = self.tmp.name
         self.workdir = workdir
-        self.topology = topology
+        self.topology = with_web_port(topology)
         self.topology_file = os.path.join(workdir, "topology.json")
         with open(self.topology_file, "w") as f:
             json.dump(topology, f, indent=2)
@@ -413,11 +417,26 @@ def take_sanitizer_reports():
     return "\n".join(found)
 
 
+def with_web_port(topology):
+    """The topology with a free port for the launcher's web server, unless it
+    names one or turns it off: its default, 8025, is fixed, and tests run side
+    by side."""
+    if "web" not in topology:
+        topology["web"] = {"listen": f"127.0.0.1:{free_tcp_port()}"}
+    return topology
+
+
+def web_url(topology):
+    """The launcher's web server of a topology made by with_web_port."""
+    return f"http://{topology['web']['listen']}"
+
+
 def two_domain_topology(name="e2e", **domain_extra):
-    jaku_port, deathstar_port = free_tcp_ports(2)
+    jaku_port, deathstar_port, web_port = free_tcp_ports(3)
     return {
         "name": name,
         "resolver": {"listen": f"127.0.0.1:{free_udp_port()}"},
+        "web": {"listen": f"127.0.0.1:{web_port}"},
         "defaults": {"retry": {"first": "200ms", "max": "1s", "give_up_after": "1m"}},
         "domains": [
             {"name": "jaku.com", "listen": f"127.0.0.1:{jaku_port}", "users": ["rey", "finn", "obiwan"],

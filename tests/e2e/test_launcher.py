@@ -37,7 +37,7 @@ class Detached:
         self.cwd = self.tmp.name
         if name:
             topo["name"] = name
-        self.topo = topo
+        self.topo = harness.with_web_port(topo)
         self.file = os.path.join(self.cwd, f"{topo['name']}.json")
         with open(self.file, "w") as f:
             json.dump(topo, f)
@@ -132,6 +132,7 @@ def test_foreground_prefixes_and_colours():
 def test_progress_on_a_terminal_for_large_topologies():
     ports = harness.free_tcp_ports(12)
     topo = {"name": "big", "resolver": {"listen": f"127.0.0.1:{harness.free_udp_port()}"},
+            "web": {"listen": f"127.0.0.1:{harness.free_tcp_port()}"},
             "domains": [{"name": f"d{i}.example", "listen": f"127.0.0.1:{p}", "users": ["u"]}
                         for i, p in enumerate(ports)]}
     with tempfile.TemporaryDirectory() as tmp:

@@ -46,7 +46,7 @@ class Workdir:
     def __init__(self, topo=None):
         self.tmp = tempfile.TemporaryDirectory(prefix="mailnet-security-")
         self.path = self.tmp.name
-        self.topo = topo or harness.two_domain_topology("sec")
+        self.topo = harness.with_web_port(topo or harness.two_domain_topology("sec"))
         self.topo_file = os.path.join(self.path, "topology.json")
         with open(self.topo_file, "w") as f:
             import json

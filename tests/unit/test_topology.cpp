@@ -266,3 +266,38 @@ TEST_CASE("resolver.ttl: whole seconds from 0 to 86400, 5 by default") {
   CHECK(error_of(R"({"name": "t", "resolver": {"ttl": 86401})" + domains) ==
         "topo.json: $.resolver.ttl: expected a whole number from 0 to 86400, found 86401");
 }
+
+TEST_CASE("web: on at 127.0.0.1:8025 by default, a loopback address of its own, or off") {
+  auto t = parse_topology(good, "topo.json");
+  CHECK(t.web.enabled);
+  CHECK(t.web.listen == endpoint{"127.0.0.1", 8025});
+  CHECK(t.web.url() == "http://127.0.0.1:8025/");
+
+  auto with_web = [](const std::string& web) {
+    return R"({"name": "t", "web": )" + web + R"(, "domains": [{"name": "a.com", "listen": "127.0.0.1:25"}]})";
+  };
+  auto own = parse_topology(with_web(R"({"listen": "[::1]:9000"})"), "topo.json");
+  CHECK(own.web.enabled);
+  CHECK(own.web.url() == "http://[::1]:9000/");
+  CHECK_FALSE(parse_topology(with_web("false"), "topo.json").web.enabled);
+  CHECK(parse_topology(with_web("true"), "topo.json").web.enabled);
+
+  CHECK(error_of(with_web(R"({"listen": "0.0.0.0:8025"})")) ==
+        "topo.json: $.web.listen: expected \"host:port\" with a loopback host (127.0.0.0/8 or [::1]), found \"0.0.0.0:8025\"");
+  CHECK(error_of(with_web(R"({"listen": "127.0.0.1:8025", "port": 1})")).find("$.web.port: unknown field") !=
+        std::string::npos);
+  CHECK(error_of(with_web(R"("127.0.0.1:8025")")).find("topo.json: $.web: expected false (no web server) or an object") == 0);
+  // A domain on the web server's address (the default one too) is refused, unless the server is off.
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:8025"}])")) ==
+        "topo.json: $.domains[0].listen: 127.0.0.1:8025 is the web server's address (the default of $.web.listen; "
+        "choose another, or turn the web server off with \"web\": false)");
+  CHECK(error_of(R"({"name": "t", "web": false, "domains": [{"name": "a.com", "listen": "127.0.0.1:8025"}]})") == "");
+  CHECK(error_of(R"({"name": "t", "resolver": {"listen": "127.0.0.1:8025"}, "domains": [{"name": "a.com", "listen": "127.0.0.1:25"}]})")
+            .find("$.resolver.listen: 127.0.0.1:8025 is both the resolver's address and the web server's") != std::string::npos);
+
+  // Written out in full, and read back the same.
+  for (const auto& web : {std::string("false"), std::string(R"({"listen": "127.0.0.2:8100"})")}) {
+    auto first = parse_topology(with_web(web), "topo.json");
+    CHECK(parse_topology(to_json_text(first), "again.json") == first);
+  }
+}

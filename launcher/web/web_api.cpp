@@ -1,0 +1,255 @@
+#include "launcher/web/web_api.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+
+namespace mailnet::launcher::web {
+
+using json = nlohmann::json;
+
+namespace {
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+std::string trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return std::string(s);
+}
+
+// A placeholder until the dashboard's pages are served: no script, no style,
+// nothing loaded from anywhere.
+constexpr const char* placeholder_page = R"(<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>mailnet</title></head>
+<body>
+<h1>mailnet</h1>
+<p>This network's dashboard will be here. Its API already answers:</p>
+<ul>
+<li><a href="/api/v1/network">/api/v1/network</a>: the nodes, their states and mail counters</li>
+<li><a href="/metrics">/metrics</a>: the same counters for Prometheus</li>
+</ul>
+</body>
+</html>
+)";
+
+// Nothing but what the page itself is: no script, no plugin, no frame
+// around it, no form sent elsewhere.
+constexpr const char* page_policy =
+    "default-src 'none'; img-src 'self'; style-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+// Every answer: no sniffing a JSON reply into HTML, no caching of live
+// state, no address of ours in another site's Referer.
+response& with_common_headers(response& r) {
+  r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  r.headers.emplace_back("Cache-Control", "no-store");
+  r.headers.emplace_back("Referrer-Policy", "no-referrer");
+  return r;
+}
+
+response json_response(int status, const json& body) {
+  response r;
+  r.status = status;
+  r.body = body.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+  return r;
+}
+
+response method_not_allowed(const std::string& method, const std::string& path, const std::string& allowed) {
+  auto r = error_response(405, "method " + method + " is not allowed on " + path + " (allowed: " + allowed + ")");
+  r.headers.emplace_back("Allow", allowed);
+  return r;
+}
+
+// A Prometheus label value: backslash, double quote and newline escaped.
+std::string label(const std::string& value) {
+  std::string out;
+  for (char c : value) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+// A control request, built outside the coroutines: GCC 12 rejects a braced
+// json of string literals inside a co_await ("array used as initializer").
+json command(const std::string& cmd, const std::string& name = {}) {
+  json request = {{"cmd", cmd}};
+  if (!name.empty()) request["name"] = name;
+  return request;
+}
+
+const std::vector<std::string> node_actions = {"kill", "stop", "start", "restart", "flush"};
+
+}  // namespace
+
+response error_response(int status, const std::string& reason) { return json_response(status, {{"error", reason}}); }
+
+api::api(endpoint listen, control_function control) : listen_(std::move(listen)), control_(std::move(control)) {}
+
+std::string api::origin() const { return "http://" + listen_.to_string(); }
+
+std::optional<response> api::refuse_host(const request& r) const {
+  const std::string port = std::to_string(listen_.port);
+  if (!r.host) return error_response(403, "refused: the request has no Host header");
+  const std::string host = lower(trim(*r.host));
+  std::vector<std::string> allowed = {lower(listen_.to_string()), "localhost:" + port};
+  if (host == allowed[0] || host == allowed[1]) return std::nullopt;
+  if (listen_.port == 80 && (host + ":80" == allowed[0] || host == "localhost")) return std::nullopt;
+  return error_response(403, "refused: Host \"" + *r.host + "\" is not this server's address (" + allowed[0] +
+                                 " or " + allowed[1] + "); a page from another site cannot use this API");
+}
+
+// A change (POST, DELETE) must be JSON, which a cross-site form cannot send
+// without a preflight (never answered here), and from our own pages when the
+// browser says where it comes from.
+std::optional<response> api::refuse_change(const request& r) const {
+  if (!r.content_type) return error_response(403, "refused: a " + r.method + " must have Content-Type: application/json");
+  const std::string type = lower(trim(std::string_view(*r.content_type).substr(0, r.content_type->find(';'))));
+  if (type != "application/json")
+    return error_response(403, "refused: a " + r.method + " must have Content-Type: application/json, not \"" +
+                                   *r.content_type + "\"");
+  if (r.origin) {
+    const std::string o = lower(trim(*r.origin));
+    if (o != lower(origin()) && o != "http://localhost:" + std::to_string(listen_.port))
+      return error_response(403, "refused: Origin \"" + *r.origin + "\" is not this dashboard (" + origin() +
+                                     "); changes are taken only from its own pages");
+  }
+  if (!trim(r.body).empty() && !json::accept(r.body))
+    return error_response(400, "the body is not valid JSON (send {} or nothing)");
+  return std::nullopt;
+}
+
+boost::asio::awaitable<response> api::answer(request r) {
+  if (auto refusal = refuse_host(r)) co_return with_common_headers(*refusal);
+  const std::string path = r.target.substr(0, r.target.find('?'));
+  const bool get = r.method == "GET";
+  response out;
+  if (path == "/" || path == "/index.html") {
+    if (!get) out = method_not_allowed(r.method, path, "GET");
+    else {
+      out.content_type = "text/html; charset=utf-8";
+      out.body = placeholder_page;
+      out.headers.emplace_back("Content-Security-Policy", page_policy);
+    }
+  } else if (path == "/api/v1/network") {
+    // (No co_await inside ?: : GCC 12 destroys its temporaries twice.)
+    if (get) out = co_await network();
+    else out = method_not_allowed(r.method, path, "GET");
+  } else if (path == "/metrics") {
+    if (get) out = co_await metrics();
+    else out = method_not_allowed(r.method, path, "GET");
+  } else if (constexpr std::string_view prefix = "/api/v1/nodes/"; path.starts_with(prefix)) {
+    const auto rest = path.substr(prefix.size());
+    const auto slash = rest.find('/');
+    const std::string name = rest.substr(0, slash);
+    const std::string action = slash == std::string::npos ? "" : rest.substr(slash + 1);
+    if (name.empty() || std::find(node_actions.begin(), node_actions.end(), action) == node_actions.end()) {
+      out = error_response(404, "no such endpoint: " + path + " (POST /api/v1/nodes/NAME/ACTION, ACTION one of "
+                                "kill, stop, start, restart, flush)");
+    } else if (r.method != "POST") {
+      out = method_not_allowed(r.method, path, "POST");
+    } else if (auto refusal = refuse_change(r)) {
+      out = *refusal;
+    } else {
+      out = co_await node_action(name, action);
+    }
+  } else {
+    out = error_response(404, "no such endpoint: " + path);
+  }
+  co_return with_common_headers(out);
+}
+
+boost::asio::awaitable<response> api::network() {
+  const json reply = co_await control_(command("status"));
+  if (!reply.value("ok", false)) co_return error_response(503, reply.value("error", std::string("the launcher did not answer")));
+  co_return json_response(200, network_document(reply["status"], uptime_seconds()));
+}
+
+boost::asio::awaitable<response> api::metrics() {
+  const json reply = co_await control_(command("status"));
+  if (!reply.value("ok", false)) co_return error_response(503, reply.value("error", std::string("the launcher did not answer")));
+  response r;
+  r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  r.body = prometheus_text(reply["status"], uptime_seconds());
+  co_return r;
+}
+
+boost::asio::awaitable<response> api::node_action(const std::string& node, const std::string& action) {
+  // A node is named by its domain, in any case, with or without the root's dot (as on the command line).
+  std::string name = lower(node);
+  if (name.size() > 1 && name.back() == '.') name.pop_back();
+  const json reply = co_await control_(command(action, name));
+  if (reply.value("ok", false)) {
+    json doc = reply;
+    doc["node"] = name;
+    doc["action"] = action;
+    co_return json_response(200, doc);
+  }
+  const std::string error = reply.value("error", std::string("failed"));
+  // Unknown node: 404; a node that cannot do it now (already down, starting, the resolver's flush): 409.
+  co_return error_response(error.starts_with("no node named") ? 404 : 409, error);
+}
+
+double api::uptime_seconds() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+}
+
+json network_document(const json& status, double uptime_seconds) {
+  json doc = {{"name", status.value("name", "")},
+              {"folder", status.value("dir", "")},
+              {"uptime_s", static_cast<long>(uptime_seconds)},
+              {"launcher_pid", status.value("launcher_pid", 0)},
+              {"web", status.value("web", "")},
+              {"resolver", nullptr},
+              {"nodes", json::array()}};
+  for (const auto& n : status.value("nodes", json::array())) {
+    if (n.value("name", "") == "resolver") doc["resolver"] = n;
+    else doc["nodes"].push_back(n);
+  }
+  return doc;
+}
+
+std::string prometheus_text(const json& status, double uptime_seconds) {
+  struct family {
+    const char* name;
+    const char* type;
+    const char* help;
+    const char* key;  // in a node's status
+    bool domains_only;
+  };
+  static const family families[] = {
+      {"mailnet_node_up", "gauge", "1 when the node (a domain, or the resolver) is ready, else 0.", nullptr, false},
+      {"mailnet_node_restarts_total", "counter", "Restarts of the node after a crash.", "restarts", false},
+      {"mailnet_received_total", "counter", "Messages the domain's node accepted over SMTP.", "received", true},
+      {"mailnet_delivered_total", "counter", "Messages delivered into the domain's Maildirs.", "delivered", true},
+      {"mailnet_relayed_total", "counter", "Messages the domain's node relayed to another node.", "relayed", true},
+      {"mailnet_bounced_total", "counter", "Bounces the domain's node sent.", "bounced", true},
+      {"mailnet_queued_messages", "gauge", "Messages waiting in the domain's queue.", "queued", true},
+  };
+  std::string out;
+  char number[64];
+  for (const auto& f : families) {
+    out += std::string("# HELP ") + f.name + " " + f.help + "\n# TYPE " + f.name + " " + f.type + "\n";
+    for (const auto& n : status.value("nodes", json::array())) {
+      const std::string name = n.value("name", "");
+      const bool resolver = name == "resolver";
+      if (f.domains_only && resolver) continue;
+      const long value = f.key ? n.value(f.key, 0L) : (n.value("state", "") == "ready" ? 1L : 0L);
+      out += std::string(f.name) + (f.domains_only ? "{domain=\"" : "{node=\"") + label(name) + "\"} " +
+             std::to_string(value) + "\n";
+    }
+  }
+  std::snprintf(number, sizeof number, "%.3f", uptime_seconds);
+  out += "# HELP mailnet_web_uptime_seconds Seconds since the launcher's web server started.\n"
+         "# TYPE mailnet_web_uptime_seconds gauge\nmailnet_web_uptime_seconds " +
+         std::string(number) + "\n";
+  return out;
+}
+
+}  // namespace mailnet::launcher::web

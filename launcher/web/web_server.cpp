@@ -1,0 +1,183 @@
+#include "launcher/web/web_server.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <iostream>
+
+namespace mailnet::launcher::web {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+struct server::impl : std::enable_shared_from_this<impl> {
+  impl(asio::io_context& context, const endpoint& listen, control_function control, server_limits l)
+      : io(context), acceptor(context), web(listen, std::move(control)), limits(l) {}
+
+  asio::io_context& io;
+  tcp::acceptor acceptor;
+  api web;
+  server_limits limits;
+  std::size_t active = 0;
+
+  asio::awaitable<void> accept_loop();
+  asio::awaitable<void> session(tcp::socket socket);
+};
+
+namespace {
+
+std::string reply_text(int status, const std::string& reason) {
+  const auto r = error_response(status, reason);
+  const char* phrase = status == 400   ? "Bad Request"
+                       : status == 413 ? "Payload Too Large"
+                       : status == 431 ? "Request Header Fields Too Large"
+                       : status == 503 ? "Service Unavailable"
+                                       : "Error";
+  return "HTTP/1.1 " + std::to_string(status) + " " + phrase + "\r\nContent-Type: " + r.content_type +
+         "\r\nContent-Length: " + std::to_string(r.body.size()) + "\r\nConnection: close\r\n\r\n" + r.body;
+}
+
+void report_failure(std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    std::cerr << "mailnet: web server: internal error: " << ex.what() << "\n";
+  }
+}
+
+}  // namespace
+
+asio::awaitable<void> server::impl::accept_loop() {
+  auto self = shared_from_this();
+  asio::steady_timer pause(io);
+  for (;;) {
+    auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+    if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+    if (ec) {
+      // Out of descriptors (EMFILE): the connection waits in the backlog; do not spin on it.
+      pause.expires_after(std::chrono::milliseconds(50));
+      co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+      continue;
+    }
+    if (active >= limits.connections) {
+      // One short answer into the socket's empty buffer (never waits), then closed.
+      boost::system::error_code ignored;
+      socket.non_blocking(true, ignored);
+      const auto text = reply_text(503, "too many connections to the web server (" +
+                                            std::to_string(limits.connections) + "); try again");
+      socket.write_some(asio::buffer(text), ignored);
+      socket.close(ignored);
+      continue;
+    }
+    ++active;
+    asio::co_spawn(io, session(std::move(socket)), [self](std::exception_ptr e) {
+      --self->active;
+      report_failure(e);
+    });
+  }
+}
+
+asio::awaitable<void> server::impl::session(tcp::socket socket) {
+  auto self = shared_from_this();
+  beast::tcp_stream stream(std::move(socket));
+  beast::flat_buffer buffer(limits.header_bytes + limits.body_bytes + 4096);
+  for (std::size_t i = 0; i < limits.requests_per_connection; ++i) {
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(limits.header_bytes));
+    parser.body_limit(limits.body_bytes);
+    stream.expires_after(i == 0 ? limits.request_time : limits.idle);
+    auto [ec, n] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+    if (ec) {
+      // A request too large, or not HTTP, is told why; a client that went
+      // away or said nothing in time is just closed.
+      std::string text;
+      if (ec == http::error::header_limit || ec == http::error::buffer_overflow)
+        text = reply_text(431, "the request's headers are over " + std::to_string(limits.header_bytes) + " bytes");
+      else if (ec == http::error::body_limit)
+        text = reply_text(413, "the request's body is over " + std::to_string(limits.body_bytes) + " bytes");
+      else if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
+               ec != http::error::end_of_stream && ec != http::error::partial_message)
+        text = reply_text(400, "not a valid HTTP request (" + ec.message() + ")");
+      if (!text.empty()) {
+        stream.expires_after(limits.write_time);
+        co_await asio::async_write(stream, asio::buffer(text), asio::as_tuple(asio::use_awaitable));
+      }
+      break;
+    }
+    auto& req = parser.get();
+    request r;
+    r.method = std::string(req.method_string());
+    r.target = std::string(req.target());
+    auto header = [&](http::field f) -> std::optional<std::string> {
+      const auto count = req.count(f);
+      if (count == 0) return std::nullopt;
+      if (count > 1) return std::string("(") + std::to_string(count) + " headers)";  // never a match
+      return std::string(req[f]);
+    };
+    r.host = header(http::field::host);
+    r.origin = header(http::field::origin);
+    r.content_type = header(http::field::content_type);
+    r.body = std::move(req.body());
+    const bool keep_alive = req.keep_alive();
+    const unsigned version = req.version();
+
+    const response out = co_await web.answer(std::move(r));
+    http::response<http::string_body> res{static_cast<http::status>(out.status), version};
+    res.set(http::field::content_type, out.content_type);
+    for (const auto& [name, value] : out.headers) res.set(name, value);
+    res.body() = out.body;
+    res.keep_alive(keep_alive);
+    res.prepare_payload();
+    stream.expires_after(limits.write_time);
+    auto [wec, written] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+    if (wec || !keep_alive) break;
+  }
+  boost::system::error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+}
+
+server::server(std::shared_ptr<impl> p) : impl_(std::move(p)) {}
+
+server::~server() { close(); }
+
+std::unique_ptr<server> server::open(asio::io_context& io, const endpoint& listen, control_function control,
+                                     std::string& error, server_limits limits) {
+  auto p = std::make_shared<impl>(io, listen, std::move(control), limits);
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(listen.host, ec);
+  if (ec) {
+    error = listen.to_string() + ": " + ec.message();
+    return nullptr;
+  }
+  const tcp::endpoint where(address, listen.port);
+  auto failed = [&](const char* what) {
+    error = std::string("cannot ") + what + " " + listen.to_string() + ": " + ec.message();
+    return nullptr;
+  };
+  p->acceptor.open(where.protocol(), ec); if (ec) return failed("open a socket for");
+  p->acceptor.set_option(tcp::acceptor::reuse_address(true), ec); if (ec) return failed("set SO_REUSEADDR on");
+  p->acceptor.bind(where, ec); if (ec) return failed("listen on");
+  p->acceptor.listen(asio::socket_base::max_listen_connections, ec); if (ec) return failed("listen on");
+  return std::unique_ptr<server>(new server(std::move(p)));
+}
+
+void server::start() { asio::co_spawn(impl_->io, impl_->accept_loop(), report_failure); }
+
+void server::close() {
+  boost::system::error_code ignored;
+  impl_->acceptor.close(ignored);
+}
+
+}  // namespace mailnet::launcher::web

@@ -1,0 +1,52 @@
+// The launcher's HTTP server (Boost.Beast, in web_server.cpp only): accepts
+// on web.listen, reads bounded requests with deadlines, and answers them
+// through web::api on the launcher's own io_context. A slow or hostile client
+// holds at most one of a capped number of connections and never blocks the
+// supervisor: every read and write is asynchronous and has a deadline.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "common/topology.hpp"
+#include "launcher/web/web_api.hpp"
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace mailnet::launcher::web {
+
+struct server_limits {
+  std::size_t connections = 64;          // more get a 503 and are closed
+  std::size_t header_bytes = 8192;       // the request line and headers: more is a 431
+  std::size_t body_bytes = 65536;        // more is a 413
+  std::chrono::milliseconds request_time{10000};  // for a whole request on a new connection
+  std::chrono::milliseconds idle{30000};          // for the next whole request on a kept-alive connection
+  std::chrono::milliseconds write_time{10000};
+  std::size_t requests_per_connection = 1000;
+};
+
+class server {
+ public:
+  // Binds and listens on listen; nullptr with error set ("127.0.0.1:8025:
+  // Address already in use") when it cannot.
+  static std::unique_ptr<server> open(boost::asio::io_context& io, const endpoint& listen, control_function control,
+                                      std::string& error, server_limits limits = {});
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  void start();  // begins accepting
+  void close();  // stops accepting; open connections end with their deadlines
+
+  struct impl;
+
+ private:
+  explicit server(std::shared_ptr<impl> p);
+  std::shared_ptr<impl> impl_;
+};
+
+}  // namespace mailnet::launcher::web
