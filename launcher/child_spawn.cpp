@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <pthread.h>
 #include <sys/wait.h>
 #include <system_error>
 #include <unistd.h>
@@ -51,12 +52,34 @@ spawned_child spawn_child(const std::string& exe, const std::vector<std::string>
   null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (null_fd < 0) fail("/dev/null");
 
+  // Every signal blocked across fork: the launcher's handlers (Asio's write
+  // into the launcher's own signal pipe) must never run in the child, where a
+  // Ctrl-C before setpgid would count as a second Ctrl-C in the launcher.
+  sigset_t all, before;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &before);
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
-  if (pid < 0) fail("fork");
   if (pid == 0) {
     // The child: system calls only, no allocation, no lock.
     ::setpgid(0, 0);
+    // The launcher's handlers become the default again, and a SIGINT or
+    // SIGTERM meant for the launcher's group before setpgid is dropped
+    // (ignoring a signal discards it when pending). Ignored signals stay
+    // ignored, as exec would keep them.
+    for (int sig = 1; sig < NSIG; ++sig) {
+      struct sigaction current {};
+      if (::sigaction(sig, nullptr, &current) != 0 || current.sa_handler == SIG_IGN) continue;
+      struct sigaction action {};
+      action.sa_handler = SIG_DFL;
+      if (sig == SIGINT || sig == SIGTERM) {
+        struct sigaction ignore {};
+        ignore.sa_handler = SIG_IGN;
+        ::sigaction(sig, &ignore, nullptr);
+      }
+      if (current.sa_handler != SIG_DFL || sig == SIGINT || sig == SIGTERM) ::sigaction(sig, &action, nullptr);
+    }
+    ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail_in_child(report[1]);
     if (::getppid() != parent) ::_exit(1);  // the launcher died before prctl took effect
     // dup2 clears close-on-exec on the copy, so only 0, 1 and 2 cross exec.
@@ -65,6 +88,12 @@ spawned_child spawn_child(const std::string& exe, const std::vector<std::string>
     close_on_exec_above_stderr();
     ::execve(exe.c_str(), argv.data(), environ);
     fail_in_child(report[1]);
+  }
+  const int fork_errno = errno;
+  ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
+  if (pid < 0) {
+    errno = fork_errno;
+    fail("fork");
   }
 
   ::close(out[1]);
@@ -87,6 +116,28 @@ spawned_child spawn_child(const std::string& exe, const std::vector<std::string>
   spawned_child result{pid, out[0], err[0]};
   out[0] = err[0] = -1;  // handed over
   return result;
+}
+
+void discard_child(spawned_child& child) {
+  if (child.pid > 0) {
+    ::kill(child.pid, SIGKILL);
+    while (::waitpid(child.pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    child.pid = -1;
+  }
+  for (int* fd : {&child.out, &child.err})
+    if (*fd >= 0) {
+      ::close(*fd);
+      *fd = -1;
+    }
+}
+
+void ensure_standard_descriptors() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) >= 0 || errno != EBADF) continue;
+    const int opened = ::open("/dev/null", O_RDWR);  // takes the lowest free number: fd
+    if (opened > 2) ::close(opened);
+  }
 }
 
 }  // namespace mailnet::launcher

@@ -29,4 +29,12 @@ struct spawned_child {
 // errno comes back through a close-on-exec pipe).
 spawned_child spawn_child(const std::string& exe, const std::vector<std::string>& args);
 
+// For a child that could not be taken in hand after spawn_child: SIGKILL,
+// reaped, and its descriptors that are still >= 0 closed. Nothing when pid < 0.
+void discard_child(spawned_child& child);
+
+// At the launcher's start: descriptors 0, 1 and 2 open (on /dev/null if they
+// were closed), so that no pipe of a child is ever made on one of them.
+void ensure_standard_descriptors();
+
 }  // namespace mailnet::launcher

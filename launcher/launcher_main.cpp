@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "launcher/child_spawn.hpp"
 #include "launcher/commands.hpp"
 
 namespace mailnet::launcher {
@@ -14,6 +15,7 @@ int command_registry::run_chosen() const {
 }
 
 int launcher_main(int argc, char** argv) {
+  ensure_standard_descriptors();  // `mailnet up >&-`: no child's pipe may become its stdout
   CLI::App app{"mailnet: a simulated mail network on one machine", "mailnet"};
   app.require_subcommand(1);
   command_registry commands;

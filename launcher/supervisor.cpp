@@ -257,14 +257,20 @@ void supervisor::spawn(child& c) {
   c.last_error.clear();
   c.started_at = clock::now();
   const auto exe = own_binary_dir() / c.exe_name;
+  spawned_child started;
   try {
     // Not Boost.Process's launcher: its child tells Asio about the fork, which
     // allocates between fork and exec (see child_spawn.hpp).
-    auto started = spawn_child(exe.string(), c.args);
+    started = spawn_child(exe.string(), c.args);
     inst->out = std::make_unique<asio::readable_pipe>(io_, started.out);
+    started.out = -1;
     inst->err = std::make_unique<asio::readable_pipe>(io_, started.err);
+    started.err = -1;
+    // A pidfd, registered with Asio: this can fail (descriptors, a seccomp
+    // profile), and then the child would run unmanaged, holding its port.
     inst->proc = std::make_unique<bp::process>(io_.get_executor(), started.pid);
   } catch (const std::exception& e) {
+    discard_child(started);
     c.state = child_state::failed;
     c.exit_text = "not started";
     c.last_error = "cannot start " + exe.string() + ": " + e.what();
