@@ -190,11 +190,13 @@ send_result send_message(const std::string& host, std::uint16_t port, const std:
         // a lost goodbye changes nothing
       }
     };
+    bool closed = false;  // QUIT said, or a 421 heard: nothing more goes to the server
     reply r = smtp.read_reply();
     result.connected = true;
     if (r.code != 220) {
       settle_rest(0, r.text);
       quit();
+      closed = true;
       next = rcpts.size();
     } else {
       r = smtp.command("EHLO " + helo_domain);
@@ -210,6 +212,7 @@ send_result send_message(const std::string& host, std::uint16_t port, const std:
       r = smtp.command("MAIL FROM:<" + from + ">");
       if (r.code != 250) {
         settle_rest(next, r.text);
+        closed = r.code == 421;
         break;
       }
       std::vector<std::size_t> taken;
@@ -233,6 +236,7 @@ send_result send_message(const std::string& host, std::uint16_t port, const std:
         for (auto k : taken) result.rcpts[k].reply = r.text;  // no DATA for them
         settle_rest(i, r.text);
         next = rcpts.size();
+        closed = true;
         break;
       }
       if (taken.empty()) {
@@ -247,6 +251,12 @@ send_result send_message(const std::string& host, std::uint16_t port, const std:
       }
       if (r.code != 250) {
         for (auto k : taken) result.rcpts[k].reply = r.text;
+        if (r.code == 421) {  // the server is closing: the rest get its reply, no RSET, no QUIT
+          settle_rest(next, r.text);
+          next = rcpts.size();
+          closed = true;
+          break;
+        }
         if (r.code / 100 != 4 && r.code / 100 != 5) break;  // not an SMTP answer we can go on from
         smtp.command("RSET");
         continue;
@@ -260,7 +270,7 @@ send_result send_message(const std::string& host, std::uint16_t port, const std:
       }
     }
     settle_rest(next, "not sent: the transaction could not go on");
-    quit();
+    if (!closed) quit();
   } catch (const std::exception& e) {
     settle_rest(0, e.what());
   }

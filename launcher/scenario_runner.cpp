@@ -239,14 +239,19 @@ int run_scenario(const run_options& options) {
               << "  Add --fresh to empty it anyway, or play the scenario in another folder with --dir DIR.\n";
     return 2;
   }
-  if (run_self({"up", "-d", "--fresh", options.file.string(), "--dir", folder.dir().string()}) != 0) {
+  const int up = run_self({"up", "-d", "--fresh", options.file.string(), "--dir", folder.dir().string()});
+  // The folder is the scenario's now, also when its network did not come up
+  // (a busy port): the next run there needs no --fresh.
+  if (std::filesystem::exists(folder.topology_json(), ec)) {
+    try {
+      write_private_file(folder.scenario_marker(), "this folder was made by `mailnet run " + options.file.string() + "`\n");
+    } catch (const std::exception& e) {
+      std::cerr << "mailnet run: " << e.what() << "\n";  // the next run will ask for --fresh; this one goes on
+    }
+  }
+  if (up != 0) {
     std::cout << "FAIL: the network did not come up\n0 passed, 1 failed\n";
     return 1;
-  }
-  try {
-    write_private_file(folder.scenario_marker(), "this folder was made by `mailnet run " + options.file.string() + "`\n");
-  } catch (const std::exception& e) {
-    std::cerr << "mailnet run: " << e.what() << "\n";  // the next run will ask for --fresh; this one goes on
   }
   runner r(s, folder);
   std::size_t passed = 0, failed = 0;

@@ -139,6 +139,28 @@ def test_send_stops_at_a_421_and_reports_every_recipient():
             assert peer.messages == [] and not any(l.startswith(b"DATA") for s in peer.sessions for l in s["lines"])
 
 
+
+def test_send_stops_at_a_421_after_the_data():
+    """A 421 to the end of the data closes the session too: the recipients of
+    that transaction and those still waiting for the next (after a 452) all
+    get the 421, and nothing more is sent (no RSET, no second MAIL)."""
+    port = harness.free_tcp_port()
+    replies = {"RCPT": lambda line, session: "452 4.5.3 too many recipients"
+               if len(session["transaction"]["rcpts"]) == 3 else None,
+               "DOT": "421 4.3.2 going away"}
+    with harness.FakeSmtpPeer(port, replies=replies) as peer, tempfile.TemporaryDirectory() as tmp:
+        out = mailnet("send", "--from", "rey@jaku.com", "--to", "a@x.example, b@x.example, c@x.example, d@x.example",
+                      "--subject", "x", "--body", "x", "--via", f"127.0.0.1:{port}", cwd=tmp)
+        assert out.returncode == 1, out
+        for who in "abcd":
+            assert f"{who}@x.example: refused by 127.0.0.1:{port}: 421 4.3.2 going away" in out.stderr, out.stderr
+        assert "4 of 4 recipients refused" in out.stderr and out.stdout == "", out
+        with peer.lock:
+            lines = [l for s in peer.sessions for l in s["lines"]]
+            assert sum(l.startswith(b"MAIL") for l in lines) == 1, lines
+            assert not any(l.startswith(b"RSET") for l in lines), lines
+
+
 # ---------------------------------------------------------------- inbox
 
 
@@ -285,6 +307,14 @@ def test_run_never_empties_a_network_the_user_brought_up():
         net.up()
         ok(net.cli("down"))
         assert net.cli("run", net.file).returncode == 2
+        # A run whose network did not come up (a port taken) still made the
+        # folder the scenario's: the next run there needs no --fresh.
+        failed_dir = os.path.join(net.cwd, "failed")
+        port = harness.port_of(net.topo, "jaku.com")
+        with socket.create_server(("127.0.0.1", port)):
+            out = net.cli("run", net.file, "--dir", failed_dir)
+            assert out.returncode == 1 and "did not come up" in out.stdout, out.stdout + out.stderr
+        ok(net.cli("run", net.file, "--dir", failed_dir))
 
 
 # ---------------------------------------------------------------- small things
@@ -427,7 +457,7 @@ def test_resolver_ttl_is_a_topology_setting():
 
 if __name__ == "__main__":
     harness.run_tests([test_send_more_recipients_than_a_transaction_takes,
-                       test_send_stops_at_a_421_and_reports_every_recipient,
+                       test_send_stops_at_a_421_and_reports_every_recipient, test_send_stops_at_a_421_after_the_data,
                        test_inbox_any_case_user_column_and_wide_characters,
                        test_init_checks_each_answer_where_it_is_given,
                        test_status_columns_fit_their_content,
