@@ -1,5 +1,7 @@
 #include "launcher/web/web_server.hpp"
 
+#include "launcher/web/peer_user.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -32,7 +34,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   std::size_t active = 0;
 
   asio::awaitable<void> accept_loop();
-  asio::awaitable<void> session(tcp::socket socket);
+  asio::awaitable<void> session(tcp::socket socket, std::optional<std::string> refusal);
 };
 
 namespace {
@@ -40,6 +42,7 @@ namespace {
 std::string reply_text(int status, const std::string& reason) {
   const auto r = error_response(status, reason);
   const char* phrase = status == 400   ? "Bad Request"
+                       : status == 403 ? "Forbidden"
                        : status == 413 ? "Payload Too Large"
                        : status == 431 ? "Request Header Fields Too Large"
                        : status == 503 ? "Service Unavailable"
@@ -71,6 +74,10 @@ asio::awaitable<void> server::impl::accept_loop() {
       co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
       continue;
     }
+    // Another local user is refused as mailnet.sock refuses them (the owner
+    // and root only). Looked up now, while the client's socket surely exists;
+    // told after its request is read, so that the client reads the reason.
+    auto refusal = refusal_for_tcp_peer(socket.native_handle());
     if (active >= limits.connections) {
       // One short answer into the socket's empty buffer (never waits), then closed.
       boost::system::error_code ignored;
@@ -82,14 +89,14 @@ asio::awaitable<void> server::impl::accept_loop() {
       continue;
     }
     ++active;
-    asio::co_spawn(io, session(std::move(socket)), [self](std::exception_ptr e) {
+    asio::co_spawn(io, session(std::move(socket), std::move(refusal)), [self](std::exception_ptr e) {
       --self->active;
       report_failure(e);
     });
   }
 }
 
-asio::awaitable<void> server::impl::session(tcp::socket socket) {
+asio::awaitable<void> server::impl::session(tcp::socket socket, std::optional<std::string> refusal) {
   auto self = shared_from_this();
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer(limits.header_bytes + limits.body_bytes + 4096);
@@ -117,6 +124,12 @@ asio::awaitable<void> server::impl::session(tcp::socket socket) {
       break;
     }
     auto& req = parser.get();
+    if (refusal) {
+      const auto text = reply_text(403, "refused: " + *refusal);
+      stream.expires_after(limits.write_time);
+      co_await asio::async_write(stream, asio::buffer(text), asio::as_tuple(asio::use_awaitable));
+      break;
+    }
     request r;
     r.method = std::string(req.method_string());
     r.target = std::string(req.target());

@@ -270,6 +270,55 @@ def test_refusals_change_nothing():
         assert node(get_json(port, "/api/v1/network"), "jaku.com")["state"] == "ready"
 
 
+AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+ASK_AS_NOBODY = r"""
+import http.client, json, sys
+port, method, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+conn.request(method, path, body="{}" if method == "POST" else None, headers={"Content-Type": "application/json"})
+resp = conn.getresponse()
+print(json.dumps({"status": resp.status, "body": resp.read().decode()}))
+"""
+
+
+def test_another_local_user_is_refused_as_on_the_control_socket():
+    """The web port is open to every local user, as any TCP port is; the
+    launcher asks the kernel whose socket is calling (/proc/net/tcp) and
+    serves its owner and root only, as mailnet.sock does."""
+    assert os.geteuid() == 0, "needs root: the other local user is `nobody`, reached through setpriv"
+    topo = harness.two_domain_topology("webuser")
+    port = web_port(topo)
+    with harness.Network(topo) as net:
+        net.start()
+        jaku = net.child_pids()["jaku.com"]
+        for method, path in (("GET", "/api/v1/network"), ("POST", "/api/v1/nodes/jaku.com/kill"), ("GET", "/metrics")):
+            out = subprocess.run(AS_NOBODY + [sys.executable, "-c", ASK_AS_NOBODY, str(port), method, path],
+                                 capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+            reply = json.loads(out.stdout)
+            assert reply["status"] == 403, (path, reply)
+            assert "refused: uid 65534 is not the owner of this network (uid 0)" in reply["body"], reply
+        assert harness.pid_alive(jaku), "nobody killed jaku.com through the web API"
+        assert get_json(port, "/api/v1/network")["name"] == "webuser"  # the owner is served
+    # Over IPv6 loopback too, where the kernel lists the client in /proc/net/tcp6.
+    topo6 = harness.two_domain_topology("webuser6")
+    topo6["web"] = {"listen": f"[::1]:{harness.free_tcp_port()}"}
+    port6 = web_port(topo6)
+    with harness.Network(topo6) as net:
+        net.start()
+        ask6 = ASK_AS_NOBODY.replace('"127.0.0.1"', '"::1"')
+        out = subprocess.run(AS_NOBODY + [sys.executable, "-c", ask6, str(port6), "GET", "/api/v1/network"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["status"] == 403, out.stdout
+        conn = http.client.HTTPConnection("::1", port6, timeout=30)
+        try:
+            conn.request("GET", "/api/v1/network", headers={"Host": f"[::1]:{port6}"})
+            assert conn.getresponse().status == 200
+        finally:
+            conn.close()
+
+
 def test_slow_clients_cannot_stop_the_launcher():
     topo = harness.two_domain_topology("webslow")
     port = web_port(topo)
@@ -365,6 +414,7 @@ if __name__ == "__main__":
     harness.run_tests([
         test_every_endpoint_and_a_kill_seen_by_status,
         test_refusals_change_nothing,
+        test_another_local_user_is_refused_as_on_the_control_socket,
         test_slow_clients_cannot_stop_the_launcher,
         test_web_false_serves_nothing,
         test_taken_port_fails_up_before_any_child,
