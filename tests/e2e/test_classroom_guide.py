@@ -64,6 +64,7 @@ def test_the_classroom_guide_as_written():
             harness.wait_for(lambda: re.search(r"jaku\.com\s+ready\s+127\.0\.0\.1:1025\s+pid \d+", network.output()),
                              10, "the node table after 'is up'")
             said("jaku.com  ready  127.0.0.1:1025  pid")
+            network.wait_output(said("mailnet: dashboard and API at http://127.0.0.1:8025/"), 10)
             # 2. Send a mail.
             out = t2.run('swaks --server 127.0.0.1:1025 --from rey@jaku.com --to finn@jaku.com '
                          '--header "Subject: Hello Finn"')
