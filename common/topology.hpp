@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/faults.hpp"
+
 namespace mailnet {
 
 using millis = std::chrono::milliseconds;
@@ -101,6 +103,7 @@ struct topology {
   std::string name;  // also the run folder's name: [A-Za-z0-9._-]+
   resolver_settings resolver;
   std::vector<domain_config> domains;
+  fault_settings faults;  // "faults": failures on purpose (common/faults.hpp)
 
   const domain_config* find_domain(std::string_view domain) const;  // case-insensitive
   friend bool operator==(const topology&, const topology&) = default;
