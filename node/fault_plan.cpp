@@ -30,7 +30,10 @@ std::uint64_t fault_plan::rule_seed(std::uint64_t seed, std::string_view name) {
 fault_plan::fault_plan(const fault_settings& settings, std::string_view own_domain,
                        std::vector<std::string> network_domains, std::uint64_t random_seed,
                        std::chrono::steady_clock::time_point start)
-    : network_domains_(std::move(network_domains)), seed_(settings.seed.value_or(random_seed)), start_(start) {
+    : own_domain_(own_domain),
+      network_domains_(std::move(network_domains)),
+      seed_(settings.seed.value_or(random_seed)),
+      start_(start) {
   for (const auto& r : settings.rules) {
     if (r.to != own_domain || r.stage == fault_stage::dns || r.stage == fault_stage::none) continue;
     rules_.push_back({r, std::mt19937_64(rule_seed(seed_, r.name)), 0});
@@ -46,8 +49,10 @@ fault_plan::fault_plan(const fault_settings& settings, std::string_view own_doma
 
 bool fault_plan::from_matches(const fault_rule& r, std::string_view sender_helo) const {
   if (r.from == "*") return true;
+  // A node never sends to itself over SMTP: a session named after this node's
+  // own domain is a client (mailnet send EHLOs with the sender's domain).
   if (r.from == "clients")
-    return std::find(network_domains_.begin(), network_domains_.end(), sender_helo) == network_domains_.end();
+    return sender_helo == own_domain_ || std::find(network_domains_.begin(), network_domains_.end(), sender_helo) == network_domains_.end();
   return r.from == sender_helo;
 }
 

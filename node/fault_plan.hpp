@@ -59,6 +59,7 @@ class fault_plan {
   bool from_matches(const fault_rule& r, std::string_view sender_helo) const;
 
   std::vector<state> rules_;
+  std::string own_domain_;
   std::vector<std::string> network_domains_;
   std::uint64_t seed_ = 0;
   unsigned mask_ = 0;

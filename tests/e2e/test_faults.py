@@ -313,14 +313,24 @@ def test_a_rule_from_a_node_hits_its_relay_and_clients_rules_hit_clients_only():
         code, text = s.mail("rey@jaku.com")
         assert (code, text.decode()) == (451, TROUBLE[4:]), (code, text)
         s.quit()
+        # So do swaks and `mailnet send` (which names the sender's domain in
+        # EHLO: the node's own name, so a client, not a node).
+        port = harness.port_of(net.topology, "deathstar.com")
+        swaks = subprocess.run(["swaks", "--server", f"127.0.0.1:{port}", "--from", "rey@jaku.com",
+                                "--to", "vader@deathstar.com"], capture_output=True, text=True, timeout=60)
+        assert swaks.returncode != 0 and f"<** {TROUBLE}" in swaks.stdout, swaks.stdout + swaks.stderr
+        send = subprocess.run([harness.binary("mailnet"), "send", "--dir", net.run_dir, "--from", "vader@deathstar.com",
+                               "--to", "tarkin@deathstar.com", "--subject", "hi", "--body", "hi"], capture_output=True, text=True,
+                              timeout=60)
+        assert send.returncode == 1 and TROUBLE in send.stderr, send.stdout + send.stderr
         # The jaku.com node's relay meets the jaku.com rule once, retries the
         # 451 like any trouble, and delivers; the clients rule leaves it alone.
         with smtplib.SMTP("127.0.0.1", harness.port_of(net.topology, "jaku.com"), timeout=30) as j:
             j.sendmail("rey@jaku.com", ["vader@deathstar.com"], message("relayed"))
         net.wait_messages("deathstar.com", "vader", 1, timeout=30)
-        evs = wait_fault_events(net, 2)
-        assert [(e["rule"], e["from"]) for e in evs] == [("clients-mail", evs[0]["from"]), ("jaku-rcpt", "jaku.com")], evs
-        assert evs[0]["from"] != "jaku.com"
+        evs = wait_fault_events(net, 4)
+        assert [e["rule"] for e in evs] == ["clients-mail"] * 3 + ["jaku-rcpt"], evs
+        assert evs[2]["from"] == "deathstar.com" and evs[3]["from"] == "jaku.com", evs
         jaku_log = open(os.path.join(net.domain_dir("jaku.com"), "node.log"), encoding="utf-8").read()
         assert TROUBLE in jaku_log, jaku_log
         assert subjects(net) == ["relayed"]

@@ -60,6 +60,7 @@ TEST_CASE("a fault plan takes its own node's rules, by stage and sender") {
   CHECK_FALSE(plan.decide(fault_stage::rcpt, "client.example"));
   CHECK(plan.decide(fault_stage::mail, "client.example"));
   CHECK(plan.decide(fault_stage::mail, ""));  // no EHLO: not a node
+  CHECK(plan.decide(fault_stage::mail, "deathstar.com"));  // its own name: mailnet send, not a node
   CHECK_FALSE(plan.decide(fault_stage::mail, "jaku.com"));
 }
 
