@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/faults_json.hpp"
 #include "common/json_reader.hpp"
 
 namespace mailnet {
@@ -212,7 +213,7 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
                          (colon == std::string::npos ? what : what.substr(colon)));
   }
   r.expect_object(doc, "$");
-  r.only_keys(doc, "$", {"name", "resolver", "web", "defaults", "domains", "steps", "description"});
+  r.only_keys(doc, "$", {"name", "resolver", "web", "defaults", "domains", "steps", "description", "faults"});
 
   topology t;
   bool resolver_given = false;  // an explicit $.resolver.listen, for the error message
@@ -319,6 +320,13 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
     d.policy = own.policy;
     t.domains.push_back(std::move(d));
   }
+
+  // Faults: after the domains, which the rules name.
+  if (doc.contains("faults")) {
+    std::vector<std::string> names;
+    for (const auto& d : t.domains) names.push_back(d.name);
+    t.faults = read_faults(r, doc["faults"], names);
+  }
   return t;
 }
 
@@ -367,6 +375,7 @@ std::string to_json_text(const topology& t) {
                     {"sync", d.policy.sync_whole_filesystem ? "filesystem" : "files"}}},
     });
   }
+  if (!t.faults.rules.empty() || t.faults.seed) doc["faults"] = faults_to_json(t.faults);
   return doc.dump(2) + "\n";
 }
 

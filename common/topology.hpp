@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/faults.hpp"
+
 namespace mailnet {
 
 using millis = std::chrono::milliseconds;
@@ -110,6 +112,7 @@ struct topology {
   resolver_settings resolver;
   web_settings web;
   std::vector<domain_config> domains;
+  fault_settings faults;  // "faults": failures on purpose (common/faults.hpp)
 
   const domain_config* find_domain(std::string_view domain) const;  // case-insensitive
   friend bool operator==(const topology&, const topology&) = default;

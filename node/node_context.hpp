@@ -13,6 +13,7 @@
 #include "common/event_log.hpp"
 #include "common/topology.hpp"
 #include "common/mail/durable_file.hpp"
+#include "node/fault_plan.hpp"
 #include "node/maildir.hpp"
 #include "node/smtp_protocol.hpp"
 #include "common/mail/spool.hpp"
@@ -37,6 +38,7 @@ struct node_context {
   boost::asio::thread_pool& disk;
   group_committer& committer;  // new messages: many per flush of the disk
   relay* relay_agent = nullptr;
+  fault_plan faults;  // the topology's fault rules for this node (fault_plan.hpp)
   std::size_t active_sessions = 0;
   // A graceful stop has begun (SIGTERM): sessions answer 421 4.3.2 at their
   // next command, and each hook here wakes a session that waits for one.

@@ -32,6 +32,9 @@ int node_main(int argc, char** argv) {
   raise_fd_limit();               // room for limits.connections sessions
   try {
     auto net = load_topology(topology_file);
+    std::vector<std::string> network_domains;  // fault rules tell nodes from clients by them
+    if (!net.faults.rules.empty())
+      for (const auto& d : net.domains) network_domains.push_back(d.name);
     // A node needs only its own domain (the others are the resolver's):
     // in a network of 500 the rest was most of an idle node's own memory.
     if (const auto* own = net.find_domain(domain)) {
@@ -40,7 +43,8 @@ int node_main(int argc, char** argv) {
     }
     ::malloc_trim(0);  // and give the parse's memory back
     boost::asio::io_context io(1);
-    node_service service(io, std::move(net), domain, std::filesystem::path(run_dir) / domain, true);
+    node_service service(io, std::move(net), domain, std::filesystem::path(run_dir) / domain, true,
+                         std::move(network_domains));
     // SIGTERM (mailnet stop, restart, down) or SIGINT (Ctrl-C): a graceful
     // stop within drain_deadline. Later signals change nothing: the
     // launcher's SIGKILL, after its own longer wait, is the way to stop at once.

@@ -1,5 +1,6 @@
 #include "node/node_service.hpp"
 
+#include <random>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -340,8 +341,18 @@ struct node_service::impl {
 };
 
 node_service::node_service(asio::io_context& io, topology net, const std::string& domain,
-                           std::filesystem::path domain_dir, bool echo)
-    : impl_(std::make_unique<impl>(io, std::move(net), domain, std::move(domain_dir), echo)) {}
+                           std::filesystem::path domain_dir, bool echo, std::vector<std::string> network_domains)
+    : impl_(std::make_unique<impl>(io, std::move(net), domain, std::move(domain_dir), echo)) {
+  auto& m = *impl_;
+  if (m.net.faults.rules.empty()) return;
+  if (network_domains.empty())
+    for (const auto& d : m.net.domains) network_domains.push_back(d.name);
+  // Without a seed in the topology, one of our own, logged at start so that a run can be replayed.
+  std::random_device random;
+  const std::uint64_t random_seed = ((std::uint64_t{random()} << 32) | random()) & ((1ULL << 53) - 1);
+  m.ctx.faults = fault_plan(m.net.faults, m.config.name, std::move(network_domains), random_seed,
+                            std::chrono::steady_clock::now());
+}
 
 node_service::~node_service() {
   // The committer first: its writers use ctx, which goes before it.
@@ -387,6 +398,10 @@ std::uint16_t node_service::start() {
   }
 
   auto port = m.listen();
+  if (!m.ctx.faults.empty())
+    m.events.write({{"event", "faults"}, {"seed", std::to_string(m.ctx.faults.seed())},
+                    {"rules", std::to_string(m.ctx.faults.size())},
+                    {"seeded_by", m.net.faults.seed ? "topology" : "node"}});
 
   const auto& r = m.net.resolver;
   m.resolver = std::make_unique<resolver_client>(

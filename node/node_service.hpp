@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/topology.hpp"
 
@@ -19,8 +20,10 @@ namespace mailnet::node {
 class node_service {
  public:
   // domain_dir is <run>/<domain>; logs echo to stdout when echo is true.
+  // network_domains: every domain of the network, for fault rules "from":
+  // "clients" (empty: the domains of net).
   node_service(boost::asio::io_context& io, topology net, const std::string& domain,
-               std::filesystem::path domain_dir, bool echo);
+               std::filesystem::path domain_dir, bool echo, std::vector<std::string> network_domains = {});
   ~node_service();
 
   // Binds the listener (throws std::system_error naming the address), creates

@@ -56,6 +56,9 @@ class smtp_protocol {
   std::string timeout_reply() const;    // 421 4.4.2
   std::string pregreet_reply() const;   // the client spoke before the 220
   step early_data();                    // message data came before the 354
+  // The transaction ends without a commit (a fault answered in its place):
+  // the client may begin a new one.
+  void abort_transaction() { reset_transaction(); }
 
   const envelope& transaction() const { return env_; }
 

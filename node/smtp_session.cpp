@@ -5,6 +5,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <functional>
 #include <list>
+#include <optional>
 
 #include "common/mail/data_reader.hpp"
 #include "node/smtp_channel.hpp"
@@ -26,6 +27,32 @@ std::string printable(std::string_view s, std::size_t max = 300) {
   }
   if (s.size() > max) out += "...(" + std::to_string(s.size()) + " bytes)";
   return out;
+}
+
+// The fault stage a command line reaches (none for the commands rules do not watch).
+fault_stage stage_of(std::string_view line) {
+  auto verb = line.substr(0, line.find(' '));
+  auto is = [&](std::string_view v) {
+    return verb.size() == v.size() && std::equal(verb.begin(), verb.end(), v.begin(), [](char a, char b) {
+             return std::toupper(static_cast<unsigned char>(a)) == b;
+           });
+  };
+  if (is("EHLO") || is("HELO")) return fault_stage::ehlo;
+  if (is("MAIL")) return fault_stage::mail;
+  if (is("RCPT")) return fault_stage::rcpt;
+  if (is("QUIT")) return fault_stage::quit;
+  return fault_stage::none;  // DATA is decided once the 354 is due (serve())
+}
+
+// The name an EHLO or HELO line gives, as the protocol keeps it: lower case, no trailing dot.
+std::string helo_name(std::string_view line) {
+  auto space = line.find(' ');
+  std::string name(space == std::string_view::npos ? std::string_view{} : line.substr(space + 1));
+  while (!name.empty() && (name.front() == ' ' || name.front() == '\t')) name.erase(0, 1);
+  while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.pop_back();
+  for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (name.size() > 1 && name.back() == '.') name.pop_back();
+  return name;
 }
 
 class session {
@@ -106,6 +133,13 @@ class session {
 
   asio::awaitable<step> read_data();
 
+  // Faults (fault_plan.hpp). fault_at decides, and logs the fault it
+  // injects in node.log and the transcript; the rest carry one out.
+  std::optional<fault_hit> fault_at(fault_stage stage, std::string_view sender, std::string_view command = {});
+  asio::awaitable<bool> flush_pending();
+  asio::awaitable<void> pause_for(std::chrono::milliseconds d);
+  asio::awaitable<void> hang();
+
   node_context& ctx_;
   smtp_channel channel_;
   std::string id_;
@@ -116,6 +150,67 @@ class session {
   bool waiting_for_command_ = false;
   std::list<std::function<void()>>::iterator hook_;
 };
+
+std::optional<fault_hit> session::fault_at(fault_stage stage, std::string_view sender, std::string_view command) {
+  auto hit = ctx_.faults.decide(stage, sender);
+  if (!hit) return hit;
+  const auto& rule = *hit->rule;
+  const std::string delay = std::to_string(hit->delay.count()) + "ms";
+  const std::string& mail_from = protocol_.transaction().mail_from;
+  std::string fields;
+  append_log_fields(fields, {{"rule", rule.name}, {"stage", to_string(hit->stage)}, {"action", to_string(rule.action)}});
+  if (rule.action == fault_action::reply) append_log_fields(fields, {{"reply", rule.reply}});
+  if (rule.action == fault_action::delay) append_log_fields(fields, {{"delay", delay}});
+  // The transcript marks what the fault does; a reply it produced is the S: line that follows.
+  log_line(" fault" + fields);
+  const std::string from(sender.empty() ? std::string_view(ip_) : sender);
+  const std::string shown = printable(command, 200);
+  if (rule.action == fault_action::reply)
+    ctx_.events.write({{"id", id_}, {"event", "fault"}, {"rule", rule.name}, {"stage", to_string(hit->stage)},
+                       {"action", "reply"}, {"reply", rule.reply}, {"from", from}, {"mail_from", mail_from},
+                       {"command", shown}});
+  else if (rule.action == fault_action::delay)
+    ctx_.events.write({{"id", id_}, {"event", "fault"}, {"rule", rule.name}, {"stage", to_string(hit->stage)},
+                       {"action", "delay"}, {"delay", delay}, {"from", from}, {"mail_from", mail_from},
+                       {"command", shown}});
+  else
+    ctx_.events.write({{"id", id_}, {"event", "fault"}, {"rule", rule.name}, {"stage", to_string(hit->stage)},
+                       {"action", to_string(rule.action)}, {"from", from}, {"mail_from", mail_from},
+                       {"command", shown}});
+  return hit;
+}
+
+// Replies that wait for a pipelined group to end go out before a fault
+// acts: the client had them coming.
+asio::awaitable<bool> session::flush_pending() {
+  flush_log();
+  if (pending_.empty()) co_return true;
+  auto st = co_await channel_.write(pending_, ctx_.config.timeouts.command);
+  pending_.clear();
+  co_return st == io_status::ok;
+}
+
+asio::awaitable<void> session::pause_for(std::chrono::milliseconds d) {
+  asio::steady_timer pause(channel_.socket().get_executor());
+  pause.expires_after(d);
+  co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+}
+
+// Never answers: reads and drops what the client sends until it gives up,
+// the node's idle timeout passes (the session still ends by the node's own
+// timeouts) or a graceful stop wakes it.
+asio::awaitable<void> session::hang() {
+  flush_log();
+  const auto deadline = std::chrono::steady_clock::now() + ctx_.config.timeouts.idle;
+  waiting_for_command_ = true;
+  for (int reads = 0; reads < 10000000 && !ctx_.stopping; ++reads) {
+    auto [st, bytes] = co_await channel_.read_some(ctx_.config.timeouts.idle, deadline);
+    if (st != io_status::ok) break;
+    channel_.consume(bytes.size());
+  }
+  waiting_for_command_ = false;
+  log_line(" hang ended");
+}
 
 asio::awaitable<step> session::read_data() {
   const auto& limits = ctx_.config.limits;
@@ -141,6 +236,17 @@ asio::awaitable<step> session::read_data() {
   const bool too_big = reader.too_big() || counted_size(message) > limits.message_size;
   step s = protocol_.on_data_end({too_big, reader.line_too_long(), facts.received});
   if (s.next != next_step::commit) co_return s;
+  if (ctx_.faults.watches(fault_stage::end_of_data)) {
+    // Nothing is stored unless the fault is a delay: the client never gets a 250 for it.
+    if (auto hit = fault_at(fault_stage::end_of_data, env.helo)) {
+      switch (hit->rule->action) {
+        case fault_action::delay: co_await pause_for(hit->delay); break;
+        case fault_action::reply: protocol_.abort_transaction(); co_return step{hit->rule->reply + "\r\n"};
+        case fault_action::hang: protocol_.abort_transaction(); co_await hang(); co_return step{"", next_step::close};
+        default: protocol_.abort_transaction(); co_return step{"", next_step::close};
+      }
+    }
+  }
   // accepted goes before the delivered events of the same message: commit() calls this first.
   auto announce = [this, &env, &qid, size = reader.size()](bool ok) {
     ctx_.events.write({{"id", qid}, {"event", ok ? "accepted" : "commit_failed"}, {"session", id_},
@@ -168,6 +274,20 @@ asio::awaitable<void> session::run() {
 asio::awaitable<bool> session::greet() {
   if (ctx_.active_sessions > ctx_.config.limits.connections) {
     co_await send("421 4.7.0 " + ctx_.config.name + " Too many connections, try again later\r\n", true, true);
+    co_return false;
+  }
+  for (auto stage : {fault_stage::connect, fault_stage::greeting}) {
+    if (!ctx_.faults.watches(stage)) continue;
+    auto hit = fault_at(stage, {});
+    if (!hit) continue;
+    if (hit->rule->action == fault_action::delay) {
+      co_await pause_for(hit->delay);
+      continue;
+    }
+    // A reply instead of the 220 ends the session, as a 421 or 554 greeting does.
+    if (hit->rule->action == fault_action::reply) co_await send(hit->rule->reply + "\r\n", true, true);
+    if (hit->rule->action == fault_action::hang) co_await hang();
+    flush_log();
     co_return false;
   }
   if (ctx_.config.timeouts.greeting_pause.count() > 0) {
@@ -221,11 +341,59 @@ asio::awaitable<void> session::serve() {
       s = protocol_.on_line_too_long();
     } else {
       log_client(line);
+      // A fault acts before the command is carried out: a reply or a
+      // disconnect leaves the session as if the command never came.
+      std::optional<fault_hit> hit;
+      if (!ctx_.faults.empty()) {
+        const auto stage = stage_of(line);
+        if (ctx_.faults.watches(stage))
+          hit = fault_at(stage, stage == fault_stage::ehlo ? helo_name(line) : protocol_.transaction().helo, line);
+      }
+      if (hit && hit->rule->action == fault_action::delay) {
+        if (!co_await flush_pending()) break;
+        co_await pause_for(hit->delay);
+        hit.reset();
+      }
+      if (hit && hit->rule->action == fault_action::reply) {
+        const bool closing = stage_of(line) == fault_stage::quit;
+        if (!co_await send(hit->rule->reply + "\r\n", closing, closing) || closing) break;
+        continue;
+      }
+      if (hit) {  // disconnect or hang: no reply
+        if (co_await flush_pending() && hit->rule->action == fault_action::hang) co_await hang();
+        break;
+      }
       s = protocol_.on_line(line);
     }
     if (s.next == next_step::read_data && channel_.input_pending()) {
       // RFC 2920 §3.1: DATA ends a pipelined group; the client must wait for 354.
       s = protocol_.early_data();
+    }
+    if (s.next == next_step::read_data && ctx_.faults.watches(fault_stage::data)) {
+      // The data stage: a reply or a delay instead of or before the 354; a
+      // disconnect once the body has begun to arrive; a hang that reads the
+      // body and never answers.
+      if (auto hit = fault_at(fault_stage::data, protocol_.transaction().helo, line)) {
+        const auto action = hit->rule->action;
+        if (action == fault_action::delay) {
+          if (!co_await flush_pending()) break;
+          co_await pause_for(hit->delay);
+        } else if (action == fault_action::reply) {
+          protocol_.abort_transaction();
+          if (!co_await send(hit->rule->reply + "\r\n", false)) break;
+          continue;
+        } else {
+          protocol_.abort_transaction();
+          if (!co_await send(s.reply, true)) break;
+          if (action == fault_action::hang) {
+            co_await hang();
+          } else {
+            auto [st_body, bytes] = co_await channel_.read_some(ctx_.config.timeouts.data_block);
+            log_line(" cut after " + std::to_string(st_body == io_status::ok ? bytes.size() : 0) + " bytes of the message");
+          }
+          break;
+        }
+      }
     }
     if (s.next == next_step::read_data) {
       if (!co_await send(s.reply, true)) break;

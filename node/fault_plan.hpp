@@ -1,0 +1,69 @@
+// The fault rules of one node (those whose "to" is its domain), and their
+// decisions: each rule has its own generator, seeded from the network's seed
+// and the rule's name, so that the same seed and the same sequence of
+// sessions give the same faults, run after run.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/faults.hpp"
+
+namespace mailnet::node {
+
+// A fault to inject now.
+struct fault_hit {
+  const fault_rule* rule = nullptr;
+  fault_stage stage = fault_stage::none;  // where it fires (a rule of stage any names the real one)
+  std::chrono::milliseconds delay{0};     // delay: with its jitter drawn
+};
+
+class fault_plan {
+ public:
+  fault_plan() = default;  // no rules
+  // settings: the network's; own_domain: this node's; network_domains: every
+  // domain of the network (a sender whose EHLO name is none of them is a
+  // client). Without a seed in settings, random_seed is used.
+  fault_plan(const fault_settings& settings, std::string_view own_domain, std::vector<std::string> network_domains,
+             std::uint64_t random_seed, std::chrono::steady_clock::time_point start);
+
+  bool empty() const { return rules_.empty(); }
+  std::size_t size() const { return rules_.size(); }
+  std::uint64_t seed() const { return seed_; }
+
+  // Cheap: is any rule watching this stage? Checked before anything else.
+  bool watches(fault_stage s) const { return (mask_ & bit(s)) != 0; }
+
+  // The first rule for this stage that fires now for a sender known by its
+  // EHLO name (empty before EHLO). Each matching rule reached counts once.
+  std::optional<fault_hit> decide(fault_stage s, std::string_view sender_helo,
+                                  std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
+
+  // The generator's seed for one rule: a mix of the network's seed and the name.
+  static std::uint64_t rule_seed(std::uint64_t seed, std::string_view name);
+
+ private:
+  static unsigned bit(fault_stage s) { return 1u << static_cast<unsigned>(s); }
+
+  struct state {
+    fault_rule rule;
+    std::mt19937_64 rng;
+    std::uint64_t reached = 0;
+  };
+
+  bool from_matches(const fault_rule& r, std::string_view sender_helo) const;
+
+  std::vector<state> rules_;
+  std::string own_domain_;
+  std::vector<std::string> network_domains_;
+  std::uint64_t seed_ = 0;
+  unsigned mask_ = 0;
+  std::chrono::steady_clock::time_point start_{};
+};
+
+}  // namespace mailnet::node
