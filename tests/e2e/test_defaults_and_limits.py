@@ -106,9 +106,9 @@ def test_readme_defaults_table_is_the_resolved_topology():
         net.start()
         with open(os.path.join(net.run_dir, "topology.json")) as f:
             resolved = resolved_fields(json.load(f))
-    # resolver.listen is given here (the default port would be a fixed one):
-    # its default is checked below through validate.
-    given = {"resolver.listen"}
+    # resolver.listen and web.listen are given here (their default ports are
+    # fixed ones): their defaults are checked below through validate.
+    given = {"resolver.listen", "web.listen"}
     undocumented = sorted(set(resolved) - set(table) - given)
     assert not undocumented, f"defaults missing from the README's table: {undocumented}"
     unknown = sorted(set(table) - set(resolved) - given)
@@ -134,6 +134,12 @@ def test_readme_defaults_table_is_the_resolved_topology():
         host, port = default.rsplit(":", 1)
         other = validate(f"{host}:{int(port) + 1}")
         assert other.returncode == 0, other.stdout + other.stderr
+        # The same for the web server's default address.
+        web = table["web.listen"]
+        out = validate(web)
+        assert out.returncode != 0, out.stdout + out.stderr
+        assert f"{path}: $.domains[0].listen: {web} is the web server's address (the default of " \
+               "$.web.listen" in out.stderr, out.stderr
 
 
 # ---- the defaults a client meets ----------------------------------------------
