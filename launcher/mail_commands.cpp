@@ -17,6 +17,7 @@
 #include "launcher/display_width.hpp"
 #include "launcher/mail_client.hpp"
 #include "common/mail/durable_file.hpp"
+#include "common/mail/maildir_read.hpp"
 #include "common/mail/mime_parse.hpp"
 
 namespace mailnet::launcher {
@@ -125,40 +126,11 @@ int run_send(const send_options& o) {
   return 1;
 }
 
-// Maildir files of one user, oldest first (names start with the time).
-std::vector<fs::path> maildir_files(const fs::path& maildir) {
-  std::vector<fs::path> files;
-  for (const char* sub : {"new", "cur"}) {
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(maildir / sub, ec))
-      if (e.is_regular_file() && !e.is_symlink()) files.push_back(e.path());  // a planted link is not mail
-  }
-  std::sort(files.begin(), files.end(), [](const fs::path& a, const fs::path& b) { return a.filename() < b.filename(); });
-  return files;
-}
+using node::entry_in_any_case;
+using node::maildir_files;
+using node::user_folders;
 
-std::vector<fs::path> user_folders(const fs::path& mail_root) {
-  std::vector<fs::path> users;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(mail_root, ec))
-    if (e.is_directory() && !e.is_symlink()) users.push_back(e.path());
-  std::sort(users.begin(), users.end());
-  return users;
-}
-
-std::string lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-// The entry of folder whose name is `name` in any case (ASCII), or empty.
-fs::path entry_in_any_case(const fs::path& folder, const std::string& name) {
-  if (fs::is_directory(folder / name) && !fs::is_symlink(folder / name)) return folder / name;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(folder, ec))
-    if (e.is_directory() && !e.is_symlink() && lower(e.path().filename().string()) == lower(name)) return e.path();
-  return {};
-}
+std::string lower(std::string s) { return node::ascii_lower(std::move(s)); }
 
 int run_inbox(const folder_options& o, std::string domain, const std::string& user) {
   const auto folder = find_folder(o, true);
