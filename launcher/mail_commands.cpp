@@ -16,6 +16,7 @@
 #include "launcher/control_client.hpp"
 #include "launcher/display_width.hpp"
 #include "launcher/mail_client.hpp"
+#include "launcher/web/trace.hpp"
 #include "common/mail/durable_file.hpp"
 #include "common/mail/maildir_read.hpp"
 #include "common/mail/mime_parse.hpp"
@@ -235,6 +236,12 @@ int run_show(const folder_options& o, const std::string& which) {
   return 0;
 }
 
+int run_trace(const folder_options& o, const std::string& which) {
+  const auto folder = find_folder(o, true);
+  std::cout << web::trace_text(web::message_trace(folder.dir(), which));
+  return 0;
+}
+
 }  // namespace
 
 void register_mail_commands(CLI::App& app, command_registry& commands) {
@@ -296,6 +303,20 @@ void register_mail_commands(CLI::App& app, command_registry& commands) {
       return run_show(show->folder, show->message);
     } catch (const std::exception& e) {
       std::cerr << "mailnet: show: " << terminal_safe(e.what()) << "\n";
+      return 1;
+    }
+  });
+
+  auto trace = std::make_shared<show_options>();
+  auto* trace_cmd = app.add_subcommand("trace", "a message's path across the nodes, from their logs, in time order");
+  trace_cmd->add_option("message", trace->message, "a Message-ID, a node's queue id, or a prefix of a Maildir name")
+      ->required();
+  add_folder_options(trace_cmd, trace->folder);
+  commands.add(trace_cmd, [trace] {
+    try {
+      return run_trace(trace->folder, trace->message);
+    } catch (const std::exception& e) {
+      std::cerr << "mailnet: trace: " << terminal_safe(e.what()) << "\n";
       return 1;
     }
   });

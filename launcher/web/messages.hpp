@@ -41,6 +41,7 @@ struct message_summary {
 class message_store {
  public:
   explicit message_store(std::filesystem::path run_dir) : dir_(std::move(run_dir)) {}
+  const std::filesystem::path& dir() const { return dir_; }
 
   // GET /api/v1/messages: {"total": matched, "count": returned, "messages": [...]}.
   response list(const message_query& q);

@@ -8,6 +8,7 @@
 #include <map>
 
 #include "launcher/web/messages.hpp"
+#include "launcher/web/trace.hpp"
 
 namespace mailnet::launcher::web {
 
@@ -48,6 +49,18 @@ response not_allowed(const std::string& method, const std::string& path, const s
 }
 
 json status_command() { return json{{"cmd", "status"}}; }
+
+response trace_response(const std::filesystem::path& dir, const std::string& id) {
+  try {
+    response r;
+    r.body = message_trace(dir, id).dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+    return r;
+  } catch (const trace_not_found& e) {
+    return error_response(404, e.what());
+  } catch (const std::runtime_error& e) {
+    return error_response(400, e.what());
+  }
+}
 
 }  // namespace
 
@@ -105,9 +118,9 @@ asio::awaitable<response> message_routes::answer(const request& r, const std::st
       if (part.starts_with("attachments/")) {
         n = part.substr(std::string_view("attachments/").size());
         part = "attachments";
-      } else if (part != "raw") {
+      } else if (part != "raw" && part != "trace") {
         co_return error_response(404, "no such endpoint: " + path +
-                                          " (GET /api/v1/messages/ID, /ID/raw, /ID/attachments/N; DELETE /ID)");
+                                          " (GET /api/v1/messages/ID, /ID/raw, /ID/attachments/N, /ID/trace; DELETE /ID)");
       }
     }
   } else if (path != "/api/v1/messages") {
@@ -149,6 +162,7 @@ asio::awaitable<response> message_routes::answer(const request& r, const std::st
   if (id.empty()) job = [store, q] { return store->list(q); };
   else if (deleting) job = [store, id, domain, user] { return store->remove(id, domain, user); };
   else if (part == "raw") job = [store, id] { return store->raw(id); };
+  else if (part == "trace") job = [store, id] { return trace_response(store->dir(), id); };
   else if (part == "attachments") job = [store, id, n] { return store->attachment(id, n); };
   else job = [store, id] { return store->detail(id); };
   // Off the event loop; this coroutine resumes on its own executor after.

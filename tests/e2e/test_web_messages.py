@@ -7,7 +7,11 @@
   attachments; /raw is the Maildir file byte for byte; /attachments/N the
   bytes `mailnet send --attach` sent, as a download with a safe file name;
 - DELETE /api/v1/messages/ID removes the files (one user's with ?user=), under
-  the same rules as every change (JSON, our own Origin); unknown ids are 404.
+  the same rules as every change (JSON, our own Origin); unknown ids are 404;
+- GET /api/v1/messages/ID/trace and `mailnet trace ID` give a message's path
+  across the nodes from their node.log, in time order, found from a Maildir
+  name, a queue id or the Message-ID: a relay deferred while the next node
+  is down, then relayed and delivered; a bounce.
 """
 import json
 import os
@@ -210,5 +214,90 @@ def test_list_detail_raw_attachments_delete():
         assert [r["subject"] for r in doc["messages"]] == ["Status report", "Lunch"] and doc["total"] == 2, doc
 
 
+def events_of(trace):
+    return [(e["node"], e["event"]) for e in trace["events"]]
+
+
+def test_trace_across_nodes_and_cli():
+    topo = harness.two_domain_topology("webtrace")
+    port = web_port(topo)
+    with tempfile.TemporaryDirectory(prefix="mailnet-e2e-att-") as files, harness.Network(topo) as net:
+        net.start()
+        run = net.run_dir
+        with open(os.path.join(files, "plans.txt"), "wb") as f:
+            f.write(b"exhaust port\n")
+        # deathstar.com is down: the relay is deferred with a 4.4.1 until it is back.
+        assert mailnet("kill", "deathstar.com", "--dir", run).returncode == 0
+        qid = send(run, "--from", "rey@jaku.com", "--to", "vader@deathstar.com", "--subject", "The plans",
+                   "--body", "In the R2 unit.\n", "--attach", os.path.join(files, "plans.txt"))
+
+        def traced(which, *wanted):
+            def ready():
+                code, _, body = request(port, "GET", "/api/v1/messages/" + quote(which, safe="") + "/trace")
+                if code != 200:
+                    return False
+                doc = json.loads(body)
+                return all(w in events_of(doc) for w in wanted) and doc
+            return harness.wait_for(ready, 60, f"{wanted} in the trace of {which}")
+
+        doc = traced(qid, ("jaku.com", "deferred"))
+        deferred = next(e for e in doc["events"] if e["event"] == "deferred")
+        assert "4.4.1" in deferred["error"], deferred
+        assert mailnet("start", "deathstar.com", "--dir", run).returncode == 0
+        assert mailnet("flush", "jaku.com", "--dir", run).returncode == 0
+        net.wait_messages("deathstar.com", "vader", 1, timeout=60)
+        name = next(iter(maildir_files(run, "deathstar.com", "vader")))
+        doc = traced(name, ("deathstar.com", "attachments"), ("jaku.com", "relayed"))
+        steps = events_of(doc)
+        # In time order: accepted and deferred at jaku.com, then accepted, delivered and saved at deathstar.com.
+        order = [("jaku.com", "accepted"), ("jaku.com", "deferred"), ("deathstar.com", "accepted"),
+                 ("deathstar.com", "delivered"), ("deathstar.com", "attachments")]
+        assert [steps.index(s) for s in order] == sorted(steps.index(s) for s in order), steps
+        assert steps.index(("jaku.com", "relayed")) > steps.index(("jaku.com", "deferred")), steps
+        assert [e["time"] for e in doc["events"]] == sorted(e["time"] for e in doc["events"]), doc
+        relay_ok = [e for e in doc["events"] if e["event"] == "relay_attempt" and e["reply"].startswith("250")]
+        assert len(relay_ok) == 1 and relay_ok[0]["node"] == "jaku.com" and relay_ok[0]["domain"] == "deathstar.com"
+        saved = next(e for e in doc["events"] if e["event"] == "attachments")
+        assert saved["saved"] == "1" and saved["mailbox"] == "vader", saved
+        assert [q["node"] for q in doc["queue_ids"]] == ["jaku.com", "deathstar.com"], doc["queue_ids"]
+        assert doc["queue_ids"][0]["id"] == qid, doc["queue_ids"]
+        # accepted carries the Message-ID, the same on both nodes: the link between them.
+        mid = doc["message_id"]
+        accepted = [e for e in doc["events"] if e["event"] == "accepted"]
+        assert [e["message_id"] for e in accepted] == [mid, mid] and mid.startswith("<"), accepted
+        # The same trace from the queue id, the Message-ID (with or without <>) and a name prefix.
+        for which in (qid, mid, mid.strip("<>"), name[:20], doc["queue_ids"][1]["id"]):
+            other = get_json(port, "/api/v1/messages/" + quote(which, safe="") + "/trace")
+            assert other["events"] == doc["events"], (which, events_of(other))
+
+        # `mailnet trace`: the same events, one line each, both nodes named.
+        out = mailnet("trace", name[:20], "--dir", run)
+        assert out.returncode == 0, out
+        lines = out.stdout.splitlines()
+        assert lines[0] == f"Message-ID: {mid}", lines
+        assert len(lines) == 1 + len(doc["events"]), lines
+        for line, e in zip(lines[1:], doc["events"]):
+            assert line.startswith(f'{e["time"]}  {e["node"]}') and f' {e["event"]} id={e["id"]}' in line, (line, e)
+
+        # A bounce: deathstar.com refuses the user, jaku.com bounces it to the sender.
+        bad = send(run, "--from", "rey@jaku.com", "--to", "nosuch@deathstar.com", "--subject", "Hello",
+                   "--body", "anyone?\n")
+        doc = traced(bad, ("jaku.com", "bounced"))
+        assert events_of(doc)[0] == ("jaku.com", "accepted"), doc
+        attempt = next(e for e in doc["events"] if e["event"] == "relay_attempt")
+        assert attempt["node"] == "jaku.com" and attempt["domain"] == "deathstar.com", attempt
+        bounced = next(e for e in doc["events"] if e["event"] == "bounced")
+        assert bounced["rcpt"] == "nosuch@deathstar.com" and "550" in bounced["error"], bounced
+        assert ("deathstar.com", "delivered") not in events_of(doc), doc
+        out = mailnet("trace", bad, "--dir", run)
+        assert out.returncode == 0 and " bounced id=" + bad in out.stdout, out
+
+        # Unknown: 404 and exit 1, saying what was looked for.
+        code, _, body = request(port, "GET", "/api/v1/messages/nosuch%40example.com/trace")
+        assert code == 404 and "no Message-ID, queue id or Maildir name 'nosuch@example.com'" in body, body
+        out = mailnet("trace", "nosuch@example.com", "--dir", run)
+        assert out.returncode == 1 and "mailnet: trace: no Message-ID, queue id or Maildir name" in out.stderr, out
+
+
 if __name__ == "__main__":
-    harness.run_tests([test_list_detail_raw_attachments_delete])
+    harness.run_tests([test_list_detail_raw_attachments_delete, test_trace_across_nodes_and_cli])

@@ -46,3 +46,31 @@ TEST_CASE("parse_mail keeps the first text/html body apart from the text") {
   CHECK(m.html == "<p>rich</p>");
   CHECK(m.attachments.empty());
 }
+
+#include "launcher/web/trace.hpp"
+
+TEST_CASE("a node.log line read back as an event, escapes undone") {
+  log_event e;
+  REQUIRE(parse_log_event(R"(2026-11-22T03:01:02.345Z id=Q1 event=deferred attempts=2 error="451 4.4.1 \"x\" \\ a\x0ab")", e));
+  CHECK(e.time == "2026-11-22T03:01:02.345Z");
+  CHECK(e.value("id") == "Q1");
+  CHECK(e.value("event") == "deferred");
+  CHECK(e.value("error") == "451 4.4.1 \"x\" \\ a\nb");
+  CHECK(e.fields.size() == 4);
+  CHECK_FALSE(parse_log_event("2026-11-22T03:01:02.345Z id=S1 S: 250 ok", e));
+  CHECK_FALSE(parse_log_event("not a line", e));
+  CHECK_FALSE(parse_log_event(R"(2026-11-22T03:01:02.345Z id=Q1 event=x error="no end)", e));
+}
+
+TEST_CASE("the queue ids of the mailnet nodes a message went through, from its Received fields") {
+  const std::string crlf =
+      "Received: from jaku.com ([127.0.0.1])\r\n\tby deathstar.com (mailnet) with ESMTP id QB2\r\n\tfor <v@d>; date\r\n"
+      "Received: from x ([127.0.0.1])\r\n\tby Jaku.com (mailnet) with SMTP id QA1\r\n\tdate\r\n"
+      "Subject: s\r\n\r\nbody\r\n\tby evil.com (mailnet) with ESMTP id QX\r\n";
+  using ids = std::vector<std::pair<std::string, std::string>>;
+  CHECK(received_queue_ids(crlf) == ids{{"deathstar.com", "QB2"}, {"jaku.com", "QA1"}});
+  std::string lf = crlf;
+  std::erase(lf, '\r');
+  CHECK(received_queue_ids(lf) == ids{{"deathstar.com", "QB2"}, {"jaku.com", "QA1"}});
+  CHECK(received_queue_ids("Subject: none\n\nbody\n").empty());
+}
