@@ -119,12 +119,16 @@ std::string safe_content_type(const std::string& type) {
 
 const message_summary* message_store::summary_of(const fs::path& file, const std::string& domain,
                                                  const std::string& user) {
-  struct ::stat st {};
-  if (::lstat(file.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return nullptr;
+  // A Maildir name is never used twice and its file never rewritten: what
+  // was read of it holds as long as the name is listed.
   auto& c = cache_[file.string()];
   c.seen = true;
-  if (c.inode == st.st_ino && c.size == static_cast<std::uintmax_t>(st.st_size) && !c.summary.id.empty())
-    return &c.summary;
+  if (!c.summary.id.empty()) return &c.summary;
+  struct ::stat st {};
+  if (::lstat(file.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    cache_.erase(file.string());
+    return nullptr;
+  }
   std::string raw;
   try {
     raw = node::read_whole_file(file, false);  // never through a link
@@ -146,8 +150,6 @@ const message_summary* message_store::summary_of(const fs::path& file, const std
   for (const auto& a : m.attachments) s.attachments.push_back(a.file_name);
   s.haystack = lowered(m.subject + "\n" + m.from + "\n" + m.to + "\n" + m.text.substr(0, 1u << 20));
   name_time(s.id, s.seconds, s.micros);
-  c.inode = st.st_ino;
-  c.size = static_cast<std::uintmax_t>(st.st_size);
   c.summary = std::move(s);
   return &c.summary;
 }

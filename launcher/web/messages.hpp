@@ -12,7 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
-#include <map>
+#include <unordered_map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -61,12 +61,11 @@ class message_store {
                                     const std::string& user);
 
   struct cached {
-    std::uintmax_t inode = 0, size = 0;
     message_summary summary;
     bool seen = false;
   };
   std::filesystem::path dir_;
-  std::map<std::string, cached> cache_;  // by path
+  std::unordered_map<std::string, cached> cache_;  // by path
 };
 
 // The id of a Maildir file name: the name without its ":2,FLAGS".
