@@ -34,7 +34,7 @@ void register_resolver_commands(CLI::App& app, command_registry& commands);
 // run, init, graph
 void register_scenario_commands(CLI::App& app, command_registry& commands);
 
-// send, inbox, show
+// send, inbox, show, trace
 void register_mail_commands(CLI::App& app, command_registry& commands);
 
 }  // namespace mailnet::launcher

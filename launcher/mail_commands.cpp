@@ -16,7 +16,9 @@
 #include "launcher/control_client.hpp"
 #include "launcher/display_width.hpp"
 #include "launcher/mail_client.hpp"
+#include "launcher/web/trace.hpp"
 #include "common/mail/durable_file.hpp"
+#include "common/mail/maildir_read.hpp"
 #include "common/mail/mime_parse.hpp"
 
 namespace mailnet::launcher {
@@ -125,40 +127,11 @@ int run_send(const send_options& o) {
   return 1;
 }
 
-// Maildir files of one user, oldest first (names start with the time).
-std::vector<fs::path> maildir_files(const fs::path& maildir) {
-  std::vector<fs::path> files;
-  for (const char* sub : {"new", "cur"}) {
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(maildir / sub, ec))
-      if (e.is_regular_file() && !e.is_symlink()) files.push_back(e.path());  // a planted link is not mail
-  }
-  std::sort(files.begin(), files.end(), [](const fs::path& a, const fs::path& b) { return a.filename() < b.filename(); });
-  return files;
-}
+using node::entry_in_any_case;
+using node::maildir_files;
+using node::user_folders;
 
-std::vector<fs::path> user_folders(const fs::path& mail_root) {
-  std::vector<fs::path> users;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(mail_root, ec))
-    if (e.is_directory() && !e.is_symlink()) users.push_back(e.path());
-  std::sort(users.begin(), users.end());
-  return users;
-}
-
-std::string lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-// The entry of folder whose name is `name` in any case (ASCII), or empty.
-fs::path entry_in_any_case(const fs::path& folder, const std::string& name) {
-  if (fs::is_directory(folder / name) && !fs::is_symlink(folder / name)) return folder / name;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(folder, ec))
-    if (e.is_directory() && !e.is_symlink() && lower(e.path().filename().string()) == lower(name)) return e.path();
-  return {};
-}
+std::string lower(std::string s) { return node::ascii_lower(std::move(s)); }
 
 int run_inbox(const folder_options& o, std::string domain, const std::string& user) {
   const auto folder = find_folder(o, true);
@@ -263,6 +236,12 @@ int run_show(const folder_options& o, const std::string& which) {
   return 0;
 }
 
+int run_trace(const folder_options& o, const std::string& which) {
+  const auto folder = find_folder(o, true);
+  std::cout << web::trace_text(web::message_trace(folder.dir(), which));
+  return 0;
+}
+
 }  // namespace
 
 void register_mail_commands(CLI::App& app, command_registry& commands) {
@@ -324,6 +303,20 @@ void register_mail_commands(CLI::App& app, command_registry& commands) {
       return run_show(show->folder, show->message);
     } catch (const std::exception& e) {
       std::cerr << "mailnet: show: " << terminal_safe(e.what()) << "\n";
+      return 1;
+    }
+  });
+
+  auto trace = std::make_shared<show_options>();
+  auto* trace_cmd = app.add_subcommand("trace", "a message's path across the nodes, from their logs, in time order");
+  trace_cmd->add_option("message", trace->message, "a Message-ID, a node's queue id, or a prefix of a Maildir name")
+      ->required();
+  add_folder_options(trace_cmd, trace->folder);
+  commands.add(trace_cmd, [trace] {
+    try {
+      return run_trace(trace->folder, trace->message);
+    } catch (const std::exception& e) {
+      std::cerr << "mailnet: trace: " << terminal_safe(e.what()) << "\n";
       return 1;
     }
   });

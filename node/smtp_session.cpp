@@ -248,10 +248,13 @@ asio::awaitable<step> session::read_data() {
     }
   }
   // accepted goes before the delivered events of the same message: commit() calls this first.
-  auto announce = [this, &env, &qid, size = reader.size()](bool ok) {
+  // The Message-ID the stored message carries (make_trace_headers adds one
+  // when the sender did not): what `mailnet trace` follows from node to node.
+  const std::string message_id = facts.has_message_id ? facts.message_id : "<" + qid + "@" + ctx_.config.name + ">";
+  auto announce = [this, &env, &qid, &message_id, size = reader.size()](bool ok) {
     ctx_.events.write({{"id", qid}, {"event", ok ? "accepted" : "commit_failed"}, {"session", id_},
                        {"from", env.mail_from}, {"rcpts", std::to_string(env.rcpts.size())},
-                       {"size", std::to_string(size)}},
+                       {"size", std::to_string(size)}, {"message_id", message_id}},
                       ok ? event_log::pace::batched : event_log::pace::prompt);
   };
   bool ok = co_await ctx_.commit(env, std::move(message), qid, announce);

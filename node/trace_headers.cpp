@@ -103,7 +103,22 @@ header_facts scan_headers(std::string_view message) {
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.empty()) break;  // end of the header section
     if (starts_with_field(line, "received")) ++facts.received;
-    else if (starts_with_field(line, "message-id")) facts.has_message_id = true;
+    else if (starts_with_field(line, "message-id") && !facts.has_message_id) {
+      facts.has_message_id = true;
+      std::string_view value = line.substr(std::string_view("message-id:").size());
+      // A value folded onto the next line ("Message-ID:\r\n <x@y>"): that line's.
+      if (value.find_first_not_of(" \t") == std::string_view::npos && eol != std::string_view::npos) {
+        const std::size_t next_end = message.find('\n', eol + 1);
+        std::string_view next = message.substr(eol + 1, next_end == std::string_view::npos ? std::string_view::npos
+                                                                                             : next_end - eol - 1);
+        if (!next.empty() && (next.front() == ' ' || next.front() == '\t')) value = next;
+      }
+      if (!value.empty() && value.back() == '\r') value.remove_suffix(1);
+      const auto first = value.find_first_not_of(" \t");
+      value = first == std::string_view::npos ? std::string_view() : value.substr(first);
+      while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+      facts.message_id = std::string(value.substr(0, 998));
+    }
     else if (starts_with_field(line, "date")) facts.has_date = true;
     if (eol == std::string_view::npos) break;
     pos = eol + 1;

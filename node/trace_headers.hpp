@@ -15,6 +15,7 @@ namespace mailnet::node {
 struct header_facts {
   std::size_t received = 0;
   bool has_message_id = false;
+  std::string message_id;  // the first Message-ID field's value, trimmed (at most 998 bytes)
   bool has_date = false;
 };
 

@@ -108,6 +108,11 @@ class walker {
         // Line ends as a reader's terminal wants them, not as on the wire.
         std::erase_if(out_.text, [](char c) { return c == '\r'; });
       }
+      if (out_.html.empty() && GMIME_IS_TEXT_PART(obj) && g_mime_content_type_is_type(type, "text", "html")) {
+        gchar_ptr html(g_mime_text_part_get_text(GMIME_TEXT_PART(obj)));
+        out_.html = text_of(html.get());
+        std::erase_if(out_.html, [](char c) { return c == '\r'; });
+      }
       return;
     }
     const std::string label = "attachment " + (name.empty() ? std::string("(unnamed)") : "'" + name + "'");

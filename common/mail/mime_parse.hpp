@@ -29,6 +29,7 @@ struct mime_attachment {
 struct parsed_mail {
   std::string date, from, to, cc, subject, message_id;  // decoded to UTF-8
   std::string text;                                      // the first text/plain body, UTF-8
+  std::string html;                                      // the first text/html body, UTF-8 (as data: never rendered here)
   std::vector<mime_attachment> attachments;
   // The content types of the parts read as bodies rather than attachments
   // ("text/plain", "text/html"), in order: what to say when none is saved.

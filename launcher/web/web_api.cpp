@@ -1,5 +1,7 @@
 #include "launcher/web/web_api.hpp"
 
+#include "launcher/web/web_messages.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
@@ -90,7 +92,8 @@ const std::vector<std::string> node_actions = {"kill", "stop", "start", "restart
 
 response error_response(int status, const std::string& reason) { return json_response(status, {{"error", reason}}); }
 
-api::api(endpoint listen, control_function control) : listen_(std::move(listen)), control_(std::move(control)) {}
+api::api(endpoint listen, control_function control)
+    : listen_(std::move(listen)), control_(std::move(control)), messages_(std::make_shared<message_routes>(control_)) {}
 
 std::string api::origin() const { return "http://" + listen_.to_string(); }
 
@@ -159,6 +162,10 @@ boost::asio::awaitable<response> api::answer(request r) {
     } else {
       out = co_await node_action(name, action);
     }
+  } else if (message_routes::handles(path)) {
+    std::optional<response> refusal;
+    if (!get) refusal = refuse_change(r);
+    out = co_await messages_->answer(r, path, std::move(refusal));
   } else {
     out = error_response(404, "no such endpoint: " + path);
   }

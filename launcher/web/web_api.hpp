@@ -7,6 +7,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -16,6 +17,8 @@
 #include "common/topology.hpp"
 
 namespace mailnet::launcher::web {
+
+class message_routes;
 
 // The launcher's control: takes a request as mailnet.sock does
 // ({"cmd": "status"}, {"cmd": "kill", "name": "jaku.com"}) and gives its reply.
@@ -61,6 +64,7 @@ class api {
   endpoint listen_;
   control_function control_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  std::shared_ptr<message_routes> messages_;  // /api/v1/messages (web_messages.hpp)
 };
 
 // GET /api/v1/network's answer, made of a status reply: the resolver apart

@@ -138,3 +138,13 @@ TEST_CASE("counted_size: the same at the second hop as at the first") {
   CHECK(counted_size(at_first) == body.size());
   CHECK(counted_size(at_second) == body.size());
 }
+
+TEST_CASE("scan_headers: the first Message-ID's value, trimmed, also when folded") {
+  CHECK(scan_headers("Subject: x\r\nMessage-ID:  <a@b>  \r\nMessage-Id: <c@d>\r\n\r\n").message_id == "<a@b>");
+  CHECK(scan_headers("message-id:\r\n\t<folded@b>\r\nSubject: x\r\n\r\n").message_id == "<folded@b>");
+  CHECK(scan_headers("Message-ID: <lf@b>\nSubject: x\n\n").message_id == "<lf@b>");
+  const auto none = scan_headers("Subject: x\r\n\r\nMessage-ID: <in-body@b>\r\n");
+  CHECK_FALSE(none.has_message_id);
+  CHECK(none.message_id.empty());
+  CHECK(scan_headers("Message-ID: <" + std::string(2000, 'x') + ">\r\n\r\n").message_id.size() == 998);
+}

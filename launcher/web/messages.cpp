@@ -1,0 +1,297 @@
+#include "launcher/web/messages.hpp"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+
+#include "common/mail/durable_file.hpp"
+#include "common/mail/maildir_read.hpp"
+#include "common/mail/mime_parse.hpp"
+
+namespace mailnet::launcher::web {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+response json_reply(int status, const json& body) {
+  response r;
+  r.status = status;
+  r.body = body.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+  return r;
+}
+
+std::string lowered(std::string s) { return node::ascii_lower(std::move(s)); }
+
+std::string without_root_dot(std::string domain) {
+  domain = lowered(std::move(domain));
+  if (domain.size() > 1 && domain.back() == '.') domain.pop_back();
+  return domain;
+}
+
+// The delivery time at the start of a name "1795318974.M004475P812Q3".
+void name_time(const std::string& name, long long& seconds, long long& micros) {
+  seconds = micros = 0;
+  std::sscanf(name.c_str(), "%lld.M%lld", &seconds, &micros);
+}
+
+bool newer(const message_summary* a, const message_summary* b) {
+  if (a->seconds != b->seconds) return a->seconds > b->seconds;
+  if (a->micros != b->micros) return a->micros > b->micros;
+  if (a->id != b->id) return a->id > b->id;
+  if (a->domain != b->domain) return a->domain < b->domain;
+  return a->user < b->user;
+}
+
+json summary_json(const message_summary& s) {
+  return {{"id", s.id},           {"domain", s.domain},   {"user", s.user},
+          {"from", s.from},       {"to", s.to},           {"subject", s.subject},
+          {"date", s.date},       {"message_id", s.message_id}, {"size", s.size},
+          {"attachments", s.attachments}};
+}
+
+// The header fields as written (unfolded, not decoded), in order.
+json header_fields(const std::string& raw) {
+  json out = json::array();
+  std::size_t pos = 0;
+  std::string name, value;
+  auto flush = [&] {
+    if (!name.empty()) out.push_back(json::array({name, value}));
+    name.clear();
+    value.clear();
+  };
+  for (std::size_t count = 0; pos < raw.size() && count < 10000; ++count) {
+    std::size_t end = raw.find('\n', pos);
+    if (end == std::string::npos) end = raw.size();
+    std::string line = raw.substr(pos, end - pos);
+    pos = end + 1;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) break;  // the end of the header block
+    if ((line[0] == ' ' || line[0] == '\t') && !name.empty()) {
+      value += " " + line.substr(line.find_first_not_of(" \t"));
+      continue;
+    }
+    flush();
+    const auto colon = line.find(':');
+    if (colon == std::string::npos || colon == 0) continue;  // not a field
+    name = line.substr(0, colon);
+    const auto start = line.find_first_not_of(" \t", colon + 1);
+    value = start == std::string::npos ? "" : line.substr(start);
+  }
+  flush();
+  return out;
+}
+
+response no_message(const std::string& id) {
+  return error_response(404, "no message with id '" + id + "' in any Maildir of this network");
+}
+
+bool is_token_char(unsigned char c) {
+  return std::isalnum(c) || std::string_view("!#$&-^_.+").find(static_cast<char>(c)) != std::string_view::npos;
+}
+
+}  // namespace
+
+std::string message_id_of(const std::string& file_name) { return file_name.substr(0, file_name.find(':')); }
+
+std::string safe_file_name(const std::string& name, std::size_t n) {
+  std::string out;
+  for (unsigned char c : name) {
+    if (out.size() >= 100) break;
+    out += std::isalnum(c) || c == '.' || c == '-' || c == '_' ? static_cast<char>(c) : '_';
+  }
+  while (!out.empty() && out.front() == '.') out.erase(out.begin());
+  if (out.find_first_not_of("._") == std::string::npos) out = "attachment-" + std::to_string(n);
+  return out;
+}
+
+std::string safe_content_type(const std::string& type) {
+  const auto slash = type.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 == type.size() || type.size() > 127)
+    return "application/octet-stream";
+  for (std::size_t i = 0; i < type.size(); ++i)
+    if (i != slash && !is_token_char(static_cast<unsigned char>(type[i]))) return "application/octet-stream";
+  return lowered(type);
+}
+
+const message_summary* message_store::summary_of(const fs::path& file, const std::string& domain,
+                                                 const std::string& user) {
+  // A Maildir name is never used twice and its file never rewritten: what
+  // was read of it holds as long as the name is listed.
+  auto& c = cache_[file.string()];
+  c.seen = true;
+  if (!c.summary.id.empty()) return &c.summary;
+  struct ::stat st {};
+  if (::lstat(file.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    cache_.erase(file.string());
+    return nullptr;
+  }
+  std::string raw;
+  try {
+    raw = node::read_whole_file(file, false);  // never through a link
+  } catch (const std::exception&) {
+    cache_.erase(file.string());
+    return nullptr;  // removed meanwhile
+  }
+  const auto m = node::parse_mail(raw);
+  message_summary s;
+  s.id = message_id_of(file.filename().string());
+  s.domain = domain;
+  s.user = user;
+  s.from = m.from;
+  s.to = m.to;
+  s.subject = m.subject;
+  s.date = m.date;
+  s.message_id = m.message_id;
+  s.size = raw.size();
+  for (const auto& a : m.attachments) s.attachments.push_back(a.file_name);
+  s.haystack = lowered(m.subject + "\n" + m.from + "\n" + m.to + "\n" + m.text.substr(0, 1u << 20));
+  name_time(s.id, s.seconds, s.micros);
+  c.summary = std::move(s);
+  return &c.summary;
+}
+
+response message_store::list(const message_query& q) {
+  std::vector<fs::path> domains;
+  if (q.domain.empty()) {
+    domains = node::mail_domains(dir_);
+  } else {
+    const auto found = node::entry_in_any_case(dir_, without_root_dot(q.domain));
+    if (found.empty()) return error_response(404, "no domain '" + q.domain + "' in this network");
+    domains.push_back(found);
+  }
+  for (auto& [path, c] : cache_) c.seen = false;
+  const std::string needle = lowered(q.q);
+  std::vector<const message_summary*> matched;
+  for (const auto& d : domains) {
+    std::vector<fs::path> users;
+    if (q.user.empty()) users = node::user_folders(d / "mail");
+    else if (auto u = node::entry_in_any_case(d / "mail", q.user); !u.empty()) users.push_back(u);
+    for (const auto& u : users)
+      for (const auto& file : node::maildir_files(u)) {
+        const auto* s = summary_of(file, d.filename().string(), u.filename().string());
+        if (s && (needle.empty() || s->haystack.find(needle) != std::string::npos)) matched.push_back(s);
+      }
+  }
+  // A full listing tells which files are gone: forget them.
+  if (q.domain.empty() && q.user.empty()) std::erase_if(cache_, [](const auto& e) { return !e.second.seen; });
+  const std::size_t count = std::min(q.limit, matched.size());
+  std::partial_sort(matched.begin(), matched.begin() + static_cast<std::ptrdiff_t>(count), matched.end(), newer);
+  json doc = {{"total", matched.size()}, {"count", count}, {"messages", json::array()}};
+  for (std::size_t i = 0; i < count; ++i) doc["messages"].push_back(summary_json(*matched[i]));
+  return json_reply(200, doc);
+}
+
+std::vector<fs::path> message_store::locate(const std::string& id) const {
+  std::vector<fs::path> found;
+  if (id.empty() || id.find('/') != std::string::npos) return found;
+  for (const auto& d : node::mail_domains(dir_))
+    for (const auto& u : node::user_folders(d / "mail"))
+      for (const auto& file : node::maildir_files(u))
+        if (message_id_of(file.filename().string()) == id) found.push_back(file);
+  return found;
+}
+
+response message_store::detail(const std::string& id) {
+  const auto files = locate(id);
+  if (files.empty()) return no_message(id);
+  std::string raw;
+  try {
+    raw = node::read_whole_file(files.front(), false);
+  } catch (const std::exception&) {
+    return no_message(id);
+  }
+  const auto m = node::parse_mail(raw);
+  json users = json::array();
+  for (const auto& f : files) {
+    const auto user = f.parent_path().parent_path();
+    users.push_back({{"domain", user.parent_path().parent_path().filename().string()},
+                     {"user", user.filename().string()}});
+  }
+  json attachments = json::array();
+  for (std::size_t i = 0; i < m.attachments.size(); ++i)
+    attachments.push_back({{"index", i},
+                           {"name", m.attachments[i].file_name},
+                           {"type", m.attachments[i].content_type},
+                           {"size", m.attachments[i].data.size()}});
+  json doc = {{"id", id},
+              {"mailboxes", users},
+              {"size", raw.size()},
+              {"from", m.from},
+              {"to", m.to},
+              {"cc", m.cc},
+              {"subject", m.subject},
+              {"date", m.date},
+              {"message_id", m.message_id},
+              {"headers", header_fields(raw)},
+              {"text", m.text},
+              {"html", m.html},
+              {"attachments", attachments},
+              {"mime_errors", m.errors}};
+  return json_reply(200, doc);
+}
+
+response message_store::raw(const std::string& id) {
+  const auto files = locate(id);
+  if (files.empty()) return no_message(id);
+  response r;
+  try {
+    r.body = node::read_whole_file(files.front(), false);
+  } catch (const std::exception&) {
+    return no_message(id);
+  }
+  r.content_type = "message/rfc822";
+  // Shown by a browser as text at most; never a page of ours that runs anything.
+  r.headers.emplace_back("Content-Security-Policy", "sandbox");
+  return r;
+}
+
+response message_store::attachment(const std::string& id, const std::string& n) {
+  const auto files = locate(id);
+  if (files.empty()) return no_message(id);
+  std::string raw;
+  try {
+    raw = node::read_whole_file(files.front(), false);
+  } catch (const std::exception&) {
+    return no_message(id);
+  }
+  auto m = node::parse_mail(raw);
+  std::size_t index = 0;
+  const bool number = !n.empty() && n.size() < 6 && n.find_first_not_of("0123456789") == std::string::npos;
+  if (number) index = std::stoul(n);
+  if (!number || index >= m.attachments.size())
+    return error_response(404, "message '" + id + "' has no attachment " + n + " (it has " +
+                                   std::to_string(m.attachments.size()) + ", numbered from 0)");
+  auto& a = m.attachments[index];
+  response r;
+  r.content_type = safe_content_type(a.content_type);
+  r.body = std::move(a.data);
+  r.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + safe_file_name(a.file_name, index) + "\"");
+  r.headers.emplace_back("Content-Security-Policy", "sandbox");
+  return r;
+}
+
+response message_store::remove(const std::string& id, const std::string& domain, const std::string& user) {
+  const auto files = locate(id);
+  if (files.empty()) return no_message(id);
+  json removed = json::array();
+  for (const auto& f : files) {
+    const auto u = f.parent_path().parent_path();
+    const std::string d = u.parent_path().parent_path().filename().string();
+    if (!domain.empty() && lowered(d) != without_root_dot(domain)) continue;
+    if (!user.empty() && lowered(u.filename().string()) != lowered(user)) continue;
+    std::error_code ec;
+    if (fs::remove(f, ec)) removed.push_back({{"domain", d}, {"user", u.filename().string()}});
+    cache_.erase(f.string());
+  }
+  if (removed.empty())
+    return error_response(404, "message '" + id + "' is not in the Maildir of " +
+                                   (user.empty() ? "any user" : "user '" + user + "'") +
+                                   (domain.empty() ? "" : " of '" + domain + "'"));
+  return json_reply(200, {{"ok", true}, {"id", id}, {"removed", removed}});
+}
+
+}  // namespace mailnet::launcher::web

@@ -1,0 +1,173 @@
+#include "launcher/web/web_messages.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <functional>
+#include <map>
+
+#include "launcher/web/messages.hpp"
+#include "launcher/web/trace.hpp"
+
+namespace mailnet::launcher::web {
+
+namespace asio = boost::asio;
+using json = nlohmann::json;
+
+namespace {
+
+// One thread for every Maildir read of the process: requests are served one
+// after the other, and the store they share needs no lock. Made at the first
+// request (after `up` has forked into the background) and never destroyed: a
+// read under way at exit is simply cut.
+asio::thread_pool& worker() {
+  static auto* pool = new asio::thread_pool(1);
+  return *pool;
+}
+
+// f() on the worker thread: a coroutine of its own, f kept in its frame.
+asio::awaitable<response> run_job(std::function<response()> f) {
+  try {
+    co_return f();
+  } catch (const std::exception& e) {
+    co_return error_response(500, std::string("reading the Maildirs failed: ") + e.what());
+  }
+}
+
+int hex(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+response not_allowed(const std::string& method, const std::string& path, const std::string& allowed) {
+  auto r = error_response(405, "method " + method + " is not allowed on " + path + " (allowed: " + allowed + ")");
+  r.headers.emplace_back("Allow", allowed);
+  return r;
+}
+
+json status_command() { return json{{"cmd", "status"}}; }
+
+response trace_response(const std::filesystem::path& dir, const std::string& id) {
+  try {
+    response r;
+    r.body = message_trace(dir, id).dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+    return r;
+  } catch (const trace_not_found& e) {
+    return error_response(404, e.what());
+  } catch (const std::runtime_error& e) {
+    return error_response(400, e.what());
+  }
+}
+
+}  // namespace
+
+std::optional<std::string> percent_decode(std::string_view s, bool plus_space) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (c == '%') {
+      if (i + 2 >= s.size() || hex(s[i + 1]) < 0 || hex(s[i + 2]) < 0) return std::nullopt;
+      c = static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+      i += 2;
+    } else if (c == '+' && plus_space) {
+      c = ' ';
+    }
+    if (c == '\0') return std::nullopt;
+    out += c;
+  }
+  return out;
+}
+
+asio::awaitable<response> message_routes::answer(const request& r, const std::string& path,
+                                                 std::optional<response> change_refusal) {
+  // The query: domain, user, q, limit for the list; domain, user for a DELETE.
+  std::map<std::string, std::string> params;
+  if (const auto mark = r.target.find('?'); mark != std::string::npos) {
+    std::string_view query(r.target);
+    query.remove_prefix(mark + 1);
+    while (!query.empty()) {
+      const auto amp = query.find('&');
+      const auto pair = query.substr(0, amp);
+      query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+      if (pair.empty()) continue;
+      const auto eq = pair.find('=');
+      auto key = percent_decode(pair.substr(0, eq), true);
+      auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), true);
+      if (!key || !value) co_return error_response(400, "the query has a broken %-escape: " + std::string(pair));
+      if (*key != "domain" && *key != "user" && *key != "q" && *key != "limit")
+        co_return error_response(400, "unknown query parameter '" + *key + "' (known: domain, user, q, limit)");
+      params[*key] = *value;
+    }
+  }
+
+  // /api/v1/messages[/ID[/raw|/attachments/N]]
+  std::string id, part, n;
+  if (path.size() > std::string_view("/api/v1/messages/").size()) {
+    std::string_view rest(path);
+    rest.remove_prefix(std::string_view("/api/v1/messages/").size());
+    const auto slash = rest.find('/');
+    auto decoded = percent_decode(rest.substr(0, slash), false);
+    if (!decoded || decoded->empty() || decoded->find('/') != std::string::npos)
+      co_return error_response(404, "no such endpoint: " + path);
+    id = *decoded;
+    if (slash != std::string_view::npos) {
+      part = std::string(rest.substr(slash + 1));
+      if (part.starts_with("attachments/")) {
+        n = part.substr(std::string_view("attachments/").size());
+        part = "attachments";
+      } else if (part != "raw" && part != "trace") {
+        co_return error_response(404, "no such endpoint: " + path +
+                                          " (GET /api/v1/messages/ID, /ID/raw, /ID/attachments/N, /ID/trace; DELETE /ID)");
+      }
+    }
+  } else if (path != "/api/v1/messages") {
+    co_return error_response(404, "no such endpoint: " + path);
+  }
+
+  const bool deleting = r.method == "DELETE" && !id.empty() && part.empty();
+  if (deleting) {
+    if (change_refusal) co_return *change_refusal;
+  } else if (r.method != "GET") {
+    co_return not_allowed(r.method, path, !id.empty() && part.empty() ? "GET, DELETE" : "GET");
+  }
+
+  message_query q;
+  if (id.empty()) {
+    q.domain = params["domain"];
+    q.user = params["user"];
+    q.q = params["q"];
+    if (params.count("limit")) {
+      const auto& l = params["limit"];
+      if (l.empty() || l.size() > 5 || l.find_first_not_of("0123456789") != std::string::npos || std::stoul(l) < 1 ||
+          std::stoul(l) > 10000)
+        co_return error_response(400, "limit must be a whole number from 1 to 10000, not '" + l + "'");
+      q.limit = std::stoul(l);
+    }
+  } else if (!deleting && (params.count("domain") || params.count("user") || params.count("q") || params.count("limit"))) {
+    co_return error_response(400, "query parameters are taken only by the list and a DELETE");
+  }
+
+  if (!store_) {
+    const json reply = co_await control_(status_command());
+    const std::string dir = reply.value("ok", false) ? reply["status"].value("dir", "") : "";
+    if (dir.empty()) co_return error_response(503, reply.value("error", std::string("the launcher did not answer")));
+    if (!store_) store_ = std::make_shared<message_store>(dir);
+  }
+  auto store = store_;
+  const std::string domain = params["domain"], user = params["user"];
+  std::function<response()> job;
+  if (id.empty()) job = [store, q] { return store->list(q); };
+  else if (deleting) job = [store, id, domain, user] { return store->remove(id, domain, user); };
+  else if (part == "raw") job = [store, id] { return store->raw(id); };
+  else if (part == "trace") job = [store, id] { return trace_response(store->dir(), id); };
+  else if (part == "attachments") job = [store, id, n] { return store->attachment(id, n); };
+  else job = [store, id] { return store->detail(id); };
+  // Off the event loop; this coroutine resumes on its own executor after.
+  response out = co_await asio::co_spawn(worker(), run_job(std::move(job)), asio::use_awaitable);
+  co_return out;
+}
+
+}  // namespace mailnet::launcher::web

@@ -1,0 +1,38 @@
+// The web API's /api/v1/messages routes: parsing the path and query, then
+// reading the Maildirs on a worker thread (web/messages.hpp) so that a large
+// folder never holds up the launcher's event loop.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "launcher/web/web_api.hpp"
+
+namespace mailnet::launcher::web {
+
+class message_store;
+
+class message_routes {
+ public:
+  explicit message_routes(control_function control) : control_(std::move(control)) {}
+
+  static bool handles(const std::string& path) {
+    return path == "/api/v1/messages" || path.starts_with("/api/v1/messages/");
+  }
+
+  // change_refusal: web_api's refusal of this request as a change (POST,
+  // DELETE), if any; a DELETE is answered with it.
+  boost::asio::awaitable<response> answer(const request& r, const std::string& path,
+                                          std::optional<response> change_refusal);
+
+ private:
+  control_function control_;
+  std::shared_ptr<message_store> store_;  // made at first use; used on the worker thread only
+};
+
+// "%41b+c" -> "Ab c" (with plus_space); nullopt for a broken escape or a NUL.
+std::optional<std::string> percent_decode(std::string_view s, bool plus_space);
+
+}  // namespace mailnet::launcher::web
