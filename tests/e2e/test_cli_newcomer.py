@@ -175,8 +175,8 @@ def test_inbox_any_case_user_column_and_wide_characters():
                    "--body", "x"))
         harness.wait_for(lambda: len(os.listdir(os.path.join(net.run_dir, "jaku.com", "mail", "obiwan", "new")))
                          == len(subjects), 30, "obiwan's messages")
-        harness.wait_for(lambda: os.path.isdir(os.path.join(net.run_dir, "jaku.com", "mail", "rey", "new")), 30,
-                         "rey's message")
+        rey_new = os.path.join(net.run_dir, "jaku.com", "mail", "rey", "new")
+        harness.wait_for(lambda: os.path.isdir(rey_new) and os.listdir(rey_new), 30, "rey's message")
 
         both = ok(net.cli("inbox", "JAKU.COM")).stdout
         assert "for rey" in both and "plain subject" in both and f"{len(subjects) + 1} messages" in both, both
