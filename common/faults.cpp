@@ -171,6 +171,10 @@ fault_rule read_rule(const json_reader& r, const json& j, const std::string& pat
     r.fail(path + ".stage", "a " + act_name + " rule acts on the whole connection: it has no stage");
   if (!connection_wide && rule.stage == fault_stage::none)
     r.fail(path + ".stage", "missing (expected " + std::string(stage_list) + ")");
+  // Every node asks the resolver from 127.0.0.1: it cannot tell them apart.
+  if (dns && rule.from != "*")
+    r.fail(path + ".from", "a dns rule acts in the resolver, which cannot tell which node asks (they all ask from "
+                           "127.0.0.1): use \"*\" (the default)");
   if ((rule.stage == fault_stage::connect || rule.stage == fault_stage::greeting) && rule.from != "*")
     r.fail(path + ".from", "a " + std::string(to_string(rule.stage)) +
                                " rule acts before EHLO, which is how a node knows its sender: use \"*\" (the default)");
@@ -187,8 +191,6 @@ fault_rule read_rule(const json_reader& r, const json& j, const std::string& pat
   if (j.contains("for")) rule.for_ = r.duration_at(j["for"], path + ".for");
 
   // Parsed in full above, so that their behaviour is all that is left to add.
-  if (dns) r.fail(path + ".stage", "\"dns\" rules are not supported yet (the SMTP stages are: connect, greeting, "
-                                   "ehlo, mail, rcpt, data, end_of_data, quit, any)");
   if (connection_wide)
     r.fail(path + ".action", "\"" + act_name + "\" is not supported yet (the actions that work: reply, "
                                                "disconnect, delay, hang)");

@@ -1,17 +1,17 @@
-// The fault rules of one node (those whose "to" is its domain), and their
-// decisions: each rule has its own generator, seeded from the network's seed
-// and the rule's name, so that the same seed and the same sequence of
-// sessions give the same faults, run after run.
+// The fault rules of one node (those whose "to" is its domain, but not its
+// dns rules: those are the resolver's), and their decisions: each rule has
+// its own generator (common/fault_gate.hpp), so that the same seed and the
+// same sequence of sessions give the same faults, run after run.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <optional>
-#include <random>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/fault_gate.hpp"
 #include "common/faults.hpp"
 
 namespace mailnet::node {
@@ -44,21 +44,15 @@ class fault_plan {
   std::optional<fault_hit> decide(fault_stage s, std::string_view sender_helo,
                                   std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
 
-  // The generator's seed for one rule: a mix of the network's seed and the name.
-  static std::uint64_t rule_seed(std::uint64_t seed, std::string_view name);
+  // The generator's seed for one rule (common/fault_gate.hpp).
+  static std::uint64_t rule_seed(std::uint64_t seed, std::string_view name) { return fault_rule_seed(seed, name); }
 
  private:
   static unsigned bit(fault_stage s) { return 1u << static_cast<unsigned>(s); }
 
-  struct state {
-    fault_rule rule;
-    std::mt19937_64 rng;
-    std::uint64_t reached = 0;
-  };
-
   bool from_matches(const fault_rule& r, std::string_view sender_helo) const;
 
-  std::vector<state> rules_;
+  std::vector<fault_gate> rules_;
   std::string own_domain_;
   std::vector<std::string> network_domains_;
   std::uint64_t seed_ = 0;

@@ -353,8 +353,6 @@ def test_validate_names_the_path_of_each_mistake():
         ("rules[1].delay", "only a delay rule", lambda r: r[1].update(delay="1s")),
         ("rules[2].jitter", "must not be longer than delay", lambda r: r[2].update(jitter="1s")),
         ("rules[2].from", "before EHLO", lambda r: r[2].update({"from": "jaku.com"})),
-        ("rules[2].stage", "\"dns\" rules are not supported yet",
-         lambda r: r[2].update(stage="dns", answer="SERVFAIL", action=None, delay=None, jitter=None)),
         ("rules[2].action", "\"bandwidth\" is not supported yet",
          lambda r: r[2].update(stage=None, action="bandwidth", bytes_per_second=1000, delay=None, jitter=None)),
         ("rules[2].action", "\"rate_limit\" is not supported yet",
