@@ -29,7 +29,8 @@ def dns_rule(answer, name="d1", to="deathstar.com", **when):
 
 def dig(net, name, qtype, *options):
     host, port = net.topology["resolver"]["listen"].rsplit(":", 1)
-    out = subprocess.run([DIG, f"@{host}", "-p", port, "+time=1", "+tries=1", *options, name, qtype],
+    # +nocookie: the same question is the same bytes, as a cached answer would be found.
+    out = subprocess.run([DIG, f"@{host}", "-p", port, "+time=1", "+tries=1", "+nocookie", *options, name, qtype],
                          capture_output=True, text=True, timeout=30)
     return out.returncode, out.stdout + out.stderr
 
