@@ -168,7 +168,9 @@ fault_rule read_rule(const json_reader& r, const json& j, const std::string& pat
   // The stage: whole-connection actions have none, every other rule needs one.
   const bool connection_wide = act == fault_action::bandwidth || act == fault_action::rate_limit;
   if (connection_wide && j.contains("stage"))
-    r.fail(path + ".stage", "a " + act_name + " rule acts on the whole connection: it has no stage");
+    r.fail(path + ".stage", act == fault_action::rate_limit
+                                ? std::string("a rate_limit rule acts at MAIL (each message begun): it has no stage")
+                                : "a " + act_name + " rule acts on the whole connection: it has no stage");
   if (!connection_wide && rule.stage == fault_stage::none)
     r.fail(path + ".stage", "missing (expected " + std::string(stage_list) + ")");
   // Every node asks the resolver from 127.0.0.1: it cannot tell them apart.
@@ -191,9 +193,9 @@ fault_rule read_rule(const json_reader& r, const json& j, const std::string& pat
   if (j.contains("for")) rule.for_ = r.duration_at(j["for"], path + ".for");
 
   // Parsed in full above, so that their behaviour is all that is left to add.
-  if (connection_wide)
+  if (act == fault_action::bandwidth)
     r.fail(path + ".action", "\"" + act_name + "\" is not supported yet (the actions that work: reply, "
-                                               "disconnect, delay, hang)");
+                                               "disconnect, delay, hang, rate_limit)");
   return rule;
 }
 

@@ -12,9 +12,13 @@ fault_plan::fault_plan(const fault_settings& settings, std::string_view own_doma
       seed_(settings.seed.value_or(random_seed)),
       start_(start) {
   for (const auto& r : settings.rules) {
-    if (r.to != own_domain || r.stage == fault_stage::dns || r.stage == fault_stage::none) continue;
+    const bool rate_limit = r.action == fault_action::rate_limit;
+    if (r.to != own_domain || r.stage == fault_stage::dns || (r.stage == fault_stage::none && !rate_limit)) continue;
     rules_.emplace_back(r, seed_);
-    if (r.stage == fault_stage::any) {
+    recent_.emplace_back();
+    if (rate_limit) {
+      mask_ |= bit(fault_stage::mail);
+    } else if (r.stage == fault_stage::any) {
       // Every point where the node answers; connect and greeting are one
       // point (before EHLO), taken by a rule of stage any as its greeting.
       mask_ |= ~(bit(fault_stage::none) | bit(fault_stage::dns) | bit(fault_stage::connect));
@@ -37,13 +41,24 @@ std::optional<fault_hit> fault_plan::decide(fault_stage s, std::string_view send
                                             std::chrono::steady_clock::time_point now) {
   if (!watches(s)) return std::nullopt;
   const bool before_ehlo = s == fault_stage::connect || s == fault_stage::greeting;
-  for (auto& gate : rules_) {
+  for (std::size_t i = 0; i < rules_.size(); ++i) {
+    auto& gate = rules_[i];
     const auto& r = gate.rule();
-    const bool stage_matches = r.stage == s || (r.stage == fault_stage::any && s != fault_stage::connect);
+    const bool rate_limit = r.action == fault_action::rate_limit;
+    const bool stage_matches =
+        rate_limit ? s == fault_stage::mail : r.stage == s || (r.stage == fault_stage::any && s != fault_stage::connect);
     if (!stage_matches) continue;
     // Before EHLO the sender is unknown: only rules for any sender apply.
     if (before_ehlo ? r.from != "*" : !from_matches(r, sender_helo)) continue;
     if (!gate.open_at(now - start_)) continue;
+    if (rate_limit) {
+      auto& recent = recent_[i];
+      while (!recent.empty() && now - recent.front() >= r.per) recent.pop_front();
+      if (recent.size() < r.messages) {  // under the limit: let it through, and count it
+        recent.push_back(now);
+        continue;
+      }
+    }
     if (!gate.reach()) continue;
     return fault_hit{&r, s, gate.draw_delay()};
   }

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -41,6 +42,9 @@ class fault_plan {
 
   // The first rule for this stage that fires now for a sender known by its
   // EHLO name (empty before EHLO). Each matching rule reached counts once.
+  // A rate_limit rule acts at MAIL: it lets "messages" MAIL commands from
+  // its senders through per "per" (a sliding window), and is reached by each
+  // one over the limit (whose when-conditions then decide).
   std::optional<fault_hit> decide(fault_stage s, std::string_view sender_helo,
                                   std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
 
@@ -53,6 +57,9 @@ class fault_plan {
   bool from_matches(const fault_rule& r, std::string_view sender_helo) const;
 
   std::vector<fault_gate> rules_;
+  // rate_limit: per rule (same index), the times of the MAIL commands it let
+  // through within its last "per"; at most "messages" of them.
+  std::vector<std::deque<std::chrono::steady_clock::time_point>> recent_;
   std::string own_domain_;
   std::vector<std::string> network_domains_;
   std::uint64_t seed_ = 0;

@@ -336,6 +336,53 @@ def test_a_rule_from_a_node_hits_its_relay_and_clients_rules_hit_clients_only():
         assert subjects(net) == ["relayed"]
 
 
+def test_rate_limit_lets_n_messages_through_per_interval_then_replies_at_mail():
+    slow = "451 4.7.0 Slow down"
+    with harness.Network(topology([{"name": "throttle", "to": "deathstar.com", "from": "clients",
+                                    "action": "rate_limit", "messages": 2, "per": "1h", "reply": slow}])) as net:
+        net.start()
+        seen = []
+        for i in range(4):
+            s = client(net)
+            try:
+                s.ehlo()
+                seen.append(s.mail(f"sender{i}@jaku.com")[0])
+                s.rset()
+                s.quit()
+            finally:
+                s.close()
+        assert seen == [250, 250, 451, 451], seen
+        evs = wait_fault_events(net, 2)
+        assert [(e["rule"], e["stage"], e["action"], e["reply"], e["mail_from"]) for e in evs] == [
+            ("throttle", "mail", "rate_limit", slow, ""), ("throttle", "mail", "rate_limit", slow, "")], evs
+        assert [e["command"].upper() for e in evs] == ["MAIL FROM:<SENDER2@JAKU.COM>", "MAIL FROM:<SENDER3@JAKU.COM>"], evs
+    # A short interval: once it has passed since the first message let
+    # through, the limit lets the next one through.
+    with harness.Network(topology([{"name": "throttle", "to": "deathstar.com", "action": "rate_limit",
+                                    "messages": 1, "per": "700ms", "reply": slow}])) as net:
+        net.start()
+        s = client(net)
+        try:
+            s.ehlo()
+            started = time.monotonic()
+            assert s.mail("rey@jaku.com")[0] == 250
+            s.rset()
+            codes = []
+            deadline = started + 30
+            while time.monotonic() < deadline:
+                codes.append(s.mail("rey@jaku.com")[0])
+                s.rset()
+                if codes[-1] == 250:
+                    break
+                time.sleep(0.05)  # a polling interval, bounded by the deadline
+            took = time.monotonic() - started
+            s.quit()
+        finally:
+            s.close()
+        assert codes[0] == 451 and codes[-1] == 250 and set(codes[:-1]) == {451}, codes
+        assert took >= 0.7, f"let through again after {took:.3f}s"
+
+
 def test_validate_names_the_path_of_each_mistake():
     good = topology([rule(stage="rcpt", reply=TROUBLE, probability=0.5),
                      rule(name="r2", stage="data", action="disconnect", every=3),
@@ -355,8 +402,11 @@ def test_validate_names_the_path_of_each_mistake():
         ("rules[2].from", "before EHLO", lambda r: r[2].update({"from": "jaku.com"})),
         ("rules[2].action", "\"bandwidth\" is not supported yet",
          lambda r: r[2].update(stage=None, action="bandwidth", bytes_per_second=1000, delay=None, jitter=None)),
-        ("rules[2].action", "\"rate_limit\" is not supported yet",
-         lambda r: r[2].update(stage=None, action="rate_limit", messages=10, per="1m", reply="421 4.7.0 Slow down",
+        ("rules[2].stage", "a rate_limit rule acts at MAIL",
+         lambda r: r[2].update(action="rate_limit", messages=10, per="1m", reply="421 4.7.0 Slow down",
+                               delay=None, jitter=None)),
+        ("rules[2].messages", "whole number from 1",
+         lambda r: r[2].update(stage=None, action="rate_limit", messages=0, per="1m", reply="421 4.7.0 Slow down",
                                delay=None, jitter=None)),
     ]
     with harness.Network(good) as net:
@@ -388,5 +438,6 @@ if __name__ == "__main__":
         test_every_and_first_pick_the_nth_times,
         test_the_same_seed_gives_the_same_faults,
         test_a_rule_from_a_node_hits_its_relay_and_clients_rules_hit_clients_only,
+        test_rate_limit_lets_n_messages_through_per_interval_then_replies_at_mail,
         test_validate_names_the_path_of_each_mistake,
     ])
