@@ -192,10 +192,10 @@ fault_rule read_rule(const json_reader& r, const json& j, const std::string& pat
   if (j.contains("after")) rule.after = r.duration_at(j["after"], path + ".after", true);
   if (j.contains("for")) rule.for_ = r.duration_at(j["for"], path + ".for");
 
-  // Parsed in full above, so that their behaviour is all that is left to add.
-  if (act == fault_action::bandwidth)
-    r.fail(path + ".action", "\"" + act_name + "\" is not supported yet (the actions that work: reply, "
-                                               "disconnect, delay, hang, rate_limit)");
+  // Set when the connection is accepted, before EHLO names the sender.
+  if (act == fault_action::bandwidth && rule.from != "*")
+    r.fail(path + ".from", "a bandwidth rule acts from the connection on, before EHLO, which is how a node knows "
+                           "its sender: use \"*\" (the default)");
   return rule;
 }
 

@@ -13,10 +13,14 @@ fault_plan::fault_plan(const fault_settings& settings, std::string_view own_doma
       start_(start) {
   for (const auto& r : settings.rules) {
     const bool rate_limit = r.action == fault_action::rate_limit;
-    if (r.to != own_domain || r.stage == fault_stage::dns || (r.stage == fault_stage::none && !rate_limit)) continue;
+    const bool bandwidth = r.action == fault_action::bandwidth;
+    if (r.to != own_domain || r.stage == fault_stage::dns || (r.stage == fault_stage::none && !rate_limit && !bandwidth))
+      continue;
     rules_.emplace_back(r, seed_);
     recent_.emplace_back();
-    if (rate_limit) {
+    if (bandwidth) {
+      bandwidth_ = true;
+    } else if (rate_limit) {
       mask_ |= bit(fault_stage::mail);
     } else if (r.stage == fault_stage::any) {
       // Every point where the node answers; connect and greeting are one
@@ -45,6 +49,7 @@ std::optional<fault_hit> fault_plan::decide(fault_stage s, std::string_view send
     auto& gate = rules_[i];
     const auto& r = gate.rule();
     const bool rate_limit = r.action == fault_action::rate_limit;
+    if (r.action == fault_action::bandwidth) continue;  // decide_bandwidth()
     const bool stage_matches =
         rate_limit ? s == fault_stage::mail : r.stage == s || (r.stage == fault_stage::any && s != fault_stage::connect);
     if (!stage_matches) continue;
@@ -61,6 +66,16 @@ std::optional<fault_hit> fault_plan::decide(fault_stage s, std::string_view send
     }
     if (!gate.reach()) continue;
     return fault_hit{&r, s, gate.draw_delay()};
+  }
+  return std::nullopt;
+}
+
+std::optional<fault_hit> fault_plan::decide_bandwidth(std::chrono::steady_clock::time_point now) {
+  if (!bandwidth_) return std::nullopt;
+  for (auto& gate : rules_) {
+    const auto& r = gate.rule();
+    if (r.action != fault_action::bandwidth || !gate.open_at(now - start_)) continue;
+    if (gate.reach()) return fault_hit{&r, fault_stage::connect, {}};
   }
   return std::nullopt;
 }

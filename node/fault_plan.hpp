@@ -48,6 +48,11 @@ class fault_plan {
   std::optional<fault_hit> decide(fault_stage s, std::string_view sender_helo,
                                   std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
 
+  // A bandwidth rule (its from is "*") that fires for a session just
+  // accepted: reached once per session, before any other rule.
+  bool watches_bandwidth() const { return bandwidth_; }
+  std::optional<fault_hit> decide_bandwidth(std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
+
   // The generator's seed for one rule (common/fault_gate.hpp).
   static std::uint64_t rule_seed(std::uint64_t seed, std::string_view name) { return fault_rule_seed(seed, name); }
 
@@ -64,6 +69,7 @@ class fault_plan {
   std::vector<std::string> network_domains_;
   std::uint64_t seed_ = 0;
   unsigned mask_ = 0;
+  bool bandwidth_ = false;
   std::chrono::steady_clock::time_point start_{};
 };
 

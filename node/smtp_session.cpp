@@ -277,6 +277,19 @@ asio::awaitable<bool> session::greet() {
     co_await send("421 4.7.0 " + ctx_.config.name + " Too many connections, try again later\r\n", true, true);
     co_return false;
   }
+  if (ctx_.faults.watches_bandwidth()) {
+    if (auto hit = ctx_.faults.decide_bandwidth()) {
+      const auto& rule = *hit->rule;
+      const std::string rate = std::to_string(rule.bytes_per_second);
+      std::string fields;
+      append_log_fields(fields, {{"rule", rule.name}, {"stage", "connect"}, {"action", "bandwidth"},
+                                 {"bytes_per_second", rate}});
+      log_line(" fault" + fields);
+      ctx_.events.write({{"id", id_}, {"event", "fault"}, {"rule", rule.name}, {"stage", "connect"},
+                         {"action", "bandwidth"}, {"bytes_per_second", rate}, {"from", ip_}});
+      channel_.limit_rate(rule.bytes_per_second);
+    }
+  }
   for (auto stage : {fault_stage::connect, fault_stage::greeting}) {
     if (!ctx_.faults.watches(stage)) continue;
     auto hit = fault_at(stage, {});

@@ -383,6 +383,30 @@ def test_rate_limit_lets_n_messages_through_per_interval_then_replies_at_mail():
         assert took >= 0.7, f"let through again after {took:.3f}s"
 
 
+def test_bandwidth_paces_the_connection_from_its_start():
+    body = "x" * 76 + "\r\n"
+    text = message("slow") + body * 100  # some 8 kB: 4 s at 2000 bytes per second
+    with harness.Network(topology([rule(action="bandwidth", bytes_per_second=2000, first=1)])) as net:
+        net.start()
+        started = time.monotonic()
+        s = client(net, timeout=120)
+        try:
+            s.sendmail("rey@jaku.com", ["vader@deathstar.com"], text)
+            s.quit()
+        finally:
+            s.close()
+        took = time.monotonic() - started
+        assert took >= len(text) / 2000, f"{len(text)} bytes at 2000 B/s took {took:.3f}s"
+        (ev,) = wait_fault_events(net, 1)
+        assert (ev["rule"], ev["stage"], ev["action"], ev["bytes_per_second"]) == ("r1", "connect", "bandwidth", "2000")
+        harness.wait_for(lambda: "fault rule=r1 stage=connect action=bandwidth bytes_per_second=2000" in transcript(net),
+                         15, "the bandwidth fault in smtp.log")
+        # first: 1, so the next session is not paced (its speed is not measured here).
+        client(net).sendmail("rey@jaku.com", ["vader@deathstar.com"], message("fast"))
+        net.wait_messages("deathstar.com", "vader", 2)
+        assert len(events(net, "deathstar.com", "fault")) == 1
+
+
 def test_validate_names_the_path_of_each_mistake():
     good = topology([rule(stage="rcpt", reply=TROUBLE, probability=0.5),
                      rule(name="r2", stage="data", action="disconnect", every=3),
@@ -400,11 +424,14 @@ def test_validate_names_the_path_of_each_mistake():
         ("rules[1].delay", "only a delay rule", lambda r: r[1].update(delay="1s")),
         ("rules[2].jitter", "must not be longer than delay", lambda r: r[2].update(jitter="1s")),
         ("rules[2].from", "before EHLO", lambda r: r[2].update({"from": "jaku.com"})),
-        ("rules[2].action", "\"bandwidth\" is not supported yet",
-         lambda r: r[2].update(stage=None, action="bandwidth", bytes_per_second=1000, delay=None, jitter=None)),
+        ("rules[2].stage", "a bandwidth rule acts on the whole connection: it has no stage",
+         lambda r: r[2].update(action="bandwidth", bytes_per_second=1000, delay=None, jitter=None)),
         ("rules[2].stage", "a rate_limit rule acts at MAIL",
          lambda r: r[2].update(action="rate_limit", messages=10, per="1m", reply="421 4.7.0 Slow down",
                                delay=None, jitter=None)),
+        ("rules[2].from", "a bandwidth rule acts from the connection on",
+         lambda r: r[2].update({"stage": None, "action": "bandwidth", "bytes_per_second": 1000, "delay": None,
+                                "jitter": None, "from": "jaku.com"})),
         ("rules[2].messages", "whole number from 1",
          lambda r: r[2].update(stage=None, action="rate_limit", messages=0, per="1m", reply="421 4.7.0 Slow down",
                                delay=None, jitter=None)),
@@ -439,5 +466,6 @@ if __name__ == "__main__":
         test_the_same_seed_gives_the_same_faults,
         test_a_rule_from_a_node_hits_its_relay_and_clients_rules_hit_clients_only,
         test_rate_limit_lets_n_messages_through_per_interval_then_replies_at_mail,
+        test_bandwidth_paces_the_connection_from_its_start,
         test_validate_names_the_path_of_each_mistake,
     ])
