@@ -168,9 +168,15 @@ fault_rule read_rule(const json_reader& r, const json& j, const std::string& pat
   // The stage: whole-connection actions have none, every other rule needs one.
   const bool connection_wide = act == fault_action::bandwidth || act == fault_action::rate_limit;
   if (connection_wide && j.contains("stage"))
-    r.fail(path + ".stage", "a " + act_name + " rule acts on the whole connection: it has no stage");
+    r.fail(path + ".stage", act == fault_action::rate_limit
+                                ? std::string("a rate_limit rule acts at MAIL (each message begun): it has no stage")
+                                : "a " + act_name + " rule acts on the whole connection: it has no stage");
   if (!connection_wide && rule.stage == fault_stage::none)
     r.fail(path + ".stage", "missing (expected " + std::string(stage_list) + ")");
+  // Every node asks the resolver from 127.0.0.1: it cannot tell them apart.
+  if (dns && rule.from != "*")
+    r.fail(path + ".from", "a dns rule acts in the resolver, which cannot tell which node asks (they all ask from "
+                           "127.0.0.1): use \"*\" (the default)");
   if ((rule.stage == fault_stage::connect || rule.stage == fault_stage::greeting) && rule.from != "*")
     r.fail(path + ".from", "a " + std::string(to_string(rule.stage)) +
                                " rule acts before EHLO, which is how a node knows its sender: use \"*\" (the default)");
@@ -186,12 +192,10 @@ fault_rule read_rule(const json_reader& r, const json& j, const std::string& pat
   if (j.contains("after")) rule.after = r.duration_at(j["after"], path + ".after", true);
   if (j.contains("for")) rule.for_ = r.duration_at(j["for"], path + ".for");
 
-  // Parsed in full above, so that their behaviour is all that is left to add.
-  if (dns) r.fail(path + ".stage", "\"dns\" rules are not supported yet (the SMTP stages are: connect, greeting, "
-                                   "ehlo, mail, rcpt, data, end_of_data, quit, any)");
-  if (connection_wide)
-    r.fail(path + ".action", "\"" + act_name + "\" is not supported yet (the actions that work: reply, "
-                                               "disconnect, delay, hang)");
+  // Set when the connection is accepted, before EHLO names the sender.
+  if (act == fault_action::bandwidth && rule.from != "*")
+    r.fail(path + ".from", "a bandwidth rule acts from the connection on, before EHLO, which is how a node knows "
+                           "its sender: use \"*\" (the default)");
   return rule;
 }
 

@@ -1,7 +1,9 @@
 // Faults on purpose: rules in the topology's "faults" object that make one
 // link of the network fail in a chosen, reproducible way (a reply instead of
 // the real one, a closed connection, a delay, a session that hangs).
-// The model only; the node applies the rules (node/fault_plan.hpp).
+// The model only; the node applies the rules (node/fault_plan.hpp), the
+// resolver its dns rules (resolver/dns_faults.hpp), both deciding with
+// common/fault_gate.hpp.
 #pragma once
 
 #include <chrono>

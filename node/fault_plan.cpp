@@ -4,29 +4,6 @@
 
 namespace mailnet::node {
 
-namespace {
-
-std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-// A number in [0, 1) from 53 bits of the generator, the same on every platform.
-double unit_draw(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
-
-}  // namespace
-
-std::uint64_t fault_plan::rule_seed(std::uint64_t seed, std::string_view name) {
-  std::uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a: stable across builds, unlike std::hash
-  for (unsigned char c : name) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  }
-  return splitmix64(seed ^ splitmix64(h));
-}
-
 fault_plan::fault_plan(const fault_settings& settings, std::string_view own_domain,
                        std::vector<std::string> network_domains, std::uint64_t random_seed,
                        std::chrono::steady_clock::time_point start)
@@ -35,9 +12,17 @@ fault_plan::fault_plan(const fault_settings& settings, std::string_view own_doma
       seed_(settings.seed.value_or(random_seed)),
       start_(start) {
   for (const auto& r : settings.rules) {
-    if (r.to != own_domain || r.stage == fault_stage::dns || r.stage == fault_stage::none) continue;
-    rules_.push_back({r, std::mt19937_64(rule_seed(seed_, r.name)), 0});
-    if (r.stage == fault_stage::any) {
+    const bool rate_limit = r.action == fault_action::rate_limit;
+    const bool bandwidth = r.action == fault_action::bandwidth;
+    if (r.to != own_domain || r.stage == fault_stage::dns || (r.stage == fault_stage::none && !rate_limit && !bandwidth))
+      continue;
+    rules_.emplace_back(r, seed_);
+    recent_.emplace_back();
+    if (bandwidth) {
+      bandwidth_ = true;
+    } else if (rate_limit) {
+      mask_ |= bit(fault_stage::mail);
+    } else if (r.stage == fault_stage::any) {
       // Every point where the node answers; connect and greeting are one
       // point (before EHLO), taken by a rule of stage any as its greeting.
       mask_ |= ~(bit(fault_stage::none) | bit(fault_stage::dns) | bit(fault_stage::connect));
@@ -60,29 +45,37 @@ std::optional<fault_hit> fault_plan::decide(fault_stage s, std::string_view send
                                             std::chrono::steady_clock::time_point now) {
   if (!watches(s)) return std::nullopt;
   const bool before_ehlo = s == fault_stage::connect || s == fault_stage::greeting;
-  for (auto& st : rules_) {
-    const auto& r = st.rule;
-    const bool stage_matches = r.stage == s || (r.stage == fault_stage::any && s != fault_stage::connect);
+  for (std::size_t i = 0; i < rules_.size(); ++i) {
+    auto& gate = rules_[i];
+    const auto& r = gate.rule();
+    const bool rate_limit = r.action == fault_action::rate_limit;
+    if (r.action == fault_action::bandwidth) continue;  // decide_bandwidth()
+    const bool stage_matches =
+        rate_limit ? s == fault_stage::mail : r.stage == s || (r.stage == fault_stage::any && s != fault_stage::connect);
     if (!stage_matches) continue;
     // Before EHLO the sender is unknown: only rules for any sender apply.
     if (before_ehlo ? r.from != "*" : !from_matches(r, sender_helo)) continue;
-    const auto since_start = now - start_;
-    const auto opens = r.after.value_or(std::chrono::milliseconds(0));
-    if (since_start < opens) continue;
-    if (r.for_ && since_start >= opens + *r.for_) continue;
-    const std::uint64_t n = ++st.reached;
-    bool fire = true;
-    if (r.first && n > r.first) fire = false;
-    if (r.every && n % r.every != 0) fire = false;
-    // Drawn each time the rule is reached, so the sequence depends only on the count.
-    if (r.probability && !(unit_draw(st.rng) < *r.probability)) fire = false;
-    if (!fire) continue;
-    fault_hit hit{&r, s, r.delay};
-    if (r.action == fault_action::delay && r.jitter.count() > 0) {
-      const auto span = static_cast<std::uint64_t>(r.jitter.count()) * 2 + 1;
-      hit.delay = r.delay - r.jitter + std::chrono::milliseconds(static_cast<std::int64_t>(st.rng() % span));
+    if (!gate.open_at(now - start_)) continue;
+    if (rate_limit) {
+      auto& recent = recent_[i];
+      while (!recent.empty() && now - recent.front() >= r.per) recent.pop_front();
+      if (recent.size() < r.messages) {  // under the limit: let it through, and count it
+        recent.push_back(now);
+        continue;
+      }
     }
-    return hit;
+    if (!gate.reach()) continue;
+    return fault_hit{&r, s, gate.draw_delay()};
+  }
+  return std::nullopt;
+}
+
+std::optional<fault_hit> fault_plan::decide_bandwidth(std::chrono::steady_clock::time_point now) {
+  if (!bandwidth_) return std::nullopt;
+  for (auto& gate : rules_) {
+    const auto& r = gate.rule();
+    if (r.action != fault_action::bandwidth || !gate.open_at(now - start_)) continue;
+    if (gate.reach()) return fault_hit{&r, fault_stage::connect, {}};
   }
   return std::nullopt;
 }

@@ -1,17 +1,18 @@
-// The fault rules of one node (those whose "to" is its domain), and their
-// decisions: each rule has its own generator, seeded from the network's seed
-// and the rule's name, so that the same seed and the same sequence of
-// sessions give the same faults, run after run.
+// The fault rules of one node (those whose "to" is its domain, but not its
+// dns rules: those are the resolver's), and their decisions: each rule has
+// its own generator (common/fault_gate.hpp), so that the same seed and the
+// same sequence of sessions give the same faults, run after run.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <optional>
-#include <random>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/fault_gate.hpp"
 #include "common/faults.hpp"
 
 namespace mailnet::node {
@@ -41,28 +42,34 @@ class fault_plan {
 
   // The first rule for this stage that fires now for a sender known by its
   // EHLO name (empty before EHLO). Each matching rule reached counts once.
+  // A rate_limit rule acts at MAIL: it lets "messages" MAIL commands from
+  // its senders through per "per" (a sliding window), and is reached by each
+  // one over the limit (whose when-conditions then decide).
   std::optional<fault_hit> decide(fault_stage s, std::string_view sender_helo,
                                   std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
 
-  // The generator's seed for one rule: a mix of the network's seed and the name.
-  static std::uint64_t rule_seed(std::uint64_t seed, std::string_view name);
+  // A bandwidth rule (its from is "*") that fires for a session just
+  // accepted: reached once per session, before any other rule.
+  bool watches_bandwidth() const { return bandwidth_; }
+  std::optional<fault_hit> decide_bandwidth(std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
+
+  // The generator's seed for one rule (common/fault_gate.hpp).
+  static std::uint64_t rule_seed(std::uint64_t seed, std::string_view name) { return fault_rule_seed(seed, name); }
 
  private:
   static unsigned bit(fault_stage s) { return 1u << static_cast<unsigned>(s); }
 
-  struct state {
-    fault_rule rule;
-    std::mt19937_64 rng;
-    std::uint64_t reached = 0;
-  };
-
   bool from_matches(const fault_rule& r, std::string_view sender_helo) const;
 
-  std::vector<state> rules_;
+  std::vector<fault_gate> rules_;
+  // rate_limit: per rule (same index), the times of the MAIL commands it let
+  // through within its last "per"; at most "messages" of them.
+  std::vector<std::deque<std::chrono::steady_clock::time_point>> recent_;
   std::string own_domain_;
   std::vector<std::string> network_domains_;
   std::uint64_t seed_ = 0;
   unsigned mask_ = 0;
+  bool bandwidth_ = false;
   std::chrono::steady_clock::time_point start_{};
 };
 

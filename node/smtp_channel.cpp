@@ -27,7 +27,16 @@ asio::awaitable<io_status> smtp_channel::fill(std::chrono::steady_clock::time_po
   if (ec == asio::error::eof) co_return io_status::eof;
   if (ec) co_return io_status::error;
   in_.append(chunk, n);
+  if (rate_) co_await pace(n, next_read_);
   co_return io_status::ok;
+}
+
+asio::awaitable<void> smtp_channel::pace(std::size_t n, std::chrono::steady_clock::time_point& next) {
+  const auto now = std::chrono::steady_clock::now();
+  next = std::max(next, now) + std::chrono::nanoseconds(static_cast<std::int64_t>(n * 1'000'000'000ULL / rate_));
+  // Bounded: n is at most one read or one reply, rate_ at least 1.
+  timer_.expires_at(next);
+  co_await timer_.async_wait(use_tuple);
 }
 
 asio::awaitable<std::pair<io_status, std::string>> smtp_channel::read_line(std::size_t max, millis idle,
@@ -103,6 +112,7 @@ asio::awaitable<io_status> smtp_channel::write(std::string_view data, millis tim
   auto result = co_await (asio::async_write(socket_, asio::buffer(data), use_tuple) || timer_.async_wait(use_tuple));
   if (result.index() == 1) co_return io_status::timeout;
   auto [ec, n] = std::get<0>(result);
+  if (!ec && rate_) co_await pace(n, next_write_);
   co_return ec ? io_status::error : io_status::ok;
 }
 

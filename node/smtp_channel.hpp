@@ -50,6 +50,11 @@ class smtp_channel {
 
   asio::awaitable<io_status> write(std::string_view data, millis timeout);
 
+  // From now on, each read and each write is followed by a pause that keeps
+  // each direction at no more than this many bytes per second on average
+  // (a fault rule's bandwidth). 0: no limit.
+  void limit_rate(std::uint64_t bytes_per_second) { rate_ = bytes_per_second; }
+
   // Ends the read or write under way as if its deadline had passed (a
   // graceful stop wakes a session that waits for its next command).
   void interrupt() { timer_.cancel(); }
@@ -61,8 +66,13 @@ class smtp_channel {
  private:
   asio::awaitable<io_status> fill(std::chrono::steady_clock::time_point deadline);
 
+  // Waits until n more bytes fit the limit_rate() of one direction.
+  asio::awaitable<void> pace(std::size_t n, std::chrono::steady_clock::time_point& next);
+
   tcp::socket socket_;
   asio::steady_timer timer_;
+  std::uint64_t rate_ = 0;
+  std::chrono::steady_clock::time_point next_read_{}, next_write_{};
   std::string in_;
   bool skipping_ = false;  // inside a command line already answered as too long
 };

@@ -159,15 +159,16 @@ std::optional<fault_hit> session::fault_at(fault_stage stage, std::string_view s
   const std::string& mail_from = protocol_.transaction().mail_from;
   std::string fields;
   append_log_fields(fields, {{"rule", rule.name}, {"stage", to_string(hit->stage)}, {"action", to_string(rule.action)}});
-  if (rule.action == fault_action::reply) append_log_fields(fields, {{"reply", rule.reply}});
+  const bool replies = rule.action == fault_action::reply || rule.action == fault_action::rate_limit;
+  if (replies) append_log_fields(fields, {{"reply", rule.reply}});
   if (rule.action == fault_action::delay) append_log_fields(fields, {{"delay", delay}});
   // The transcript marks what the fault does; a reply it produced is the S: line that follows.
   log_line(" fault" + fields);
   const std::string from(sender.empty() ? std::string_view(ip_) : sender);
   const std::string shown = printable(command, 200);
-  if (rule.action == fault_action::reply)
+  if (replies)
     ctx_.events.write({{"id", id_}, {"event", "fault"}, {"rule", rule.name}, {"stage", to_string(hit->stage)},
-                       {"action", "reply"}, {"reply", rule.reply}, {"from", from}, {"mail_from", mail_from},
+                       {"action", to_string(rule.action)}, {"reply", rule.reply}, {"from", from}, {"mail_from", mail_from},
                        {"command", shown}});
   else if (rule.action == fault_action::delay)
     ctx_.events.write({{"id", id_}, {"event", "fault"}, {"rule", rule.name}, {"stage", to_string(hit->stage)},
@@ -279,6 +280,19 @@ asio::awaitable<bool> session::greet() {
     co_await send("421 4.7.0 " + ctx_.config.name + " Too many connections, try again later\r\n", true, true);
     co_return false;
   }
+  if (ctx_.faults.watches_bandwidth()) {
+    if (auto hit = ctx_.faults.decide_bandwidth()) {
+      const auto& rule = *hit->rule;
+      const std::string rate = std::to_string(rule.bytes_per_second);
+      std::string fields;
+      append_log_fields(fields, {{"rule", rule.name}, {"stage", "connect"}, {"action", "bandwidth"},
+                                 {"bytes_per_second", rate}});
+      log_line(" fault" + fields);
+      ctx_.events.write({{"id", id_}, {"event", "fault"}, {"rule", rule.name}, {"stage", "connect"},
+                         {"action", "bandwidth"}, {"bytes_per_second", rate}, {"from", ip_}});
+      channel_.limit_rate(rule.bytes_per_second);
+    }
+  }
   for (auto stage : {fault_stage::connect, fault_stage::greeting}) {
     if (!ctx_.faults.watches(stage)) continue;
     auto hit = fault_at(stage, {});
@@ -357,7 +371,7 @@ asio::awaitable<void> session::serve() {
         co_await pause_for(hit->delay);
         hit.reset();
       }
-      if (hit && hit->rule->action == fault_action::reply) {
+      if (hit && (hit->rule->action == fault_action::reply || hit->rule->action == fault_action::rate_limit)) {
         const bool closing = stage_of(line) == fault_stage::quit;
         if (!co_await send(hit->rule->reply + "\r\n", closing, closing) || closing) break;
         continue;

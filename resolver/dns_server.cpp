@@ -53,8 +53,8 @@ constexpr auto tcp_idle = std::chrono::seconds(10);
 
 }  // namespace
 
-dns_server::dns_server(asio::any_io_executor ex, zone z, const endpoint& listen, event_log& log)
-    : zone_(std::move(z)), log_(log), socket_(ex), tcp_(ex), tcp_slots_(max_tcp_sessions) {
+dns_server::dns_server(asio::any_io_executor ex, zone z, const endpoint& listen, event_log& log, dns_faults faults)
+    : zone_(std::move(z)), faults_(std::move(faults)), log_(log), socket_(ex), tcp_(ex), tcp_slots_(max_tcp_sessions) {
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(listen.host, ec);
   if (ec) throw boost::system::system_error(ec, "udp " + listen.to_string() + ": bad address");
@@ -155,10 +155,20 @@ asio::awaitable<void> dns_server::tcp_session(std::shared_ptr<tcp::socket> socke
 asio::awaitable<bool> dns_server::answer_tcp(tcp::socket& socket, const std::vector<std::uint8_t>& query,
                                               const std::string& client) {
   // Not through the UDP cache: over TCP a reply is never cut to 512 bytes.
-  const auto outcome = handle_query(zone_, query, true);
-  std::string line = utc_timestamp() + (outcome.reply ? " event=query client=" : " event=dropped client=") +
-                     log_value(client) + log_tail(outcome, query.size()) + " transport=tcp\n";
+  const auto outcome = handle_query(zone_, query, true, &faults_);
+  const std::string stamp = utc_timestamp();
+  std::string line;
+  if (outcome.fault)
+    line = stamp + " event=fault" + fault_tail(outcome) + " client=" + log_value(client) + " transport=tcp\n";
+  line += stamp + (outcome.reply ? " event=query client=" : " event=dropped client=") + log_value(client) +
+          log_tail(outcome, query.size()) + " transport=tcp\n";
   log_.write_stamped_lines(line);
+  if (!outcome.reply && outcome.fault) {
+    // A timeout: no reply, and the connection stays silent until the query's
+    // time runs out (the deadline closes it) or the client gives up or sends more.
+    co_await socket.async_wait(tcp::socket::wait_read, asio::as_tuple(asio::use_awaitable));
+    co_return false;
+  }
   if (!outcome.reply) co_return false;  // nothing to say to junk: the connection ends
   const auto& reply = *outcome.reply;
   const std::uint8_t size[2] = {static_cast<std::uint8_t>(reply.size() >> 8),
@@ -179,13 +189,15 @@ const dns_server::cached_answer& dns_server::answer(const std::uint8_t* query, s
     if (auto it = cache_.find(key); it != cache_.end()) return it->second;
   }
   cached_answer a;
-  auto outcome = handle_query(zone_, std::span<const std::uint8_t>(query, size));
+  auto outcome = handle_query(zone_, std::span<const std::uint8_t>(query, size), false, &faults_);
   a.log_tail = log_tail(outcome, size);
+  a.fault_tail = fault_tail(outcome);
   a.reply = std::move(outcome.reply);
   // The cached reply is reused with another id; that is only right when the
   // reply carries the query's id in its first two bytes.
   a.echoes_id = a.reply && size >= 2 && a.reply->size() >= 2 && (*a.reply)[0] == query[0] && (*a.reply)[1] == query[1];
-  if (!cacheable || (a.reply && !a.echoes_id)) {
+  // A name that a fault rule covers is decided again for every query.
+  if (!cacheable || outcome.fault_watched || (a.reply && !a.echoes_id)) {
     scratch_ = std::move(a);
     return scratch_;
   }
@@ -202,6 +214,14 @@ std::string dns_server::log_tail(const query_outcome& outcome, std::size_t size)
                              {"answer", outcome.answer}});
     if (!outcome.reason.empty()) append_log_fields(tail, {{"reason", outcome.reason}});
   }
+  return tail;
+}
+
+std::string dns_server::fault_tail(const query_outcome& outcome) {
+  std::string tail;
+  if (outcome.fault)
+    append_log_fields(tail, {{"rule", outcome.fault->name}, {"stage", "dns"}, {"answer", outcome.fault->answer},
+                             {"name", outcome.name}, {"type", outcome.type}});
   return tail;
 }
 
@@ -270,6 +290,14 @@ asio::awaitable<void> dns_server::run() {
         const std::uint8_t* query = slab.get() + i * max_datagram;
         const std::size_t size = in[i].msg_len;
         const cached_answer& a = answer(query, size);
+        if (!a.fault_tail.empty()) {
+          lines += stamp;
+          lines += " event=fault";
+          lines += a.fault_tail;
+          lines += " client=";
+          lines += log_value(to_text(peer_endpoint(i)));
+          lines += " transport=udp\n";
+        }
         lines += stamp;
         lines += a.reply ? " event=query client=" : " event=dropped client=";
         lines += log_value(to_text(peer_endpoint(i)));

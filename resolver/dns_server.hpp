@@ -17,6 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "resolver/dns_faults.hpp"
 #include "resolver/tcp_slots.hpp"
 #include "resolver/zone.hpp"
 
@@ -31,7 +32,9 @@ class dns_server {
  public:
   // Binds at once, so that a busy port fails here and not later.
   // Throws boost::system::system_error; what() names the address.
-  dns_server(boost::asio::any_io_executor ex, zone z, const endpoint& listen, event_log& log);
+  // faults: the topology's dns fault rules (none by default).
+  dns_server(boost::asio::any_io_executor ex, zone z, const endpoint& listen, event_log& log,
+             dns_faults faults = {});
 
   boost::asio::ip::udp::endpoint local_endpoint() const { return local_endpoint_; }
 
@@ -52,10 +55,13 @@ class dns_server {
     std::optional<std::vector<std::uint8_t>> reply;  // with the first asker's id; none: dropped
     std::string log_tail;  // the log line after client=..., e.g. " name=... type=SRV ..."
     bool echoes_id = false;  // reply[0..1] is the query's id, to be replaced by the next asker's
+    std::string fault_tail;  // a fault made it: " rule=... stage=dns answer=... name=... type=..."; never cached
   };
   const cached_answer& answer(const std::uint8_t* query, std::size_t size);
   // The log tail of a query's outcome (" name=... type=... rcode=... answer=...").
   static std::string log_tail(const query_outcome& outcome, std::size_t size);
+  // The fields of an event=fault line, empty when no fault made the outcome.
+  static std::string fault_tail(const query_outcome& outcome);
   boost::asio::awaitable<void> tcp_session(std::shared_ptr<boost::asio::ip::tcp::socket> socket,
                                            tcp_slots::slot_id slot);
   // Answers one query read over TCP and logs it; false when the connection must end.
@@ -63,6 +69,7 @@ class dns_server {
                                           const std::string& client);
 
   zone zone_;
+  dns_faults faults_;
   std::unordered_map<std::string, cached_answer> cache_;
   cached_answer scratch_;  // the answer to a query too odd to keep
   event_log& log_;

@@ -11,10 +11,12 @@
 #include <exception>
 #include <iostream>
 #include <optional>
+#include <random>
 
 #include "common/event_log.hpp"
 #include "common/private_files.hpp"
 #include "common/topology.hpp"
+#include "resolver/dns_faults.hpp"
 #include "resolver/dns_server.hpp"
 
 namespace mailnet::resolver {
@@ -46,10 +48,19 @@ int resolver_main(int argc, char** argv) {
     return 1;
   }
 
+  // The dns fault rules; without a seed in the topology, one of our own,
+  // logged so that a run can be replayed.
+  std::random_device random;
+  const std::uint64_t random_seed = ((std::uint64_t{random()} << 32) | random()) & ((1ULL << 53) - 1);
+  dns_faults faults(net.faults, random_seed, std::chrono::steady_clock::now());
+  if (!faults.empty())
+    log.write({{"event", "faults"}, {"seed", std::to_string(faults.seed())}, {"rules", std::to_string(faults.size())},
+               {"seeded_by", net.faults.seed ? "topology" : "resolver"}});
+
   boost::asio::io_context io;
   std::optional<dns_server> server;
   try {
-    server.emplace(io.get_executor(), zone(net, net.resolver.ttl), net.resolver.listen, log);
+    server.emplace(io.get_executor(), zone(net, net.resolver.ttl), net.resolver.listen, log, std::move(faults));
   } catch (const boost::system::system_error& e) {
     std::cerr << "mailnet-resolver: cannot listen on udp " << net.resolver.listen.to_string() << ": "
               << e.code().message() << '\n';

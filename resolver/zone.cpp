@@ -10,7 +10,9 @@
 #include <memory>
 #include <set>
 
+#include "common/faults.hpp"
 #include "common/topology.hpp"
+#include "resolver/dns_faults.hpp"
 #include "resolver/query_check.hpp"
 
 namespace mailnet::resolver {
@@ -231,7 +233,7 @@ std::string zone::soa_text() const {
   return ". " + std::to_string(ttl_) + " IN SOA " + names_.at(".").front().rdata;
 }
 
-query_outcome handle_query(const zone& z, std::span<const std::uint8_t> bytes, bool over_tcp) {
+query_outcome handle_query(const zone& z, std::span<const std::uint8_t> bytes, bool over_tcp, dns_faults* faults) {
   query_outcome out;
   const auto check = check_query(bytes);
   switch (check.verdict) {
@@ -265,6 +267,26 @@ query_outcome handle_query(const zone& z, std::span<const std::uint8_t> bytes, b
   const std::string asked = take_string(ldns_rdf2str(ldns_rr_owner(question)));
   out.name = without_final_dot(asked);
   out.type = take_string(ldns_rr_type2str(static_cast<ldns_rr_type>(qtype)));
+
+  if (faults && !faults->empty() && faults->watches(lower(asked))) {
+    out.fault_watched = true;
+    if (const fault_rule* rule = faults->decide(lower(asked))) {
+      out.fault = rule;
+      out.reason = "fault";
+      if (rule->answer == "timeout") return out;  // no reply at all
+      reply_plan fault_plan;
+      if (rule->answer == "SERVFAIL") fault_plan.rcode = LDNS_RCODE_SERVFAIL;
+      if (rule->answer == "REFUSED") fault_plan.rcode = LDNS_RCODE_REFUSED;
+      if (rule->answer == "NXDOMAIN") {
+        fault_plan.rcode = LDNS_RCODE_NXDOMAIN;
+        fault_plan.soa_in_authority = true;  // as for a name that is not there
+      }
+      out.reply = encode_reply(z, query.get(), fault_plan, rule->answer == "truncated");
+      out.rcode = rcode_name(fault_plan.rcode, false);
+      if (!out.reply) out.rcode = "-";
+      return out;
+    }
+  }
 
   reply_plan plan;
   if (ldns_pkt_edns(query.get()) && ldns_pkt_edns_version(query.get()) != 0) {

@@ -17,9 +17,12 @@
 
 namespace mailnet {
 struct topology;
+struct fault_rule;
 }
 
 namespace mailnet::resolver {
+
+class dns_faults;
 
 // For a zone built without a topology's $.resolver.ttl (the resolver itself
 // always passes the topology's, common/topology.hpp).
@@ -59,11 +62,17 @@ struct query_outcome {
   std::string rcode = "-";   // "NOERROR", "NXDOMAIN", "FORMERR", ...
   std::string answer = "-";  // "mx.jaku.com:1025", "127.0.0.1", ...
   std::string reason;        // why it was dropped or refused, else empty
+  bool fault_watched = false;        // a dns fault rule covers the name: decided each time, never cached
+  const fault_rule* fault = nullptr;  // the rule that made this answer (its "answer"), else null
 };
 
 // over_tcp: the reply may be as large as a TCP message (65535 bytes); over
 // UDP it is cut to 512 bytes or the query's EDNS size, with TC set.
-query_outcome handle_query(const zone& z, std::span<const std::uint8_t> query, bool over_tcp = false);
+// faults: the dns fault rules, consulted for every well-formed question;
+// a rule that fires answers SERVFAIL, NXDOMAIN (with the SOA), REFUSED, an
+// empty reply with TC set, or nothing (timeout: reply is nullopt).
+query_outcome handle_query(const zone& z, std::span<const std::uint8_t> query, bool over_tcp = false,
+                           dns_faults* faults = nullptr);
 
 // The reply bytes only.
 std::optional<std::vector<std::uint8_t>> answer_query(const zone& z,

@@ -336,6 +336,77 @@ def test_a_rule_from_a_node_hits_its_relay_and_clients_rules_hit_clients_only():
         assert subjects(net) == ["relayed"]
 
 
+def test_rate_limit_lets_n_messages_through_per_interval_then_replies_at_mail():
+    slow = "451 4.7.0 Slow down"
+    with harness.Network(topology([{"name": "throttle", "to": "deathstar.com", "from": "clients",
+                                    "action": "rate_limit", "messages": 2, "per": "1h", "reply": slow}])) as net:
+        net.start()
+        seen = []
+        for i in range(4):
+            s = client(net)
+            try:
+                s.ehlo()
+                seen.append(s.mail(f"sender{i}@jaku.com")[0])
+                s.rset()
+                s.quit()
+            finally:
+                s.close()
+        assert seen == [250, 250, 451, 451], seen
+        evs = wait_fault_events(net, 2)
+        assert [(e["rule"], e["stage"], e["action"], e["reply"], e["mail_from"]) for e in evs] == [
+            ("throttle", "mail", "rate_limit", slow, ""), ("throttle", "mail", "rate_limit", slow, "")], evs
+        assert [e["command"].upper() for e in evs] == ["MAIL FROM:<SENDER2@JAKU.COM>", "MAIL FROM:<SENDER3@JAKU.COM>"], evs
+    # A short interval: once it has passed since the first message let
+    # through, the limit lets the next one through.
+    with harness.Network(topology([{"name": "throttle", "to": "deathstar.com", "action": "rate_limit",
+                                    "messages": 1, "per": "700ms", "reply": slow}])) as net:
+        net.start()
+        s = client(net)
+        try:
+            s.ehlo()
+            started = time.monotonic()
+            assert s.mail("rey@jaku.com")[0] == 250
+            s.rset()
+            codes = []
+            deadline = started + 30
+            while time.monotonic() < deadline:
+                codes.append(s.mail("rey@jaku.com")[0])
+                s.rset()
+                if codes[-1] == 250:
+                    break
+                time.sleep(0.05)  # a polling interval, bounded by the deadline
+            took = time.monotonic() - started
+            s.quit()
+        finally:
+            s.close()
+        assert codes[0] == 451 and codes[-1] == 250 and set(codes[:-1]) == {451}, codes
+        assert took >= 0.7, f"let through again after {took:.3f}s"
+
+
+def test_bandwidth_paces_the_connection_from_its_start():
+    body = "x" * 76 + "\r\n"
+    text = message("slow") + body * 100  # some 8 kB: 4 s at 2000 bytes per second
+    with harness.Network(topology([rule(action="bandwidth", bytes_per_second=2000, first=1)])) as net:
+        net.start()
+        started = time.monotonic()
+        s = client(net, timeout=120)
+        try:
+            s.sendmail("rey@jaku.com", ["vader@deathstar.com"], text)
+            s.quit()
+        finally:
+            s.close()
+        took = time.monotonic() - started
+        assert took >= len(text) / 2000, f"{len(text)} bytes at 2000 B/s took {took:.3f}s"
+        (ev,) = wait_fault_events(net, 1)
+        assert (ev["rule"], ev["stage"], ev["action"], ev["bytes_per_second"]) == ("r1", "connect", "bandwidth", "2000")
+        harness.wait_for(lambda: "fault rule=r1 stage=connect action=bandwidth bytes_per_second=2000" in transcript(net),
+                         15, "the bandwidth fault in smtp.log")
+        # first: 1, so the next session is not paced (its speed is not measured here).
+        client(net).sendmail("rey@jaku.com", ["vader@deathstar.com"], message("fast"))
+        net.wait_messages("deathstar.com", "vader", 2)
+        assert len(events(net, "deathstar.com", "fault")) == 1
+
+
 def test_validate_names_the_path_of_each_mistake():
     good = topology([rule(stage="rcpt", reply=TROUBLE, probability=0.5),
                      rule(name="r2", stage="data", action="disconnect", every=3),
@@ -353,12 +424,16 @@ def test_validate_names_the_path_of_each_mistake():
         ("rules[1].delay", "only a delay rule", lambda r: r[1].update(delay="1s")),
         ("rules[2].jitter", "must not be longer than delay", lambda r: r[2].update(jitter="1s")),
         ("rules[2].from", "before EHLO", lambda r: r[2].update({"from": "jaku.com"})),
-        ("rules[2].stage", "\"dns\" rules are not supported yet",
-         lambda r: r[2].update(stage="dns", answer="SERVFAIL", action=None, delay=None, jitter=None)),
-        ("rules[2].action", "\"bandwidth\" is not supported yet",
-         lambda r: r[2].update(stage=None, action="bandwidth", bytes_per_second=1000, delay=None, jitter=None)),
-        ("rules[2].action", "\"rate_limit\" is not supported yet",
-         lambda r: r[2].update(stage=None, action="rate_limit", messages=10, per="1m", reply="421 4.7.0 Slow down",
+        ("rules[2].stage", "a bandwidth rule acts on the whole connection: it has no stage",
+         lambda r: r[2].update(action="bandwidth", bytes_per_second=1000, delay=None, jitter=None)),
+        ("rules[2].stage", "a rate_limit rule acts at MAIL",
+         lambda r: r[2].update(action="rate_limit", messages=10, per="1m", reply="421 4.7.0 Slow down",
+                               delay=None, jitter=None)),
+        ("rules[2].from", "a bandwidth rule acts from the connection on",
+         lambda r: r[2].update({"stage": None, "action": "bandwidth", "bytes_per_second": 1000, "delay": None,
+                                "jitter": None, "from": "jaku.com"})),
+        ("rules[2].messages", "whole number from 1",
+         lambda r: r[2].update(stage=None, action="rate_limit", messages=0, per="1m", reply="421 4.7.0 Slow down",
                                delay=None, jitter=None)),
     ]
     with harness.Network(good) as net:
@@ -390,5 +465,7 @@ if __name__ == "__main__":
         test_every_and_first_pick_the_nth_times,
         test_the_same_seed_gives_the_same_faults,
         test_a_rule_from_a_node_hits_its_relay_and_clients_rules_hit_clients_only,
+        test_rate_limit_lets_n_messages_through_per_interval_then_replies_at_mail,
+        test_bandwidth_paces_the_connection_from_its_start,
         test_validate_names_the_path_of_each_mistake,
     ])
