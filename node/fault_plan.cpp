@@ -35,16 +35,54 @@ fault_plan::fault_plan(const fault_settings& settings, std::string_view own_doma
       seed_(settings.seed.value_or(random_seed)),
       start_(start) {
   for (const auto& r : settings.rules) {
-    if (r.to != own_domain || r.stage == fault_stage::dns || r.stage == fault_stage::none) continue;
-    rules_.push_back({r, std::mt19937_64(rule_seed(seed_, r.name)), 0});
-    if (r.stage == fault_stage::any) {
+    if (!acts_here(r)) continue;
+    topology_rules_.push_back(r);
+    rules_.push_back(fresh(r, start_, false));
+  }
+  compute_mask();
+}
+
+bool fault_plan::acts_here(const fault_rule& r) const {
+  return r.to == own_domain_ && r.stage != fault_stage::dns && r.stage != fault_stage::none;
+}
+
+fault_plan::state fault_plan::fresh(const fault_rule& r, std::chrono::steady_clock::time_point start,
+                                    bool run_time) const {
+  return {std::make_shared<const fault_rule>(r), std::mt19937_64(rule_seed(seed_, r.name)), 0, start, run_time};
+}
+
+void fault_plan::compute_mask() {
+  mask_ = 0;
+  for (const auto& st : rules_) {
+    if (st.rule->stage == fault_stage::any) {
       // Every point where the node answers; connect and greeting are one
       // point (before EHLO), taken by a rule of stage any as its greeting.
       mask_ |= ~(bit(fault_stage::none) | bit(fault_stage::dns) | bit(fault_stage::connect));
     } else {
-      mask_ |= bit(r.stage);
+      mask_ |= bit(st.rule->stage);
     }
   }
+}
+
+void fault_plan::set_run_time(const std::vector<fault_rule>& added, const std::vector<std::string>& cleared,
+                              std::chrono::steady_clock::time_point now) {
+  std::vector<state> next;
+  // An old state is taken over by the same rule of the same origin.
+  auto take = [&](const fault_rule& r, bool run_time, std::chrono::steady_clock::time_point start) {
+    for (auto& st : rules_)
+      if (st.rule && st.run_time == run_time && *st.rule == r) {
+        next.push_back(std::move(st));
+        st.rule.reset();
+        return;
+      }
+    next.push_back(fresh(r, start, run_time));
+  };
+  for (const auto& r : topology_rules_)
+    if (std::find(cleared.begin(), cleared.end(), r.name) == cleared.end()) take(r, false, start_);
+  for (const auto& r : added)
+    if (acts_here(r)) take(r, true, now);
+  rules_ = std::move(next);
+  compute_mask();
 }
 
 bool fault_plan::from_matches(const fault_rule& r, std::string_view sender_helo) const {
@@ -61,12 +99,12 @@ std::optional<fault_hit> fault_plan::decide(fault_stage s, std::string_view send
   if (!watches(s)) return std::nullopt;
   const bool before_ehlo = s == fault_stage::connect || s == fault_stage::greeting;
   for (auto& st : rules_) {
-    const auto& r = st.rule;
+    const auto& r = *st.rule;
     const bool stage_matches = r.stage == s || (r.stage == fault_stage::any && s != fault_stage::connect);
     if (!stage_matches) continue;
     // Before EHLO the sender is unknown: only rules for any sender apply.
     if (before_ehlo ? r.from != "*" : !from_matches(r, sender_helo)) continue;
-    const auto since_start = now - start_;
+    const auto since_start = now - st.start;
     const auto opens = r.after.value_or(std::chrono::milliseconds(0));
     if (since_start < opens) continue;
     if (r.for_ && since_start >= opens + *r.for_) continue;
@@ -77,7 +115,7 @@ std::optional<fault_hit> fault_plan::decide(fault_stage s, std::string_view send
     // Drawn each time the rule is reached, so the sequence depends only on the count.
     if (r.probability && !(unit_draw(st.rng) < *r.probability)) fire = false;
     if (!fire) continue;
-    fault_hit hit{&r, s, r.delay};
+    fault_hit hit{st.rule, s, r.delay};
     if (r.action == fault_action::delay && r.jitter.count() > 0) {
       const auto span = static_cast<std::uint64_t>(r.jitter.count()) * 2 + 1;
       hit.delay = r.delay - r.jitter + std::chrono::milliseconds(static_cast<std::int64_t>(st.rng() % span));
