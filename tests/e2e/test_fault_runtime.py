@@ -201,6 +201,11 @@ def test_a_node_that_is_down_applies_the_rule_when_it_starts_and_the_relay_retri
         assert out.returncode == 0, out.stderr
         assert "deathstar.com is stopped: it applies the change when it starts" in out.stdout, out.stdout
         assert mailnet(net, "start", "deathstar.com").returncode == 0
+        # It read the rule as it started, before it said it was ready.
+        with open(os.path.join(net.domain_dir("deathstar.com"), "node.log"), encoding="utf-8") as f:
+            events = [line.split(" event=")[1].split(" ")[0] for line in f if " event=" in line]
+        last_start = len(events) - 1 - events[::-1].index("ready")
+        assert "fault_rules" in events[events.index("stopped"):last_start], events
         # The relay of jaku.com meets the rule twice, retries with its backoff, and delivers.
         sent = subprocess.run([harness.binary("mailnet"), "send", "--dir", net.run_dir, "--from", "rey@jaku.com",
                                "--to", "vader@deathstar.com", "--subject", "through the fault", "--body", "hi"],
