@@ -217,6 +217,72 @@ def test_a_node_that_is_down_applies_the_rule_when_it_starts_and_the_relay_retri
         assert rcpt_code(net) == 250  # a client is not jaku.com's relay
 
 
+def scenario_topology(steps):
+    topo = harness.two_domain_topology("faultsteps")
+    topo["steps"] = steps
+    return topo
+
+
+def run_scenario(net):
+    """`mailnet run` of the network's topology file, in a folder of its own."""
+    return subprocess.run([harness.binary("mailnet"), "run", net.topology_file, "--dir", net.run_dir],
+                          capture_output=True, text=True, timeout=300, cwd=net.workdir)
+
+
+CLIENT_RULE = {"name": "step-rule", "from": "clients", "to": "jaku.com", "stage": "rcpt", "reply": TROUBLE}
+
+
+def test_scenario_steps_add_and_clear_rules_and_expect_their_counts():
+    steps = [
+        {"fault": CLIENT_RULE},
+        {"send": {"from": "rey@jaku.com", "to": "finn@jaku.com", "subject": "refused", "refused": "4.3.0"}},
+        {"send": {"from": "rey@jaku.com", "to": "finn@jaku.com", "subject": "refused again", "refused": "4.3.0"}},
+        {"expect": {"faults": "step-rule", "count": 2}},
+        {"clear_faults": "step-rule"},
+        {"send": {"from": "rey@jaku.com", "to": "finn@jaku.com", "subject": "through"}},
+        {"expect": {"mailbox": "jaku.com/finn", "subject": "through"}},
+        {"fault": dict(CLIENT_RULE, name="second")},
+        {"clear_faults": True},
+        {"send": {"from": "rey@jaku.com", "to": "finn@jaku.com", "subject": "through again"}},
+        {"expect": {"mailbox": "jaku.com/finn", "count": 2}},
+    ]
+    with harness.Network(scenario_topology(steps)) as net:
+        out = run_scenario(net)
+        assert out.returncode == 0, out.stdout + out.stderr
+        for text in ("add fault rule step-rule (clients → jaku.com) ... pass (applied by jaku.com)",
+                     "expect fault rule step-rule injected 2 fault(s) ... pass (found 2)",
+                     "clear fault rule step-rule ... pass (cleared step-rule)",
+                     "clear every fault rule ... pass (cleared second)", "11 passed, 0 failed"):
+            assert text in out.stdout, (text, out.stdout)
+    # A count that is not right fails its step.
+    steps = [{"fault": CLIENT_RULE},
+             {"send": {"from": "rey@jaku.com", "to": "finn@jaku.com", "subject": "refused", "refused": "4.3.0"}},
+             {"expect": {"faults": "step-rule", "count": 2, "within": "1s"}}]
+    with harness.Network(scenario_topology(steps)) as net:
+        out = run_scenario(net)
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert "FAIL: after 1000 ms: found 1 ($.steps[2])" in out.stdout, out.stdout
+
+
+def test_scenario_fault_steps_are_checked_with_their_path():
+    cases = [
+        ({"fault": dict(CLIENT_RULE, stage="rcpx")}, "$.steps[0].fault.stage: expected dns, connect"),
+        ({"fault": dict(CLIENT_RULE, to="nowhere.com")}, "$.steps[0].fault.to: expected a domain of this network"),
+        ({"fault": "r1"}, "$.steps[0].fault: expected an object"),
+        ({"clear_faults": False}, "$.steps[0].clear_faults: expected the name of a rule, or \"*\" or true"),
+        ({"clear_faults": ""}, "$.steps[0].clear_faults: expected the name of a rule"),
+        ({"expect": {"faults": "r1"}}, "$.steps[0].expect.count: missing (expected how many faults the rule injected)"),
+        ({"faults": {}}, "$.steps[0].faults: unknown action (expected send, kill, stop, start, restart, wait, expect, "
+                         "fault or clear_faults)"),
+    ]
+    for step, words in cases:
+        with harness.Network(scenario_topology([step])) as net:
+            out = subprocess.run([harness.binary("mailnet"), "validate", net.topology_file], capture_output=True,
+                                 text=True, timeout=30)
+            assert out.returncode == 2, (step, out.stdout, out.stderr)
+            assert f"{net.topology_file}: {words}" in out.stderr, (step, words, out.stderr)
+
+
 if __name__ == "__main__":
     harness.run_tests([
         test_cli_add_acts_within_a_second_counts_right_and_clear_ends_it,
@@ -224,4 +290,6 @@ if __name__ == "__main__":
         test_bad_rules_are_refused_with_their_path_and_change_nothing,
         test_after_and_for_count_from_when_the_rule_was_added,
         test_a_node_that_is_down_applies_the_rule_when_it_starts_and_the_relay_retries,
+        test_scenario_steps_add_and_clear_rules_and_expect_their_counts,
+        test_scenario_fault_steps_are_checked_with_their_path,
     ])
