@@ -243,33 +243,40 @@ fault_settings read_faults(const json_reader& r, const json& j, const std::vecto
   return out;
 }
 
-json faults_to_json(const fault_settings& f) {
+fault_rule read_fault_rule(const json_reader& r, const json& j, const std::string& path,
+                           const std::vector<std::string>& domains) {
+  return read_rule(r, j, path, domains);
+}
+
+json fault_rule_to_json(const fault_rule& rule) {
   auto ms = [](std::chrono::milliseconds m) { return std::to_string(m.count()) + "ms"; };
+  json j = {{"name", rule.name}, {"from", rule.from}, {"to", rule.to}};
+  if (rule.stage != fault_stage::none) j["stage"] = to_string(rule.stage);
+  if (rule.action != fault_action::dns_answer) j["action"] = to_string(rule.action);
+  if (!rule.reply.empty()) j["reply"] = rule.reply;
+  if (rule.action == fault_action::delay) {
+    j["delay"] = ms(rule.delay);
+    j["jitter"] = ms(rule.jitter);
+  }
+  if (rule.probability) j["probability"] = *rule.probability;
+  if (rule.every) j["every"] = rule.every;
+  if (rule.first) j["first"] = rule.first;
+  if (rule.after) j["after"] = ms(*rule.after);
+  if (rule.for_) j["for"] = ms(*rule.for_);
+  if (rule.action == fault_action::bandwidth) j["bytes_per_second"] = rule.bytes_per_second;
+  if (rule.action == fault_action::rate_limit) {
+    j["messages"] = rule.messages;
+    j["per"] = ms(rule.per);
+  }
+  if (!rule.answer.empty()) j["answer"] = rule.answer;
+  return j;
+}
+
+json faults_to_json(const fault_settings& f) {
   json out = json::object();
   if (f.seed) out["seed"] = *f.seed;
   out["rules"] = json::array();
-  for (const auto& rule : f.rules) {
-    json j = {{"name", rule.name}, {"from", rule.from}, {"to", rule.to}};
-    if (rule.stage != fault_stage::none) j["stage"] = to_string(rule.stage);
-    if (rule.action != fault_action::dns_answer) j["action"] = to_string(rule.action);
-    if (!rule.reply.empty()) j["reply"] = rule.reply;
-    if (rule.action == fault_action::delay) {
-      j["delay"] = ms(rule.delay);
-      j["jitter"] = ms(rule.jitter);
-    }
-    if (rule.probability) j["probability"] = *rule.probability;
-    if (rule.every) j["every"] = rule.every;
-    if (rule.first) j["first"] = rule.first;
-    if (rule.after) j["after"] = ms(*rule.after);
-    if (rule.for_) j["for"] = ms(*rule.for_);
-    if (rule.action == fault_action::bandwidth) j["bytes_per_second"] = rule.bytes_per_second;
-    if (rule.action == fault_action::rate_limit) {
-      j["messages"] = rule.messages;
-      j["per"] = ms(rule.per);
-    }
-    if (!rule.answer.empty()) j["answer"] = rule.answer;
-    out["rules"].push_back(std::move(j));
-  }
+  for (const auto& rule : f.rules) out["rules"].push_back(fault_rule_to_json(rule));
   return out;
 }
 

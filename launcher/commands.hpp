@@ -34,6 +34,9 @@ void register_resolver_commands(CLI::App& app, command_registry& commands);
 // run, init, graph
 void register_scenario_commands(CLI::App& app, command_registry& commands);
 
+// fault list, fault add, fault clear
+void register_fault_commands(CLI::App& app, command_registry& commands);
+
 // send, inbox, show, trace
 void register_mail_commands(CLI::App& app, command_registry& commands);
 

@@ -20,6 +20,7 @@ int launcher_main(int argc, char** argv) {
   app.require_subcommand(1);
   command_registry commands;
   register_network_commands(app, commands);
+  register_fault_commands(app, commands);
   register_mail_commands(app, commands);
   register_resolver_commands(app, commands);
   register_scenario_commands(app, commands);

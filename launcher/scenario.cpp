@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/address.hpp"
+#include "common/faults_json.hpp"
 #include "common/json_reader.hpp"
 
 namespace mailnet::launcher {
@@ -30,7 +31,8 @@ class step_parser {
   step parse(const json& j, const std::string& path) const {
     r_.expect_object(j, path);
     if (j.size() != 1)
-      r_.fail(path, "expected exactly one action (send, kill, stop, start, restart, wait or expect)");
+      r_.fail(path, "expected exactly one action (send, kill, stop, start, restart, wait, expect, fault or "
+                    "clear_faults)");
     // Copy the key and keep a reference into j itself: what items() hands out
     // lives only as long as the expression (ASan caught a dangling reference).
     const std::string key = j.begin().key();
@@ -42,7 +44,9 @@ class step_parser {
     else if (key == "kill" || key == "stop" || key == "start" || key == "restart") s.action = node(key, value, sub);
     else if (key == "wait") s.action = wait(value, sub);
     else if (key == "expect") s.action = expect(value, sub);
-    else r_.fail(sub, "unknown action (expected send, kill, stop, start, restart, wait or expect)");
+    else if (key == "fault" || key == "clear_faults") s.action = fault(key, value, sub);
+    else r_.fail(sub, "unknown action (expected send, kill, stop, start, restart, wait, expect, fault or "
+                      "clear_faults)");
     return s;
   }
 
@@ -126,10 +130,26 @@ class step_parser {
     return {action, node_name(j, path)};
   }
 
+  // A rule, checked as the topology's rules are; or the name of one to clear.
+  fault_step fault(const std::string& key, const json& j, const std::string& path) const {
+    fault_step f;
+    if (key == "fault") {
+      std::vector<std::string> domains;
+      for (const auto& d : net_.domains) domains.push_back(d.name);
+      f.add = read_fault_rule(r_, j, path, domains);
+      if (f.add->stage == fault_stage::dns) r_.fail(path + ".stage", "a dns rule cannot be added while the network runs (yet)");
+      return f;
+    }
+    if (j.is_boolean() && j.get<bool>()) f.clear = "*";
+    else if (j.is_string() && !j.get<std::string>().empty()) f.clear = j.get<std::string>();
+    else r_.fail(path, "expected the name of a rule, or \"*\" or true for every rule, found " + j.dump());
+    return f;
+  }
+
   condition cond(const json& j, const std::string& path) const {
     r_.expect_object(j, path);
     r_.only_keys(j, path, {"mailbox", "count", "subject", "attachment", "bounce", "status", "queue", "resolve",
-                           "answer", "within", "timeout"});
+                           "answer", "faults", "within", "timeout"});
     condition c;
     if (j.contains("mailbox")) {
       c.box = mailbox(j["mailbox"], path + ".mailbox");
@@ -161,8 +181,13 @@ class step_parser {
       c.domain = r_.string_at(j["resolve"], path + ".resolve");
       if (!j.contains("answer")) r_.fail(path + ".answer", "missing (expected \"host:port\" or \"NXDOMAIN\")");
       c.text = r_.string_at(j["answer"], path + ".answer");
+    } else if (j.contains("faults")) {
+      c.what = condition::kind::fault_count;
+      c.rule = r_.string_at(j["faults"], path + ".faults");
+      if (!j.contains("count")) r_.fail(path + ".count", "missing (expected how many faults the rule injected)");
+      c.count = r_.count_at(j["count"], path + ".count", 0, 1000000000);
     } else {
-      r_.fail(path, "expected one of mailbox, bounce, queue or resolve");
+      r_.fail(path, "expected one of mailbox, bounce, queue, resolve or faults");
     }
     return c;
   }
@@ -202,6 +227,7 @@ std::string condition::describe() const {
     case kind::bounce_status: return box.to_string() + " has a bounce with Status " + text;
     case kind::queue_count: return domain + "'s queue holds " + std::to_string(count) + " message(s)";
     case kind::resolves: return "the resolver answers " + domain + " → " + text;
+    case kind::fault_count: return "fault rule " + rule + " injected " + std::to_string(count) + " fault(s)";
   }
   return "?";
 }
@@ -222,6 +248,10 @@ std::string step::describe() const {
                      : "wait " + ms_text(w.duration);
     }
     std::string operator()(const expect_step& e) const { return "expect " + e.what.describe(); }
+    std::string operator()(const fault_step& f) const {
+      if (!f.add) return f.clear == "*" ? "clear every fault rule" : "clear fault rule " + f.clear;
+      return "add fault rule " + f.add->name + " (" + f.add->from + " → " + f.add->to + ")";
+    }
   };
   return std::visit(visitor{}, action);
 }

@@ -12,6 +12,7 @@
 #include <variant>
 #include <vector>
 
+#include "common/faults.hpp"
 #include "common/topology.hpp"
 
 namespace mailnet::launcher {
@@ -38,12 +39,21 @@ struct node_step {
   std::string node;    // a domain or "resolver"
 };
 
+// { "fault": { ...rule... } }: added as `mailnet fault add` does;
+// { "clear_faults": "NAME" } (or "*" or true: every rule), as `mailnet fault clear`.
+struct fault_step {
+  std::optional<fault_rule> add;
+  std::string clear;  // the rule's name, or "*"
+};
+
 struct condition {
-  enum class kind { mailbox_count, mailbox_subject, mailbox_attachment, bounce_status, queue_count, resolves };
+  enum class kind { mailbox_count, mailbox_subject, mailbox_attachment, bounce_status, queue_count, resolves,
+                    fault_count };
   kind what = kind::mailbox_count;
   mailbox_ref box;           // mailbox_*, bounce_status
   std::string domain;        // queue_count, resolves
-  std::size_t count = 0;     // mailbox_count, queue_count
+  std::string rule;          // fault_count: the faults a rule injected
+  std::size_t count = 0;     // mailbox_count, queue_count, fault_count
   std::string text;          // subject, attachment name, status, or the resolver's answer
   std::string describe() const;
 };
@@ -61,7 +71,7 @@ struct expect_step {
 
 struct step {
   std::string path;  // "$.steps[3]", for messages
-  std::variant<send_step, node_step, wait_step, expect_step> action;
+  std::variant<send_step, node_step, wait_step, expect_step, fault_step> action;
   std::string describe() const;
 };
 

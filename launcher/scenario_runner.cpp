@@ -10,6 +10,7 @@
 #include <thread>
 #include <unistd.h>
 
+#include "common/faults_json.hpp"
 #include "common/private_files.hpp"
 #include "common/terminal_text.hpp"
 #include "launcher/control_client.hpp"
@@ -125,6 +126,28 @@ class runner {
     }
   }
 
+  outcome perform(const fault_step& f) {
+    try {
+      nlohmann::json request;
+      if (f.add) {
+        request["cmd"] = "fault_add";
+        request["rule"] = fault_rule_to_json(*f.add);
+      } else {
+        request["cmd"] = "fault_clear";
+        request["name"] = f.clear;
+      }
+      auto reply = ask_launcher(folder_, request);
+      if (!reply.value("ok", false)) return {false, reply.value("error", "refused")};
+      std::string detail = f.add ? "applied by " : "cleared ";
+      auto list = f.add ? reply.value("applied", nlohmann::json::array()) : reply.value("cleared", nlohmann::json::array());
+      for (std::size_t i = 0; i < list.size(); ++i) detail += (i ? ", " : "") + list[i].get<std::string>();
+      for (const auto& p : reply.value("pending", nlohmann::json::array())) detail += "; " + p.get<std::string>();
+      return {true, detail};
+    } catch (const std::exception& e) {
+      return {false, e.what()};
+    }
+  }
+
   outcome perform(const wait_step& w) {
     if (!w.until) {
       std::this_thread::sleep_for(w.duration);  // the scenario asked for a pause
@@ -197,6 +220,19 @@ class runner {
       case k::queue_count: {
         auto n = folder_.queued_count(c.domain);
         return {n == c.count, "found " + std::to_string(n)};
+      }
+      case k::fault_count: {
+        try {
+          auto reply = ask_launcher(folder_, {{"cmd", "fault_list"}});
+          for (const auto& f : reply.value("faults", nlohmann::json::array()))
+            if (f.value("name", "") == c.rule) {
+              auto n = f.value("injected", std::size_t{0});
+              return {n == c.count, "found " + std::to_string(n)};
+            }
+          return {false, "no rule " + c.rule + " in force"};
+        } catch (const std::exception& e) {
+          return {false, e.what()};
+        }
       }
       case k::resolves: {
         auto result = lookup_mail_domain(s_.net, c.domain);

@@ -13,6 +13,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/process/v2/process.hpp>
 #include <cerrno>
+#include <charconv>
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
@@ -24,6 +25,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <map>
+#include <set>
+
+#include "common/faults_json.hpp"
 #include "common/fd_limit.hpp"
 #include "common/terminal_text.hpp"
 #include "common/private_files.hpp"
@@ -128,6 +133,11 @@ struct child {
   int backoff_step = 0;   // the next restart waits 0.5 s × 2^backoff_step
   std::string colour;  // ANSI prefix colour, empty when plain
   counters count;
+  // Run-time faults: the generation of the last faults.json written for this
+  // node, the last one it said it loaded (event=fault_rules), and the faults
+  // it injected since `up` (event=fault).
+  std::uint64_t fault_generation_written = 0, fault_generation_seen = 0;
+  std::size_t faults = 0;
 };
 
 class supervisor {
@@ -203,6 +213,17 @@ class supervisor {
   void take_line(child& c, const std::shared_ptr<instance>& inst, std::string_view line, bool is_stderr);
   void count_event(child& c, std::string_view event);
 
+  // Faults while the network runs (mailnet fault list, add, clear).
+  json fault_list() const;
+  // The change itself (not coroutines: GCC 12 miscompiles braced json in
+  // them); nodes: the nodes whose faults.json changes.
+  json fault_add(const json& request, std::set<std::string>& nodes);
+  json fault_clear(const std::string& name, std::set<std::string>& nodes);
+  json faults_file(const std::string& node, std::uint64_t generation) const;
+  asio::awaitable<json> apply_faults(std::set<std::string> nodes, json reply);
+  void take_fault_line(child& c, std::string_view line, std::string_view event);
+  bool topology_rule_in_force(const fault_rule& r) const { return !cleared_faults_.contains(r.name); }
+
   asio::awaitable<void> serve_control();
   asio::awaitable<void> control_session(asio::local::stream_protocol::socket socket);
   asio::awaitable<json> handle(const json& request);
@@ -222,6 +243,13 @@ class supervisor {
   std::size_t name_width_ = 8;
   line_printer out_;
   std::unique_ptr<web::server> web_;  // none with "web": false
+  // Faults: rules added at run time (after the topology's), the topology's
+  // rules cleared, injected faults per rule in force, and the generation
+  // counter of the nodes' faults.json.
+  std::vector<fault_rule> runtime_faults_;
+  std::set<std::string> cleared_faults_;
+  std::map<std::string, std::size_t> fault_counts_;
+  std::uint64_t fault_generation_ = 0;
 };
 
 // "jaku.com      | line", in the node's colour on a terminal.
@@ -250,6 +278,7 @@ void supervisor::count_event(child& c, std::string_view event) {
 
 void supervisor::spawn(child& c) {
   c.port_wait_until = {};
+  c.fault_generation_seen = 0;  // the new process says which faults.json it read
   auto inst = std::make_shared<instance>();
   c.current = inst;
   c.state = child_state::starting;
@@ -335,8 +364,12 @@ void supervisor::take_line(child& c, const std::shared_ptr<instance>& inst, std:
     c.state = child_state::ready;
     inst->ever_ready = true;
     inst->ready_at = clock::now();
+    // faults.json changed after the node read it at its start: read it again.
+    if (c.fault_generation_seen < c.fault_generation_written) ::kill(inst->pid, SIGUSR2);
     write_network_json();
     notify();
+  } else if (event == "fault" || event == "fault_rules") {
+    take_fault_line(c, line, event);
   } else {
     count_event(c, event);
   }
@@ -498,12 +531,14 @@ json supervisor::status() {
       n["relayed"] = c.count.relayed;
       n["bounced"] = c.count.bounced;
       n["queued"] = folder_.queued_count(c.name);
+      n["faults"] = c.faults;
     }
     nodes.push_back(std::move(n));
   }
   json doc = {{"name", net_.name}, {"dir", std::filesystem::absolute(folder_.dir()).string()},
               {"launcher_pid", ::getpid()}, {"nodes", nodes}};
   if (net_.web.enabled) doc["web"] = net_.web.url();
+  doc["faults"] = fault_list();
   return doc;
 }
 
@@ -582,6 +617,13 @@ asio::awaitable<json> supervisor::handle(const json& request) {
     notify();
     co_return json{{"ok", true}};
   }
+  if (cmd == "fault_list") co_return json{{"ok", true}, {"faults", fault_list()}};
+  if (cmd == "fault_add" || cmd == "fault_clear") {
+    std::set<std::string> nodes;
+    json reply = cmd == "fault_add" ? fault_add(request, nodes) : fault_clear(request.value("name", ""), nodes);
+    if (!reply.value("ok", false)) co_return reply;
+    co_return co_await apply_faults(std::move(nodes), std::move(reply));
+  }
   const std::string name = request.value("name", "");
   if (cmd == "flush" && name.empty()) {
     auto told = flush_others("");
@@ -615,6 +657,154 @@ asio::awaitable<json> supervisor::handle(const json& request) {
   }
   co_return json{{"ok", false}, {"error", "unknown command '" + cmd + "'"}};
 }
+
+// ---- Faults while the network runs: `mailnet fault list|add|clear`, also
+// GET/POST/DELETE /api/v1/faults. The launcher keeps the rules and writes,
+// for each node concerned, <domain>/faults.json: the rules added for it and
+// the names of its topology rules cleared, with a generation number. A
+// SIGUSR2 (as SIGUSR1 is the nodes' flush) makes the node read it again; it
+// logs event=fault_rules generation=G, and the reply waits for that line, so
+// when it comes the node acts on the change. A node that is down reads the
+// file when it starts.
+
+// "... event=fault rule=NAME stage=..." and "... event=fault_rules generation=G ...".
+void supervisor::take_fault_line(child& c, std::string_view line, std::string_view event) {
+  const std::string key = " event=" + std::string(event) + (event == "fault" ? " rule=" : " generation=");
+  const auto pos = line.find(key);
+  if (pos == std::string_view::npos) return;
+  auto value = line.substr(pos + key.size());
+  value = value.substr(0, value.find(' '));
+  if (event == "fault") {
+    ++c.faults;
+    if (auto it = fault_counts_.find(std::string(value)); it != fault_counts_.end()) ++it->second;
+    return;
+  }
+  std::uint64_t generation = 0;
+  if (std::from_chars(value.data(), value.data() + value.size(), generation).ec == std::errc())
+    c.fault_generation_seen = std::max(c.fault_generation_seen, generation);
+  notify();
+}
+
+json supervisor::fault_list() const {
+  json out = json::array();
+  auto add = [&](const fault_rule& r, const char* source) {
+    auto it = fault_counts_.find(r.name);
+    out.push_back({{"name", r.name}, {"source", source}, {"injected", it == fault_counts_.end() ? 0 : it->second},
+                   {"rule", fault_rule_to_json(r)}});
+  };
+  for (const auto& r : net_.faults.rules)
+    if (topology_rule_in_force(r)) add(r, "topology");
+  for (const auto& r : runtime_faults_) add(r, "run time");
+  return out;
+}
+
+json supervisor::fault_add(const json& request, std::set<std::string>& nodes) {
+  std::vector<std::string> domains;
+  for (const auto& d : net_.domains) domains.push_back(d.name);
+  fault_rule rule;
+  try {
+    if (!request.contains("rule")) throw topology_error("fault rule: $: missing (expected a rule, a JSON object)");
+    rule = read_fault_rule(json_reader("fault rule"), request["rule"], "$", domains);
+    // A dns rule is the resolver's, which reads its rules at its start only
+    // (it has no faults.json to read again).
+    if (rule.stage == fault_stage::dns)
+      throw topology_error("fault rule: $.stage: a dns rule cannot be added while the network runs (yet)");
+    for (const auto& in_force : fault_list())
+      if (in_force["name"] == rule.name)
+        throw topology_error("fault rule: $.name: a rule named \"" + rule.name + "\" is in force already (" +
+                             in_force["source"].get<std::string>() +
+                             "): choose another name, or clear it first (mailnet fault clear " + rule.name + ")");
+  } catch (const topology_error& e) {
+    return {{"ok", false}, {"bad_input", true}, {"error", e.what()}};
+  }
+  runtime_faults_.push_back(rule);
+  fault_counts_[rule.name] = 0;
+  nodes.insert(rule.to);
+  return {{"ok", true}, {"added", rule.name}, {"rule", fault_rule_to_json(rule)}};
+}
+
+json supervisor::fault_clear(const std::string& name, std::set<std::string>& nodes) {
+  const bool all = name.empty() || name == "*";
+  json cleared = json::array();
+  for (const auto& r : net_.faults.rules)
+    if (topology_rule_in_force(r) && (all || r.name == name)) {
+      cleared_faults_.insert(r.name);
+      nodes.insert(r.to);
+      cleared.push_back(r.name);
+    }
+  for (auto it = runtime_faults_.begin(); it != runtime_faults_.end();) {
+    if (all || it->name == name) {
+      nodes.insert(it->to);
+      cleared.push_back(it->name);
+      it = runtime_faults_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& n : cleared) fault_counts_.erase(n.get<std::string>());
+  if (!all && cleared.empty()) {
+    std::string known;
+    for (const auto& r : fault_list()) known += (known.empty() ? "" : ", ") + r["name"].get<std::string>();
+    return {{"ok", false},
+            {"not_found", true},
+            {"error", "no fault rule named '" + name + "' is in force (" +
+                          (known.empty() ? std::string("there is none") : "rules: " + known) + ")"}};
+  }
+  return {{"ok", true}, {"cleared", cleared}};
+}
+
+json supervisor::faults_file(const std::string& node, std::uint64_t generation) const {
+  json doc = {{"generation", generation}, {"rules", json::array()}, {"cleared", json::array()}};
+  for (const auto& r : runtime_faults_)
+    if (r.to == node) doc["rules"].push_back(fault_rule_to_json(r));
+  for (const auto& r : net_.faults.rules)
+    if (r.to == node && cleared_faults_.contains(r.name)) doc["cleared"].push_back(r.name);
+  return doc;
+}
+
+// Writes the faults.json of each node in nodes, signals those that run, and
+// waits (up to 5 s) until each has read it. The reply says which nodes
+// applied the change and which will when they start.
+asio::awaitable<json> supervisor::apply_faults(std::set<std::string> nodes, json reply) {
+  const auto generation = ++fault_generation_;
+  json applied = json::array(), pending = json::array();
+  std::vector<child*> told;
+  for (const auto& name : nodes) {
+    child* c = find(name);
+    if (!c) continue;
+    const json doc = faults_file(name, generation);
+    const auto file = folder_.dir() / name / "faults.json";
+    try {
+      write_private_file(file.string() + ".tmp", doc.dump(2) + "\n");
+      std::filesystem::rename(file.string() + ".tmp", file);
+    } catch (const std::exception& e) {
+      pending.push_back(name + ": cannot write " + file.string() + ": " + e.what());
+      continue;
+    }
+    c->fault_generation_written = generation;
+    if (c->state == child_state::ready) {
+      ::kill(c->current->pid, SIGUSR2);
+      told.push_back(c);
+    } else {
+      pending.push_back(name + " is " + to_string(c->state) + ": it applies the change when it starts");
+    }
+  }
+  auto done = [&](const child* c) {
+    return c->state != child_state::ready || c->fault_generation_seen >= c->fault_generation_written;
+  };
+  co_await wait_until([&] { return std::all_of(told.begin(), told.end(), done); },
+                      clock::now() + std::chrono::seconds(5));
+  for (const child* c : told) {
+    if (c->state == child_state::ready && c->fault_generation_seen >= generation) applied.push_back(c->name);
+    else if (c->state == child_state::ready) pending.push_back(c->name + " did not confirm within 5 s");
+    else pending.push_back(c->name + " is " + to_string(c->state) + ": it applies the change when it starts");
+  }
+  reply["applied"] = applied;
+  reply["pending"] = pending;
+  write_network_json();
+  co_return reply;
+}
+// ---- end of faults while the network runs
 
 asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeout,
                                            std::function<void(bool)> on_ready) {
@@ -667,6 +857,13 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
       co_return false;
     }
   }
+
+  // Rules added at run time last as long as the run: none from an earlier one.
+  for (const auto& d : net_.domains) {
+    std::error_code ignored;
+    std::filesystem::remove(folder_.dir() / d.name / "faults.json", ignored);
+  }
+  for (const auto& r : net_.faults.rules) fault_counts_[r.name] = 0;
 
   // The resolver first: nodes ask it as soon as they have mail to relay.
   hold_network_json_ = true;

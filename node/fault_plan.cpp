@@ -12,15 +12,31 @@ fault_plan::fault_plan(const fault_settings& settings, std::string_view own_doma
       seed_(settings.seed.value_or(random_seed)),
       start_(start) {
   for (const auto& r : settings.rules) {
-    const bool rate_limit = r.action == fault_action::rate_limit;
-    const bool bandwidth = r.action == fault_action::bandwidth;
-    if (r.to != own_domain || r.stage == fault_stage::dns || (r.stage == fault_stage::none && !rate_limit && !bandwidth))
-      continue;
-    rules_.emplace_back(r, seed_);
-    recent_.emplace_back();
-    if (bandwidth) {
+    if (!acts_here(r)) continue;
+    topology_rules_.push_back(r);
+    rules_.push_back(fresh(r, start_, false));
+  }
+  compute_mask();
+}
+
+bool fault_plan::acts_here(const fault_rule& r) const {
+  const bool stageless = r.action == fault_action::rate_limit || r.action == fault_action::bandwidth;
+  return r.to == own_domain_ && r.stage != fault_stage::dns && (r.stage != fault_stage::none || stageless);
+}
+
+fault_plan::state fault_plan::fresh(const fault_rule& r, std::chrono::steady_clock::time_point start,
+                                    bool run_time) const {
+  return state{std::make_shared<const fault_rule>(r), fault_gate(r, seed_), {}, start, run_time};
+}
+
+void fault_plan::compute_mask() {
+  mask_ = 0;
+  bandwidth_ = false;
+  for (const auto& st : rules_) {
+    const auto& r = *st.rule;
+    if (r.action == fault_action::bandwidth) {
       bandwidth_ = true;
-    } else if (rate_limit) {
+    } else if (r.action == fault_action::rate_limit) {
       mask_ |= bit(fault_stage::mail);
     } else if (r.stage == fault_stage::any) {
       // Every point where the node answers; connect and greeting are one
@@ -30,6 +46,27 @@ fault_plan::fault_plan(const fault_settings& settings, std::string_view own_doma
       mask_ |= bit(r.stage);
     }
   }
+}
+
+void fault_plan::set_run_time(const std::vector<fault_rule>& added, const std::vector<std::string>& cleared,
+                              std::chrono::steady_clock::time_point now) {
+  std::vector<state> next;
+  // An old state is taken over by the same rule of the same origin.
+  auto take = [&](const fault_rule& r, bool run_time, std::chrono::steady_clock::time_point start) {
+    for (auto& st : rules_)
+      if (st.rule && st.run_time == run_time && *st.rule == r) {
+        next.push_back(std::move(st));
+        st.rule.reset();
+        return;
+      }
+    next.push_back(fresh(r, start, run_time));
+  };
+  for (const auto& r : topology_rules_)
+    if (std::find(cleared.begin(), cleared.end(), r.name) == cleared.end()) take(r, false, start_);
+  for (const auto& r : added)
+    if (acts_here(r)) take(r, true, now);
+  rules_ = std::move(next);
+  compute_mask();
 }
 
 bool fault_plan::from_matches(const fault_rule& r, std::string_view sender_helo) const {
@@ -45,9 +82,8 @@ std::optional<fault_hit> fault_plan::decide(fault_stage s, std::string_view send
                                             std::chrono::steady_clock::time_point now) {
   if (!watches(s)) return std::nullopt;
   const bool before_ehlo = s == fault_stage::connect || s == fault_stage::greeting;
-  for (std::size_t i = 0; i < rules_.size(); ++i) {
-    auto& gate = rules_[i];
-    const auto& r = gate.rule();
+  for (auto& st : rules_) {
+    const auto& r = *st.rule;
     const bool rate_limit = r.action == fault_action::rate_limit;
     if (r.action == fault_action::bandwidth) continue;  // decide_bandwidth()
     const bool stage_matches =
@@ -55,27 +91,26 @@ std::optional<fault_hit> fault_plan::decide(fault_stage s, std::string_view send
     if (!stage_matches) continue;
     // Before EHLO the sender is unknown: only rules for any sender apply.
     if (before_ehlo ? r.from != "*" : !from_matches(r, sender_helo)) continue;
-    if (!gate.open_at(now - start_)) continue;
+    if (!st.gate.open_at(now - st.start)) continue;
     if (rate_limit) {
-      auto& recent = recent_[i];
-      while (!recent.empty() && now - recent.front() >= r.per) recent.pop_front();
-      if (recent.size() < r.messages) {  // under the limit: let it through, and count it
-        recent.push_back(now);
+      while (!st.recent.empty() && now - st.recent.front() >= r.per) st.recent.pop_front();
+      if (st.recent.size() < r.messages) {  // under the limit: let it through, and count it
+        st.recent.push_back(now);
         continue;
       }
     }
-    if (!gate.reach()) continue;
-    return fault_hit{&r, s, gate.draw_delay()};
+    if (!st.gate.reach()) continue;
+    return fault_hit{st.rule, s, st.gate.draw_delay()};
   }
   return std::nullopt;
 }
 
 std::optional<fault_hit> fault_plan::decide_bandwidth(std::chrono::steady_clock::time_point now) {
   if (!bandwidth_) return std::nullopt;
-  for (auto& gate : rules_) {
-    const auto& r = gate.rule();
-    if (r.action != fault_action::bandwidth || !gate.open_at(now - start_)) continue;
-    if (gate.reach()) return fault_hit{&r, fault_stage::connect, {}};
+  for (auto& st : rules_) {
+    const auto& r = *st.rule;
+    if (r.action != fault_action::bandwidth || !st.gate.open_at(now - st.start)) continue;
+    if (st.gate.reach()) return fault_hit{st.rule, fault_stage::connect, {}};
   }
   return std::nullopt;
 }

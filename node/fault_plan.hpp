@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,7 +20,9 @@ namespace mailnet::node {
 
 // A fault to inject now.
 struct fault_hit {
-  const fault_rule* rule = nullptr;
+  // Shared: a rule cleared at run time stays alive for a session that is
+  // still acting on it (a delay under way).
+  std::shared_ptr<const fault_rule> rule;
   fault_stage stage = fault_stage::none;  // where it fires (a rule of stage any names the real one)
   std::chrono::milliseconds delay{0};     // delay: with its jitter drawn
 };
@@ -34,6 +37,12 @@ class fault_plan {
              std::uint64_t random_seed, std::chrono::steady_clock::time_point start);
 
   bool empty() const { return rules_.empty(); }
+  // Rules added while the network runs (mailnet fault add), in the order
+  // added, after the topology's; and the topology's rules cleared by name.
+  // A rule still in force keeps its count and generator; a new one's
+  // after/for count from now. Rules for other nodes are left out here too.
+  void set_run_time(const std::vector<fault_rule>& added, const std::vector<std::string>& cleared,
+                    std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
   std::size_t size() const { return rules_.size(); }
   std::uint64_t seed() const { return seed_; }
 
@@ -59,12 +68,24 @@ class fault_plan {
  private:
   static unsigned bit(fault_stage s) { return 1u << static_cast<unsigned>(s); }
 
-  bool from_matches(const fault_rule& r, std::string_view sender_helo) const;
+  // One rule in force: its decisions (generator and count), and for a
+  // rate_limit the times of the MAIL commands it let through within its last
+  // "per" (at most "messages" of them).
+  struct state {
+    std::shared_ptr<const fault_rule> rule;
+    fault_gate gate;
+    std::deque<std::chrono::steady_clock::time_point> recent;
+    std::chrono::steady_clock::time_point start{};  // after/for count from here
+    bool run_time = false;                          // added by mailnet fault add
+  };
 
-  std::vector<fault_gate> rules_;
-  // rate_limit: per rule (same index), the times of the MAIL commands it let
-  // through within its last "per"; at most "messages" of them.
-  std::vector<std::deque<std::chrono::steady_clock::time_point>> recent_;
+  bool from_matches(const fault_rule& r, std::string_view sender_helo) const;
+  bool acts_here(const fault_rule& r) const;
+  state fresh(const fault_rule& r, std::chrono::steady_clock::time_point start, bool run_time) const;
+  void compute_mask();
+
+  std::vector<fault_rule> topology_rules_;  // this node's, as the topology has them
+  std::vector<state> rules_;
   std::string own_domain_;
   std::vector<std::string> network_domains_;
   std::uint64_t seed_ = 0;

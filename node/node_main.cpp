@@ -33,8 +33,7 @@ int node_main(int argc, char** argv) {
   try {
     auto net = load_topology(topology_file);
     std::vector<std::string> network_domains;  // fault rules tell nodes from clients by them
-    if (!net.faults.rules.empty())
-      for (const auto& d : net.domains) network_domains.push_back(d.name);
+    for (const auto& d : net.domains) network_domains.push_back(d.name);
     // A node needs only its own domain (the others are the resolver's):
     // in a network of 500 the rest was most of an idle node's own memory.
     if (const auto* own = net.find_domain(domain)) {
@@ -65,6 +64,15 @@ int node_main(int argc, char** argv) {
       flush_signal.async_wait(on_flush);
     };
     flush_signal.async_wait(on_flush);
+    // SIGUSR2: the launcher changed this node's faults.json (mailnet fault add, clear).
+    boost::asio::signal_set faults_signal(io, SIGUSR2);
+    std::function<void(const boost::system::error_code&, int)> on_faults = [&](const boost::system::error_code& ec,
+                                                                                int) {
+      if (ec) return;
+      service.reload_faults();
+      faults_signal.async_wait(on_faults);
+    };
+    faults_signal.async_wait(on_faults);
     service.start();  // after the handlers: a SIGUSR1 right after "ready" must not kill us
     io.run();
     return 0;

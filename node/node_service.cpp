@@ -18,6 +18,8 @@
 #include <thread>
 #include <unistd.h>
 
+#include "common/faults_json.hpp"
+#include "common/mail/durable_file.hpp"
 #include "common/private_files.hpp"
 #include "node/attachment_loader.hpp"
 #include "node/bounce.hpp"
@@ -336,6 +338,7 @@ struct node_service::impl {
   std::size_t accept_errors = 0;
   std::chrono::steady_clock::time_point last_accept_log{};
   fd_reserve fds;
+  std::vector<std::string> network_domains;  // for the rules of faults.json
   std::size_t fd_refusals = 0;
   std::chrono::steady_clock::time_point last_fd_refusal_log{};
 };
@@ -344,9 +347,9 @@ node_service::node_service(asio::io_context& io, topology net, const std::string
                            std::filesystem::path domain_dir, bool echo, std::vector<std::string> network_domains)
     : impl_(std::make_unique<impl>(io, std::move(net), domain, std::move(domain_dir), echo)) {
   auto& m = *impl_;
-  if (m.net.faults.rules.empty()) return;
   if (network_domains.empty())
     for (const auto& d : m.net.domains) network_domains.push_back(d.name);
+  m.network_domains = network_domains;
   // Without a seed in the topology, one of our own, logged at start so that a run can be replayed.
   std::random_device random;
   const std::uint64_t random_seed = ((std::uint64_t{random()} << 32) | random()) & ((1ULL << 53) - 1);
@@ -402,6 +405,7 @@ std::uint16_t node_service::start() {
     m.events.write({{"event", "faults"}, {"seed", std::to_string(m.ctx.faults.seed())},
                     {"rules", std::to_string(m.ctx.faults.size())},
                     {"seeded_by", m.net.faults.seed ? "topology" : "node"}});
+  reload_faults(true);  // rules added (or cleared) while the network runs, kept across a restart
 
   const auto& r = m.net.resolver;
   m.resolver = std::make_unique<resolver_client>(
@@ -427,6 +431,37 @@ std::uint16_t node_service::start() {
                   {"listen", endpoint{m.config.listen.host, port}.to_string()},
                   {"pid", std::to_string(::getpid())}});
   return port;
+}
+
+// <domain>/faults.json, written by the launcher for `mailnet fault add` and
+// `clear`: {"generation": G, "rules": [...], "cleared": ["name", ...]}. Each
+// load is logged with its generation (the launcher waits for that line);
+// a file that cannot be read leaves the rules as they were.
+void node_service::reload_faults(bool at_start) {
+  auto& m = *impl_;
+  const auto file = m.dir / "faults.json";
+  std::string generation = "?";
+  try {
+    std::error_code ec;
+    if (!std::filesystem::exists(std::filesystem::symlink_status(file, ec))) {
+      if (at_start) return;
+      throw std::runtime_error("no such file");
+    }
+    const auto doc = nlohmann::json::parse(read_whole_file(file, false));
+    generation = std::to_string(doc.at("generation").get<std::uint64_t>());
+    const json_reader reader(file.string());
+    std::vector<fault_rule> added;
+    const auto& rules = doc.at("rules");
+    for (std::size_t i = 0; i < rules.size(); ++i)
+      added.push_back(read_fault_rule(reader, rules[i], "$.rules[" + std::to_string(i) + "]", m.network_domains));
+    const auto cleared = doc.at("cleared").get<std::vector<std::string>>();
+    m.ctx.faults.set_run_time(added, cleared);
+    m.events.write({{"event", "fault_rules"}, {"generation", generation}, {"rules", std::to_string(m.ctx.faults.size())},
+                    {"added", std::to_string(added.size())}, {"cleared", std::to_string(cleared.size())},
+                    {"seed", std::to_string(m.ctx.faults.seed())}});
+  } catch (const std::exception& e) {
+    m.events.write({{"event", "fault_rules_error"}, {"generation", generation}, {"error", e.what()}});
+  }
 }
 
 void node_service::flush() {

@@ -37,6 +37,9 @@ class node_service {
   // event=stopping and event=stopped.
   void shut_down(std::chrono::milliseconds drain);
   void flush();  // retries every waiting message now
+  // Reads <domain>/faults.json again (the launcher's SIGUSR2): the rules
+  // added and cleared at run time (fault_plan::set_run_time).
+  void reload_faults(bool at_start = false);
 
  private:
   struct impl;

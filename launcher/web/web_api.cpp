@@ -166,6 +166,8 @@ boost::asio::awaitable<response> api::answer(request r) {
     std::optional<response> refusal;
     if (!get) refusal = refuse_change(r);
     out = co_await messages_->answer(r, path, std::move(refusal));
+  } else if (path == "/api/v1/faults" || path.starts_with("/api/v1/faults/")) {
+    out = co_await faults(r, path);  // fault rules at run time (issue 20)
   } else {
     out = error_response(404, "no such endpoint: " + path);
   }
@@ -202,6 +204,41 @@ boost::asio::awaitable<response> api::node_action(const std::string& node, const
   // Unknown node: 404; a node that cannot do it now (already down, starting, the resolver's flush): 409.
   co_return error_response(error.starts_with("no node named") ? 404 : 409, error);
 }
+
+// ---- Fault rules at run time: GET /api/v1/faults lists them with their
+// counts, POST /api/v1/faults adds the rule in the body, DELETE
+// /api/v1/faults/NAME clears one and DELETE /api/v1/faults every one; the
+// control socket's fault_list, fault_add and fault_clear, as `mailnet fault`.
+boost::asio::awaitable<response> api::faults(const request& r, const std::string& path) {
+  const std::string name = path.size() > 15 ? path.substr(15) : "";  // after "/api/v1/faults/"
+  const bool one = path != "/api/v1/faults";
+  if (one && name.empty()) co_return error_response(404, "no such endpoint: " + path);
+  const std::string allowed = one ? "DELETE" : "GET, POST, DELETE";
+  if ((r.method == "GET" || r.method == "POST") && one) co_return method_not_allowed(r.method, path, allowed);
+  if (r.method == "GET") {
+    const json reply = co_await control_(command("fault_list"));
+    if (!reply.value("ok", false))
+      co_return error_response(503, reply.value("error", std::string("the launcher did not answer")));
+    json doc = json::object();
+    doc["faults"] = reply["faults"];
+    co_return json_response(200, doc);
+  }
+  if (r.method != "POST" && r.method != "DELETE") co_return method_not_allowed(r.method, path, allowed);
+  if (auto refusal = refuse_change(r)) co_return *refusal;
+  json request = command(r.method == "POST" ? "fault_add" : "fault_clear");
+  if (r.method == "POST") {
+    if (trim(r.body).empty())
+      co_return error_response(400, "the body must be a fault rule, a JSON object (as in the topology's faults.rules)");
+    request["rule"] = json::parse(r.body);  // refuse_change checked that it parses
+  } else {
+    request["name"] = one ? name : "*";
+  }
+  const json reply = co_await control_(request);
+  if (reply.value("ok", false)) co_return json_response(r.method == "POST" ? 201 : 200, reply);
+  const std::string error = reply.value("error", std::string("failed"));
+  co_return error_response(reply.value("bad_input", false) ? 400 : reply.value("not_found", false) ? 404 : 409, error);
+}
+// ---- end of fault rules at run time
 
 double api::uptime_seconds() const {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();

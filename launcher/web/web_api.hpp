@@ -58,6 +58,7 @@ class api {
   boost::asio::awaitable<response> network();
   boost::asio::awaitable<response> metrics();
   boost::asio::awaitable<response> node_action(const std::string& node, const std::string& action);
+  boost::asio::awaitable<response> faults(const request& r, const std::string& path);  // /api/v1/faults[/NAME]
   std::optional<response> refuse_change(const request& r) const;
   double uptime_seconds() const;  // since the server was made, at the start of `up`
 

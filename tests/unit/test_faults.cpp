@@ -83,3 +83,40 @@ TEST_CASE("fault decisions: every, first, and the same seed gives the same draws
   CHECK(coin.size() < 48);
   CHECK(fault_plan::rule_seed(42, "coin") != fault_plan::rule_seed(42, "coin2"));
 }
+
+TEST_CASE("rules set at run time: added after the topology's, cleared by name, counts kept, windows from when added") {
+  auto t = parse_topology(with_rules(R"([
+      {"name": "topo", "to": "deathstar.com", "stage": "rcpt", "reply": "451 4.3.0 x", "every": 2}])"),
+                          "t.json");
+  using std::chrono::milliseconds;
+  const auto start = std::chrono::steady_clock::now();
+  fault_plan plan(t.faults, "deathstar.com", {"jaku.com", "deathstar.com"}, 1, start);
+  CHECK(fired(plan, fault_stage::rcpt, "x", 3) == std::vector<int>{2});  // reached 3 times
+
+  auto extra = parse_topology(with_rules(R"([
+      {"name": "late", "to": "deathstar.com", "stage": "mail", "reply": "451 4.3.0 y", "after": "10s", "for": "5s"},
+      {"name": "other-node", "to": "jaku.com", "stage": "mail", "reply": "451 4.3.0 z"}])"),
+                              "x.json");
+  const auto added_at = start + std::chrono::hours(1);  // long past the node's start
+  plan.set_run_time(extra.faults.rules, {}, added_at);
+  CHECK(plan.size() == 2);  // the rule for jaku.com is not this node's
+  CHECK(plan.watches(fault_stage::mail));
+  // The topology rule kept its count: its 4th time fires (every 2).
+  CHECK(plan.decide(fault_stage::rcpt, "x", added_at));
+  // after/for count from when the rule was added, not from the node's start.
+  CHECK_FALSE(plan.decide(fault_stage::mail, "x", added_at + milliseconds(9999)));
+  CHECK(plan.decide(fault_stage::mail, "x", added_at + milliseconds(10000)));
+  CHECK_FALSE(plan.decide(fault_stage::mail, "x", added_at + milliseconds(15000)));
+
+  // The same rules again keep their state; a hit's rule outlives a clear.
+  auto hit = plan.decide(fault_stage::mail, "x", added_at + milliseconds(12000));
+  REQUIRE(hit);
+  plan.set_run_time({}, {"topo"}, added_at + milliseconds(13000));
+  CHECK(plan.empty());
+  CHECK_FALSE(plan.watches(fault_stage::rcpt));
+  CHECK_FALSE(plan.decide(fault_stage::rcpt, "x"));
+  CHECK(hit->rule->name == "late");
+  // Un-cleared, the topology's rule starts over.
+  plan.set_run_time({}, {}, added_at);
+  CHECK(fired(plan, fault_stage::rcpt, "x", 2) == std::vector<int>{2});
+}
