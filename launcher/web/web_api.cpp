@@ -144,6 +144,9 @@ boost::asio::awaitable<response> api::answer(request r) {
     // (No co_await inside ?: : GCC 12 destroys its temporaries twice.)
     if (get) out = co_await network();
     else out = method_not_allowed(r.method, path, "GET");
+  } else if (path == "/api/v1/events") {
+    // A GET is the event stream, served by web_server.cpp itself.
+    out = method_not_allowed(r.method, path, "GET");
   } else if (path == "/metrics") {
     if (get) out = co_await metrics();
     else out = method_not_allowed(r.method, path, "GET");
