@@ -7,7 +7,9 @@ processes.
 - a client that reconnects with Last-Event-ID gets exactly the events after
   that id, and no earlier one;
 - a client that never reads is dropped (its connection ends) while the
-  launcher goes on answering GET /api/v1/network.
+  launcher goes on answering GET /api/v1/network;
+- open streams count against the web server's connection cap (64): one more
+  client gets 503, and is served again once the streams close.
 """
 import json
 import os
@@ -202,5 +204,23 @@ def test_client_that_never_reads_is_dropped():
         print(f"dropped after {sent} DNS queries")
 
 
+def test_streams_count_against_the_connection_cap():
+    topo = harness.two_domain_topology()
+    with harness.Network(topo) as net:
+        net.start()
+        port = web_port(topo)
+        streams = [EventStream(port).read_head() for _ in range(64)]
+        assert all(s.status == "HTTP/1.1 200 OK" for s in streams)
+        status, body = get_network(port)
+        assert status == 503 and b"too many connections" in body, (status, body)
+        # The streams themselves go on: one event reaches the last one opened.
+        send_plans(topo, "Capped plans")
+        streams[-1].events_until(delivered_at_deathstar, 60, "delivered at deathstar.com")
+        for s in streams:
+            s.sock.close()
+        harness.wait_for(lambda: get_network(port)[0] == 200, 30, "the API after the streams closed")
+
+
 if __name__ == "__main__":
-    harness.run_tests([test_live_events_and_resume, test_client_that_never_reads_is_dropped])
+    harness.run_tests([test_live_events_and_resume, test_client_that_never_reads_is_dropped,
+                       test_streams_count_against_the_connection_cap])
