@@ -357,6 +357,7 @@ void supervisor::take_line(child& c, const std::shared_ptr<instance>& inst, std:
       if (c.last_error.starts_with(prefix)) c.last_error.erase(0, prefix.size());
     return;
   }
+  if (web_) web_->publish(c.name, line);  // GET /api/v1/events
   const auto event = event_of(line);
   if (c.state == child_state::starting && event == "port_busy") {
     c.port_wait_until = clock::now() + std::chrono::seconds(70);

@@ -1,5 +1,6 @@
 #include "launcher/web/web_api.hpp"
 
+#include "launcher/web/node_queue.hpp"
 #include "launcher/web/web_messages.hpp"
 
 #include <algorithm>
@@ -144,6 +145,9 @@ boost::asio::awaitable<response> api::answer(request r) {
     // (No co_await inside ?: : GCC 12 destroys its temporaries twice.)
     if (get) out = co_await network();
     else out = method_not_allowed(r.method, path, "GET");
+  } else if (path == "/api/v1/events") {
+    // A GET is the event stream, served by web_server.cpp itself.
+    out = method_not_allowed(r.method, path, "GET");
   } else if (path == "/metrics") {
     if (get) out = co_await metrics();
     else out = method_not_allowed(r.method, path, "GET");
@@ -152,7 +156,10 @@ boost::asio::awaitable<response> api::answer(request r) {
     const auto slash = rest.find('/');
     const std::string name = rest.substr(0, slash);
     const std::string action = slash == std::string::npos ? "" : rest.substr(slash + 1);
-    if (name.empty() || std::find(node_actions.begin(), node_actions.end(), action) == node_actions.end()) {
+    if (!name.empty() && action == "queue") {
+      if (get) out = co_await node_queue(name);
+      else out = method_not_allowed(r.method, path, "GET");
+    } else if (name.empty() || std::find(node_actions.begin(), node_actions.end(), action) == node_actions.end()) {
       out = error_response(404, "no such endpoint: " + path + " (POST /api/v1/nodes/NAME/ACTION, ACTION one of "
                                 "kill, stop, start, restart, flush)");
     } else if (r.method != "POST") {
@@ -187,6 +194,20 @@ boost::asio::awaitable<response> api::metrics() {
   r.content_type = "text/plain; version=0.0.4; charset=utf-8";
   r.body = prometheus_text(reply["status"], uptime_seconds());
   co_return r;
+}
+
+boost::asio::awaitable<response> api::node_queue(const std::string& node) {
+  std::string name = lower(node);
+  if (name.size() > 1 && name.back() == '.') name.pop_back();
+  const json reply = co_await control_(command("status"));
+  if (!reply.value("ok", false)) co_return error_response(503, reply.value("error", std::string("the launcher did not answer")));
+  const auto& status = reply["status"];
+  if (name == "resolver") co_return error_response(404, "the resolver has no mail queue; name a domain's node");
+  bool known = false;
+  for (const auto& n : status.value("nodes", json::array()))
+    if (n.value("name", std::string()) == name) known = true;
+  if (!known) co_return error_response(404, "no node " + name + " in this network");
+  co_return json_response(200, queue_document(std::filesystem::path(status.value("dir", std::string())) / name / "queue", name));
 }
 
 boost::asio::awaitable<response> api::node_action(const std::string& node, const std::string& action) {

@@ -57,6 +57,7 @@ class api {
  private:
   boost::asio::awaitable<response> network();
   boost::asio::awaitable<response> metrics();
+  boost::asio::awaitable<response> node_queue(const std::string& node);  // GET /api/v1/nodes/NAME/queue
   boost::asio::awaitable<response> node_action(const std::string& node, const std::string& action);
   boost::asio::awaitable<response> faults(const request& r, const std::string& path);  // /api/v1/faults[/NAME]
   std::optional<response> refuse_change(const request& r) const;

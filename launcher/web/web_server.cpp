@@ -1,5 +1,6 @@
 #include "launcher/web/web_server.hpp"
 
+#include "launcher/web/event_feed.hpp"
 #include "launcher/web/peer_user.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -14,6 +15,7 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <charconv>
 #include <iostream>
 
 namespace mailnet::launcher::web {
@@ -32,8 +34,10 @@ struct server::impl : std::enable_shared_from_this<impl> {
   api web;
   server_limits limits;
   std::size_t active = 0;
+  event_feed feed;
 
   asio::awaitable<void> accept_loop();
+  asio::awaitable<void> events(beast::tcp_stream& stream, std::optional<std::uint64_t> last_id);
   asio::awaitable<void> session(tcp::socket socket, std::optional<std::string> refusal);
 };
 
@@ -146,6 +150,19 @@ asio::awaitable<void> server::impl::session(tcp::socket socket, std::optional<st
     const bool keep_alive = req.keep_alive();
     const unsigned version = req.version();
 
+    // The event stream holds its connection (one of the capped ones) to the end.
+    if (r.method == "GET" && r.target.substr(0, r.target.find('?')) == "/api/v1/events" && !web.refuse_host(r)) {
+      std::optional<std::uint64_t> last_id;
+      if (req.count("Last-Event-ID") == 1) {
+        const auto v = req["Last-Event-ID"];
+        std::uint64_t id = 0;
+        const auto [end, err] = std::from_chars(v.data(), v.data() + v.size(), id);
+        if (err == std::errc() && end == v.data() + v.size()) last_id = id;
+      }
+      co_await events(stream, last_id);
+      break;
+    }
+
     const response out = co_await web.answer(std::move(r));
     http::response<http::string_body> res{static_cast<http::status>(out.status), version};
     res.set(http::field::content_type, out.content_type);
@@ -159,6 +176,58 @@ asio::awaitable<void> server::impl::session(tcp::socket socket, std::optional<st
   }
   boost::system::error_code ignored;
   stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+}
+
+asio::awaitable<void> server::impl::events(beast::tcp_stream& stream, std::optional<std::uint64_t> last_id) {
+  auto self = shared_from_this();
+  asio::steady_timer wait(io);
+  const auto client = feed.subscribe(last_id);
+  struct leave {
+    event_feed& feed;
+    const std::shared_ptr<event_feed::client>& client;
+    ~leave() {
+      client->wake = nullptr;
+      feed.unsubscribe(client);
+    }
+  } guard{feed, client};
+  // New frames end the wait; a drop also ends a write that the client does not read.
+  client->wake = [&wait, &stream, c = client.get()] {
+    wait.cancel();
+    if (c->dropped) {
+      boost::system::error_code ignored;
+      stream.socket().cancel(ignored);
+    }
+  };
+  // Little kernel buffering per stream: a client that does not read soon
+  // falls behind its bounded queue and is dropped.
+  boost::system::error_code ignored;
+  stream.socket().set_option(asio::socket_base::send_buffer_size(static_cast<int>(limits.event_socket_buffer)),
+                             ignored);
+  std::string out =
+      "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+      "X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n: mailnet events\n\n";
+  for (;;) {
+    if (out.empty() && !client->dropped) {
+      if (client->frames.empty()) {
+        wait.expires_after(limits.heartbeat);
+        auto [ec] = co_await wait.async_wait(asio::as_tuple(asio::use_awaitable));
+        if (!ec) out = ": heartbeat\n\n";
+      }
+      for (; !client->frames.empty(); client->frames.pop_front()) out += client->frames.front();
+      client->bytes = 0;
+    }
+    if (client->dropped) break;
+    if (out.empty()) continue;
+    stream.expires_after(limits.write_time);
+    auto [wec, written] = co_await asio::async_write(stream, asio::buffer(out), asio::as_tuple(asio::use_awaitable));
+    if (wec) break;
+    out.clear();
+  }
+  if (client->dropped) {
+    const event_feed_limits l;
+    std::cerr << "mailnet: web server: dropped an event stream client (GET /api/v1/events) that fell "
+              << l.client_events << " events or " << (l.client_bytes >> 20) << " MiB behind\n";
+  }
 }
 
 server::server(std::shared_ptr<impl> p) : impl_(std::move(p)) {}
@@ -185,6 +254,8 @@ std::unique_ptr<server> server::open(asio::io_context& io, const endpoint& liste
   p->acceptor.listen(asio::socket_base::max_listen_connections, ec); if (ec) return failed("listen on");
   return std::unique_ptr<server>(new server(std::move(p)));
 }
+
+void server::publish(std::string_view node, std::string_view line) { impl_->feed.publish(node, line); }
 
 void server::start() { asio::co_spawn(impl_->io, impl_->accept_loop(), report_failure); }
 

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "common/topology.hpp"
 #include "launcher/web/web_api.hpp"
@@ -27,6 +28,8 @@ struct server_limits {
   std::chrono::milliseconds idle{30000};          // for the next whole request on a kept-alive connection
   std::chrono::milliseconds write_time{10000};
   std::size_t requests_per_connection = 1000;
+  std::chrono::milliseconds heartbeat{15000};     // a comment line on an idle event stream
+  std::size_t event_socket_buffer = 32768;        // SO_SNDBUF of an event stream's socket
 };
 
 class server {
@@ -41,6 +44,10 @@ class server {
 
   void start();  // begins accepting
   void close();  // stops accepting; open connections end with their deadlines
+
+  // One line of a child's stdout, for GET /api/v1/events (event_feed.hpp):
+  // never blocks, whatever the event stream clients do.
+  void publish(std::string_view node, std::string_view line);
 
   struct impl;
 

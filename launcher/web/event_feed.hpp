@@ -1,0 +1,66 @@
+// GET /api/v1/events without any HTTP library: every event line a child
+// writes on its stdout ("2026-11-22T03:01:02.345Z id=Q1 event=accepted ...")
+// becomes one Server-Sent Event, "id: N\ndata: {json}\n\n", with ids that
+// increase for the launcher's whole run. The latest events are kept (bounded
+// in count and bytes) for a client that resumes with Last-Event-ID. Each
+// client has a bounded queue: a client that falls behind it is dropped, so a
+// stalled reader never holds the launcher or its memory. Single-threaded: the
+// launcher's io_context calls everything.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace mailnet::launcher::web {
+
+struct event_feed_limits {
+  std::size_t recent_events = 1000;         // kept for Last-Event-ID
+  std::size_t recent_bytes = 4u << 20;      // and no more bytes than this
+  std::size_t client_events = 2000;         // a client this far behind is dropped
+  std::size_t client_bytes = 4u << 20;      // or this many bytes behind
+};
+
+class event_feed {
+ public:
+  struct client {
+    std::deque<std::string> frames;  // not yet sent
+    std::size_t bytes = 0;
+    bool dropped = false;
+    std::function<void()> wake;  // called when frames arrive or the client is dropped
+  };
+
+  explicit event_feed(event_feed_limits limits = {});
+
+  // One line of node's stdout; a line that is not an event is ignored.
+  void publish(std::string_view node, std::string_view line);
+
+  // A new client; with last_id, it starts with the kept events after it.
+  std::shared_ptr<client> subscribe(std::optional<std::uint64_t> last_id);
+  void unsubscribe(const std::shared_ptr<client>& c);
+
+  std::uint64_t last_id() const { return next_id_ - 1; }
+  std::size_t clients() const { return clients_.size(); }
+  std::size_t dropped() const { return dropped_; }  // clients dropped so far
+
+ private:
+  event_feed_limits limits_;
+  std::uint64_t next_id_ = 1;
+  std::deque<std::pair<std::uint64_t, std::string>> recent_;
+  std::size_t recent_bytes_ = 0;
+  std::vector<std::shared_ptr<client>> clients_;
+  std::size_t dropped_ = 0;
+};
+
+// The SSE frame of one event line of node, or nullopt when the line is not an
+// event: {"time", "node", "event", the line's other fields} as JSON.
+std::optional<std::string> event_frame(std::uint64_t id, std::string_view node, std::string_view line);
+
+}  // namespace mailnet::launcher::web

@@ -1,0 +1,92 @@
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/event_log.hpp"
+#include "launcher/web/event_feed.hpp"
+
+using namespace mailnet::launcher::web;
+using json = nlohmann::json;
+
+namespace {
+
+std::string line(int n) {
+  return "2026-11-22T03:01:02.345Z id=Q" + std::to_string(n) + " event=accepted";
+}
+
+json data_of(const std::string& frame) {
+  const auto at = frame.find("\ndata: ");
+  REQUIRE(at != std::string::npos);
+  REQUIRE(frame.ends_with("\n\n"));
+  return json::parse(frame.substr(at + 7, frame.size() - at - 9));
+}
+
+}  // namespace
+
+TEST_CASE("event_frame: one SSE event of an event line, fields unquoted as the nodes quote them") {
+  const std::string nasty = "a \"b\" = c\x01\n";
+  std::string l = "2026-11-22T03:01:02.345Z id=Q1 event=relay_failed";
+  mailnet::append_log_fields(l, {{"error", nasty}, {"empty", ""}, {"node", "spoof"}});
+  const auto frame = event_frame(7, "jaku.com", l);
+  REQUIRE(frame);
+  CHECK(frame->starts_with("id: 7\ndata: {"));
+  CHECK(std::count(frame->begin(), frame->end(), '\n') == 3);  // the JSON is one line
+  const auto doc = data_of(*frame);
+  CHECK(doc["time"] == "2026-11-22T03:01:02.345Z");
+  CHECK(doc["node"] == "jaku.com");  // the child's name, never a field's
+  CHECK(doc["event"] == "relay_failed");
+  CHECK(doc["id"] == "Q1");
+  CHECK(doc["error"] == nasty);
+  CHECK(doc["empty"] == "");
+  CHECK_FALSE(event_frame(1, "n", "not an event line"));
+  CHECK_FALSE(event_frame(1, "n", "2026-11-22T03:01:02.345Z id=Q1 no_event=here"));
+}
+
+TEST_CASE("event_feed: increasing ids, resume after Last-Event-ID, the recent past bounded") {
+  event_feed_limits limits;
+  limits.recent_events = 3;
+  event_feed feed(limits);
+  feed.publish("n", "ignored: not an event");
+  for (int i = 1; i <= 5; ++i) feed.publish("n", line(i));
+  CHECK(feed.last_id() == 5);
+  auto live = feed.subscribe(std::nullopt);
+  CHECK(live->frames.empty());  // without Last-Event-ID: from now on only
+  auto resumed = feed.subscribe(3);
+  REQUIRE(resumed->frames.size() == 2);
+  CHECK(resumed->frames[0].starts_with("id: 4\n"));
+  auto old = feed.subscribe(0);
+  REQUIRE(old->frames.size() == 3);  // only the last 3 are kept
+  CHECK(old->frames[0].starts_with("id: 3\n"));
+  int woken = 0;
+  live->wake = [&] { ++woken; };
+  feed.publish("n", line(6));
+  CHECK(woken == 1);
+  REQUIRE(live->frames.size() == 1);
+  CHECK(live->frames[0].starts_with("id: 6\n"));
+  feed.unsubscribe(live);
+  feed.publish("n", line(7));
+  CHECK(woken == 1);
+  CHECK(feed.clients() == 2);
+}
+
+TEST_CASE("event_feed: a client too far behind is dropped, the others go on") {
+  event_feed_limits limits;
+  limits.client_events = 4;
+  event_feed feed(limits);
+  auto slow = feed.subscribe(std::nullopt);
+  auto fast = feed.subscribe(std::nullopt);
+  bool told = false;
+  slow->wake = [&] { told = slow->dropped; };
+  for (int i = 1; i <= 10; ++i) {
+    feed.publish("n", line(i));
+    fast->frames.clear();  // this one reads
+    fast->bytes = 0;
+  }
+  CHECK(slow->dropped);
+  CHECK(told);
+  CHECK(slow->frames.empty());  // its memory is given back
+  CHECK_FALSE(fast->dropped);
+  CHECK(feed.dropped() == 1);
+}
