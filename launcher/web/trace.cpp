@@ -1,7 +1,7 @@
 #include "launcher/web/trace.hpp"
 
 #include <algorithm>
-#include <fstream>
+#include <sstream>
 #include <set>
 
 #include "common/event_log.hpp"
@@ -41,10 +41,18 @@ std::vector<node_event> read_logs(const fs::path& run_dir) {
   std::vector<fs::path> nodes;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(run_dir, ec))
-    if (e.is_directory() && !e.is_symlink() && fs::is_regular_file(e.path() / "node.log")) nodes.push_back(e.path());
+    if (e.is_directory() && !e.is_symlink() && fs::is_regular_file(fs::symlink_status(e.path() / "node.log", ec)))
+      nodes.push_back(e.path());
   std::sort(nodes.begin(), nodes.end());
   for (const auto& n : nodes) {
-    std::ifstream in(n / "node.log");
+    // Never through a link planted in the run folder (as `mailnet logs` reads).
+    std::string text;
+    try {
+      text = node::read_whole_file(n / "node.log", false);
+    } catch (const std::exception&) {
+      continue;
+    }
+    std::istringstream in(text);
     std::string line;
     std::size_t order = 0;
     while (std::getline(in, line)) {

@@ -298,6 +298,16 @@ def test_trace_across_nodes_and_cli():
         out = mailnet("trace", "nosuch@example.com", "--dir", run)
         assert out.returncode == 1 and "mailnet: trace: no Message-ID, queue id or Maildir name" in out.stderr, out
 
+        # A node.log planted as a link (to a file outside the run folder) is not read.
+        outside = os.path.join(os.path.dirname(run), "outside.log")
+        with open(outside, "w") as f:
+            f.write(f"2026-12-02T00:00:00.000Z id={bad} event=planted\n")
+        os.mkdir(os.path.join(run, "planted.example"), 0o700)
+        os.symlink(outside, os.path.join(run, "planted.example", "node.log"))
+        doc = get_json(port, "/api/v1/messages/" + quote(bad, safe="") + "/trace")
+        assert ("jaku.com", "bounced") in events_of(doc), doc
+        assert not any(e["event"] == "planted" for e in doc["events"]), doc
+
 
 if __name__ == "__main__":
     harness.run_tests([test_list_detail_raw_attachments_delete, test_trace_across_nodes_and_cli])
