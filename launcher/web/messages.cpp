@@ -195,15 +195,20 @@ std::vector<fs::path> message_store::locate(const std::string& id) const {
   return found;
 }
 
+std::optional<std::string> message_store::load(const std::vector<fs::path>& files) {
+  if (files.empty()) return std::nullopt;
+  try {
+    return node::read_whole_file(files.front(), false);
+  } catch (const std::exception&) {
+    return std::nullopt;  // removed meanwhile, or a link planted in its place
+  }
+}
+
 response message_store::detail(const std::string& id) {
   const auto files = locate(id);
-  if (files.empty()) return no_message(id);
-  std::string raw;
-  try {
-    raw = node::read_whole_file(files.front(), false);
-  } catch (const std::exception&) {
-    return no_message(id);
-  }
+  const auto loaded = load(files);
+  if (!loaded) return no_message(id);
+  const std::string& raw = *loaded;
   const auto m = node::parse_mail(raw);
   json users = json::array();
   for (const auto& f : files) {
@@ -235,14 +240,10 @@ response message_store::detail(const std::string& id) {
 }
 
 response message_store::raw(const std::string& id) {
-  const auto files = locate(id);
-  if (files.empty()) return no_message(id);
+  auto loaded = load(locate(id));
+  if (!loaded) return no_message(id);
   response r;
-  try {
-    r.body = node::read_whole_file(files.front(), false);
-  } catch (const std::exception&) {
-    return no_message(id);
-  }
+  r.body = std::move(*loaded);
   r.content_type = "message/rfc822";
   // Shown by a browser as text at most; never a page of ours that runs anything.
   r.headers.emplace_back("Content-Security-Policy", "sandbox");
@@ -250,15 +251,9 @@ response message_store::raw(const std::string& id) {
 }
 
 response message_store::attachment(const std::string& id, const std::string& n) {
-  const auto files = locate(id);
-  if (files.empty()) return no_message(id);
-  std::string raw;
-  try {
-    raw = node::read_whole_file(files.front(), false);
-  } catch (const std::exception&) {
-    return no_message(id);
-  }
-  auto m = node::parse_mail(raw);
+  const auto loaded = load(locate(id));
+  if (!loaded) return no_message(id);
+  auto m = node::parse_mail(*loaded);
   std::size_t index = 0;
   const bool number = !n.empty() && n.size() < 6 && n.find_first_not_of("0123456789") == std::string::npos;
   if (number) index = std::stoul(n);

@@ -55,6 +55,9 @@ class message_store {
 
   // The files named id (without flags) in every user's Maildir, by path.
   std::vector<std::filesystem::path> locate(const std::string& id) const;
+  // The message's bytes, read from the first of files (its links, found by
+  // locate), never through a link; nothing when it is not there (any more).
+  static std::optional<std::string> load(const std::vector<std::filesystem::path>& files);
 
  private:
   const message_summary* summary_of(const std::filesystem::path& file, const std::string& domain,
