@@ -66,11 +66,20 @@ def _shipped_ports():
 SHIPPED_PORTS = _shipped_ports()
 
 
+# Every port this process has handed out: never handed out twice, so that the
+# ports of one topology differ even when picked for different protocols (a
+# TCP port for a node and, later, the same number free for UDP and TCP for
+# the resolver, once the node's probe socket was closed).
+_GIVEN = set()
+
+
 def _free_port(kind, held):
     while True:
         s = socket.socket(socket.AF_INET, kind)
         s.bind(("127.0.0.1", 0))
-        if s.getsockname()[1] not in SHIPPED_PORTS:
+        port = s.getsockname()[1]
+        if port not in SHIPPED_PORTS and port not in _GIVEN:
+            _GIVEN.add(port)
             return s
         held.append(s)  # keep it bound so the next bind gets another
 
