@@ -9,6 +9,7 @@ packages=(
   nlohmann-json3-dev doctest-dev libldns-dev libcli11-dev libgmime-3.0-dev
   python3 swaks bind9-dnsutils
   file mutt tmux
+  chromium chromium-driver python3-selenium
   clang libclang-rt-14-dev
 )
 
@@ -19,13 +20,30 @@ for p in "${packages[@]}"; do
   fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-deps: everything is installed"
-  exit 0
-fi
-
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-echo "install-deps: installing ${missing[*]}"
-$sudo apt-get update -q
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+# Node.js and npm install the dashboard's pinned JavaScript library; a
+# machine that has npm already (from NodeSource, say) keeps its own.
+if ! command -v npm >/dev/null 2>&1; then missing+=(nodejs npm); fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: every Debian package is installed"
+else
+  echo "install-deps: installing ${missing[*]}"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The dashboard's graph library, exactly the version package-lock.json pins
+# (served by mailnet itself from launcher/web/node_modules; nothing is fetched
+# by the browser).
+web="$(cd "$(dirname "$0")/.." && pwd)/launcher/web"
+pinned="$(node -p "require('$web/package.json').dependencies.cytoscape")"
+installed="$(node -p "require('$web/node_modules/cytoscape/package.json').version" 2>/dev/null || true)"
+if [ "$pinned" != "$installed" ] || [ ! -f "$web/node_modules/cytoscape/dist/cytoscape.min.js" ]; then
+  echo "install-deps: npm ci in launcher/web"
+  npm ci --prefix "$web" --no-audit --no-fund --ignore-scripts --loglevel=error
+else
+  echo "install-deps: the dashboard's libraries are installed"
+fi

@@ -1,6 +1,7 @@
 #include "launcher/web/web_api.hpp"
 
 #include "launcher/web/node_queue.hpp"
+#include "launcher/web/static_files.hpp"
 #include "launcher/web/web_messages.hpp"
 
 #include <algorithm>
@@ -23,27 +24,6 @@ std::string trim(std::string_view s) {
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return std::string(s);
 }
-
-// A placeholder until the dashboard's pages are served: no script, no style,
-// nothing loaded from anywhere.
-constexpr const char* placeholder_page = R"(<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>mailnet</title></head>
-<body>
-<h1>mailnet</h1>
-<p>This network's dashboard will be here. Its API already answers:</p>
-<ul>
-<li><a href="/api/v1/network">/api/v1/network</a>: the nodes, their states and mail counters</li>
-<li><a href="/metrics">/metrics</a>: the same counters for Prometheus</li>
-</ul>
-</body>
-</html>
-)";
-
-// Nothing but what the page itself is: no script, no plugin, no frame
-// around it, no form sent elsewhere.
-constexpr const char* page_policy =
-    "default-src 'none'; img-src 'self'; style-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 // Every answer: no sniffing a JSON reply into HTML, no caching of live
 // state, no address of ours in another site's Referer.
@@ -134,13 +114,10 @@ boost::asio::awaitable<response> api::answer(request r) {
   const std::string path = r.target.substr(0, r.target.find('?'));
   const bool get = r.method == "GET";
   response out;
-  if (path == "/" || path == "/index.html") {
+  if (is_asset_path(path)) {
+    // The dashboard's pages and their scripts, read from its folder on each request.
     if (!get) out = method_not_allowed(r.method, path, "GET");
-    else {
-      out.content_type = "text/html; charset=utf-8";
-      out.body = placeholder_page;
-      out.headers.emplace_back("Content-Security-Policy", page_policy);
-    }
+    else out = asset_response(asset_folder(), path);
   } else if (path == "/api/v1/network") {
     // (No co_await inside ?: : GCC 12 destroys its temporaries twice.)
     if (get) out = co_await network();
