@@ -25,7 +25,8 @@ if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 
 # Node.js and npm install the dashboard's pinned JavaScript library; a
 # machine that has npm already (from NodeSource, say) keeps its own.
-if ! command -v npm >/dev/null 2>&1; then missing+=(nodejs npm); fi
+# (NodeSource's nodejs package carries npm; Debian's has it apart.)
+if ! command -v node >/dev/null 2>&1; then missing+=(nodejs); fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: every Debian package is installed"
@@ -33,6 +34,10 @@ else
   echo "install-deps: installing ${missing[*]}"
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if ! command -v npm >/dev/null 2>&1; then
+  [ ${#missing[@]} -eq 0 ] && $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends npm
 fi
 
 # The dashboard's graph library, exactly the version package-lock.json pins
