@@ -281,8 +281,12 @@ def test_the_resolver_keeps_its_rules_at_a_restart_and_when_the_file_is_bad():
         assert os.stat(file).st_mode & 0o777 == 0o600
         with open(file, encoding="utf-8") as f:
             good = f.read()
-        # A restarted resolver reads the file as it starts.
+        # A restarted resolver reads the file as it starts, before it says it is ready.
         assert mailnet(net, "restart", "resolver").returncode == 0
+        with open(os.path.join(net.run_dir, "resolver", "resolver.log"), encoding="utf-8") as f:
+            events = [line.split(" event=")[1].split()[0] for line in f if " event=" in line]
+        last_start = len(events) - 1 - events[::-1].index("ready")
+        assert "fault_rules" in events[events.index("stopped"):last_start], events
         assert status_of(net) == "REFUSED"
         # A bad file: logged with the file and the field, the rules stay.
         errors = len(resolver_events(net, "fault_rules_error"))
