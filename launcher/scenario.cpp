@@ -137,7 +137,6 @@ class step_parser {
       std::vector<std::string> domains;
       for (const auto& d : net_.domains) domains.push_back(d.name);
       f.add = read_fault_rule(r_, j, path, domains);
-      if (f.add->stage == fault_stage::dns) r_.fail(path + ".stage", "a dns rule cannot be added while the network runs (yet)");
       return f;
     }
     if (j.is_boolean() && j.get<bool>()) f.clear = "*";

@@ -223,6 +223,9 @@ class supervisor {
   asio::awaitable<json> apply_faults(std::set<std::string> nodes, json reply);
   void take_fault_line(child& c, std::string_view line, std::string_view event);
   bool topology_rule_in_force(const fault_rule& r) const { return !cleared_faults_.contains(r.name); }
+  // The child that applies a rule: the resolver for a dns rule (its "to" may
+  // be any name), else the node of its "to".
+  static std::string fault_owner(const fault_rule& r) { return r.stage == fault_stage::dns ? "resolver" : r.to; }
 
   asio::awaitable<void> serve_control();
   asio::awaitable<void> control_session(asio::local::stream_protocol::socket socket);
@@ -662,7 +665,8 @@ asio::awaitable<json> supervisor::handle(const json& request) {
 // ---- Faults while the network runs: `mailnet fault list|add|clear`, also
 // GET/POST/DELETE /api/v1/faults. The launcher keeps the rules and writes,
 // for each node concerned, <domain>/faults.json: the rules added for it and
-// the names of its topology rules cleared, with a generation number. A
+// the names of its topology rules cleared, with a generation number; the
+// dns rules go to the resolver's resolver/faults.json, in the same form. A
 // SIGUSR2 (as SIGUSR1 is the nodes' flush) makes the node read it again; it
 // logs event=fault_rules generation=G, and the reply waits for that line, so
 // when it comes the node acts on the change. A node that is down reads the
@@ -706,10 +710,6 @@ json supervisor::fault_add(const json& request, std::set<std::string>& nodes) {
   try {
     if (!request.contains("rule")) throw topology_error("fault rule: $: missing (expected a rule, a JSON object)");
     rule = read_fault_rule(json_reader("fault rule"), request["rule"], "$", domains);
-    // A dns rule is the resolver's, which reads its rules at its start only
-    // (it has no faults.json to read again).
-    if (rule.stage == fault_stage::dns)
-      throw topology_error("fault rule: $.stage: a dns rule cannot be added while the network runs (yet)");
     for (const auto& in_force : fault_list())
       if (in_force["name"] == rule.name)
         throw topology_error("fault rule: $.name: a rule named \"" + rule.name + "\" is in force already (" +
@@ -720,7 +720,7 @@ json supervisor::fault_add(const json& request, std::set<std::string>& nodes) {
   }
   runtime_faults_.push_back(rule);
   fault_counts_[rule.name] = 0;
-  nodes.insert(rule.to);
+  nodes.insert(fault_owner(rule));
   return {{"ok", true}, {"added", rule.name}, {"rule", fault_rule_to_json(rule)}};
 }
 
@@ -730,12 +730,12 @@ json supervisor::fault_clear(const std::string& name, std::set<std::string>& nod
   for (const auto& r : net_.faults.rules)
     if (topology_rule_in_force(r) && (all || r.name == name)) {
       cleared_faults_.insert(r.name);
-      nodes.insert(r.to);
+      nodes.insert(fault_owner(r));
       cleared.push_back(r.name);
     }
   for (auto it = runtime_faults_.begin(); it != runtime_faults_.end();) {
     if (all || it->name == name) {
-      nodes.insert(it->to);
+      nodes.insert(fault_owner(*it));
       cleared.push_back(it->name);
       it = runtime_faults_.erase(it);
     } else {
@@ -757,9 +757,9 @@ json supervisor::fault_clear(const std::string& name, std::set<std::string>& nod
 json supervisor::faults_file(const std::string& node, std::uint64_t generation) const {
   json doc = {{"generation", generation}, {"rules", json::array()}, {"cleared", json::array()}};
   for (const auto& r : runtime_faults_)
-    if (r.to == node) doc["rules"].push_back(fault_rule_to_json(r));
+    if (fault_owner(r) == node) doc["rules"].push_back(fault_rule_to_json(r));
   for (const auto& r : net_.faults.rules)
-    if (r.to == node && cleared_faults_.contains(r.name)) doc["cleared"].push_back(r.name);
+    if (fault_owner(r) == node && cleared_faults_.contains(r.name)) doc["cleared"].push_back(r.name);
   return doc;
 }
 
@@ -860,9 +860,9 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
   }
 
   // Rules added at run time last as long as the run: none from an earlier one.
-  for (const auto& d : net_.domains) {
+  for (const auto& c : children_) {
     std::error_code ignored;
-    std::filesystem::remove(folder_.dir() / d.name / "faults.json", ignored);
+    std::filesystem::remove(folder_.dir() / c.name / "faults.json", ignored);
   }
   for (const auto& r : net_.faults.rules) fault_counts_[r.name] = 0;
 

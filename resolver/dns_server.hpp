@@ -46,6 +46,16 @@ class dns_server {
 
   void stop();
 
+  // A change of the dns fault rules while serving (mailnet fault add, clear).
+  // Cached answers are forgotten: a name a new rule covers must not be
+  // answered from the cache. A query in flight has its answer already.
+  template <typename Change>
+  void change_faults(Change&& change) {
+    change(faults_);
+    cache_.clear();
+  }
+  const dns_faults& faults() const { return faults_; }
+
  private:
   // handle_query() is a pure function of the query bytes, and the reply
   // differs between two queries that differ only in their id by that id

@@ -9,17 +9,49 @@
 
 #include <csignal>
 #include <exception>
+#include <functional>
 #include <iostream>
 #include <optional>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "common/event_log.hpp"
 #include "common/private_files.hpp"
 #include "common/topology.hpp"
+#include "resolver/dns_fault_file.hpp"
 #include "resolver/dns_faults.hpp"
 #include "resolver/dns_server.hpp"
 
 namespace mailnet::resolver {
+
+namespace {
+
+// <run>/resolver/faults.json (dns_fault_file.hpp); none when there is no
+// file at the start, or when it cannot be used: then event=fault_rules_error
+// names the file and the mistake, and the rules stay as they were.
+std::optional<run_time_faults> read_faults_file(const std::filesystem::path& file,
+                                                const std::vector<std::string>& domains, event_log& log,
+                                                bool at_start) {
+  try {
+    std::error_code ec;
+    if (at_start && !std::filesystem::exists(std::filesystem::symlink_status(file, ec))) return std::nullopt;
+    return read_run_time_faults(file, domains);
+  } catch (const std::exception& e) {
+    log.write({{"event", "fault_rules_error"}, {"file", file.string()}, {"error", e.what()},
+               {"kept", "the rules in force"}});
+    return std::nullopt;
+  }
+}
+
+// The launcher waits for this line (its generation) after a change.
+void log_fault_rules(event_log& log, const run_time_faults& loaded, const dns_faults& in_force) {
+  log.write({{"event", "fault_rules"}, {"generation", std::to_string(loaded.generation)},
+             {"rules", std::to_string(in_force.size())}, {"added", std::to_string(loaded.added.size())},
+             {"cleared", std::to_string(loaded.cleared.size())}, {"seed", std::to_string(in_force.seed())}});
+}
+
+}  // namespace
 
 int resolver_main(int argc, char** argv) {
   CLI::App app{"mailnet-resolver: the authoritative DNS server of a mailnet network"};
@@ -56,6 +88,15 @@ int resolver_main(int argc, char** argv) {
   if (!faults.empty())
     log.write({{"event", "faults"}, {"seed", std::to_string(faults.seed())}, {"rules", std::to_string(faults.size())},
                {"seeded_by", net.faults.seed ? "topology" : "resolver"}});
+  // Rules added or cleared at run time (a restart keeps them): the file the
+  // launcher writes, read now and again at each SIGUSR2.
+  const auto faults_file = log_file.parent_path() / "faults.json";
+  std::vector<std::string> domains;
+  for (const auto& d : net.domains) domains.push_back(d.name);
+  if (auto loaded = read_faults_file(faults_file, domains, log, true)) {
+    faults.set_run_time(loaded->added, loaded->cleared);
+    log_fault_rules(log, *loaded, faults);
+  }
 
   boost::asio::io_context io;
   std::optional<dns_server> server;
@@ -75,6 +116,20 @@ int resolver_main(int argc, char** argv) {
     server->stop();
   });
 
+  // SIGUSR2: the launcher changed faults.json (mailnet fault add, clear).
+  // Handled on the event loop, between two queries: none is dropped.
+  boost::asio::signal_set faults_signal(io, SIGUSR2);
+  std::function<void(const boost::system::error_code&, int)> on_faults = [&](const boost::system::error_code& ec,
+                                                                              int) {
+    if (ec) return;
+    if (auto loaded = read_faults_file(faults_file, domains, log, false)) {
+      server->change_faults([&](dns_faults& rules) { rules.set_run_time(loaded->added, loaded->cleared); });
+      log_fault_rules(log, *loaded, server->faults());
+    }
+    faults_signal.async_wait(on_faults);
+  };
+  faults_signal.async_wait(on_faults);
+
   int exit_code = 0;
   if (server->tcp_ready()) boost::asio::co_spawn(io, server->run_tcp(), boost::asio::detached);
   boost::asio::co_spawn(io, server->run(), [&](std::exception_ptr failure) {
@@ -87,6 +142,7 @@ int resolver_main(int argc, char** argv) {
       exit_code = 1;
     }
     signals.cancel();
+    faults_signal.cancel();
     server->stop();  // the TCP side too, or io.run() would never return
   });
 

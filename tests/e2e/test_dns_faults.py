@@ -3,16 +3,24 @@ resolver of a real network answers SERVFAIL, NXDOMAIN, REFUSED, an empty
 reply with TC set, or nothing, for a rule's name and the names under it, as
 dig sees it over UDP and TCP; every such answer is an event=fault line in
 resolver.log; and a node's relay takes SERVFAIL as trouble to retry and
-NXDOMAIN as a bounce (5.1.2)."""
+NXDOMAIN as a bounce (5.1.2). A dns rule added while the network runs
+(`mailnet fault add`, POST /api/v1/faults) acts at once, also on a name whose
+answer the resolver had cached, and a clear ends it; the resolver reads its
+resolver/faults.json again at SIGUSR2 and at a restart, and keeps its rules
+when the file is bad or a link."""
 import os
+import json
 import shlex
 import shutil
+import signal
 import smtplib
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
+from test_web_api import request, web_port  # noqa: E402
 
 DIG = shutil.which("dig") or "/usr/bin/dig"
 
@@ -178,10 +186,146 @@ def test_validate_takes_dns_rules_from_any_sender_only():
                 field, check.stderr)
 
 
+def mailnet(net, *args, timeout=60):
+    return subprocess.run([harness.binary("mailnet"), *args, "--dir", net.run_dir], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def fault_list(net):
+    out = mailnet(net, "fault", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    return {f["name"]: f for f in json.loads(out.stdout)}
+
+
+def status_of(net, dig_args=("_smtp._tcp.deathstar.com", "SRV")):
+    code, text = dig(net, *dig_args)
+    h = header(text)
+    return h[0] if h else "no reply"
+
+
+def rule_faults(net, rule):
+    return [e for e in resolver_events(net, "fault") if e["rule"] == rule]
+
+
+def test_a_dns_rule_added_at_run_time_acts_at_once_and_a_clear_ends_it():
+    with harness.Network(harness.two_domain_topology("dnsrt")) as net:
+        net.start()
+        # Asked twice: the second answer comes from the resolver's cache.
+        assert status_of(net) == "NOERROR" and status_of(net) == "NOERROR"
+        started = time.monotonic()
+        out = mailnet(net, "fault", "add", json.dumps(dns_rule("SERVFAIL", name="rt-dns")))
+        assert out.returncode == 0, out.stderr
+        assert "rule rt-dns added (resolver applies it)" in out.stdout, out.stdout
+        # add answers once the resolver has read the rule: the next question is faulted.
+        assert status_of(net) == "SERVFAIL"
+        print(f"fault add: a dns rule acted {(time.monotonic() - started) * 1000:.0f} ms after the command began")
+        assert status_of(net, ("_smtp._tcp.deathstar.com", "SRV", "+tcp")) == "SERVFAIL"
+        assert status_of(net, ("_smtp._tcp.jaku.com", "SRV")) == "NOERROR"  # not covered
+        loaded = resolver_events(net, "fault_rules")
+        assert loaded and loaded[-1]["rules"] == "1" and loaded[-1]["added"] == "1", loaded
+        # A relay between the nodes meets it: the message waits in jaku.com's queue.
+        send_through_jaku(net, "through the run-time flap")
+        harness.wait_for(lambda: len(rule_faults(net, "rt-dns")) >= 4, 30, "the relay's questions faulted")
+        assert "SERVFAIL" in node_log(net, "jaku.com")
+        assert not net.messages("deathstar.com", "vader")
+        # Counted like a node's rule: fault list and GET /api/v1/faults match resolver.log.
+        harness.wait_for(lambda: fault_list(net)["rt-dns"]["injected"] == len(rule_faults(net, "rt-dns")), 30,
+                         "the counts of fault list to match resolver.log")
+        listed = fault_list(net)["rt-dns"]
+        assert listed["source"] == "run time" and listed["rule"]["stage"] == "dns" and \
+            listed["rule"]["answer"] == "SERVFAIL", listed
+        code, _, body = request(web_port(net.topology), "GET", "/api/v1/faults")
+        assert code == 200 and [f["name"] for f in json.loads(body)["faults"]] == ["rt-dns"], (code, body)
+        table = mailnet(net, "fault", "list")
+        assert table.returncode == 0 and "rt-dns" in table.stdout and " dns " in table.stdout, table.stdout
+
+        started = time.monotonic()
+        out = mailnet(net, "fault", "clear", "rt-dns")
+        assert out.returncode == 0 and "cleared rt-dns" in out.stdout, (out.stdout, out.stderr)
+        assert status_of(net) == "NOERROR"
+        print(f"fault clear: NOERROR {(time.monotonic() - started) * 1000:.0f} ms after the command began")
+        assert "rt-dns" not in fault_list(net)
+        # The relay's next try finds deathstar.com and delivers.
+        net.wait_messages("deathstar.com", "vader", 1, timeout=60)
+        assert not net.messages("jaku.com", "rey"), "a bounce came back"
+
+
+def test_http_adds_a_dns_rule_and_a_topology_dns_rule_can_be_cleared():
+    topo = topology([dns_rule("REFUSED", name="topo-dns", to="jaku.com")])
+    with harness.Network(topo) as net:
+        net.start()
+        port = web_port(net.topology)
+        change = {"Content-Type": "application/json"}
+        code, _, body = request(port, "POST", "/api/v1/faults", change,
+                                json.dumps(dns_rule("NXDOMAIN", name="rt-gone", to="mx.deathstar.com")))
+        assert code == 201 and json.loads(body)["applied"] == ["resolver"], (code, body)
+        assert status_of(net, ("mx.deathstar.com", "A")) == "NXDOMAIN"
+        assert status_of(net, ("_smtp._tcp.jaku.com", "SRV")) == "REFUSED"
+        # Clearing the topology's rule ends it in the resolver; the run-time one stays.
+        code, _, body = request(port, "DELETE", "/api/v1/faults/topo-dns", change)
+        assert code == 200 and json.loads(body)["applied"] == ["resolver"], (code, body)
+        assert status_of(net, ("_smtp._tcp.jaku.com", "SRV")) == "NOERROR"
+        assert status_of(net, ("mx.deathstar.com", "A")) == "NXDOMAIN"
+        code, _, body = request(port, "DELETE", "/api/v1/faults", change)
+        assert code == 200 and json.loads(body)["cleared"] == ["rt-gone"], (code, body)
+        assert status_of(net, ("mx.deathstar.com", "A")) == "NOERROR"
+
+
+def resolver_pid(net):
+    out = mailnet(net, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    return next(n["pid"] for n in json.loads(out.stdout)["nodes"] if n["name"] == "resolver")
+
+
+def test_the_resolver_keeps_its_rules_at_a_restart_and_when_the_file_is_bad():
+    with harness.Network(harness.two_domain_topology("dnsrt")) as net:
+        net.start()
+        out = mailnet(net, "fault", "add", json.dumps(dns_rule("REFUSED", name="rt-keep")))
+        assert out.returncode == 0, out.stderr
+        file = os.path.join(net.run_dir, "resolver", "faults.json")
+        assert os.stat(file).st_mode & 0o777 == 0o600
+        with open(file, encoding="utf-8") as f:
+            good = f.read()
+        # A restarted resolver reads the file as it starts, before it says it is ready.
+        assert mailnet(net, "restart", "resolver").returncode == 0
+        with open(os.path.join(net.run_dir, "resolver", "resolver.log"), encoding="utf-8") as f:
+            events = [line.split(" event=")[1].split()[0] for line in f if " event=" in line]
+        last_start = len(events) - 1 - events[::-1].index("ready")
+        assert "fault_rules" in events[events.index("stopped"):last_start], events
+        assert status_of(net) == "REFUSED"
+        # A bad file: logged with the file and the field, the rules stay.
+        errors = len(resolver_events(net, "fault_rules_error"))
+        doc = json.loads(good)
+        doc["rules"][0]["answer"] = "NOTIMP"
+        with open(file, "w", encoding="utf-8") as f:
+            json.dump(doc, f)
+        os.kill(resolver_pid(net), signal.SIGUSR2)
+        evs = harness.wait_for(lambda: resolver_events(net, "fault_rules_error")[errors:], 30, "fault_rules_error")
+        assert evs[0]["file"] == file and f"{file}: $.rules[0].answer: expected SERVFAIL" in evs[0]["error"], evs
+        assert status_of(net) == "REFUSED"
+        # A link planted in its place is not followed.
+        target = os.path.join(net.run_dir, "elsewhere.json")
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(json.dumps(dict(json.loads(good), rules=[])))
+        os.remove(file)
+        os.symlink(target, file)
+        os.kill(resolver_pid(net), signal.SIGUSR2)
+        evs = harness.wait_for(lambda: resolver_events(net, "fault_rules_error")[errors + 1:], 30, "a second error")
+        assert "link" in evs[0]["error"], evs
+        assert status_of(net) == "REFUSED"
+        # The launcher's next change replaces the link with a file of its own.
+        out = mailnet(net, "fault", "clear", "rt-keep")
+        assert out.returncode == 0 and "cleared rt-keep" in out.stdout, (out.stdout, out.stderr)
+        assert not os.path.islink(file) and status_of(net) == "NOERROR"
+
+
 if __name__ == "__main__":
     harness.run_tests([
         test_dig_sees_each_answer_over_udp_and_tcp,
         test_every_and_the_seed_decide_the_same_way_run_after_run,
         test_the_relay_retries_servfail_and_bounces_nxdomain,
         test_validate_takes_dns_rules_from_any_sender_only,
+        test_a_dns_rule_added_at_run_time_acts_at_once_and_a_clear_ends_it,
+        test_http_adds_a_dns_rule_and_a_topology_dns_rule_can_be_cleared,
+        test_the_resolver_keeps_its_rules_at_a_restart_and_when_the_file_is_bad,
     ])

@@ -264,6 +264,27 @@ def test_scenario_steps_add_and_clear_rules_and_expect_their_counts():
         assert "FAIL: after 1000 ms: found 1 ($.steps[2])" in out.stdout, out.stdout
 
 
+def test_scenario_steps_add_and_clear_a_dns_rule():
+    dns_rule = {"name": "step-dns", "to": "deathstar.com", "stage": "dns", "answer": "NXDOMAIN"}
+    topo = scenario_topology([])
+    where = "127.0.0.1:" + str(harness.port_of(topo, "deathstar.com"))
+    topo["steps"] = [
+        {"expect": {"resolve": "deathstar.com", "answer": where}},
+        {"fault": dns_rule},
+        {"expect": {"resolve": "deathstar.com", "answer": "NXDOMAIN", "within": "1s"}},
+        {"send": {"from": "rey@jaku.com", "to": "vader@deathstar.com", "subject": "to a vanished domain"}},
+        {"expect": {"bounce": "jaku.com/rey", "status": "5.1.2"}},
+        {"clear_faults": "step-dns"},
+        {"expect": {"resolve": "deathstar.com", "answer": where, "within": "1s"}},
+    ]
+    with harness.Network(topo) as net:
+        out = run_scenario(net)
+        assert out.returncode == 0, out.stdout + out.stderr
+        for text in ("add fault rule step-dns (* → deathstar.com) ... pass (applied by resolver)",
+                     "clear fault rule step-dns ... pass (cleared step-dns)", "7 passed, 0 failed"):
+            assert text in out.stdout, (text, out.stdout)
+
+
 def test_scenario_fault_steps_are_checked_with_their_path():
     cases = [
         ({"fault": dict(CLIENT_RULE, stage="rcpx")}, "$.steps[0].fault.stage: expected dns, connect"),
@@ -291,5 +312,6 @@ if __name__ == "__main__":
         test_after_and_for_count_from_when_the_rule_was_added,
         test_a_node_that_is_down_applies_the_rule_when_it_starts_and_the_relay_retries,
         test_scenario_steps_add_and_clear_rules_and_expect_their_counts,
+        test_scenario_steps_add_and_clear_a_dns_rule,
         test_scenario_fault_steps_are_checked_with_their_path,
     ])

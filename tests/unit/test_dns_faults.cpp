@@ -61,3 +61,31 @@ TEST_CASE("a dns rule's time window counts from the resolver's start") {
   CHECK(faults.decide("deathstar.com.", start + std::chrono::seconds(60)) != nullptr);
   CHECK(faults.decide("deathstar.com.", start + std::chrono::seconds(120)) == nullptr);
 }
+
+TEST_CASE("dns rules added and cleared at run time: a rule that stays keeps its count") {
+  auto t = with_dns_rules(R"([{"name": "flap", "to": "deathstar.com", "stage": "dns", "answer": "SERVFAIL",
+                               "every": 2}])");
+  const auto start = std::chrono::steady_clock::now();
+  dns_faults faults(t.faults, 7, start);
+  CHECK(faults.decide("deathstar.com.", start) == nullptr);  // flap reached once
+  auto added = with_dns_rules(R"([{"name": "gone", "to": "jaku.com", "stage": "dns", "answer": "NXDOMAIN",
+                                   "for": "1m"},
+                                  {"name": "smtp", "to": "jaku.com", "stage": "rcpt", "reply": "451 4.3.0 x"}])");
+  const auto later = start + std::chrono::minutes(5);
+  faults.set_run_time(added.faults.rules, {}, later);
+  CHECK(faults.size() == 2);  // the rcpt rule is a node's
+  CHECK(faults.watches("mx.jaku.com."));
+  REQUIRE(faults.decide("deathstar.com.", later));  // flap's second reach: its count was kept
+  // gone's "for" counts from when it was added, not from the resolver's start.
+  REQUIRE(faults.decide("jaku.com.", later + std::chrono::seconds(59)));
+  CHECK(faults.decide("jaku.com.", later + std::chrono::seconds(61)) == nullptr);
+  // The topology's rule cleared, the added one gone: nothing covers either name.
+  faults.set_run_time({}, {"flap"}, later);
+  CHECK(faults.empty());
+  CHECK_FALSE(faults.watches("deathstar.com."));
+  CHECK(faults.decide("deathstar.com.", later) == nullptr);
+  // Not cleared any more: the topology's rule comes back, counted from 0.
+  faults.set_run_time({}, {}, later);
+  CHECK(faults.size() == 1);
+  CHECK(faults.decide("deathstar.com.", later) == nullptr);
+}
