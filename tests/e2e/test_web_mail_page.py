@@ -5,6 +5,7 @@ across both nodes; an attachment downloaded from the page is the exact bytes
 sent; a mail's HTML runs no script and loads nothing."""
 import email.message
 import http.client
+import json
 import http.server
 import os
 import shutil
@@ -268,9 +269,57 @@ def test_html_mail_runs_no_script_and_loads_nothing():
         remote.close()
 
 
+def test_mailboxes_unread_and_the_html_endpoint_over_http():
+    topo = harness.two_domain_topology()
+    with harness.Network(topo) as net:
+        net.start()
+        status, _, body = get(topo, "/api/v1/mailboxes")
+        assert status == 200, (status, body)
+        doc = json.loads(body)
+        assert [(d["domain"], [u["user"] for u in d["users"]]) for d in doc["domains"]] == \
+            [("jaku.com", ["rey", "finn", "obiwan"]), ("deathstar.com", ["vader", "tarkin"])], doc
+        assert all(d["total"] == 0 and d["unread"] == 0 for d in doc["domains"]), doc
+
+        swaks(topo, "deathstar.com", "--from", "tarkin@deathstar.com", "--to", "vader@deathstar.com",
+              "--header", "Subject: plain", "--body", "no html here")
+        net.wait_messages("deathstar.com", "vader", 1)
+        (name,) = os.listdir(net.maildir_new("deathstar.com", "vader"))
+        status, _, body = get(topo, "/api/v1/mailboxes")
+        vader = [u for d in json.loads(body)["domains"] for u in d["users"] if u["user"] == "vader"][0]
+        assert vader == {"user": "vader", "total": 1, "unread": 1}, vader
+        (listed,) = json.loads(get(topo, "/api/v1/messages")[2])["messages"]
+        assert listed["unread"] is True and listed["bounce"] is False, listed
+
+        # Read by a mail client: moved to cur/ with the S flag.
+        cur = os.path.join(os.path.dirname(net.maildir_new("deathstar.com", "vader")), "cur")
+        os.rename(os.path.join(net.maildir_new("deathstar.com", "vader"), name), os.path.join(cur, name + ":2,S"))
+        status, _, body = get(topo, "/api/v1/mailboxes")
+        domain = [d for d in json.loads(body)["domains"] if d["domain"] == "deathstar.com"][0]
+        assert domain["total"] == 1 and domain["unread"] == 0, domain
+        (listed,) = json.loads(get(topo, "/api/v1/messages")[2])["messages"]
+        assert listed["unread"] is False, listed
+
+        status, headers, body = get(topo, f"/api/v1/messages/{listed['id']}/html")
+        assert status == 404 and headers["content-type"] == "application/json", (status, headers)
+        assert json.loads(body)["error"] == f"message '{listed['id']}' has no HTML part", body
+        status, _, body = get(topo, "/api/v1/messages/nope/html")
+        assert status == 404 and "no message with id 'nope'" in json.loads(body)["error"], body
+        status, _, body = get(topo, "/api/v1/mailboxes?domain=jaku.com")
+        assert status == 400 and json.loads(body)["error"] == "/api/v1/mailboxes takes no query parameters", body
+        host, port = topo["web"]["listen"].rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        try:
+            conn.request("POST", "/api/v1/mailboxes", body="{}", headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            assert r.status == 405 and r.getheader("Allow") == "GET", (r.status, r.read())
+        finally:
+            conn.close()
+
+
 if __name__ == "__main__":
     harness.run_tests([
         test_swaks_mail_appears_live_with_unread_bounce_and_search_and_its_trace_crosses_both_nodes,
         test_attachment_downloaded_from_the_message_view_is_byte_identical,
         test_html_mail_runs_no_script_and_loads_nothing,
+        test_mailboxes_unread_and_the_html_endpoint_over_http,
     ])
