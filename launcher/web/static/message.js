@@ -158,22 +158,28 @@
     } catch (error) {
       mn.showError(box, error);
     }
+    await redrawTrace();
+  }
+
+  // A message's trace grows while it is still on its way (a deferred relay,
+  // a bounce): an event of one of its queue ids, or a node accepting its
+  // Message-ID, redraws it.
+  let timer = null, ids = new Set(), messageId = null;
+  async function redrawTrace() {
     try {
-      drawTrace(await api(base + "/trace"));
+      const t = await api(base + "/trace");
+      ids = new Set((t.queue_ids || []).map((q) => q.id));
+      messageId = t.message_id || null;
+      drawTrace(t);
     } catch (error) {
       mn.showError(traceBox, error);
     }
   }
-
-  // A message's trace grows while it is still on its way (a deferred relay,
-  // a bounce): events of its nodes redraw it.
-  let timer = null;
   mn.events((event) => {
-    if (!event.id) return;
+    const ours = ids.has(event.id) || ids.has(event.for) || (messageId && event.message_id === messageId);
+    if (!ours) return;
     clearTimeout(timer);
-    timer = setTimeout(async () => {
-      try { drawTrace(await api(base + "/trace")); } catch { /* shown at the next event */ }
-    }, 300);
+    timer = setTimeout(redrawTrace, 300);
   });
   load();
 })();
