@@ -58,6 +58,17 @@ def row_with(b, text):
     return None
 
 
+def trace_events(b):
+    """The timeline's events as (node, event), in their order, read at once."""
+    return [tuple(e) for e in b.driver.execute_script(
+        "return [...document.querySelectorAll('svg.timeline g.event')].map((g) => [g.dataset.node, g.dataset.event])")]
+
+
+def lanes(b):
+    return b.driver.execute_script(
+        "return [...document.querySelectorAll('svg.timeline g.lane')].map((g) => g.dataset.node)")
+
+
 def open_message(b, subject):
     """Clicks the subject's link in the list and waits for the message view."""
     b.wait(lambda d: row_with(b, subject) is not None, 30, f"'{subject}' in the list")
@@ -316,10 +327,49 @@ def test_mailboxes_unread_and_the_html_endpoint_over_http():
             conn.close()
 
 
+def post(topo, path):
+    host, port = topo["web"]["listen"].rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=120)
+    try:
+        conn.request("POST", path, body="{}", headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        return r.status, json.loads(r.read())
+    finally:
+        conn.close()
+
+
+def test_trace_in_the_message_view_grows_live_when_a_deferred_relay_gets_through():
+    topo = harness.two_domain_topology()
+    with harness.Network(topo) as net:
+        net.start()
+        status, reply = post(topo, "/api/v1/nodes/deathstar.com/stop")
+        assert status == 200, reply
+        # finn's copy is delivered at once; vader's waits in jaku.com's queue.
+        swaks(topo, "jaku.com", "--from", "rey@jaku.com", "--to", "finn@jaku.com,vader@deathstar.com",
+              "--header", "Subject: Wait for it", "--body", "patience")
+        net.wait_messages("jaku.com", "finn", 1)
+        with browser.Chromium() as b:
+            b.open(harness.web_url(topo) + "/mail.html")
+            open_message(b, "Wait for it")
+            b.wait(lambda d: d.find_element(By.ID, "live").text == "live", 30, "the event stream to be live")
+            b.wait(lambda d: ("jaku.com", "deferred") in trace_events(b), 60, "the deferred relay in the trace")
+            assert "deathstar.com" not in lanes(b), lanes(b)
+            b.driver.execute_script("window.mailnetNoReload = 'still here'")
+            status, reply = post(topo, "/api/v1/nodes/deathstar.com/start")
+            assert status == 200, reply
+            b.wait(lambda d: ("deathstar.com", "delivered") in trace_events(b), 60,
+                   "deathstar.com's delivery drawn in the trace")
+            assert lanes(b) == ["jaku.com", "deathstar.com"], lanes(b)
+            assert b.driver.execute_script("return window.mailnetNoReload") == "still here", "the page reloaded"
+            b.screenshot("mail-message-deferred")
+            b.assert_no_console_errors()
+
+
 if __name__ == "__main__":
     harness.run_tests([
         test_swaks_mail_appears_live_with_unread_bounce_and_search_and_its_trace_crosses_both_nodes,
         test_attachment_downloaded_from_the_message_view_is_byte_identical,
         test_html_mail_runs_no_script_and_loads_nothing,
         test_mailboxes_unread_and_the_html_endpoint_over_http,
+        test_trace_in_the_message_view_grows_live_when_a_deferred_relay_gets_through,
     ])

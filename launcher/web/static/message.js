@@ -105,7 +105,8 @@
 
   // One lane per node (in the order the message reached them), one column
   // per event in time order: the message's path reads left to right.
-  function drawTrace(t) {
+  // follow: scrolled to the newest event (a live redraw), else from the first.
+  function drawTrace(t, follow) {
     const events = t.events || [];
     if (!events.length) {
       traceBox.replaceChildren(el("p", { class: "muted" }, "No node logged an event for this message."));
@@ -113,16 +114,22 @@
     }
     const lanes = [];
     for (const e of events) if (!lanes.includes(e.node)) lanes.push(e.node);
-    const left = 170, col = 120, laneH = 64, top = 10;
+    // The lanes' names stay in view on the left while the events scroll.
+    const names = 170, left = 0, col = 120, laneH = 64, top = 10;
     const width = left + events.length * col + 10, height = top + lanes.length * laneH + 10;
+    const labels = svg("svg", { class: "timeline timeline-names", width: names, height,
+      viewBox: `0 0 ${names} ${height}`, "aria-hidden": "true" });
     const picture = svg("svg", { class: "timeline", width, height, viewBox: `0 0 ${width} ${height}`,
       role: "img", "aria-label": `the message's path: ${events.length} events across ${lanes.join(", ")}` });
     lanes.forEach((name, i) => {
       const y = top + i * laneH + laneH / 2;
-      picture.append(svg("g", { class: "lane", "data-node": name },
-        svg("rect", { x: 0, y: top + i * laneH, width, height: laneH, class: i % 2 ? "lane-odd" : "lane-even" }),
-        svg("line", { x1: left - 10, y1: y, x2: width - 10, y2: y, class: "lane-line" }),
+      const band = i % 2 ? "lane-odd" : "lane-even";
+      labels.append(svg("g", { class: "lane-label" },
+        svg("rect", { x: 0, y: top + i * laneH, width: names, height: laneH, class: band }),
         svg("text", { x: 8, y: y + 5, class: "lane-name" }, name)));
+      picture.append(svg("g", { class: "lane", "data-node": name },
+        svg("rect", { x: 0, y: top + i * laneH, width, height: laneH, class: band }),
+        svg("line", { x1: 0, y1: y, x2: width - 10, y2: y, class: "lane-line" })));
     });
     const point = (e, i) => [left + i * col + col / 2, top + lanes.indexOf(e.node) * laneH + laneH / 2];
     const path = events.map((e, i) => point(e, i).join(",")).join(" ");
@@ -140,11 +147,14 @@
       el("thead", {}, el("tr", {}, ["time", "node", "event", "details"].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, events.map((e) => el("tr", {}, el("td", { class: "date" }, e.time), el("td", {}, e.node),
         el("td", {}, e.event), el("td", { class: "details" }, details(e))))));
+    const scroller = el("div", { class: "timeline-scroll", tabindex: 0, "aria-label": "timeline" }, picture);
+    const open = traceBox.querySelector("details[open]") !== null;
     traceBox.replaceChildren(
       el("p", { class: "muted" }, `${t.message_id || ""} · ${lanes.length} node${lanes.length === 1 ? "" : "s"}, ` +
         `${events.length} events`),
-      el("div", { class: "timeline-scroll", tabindex: 0, "aria-label": "timeline" }, picture),
-      el("details", {}, el("summary", {}, "Every event as text"), table));
+      el("div", { class: "timeline-wrap" }, labels, scroller),
+      el("details", { open }, el("summary", {}, "Every event as text"), table));
+    if (follow) scroller.scrollLeft = scroller.scrollWidth;
   }
 
   async function load() {
@@ -158,19 +168,19 @@
     } catch (error) {
       mn.showError(box, error);
     }
-    await redrawTrace();
+    await redrawTrace(false);
   }
 
   // A message's trace grows while it is still on its way (a deferred relay,
   // a bounce): an event of one of its queue ids, or a node accepting its
   // Message-ID, redraws it.
   let timer = null, ids = new Set(), messageId = null;
-  async function redrawTrace() {
+  async function redrawTrace(follow) {
     try {
       const t = await api(base + "/trace");
       ids = new Set((t.queue_ids || []).map((q) => q.id));
       messageId = t.message_id || null;
-      drawTrace(t);
+      drawTrace(t, follow);
     } catch (error) {
       mn.showError(traceBox, error);
     }
@@ -179,7 +189,7 @@
     const ours = ids.has(event.id) || ids.has(event.for) || (messageId && event.message_id === messageId);
     if (!ours) return;
     clearTimeout(timer);
-    timer = setTimeout(redrawTrace, 300);
+    timer = setTimeout(() => redrawTrace(true), 300);
   });
   load();
 })();
