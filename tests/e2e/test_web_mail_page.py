@@ -187,17 +187,20 @@ def test_attachment_downloaded_from_the_message_view_is_byte_identical():
 class CountingServer:
     """A local HTTP server on a free port that counts every request made to it."""
 
-    def __init__(self):
+    def __init__(self, page=b""):
         self.requests = []
+        self.page = page  # served as text/html at /page.html
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802
                 owner.requests.append(self.path)
+                body = owner.page if self.path == "/page.html" else b""
                 self.send_response(200)
-                self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Type", "text/html" if body else "image/png")
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                self.wfile.write(body)
 
             do_POST = do_GET  # noqa: N815
 
@@ -365,6 +368,40 @@ def test_trace_in_the_message_view_grows_live_when_a_deferred_relay_gets_through
             b.assert_no_console_errors()
 
 
+def test_another_site_cannot_frame_a_mails_html():
+    topo = harness.two_domain_topology()
+    foreign = CountingServer()
+    try:
+        with harness.Network(topo) as net:
+            net.start()
+            msg = email.message.EmailMessage()
+            msg["From"], msg["To"], msg["Subject"] = "rey@jaku.com", "finn@jaku.com", "Framed?"
+            msg.set_content("text\n")
+            msg.add_alternative("<p>Only the dashboard shows this</p>", subtype="html")
+            with smtplib.SMTP("127.0.0.1", harness.port_of(topo, "jaku.com"), timeout=60) as smtp:
+                smtp.send_message(msg)
+            net.wait_messages("jaku.com", "finn", 1)
+            (listed,) = json.loads(get(topo, "/api/v1/messages")[2])["messages"]
+            html_url = f"{harness.web_url(topo)}/api/v1/messages/{listed['id']}/html"
+            foreign.page = f'<iframe id=f src="{html_url}"></iframe>'.encode()
+            with browser.Chromium() as b:
+                # The dashboard's own page may frame it (the other tests); another origin may not.
+                b.open(f"http://127.0.0.1:{foreign.port}/page.html")
+                refusal = f"Framing '{harness.web_url(topo)}/' violates the following Content Security Policy " \
+                          f"directive: \"frame-ancestors 'self'\". The request has been blocked."
+                b.wait(lambda d: any(refusal in e.get("message", "") for e in b.console_errors()), 30,
+                       "Chromium's refusal to frame the mail's HTML in another site's page")
+                b.driver.switch_to.frame(b.find("iframe#f"))
+                text = b.driver.find_element(By.TAG_NAME, "body").text
+                where = b.driver.execute_script("return location.href")
+                b.driver.switch_to.default_content()
+                assert "Only the dashboard shows this" not in text and where.startswith("chrome-error:"), (where, text)
+                unexpected = [e["message"] for e in b.console_errors() if refusal not in e["message"]]
+                assert not unexpected, unexpected
+    finally:
+        foreign.close()
+
+
 if __name__ == "__main__":
     harness.run_tests([
         test_swaks_mail_appears_live_with_unread_bounce_and_search_and_its_trace_crosses_both_nodes,
@@ -372,4 +409,5 @@ if __name__ == "__main__":
         test_html_mail_runs_no_script_and_loads_nothing,
         test_mailboxes_unread_and_the_html_endpoint_over_http,
         test_trace_in_the_message_view_grows_live_when_a_deferred_relay_gets_through,
+        test_another_site_cannot_frame_a_mails_html,
     ])
