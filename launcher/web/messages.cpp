@@ -9,6 +9,7 @@
 #include "common/mail/durable_file.hpp"
 #include "common/mail/maildir_read.hpp"
 #include "common/mail/mime_parse.hpp"
+#include "common/topology.hpp"
 
 namespace mailnet::launcher::web {
 
@@ -50,7 +51,7 @@ json summary_json(const message_summary& s) {
   return {{"id", s.id},           {"domain", s.domain},   {"user", s.user},
           {"from", s.from},       {"to", s.to},           {"subject", s.subject},
           {"date", s.date},       {"message_id", s.message_id}, {"size", s.size},
-          {"attachments", s.attachments}};
+          {"attachments", s.attachments}, {"unread", s.unread}, {"bounce", s.bounce}};
 }
 
 // The header fields as written (unfolded, not decoded), in order.
@@ -94,6 +95,21 @@ bool is_token_char(unsigned char c) {
 }
 
 }  // namespace
+
+bool is_unread(const fs::path& file) {
+  if (file.parent_path().filename() == "new") return true;
+  const std::string name = file.filename().string();
+  const auto info = name.find(":2,");
+  return info == std::string::npos || name.find('S', info + 3) == std::string::npos;
+}
+
+bool is_bounce(const std::string& from, const json& header_fields) {
+  if (lowered(from).find("mailer-daemon") != std::string::npos) return true;
+  for (const auto& field : header_fields)
+    if (lowered(field[0].get<std::string>()) == "content-type")
+      return lowered(field[1].get<std::string>()).starts_with("multipart/report");
+  return false;
+}
 
 std::string message_id_of(const std::string& file_name) { return file_name.substr(0, file_name.find(':')); }
 
@@ -148,6 +164,8 @@ const message_summary* message_store::summary_of(const fs::path& file, const std
   s.message_id = m.message_id;
   s.size = raw.size();
   for (const auto& a : m.attachments) s.attachments.push_back(a.file_name);
+  s.unread = is_unread(file);
+  s.bounce = is_bounce(m.from, header_fields(raw));
   s.haystack = lowered(m.subject + "\n" + m.from + "\n" + m.to + "\n" + m.text.substr(0, 1u << 20));
   name_time(s.id, s.seconds, s.micros);
   c.summary = std::move(s);
@@ -214,7 +232,8 @@ response message_store::detail(const std::string& id) {
   for (const auto& f : files) {
     const auto user = f.parent_path().parent_path();
     users.push_back({{"domain", user.parent_path().parent_path().filename().string()},
-                     {"user", user.filename().string()}});
+                     {"user", user.filename().string()},
+                     {"unread", is_unread(f)}});
   }
   json attachments = json::array();
   for (std::size_t i = 0; i < m.attachments.size(); ++i)
@@ -222,8 +241,10 @@ response message_store::detail(const std::string& id) {
                            {"name", m.attachments[i].file_name},
                            {"type", m.attachments[i].content_type},
                            {"size", m.attachments[i].data.size()}});
+  const json headers = header_fields(raw);
   json doc = {{"id", id},
               {"mailboxes", users},
+              {"bounce", is_bounce(m.from, headers)},
               {"size", raw.size()},
               {"from", m.from},
               {"to", m.to},
@@ -231,7 +252,7 @@ response message_store::detail(const std::string& id) {
               {"subject", m.subject},
               {"date", m.date},
               {"message_id", m.message_id},
-              {"headers", header_fields(raw)},
+              {"headers", headers},
               {"text", m.text},
               {"html", m.html},
               {"attachments", attachments},
@@ -248,6 +269,69 @@ response message_store::raw(const std::string& id) {
   // Shown by a browser as text at most; never a page of ours that runs anything.
   r.headers.emplace_back("Content-Security-Policy", "sandbox");
   return r;
+}
+
+response message_store::html(const std::string& id) {
+  const auto loaded = load(locate(id));
+  if (!loaded) return no_message(id);
+  auto m = node::parse_mail(*loaded);
+  if (m.html.empty()) return error_response(404, "message '" + id + "' has no HTML part");
+  response r;
+  r.content_type = "text/html; charset=utf-8";
+  r.body = std::move(m.html);
+  r.headers.emplace_back("Content-Security-Policy", mail_html_policy);
+  r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  return r;
+}
+
+response message_store::mailboxes() {
+  // The topology's domains and users in its order, then any other Maildir
+  // (a user the topology does not list, with require_known_users off).
+  std::vector<std::pair<std::string, std::vector<std::string>>> wanted;
+  std::string topology_error;
+  try {
+    const auto t = parse_topology(read_topology_file(dir_ / "topology.json"), (dir_ / "topology.json").string());
+    for (const auto& d : t.domains) wanted.emplace_back(d.name, d.users);
+  } catch (const std::exception& e) {
+    topology_error = e.what();  // the Maildirs alone, then
+  }
+  const auto domain_folders = node::mail_domains(dir_);
+  for (const auto& d : domain_folders) {
+    const std::string name = d.filename().string();
+    if (std::none_of(wanted.begin(), wanted.end(), [&](const auto& w) { return w.first == name; }))
+      wanted.emplace_back(name, std::vector<std::string>{});
+  }
+  json domains = json::array();
+  for (auto& [domain, users] : wanted) {
+    const fs::path mail = dir_ / domain / "mail";
+    std::vector<std::pair<std::string, fs::path>> boxes;
+    for (const auto& u : users) boxes.emplace_back(u, node::entry_in_any_case(mail, u));
+    for (const auto& folder : node::user_folders(mail))
+      if (std::none_of(boxes.begin(), boxes.end(), [&](const auto& b) { return b.second == folder; }))
+        boxes.emplace_back(folder.filename().string(), folder);
+    json list = json::array();
+    std::size_t total = 0, unread = 0;
+    for (const auto& [user, folder] : boxes) {
+      std::size_t n = 0, u = 0;
+      // Counted, not listed: no order needed, so no sort of every name.
+      for (const char* sub : {"new", "cur"}) {
+        if (folder.empty()) break;
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(folder / sub, ec))
+          if (e.is_regular_file() && !e.is_symlink()) {  // as maildir_files: a planted link is not mail
+            ++n;
+            if (is_unread(e.path())) ++u;
+          }
+      }
+      total += n;
+      unread += u;
+      list.push_back({{"user", user}, {"total", n}, {"unread", u}});
+    }
+    domains.push_back({{"domain", domain}, {"total", total}, {"unread", unread}, {"users", list}});
+  }
+  json doc = {{"domains", domains}};
+  if (!topology_error.empty()) doc["topology_error"] = topology_error;
+  return json_reply(200, doc);
 }
 
 response message_store::attachment(const std::string& id, const std::string& n) {

@@ -34,6 +34,8 @@ struct message_summary {
   std::string id, domain, user, from, to, subject, date, message_id;
   std::uintmax_t size = 0;
   std::vector<std::string> attachments;
+  bool unread = false;  // in new/, or in cur/ without the S (seen) flag
+  bool bounce = false;  // a delivery status notification: From MAILER-DAEMON or multipart/report
   std::string haystack;  // subject, from, to and text, ASCII-lowered: what q searches
   long long seconds = 0, micros = 0;  // the delivery time in the name
 };
@@ -48,6 +50,12 @@ class message_store {
   // GET /api/v1/messages/{id}[/raw|/attachments/{n}], DELETE /api/v1/messages/{id}.
   response detail(const std::string& id);
   response raw(const std::string& id);
+  // GET /api/v1/messages/{id}/html: the HTML part alone, as a sandboxed page
+  // that runs no script and loads nothing (see mail_html_policy).
+  response html(const std::string& id);
+  // GET /api/v1/mailboxes: every domain and user (the topology's users and
+  // any other Maildir), each with its message and unread counts.
+  response mailboxes();
   response attachment(const std::string& id, const std::string& n);
   // Removes every link of the message (all its users), or only those of one
   // domain and/or user when given.
@@ -70,6 +78,18 @@ class message_store {
   std::filesystem::path dir_;
   std::unordered_map<std::string, cached> cache_;  // by path
 };
+
+// The policy a mail's HTML is served with: a sandbox without scripts, nothing
+// fetched (inline styles and data: images only), framed by the dashboard only.
+inline constexpr const char* mail_html_policy =
+    "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'";
+
+// Unread in Maildir terms: the file is in new/, or its ":2,FLAGS" lack S.
+bool is_unread(const std::filesystem::path& file);
+
+// A delivery status notification (a bounce): From MAILER-DAEMON, or a
+// top-level Content-Type multipart/report.
+bool is_bounce(const std::string& from, const nlohmann::json& header_fields);
 
 // The id of a Maildir file name: the name without its ":2,FLAGS".
 std::string message_id_of(const std::string& file_name);

@@ -118,12 +118,13 @@ asio::awaitable<response> message_routes::answer(const request& r, const std::st
       if (part.starts_with("attachments/")) {
         n = part.substr(std::string_view("attachments/").size());
         part = "attachments";
-      } else if (part != "raw" && part != "trace") {
+      } else if (part != "raw" && part != "html" && part != "trace") {
         co_return error_response(404, "no such endpoint: " + path +
-                                          " (GET /api/v1/messages/ID, /ID/raw, /ID/attachments/N, /ID/trace; DELETE /ID)");
+                                          " (GET /api/v1/messages/ID, /ID/raw, /ID/html, /ID/attachments/N, /ID/trace; "
+                                          "DELETE /ID)");
       }
     }
-  } else if (path != "/api/v1/messages") {
+  } else if (path != "/api/v1/messages" && path != "/api/v1/mailboxes") {
     co_return error_response(404, "no such endpoint: " + path);
   }
 
@@ -134,6 +135,8 @@ asio::awaitable<response> message_routes::answer(const request& r, const std::st
     co_return not_allowed(r.method, path, !id.empty() && part.empty() ? "GET, DELETE" : "GET");
   }
 
+  const bool mailboxes = path == "/api/v1/mailboxes";
+  if (mailboxes && !params.empty()) co_return error_response(400, "/api/v1/mailboxes takes no query parameters");
   message_query q;
   if (id.empty()) {
     q.domain = params["domain"];
@@ -159,9 +162,11 @@ asio::awaitable<response> message_routes::answer(const request& r, const std::st
   auto store = store_;
   const std::string domain = params["domain"], user = params["user"];
   std::function<response()> job;
-  if (id.empty()) job = [store, q] { return store->list(q); };
+  if (mailboxes) job = [store] { return store->mailboxes(); };
+  else if (id.empty()) job = [store, q] { return store->list(q); };
   else if (deleting) job = [store, id, domain, user] { return store->remove(id, domain, user); };
   else if (part == "raw") job = [store, id] { return store->raw(id); };
+  else if (part == "html") job = [store, id] { return store->html(id); };
   else if (part == "trace") job = [store, id] { return trace_response(store->dir(), id); };
   else if (part == "attachments") job = [store, id, n] { return store->attachment(id, n); };
   else job = [store, id] { return store->detail(id); };

@@ -19,7 +19,7 @@ class message_routes {
   explicit message_routes(control_function control) : control_(std::move(control)) {}
 
   static bool handles(const std::string& path) {
-    return path == "/api/v1/messages" || path.starts_with("/api/v1/messages/");
+    return path == "/api/v1/messages" || path.starts_with("/api/v1/messages/") || path == "/api/v1/mailboxes";
   }
 
   // change_refusal: web_api's refusal of this request as a change (POST,

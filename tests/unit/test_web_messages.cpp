@@ -74,3 +74,33 @@ TEST_CASE("the queue ids of the mailnet nodes a message went through, from its R
   CHECK(received_queue_ids(lf) == ids{{"deathstar.com", "QB2"}, {"jaku.com", "QA1"}});
   CHECK(received_queue_ids("Subject: none\n\nbody\n").empty());
 }
+
+TEST_CASE("unread in Maildir terms: in new/, or in cur/ without the S flag") {
+  CHECK(is_unread("/r/a.com/mail/u/new/1795318974.M1P2Q3.mailnet"));
+  CHECK(is_unread("/r/a.com/mail/u/cur/1795318974.M1P2Q3.mailnet:2,"));
+  CHECK(is_unread("/r/a.com/mail/u/cur/1795318974.M1P2Q3.mailnet:2,FR"));
+  CHECK(is_unread("/r/a.com/mail/u/cur/1795318974.M1P2Q3.mailnet"));
+  CHECK_FALSE(is_unread("/r/a.com/mail/u/cur/1795318974.M1P2Q3.mailnet:2,S"));
+  CHECK_FALSE(is_unread("/r/a.com/mail/u/cur/1795318974.M1P2Q3.mailnet:2,FRS"));
+}
+
+TEST_CASE("a bounce: From MAILER-DAEMON, or a top-level multipart/report") {
+  using json = nlohmann::json;
+  const json plain = json::array({json::array({"Content-Type", "text/plain"})});
+  CHECK(is_bounce("Mail Delivery System <MAILER-DAEMON@jaku.com>", plain));
+  CHECK(is_bounce("mailer-daemon@jaku.com", json::array()));
+  CHECK(is_bounce("postmaster@jaku.com",
+                  json::array({json::array({"content-type", "Multipart/Report; report-type=delivery-status"})})));
+  CHECK_FALSE(is_bounce("rey@jaku.com", plain));
+  CHECK_FALSE(is_bounce("rey@jaku.com", json::array({json::array({"Subject", "multipart/report"})})));
+}
+
+TEST_CASE("a mail's HTML page may run nothing and fetch nothing") {
+  const std::string policy = mail_html_policy;
+  CHECK(policy.starts_with("sandbox; "));
+  CHECK(policy.find("default-src 'none'") != std::string::npos);
+  CHECK(policy.find("img-src data:") != std::string::npos);
+  CHECK(policy.find("frame-ancestors 'self'") != std::string::npos);
+  CHECK(policy.find("script") == std::string::npos);
+  CHECK(policy.find("allow-") == std::string::npos);
+}

@@ -53,9 +53,13 @@ const mn = (() => {
   // the last event it saw. The header's indicator shows whether it is live.
   function events(onEvent) {
     const source = new EventSource("/api/v1/events");
-    const live = document.getElementById("live");
-    source.onopen = () => { if (live) { live.className = "on"; live.textContent = "live"; } };
-    source.onerror = () => { if (live) { live.className = "off"; live.textContent = "reconnecting"; } };
+    // Looked up when it changes: a deferred page script runs before the header is made.
+    const show = (on, text) => {
+      const live = document.getElementById("live");
+      if (live) { live.className = on ? "on" : "off"; live.textContent = text; }
+    };
+    source.onopen = () => show(true, "live");
+    source.onerror = () => show(false, "reconnecting");
     source.onmessage = (message) => {
       let event;
       try { event = JSON.parse(message.data); } catch { return; }
