@@ -66,6 +66,11 @@
     syncFrom();
   }
 
+  function restore(value) {
+    if ([...fromSelect.options].some((o) => o.value === value)) fromSelect.value = value;
+    syncFrom();
+  }
+
   function syncFrom() {
     const other = fromSelect.value === OTHER;
     fromOther.hidden = !other;
@@ -130,14 +135,27 @@
     return el("a", { id: "mail-link", href }, m ? "See " + m[1] + "@" + m[2] + "’s mail on the Mail page" : "Open the Mail page");
   }
 
+  // POST /api/v1/send: the reply's document also when it is an error (a
+  // partial refusal names each recipient's fate).
+  async function post(body) {
+    const reply = await fetch("/api/v1/send", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const type = reply.headers.get("Content-Type") || "";
+    const data = type.startsWith("application/json") ? await reply.json() : { error: (await reply.text()).trim() };
+    if (!reply.ok) {
+      const error = new Error(data && data.error ? data.error : reply.status + " " + reply.statusText);
+      error.status = reply.status;
+      error.data = data;
+      throw error;
+    }
+    return data;
+  }
+
   function describeRecipients(reply) {
-    const rows = (reply.recipients || []).map((r) => {
-      const ok = r.accepted !== undefined ? r.accepted : !r.error;
-      return el("tr", { class: ok ? null : "refused" },
-        el("td", {}, r.address || r.rcpt || ""),
-        el("td", {}, ok ? "accepted" : "refused"),
-        el("td", {}, r.queue_id || r.reply || r.error || ""));
-    });
+    const rows = (reply.rcpts || []).map((r) => el("tr", { class: r.accepted ? null : "refused" },
+      el("td", {}, r.address || ""),
+      el("td", {}, r.accepted ? "accepted" : "refused"),
+      el("td", { class: "mono" }, r.accepted && r.queue_id ? r.queue_id : r.reply || "")));
     if (rows.length === 0) return null;
     return el("table", { class: "recipients" },
       el("thead", {}, el("tr", {}, ["recipient", "result", "queue id / reply"].map((h) => el("th", { scope: "col" }, h)))),
@@ -145,11 +163,10 @@
   }
 
   function showSent(reply, sent) {
-    const where = [reply.node || reply.node_domain, reply.target || reply.address || reply.listen].filter(Boolean).join(" at ");
-    const queueId = reply.queue_id || reply.id || "";
-    const all = reply.ok !== false;
+    const where = [reply.node, reply.address].filter(Boolean).join(" at ");
+    const queueId = reply.queue_id || "";
     const parts = [
-      el("h2", {}, all ? "Sent" : "Sent, but not to every recipient"),
+      el("h2", {}, "Sent"),
       el("dl", { class: "facts" },
         el("dt", {}, "Taken by"), el("dd", { id: "sent-node" }, where || "(the sender's node)"),
         queueId ? [el("dt", {}, "Queue id"), el("dd", {}, el("code", { id: "queue-id" }, queueId))] : null,
@@ -158,16 +175,19 @@
         sent.attachments.length ? [el("dt", {}, "Attachments"),
           el("dd", {}, sent.attachments.map((a) => a.name).join(", "))] : null),
       describeRecipients(reply),
-      el("p", {}, mailLink(sent.to[0]),
-        queueId ? [" · ", el("a", { href: "/mail.html?trace=" + encodeURIComponent(queueId) }, "its trace")] : null),
+      el("p", {}, mailLink(sent.to[0] || sent.cc[0] || sent.bcc[0])),
     ];
-    result.replaceChildren(el("div", { class: all ? "card sent" : "card sent partial", role: "status" }, parts));
+    result.replaceChildren(el("div", { class: "card sent", role: "status" }, parts));
   }
 
   function showFailure(error) {
+    const data = error.data || {};
+    const some = (data.rcpts || []).some((r) => r.accepted);
     result.replaceChildren(el("div", { class: "card failed", role: "alert" },
-      el("h2", {}, "Not sent"),
+      el("h2", {}, some ? "Not sent to every recipient" : "Not sent"),
       el("p", { class: "error", id: "send-error" }, String(error.message || error)),
+      data.node ? el("p", {}, "Node: " + data.node + (data.address ? " at " + data.address : "")) : null,
+      describeRecipients(data),
       error.status ? el("p", { class: "muted" }, "The server answered HTTP " + error.status + ".") : null));
   }
 
@@ -181,10 +201,7 @@
     result.replaceChildren(el("p", { class: "muted", role: "status" }, "Sending…"));
     try {
       const body = await request();
-      if (!body.from) throw new Error("from: give the sender's address");
-      if (body.to.length === 0 && body.cc.length === 0 && body.bcc.length === 0)
-        throw new Error("to: give at least one recipient");
-      const reply = await api("/api/v1/send", { method: "POST", body });
+      const reply = await post(body);
       showSent(reply, body);
     } catch (error) {
       showFailure(error);
@@ -204,5 +221,14 @@
   });
   fromSelect.addEventListener("change", () => { syncFrom(); if (!fromOther.hidden) fromOther.focus(); });
   fileInput.addEventListener("change", showFiles);
+  // A mailbox that receives its first message joins the From choices (when
+  // they come from delivered mail); the header shows the stream's state.
+  let reload = null;
+  mn.events((event) => {
+    if (event.event !== "delivered" || !event.mailbox || !event.node) return;
+    if (fromSelect.querySelector(`option[value="${CSS.escape(event.mailbox + "@" + event.node)}"]`)) return;
+    clearTimeout(reload);
+    reload = setTimeout(() => { const keep = fromSelect.value; loadUsers().then(() => restore(keep)); }, 300);
+  });
   loadUsers();
 })();
