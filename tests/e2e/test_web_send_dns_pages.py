@@ -10,6 +10,7 @@ import email.policy
 import http.client
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -174,7 +175,7 @@ def test_dns_page_shows_the_zone_and_a_query_live():
     topo = harness.two_domain_topology()
     with harness.Network(topo) as net:
         net.start()
-        with browser.Chromium() as b:
+        with browser.Chromium(height=1300) as b:  # the whole page in its screenshot
             b.open(harness.web_url(topo) + "/dns.html")
             for domain in ("jaku.com", "deathstar.com"):
                 b.wait(lambda d, domain=domain: d.find_elements(By.CSS_SELECTOR, f"#zone-table tr[data-domain='{domain}']"),
@@ -199,6 +200,10 @@ def test_dns_page_shows_the_zone_and_a_query_live():
             b.wait(lambda d: name in text_of(b, "#queries-table"), PAGE_WAIT, f"dig's query of {name} on the page")
             row = next(r.text for r in b.find_all("#queries-table tbody tr") if name in r.text)
             assert "NXDOMAIN" in row and " A " in f" {row} ", row
+            # Its counters too (from /metrics), within a refresh.
+            b.wait(lambda d: "A NXDOMAIN 1" in text_of(b, "#resolver-metrics"), PAGE_WAIT, "the query counted")
+            main = text_of(b, "main")
+            assert not re.search(r"\b(null|undefined|NaN|\[object Object\])\b", main), main
             b.screenshot("dns")
             b.assert_no_console_errors()
 

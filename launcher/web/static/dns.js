@@ -47,10 +47,16 @@
       if (dns.soa) fact("SOA", el("code", {}, dns.soa));
     }
     const parts = [el("div", { class: "resolver-state" }, facts)];
-    if (metrics.length) {
-      parts.push(el("table", { id: "resolver-metrics" }, head([["metric"], ["labels"], ["value", "num"]]),
-        el("tbody", {}, metrics.map((m) => el("tr", {}, el("td", { class: "mono" }, m.name),
-          el("td", { class: "mono" }, m.labels), el("td", { class: "num" }, m.value))))));
+    // Its counters: queries answered by type and answer code, and dropped.
+    const counted = metrics.filter((m) => m.name.startsWith("mailnet_resolver_"));
+    if (counted.length) {
+      const label = (m) => {
+        if (m.name === "mailnet_resolver_dropped_total") return "dropped";
+        const type = /type="([^"]*)"/.exec(m.labels), rcode = /rcode="([^"]*)"/.exec(m.labels);
+        return [type && type[1], rcode && rcode[1]].filter(Boolean).join(" ") || m.name + (m.labels ? "{" + m.labels + "}" : "");
+      };
+      parts.push(el("p", { id: "resolver-metrics", class: "counters" }, el("span", { class: "label" }, "queries"),
+        counted.map((m) => el("span", { class: "counter" }, label(m) + " ", el("b", {}, m.value)))));
     }
     resolverBox.replaceChildren(...parts);
   }
@@ -92,10 +98,11 @@
         el("td", {}, q.answered === false ? "dropped" + (q.reason ? ": " + q.reason : "") : q.rcode),
         el("td", { class: "mono" }, q.answer));
     });
-    queriesBox.replaceChildren(
+    queriesBox.replaceChildren(...[
       el("table", { id: "queries-table" },
         head([["time"], ["client"], ["transport"], ["name"], ["type"], ["result"], ["answer"]]), el("tbody", {}, rows)),
-      dns.queries_cut ? el("p", { class: "muted help" }, "Older queries are not shown (only the end of resolver.log is read).") : null);
+      dns.queries_cut ? el("p", { class: "muted help" }, "Older queries are not shown (only the end of resolver.log is read).") : null,
+    ].filter(Boolean));
   }
 
   let running = false, again = false;
