@@ -24,6 +24,7 @@ struct server_limits {
   std::size_t connections = 64;          // more get a 503 and are closed
   std::size_t header_bytes = 8192;       // the request line and headers: more is a 431
   std::size_t body_bytes = 65536;        // more is a 413
+  std::size_t send_body_bytes = 10u << 20;  // POST /api/v1/send's, with its attachments in base64
   std::chrono::milliseconds request_time{10000};  // for a whole request on a new connection
   std::chrono::milliseconds idle{30000};          // for the next whole request on a kept-alive connection
   std::chrono::milliseconds write_time{10000};
@@ -48,6 +49,10 @@ class server {
   // One line of a child's stdout, for GET /api/v1/events (event_feed.hpp):
   // never blocks, whatever the event stream clients do.
   void publish(std::string_view node, std::string_view line);
+
+  // What POST /api/v1/send calls (on a worker thread of the web server's own);
+  // without it that endpoint answers 503.
+  void set_sender(send_function send);
 
   struct impl;
 

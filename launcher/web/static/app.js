@@ -53,10 +53,12 @@ const mn = (() => {
   // the last event it saw. The header's indicator shows whether it is live.
   function events(onEvent) {
     const source = new EventSource("/api/v1/events");
-    // Looked up when it changes: a deferred page script runs before the header is made.
+    // Looked up when the state changes: a deferred page script calls this
+    // before DOMContentLoaded has built the header.
     const show = (on, text) => {
       const live = document.getElementById("live");
       if (live) { live.className = on ? "on" : "off"; live.textContent = text; }
+      else if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", () => show(on, text));
     };
     source.onopen = () => show(true, "live");
     source.onerror = () => show(false, "reconnecting");
