@@ -138,6 +138,38 @@ def test_send_with_an_attachment_and_its_refusals():
         net.wait_messages("deathstar.com", "vader", 2, timeout=60)
 
 
+def test_a_slow_send_does_not_hold_the_launcher():
+    """The SMTP conversation runs off the event loop: while a node delays its
+    greeting by 10 s (a fault rule), the launcher answers other requests."""
+    import threading
+    topo = harness.two_domain_topology("webslowsend")
+    port = web_port(topo)
+    with harness.Network(topo) as net:
+        net.start()
+        rule = {"name": "slow-greeting", "to": "jaku.com", "stage": "greeting", "action": "delay", "delay": "10s"}
+        status, body = request(port, "POST", "/api/v1/faults", rule)
+        assert status == 201, (status, body)
+        result = {}
+
+        def send():
+            result["reply"] = request(port, "POST", "/api/v1/send",
+                                      {"from": "rey@jaku.com", "to": "finn@jaku.com", "subject": "slow"})
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        try:
+            def delaying():
+                with open(os.path.join(net.run_dir, "jaku.com", "node.log")) as f:
+                    return "event=fault rule=slow-greeting" in f.read()
+            harness.wait_for(delaying, 60, "jaku.com delaying the send's greeting")
+            status, body = request(port, "GET", "/api/v1/network")
+            assert status == 200 and sender.is_alive() and "reply" not in result, \
+                "the launcher did not answer while a send waited on a node"
+        finally:
+            sender.join(timeout=120)
+        assert result["reply"][0] == 200, result
+        net.wait_messages("jaku.com", "finn", 1, timeout=60)
+
+
 def test_transcript_of_sessions():
     topo = harness.two_domain_topology("webtranscript")
     port = web_port(topo)
@@ -255,5 +287,6 @@ def test_dns_zone_and_queries():
 
 
 if __name__ == "__main__":
-    harness.run_tests([test_send_with_an_attachment_and_its_refusals, test_transcript_of_sessions,
+    harness.run_tests([test_send_with_an_attachment_and_its_refusals, test_a_slow_send_does_not_hold_the_launcher,
+                       test_transcript_of_sessions,
                        test_dns_zone_and_queries])
