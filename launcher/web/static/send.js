@@ -25,9 +25,9 @@
     return (n / 1024 / 1024).toFixed(1) + " MiB";
   }
 
-  // The From choices: every user of every domain of the network (the network
-  // document's users when it has them, else the mailboxes seen in delivered
-  // mail), then "Another address…", which shows a text field.
+  // The From choices: every user of every domain of the network (the
+  // topology's users, from /api/v1/mailboxes), then "Another address…", which
+  // shows a text field.
   async function loadUsers() {
     const byDomain = new Map();
     const add = (domain, user) => {
@@ -37,15 +37,10 @@
     };
     let reason = null;
     try {
-      const net = await api("/api/v1/network");
-      for (const node of net.nodes || []) {
-        add(node.name);
-        for (const user of node.users || []) add(node.name, typeof user === "string" ? user : user.name);
-      }
-      const needSeen = [...byDomain.values()].every((users) => users.size === 0);
-      if (needSeen) {
-        const seen = await api("/api/v1/messages?limit=1000");
-        for (const m of seen.messages || []) add(m.domain, m.user);
+      const boxes = await api("/api/v1/mailboxes");
+      for (const d of boxes.domains || []) {
+        add(d.domain);
+        for (const u of d.users || []) add(d.domain, u.user);
       }
     } catch (error) {
       reason = error;
