@@ -34,6 +34,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   api web;
   server_limits limits;
   std::size_t active = 0;
+  std::size_t large_bodies = 0;  // POST /api/v1/send bodies over body_bytes being read or handled
   event_feed feed;
 
   asio::awaitable<void> accept_loop();
@@ -116,12 +117,35 @@ asio::awaitable<void> server::impl::session(tcp::socket socket, std::optional<st
     parser.body_limit(boost::none);
     stream.expires_after(i == 0 ? limits.request_time : limits.idle);
     std::size_t body_limit = limits.body_bytes;
+    // Counts this request among the large ones until it is answered.
+    struct large_slot {
+      std::size_t* count = nullptr;
+      ~large_slot() { if (count) --*count; }
+    } slot;
+    bool busy = false;
     auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
     if (!ec) {
-      if (parser.get().method() == http::verb::post && takes_large_body(parser.get().target()))
+      if (parser.get().method() == http::verb::post && takes_large_body(parser.get().target())) {
         body_limit = limits.send_body_bytes;
+        // A body that may be over the usual limit takes one of a few slots, so that
+        // many clients cannot hold send_body_bytes each in the launcher's memory.
+        if (!parser.content_length() || *parser.content_length() > limits.body_bytes) {
+          if (large_bodies >= limits.large_bodies) busy = true;
+          else {
+            ++large_bodies;
+            slot.count = &large_bodies;
+          }
+        }
+      }
       parser.body_limit(body_limit);
       if (parser.content_length() && *parser.content_length() > body_limit) ec = http::error::body_limit;
+    }
+    if (!ec && busy) {
+      const auto text = reply_text(503, std::to_string(limits.large_bodies) +
+                                            " sends with large bodies are being received already; try again");
+      stream.expires_after(limits.write_time);
+      co_await asio::async_write(stream, asio::buffer(text), asio::as_tuple(asio::use_awaitable));
+      break;
     }
     if (!ec && !parser.is_done()) {
       auto [body_ec, body_n] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));

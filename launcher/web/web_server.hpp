@@ -25,6 +25,7 @@ struct server_limits {
   std::size_t header_bytes = 8192;       // the request line and headers: more is a 431
   std::size_t body_bytes = 65536;        // more is a 413
   std::size_t send_body_bytes = 10u << 20;  // POST /api/v1/send's, with its attachments in base64
+  std::size_t large_bodies = 2;             // such sends over body_bytes at once; more get 503
   std::chrono::milliseconds request_time{10000};  // for a whole request on a new connection
   std::chrono::milliseconds idle{30000};          // for the next whole request on a kept-alive connection
   std::chrono::milliseconds write_time{10000};

@@ -10,6 +10,7 @@ import email
 import email.policy
 import http.client
 import json
+import socket
 import os
 import shutil
 import smtplib
@@ -125,6 +126,33 @@ def test_send_with_an_attachment_and_its_refusals():
         assert status == 413 and "65536" in body, (status, body)
         status, body = request(port, "POST", "/api/v1/nodes/jaku.com/flush", " " * (100 * 1024))
         assert status == 413 and "65536" in body, (status, body)
+
+        # At most two large bodies are received at once (each may take 10 MiB of
+        # the launcher's memory): a third waits its turn with 503; once one of
+        # them is gone, a large send is taken again.
+        holders = []
+        try:
+            for _ in range(2):
+                holder = socket.create_connection(("127.0.0.1", port), timeout=60)
+                holders.append(holder)
+                holder.sendall(f"POST /api/v1/send HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                               f"Content-Type: application/json\r\nContent-Length: {5 << 20}\r\n\r\n".encode())
+                holder.sendall(b" " * 1000)
+            # The launcher has read both headers when a small request on each connection's
+            # heels is answered (one event loop, in order of arrival).
+            harness.wait_for(lambda: announce_body(port, "/api/v1/send", 5 << 20)[0] == 503, 60,
+                             "a third large send refused while two are being received")
+            status, body = announce_body(port, "/api/v1/send", 5 << 20)
+            assert status == 503 and "large bodies" in body, (status, body)
+            # A small send is not a large one.
+            status, body = request(port, "POST", "/api/v1/send", {"from": "rey@jaku.com", "to": "nobody"})
+            assert status == 400, (status, body)
+        finally:
+            for holder in holders:
+                holder.close()
+        big = {"from": "rey@jaku.com", "to": "nobody", "subject": "x" * (200 * 1024)}
+        harness.wait_for(lambda: request(port, "POST", "/api/v1/send", big)[0] == 400, 60,
+                         "a large send taken again (and read: 400 for its bad address) once the two are gone")
 
         # The sender's node down: 503 saying so.
         status, body = request(port, "POST", "/api/v1/nodes/jaku.com/stop", {})
