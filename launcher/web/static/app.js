@@ -51,15 +51,18 @@ const mn = (() => {
   // The live event stream (/api/v1/events): calls onEvent with each node
   // event as an object; the browser reconnects by itself and resumes after
   // the last event it saw. The header's indicator shows whether it is live.
-  function events(onEvent) {
-    const source = new EventSource("/api/v1/events");
+  // With options.since = N (0: all), the stream starts with the kept events
+  // after id N, as with Last-Event-ID.
+  function events(onEvent, options = {}) {
+    const since = Number.isInteger(options.since) ? "?since=" + options.since : "";
+    const source = new EventSource("/api/v1/events" + since);
     const live = document.getElementById("live");
     source.onopen = () => { if (live) { live.className = "on"; live.textContent = "live"; } };
     source.onerror = () => { if (live) { live.className = "off"; live.textContent = "reconnecting"; } };
     source.onmessage = (message) => {
       let event;
       try { event = JSON.parse(message.data); } catch { return; }
-      onEvent(event);
+      onEvent(event, message.lastEventId);
     };
     return source;
   }
