@@ -74,6 +74,7 @@ def open_network(b, topo):
     b.open(harness.web_url(topo) + "/")
     b.wait(lambda d: d.execute_script("return !!window.mailnetGraph && window.mailnetGraph.available()"
                                       " && window.mailnetGraph.nodes().length > 0"), 30, "the graph")
+    b.wait(lambda d: d.find_element(By.ID, "live").get_attribute("class") == "on", 30, "the event stream live")
 
 
 def test_network_page_draws_and_lists_both_domains():
@@ -194,8 +195,72 @@ def test_keyboard_and_large_type():
             b.assert_no_console_errors()
 
 
+def test_node_page_shows_queue_events_transcript_and_flushes():
+    topo = harness.two_domain_topology()
+    with harness.Network(topo) as net:
+        net.start()
+        post(topo, "/api/v1/nodes/deathstar.com/kill")
+        send_mail(topo, "Held at jaku.com")
+        with browser.Chromium() as b:
+            b.open(harness.web_url(topo) + "/node.html?name=jaku.com")
+            b.wait(lambda d: len(b.find_all("#queue tbody tr")) == 1, 30, "the held message in the queue")
+            row = b.find("#queue tbody tr")
+            cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
+            assert cells[1] == "rey@jaku.com" and cells[2] == "vader@deathstar.com", cells
+            b.wait(lambda d: int(b.find("#queue tbody tr td.num").text or 0) >= 1, 30, "an attempt counted")
+            b.wait(lambda d: "4.4.1" in b.find("#queue tbody tr td.error-text").text, 30, "the last error")
+            b.wait(lambda d: b.find_all("#events tr[data-event=accepted]"), 30, "the accepted event")
+            assert b.find("[data-fact=received]").text == "1"
+            # The transcript: the session that brought the mail, or a clear word that it is not served.
+            b.wait(lambda d: b.find_all("#sessions button[data-session]") or b.find_all("#transcript-unavailable"),
+                   30, "the transcript section")
+            if b.find_all("#sessions button[data-session]"):
+                b.find("#sessions button[data-session]").click()
+                b.wait(lambda d: "MAIL FROM" in b.find("#session").text.upper(), 30, "the session's lines")
+            # The resolver and deathstar.com are not touched by a flush of jaku.com; it is enabled when ready.
+            post(topo, "/api/v1/nodes/deathstar.com/start")
+            flush = b.find("button[data-action=flush]")
+            b.wait(lambda d: flush.is_enabled(), 10, "flush enabled")
+            assert not b.find("button[data-action=start]").is_enabled()
+            flush.click()
+            b.wait(lambda d: "flush: done" in b.find("#action-result").text, 30, "the flush's answer")
+            b.wait(lambda d: b.find_all("#queue-empty"), 60, "the queue empty after the flush")
+            net.wait_messages("deathstar.com", "vader", 1)
+            b.screenshot("node-page-queue")
+            b.assert_no_console_errors()
+            # A refusal is shown: the page of a node the launcher does not know.
+            b.open(harness.web_url(topo) + "/node.html?name=nowhere.example")
+            b.wait(lambda d: "no node nowhere.example" in b.find("#error").text, 30, "the unknown node named")
+
+
+def test_fifty_domains_drawn_in_a_grid_and_listed():
+    ports = harness.free_tcp_ports(51)
+    topo = {
+        "name": "fifty",
+        "resolver": {"listen": f"127.0.0.1:{harness.free_udp_port()}"},
+        "web": {"listen": f"127.0.0.1:{ports[50]}"},
+        "domains": [{"name": f"d{i:02d}.example", "listen": f"127.0.0.1:{ports[i]}", "users": ["u"]}
+                    for i in range(50)],
+    }
+    with harness.Network(topo) as net:
+        net.start(timeout=180)
+        with browser.Chromium() as b:
+            open_network(b, topo)
+            b.wait(lambda d: len(graph_nodes(b)) == 51, 60, "50 domains and the resolver in the graph")
+            assert b.driver.execute_script("return window.mailnetGraph.layout()") == "grid"
+            assert len(b.find_all("#nodes tbody tr")) == 51
+            nodes = graph_nodes(b)
+            assert len({(round(n["x"]), round(n["y"])) for n in nodes.values()}) == 51, "nodes drawn on each other"
+            print(f"  50 domains: the graph's first frame {b.driver.execute_script('return window.mailnetGraph.loadMs()')}"
+                  " ms after navigation")
+            b.screenshot("network-50")
+            b.assert_no_console_errors()
+
+
 if __name__ == "__main__":
     harness.run_tests([test_network_page_draws_and_lists_both_domains,
                        test_kill_from_the_node_page_recolours_within_two_seconds,
                        test_relayed_mail_draws_and_animates_its_line_without_reload,
-                       test_keyboard_and_large_type])
+                       test_keyboard_and_large_type,
+                       test_node_page_shows_queue_events_transcript_and_flushes,
+                       test_fifty_domains_drawn_in_a_grid_and_listed])

@@ -48,6 +48,8 @@ const mn = (() => {
     return data;
   }
 
+  let streamLive = null;  // the event stream's state, once a page opened it
+
   // The live event stream (/api/v1/events): calls onEvent with each node
   // event as an object; the browser reconnects by itself and resumes after
   // the last event it saw. The header's indicator shows whether it is live.
@@ -56,9 +58,14 @@ const mn = (() => {
   function events(onEvent, options = {}) {
     const since = Number.isInteger(options.since) ? "?since=" + options.since : "";
     const source = new EventSource("/api/v1/events" + since);
-    const live = document.getElementById("live");
-    source.onopen = () => { if (live) { live.className = "on"; live.textContent = "live"; } };
-    source.onerror = () => { if (live) { live.className = "off"; live.textContent = "reconnecting"; } };
+    // (Looked up at each change: a deferred page script may call this before the header exists.)
+    const show = (on) => {
+      streamLive = on;
+      const live = document.getElementById("live");
+      if (live) { live.className = on ? "on" : "off"; live.textContent = on ? "live" : "reconnecting"; }
+    };
+    source.onopen = () => show(true);
+    source.onerror = () => show(false);
     source.onmessage = (message) => {
       let event;
       try { event = JSON.parse(message.data); } catch { return; }
@@ -86,7 +93,8 @@ const mn = (() => {
     const top = el("header", { class: "top" },
       el("a", { class: "skip", href: "#main" }, "Skip to content"),
       el("span", { class: "brand" }, "mailnet"), nav, el("span", { class: "spacer" }),
-      el("span", { id: "live", class: "off", "aria-live": "polite" }, "connecting"), large);
+      el("span", { id: "live", class: streamLive ? "on" : "off", "aria-live": "polite" },
+        streamLive === null ? "connecting" : streamLive ? "live" : "reconnecting"), large);
     document.body.prepend(top);
     let stored = null;
     try { stored = localStorage.getItem("mailnet.large"); } catch { /* private mode */ }
