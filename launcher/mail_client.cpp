@@ -356,3 +356,31 @@ std::vector<std::string> split_address_list(std::string_view text) {
 }
 
 }  // namespace mailnet::launcher
+
+namespace mailnet::launcher {
+
+mail_delivery deliver_mail(const outgoing_mail& mail, const std::string& message, const resolver_settings& resolver, const std::string& via_domain,
+                           std::ostream* verbose, std::chrono::milliseconds timeout,
+                           const std::optional<endpoint>& target) {
+  auto named_sender = parse_named_address(mail.from);
+  if (!named_sender) throw mail_error("--from: not a mail address: '" + mail.from + "'");
+  auto sender = parse_mailbox(named_sender->address);
+  if (!sender) throw mail_error("--from: not a mail address: '" + mail.from + "'");
+
+  mail_delivery d;
+  if (target) {
+    d.target = *target;
+  } else {
+    d.node_domain = via_domain.empty() ? sender->domain : via_domain;
+    d.target = find_domain_node(resolver.listen, d.node_domain, resolver.query_timeout, resolver.query_attempts);
+  }
+  // The envelope: bare addresses (build_mime has checked every one).
+  std::vector<std::string> rcpts;
+  for (const auto* lists : {&mail.to, &mail.cc, &mail.bcc})
+    for (const auto& a : addresses_of(*lists, "")) rcpts.push_back(a.address);
+  d.result = send_message(d.target.host, d.target.port, sender->domain, sender->to_string(), rcpts, message, verbose,
+                          timeout);
+  return d;
+}
+
+}  // namespace mailnet::launcher

@@ -29,12 +29,20 @@ std::optional<named_address> parse_named_address(std::string_view text);
 // A header's list: addresses separated by commas outside quotes and <>.
 std::vector<std::string> split_address_list(std::string_view text);
 
+// An attachment given as bytes (the web API's POST /api/v1/send), not a file.
+struct attachment_bytes {
+  std::string name;          // UTF-8 file name
+  std::string content_type;  // "type/subtype"; empty: guessed as for a file
+  std::string data;
+};
+
 // Addresses may be written either way above; each --to/--cc/--bcc may hold a list.
 struct outgoing_mail {
   std::string from;
   std::vector<std::string> to, cc, bcc;  // bcc never appears in the headers
   std::string subject, body;             // UTF-8
   std::vector<std::filesystem::path> attachments;
+  std::vector<attachment_bytes> attachment_data;  // after the files
 };
 
 // Thrown for mail that cannot be built: an attachment that cannot be read,
@@ -85,6 +93,20 @@ struct send_result {
 send_result send_message(const std::string& host, std::uint16_t port, const std::string& helo_domain,
                          const std::string& from, const std::vector<std::string>& rcpts, const std::string& message,
                          std::ostream* verbose, std::chrono::milliseconds timeout);
+
+// `mailnet send` and POST /api/v1/send: message (build_mime(mail)) sent to
+// target, or to the node of the domain via_domain (else the sender's own)
+// found through the resolver, with mail's envelope (bcc included). Throws
+// mail_error for a bad address, std::runtime_error when the node cannot be
+// found.
+struct mail_delivery {
+  std::string node_domain;  // the domain whose node took it; empty with an explicit target
+  endpoint target;
+  send_result result;
+};
+mail_delivery deliver_mail(const outgoing_mail& mail, const std::string& message, const resolver_settings& resolver, const std::string& via_domain,
+                           std::ostream* verbose, std::chrono::milliseconds timeout,
+                           const std::optional<endpoint>& target = std::nullopt);
 
 // Where a domain's node listens, asked of the resolver at `resolver` like a
 // node asks it (SRV _smtp._tcp, then the target's address). Throws

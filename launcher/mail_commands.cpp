@@ -56,7 +56,6 @@ int run_send(const send_options& o) {
   outgoing_mail mail = o.mail;
   auto named_sender = parse_named_address(mail.from);
   if (!named_sender) throw mail_error("--from: not a mail address: '" + mail.from + "'");
-  auto sender = parse_mailbox(named_sender->address);
   if (!o.body_file.empty()) {
     try {
       mail.body = node::read_whole_file(o.body_file);
@@ -71,32 +70,30 @@ int run_send(const send_options& o) {
                    "(or give --body TEXT or --body-file FILE)\n";
     mail.body.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
   }
-  const std::string message = build_mime(mail);
+  const std::string message = build_mime(mail);  // bad input is told before the network is looked for
 
   // --via HOST:PORT talks to that address; otherwise a domain's node (the
   // sender's own by default) is found through the network's resolver.
-  endpoint target;
-  std::string node_domain;  // the domain whose node takes the message, when found by name
+  std::optional<endpoint> via_address;
+  resolver_settings resolver;
   const auto colon = o.via.rfind(':');
   if (colon != std::string::npos && o.via.find_first_not_of("0123456789", colon + 1) == std::string::npos &&
       colon + 1 < o.via.size()) {
+    endpoint target;
     target.host = o.via.substr(0, colon);
     if (target.host.size() > 2 && target.host.front() == '[') target.host = target.host.substr(1, target.host.size() - 2);
     const long port = std::stol(o.via.substr(colon + 1));
     if (port <= 0 || port > 65535) throw mail_error("--via " + o.via + ": port out of range");
     target.port = static_cast<std::uint16_t>(port);
+    via_address = target;
   } else {
-    node_domain = o.via.empty() ? sender->domain : o.via;
-    auto net = load_topology(find_folder(o.folder).topology_json());
-    target = find_domain_node(net.resolver.listen, node_domain, net.resolver.query_timeout, net.resolver.query_attempts);
+    resolver = load_topology(find_folder(o.folder).topology_json()).resolver;
   }
-
-  // The envelope: bare addresses (build_mime has checked every one).
-  std::vector<std::string> rcpts;
-  for (const auto* lists : {&mail.to, &mail.cc, &mail.bcc})
-    for (const auto& a : addresses_of(*lists, "")) rcpts.push_back(a.address);
-  auto result = send_message(target.host, target.port, sender->domain, sender->to_string(), rcpts, message,
-                             o.verbose ? &std::cerr : nullptr, std::chrono::seconds(o.timeout_s));
+  const auto delivery = deliver_mail(mail, message, resolver, via_address ? std::string() : o.via,
+                                     o.verbose ? &std::cerr : nullptr, std::chrono::seconds(o.timeout_s), via_address);
+  const auto& result = delivery.result;
+  const auto& target = delivery.target;
+  const auto& node_domain = delivery.node_domain;
   if (!result.connected && !node_domain.empty()) {
     std::cerr << "mailnet: send: the node of " << terminal_safe(node_domain) << " (" << target.to_string()
               << ") does not answer: " << terminal_safe(result.reply) << "\n"

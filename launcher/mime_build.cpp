@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 #include <memory>
 #include <system_error>
 
@@ -61,6 +62,23 @@ gobject_ptr<GMimeObject> text_part(const std::string& body) {
   return gobject_ptr<GMimeObject>(GMIME_OBJECT(part.release()));
 }
 
+// One attachment part: base64, its content type (guessed when not given)
+// and its file name (RFC 2231 when it needs it). label names it in errors.
+gobject_ptr<GMimeObject> attachment_part(const std::string& label, const std::string& name, std::string type,
+                                         const std::string& data) {
+  if (!is_utf8(name)) throw mail_error(label + ": file name is not UTF-8");
+  if (type.empty()) type = guess_content_type(data, name);
+  const auto slash = type.find('/');
+  gobject_ptr<GMimePart> part(
+      g_mime_part_new_with_type(type.substr(0, slash).c_str(), type.substr(slash + 1).c_str()));
+  auto content = wrap(data);
+  g_mime_part_set_content(part.get(), content.get());
+  g_mime_object_set_disposition(GMIME_OBJECT(part.get()), GMIME_DISPOSITION_ATTACHMENT);
+  g_mime_part_set_filename(part.get(), name.c_str());  // GMime writes RFC 2231 for names that need it
+  g_mime_part_set_content_encoding(part.get(), GMIME_CONTENT_ENCODING_BASE64);
+  return gobject_ptr<GMimeObject>(GMIME_OBJECT(part.release()));
+}
+
 gobject_ptr<GMimeObject> attachment_part(const std::filesystem::path& file) {
   std::error_code ec;
   if (!std::filesystem::exists(file, ec)) throw mail_error("attachment " + file.string() + ": no such file");
@@ -72,18 +90,20 @@ gobject_ptr<GMimeObject> attachment_part(const std::filesystem::path& file) {
   } catch (const std::system_error& e) {
     throw mail_error("attachment " + file.string() + ": " + e.code().message());
   }
-  const std::string name = file.filename().string();
-  if (!is_utf8(name)) throw mail_error("attachment " + file.string() + ": file name is not UTF-8");
-  const std::string type = guess_content_type(data, name);
+  return attachment_part("attachment " + file.string(), file.filename().string(), "", data);
+}
+
+// "type/subtype" of token characters (RFC 2045 §5.1), or a mail_error naming label.
+void check_content_type(const std::string& label, const std::string& type) {
+  const auto token = [](std::string_view t) {
+    return !t.empty() && t.size() <= 127 && std::all_of(t.begin(), t.end(), [](unsigned char c) {
+      return c > 32 && c < 127 && !std::strchr("()<>@,;:\\\"/[]?=", c);
+    });
+  };
   const auto slash = type.find('/');
-  gobject_ptr<GMimePart> part(
-      g_mime_part_new_with_type(type.substr(0, slash).c_str(), type.substr(slash + 1).c_str()));
-  auto content = wrap(data);
-  g_mime_part_set_content(part.get(), content.get());
-  g_mime_object_set_disposition(GMIME_OBJECT(part.get()), GMIME_DISPOSITION_ATTACHMENT);
-  g_mime_part_set_filename(part.get(), name.c_str());  // GMime writes RFC 2231 for names that need it
-  g_mime_part_set_content_encoding(part.get(), GMIME_CONTENT_ENCODING_BASE64);
-  return gobject_ptr<GMimeObject>(GMIME_OBJECT(part.release()));
+  if (slash == std::string::npos || !token(std::string_view(type).substr(0, slash)) ||
+      !token(std::string_view(type).substr(slash + 1)))
+    throw mail_error(label + ".content_type: not a type/subtype: '" + type + "'");
 }
 
 }  // namespace
@@ -137,13 +157,21 @@ std::string build_mime(const outgoing_mail& mail) {
   g_mime_message_set_message_id(msg.get(), id.get());
 
   auto body = text_part(mail.body);
-  if (mail.attachments.empty()) {
+  if (mail.attachments.empty() && mail.attachment_data.empty()) {
     g_mime_message_set_mime_part(msg.get(), body.get());
   } else {
     gobject_ptr<GMimeMultipart> mixed(g_mime_multipart_new_with_subtype("mixed"));
     g_mime_multipart_add(mixed.get(), body.get());
     for (const auto& file : mail.attachments) {
       auto part = attachment_part(file);
+      g_mime_multipart_add(mixed.get(), part.get());
+    }
+    for (std::size_t i = 0; i < mail.attachment_data.size(); ++i) {
+      const auto& a = mail.attachment_data[i];
+      const std::string label = "attachments[" + std::to_string(i) + "]";
+      if (a.name.empty()) throw mail_error(label + ".name: an attachment needs a file name");
+      if (!a.content_type.empty()) check_content_type(label, a.content_type);
+      auto part = attachment_part(label + ".name", a.name, a.content_type, a.data);
       g_mime_multipart_add(mixed.get(), part.get());
     }
     g_mime_message_set_mime_part(msg.get(), GMIME_OBJECT(mixed.get()));

@@ -68,7 +68,7 @@ class runner {
 
  private:
   outcome perform(const send_step& s) {
-    outgoing_mail mail{s.from, s.to, s.cc, s.bcc, s.subject, s.body, s.attach};
+    outgoing_mail mail{s.from, s.to, s.cc, s.bcc, s.subject, s.body, s.attach, {}};
     std::string message;
     try {
       message = build_mime(mail);

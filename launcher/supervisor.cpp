@@ -38,6 +38,7 @@
 #include "launcher/line_printer.hpp"
 #include "launcher/run_folder.hpp"
 #include "launcher/web/web_server.hpp"
+#include "launcher/web_send.hpp"
 
 namespace mailnet::launcher {
 
@@ -115,6 +116,9 @@ struct instance {
 
 struct counters {
   std::size_t received = 0, delivered = 0, relayed = 0, bounced = 0;
+  // The resolver's: queries answered by (type, rcode), and queries dropped.
+  std::map<std::pair<std::string, std::string>, std::size_t> queries;
+  std::size_t dropped = 0;
 };
 
 struct child {
@@ -216,7 +220,7 @@ class supervisor {
   void print_line(const child& c, const std::string& line);
   void append_line(const child& c, std::string_view line, std::string& out) const;
   void take_line(child& c, const std::shared_ptr<instance>& inst, std::string_view line, bool is_stderr);
-  void count_event(child& c, std::string_view event);
+  void count_event(child& c, std::string_view event, std::string_view line);
 
   // Faults while the network runs (mailnet fault list, add, clear).
   json fault_list() const;
@@ -274,11 +278,36 @@ void supervisor::print_line(const child& c, const std::string& line) {
   out_.print_block(std::move(text), 1);
 }
 
-void supervisor::count_event(child& c, std::string_view event) {
+namespace {
+
+// A field of a resolver's query line that is a word of capitals and digits
+// ("SRV", "TYPE65280", "NOERROR"), else "other". The last occurrence: the
+// question name before it is the asker's text, quoted when it holds a space.
+std::string query_field(std::string_view line, std::string_view key) {
+  const auto pos = line.rfind(key);
+  if (pos == std::string_view::npos) return "other";
+  auto value = line.substr(pos + key.size());
+  value = value.substr(0, value.find(' '));
+  if (value.empty() || value.size() > 16 ||
+      value.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != std::string_view::npos)
+    return "other";
+  return std::string(value);
+}
+
+}  // namespace
+
+void supervisor::count_event(child& c, std::string_view event, std::string_view line) {
   if (event == "accepted") ++c.count.received;
   else if (event == "delivered") ++c.count.delivered;
   else if (event == "relayed") ++c.count.relayed;
   else if (event == "bounced") ++c.count.bounced;
+  else if (event == "dropped" && c.name == "resolver") ++c.count.dropped;
+  else if (event == "query" && c.name == "resolver") {
+    std::pair<std::string, std::string> key{query_field(line, " type="), query_field(line, " rcode=")};
+    // Bounded: a client asking every TYPEnnnn gets one row for the rest.
+    if (c.count.queries.size() >= 64 && !c.count.queries.count(key)) key.first = "other";
+    ++c.count.queries[key];
+  }
 }
 
 void supervisor::spawn(child& c) {
@@ -377,7 +406,7 @@ void supervisor::take_line(child& c, const std::shared_ptr<instance>& inst, std:
   } else if (event == "fault" || event == "fault_rules") {
     take_fault_line(c, line, event);
   } else {
-    count_event(c, event);
+    count_event(c, event, line);
   }
 }
 
@@ -548,6 +577,12 @@ json supervisor::status() {
       n["bounced"] = c.count.bounced;
       n["queued"] = folder_.queued_count(c.name);
       n["faults"] = c.faults;
+    } else {
+      json queries = json::array();
+      for (const auto& [key, count] : c.count.queries)
+        queries.push_back({{"type", key.first}, {"rcode", key.second}, {"count", count}});
+      n["queries"] = std::move(queries);
+      n["dropped"] = c.count.dropped;
     }
     nodes.push_back(std::move(n));
   }
@@ -866,6 +901,14 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
     web_ = web::server::open(
         io_, net_.web.listen, [this](json request) -> asio::awaitable<json> { co_return co_await handle(request); },
         why);
+    if (web_) {
+      // POST /api/v1/send, on the web server's worker thread: what `mailnet send` does.
+      std::set<std::string> domains;
+      for (const auto& d : net_.domains) domains.insert(d.name);
+      web_->set_sender([resolver = net_.resolver, domains](const json& body) {
+        return send_from_json(body, resolver, domains);
+      });
+    }
     if (!web_) {
       tell_console("mailnet: the web server (web.listen " + net_.web.listen.to_string() + ") failed to start: " + why +
                    " (choose a free port for web.listen in the topology, or turn it off with \"web\": false)\n");

@@ -10,6 +10,7 @@
 #include <memory>
 #include <set>
 
+#include "common/dns/zone_records.hpp"
 #include "common/faults.hpp"
 #include "common/topology.hpp"
 #include "resolver/dns_faults.hpp"
@@ -201,18 +202,7 @@ std::string summarize(const std::vector<const zone::record*>& answers) {
 zone::zone(const topology& t, std::uint32_t ttl) : ttl_(ttl) {
   add(".", {LDNS_RR_TYPE_SOA, "ns.mailnet. hostmaster.mailnet. 1 3600 600 86400 " + std::to_string(ttl_),
             "SOA", ""});
-  for (const auto& d : t.domains) {
-    const std::string domain = lower(d.name) + ".";
-    const std::string mail_host = "mx." + domain;
-    const std::string port = std::to_string(d.listen.port);
-    // RFC 2782: priority 0, weight 0, port, target.
-    add("_smtp._tcp." + domain,
-        {LDNS_RR_TYPE_SRV, "0 0 " + port + " " + mail_host, without_final_dot(mail_host) + ":" + port, mail_host});
-    add(domain, {LDNS_RR_TYPE_MX, "10 " + mail_host, "10 " + without_final_dot(mail_host), mail_host});
-    const bool v6 = d.listen.host.find(':') != std::string::npos;
-    add(mail_host, {static_cast<std::uint16_t>(v6 ? LDNS_RR_TYPE_AAAA : LDNS_RR_TYPE_A), d.listen.host,
-                    d.listen.host, ""});
-  }
+  for (auto& r : zone_records(t)) add(std::move(r.name), {r.type, std::move(r.rdata), std::move(r.summary), std::move(r.target)});
 }
 
 void zone::add(std::string name, record r) {

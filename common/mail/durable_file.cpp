@@ -391,4 +391,37 @@ std::string read_whole_file(const std::filesystem::path& file, bool follow_link)
   return out;
 }
 
+std::string read_file_tail(const std::filesystem::path& file, std::size_t max_bytes, bool& cut) {
+  cut = false;
+  owned_fd f{::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)};
+  if (f.fd < 0) fail("open", file);
+  struct stat st {};
+  if (::fstat(f.fd, &st) != 0) fail("stat", file);
+  if (!S_ISREG(st.st_mode)) throw std::system_error(std::make_error_code(std::errc::invalid_argument), "not a regular file: " + file.string());
+  off_t start = 0;
+  if (static_cast<std::uintmax_t>(st.st_size) > max_bytes) {
+    start = st.st_size - static_cast<off_t>(max_bytes);
+    cut = true;
+  }
+  std::string out;
+  out.reserve(std::min<std::size_t>(max_bytes, static_cast<std::size_t>(st.st_size)));
+  char buf[65536];
+  off_t at = start;
+  // Bounded by max_bytes: a log that grows meanwhile is read to where it was.
+  while (out.size() < max_bytes) {
+    const std::size_t want = std::min(sizeof buf, max_bytes - out.size());
+    ssize_t n = ::pread(f.fd, buf, want, at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) fail("read", file);
+    if (n == 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+    at += n;
+  }
+  if (cut) {
+    const auto nl = out.find('\n');
+    out.erase(0, nl == std::string::npos ? out.size() : nl + 1);
+  }
+  return out;
+}
+
 }  // namespace mailnet::node

@@ -133,4 +133,10 @@ std::string unique_name();
 // Throws std::system_error; without follow_link, also for a symbolic link.
 std::string read_whole_file(const std::filesystem::path& file, bool follow_link = true);
 
+// At most the last max_bytes of a file that is not a link (O_NOFOLLOW) and is
+// a regular file, for reading a growing log: when the file is larger, the
+// text starts after the first line end in that window (no cut line). Sets
+// cut when the start of the file was left out. Throws std::system_error.
+std::string read_file_tail(const std::filesystem::path& file, std::size_t max_bytes, bool& cut);
+
 }  // namespace mailnet::node

@@ -1,12 +1,18 @@
 #include "launcher/web/web_api.hpp"
 
+#include "launcher/web/dns_view.hpp"
 #include "launcher/web/node_queue.hpp"
 #include "launcher/web/static_files.hpp"
+#include "launcher/web/transcript.hpp"
 #include "launcher/web/web_messages.hpp"
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <set>
 
 namespace mailnet::launcher::web {
 
@@ -136,6 +142,9 @@ boost::asio::awaitable<response> api::answer(request r) {
     if (!name.empty() && action == "queue") {
       if (get) out = co_await node_queue(name);
       else out = method_not_allowed(r.method, path, "GET");
+    } else if (!name.empty() && action == "transcript") {
+      if (get) out = co_await transcript(r, name);
+      else out = method_not_allowed(r.method, path, "GET");
     } else if (name.empty() || std::find(node_actions.begin(), node_actions.end(), action) == node_actions.end()) {
       out = error_response(404, "no such endpoint: " + path + " (POST /api/v1/nodes/NAME/ACTION, ACTION one of "
                                 "kill, stop, start, restart, flush)");
@@ -150,6 +159,13 @@ boost::asio::awaitable<response> api::answer(request r) {
     std::optional<response> refusal;
     if (!get) refusal = refuse_change(r);
     out = co_await messages_->answer(r, path, std::move(refusal));
+  } else if (path == "/api/v1/dns") {
+    if (get) out = co_await dns();
+    else out = method_not_allowed(r.method, path, "GET");
+  } else if (path == "/api/v1/send") {
+    if (r.method != "POST") out = method_not_allowed(r.method, path, "POST");
+    else if (auto refusal = refuse_change(r)) out = *refusal;
+    else out = co_await send(r);
   } else if (path == "/api/v1/faults" || path.starts_with("/api/v1/faults/")) {
     out = co_await faults(r, path);  // fault rules at run time (issue 20)
   } else {
@@ -201,6 +217,102 @@ boost::asio::awaitable<response> api::node_action(const std::string& node, const
   const std::string error = reply.value("error", std::string("failed"));
   // Unknown node: 404; a node that cannot do it now (already down, starting, the resolver's flush): 409.
   co_return error_response(error.starts_with("no node named") ? 404 : 409, error);
+}
+
+// ---- Transcripts, DNS and sending (issue 19).
+
+namespace {
+
+// The senders' threads: a send waits on a node for up to its timeout, so not
+// the file worker's. Made at first use, never destroyed (a send under way at
+// exit is cut).
+boost::asio::thread_pool& senders() {
+  static auto* pool = new boost::asio::thread_pool(2);
+  return *pool;
+}
+
+boost::asio::awaitable<response> run_send(send_function send, json body) {
+  try {
+    auto [status, doc] = send(body);
+    co_return json_response(status, doc);
+  } catch (const std::exception& e) {
+    co_return error_response(500, std::string("sending failed: ") + e.what());
+  }
+}
+
+// The node of a status reply named as on the command line, or a 404.
+std::optional<response> unknown_node(const json& status, const std::string& name, const char* resolver_reason) {
+  if (name == "resolver") return error_response(404, resolver_reason);
+  for (const auto& n : status.value("nodes", json::array()))
+    if (n.value("name", std::string()) == name) return std::nullopt;
+  return error_response(404, "no node " + name + " in this network");
+}
+
+}  // namespace
+
+boost::asio::awaitable<response> api::transcript(const request& r, const std::string& node) {
+  std::string name = lower(node);
+  if (name.size() > 1 && name.back() == '.') name.pop_back();
+  std::string session;
+  if (const auto mark = r.target.find('?'); mark != std::string::npos) {
+    std::string_view query(r.target);
+    query.remove_prefix(mark + 1);
+    for (std::size_t i = 0; i < 16 && !query.empty(); ++i) {
+      const auto amp = query.find('&');
+      const auto pair = query.substr(0, amp);
+      query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+      if (pair.empty()) continue;
+      const auto eq = pair.find('=');
+      auto key = percent_decode(pair.substr(0, eq), true);
+      auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), true);
+      if (!key || !value) co_return error_response(400, "the query has a broken %-escape: " + std::string(pair));
+      if (*key != "session") co_return error_response(400, "unknown query parameter '" + *key + "' (known: session)");
+      session = *value;
+      if (session.empty() || session.size() > 64 ||
+          !std::all_of(session.begin(), session.end(), [](unsigned char c) { return std::isalnum(c); }))
+        co_return error_response(400, "session must be a session id (letters and digits, as the list gives), not '" +
+                                          session + "'");
+    }
+  }
+  const json reply = co_await control_(command("status"));
+  if (!reply.value("ok", false)) co_return error_response(503, reply.value("error", std::string("the launcher did not answer")));
+  const auto& status = reply["status"];
+  if (auto refusal = unknown_node(status, name, "the resolver speaks no SMTP and has no transcript; its queries are "
+                                                "in GET /api/v1/dns"))
+    co_return *refusal;
+  std::set<std::string> domains;
+  for (const auto& n : status.value("nodes", json::array())) domains.insert(n.value("name", std::string()));
+  const std::filesystem::path dir = std::filesystem::path(status.value("dir", std::string())) / name;
+  std::function<response()> job = [dir, name, session, domains]() -> response {
+    if (session.empty()) return json_response(200, transcript_sessions(dir, name, domains));
+    try {
+      return json_response(200, transcript_session(dir, name, session));
+    } catch (const session_not_found& e) {
+      return error_response(404, e.what());
+    }
+  };
+  // Named, not a temporary inside the co_await: GCC 12's coroutines.
+  response out = co_await on_file_worker(std::move(job));
+  co_return out;
+}
+
+boost::asio::awaitable<response> api::dns() {
+  const json reply = co_await control_(command("status"));
+  if (!reply.value("ok", false)) co_return error_response(503, reply.value("error", std::string("the launcher did not answer")));
+  const std::filesystem::path dir = reply["status"].value("dir", std::string());
+  std::function<response()> job = [dir]() -> response { return json_response(200, dns_document(dir)); };
+  response out = co_await on_file_worker(std::move(job));
+  co_return out;
+}
+
+boost::asio::awaitable<response> api::send(const request& r) {
+  if (!send_) co_return error_response(503, "this launcher does not send mail");
+  if (trim(r.body).empty())
+    co_return error_response(400, "the body must be a JSON object: {\"from\": ..., \"to\": [...], \"subject\": ..., "
+                                  "\"body\": ..., \"attachments\": [...]}");
+  json body = json::parse(r.body);  // refuse_change checked that it parses
+  response out = co_await boost::asio::co_spawn(senders(), run_send(send_, std::move(body)), boost::asio::use_awaitable);
+  co_return out;
 }
 
 // ---- Fault rules at run time: GET /api/v1/faults lists them with their
@@ -287,6 +399,20 @@ std::string prometheus_text(const json& status, double uptime_seconds) {
              std::to_string(value) + "\n";
     }
   }
+  // The resolver's queries, counted by the launcher from its event=query lines.
+  out += "# HELP mailnet_resolver_queries_total Queries the resolver answered, by question type and answer code.\n"
+         "# TYPE mailnet_resolver_queries_total counter\n";
+  long dropped = 0;
+  for (const auto& n : status.value("nodes", json::array())) {
+    if (n.value("name", "") != "resolver") continue;
+    dropped = n.value("dropped", 0L);
+    for (const auto& q : n.value("queries", json::array()))
+      out += "mailnet_resolver_queries_total{type=\"" + label(q.value("type", "")) + "\",rcode=\"" +
+             label(q.value("rcode", "")) + "\"} " + std::to_string(q.value("count", 0L)) + "\n";
+  }
+  out += "# HELP mailnet_resolver_dropped_total Queries the resolver dropped unanswered (malformed, or a fault rule).\n"
+         "# TYPE mailnet_resolver_dropped_total counter\nmailnet_resolver_dropped_total " +
+         std::to_string(dropped) + "\n";
   std::snprintf(number, sizeof number, "%.3f", uptime_seconds);
   out += "# HELP mailnet_web_uptime_seconds Seconds since the launcher's web server started.\n"
          "# TYPE mailnet_web_uptime_seconds gauge\nmailnet_web_uptime_seconds " +

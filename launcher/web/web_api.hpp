@@ -24,6 +24,10 @@ class message_routes;
 // ({"cmd": "status"}, {"cmd": "kill", "name": "jaku.com"}) and gives its reply.
 using control_function = std::function<boost::asio::awaitable<nlohmann::json>(nlohmann::json)>;
 
+// POST /api/v1/send's work: the request's JSON to a status and a JSON reply.
+// Blocking (it speaks SMTP to a node): called on a worker thread.
+using send_function = std::function<std::pair<int, nlohmann::json>(const nlohmann::json&)>;
+
 struct request {
   std::string method;  // "GET", "POST", ...
   std::string target;  // "/api/v1/network?x=1"
@@ -54,12 +58,17 @@ class api {
 
   std::string origin() const;  // "http://127.0.0.1:8025"
 
+  void set_sender(send_function send) { send_ = std::move(send); }
+
  private:
   boost::asio::awaitable<response> network();
   boost::asio::awaitable<response> metrics();
   boost::asio::awaitable<response> node_queue(const std::string& node);  // GET /api/v1/nodes/NAME/queue
   boost::asio::awaitable<response> node_action(const std::string& node, const std::string& action);
   boost::asio::awaitable<response> faults(const request& r, const std::string& path);  // /api/v1/faults[/NAME]
+  boost::asio::awaitable<response> transcript(const request& r, const std::string& node);  // GET /api/v1/nodes/NAME/transcript
+  boost::asio::awaitable<response> dns();                        // GET /api/v1/dns
+  boost::asio::awaitable<response> send(const request& r);       // POST /api/v1/send
   std::optional<response> refuse_change(const request& r) const;
   double uptime_seconds() const;  // since the server was made, at the start of `up`
 
@@ -67,6 +76,7 @@ class api {
   control_function control_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::shared_ptr<message_routes> messages_;  // /api/v1/messages (web_messages.hpp)
+  send_function send_;
 };
 
 // GET /api/v1/network's answer, made of a status reply: the resolver apart

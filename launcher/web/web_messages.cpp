@@ -31,7 +31,7 @@ asio::awaitable<response> run_job(std::function<response()> f) {
   try {
     co_return f();
   } catch (const std::exception& e) {
-    co_return error_response(500, std::string("reading the Maildirs failed: ") + e.what());
+    co_return error_response(500, std::string("reading the run folder failed: ") + e.what());
   }
 }
 
@@ -165,8 +165,13 @@ asio::awaitable<response> message_routes::answer(const request& r, const std::st
   else if (part == "trace") job = [store, id] { return trace_response(store->dir(), id); };
   else if (part == "attachments") job = [store, id, n] { return store->attachment(id, n); };
   else job = [store, id] { return store->detail(id); };
+  response out = co_await on_file_worker(std::move(job));
+  co_return out;
+}
+
+asio::awaitable<response> on_file_worker(std::function<response()> f) {
   // Off the event loop; this coroutine resumes on its own executor after.
-  response out = co_await asio::co_spawn(worker(), run_job(std::move(job)), asio::use_awaitable);
+  response out = co_await asio::co_spawn(worker(), run_job(std::move(f)), asio::use_awaitable);
   co_return out;
 }
 

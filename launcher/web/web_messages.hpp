@@ -4,6 +4,7 @@
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -31,6 +32,10 @@ class message_routes {
   control_function control_;
   std::shared_ptr<message_store> store_;  // made at first use; used on the worker thread only
 };
+
+// f() on the one worker thread that reads the run folder's files (Maildirs,
+// logs) for the web API, off the launcher's event loop; an exception is a 500.
+boost::asio::awaitable<response> on_file_worker(std::function<response()> f);
 
 // "%41b+c" -> "Ab c" (with plus_space); nullopt for a broken escape or a NUL.
 std::optional<std::string> percent_decode(std::string_view s, bool plus_space);

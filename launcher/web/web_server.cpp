@@ -55,6 +55,9 @@ std::string reply_text(int status, const std::string& reason) {
          "\r\nContent-Length: " + std::to_string(r.body.size()) + "\r\nConnection: close\r\n\r\n" + r.body;
 }
 
+// The one endpoint whose body may be larger than server_limits::body_bytes.
+bool takes_large_body(std::string_view target) { return target.substr(0, target.find('?')) == "/api/v1/send"; }
+
 void report_failure(std::exception_ptr e) {
   if (!e) return;
   try {
@@ -107,9 +110,23 @@ asio::awaitable<void> server::impl::session(tcp::socket socket, std::optional<st
   for (std::size_t i = 0; i < limits.requests_per_connection; ++i) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(limits.header_bytes));
-    parser.body_limit(limits.body_bytes);
+    // The headers first: POST /api/v1/send may carry more (its attachments).
+    // Beast would check a Content-Length against its limit as the headers
+    // end; the limit is known only then, so it is set and checked here.
+    parser.body_limit(boost::none);
     stream.expires_after(i == 0 ? limits.request_time : limits.idle);
-    auto [ec, n] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+    std::size_t body_limit = limits.body_bytes;
+    auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+    if (!ec) {
+      if (parser.get().method() == http::verb::post && takes_large_body(parser.get().target()))
+        body_limit = limits.send_body_bytes;
+      parser.body_limit(body_limit);
+      if (parser.content_length() && *parser.content_length() > body_limit) ec = http::error::body_limit;
+    }
+    if (!ec && !parser.is_done()) {
+      auto [body_ec, body_n] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+      ec = body_ec;
+    }
     if (ec) {
       // A request too large, or not HTTP, is told why; a client that went
       // away or said nothing in time is just closed.
@@ -117,7 +134,7 @@ asio::awaitable<void> server::impl::session(tcp::socket socket, std::optional<st
       if (ec == http::error::header_limit || ec == http::error::buffer_overflow)
         text = reply_text(431, "the request's headers are over " + std::to_string(limits.header_bytes) + " bytes");
       else if (ec == http::error::body_limit)
-        text = reply_text(413, "the request's body is over " + std::to_string(limits.body_bytes) + " bytes");
+        text = reply_text(413, "the request's body is over " + std::to_string(body_limit) + " bytes");
       else if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
                ec != http::error::end_of_stream && ec != http::error::partial_message)
         text = reply_text(400, "not a valid HTTP request (" + ec.message() + ")");
@@ -267,6 +284,8 @@ void server::publish(std::string_view node, std::string_view line) { impl_->feed
 void server::publish_state(std::string_view node, std::string_view state, std::string_view exit_text) {
   impl_->feed.publish(node, state_event_line(state, exit_text));
 }
+
+void server::set_sender(send_function send) { impl_->web.set_sender(std::move(send)); }
 
 void server::start() { asio::co_spawn(impl_->io, impl_->accept_loop(), report_failure); }
 

@@ -24,6 +24,7 @@ struct server_limits {
   std::size_t connections = 64;          // more get a 503 and are closed
   std::size_t header_bytes = 8192;       // the request line and headers: more is a 431
   std::size_t body_bytes = 65536;        // more is a 413
+  std::size_t send_body_bytes = 10u << 20;  // POST /api/v1/send's, with its attachments in base64
   std::chrono::milliseconds request_time{10000};  // for a whole request on a new connection
   std::chrono::milliseconds idle{30000};          // for the next whole request on a kept-alive connection
   std::chrono::milliseconds write_time{10000};
@@ -51,6 +52,10 @@ class server {
   // A child's new state (launcher-side: a killed node prints nothing), as
   // the event {"event": "state", "state": "killed", "exit": "signal 9"}.
   void publish_state(std::string_view node, std::string_view state, std::string_view exit_text);
+
+  // What POST /api/v1/send calls (on a worker thread of the web server's own);
+  // without it that endpoint answers 503.
+  void set_sender(send_function send);
 
   struct impl;
 

@@ -1,0 +1,30 @@
+// The records of the network's synthetic zone, from its topology: what the
+// resolver serves (resolver/zone.cpp builds its zone from this list) and
+// what the launcher's GET /api/v1/dns shows. Plain data, no DNS library.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mailnet {
+
+struct topology;
+
+struct zone_record {
+  std::string name;     // lower case, trailing dot: "_smtp._tcp.jaku.com."
+  std::uint16_t type;   // RFC 1035 type number (SRV 33, MX 15, A 1, AAAA 28)
+  std::string rdata;    // presentation format, e.g. "0 0 1025 mx.jaku.com."
+  std::string summary;  // for the resolver's log, e.g. "mx.jaku.com:1025"
+  std::string target;   // SRV/MX target (lower case, trailing dot), else empty
+  std::string domain;   // the topology's domain it belongs to
+};
+
+// Per domain, in the topology's order: its SRV _smtp._tcp, its MX and its
+// mail host's address. (The zone's SOA is the resolver's own.)
+std::vector<zone_record> zone_records(const topology& t);
+
+// "SRV", "MX", "A", "AAAA", "SOA", else "TYPE<n>".
+std::string zone_type_name(std::uint16_t type);
+
+}  // namespace mailnet
