@@ -150,6 +150,7 @@ def test_relayed_mail_draws_and_animates_its_line_without_reload():
             assert b.driver.execute_script("return window.__sameDocument === true"), "the page was reloaded"
             b.wait(lambda d: "deathstar.com" in b.find("#nodes tr[data-node='jaku.com'] td.peers").text, 10,
                    "the list names the peer")
+            b.screenshot("network-mail")
             net.wait_messages("deathstar.com", "vader", 1)
             # A page opened later draws the line from the events the launcher kept.
             open_network(b, topo)

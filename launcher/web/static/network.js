@@ -11,7 +11,7 @@
   const { el, api } = mn;
   const wallStart = Date.now();
   const STATES = ["ready", "starting", "stopping", "killing", "stopped", "killed", "crashed", "failed"];
-  const SMALL = 40;          // up to this many nodes: rings around the resolver; more: a grid
+  const SMALL = 40;          // up to this many domains: a circle; more: a grid
   const LABELS_AT = 120;     // more nodes than this: labels only once zoomed in
   const MAX_DOTS = 40;       // moving dots at once; more relays only flash their line
   const REFRESH_MS = 1500;   // at most one /api/v1/network per this, while events come
@@ -68,7 +68,7 @@
       { selector: "node.labelled", style: { "label": "data(label)" } },
       { selector: "node.resolver", style: { "shape": "diamond", "width": 34, "height": 34 } },
       { selector: "node.dot", style: {
-        "width": 10, "height": 10, "background-color": "#1a5fb4", "label": "", "border-width": 0, "events": "no" } },
+        "width": 14, "height": 14, "background-color": "#f5a623", "label": "", "border-width": 0, "events": "no" } },
       { selector: "edge", style: {
         "width": "data(width)", "line-color": "#9aa0a6", "curve-style": "straight", "opacity": 0.8 } },
       { selector: "edge.flash", style: { "line-color": "#1a5fb4", "width": 6, "opacity": 1 } },
@@ -83,17 +83,27 @@
 
   function edgeWidth(count) { return Math.min(8, 1.5 + Math.log2(count)); }
 
+  // Positions computed here, linear in the node count: no force layout and
+  // no label measured. Up to SMALL domains on a circle with the resolver beside
+  // it (a line between two domains never crosses it); more in a grid, the
+  // resolver first.
   function layoutOptions() {
-    const count = nodes.size;
-    if (count <= SMALL)
-      return { name: "concentric", animate: false, fit: true, padding: 40, minNodeSpacing: 40,
-               concentric: (node) => (node.hasClass("resolver") ? 2 : 1), levelWidth: () => 1 };
-    // A grid computed here, the resolver first: linear in the node count, and
-    // no label is measured (no force layout, no overlap search, for big networks).
-    const columns = Math.max(1, Math.ceil(Math.sqrt(count * 1.8)));
-    const order = [...nodes.values()].sort((a, b) => (b.resolver - a.resolver) || (a.name < b.name ? -1 : 1));
-    const at = new Map(order.map((n, i) => [n.name, { x: (i % columns) * 90, y: Math.floor(i / columns) * 70 }]));
-    return { name: "preset", animate: false, fit: true, padding: 20, positions: (node) => at.get(node.id()) };
+    const domains = [...nodes.values()].filter((n) => !n.resolver).sort((a, b) => (a.name < b.name ? -1 : 1));
+    const resolver = [...nodes.values()].find((n) => n.resolver);
+    const at = new Map();
+    if (domains.length <= SMALL) {
+      const radius = Math.max(120, domains.length * 22);
+      domains.forEach((n, i) => {
+        const angle = -Math.PI / 2 + (2 * Math.PI * i) / Math.max(1, domains.length);
+        at.set(n.name, { x: radius * Math.cos(angle), y: radius * Math.sin(angle) });
+      });
+      if (resolver) at.set(resolver.name, { x: -radius * 1.7, y: 0 });
+    } else {
+      const order = resolver ? [resolver, ...domains] : domains;
+      const columns = Math.max(1, Math.ceil(Math.sqrt(order.length * 1.8)));
+      order.forEach((n, i) => at.set(n.name, { x: (i % columns) * 90, y: Math.floor(i / columns) * 70 }));
+    }
+    return { name: "preset", animate: false, fit: true, padding: 40, positions: (node) => at.get(node.id()) };
   }
 
   function buildGraph() {
@@ -238,7 +248,8 @@
     const domains = [...nodes.values()].filter((n) => !n.resolver);
     const ready = domains.filter((n) => n.state === "ready").length;
     document.getElementById("summary").textContent =
-      domains.length + " domains (" + ready + " ready) · " + edges.size + " links that carried mail";
+      domains.length + " domains (" + ready + " ready) · " + edges.size +
+      (edges.size === 1 ? " link" : " links") + " that carried mail";
   }
 
   function take(net) {
@@ -340,7 +351,7 @@
     available: () => cy !== null,
     error: () => graphError,
     loadMs: () => loadMs,
-    layout: () => (cy ? (nodes.size <= SMALL ? "concentric" : "grid") : null),
+    layout: () => (cy ? (nodes.size - 1 <= SMALL ? "circle" : "grid") : null),
     animations: () => animations,
     nodes: () => (cy ? cy.nodes(":not(.dot)").map((n) => ({
       id: n.id(), state: n.data("state"), label: n.data("label"), colour: n.style("background-color"),
