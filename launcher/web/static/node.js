@@ -166,6 +166,7 @@
 
   // ---- the transcript (GET /api/v1/nodes/NAME/transcript)
   let transcriptMissing = false;
+  let lastSessions = -Infinity;
 
   async function loadSessions() {
     const box = document.getElementById("sessions");
@@ -225,7 +226,11 @@
     try {
       await loadNode();
       await loadQueue();
-      await loadSessions();
+      // The transcript means reading the end of smtp.log: not more than every 5 s.
+      if (performance.now() - lastSessions >= 5000) {
+        lastSessions = performance.now();
+        await loadSessions();
+      }
       errorBox.replaceChildren();
     } catch (error) {
       mn.showError(errorBox, error);
