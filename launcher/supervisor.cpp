@@ -142,6 +142,7 @@ struct child {
   // it injected since `up` (event=fault).
   std::uint64_t fault_generation_written = 0, fault_generation_seen = 0;
   std::size_t faults = 0;
+  child_state announced = child_state::stopped;  // the last state published on the event stream
 };
 
 class supervisor {
@@ -161,7 +162,11 @@ class supervisor {
   void release_console() { console_ = -1; }  // the caller is about to close it
 
  private:
-  void notify() { changed_.cancel(); }
+  void notify() {
+    announce_states();
+    changed_.cancel();
+  }
+  void announce_states();  // each child's new state, as an event of the web's event stream
 
   // Waits until pred() holds or the deadline passes; every child event wakes it.
   // changed_ never expires and is only ever cancelled (by notify), so several
@@ -533,7 +538,17 @@ void supervisor::tell_console(const std::string& text, bool log_it) {
   }
 }
 
+void supervisor::announce_states() {
+  if (!web_) return;
+  for (auto& c : children_)
+    if (c.announced != c.state) {
+      c.announced = c.state;
+      web_->publish_state(c.name, to_string(c.state), is_down(c.state) ? c.exit_text : std::string());
+    }
+}
+
 void supervisor::write_network_json() {
+  announce_states();
   // Bring-up and shutdown write it once at their end: rewritten on every
   // child event it cost O(nodes²) (a queue scan per node per write) and was
   // most of the launcher's time for 500 domains.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "common/event_log.hpp"
 #include "launcher/web/trace.hpp"
 
 namespace mailnet::launcher::web {
@@ -18,6 +19,13 @@ std::optional<std::string> event_frame(std::uint64_t id, std::string_view node, 
   // dump() escapes every control character: the JSON is one line.
   return "id: " + std::to_string(id) + "\ndata: " + doc.dump(-1, ' ', false, json::error_handler_t::replace) +
          "\n\n";
+}
+
+std::string state_event_line(std::string_view state, std::string_view exit_text) {
+  std::string line = utc_timestamp() + " event=state";
+  if (exit_text.empty()) append_log_fields(line, {{"state", state}});
+  else append_log_fields(line, {{"state", state}, {"exit", exit_text}});
+  return line;
 }
 
 event_feed::event_feed(event_feed_limits limits) : limits_(limits) {}

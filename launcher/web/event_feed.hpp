@@ -63,4 +63,10 @@ class event_feed {
 // event: {"time", "node", "event", the line's other fields} as JSON.
 std::optional<std::string> event_frame(std::uint64_t id, std::string_view node, std::string_view line);
 
+// The event line the launcher itself publishes when a child's state changes
+// (a node's own stdout says nothing when it is killed):
+// "2026-11-22T03:01:02.345Z event=state state=killed exit=\"signal 9\"",
+// exit only when given, values quoted as the nodes quote theirs.
+std::string state_event_line(std::string_view state, std::string_view exit_text);
+
 }  // namespace mailnet::launcher::web

@@ -199,6 +199,13 @@ asio::awaitable<void> server::impl::session(tcp::socket socket, std::optional<st
         std::uint64_t id = 0;
         const auto [end, err] = std::from_chars(v.data(), v.data() + v.size(), id);
         if (err == std::errc() && end == v.data() + v.size()) last_id = id;
+      } else if (const auto q = r.target.find("?since="); q != std::string::npos) {
+        // A page's first connection (a browser's EventSource cannot send the
+        // header before it has seen an event): ?since=0 replays what is kept.
+        const std::string_view v = std::string_view(r.target).substr(q + 7);
+        std::uint64_t id = 0;
+        const auto [end, err] = std::from_chars(v.data(), v.data() + v.size(), id);
+        if (err == std::errc() && end == v.data() + v.size()) last_id = id;
       }
       co_await events(stream, last_id);
       break;
@@ -297,6 +304,10 @@ std::unique_ptr<server> server::open(asio::io_context& io, const endpoint& liste
 }
 
 void server::publish(std::string_view node, std::string_view line) { impl_->feed.publish(node, line); }
+
+void server::publish_state(std::string_view node, std::string_view state, std::string_view exit_text) {
+  impl_->feed.publish(node, state_event_line(state, exit_text));
+}
 
 void server::set_sender(send_function send) { impl_->web.set_sender(std::move(send)); }
 

@@ -50,6 +50,9 @@ class server {
   // One line of a child's stdout, for GET /api/v1/events (event_feed.hpp):
   // never blocks, whatever the event stream clients do.
   void publish(std::string_view node, std::string_view line);
+  // A child's new state (launcher-side: a killed node prints nothing), as
+  // the event {"event": "state", "state": "killed", "exit": "signal 9"}.
+  void publish_state(std::string_view node, std::string_view state, std::string_view exit_text);
 
   // What POST /api/v1/send calls (on a worker thread of the web server's own);
   // without it that endpoint answers 503.

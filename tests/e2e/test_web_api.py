@@ -136,13 +136,14 @@ def test_every_endpoint_and_a_kill_seen_by_status():
         assert status["web"] == url, status
         assert listening_ports_of(launcher_pid(net.run_dir)) == {port}
 
-        # The placeholder page, under a strict Content-Security-Policy.
+        # The dashboard's first page, under a strict Content-Security-Policy (its own scripts only).
         code, headers, body = request(port, "GET", "/")
         assert code == 200 and headers["content-type"] == "text/html; charset=utf-8", (code, headers)
         assert "default-src 'none'" in headers["content-security-policy"], headers
         assert "frame-ancestors 'none'" in headers["content-security-policy"], headers
         assert headers["x-content-type-options"] == "nosniff", headers
-        assert "<title>mailnet</title>" in body and "<script" not in body, body
+        assert "<title>mailnet" in body and "<script>" not in body and "script-src 'self'" in \
+            headers["content-security-policy"], body
 
         # The network: as `mailnet status` sees it.
         doc = get_json(port, "/api/v1/network")
@@ -212,7 +213,7 @@ def test_every_endpoint_and_a_kill_seen_by_status():
         for path in ("/api/v1/nope", "/api/v1/nodes/jaku.com/explode", "/favicon.ico"):
             code, headers, body = request(port, "GET", path)
             assert code == 404 and headers["content-type"] == "application/json", (path, code)
-            assert json.loads(body)["error"].startswith("no such endpoint"), body
+            assert json.loads(body)["error"].startswith(("no such endpoint", "no such page or file")), body
         code, headers, body = request(port, "GET", "/api/v1/nodes/jaku.com/kill")
         assert code == 405 and headers["allow"] == "POST", (code, headers)
         code, headers, body = post(port, "/metrics")

@@ -44,6 +44,19 @@ TEST_CASE("event_frame: one SSE event of an event line, fields unquoted as the n
   CHECK_FALSE(event_frame(1, "n", "2026-11-22T03:01:02.345Z id=Q1 no_event=here"));
 }
 
+TEST_CASE("state_event_line: the launcher's own event when a child's state changes") {
+  const auto frame = event_frame(3, "deathstar.com", state_event_line("killed", "signal 9"));
+  REQUIRE(frame);
+  const auto doc = data_of(*frame);
+  CHECK(doc["event"] == "state");
+  CHECK(doc["state"] == "killed");
+  CHECK(doc["exit"] == "signal 9");
+  CHECK(doc["node"] == "deathstar.com");
+  const auto ready = data_of(*event_frame(4, "jaku.com", state_event_line("ready", "")));
+  CHECK(ready["state"] == "ready");
+  CHECK_FALSE(ready.contains("exit"));
+}
+
 TEST_CASE("event_feed: increasing ids, resume after Last-Event-ID, the recent past bounded") {
   event_feed_limits limits;
   limits.recent_events = 3;

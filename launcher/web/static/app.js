@@ -48,24 +48,30 @@ const mn = (() => {
     return data;
   }
 
+  let streamLive = null;  // the event stream's state, once a page opened it
+
   // The live event stream (/api/v1/events): calls onEvent with each node
   // event as an object; the browser reconnects by itself and resumes after
   // the last event it saw. The header's indicator shows whether it is live.
-  function events(onEvent) {
-    const source = new EventSource("/api/v1/events");
+  // With options.since = N (0: all), the stream starts with the kept events
+  // after id N, as with Last-Event-ID.
+  function events(onEvent, options = {}) {
+    const since = Number.isInteger(options.since) ? "?since=" + options.since : "";
+    const source = new EventSource("/api/v1/events" + since);
     // Looked up when the state changes: a deferred page script calls this
     // before DOMContentLoaded has built the header.
-    const show = (on, text) => {
+    const show = (on) => {
+      streamLive = on;
       const live = document.getElementById("live");
-      if (live) { live.className = on ? "on" : "off"; live.textContent = text; }
-      else if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", () => show(on, text));
+      if (live) { live.className = on ? "on" : "off"; live.textContent = on ? "live" : "reconnecting"; }
+      else if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", () => show(on));
     };
-    source.onopen = () => show(true, "live");
-    source.onerror = () => show(false, "reconnecting");
+    source.onopen = () => show(true);
+    source.onerror = () => show(false);
     source.onmessage = (message) => {
       let event;
       try { event = JSON.parse(message.data); } catch { return; }
-      onEvent(event);
+      onEvent(event, message.lastEventId);
     };
     return source;
   }
@@ -89,7 +95,8 @@ const mn = (() => {
     const top = el("header", { class: "top" },
       el("a", { class: "skip", href: "#main" }, "Skip to content"),
       el("span", { class: "brand" }, "mailnet"), nav, el("span", { class: "spacer" }),
-      el("span", { id: "live", class: "off", "aria-live": "polite" }, "connecting"), large);
+      el("span", { id: "live", class: streamLive ? "on" : "off", "aria-live": "polite" },
+        streamLive === null ? "connecting" : streamLive ? "live" : "reconnecting"), large);
     document.body.prepend(top);
     let stored = null;
     try { stored = localStorage.getItem("mailnet.large"); } catch { /* private mode */ }
