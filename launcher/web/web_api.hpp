@@ -54,6 +54,9 @@ class api {
 
   std::string origin() const;  // "http://127.0.0.1:8025"
 
+  // Work done once as the server starts: the index of the Maildirs.
+  boost::asio::awaitable<void> warm_up();
+
  private:
   boost::asio::awaitable<response> network();
   boost::asio::awaitable<response> metrics();

@@ -257,7 +257,10 @@ std::unique_ptr<server> server::open(asio::io_context& io, const endpoint& liste
 
 void server::publish(std::string_view node, std::string_view line) { impl_->feed.publish(node, line); }
 
-void server::start() { asio::co_spawn(impl_->io, impl_->accept_loop(), report_failure); }
+void server::start() {
+  asio::co_spawn(impl_->io, impl_->accept_loop(), report_failure);
+  asio::co_spawn(impl_->io, impl_->web.warm_up(), report_failure);
+}
 
 void server::close() {
   boost::system::error_code ignored;
