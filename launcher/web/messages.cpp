@@ -41,14 +41,17 @@ void name_time(const std::string& name, long long& seconds, long long& micros) {
   std::sscanf(name.c_str(), "%lld.M%lld", &seconds, &micros);
 }
 
-// One line of a listing: a file's summary and the Maildir it is in.
+// One line of a listing: a file's summary, its entry and the Maildir it is in.
+template <typename Entry>
 struct listed {
   const message_summary* s;
+  Entry* entry;
   const std::string* domain;
   const std::string* user;
 };
 
-bool newer(const listed& a, const listed& b) {
+template <typename Entry>
+bool newer(const listed<Entry>& a, const listed<Entry>& b) {
   if (a.s->seconds != b.s->seconds) return a.s->seconds > b.s->seconds;
   if (a.s->micros != b.s->micros) return a.s->micros > b.s->micros;
   if (a.s->id != b.s->id) return a.s->id > b.s->id;
@@ -56,12 +59,24 @@ bool newer(const listed& a, const listed& b) {
   return *a.user < *b.user;
 }
 
-json summary_json(const listed& l) {
-  const message_summary& s = *l.s;
-  return {{"id", s.id},           {"domain", *l.domain},  {"user", *l.user},
+json summary_json(const message_summary& s, const std::string& domain, const std::string& user) {
+  return {{"id", s.id},           {"domain", domain},     {"user", user},
           {"from", s.from},       {"to", s.to},           {"subject", s.subject},
           {"date", s.date},       {"message_id", s.message_id}, {"size", s.size},
           {"attachments", s.attachments}};
+}
+
+// The summary's object as json_reply writes it as an element of the list
+// (indented two levels deeper than on its own): made once per file.
+std::string listed_object(const message_summary& s, const std::string& domain, const std::string& user) {
+  const std::string alone = summary_json(s, domain, user).dump(2, ' ', false, json::error_handler_t::replace);
+  std::string out = "    ";
+  out.reserve(alone.size() + alone.size() / 8);
+  for (const char c : alone) {
+    out += c;
+    if (c == '\n') out += "    ";  // a string's own line breaks are escaped: every '\n' is between lines
+  }
+  return out;
 }
 
 long long nanoseconds(const struct ::timespec& t) { return t.tv_sec * 1000000000LL + t.tv_nsec; }
@@ -192,7 +207,7 @@ void message_store::refresh_folder(folder_index& f, const fs::path& folder) {
       files.emplace(std::move(key), std::move(old->second));
       continue;
     }
-    if (auto s = read_summary(folder / key, e->d_ino)) files.emplace(std::move(key), file_entry{e->d_ino, std::move(s)});
+    if (auto s = read_summary(folder / key, e->d_ino)) files.emplace(std::move(key), file_entry{e->d_ino, std::move(s), {}});
   }
   ::closedir(d);
   f.files = std::move(files);
@@ -229,10 +244,10 @@ std::size_t message_store::indexed() const {
 }
 
 response message_store::list(const message_query& q) {
-  std::vector<const mailbox_index*> boxes;
+  std::vector<mailbox_index*> boxes;
   if (q.domain.empty() && q.user.empty()) {
     refresh();
-    for (const auto& [path, m] : mailboxes_) boxes.push_back(&m);
+    for (auto& [path, m] : mailboxes_) boxes.push_back(&m);
   } else {
     std::vector<fs::path> domains;
     if (q.domain.empty()) {
@@ -251,18 +266,30 @@ response message_store::list(const message_query& q) {
   }
   // Pointers into the index, never copies of it.
   const std::string needle = lowered(q.q);
-  std::vector<listed> matched;
-  for (const auto* m : boxes)
-    for (const auto& f : m->sub)
-      for (const auto& [name, e] : f.files)
+  std::vector<listed<file_entry>> matched;
+  for (auto* m : boxes)
+    for (auto& f : m->sub)
+      for (auto& [name, e] : f.files)
         if (needle.empty() || e.summary->haystack.find(needle) != std::string::npos)
-          matched.push_back({e.summary.get(), &m->domain, &m->user});
+          matched.push_back({e.summary.get(), &e, &m->domain, &m->user});
   const std::size_t count = std::min(q.limit, matched.size());
-  std::partial_sort(matched.begin(), matched.begin() + static_cast<std::ptrdiff_t>(count), matched.end(), newer);
-  json doc = {{"total", matched.size()}, {"count", count}, {"messages", json::array()}};
-  auto& out = doc["messages"];
-  for (std::size_t i = 0; i < count; ++i) out.push_back(summary_json(matched[i]));
-  return json_reply(200, doc);
+  std::partial_sort(matched.begin(), matched.begin() + static_cast<std::ptrdiff_t>(count), matched.end(),
+                    newer<file_entry>);
+  // Written as json_reply would write {"count", "messages", "total"} (keys in
+  // order, two spaces an indent), each message's object made once and kept.
+  response r;
+  r.body = "{\n  \"count\": " + std::to_string(count) + ",\n  \"messages\": ";
+  if (count == 0) r.body += "[]";
+  for (std::size_t i = 0; i < count; ++i) {
+    auto& e = *matched[i].entry;
+    if (e.json.empty()) e.json = listed_object(*matched[i].s, *matched[i].domain, *matched[i].user);
+    r.body += i == 0 ? "[\n" : ",\n";
+    r.body += e.json;
+  }
+  if (count > 0) r.body += "\n  ]";
+  r.body += ",\n  \"total\": " + std::to_string(matched.size()) + "\n}\n";
+  r.status = 200;
+  return r;
 }
 
 std::vector<fs::path> message_store::locate(const std::string& id) const {

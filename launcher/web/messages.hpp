@@ -76,6 +76,7 @@ class message_store {
   struct file_entry {
     std::uint64_t inode = 0;
     std::shared_ptr<const message_summary> summary;
+    std::string json;  // its object in a listing, as written there; made when first listed
   };
   struct folder_index {
     std::uint64_t inode = 0;

@@ -89,7 +89,10 @@ nlohmann::json listing(message_store& store, const std::string& domain = "", con
   q.user = user;
   const auto r = store.list(q);
   REQUIRE(r.status == 200);
-  return nlohmann::json::parse(r.body);
+  const auto doc = nlohmann::json::parse(r.body);
+  // Written byte for byte as the JSON library writes the document.
+  CHECK(doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n" == r.body);
+  return doc;
 }
 
 void put(const fs::path& file, const std::string& subject) {
@@ -153,6 +156,17 @@ TEST_CASE("the message index follows the Maildirs: new, replaced, linked and rem
   doc = listing(store);
   CHECK(doc["total"] == 4);
   CHECK(doc["messages"][0]["subject"] == "third");
+
+  // Listed as the JSON library writes it (listing() checks): an attachment,
+  // quotes, a tab, bytes that are not UTF-8.
+  std::ofstream(leia / "new" / "104.M1P1Q5.x", std::ios::binary)
+      << "From: \"Leia \\\"O\\\"\" <leia@jaku.com>\r\nSubject: tab\there \xff\xfe end\r\nMIME-Version: 1.0\r\n"
+         "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+         "--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"a b.bin\"\r\n"
+         "Content-Transfer-Encoding: base64\r\n\r\nQUJD\r\n--b--\r\n";
+  doc = listing(store);
+  REQUIRE(doc["total"] == 5);
+  CHECK(doc["messages"][0]["attachments"] == nlohmann::json::array({"a b.bin"}));
 
   // A domain removed: nothing of it is left.
   fs::remove_all(run.path / "jaku.com");
