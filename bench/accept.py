@@ -11,6 +11,7 @@ fresh, measures wall time and the server's CPU (utime+stime from /proc), checks
 that every message is in the Maildir, and stops the server by pid.
 """
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -23,18 +24,22 @@ SERVERS = ("mailnet", "smtp-sink", "aiosmtpd", "aiosmtpd-pool")
 MODES = {"per-connection": [], "reused (-d)": ["-d"]}
 
 
-def start_mailnet(work, port, sessions, bin_dir=None):
+def start_mailnet(work, port, sessions, bin_dir=None, shape=None):
+    """shape(topology), when given, changes the topology before `up` (other
+    benchmarks: the web server off, fault rules, more domains)."""
     topology = {
         "name": "bench-accept",
         "resolver": {"listen": f"127.0.0.1:{lib.free_ports(1)[0]}"},
         "domains": [{"name": "jaku.com", "listen": f"127.0.0.1:{port}", "users": ["bench"],
                      "limits": {"connections": max(200, 2 * sessions)}}],
     }
+    if shape:
+        shape(topology)
     net = lib.Network(topology, work, bin_dir=bin_dir).up()
     pids = net.pids()
     mail = os.path.join(net.run_dir, "jaku.com", "mail", "bench", "new")
     extra = {"launcher": net.launcher_pid()}
-    return net.down, pids["jaku.com"], (lambda: lib.count_files(mail)), extra
+    return net.down, pids["jaku.com"], (lambda: lib.count_files(mail)), extra, net
 
 
 def start_sink(work, port, sessions):
@@ -58,7 +63,11 @@ def start_aiosmtpd(work, port, sessions, pool=False):
     return p.stop, p.pid, (lambda: lib.count_files(mail)), {}
 
 
-def one_run(server, mode_args, args, leftovers):
+def one_run(server, mode_args, args, leftovers, starters=None, during=None):
+    """starters: more servers by name, each (work, port, sessions) -> what the
+    ones below return; during(net or None, work): a context manager held
+    around the load (a browser on the dashboard, say), giving {name: pid} of
+    processes whose CPU is read too."""
     work = lib.workdir(f"mailnet-bench-{server}-")
     # Removed only after the last run: on ext4 without a journal (these VMs)
     # every inode freed in the last ~30 s is skipped, one block lookup each,
@@ -69,42 +78,49 @@ def one_run(server, mode_args, args, leftovers):
     port = lib.free_ports(1)[0]
     starter = {"mailnet": start_mailnet, "smtp-sink": start_sink, "aiosmtpd": start_aiosmtpd,
                "aiosmtpd-pool": lambda w, p, s: start_aiosmtpd(w, p, s, pool=True),
-               "mailnet-before": lambda w, p, s: start_mailnet(w, p, s, args.before_bin)}[server]
-    stop, pid, stored, extra = starter(work, port, args.sessions)
+               "mailnet-before": lambda w, p, s: start_mailnet(w, p, s, args.before_bin),
+               **(starters or {})}[server]
+    stop, pid, stored, extra, *net = starter(work, port, args.sessions)
     try:
-        cpu0 = lib.cpu_seconds(pid)
-        extra_cpu0 = {k: lib.cpu_seconds(v) for k, v in extra.items()}
-        argv = [lib.SMTP_SOURCE, "-s", str(args.sessions), "-m", str(args.messages), "-l", str(args.size),
-                *mode_args, "-M", "client.example", "-f", "load@client.example", "-t", "bench@jaku.com",
-                f"127.0.0.1:{port}"]
-        load_cpu0 = lib.children_cpu_seconds()
-        busy0, all0 = lib.machine_jiffies()
-        t0 = time.monotonic()
-        rc, out = lib.run_bounded(argv, 60 + args.messages / 50)
-        elapsed = time.monotonic() - t0
-        busy1, all1 = lib.machine_jiffies()
-        load_cpu = lib.children_cpu_seconds() - load_cpu0
-        cpu = lib.cpu_seconds(pid) - cpu0
-        extra_cpu = {k: lib.cpu_seconds(v) - extra_cpu0[k] for k, v in extra.items()}
-        if rc != 0 or "fatal" in out:
-            raise RuntimeError(f"smtp-source against {server} failed ({rc}): {out[-2000:]}")
-        if stored:
-            # A 250 means the file is in new/ already: no waiting needed.
-            n = stored()
-            if n != args.messages:
-                raise RuntimeError(f"{server}: {n} of {args.messages} messages in the Maildir")
-        r = {"server": server, "rate": args.messages / elapsed, "seconds": elapsed,
-             "cpu_us_per_msg": cpu / args.messages * 1e6,
-             # smtp-source's own CPU, and how busy the whole machine was: with
-             # both cores busy, the load and the server share them, and a
-             # server's rate cannot pass cores / (its CPU + the load's) per message.
-             "load_cpu_us_per_msg": load_cpu / args.messages * 1e6,
-             "machine_busy": (busy1 - busy0) / max(1, all1 - all0)}
-        for k, v in extra_cpu.items():
-            r[f"{k}_cpu_us_per_msg"] = v / args.messages * 1e6
-        return r
+        with (during(net[0] if net else None, work) if during else contextlib.nullcontext()) as more:
+            extra.update(more or {})  # their CPU is read too: {name: pid}
+            return load_run(server, mode_args, args, port, pid, stored, extra)
     finally:
         stop()
+
+
+def load_run(server, mode_args, args, port, pid, stored, extra):
+    cpu0 = lib.cpu_seconds(pid)
+    extra_cpu0 = {k: lib.cpu_seconds(v) for k, v in extra.items()}
+    argv = [lib.SMTP_SOURCE, "-s", str(args.sessions), "-m", str(args.messages), "-l", str(args.size),
+            *mode_args, "-M", "client.example", "-f", "load@client.example", "-t", "bench@jaku.com",
+            f"127.0.0.1:{port}"]
+    load_cpu0 = lib.children_cpu_seconds()
+    busy0, all0 = lib.machine_jiffies()
+    t0 = time.monotonic()
+    rc, out = lib.run_bounded(argv, 60 + args.messages / 50)
+    elapsed = time.monotonic() - t0
+    busy1, all1 = lib.machine_jiffies()
+    load_cpu = lib.children_cpu_seconds() - load_cpu0
+    cpu = lib.cpu_seconds(pid) - cpu0
+    extra_cpu = {k: lib.cpu_seconds(v) - extra_cpu0[k] for k, v in extra.items()}
+    if rc != 0 or "fatal" in out:
+        raise RuntimeError(f"smtp-source against {server} failed ({rc}): {out[-2000:]}")
+    if stored:
+        # A 250 means the file is in new/ already: no waiting needed.
+        n = stored()
+        if n != args.messages:
+            raise RuntimeError(f"{server}: {n} of {args.messages} messages in the Maildir")
+    r = {"server": server, "rate": args.messages / elapsed, "seconds": elapsed,
+         "cpu_us_per_msg": cpu / args.messages * 1e6,
+         # smtp-source's own CPU, and how busy the whole machine was: with
+         # both cores busy, the load and the server share them, and a
+         # server's rate cannot pass cores / (its CPU + the load's) per message.
+         "load_cpu_us_per_msg": load_cpu / args.messages * 1e6,
+         "machine_busy": (busy1 - busy0) / max(1, all1 - all0)}
+    for k, v in extra_cpu.items():
+        r[f"{k}_cpu_us_per_msg"] = v / args.messages * 1e6
+    return r
 
 
 def main():

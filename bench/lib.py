@@ -197,12 +197,14 @@ class Network:
         self.up_seconds = None
         self.timeout = timeout
 
-    def up(self):
+    def up(self, fresh=True):
+        """`mailnet up -d`; fresh=False keeps the run folder of an earlier up
+        (its Maildirs), as a restart of the network does."""
         t0 = time.monotonic()
         # The launcher takes its children from MAILNET_BIN_DIR when set: pin it.
         env = dict(os.environ, MAILNET_BIN_DIR=os.path.abspath(self.bin_dir or BIN_DIR))
-        rc, out = run_bounded([binary("mailnet", self.bin_dir), "up", "-d", "--fresh", self.topology_file, "--dir",
-                               self.run_dir], self.timeout, cwd=self.workdir, env=env)
+        rc, out = run_bounded([binary("mailnet", self.bin_dir), "up", "-d", *(["--fresh"] if fresh else []),
+                               self.topology_file, "--dir", self.run_dir], self.timeout, cwd=self.workdir, env=env)
         self.up_seconds = time.monotonic() - t0
         if rc != 0:
             self.down()

@@ -1,6 +1,9 @@
 #include "launcher/web/messages.hpp"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <algorithm>
 #include <cctype>
@@ -39,20 +42,46 @@ void name_time(const std::string& name, long long& seconds, long long& micros) {
   std::sscanf(name.c_str(), "%lld.M%lld", &seconds, &micros);
 }
 
-bool newer(const message_summary* a, const message_summary* b) {
-  if (a->seconds != b->seconds) return a->seconds > b->seconds;
-  if (a->micros != b->micros) return a->micros > b->micros;
-  if (a->id != b->id) return a->id > b->id;
-  if (a->domain != b->domain) return a->domain < b->domain;
-  return a->user < b->user;
+// One line of a listing: a file's summary, its entry and the Maildir it is in.
+template <typename Entry>
+struct listed {
+  const message_summary* s;
+  Entry* entry;
+  const std::string* domain;
+  const std::string* user;
+};
+
+template <typename Entry>
+bool newer(const listed<Entry>& a, const listed<Entry>& b) {
+  if (a.s->seconds != b.s->seconds) return a.s->seconds > b.s->seconds;
+  if (a.s->micros != b.s->micros) return a.s->micros > b.s->micros;
+  if (a.s->id != b.s->id) return a.s->id > b.s->id;
+  if (*a.domain != *b.domain) return *a.domain < *b.domain;
+  return *a.user < *b.user;
 }
 
-json summary_json(const message_summary& s) {
-  return {{"id", s.id},           {"domain", s.domain},   {"user", s.user},
+json summary_json(const message_summary& s, const std::string& domain, const std::string& user, bool unread) {
+  return {{"id", s.id},           {"domain", domain},     {"user", user},
           {"from", s.from},       {"to", s.to},           {"subject", s.subject},
           {"date", s.date},       {"message_id", s.message_id}, {"size", s.size},
-          {"attachments", s.attachments}, {"unread", s.unread}, {"bounce", s.bounce}};
+          {"attachments", s.attachments}, {"unread", unread}, {"bounce", s.bounce}};
 }
+
+// The summary's object as json_reply writes it as an element of the list
+// (indented two levels deeper than on its own): made once per file.
+std::string listed_object(const message_summary& s, const std::string& domain, const std::string& user,
+                          bool unread) {
+  const std::string alone = summary_json(s, domain, user, unread).dump(2, ' ', false, json::error_handler_t::replace);
+  std::string out = "    ";
+  out.reserve(alone.size() + alone.size() / 8);
+  for (const char c : alone) {
+    out += c;
+    if (c == '\n') out += "    ";  // a string's own line breaks are escaped: every '\n' is between lines
+  }
+  return out;
+}
+
+long long nanoseconds(const struct ::timespec& t) { return t.tv_sec * 1000000000LL + t.tv_nsec; }
 
 // The header fields as written (unfolded, not decoded), in order.
 json header_fields(const std::string& raw) {
@@ -133,74 +162,152 @@ std::string safe_content_type(const std::string& type) {
   return lowered(type);
 }
 
-const message_summary* message_store::summary_of(const fs::path& file, const std::string& domain,
-                                                 const std::string& user) {
+std::shared_ptr<const message_summary> message_store::read_summary(const fs::path& file, std::uint64_t inode) {
   // A Maildir name is never used twice and its file never rewritten: what
-  // was read of it holds as long as the name is listed.
-  auto& c = cache_[file.string()];
-  c.seen = true;
-  if (!c.summary.id.empty()) return &c.summary;
-  struct ::stat st {};
-  if (::lstat(file.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    cache_.erase(file.string());
-    return nullptr;
-  }
+  // was read of it holds as long as the name is listed with that inode.
+  const std::string id = message_id_of(file.filename().string());
+  const std::string key = id + "/" + std::to_string(inode);
+  if (const auto it = read_.find(key); it != read_.end())
+    if (auto known = it->second.lock()) return known;  // another link of the same file
   std::string raw;
   try {
     raw = node::read_whole_file(file, false);  // never through a link
   } catch (const std::exception&) {
-    cache_.erase(file.string());
     return nullptr;  // removed meanwhile
   }
   const auto m = node::parse_mail(raw);
-  message_summary s;
-  s.id = message_id_of(file.filename().string());
-  s.domain = domain;
-  s.user = user;
-  s.from = m.from;
-  s.to = m.to;
-  s.subject = m.subject;
-  s.date = m.date;
-  s.message_id = m.message_id;
-  s.size = raw.size();
-  for (const auto& a : m.attachments) s.attachments.push_back(a.file_name);
-  s.unread = is_unread(file);
-  s.bounce = is_bounce(m.from, header_fields(raw));
-  s.haystack = lowered(m.subject + "\n" + m.from + "\n" + m.to + "\n" + m.text.substr(0, 1u << 20));
-  name_time(s.id, s.seconds, s.micros);
-  c.summary = std::move(s);
-  return &c.summary;
+  auto s = std::make_shared<message_summary>();
+  s->id = id;
+  s->from = m.from;
+  s->to = m.to;
+  s->subject = m.subject;
+  s->date = m.date;
+  s->message_id = m.message_id;
+  s->size = raw.size();
+  for (const auto& a : m.attachments) s->attachments.push_back(a.file_name);
+  s->bounce = is_bounce(m.from, header_fields(raw));
+  s->haystack = lowered(m.subject + "\n" + m.from + "\n" + m.to + "\n" + m.text.substr(0, 1u << 20));
+  name_time(s->id, s->seconds, s->micros);
+  read_[key] = s;
+  return s;
+}
+
+void message_store::refresh_folder(folder_index& f, const fs::path& folder) {
+  struct ::stat st {};
+  if (::stat(folder.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    f = folder_index{};
+    return;
+  }
+  if (f.settled && f.inode == st.st_ino && f.mtime_ns == nanoseconds(st.st_mtim)) return;  // nothing changed
+  struct ::timespec now {};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  DIR* d = ::opendir(folder.c_str());
+  if (!d) {
+    f = folder_index{};
+    return;
+  }
+  std::unordered_map<std::string, file_entry> files;
+  files.reserve(f.files.size() + 64);
+  // Bounded: a folder of more entries than this is not read to its end.
+  for (std::size_t count = 0; count < (std::size_t{1} << 24); ++count) {
+    const ::dirent* e = ::readdir(d);
+    if (!e) break;
+    const std::string_view name(e->d_name);
+    if (name == "." || name == "..") continue;
+    bool regular = e->d_type == DT_REG;  // a planted link is not mail
+    if (e->d_type == DT_UNKNOWN) {
+      struct ::stat fst {};
+      regular = ::fstatat(::dirfd(d), e->d_name, &fst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(fst.st_mode);
+    }
+    if (!regular) continue;
+    std::string key(name);
+    if (auto old = f.files.find(key); old != f.files.end() && old->second.inode == e->d_ino) {
+      files.emplace(std::move(key), std::move(old->second));
+      continue;
+    }
+    if (auto s = read_summary(folder / key, e->d_ino)) files.emplace(std::move(key), file_entry{e->d_ino, std::move(s), is_unread(folder / key), {}});
+  }
+  ::closedir(d);
+  f.files = std::move(files);
+  f.inode = st.st_ino;
+  f.mtime_ns = nanoseconds(st.st_mtim);
+  // Read more than a second after its last change: a later change moves the mtime.
+  f.settled = nanoseconds(now) - f.mtime_ns > 1000000000LL;
+}
+
+message_store::mailbox_index& message_store::refresh_mailbox(const fs::path& maildir, const std::string& domain,
+                                                             const std::string& user) {
+  auto& m = mailboxes_[maildir.string()];
+  m.domain = domain;
+  m.user = user;
+  m.seen = true;
+  refresh_folder(m.sub[0], maildir / "new");
+  refresh_folder(m.sub[1], maildir / "cur");
+  return m;
+}
+
+void message_store::refresh() {
+  for (auto& [path, m] : mailboxes_) m.seen = false;
+  for (const auto& d : node::mail_domains(dir_))
+    for (const auto& u : node::user_folders(d / "mail")) refresh_mailbox(u, d.filename().string(), u.filename().string());
+  // What is not there any more is forgotten.
+  std::erase_if(mailboxes_, [](const auto& e) { return !e.second.seen; });
+  std::erase_if(read_, [](const auto& e) { return e.second.expired(); });
+}
+
+std::size_t message_store::indexed() const {
+  std::size_t n = 0;
+  for (const auto& [path, m] : mailboxes_) n += m.sub[0].files.size() + m.sub[1].files.size();
+  return n;
 }
 
 response message_store::list(const message_query& q) {
-  std::vector<fs::path> domains;
-  if (q.domain.empty()) {
-    domains = node::mail_domains(dir_);
+  std::vector<mailbox_index*> boxes;
+  if (q.domain.empty() && q.user.empty()) {
+    refresh();
+    for (auto& [path, m] : mailboxes_) boxes.push_back(&m);
   } else {
-    const auto found = node::entry_in_any_case(dir_, without_root_dot(q.domain));
-    if (found.empty()) return error_response(404, "no domain '" + q.domain + "' in this network");
-    domains.push_back(found);
+    std::vector<fs::path> domains;
+    if (q.domain.empty()) {
+      domains = node::mail_domains(dir_);
+    } else {
+      const auto found = node::entry_in_any_case(dir_, without_root_dot(q.domain));
+      if (found.empty()) return error_response(404, "no domain '" + q.domain + "' in this network");
+      domains.push_back(found);
+    }
+    for (const auto& d : domains) {
+      std::vector<fs::path> users;
+      if (q.user.empty()) users = node::user_folders(d / "mail");
+      else if (auto u = node::entry_in_any_case(d / "mail", q.user); !u.empty()) users.push_back(u);
+      for (const auto& u : users) boxes.push_back(&refresh_mailbox(u, d.filename().string(), u.filename().string()));
+    }
   }
-  for (auto& [path, c] : cache_) c.seen = false;
+  // Pointers into the index, never copies of it.
   const std::string needle = lowered(q.q);
-  std::vector<const message_summary*> matched;
-  for (const auto& d : domains) {
-    std::vector<fs::path> users;
-    if (q.user.empty()) users = node::user_folders(d / "mail");
-    else if (auto u = node::entry_in_any_case(d / "mail", q.user); !u.empty()) users.push_back(u);
-    for (const auto& u : users)
-      for (const auto& file : node::maildir_files(u)) {
-        const auto* s = summary_of(file, d.filename().string(), u.filename().string());
-        if (s && (needle.empty() || s->haystack.find(needle) != std::string::npos)) matched.push_back(s);
-      }
-  }
-  // A full listing tells which files are gone: forget them.
-  if (q.domain.empty() && q.user.empty()) std::erase_if(cache_, [](const auto& e) { return !e.second.seen; });
+  std::vector<listed<file_entry>> matched;
+  for (auto* m : boxes)
+    for (auto& f : m->sub)
+      for (auto& [name, e] : f.files)
+        if (needle.empty() || e.summary->haystack.find(needle) != std::string::npos)
+          matched.push_back({e.summary.get(), &e, &m->domain, &m->user});
   const std::size_t count = std::min(q.limit, matched.size());
-  std::partial_sort(matched.begin(), matched.begin() + static_cast<std::ptrdiff_t>(count), matched.end(), newer);
-  json doc = {{"total", matched.size()}, {"count", count}, {"messages", json::array()}};
-  for (std::size_t i = 0; i < count; ++i) doc["messages"].push_back(summary_json(*matched[i]));
-  return json_reply(200, doc);
+  std::partial_sort(matched.begin(), matched.begin() + static_cast<std::ptrdiff_t>(count), matched.end(),
+                    newer<file_entry>);
+  // Written as json_reply would write {"count", "messages", "total"} (keys in
+  // order, two spaces an indent), each message's object made once and kept.
+  response r;
+  r.body = "{\n  \"count\": " + std::to_string(count) + ",\n  \"messages\": ";
+  if (count == 0) r.body += "[]";
+  for (std::size_t i = 0; i < count; ++i) {
+    auto& e = *matched[i].entry;
+    if (e.json.empty()) e.json = listed_object(*matched[i].s, *matched[i].domain, *matched[i].user, e.unread);
+    r.body += i == 0 ? "[\n" : ",\n";
+    r.body += e.json;
+  }
+  if (count > 0) r.body += "\n  ]";
+  r.body += ",\n  \"total\": " + std::to_string(matched.size()) + "\n}\n";
+  r.status = 200;
+  return r;
 }
 
 std::vector<fs::path> message_store::locate(const std::string& id) const {
@@ -364,7 +471,8 @@ response message_store::remove(const std::string& id, const std::string& domain,
     if (!user.empty() && lowered(u.filename().string()) != lowered(user)) continue;
     std::error_code ec;
     if (fs::remove(f, ec)) removed.push_back({{"domain", d}, {"user", u.filename().string()}});
-    cache_.erase(f.string());
+    if (const auto m = mailboxes_.find(u.string()); m != mailboxes_.end())
+      m->second.sub[f.parent_path().filename() == "new" ? 0 : 1].files.erase(f.filename().string());
   }
   if (removed.empty())
     return error_response(404, "message '" + id + "' is not in the Maildir of " +

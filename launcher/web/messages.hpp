@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <unordered_map>
 #include <optional>
 #include <string>
@@ -29,12 +30,12 @@ struct message_query {
 };
 
 // The parts of a message the list needs, read once per file and kept (a
-// Maildir file never changes under its name).
+// Maildir file never changes under its name). The links of one message in
+// several users' Maildirs share one.
 struct message_summary {
-  std::string id, domain, user, from, to, subject, date, message_id;
+  std::string id, from, to, subject, date, message_id;
   std::uintmax_t size = 0;
   std::vector<std::string> attachments;
-  bool unread = false;  // in new/, or in cur/ without the S (seen) flag
   bool bounce = false;  // a delivery status notification: From MAILER-DAEMON or multipart/report
   std::string haystack;  // subject, from, to and text, ASCII-lowered: what q searches
   long long seconds = 0, micros = 0;  // the delivery time in the name
@@ -61,6 +62,12 @@ class message_store {
   // domain and/or user when given.
   response remove(const std::string& id, const std::string& domain, const std::string& user);
 
+  // Brings the index of every Maildir up to date (what a listing of all does
+  // first): files new since the last look are read, removed ones dropped.
+  // The web server runs it on its worker thread as soon as it starts.
+  void refresh();
+  std::size_t indexed() const;  // files in the index (each link once)
+
   // The files named id (without flags) in every user's Maildir, by path.
   std::vector<std::filesystem::path> locate(const std::string& id) const;
   // The message's bytes, read from the first of files (its links, found by
@@ -68,15 +75,38 @@ class message_store {
   static std::optional<std::string> load(const std::vector<std::filesystem::path>& files);
 
  private:
-  const message_summary* summary_of(const std::filesystem::path& file, const std::string& domain,
-                                    const std::string& user);
-
-  struct cached {
-    message_summary summary;
+  // One new/ or cur/ folder: its files by name, each with its inode (from
+  // the directory entry: no stat per file) and what was read of it. The
+  // folder is read again only when its mtime or inode changed, or when the
+  // last look came less than a second after its mtime (a file linked in the
+  // same clock tick leaves the mtime as it was).
+  struct file_entry {
+    std::uint64_t inode = 0;
+    std::shared_ptr<const message_summary> summary;
+    bool unread = false;  // this link: in new/, or in cur/ without the S (seen) flag
+    std::string json;  // its object in a listing, as written there; made when first listed
+  };
+  struct folder_index {
+    std::uint64_t inode = 0;
+    long long mtime_ns = -1;
+    bool settled = false;  // mtime and inode unchanged mean nothing changed
+    std::unordered_map<std::string, file_entry> files;
+  };
+  struct mailbox_index {  // one user's Maildir
+    std::string domain, user;
+    folder_index sub[2];  // new/, cur/
     bool seen = false;
   };
+  mailbox_index& refresh_mailbox(const std::filesystem::path& maildir, const std::string& domain,
+                                 const std::string& user);
+  void refresh_folder(folder_index& f, const std::filesystem::path& folder);
+  std::shared_ptr<const message_summary> read_summary(const std::filesystem::path& file, std::uint64_t inode);
+
   std::filesystem::path dir_;
-  std::unordered_map<std::string, cached> cache_;  // by path
+  std::unordered_map<std::string, mailbox_index> mailboxes_;  // by Maildir path
+  // What was read of each file, by id and inode: the links of one message
+  // are read once. Dropped when no folder holds it any more.
+  std::unordered_map<std::string, std::weak_ptr<const message_summary>> read_;
 };
 
 // The policy a mail's HTML is served with: a sandbox without scripts, nothing

@@ -82,6 +82,8 @@ response error_response(int status, const std::string& reason) { return json_res
 api::api(endpoint listen, control_function control)
     : listen_(std::move(listen)), control_(std::move(control)), messages_(std::make_shared<message_routes>(control_)) {}
 
+boost::asio::awaitable<void> api::warm_up() { co_await messages_->warm_up(); }
+
 std::string api::origin() const { return "http://" + listen_.to_string(); }
 
 std::optional<response> api::refuse_host(const request& r) const {

@@ -60,6 +60,9 @@ class api {
 
   void set_sender(send_function send) { send_ = std::move(send); }
 
+  // Work done once as the server starts: the index of the Maildirs.
+  boost::asio::awaitable<void> warm_up();
+
  private:
   boost::asio::awaitable<response> network();
   boost::asio::awaitable<response> metrics();

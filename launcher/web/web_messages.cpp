@@ -153,12 +153,8 @@ asio::awaitable<response> message_routes::answer(const request& r, const std::st
     co_return error_response(400, "query parameters are taken only by the list and a DELETE");
   }
 
-  if (!store_) {
-    const json reply = co_await control_(status_command());
-    const std::string dir = reply.value("ok", false) ? reply["status"].value("dir", "") : "";
-    if (dir.empty()) co_return error_response(503, reply.value("error", std::string("the launcher did not answer")));
-    if (!store_) store_ = std::make_shared<message_store>(dir);
-  }
+  std::optional<response> failed = co_await open_store();
+  if (failed) co_return std::move(*failed);
   auto store = store_;
   const std::string domain = params["domain"], user = params["user"];
   std::function<response()> job;
@@ -178,6 +174,30 @@ asio::awaitable<response> on_file_worker(std::function<response()> f) {
   // Off the event loop; this coroutine resumes on its own executor after.
   response out = co_await asio::co_spawn(worker(), run_job(std::move(f)), asio::use_awaitable);
   co_return out;
+}
+
+asio::awaitable<std::optional<response>> message_routes::open_store() {
+  if (store_) co_return std::nullopt;
+  const json reply = co_await control_(status_command());
+  const std::string dir = reply.value("ok", false) ? reply["status"].value("dir", "") : "";
+  if (dir.empty()) co_return error_response(503, reply.value("error", std::string("the launcher did not answer")));
+  if (!store_) store_ = std::make_shared<message_store>(dir);
+  co_return std::nullopt;
+}
+
+asio::awaitable<void> message_routes::warm_up() {
+  std::optional<response> failed = co_await open_store();
+  if (failed) co_return;  // asked again at the first request
+  auto store = store_;
+  // Queued on the worker like a request: one that comes meanwhile waits for
+  // it and then finds every file read. The job is a named variable, not a
+  // temporary in the co_await's expression (as in answer()): GCC destroyed
+  // such a temporary lambda twice, and the store with its last reference.
+  std::function<response()> job = [store] {
+    store->refresh();
+    return response{};
+  };
+  co_await asio::co_spawn(worker(), run_job(std::move(job)), asio::use_awaitable);
 }
 
 }  // namespace mailnet::launcher::web

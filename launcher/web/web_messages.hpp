@@ -28,7 +28,15 @@ class message_routes {
   boost::asio::awaitable<response> answer(const request& r, const std::string& path,
                                           std::optional<response> change_refusal);
 
+  // Indexes every Maildir of the network on the worker thread, so that the
+  // first listing finds it done; called once as the web server starts.
+  boost::asio::awaitable<void> warm_up();
+
  private:
+  // The store, made at first use (the run folder asked of the launcher);
+  // an error response when the launcher does not say.
+  boost::asio::awaitable<std::optional<response>> open_store();
+
   control_function control_;
   std::shared_ptr<message_store> store_;  // made at first use; used on the worker thread only
 };

@@ -311,7 +311,10 @@ void server::publish_state(std::string_view node, std::string_view state, std::s
 
 void server::set_sender(send_function send) { impl_->web.set_sender(std::move(send)); }
 
-void server::start() { asio::co_spawn(impl_->io, impl_->accept_loop(), report_failure); }
+void server::start() {
+  asio::co_spawn(impl_->io, impl_->accept_loop(), report_failure);
+  asio::co_spawn(impl_->io, impl_->web.warm_up(), report_failure);
+}
 
 void server::close() {
   boost::system::error_code ignored;

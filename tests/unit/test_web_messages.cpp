@@ -1,8 +1,12 @@
 #include <doctest/doctest.h>
 
+#include <chrono>
+#include <fstream>
+
 #include "common/mail/mime_parse.hpp"
 #include "launcher/web/messages.hpp"
 #include "launcher/web/web_messages.hpp"
+#include "temp_dir.hpp"
 
 using namespace mailnet::launcher::web;
 
@@ -103,4 +107,103 @@ TEST_CASE("a mail's HTML page may run nothing and fetch nothing") {
   CHECK(policy.find("frame-ancestors 'self'") != std::string::npos);
   CHECK(policy.find("script") == std::string::npos);
   CHECK(policy.find("allow-") == std::string::npos);
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+
+nlohmann::json listing(message_store& store, const std::string& domain = "", const std::string& user = "") {
+  message_query q;
+  q.domain = domain;
+  q.user = user;
+  const auto r = store.list(q);
+  REQUIRE(r.status == 200);
+  const auto doc = nlohmann::json::parse(r.body);
+  // Written byte for byte as the JSON library writes the document.
+  CHECK(doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n" == r.body);
+  return doc;
+}
+
+void put(const fs::path& file, const std::string& subject) {
+  std::ofstream(file, std::ios::binary) << "From: a@client.example\r\nTo: luke@jaku.com\r\nSubject: " << subject
+                                        << "\r\n\r\nbody\r\n";
+}
+
+}  // namespace
+
+TEST_CASE("the message index follows the Maildirs: new, replaced, linked and removed files, each read once") {
+  mailnet::test::temp_dir run("web_index");
+  const auto luke = run.path / "jaku.com" / "mail" / "luke", leia = run.path / "jaku.com" / "mail" / "leia";
+  for (const auto& u : {luke, leia})
+    for (const char* sub : {"new", "cur", "tmp"}) fs::create_directories(u / sub);
+  put(luke / "new" / "100.M1P1Q1.x", "first");
+  message_store store(run.path);
+  store.refresh();  // what the web server does as it starts
+  CHECK(store.indexed() == 1);
+
+  // A file linked in right after a listing (the folder's mtime may not have
+  // moved on this clock's tick) is listed at the next one.
+  put(luke / "new" / "101.M1P1Q2.x", "second");
+  auto doc = listing(store);
+  REQUIRE(doc["total"] == 2);
+  CHECK(doc["messages"][0]["subject"] == "second");
+  CHECK(doc["messages"][1]["subject"] == "first");
+
+  // A file is read once: bytes written over it in place (never done to a
+  // Maildir file) are not read again; a new file under its name is.
+  put(luke / "new" / "100.M1P1Q1.x", "written over");
+  CHECK(listing(store)["messages"][1]["subject"] == "first");
+  put(luke / "tmp" / "t", "replaced");
+  fs::rename(luke / "tmp" / "t", luke / "new" / "100.M1P1Q1.x");
+  CHECK(listing(store)["messages"][1]["subject"] == "replaced");
+
+  // One message linked into two users' Maildirs: listed for each.
+  fs::create_hard_link(luke / "new" / "101.M1P1Q2.x", leia / "cur" / "101.M1P1Q2.x:2,S");
+  doc = listing(store);
+  REQUIRE(doc["total"] == 3);
+  CHECK(doc["messages"][0]["user"] == "leia");
+  CHECK(doc["messages"][0]["subject"] == "second");
+  // Unread is each link's own: leia's is seen (cur/, S), luke's is in new/.
+  CHECK(doc["messages"][0]["unread"] == false);
+  CHECK(doc["messages"][1]["user"] == "luke");
+  CHECK(doc["messages"][1]["unread"] == true);
+  CHECK(listing(store, "JAKU.com", "LEIA")["total"] == 1);
+
+  // Removed behind its back: gone from the list.
+  fs::remove(luke / "new" / "101.M1P1Q2.x");
+  doc = listing(store);
+  REQUIRE(doc["total"] == 2);
+  CHECK(doc["messages"][0]["user"] == "leia");
+  CHECK(store.indexed() == 2);
+
+  // A folder unchanged (its mtime as it was, more than a second old when
+  // last read) is not read again: only a change of it makes a new listing
+  // read it. Here a file is put in and the mtime set back by hand.
+  const auto old = fs::file_time_type::clock::now() - std::chrono::seconds(10);
+  fs::last_write_time(luke / "new", old);
+  CHECK(listing(store)["total"] == 2);  // read once more, now settled
+  put(luke / "new" / "102.M1P1Q3.x", "hidden");
+  fs::last_write_time(luke / "new", old);
+  CHECK(listing(store)["total"] == 2);
+  put(luke / "new" / "103.M1P1Q4.x", "third");  // moves the mtime: both are found
+  doc = listing(store);
+  CHECK(doc["total"] == 4);
+  CHECK(doc["messages"][0]["subject"] == "third");
+
+  // Listed as the JSON library writes it (listing() checks): an attachment,
+  // quotes, a tab, bytes that are not UTF-8.
+  std::ofstream(leia / "new" / "104.M1P1Q5.x", std::ios::binary)
+      << "From: \"Leia \\\"O\\\"\" <leia@jaku.com>\r\nSubject: tab\there \xff\xfe end\r\nMIME-Version: 1.0\r\n"
+         "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+         "--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"a b.bin\"\r\n"
+         "Content-Transfer-Encoding: base64\r\n\r\nQUJD\r\n--b--\r\n";
+  doc = listing(store);
+  REQUIRE(doc["total"] == 5);
+  CHECK(doc["messages"][0]["attachments"] == nlohmann::json::array({"a b.bin"}));
+
+  // A domain removed: nothing of it is left.
+  fs::remove_all(run.path / "jaku.com");
+  CHECK(listing(store)["total"] == 0);
+  CHECK(store.indexed() == 0);
 }
