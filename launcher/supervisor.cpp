@@ -4,6 +4,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/readable_pipe.hpp>
@@ -826,7 +827,9 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
   add("resolver", net_.resolver.listen.to_string(), {"--topology", topo_file, "--run-dir", run_dir},
       "mailnet-resolver", net_.resolver.restart_on_failure);
   for (const auto& d : net_.domains)
-    add(d.name, d.listen.to_string(), {"--topology", topo_file, "--domain", d.name, "--run-dir", run_dir},
+    add(d.name, d.listen.to_string(),
+        {"--topology", folder_.node_topology_json(d.name).string(), "--network-topology", topo_file, "--domain", d.name,
+         "--run-dir", run_dir},
         "mailnet-node", d.restart_on_failure);
 
   // The first Ctrl-C stops everything in order; a second one does not wait.
@@ -875,7 +878,18 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
   bool ok = resolver.state == child_state::ready;
   const bool progress = console_ >= 0 && ::isatty(console_) && children_.size() > 10;  // on a terminal, large topologies
   if (ok) {
-    for (auto it = std::next(children_.begin()); it != children_.end(); ++it) spawn(*it);
+    // The launcher reads its children's lines between two spawns: spawning a
+    // thousand nodes takes seconds, and their lines (ready among them) must
+    // not wait in the pipes until the last one has started. Each child has
+    // ready_timeout from its own start: the wait ends ready_timeout after the
+    // last spawn. (With one deadline for all, taken before the first spawn, a
+    // network whose spawning outlasted it failed at once, every node ready
+    // but its line still unread.)
+    for (auto it = std::next(children_.begin()); it != children_.end() && !interrupted; ++it) {
+      spawn(*it);
+      co_await asio::post(io_, asio::use_awaitable);
+    }
+    deadline = clock::now() + ready_timeout;
     auto ready_count = [&] {
       return std::count_if(children_.begin(), children_.end(),
                            [](const child& c) { return c.state == child_state::ready; });
