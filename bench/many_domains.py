@@ -116,8 +116,25 @@ def processes_of(folder):
     return found
 
 
+def describe(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace")[:160]
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return f"{pid} ({state}) {cmd}"
+    except OSError:
+        return f"{pid} (gone)"
+
+
 def kill_leftovers(folder):
     pids = processes_of(folder)
+    deadline = time.monotonic() + 5  # a process on its way out is given a moment
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.1)
+        pids = [p for p in pids if lib.pid_alive(p)]
+    for pid in pids:
+        lib.log(f"  leftover: {describe(pid)}")
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -141,6 +158,13 @@ def smaps_rollup(pid):
             elif key in ("Private_Clean", "Private_Dirty"):
                 out["Private"] += int(rest.split()[0])
     return out
+
+
+def run_seconds(pid):
+    """CPU time a process has run, from /proc/PID/schedstat (nanoseconds; the
+    clock ticks of /proc/PID/stat miss most of a 10 ms start)."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0]) / 1e9
 
 
 def mib(kib):
@@ -240,6 +264,9 @@ def one_run(n, args, rnd):
         r["node_private"] = statistics.median(x["Private"] for x in nodes)
         r["node_private_max"] = max(x["Private"] for x in nodes)
         r["total_pss"] = sum(x["Pss"] for x in nodes)
+        # CPU spent to get there (less sensitive to a busy machine than the wall time).
+        r["nodes_cpu_s"] = sum(run_seconds(pids[name]) for name in names)
+        r["launcher_cpu_s"] = run_seconds(info["launcher_pid"])
         r["launcher"] = smaps_rollup(info["launcher_pid"])
         r["resolver"] = smaps_rollup(pids["resolver"])
         r["status_s"], (rc, out) = timed(lambda: mailnet(["status"], run_dir, 60, env))
@@ -249,7 +276,8 @@ def one_run(n, args, rnd):
         r["api_s"], count = timed(lambda: get_network(web_port))
         if count != n:
             raise RuntimeError(f"GET /api/v1/network listed {count} domains, not {n}")
-        lib.log(f"  round {rnd}: {n} domains ready in {dt:.2f} s; node private {mib(r['node_private']):.2f} MiB, "
+        lib.log(f"  round {rnd}: {n} domains ready in {dt:.2f} s (CPU: nodes {r['nodes_cpu_s']:.1f} s, launcher "
+                f"{r['launcher_cpu_s']:.1f} s); node private {mib(r['node_private']):.2f} MiB, "
                 f"status {r['status_s']:.2f} s, GET /api/v1/network {r['api_s']:.2f} s")
 
         if args.send:
@@ -326,13 +354,14 @@ def main():
             results[n].append(one_run(n, args, rnd))
     print(f"\n## many domains: `mailnet up -d` of N generated domains ({time.strftime('%Y-%m-%d')})")
     print(f"{lib.machine()}\n")
-    print("| domains | ready (s) | node RSS / PSS / private, median (MiB) | private max (MiB) | all nodes' PSS (MiB) "
+    print("| domains | ready (s) | CPU to ready: nodes / launcher (s) | node RSS / PSS / private, median (MiB) | private max (MiB) | all nodes' PSS (MiB) "
           "| launcher RSS / private (MiB) | resolver RSS / private (MiB) | status (s) | GET network (s) | down (s) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for n in sizes:
         rs = results[n]
         med = lambda k: lib.median([x[k] for x in rs])  # noqa: E731
         print(f"| {n} | {lib.summary([x['ready_s'] for x in rs], '{:.2f}')} "
+              f"| {med('nodes_cpu_s'):.1f} / {med('launcher_cpu_s'):.1f} "
               f"| {mib(med('node_rss')):.2f} / {mib(med('node_pss')):.2f} / {mib(med('node_private')):.2f} "
               f"| {mib(max(x['node_private_max'] for x in rs)):.2f} | {mib(med('total_pss')):.0f} "
               f"| {mib(lib.median([x['launcher']['Rss'] for x in rs])):.1f} / "

@@ -1074,27 +1074,29 @@ int run_up(const up_options& options) {
 
   std::signal(SIGPIPE, SIG_IGN);
   const bool colour = !options.detach && ::isatty(1) && !std::getenv("NO_COLOR");
-  asio::io_context io(1);
-  supervisor sup(io, std::move(net), folder, colour, console);
   int code = 1;
-  auto on_ready = [&](bool ok) {
-    if (ready_fd < 0) return;
-    char byte = ok ? '1' : '0';
-    [[maybe_unused]] auto n = ::write(ready_fd, &byte, 1);
-    if (ok) {  // a failed daemon keeps both until it exits: its parent waits for that
-      ::close(ready_fd);
-      sup.release_console();
-      if (console != STDERR_FILENO && console >= 0) ::close(console);
-    }
-    ready_fd = -1;
-  };
-  asio::co_spawn(io, sup.bring_up(options.ready_timeout, on_ready), [&](std::exception_ptr e, bool ok) {
-    report_failure(e);
-    code = !e && ok ? 0 : 1;
-    io.stop();
-  });
-  io.run();
-  on_ready(false);
+  {  // torn down before launcher.pid goes: `mailnet down` waits for that
+    asio::io_context io(1);
+    supervisor sup(io, std::move(net), folder, colour, console);
+    auto on_ready = [&](bool ok) {
+      if (ready_fd < 0) return;
+      char byte = ok ? '1' : '0';
+      [[maybe_unused]] auto n = ::write(ready_fd, &byte, 1);
+      if (ok) {  // a failed daemon keeps both until it exits: its parent waits for that
+        ::close(ready_fd);
+        sup.release_console();
+        if (console != STDERR_FILENO && console >= 0) ::close(console);
+      }
+      ready_fd = -1;
+    };
+    asio::co_spawn(io, sup.bring_up(options.ready_timeout, on_ready), [&](std::exception_ptr e, bool ok) {
+      report_failure(e);
+      code = !e && ok ? 0 : 1;
+      io.stop();
+    });
+    io.run();
+    on_ready(false);
+  }
   folder.remove_pid();
   return code;
 }
