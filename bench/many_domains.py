@@ -41,8 +41,6 @@ import signal
 import smtplib
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
