@@ -1,5 +1,7 @@
 #include "launcher/run_folder.hpp"
 
+#include <algorithm>
+
 #include "common/private_files.hpp"
 
 #include <csignal>
@@ -8,6 +10,23 @@
 #include <sys/un.h>
 
 namespace mailnet::launcher {
+
+topology node_topology(const topology& net, const std::string& domain) {
+  topology out;
+  out.name = net.name;
+  out.resolver = net.resolver;
+  out.web = net.web;
+  out.faults.seed = net.faults.seed;
+  std::vector<std::string> wanted{domain};
+  for (const auto& r : net.faults.rules)
+    if (r.to == domain) {
+      out.faults.rules.push_back(r);
+      if (std::find(wanted.begin(), wanted.end(), r.from) == wanted.end()) wanted.push_back(r.from);
+    }
+  for (const auto& d : net.domains)
+    if (std::find(wanted.begin(), wanted.end(), d.name) != wanted.end()) out.domains.push_back(d);
+  return out;
+}
 
 void run_folder::prepare(const topology& net, bool fresh) const {
   // Before anything is written: the folder and everything in it must be
@@ -32,6 +51,10 @@ void run_folder::prepare(const topology& net, bool fresh) const {
   if (std::filesystem::absolute(control_socket()).string().size() >= sizeof(sockaddr_un{}.sun_path))
     throw std::runtime_error("the path of " + control_socket().string() + " is too long for a unix socket");
   write_private_file(topology_json(), to_json_text(net));
+  for (const auto& d : net.domains) {
+    make_private_folders(dir_, d.name);
+    write_private_file(node_topology_json(d.name), to_json_text(node_topology(net, d.name)));
+  }
 }
 
 void run_folder::write_pid(int pid) const { write_private_file(pid_file(), std::to_string(pid) + "\n"); }

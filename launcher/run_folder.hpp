@@ -13,12 +13,21 @@
 
 namespace mailnet::launcher {
 
+// The part of a topology one domain's node needs: the network's settings,
+// its own domain, the fault rules acting on it, and the domains those rules
+// name as senders (so that the result is a valid topology of its own).
+topology node_topology(const topology& net, const std::string& domain);
+
 class run_folder {
  public:
   explicit run_folder(std::filesystem::path dir) : dir_(std::move(dir)) {}
 
   const std::filesystem::path& dir() const { return dir_; }
   std::filesystem::path topology_json() const { return dir_ / "topology.json"; }
+  // A node's own part of topology.json (node_topology below), what its node
+  // reads at its start: in a network of a thousand domains, each node parsing
+  // the whole file made the start O(domains²).
+  std::filesystem::path node_topology_json(const std::string& domain) const { return dir_ / domain / "topology.json"; }
   std::filesystem::path network_json() const { return dir_ / "network.json"; }
   std::filesystem::path control_socket() const { return dir_ / "mailnet.sock"; }
   std::filesystem::path pid_file() const { return dir_ / "launcher.pid"; }

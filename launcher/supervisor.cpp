@@ -4,6 +4,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/readable_pipe.hpp>
@@ -876,7 +877,9 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
   add("resolver", net_.resolver.listen.to_string(), {"--topology", topo_file, "--run-dir", run_dir},
       "mailnet-resolver", net_.resolver.restart_on_failure);
   for (const auto& d : net_.domains)
-    add(d.name, d.listen.to_string(), {"--topology", topo_file, "--domain", d.name, "--run-dir", run_dir},
+    add(d.name, d.listen.to_string(),
+        {"--topology", folder_.node_topology_json(d.name).string(), "--network-topology", topo_file, "--domain", d.name,
+         "--run-dir", run_dir},
         "mailnet-node", d.restart_on_failure);
 
   // The first Ctrl-C stops everything in order; a second one does not wait.
@@ -933,7 +936,18 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
   bool ok = resolver.state == child_state::ready;
   const bool progress = console_ >= 0 && ::isatty(console_) && children_.size() > 10;  // on a terminal, large topologies
   if (ok) {
-    for (auto it = std::next(children_.begin()); it != children_.end(); ++it) spawn(*it);
+    // The launcher reads its children's lines between two spawns: spawning a
+    // thousand nodes takes seconds, and their lines (ready among them) must
+    // not wait in the pipes until the last one has started. Each child has
+    // ready_timeout from its own start: the wait ends ready_timeout after the
+    // last spawn. (With one deadline for all, taken before the first spawn, a
+    // network whose spawning outlasted it failed at once, every node ready
+    // but its line still unread.)
+    for (auto it = std::next(children_.begin()); it != children_.end() && !interrupted; ++it) {
+      spawn(*it);
+      co_await asio::post(io_, asio::use_awaitable);
+    }
+    deadline = clock::now() + ready_timeout;
     auto ready_count = [&] {
       return std::count_if(children_.begin(), children_.end(),
                            [](const child& c) { return c.state == child_state::ready; });
@@ -1118,27 +1132,29 @@ int run_up(const up_options& options) {
 
   std::signal(SIGPIPE, SIG_IGN);
   const bool colour = !options.detach && ::isatty(1) && !std::getenv("NO_COLOR");
-  asio::io_context io(1);
-  supervisor sup(io, std::move(net), folder, colour, console);
   int code = 1;
-  auto on_ready = [&](bool ok) {
-    if (ready_fd < 0) return;
-    char byte = ok ? '1' : '0';
-    [[maybe_unused]] auto n = ::write(ready_fd, &byte, 1);
-    if (ok) {  // a failed daemon keeps both until it exits: its parent waits for that
-      ::close(ready_fd);
-      sup.release_console();
-      if (console != STDERR_FILENO && console >= 0) ::close(console);
-    }
-    ready_fd = -1;
-  };
-  asio::co_spawn(io, sup.bring_up(options.ready_timeout, on_ready), [&](std::exception_ptr e, bool ok) {
-    report_failure(e);
-    code = !e && ok ? 0 : 1;
-    io.stop();
-  });
-  io.run();
-  on_ready(false);
+  {  // torn down before launcher.pid goes: `mailnet down` waits for that
+    asio::io_context io(1);
+    supervisor sup(io, std::move(net), folder, colour, console);
+    auto on_ready = [&](bool ok) {
+      if (ready_fd < 0) return;
+      char byte = ok ? '1' : '0';
+      [[maybe_unused]] auto n = ::write(ready_fd, &byte, 1);
+      if (ok) {  // a failed daemon keeps both until it exits: its parent waits for that
+        ::close(ready_fd);
+        sup.release_console();
+        if (console != STDERR_FILENO && console >= 0) ::close(console);
+      }
+      ready_fd = -1;
+    };
+    asio::co_spawn(io, sup.bring_up(options.ready_timeout, on_ready), [&](std::exception_ptr e, bool ok) {
+      report_failure(e);
+      code = !e && ok ? 0 : 1;
+      io.stop();
+    });
+    io.run();
+    on_ready(false);
+  }
   folder.remove_pid();
   return code;
 }

@@ -43,6 +43,8 @@ class fault_plan {
   // after/for count from now. Rules for other nodes are left out here too.
   void set_run_time(const std::vector<fault_rule>& added, const std::vector<std::string>& cleared,
                     std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
+  // Every domain of the network, when it was not known at construction.
+  void set_network_domains(std::vector<std::string> network_domains) { network_domains_ = std::move(network_domains); }
   std::size_t size() const { return rules_.size(); }
   std::uint64_t seed() const { return seed_; }
 

@@ -23,7 +23,12 @@ constexpr std::chrono::milliseconds drain_deadline{5000};
 int node_main(int argc, char** argv) {
   CLI::App app{"mailnet-node: one mail domain's SMTP server"};
   std::string topology_file, domain, run_dir;
-  app.add_option("--topology", topology_file, "resolved topology (network.json)")->required();
+  std::string network_topology_file;
+  app.add_option("--topology", topology_file, "resolved topology (the run folder's topology.json)")->required();
+  app.add_option("--network-topology", network_topology_file,
+                 "with a --topology that holds this node's part of the network only (the launcher's "
+                 "<run>/<domain>/topology.json): the whole network's, read when a fault rule needs "
+                 "every domain's name");
   app.add_option("--domain", domain, "the domain this node serves")->required();
   app.add_option("--run-dir", run_dir, "the network's output folder")->required();
   CLI11_PARSE(app, argc, argv);
@@ -42,8 +47,16 @@ int node_main(int argc, char** argv) {
     }
     ::malloc_trim(0);  // and give the parse's memory back
     boost::asio::io_context io(1);
+    std::function<std::vector<std::string>()> load_network_domains;
+    if (!network_topology_file.empty())
+      load_network_domains = [network_topology_file] {
+        std::vector<std::string> names;
+        for (const auto& d : load_topology(network_topology_file).domains) names.push_back(d.name);
+        ::malloc_trim(0);
+        return names;
+      };
     node_service service(io, std::move(net), domain, std::filesystem::path(run_dir) / domain, true,
-                         std::move(network_domains));
+                         std::move(network_domains), std::move(load_network_domains));
     // SIGTERM (mailnet stop, restart, down) or SIGINT (Ctrl-C): a graceful
     // stop within drain_deadline. Later signals change nothing: the
     // launcher's SIGKILL, after its own longer wait, is the way to stop at once.

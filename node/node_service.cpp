@@ -339,16 +339,30 @@ struct node_service::impl {
   std::chrono::steady_clock::time_point last_accept_log{};
   fd_reserve fds;
   std::vector<std::string> network_domains;  // for the rules of faults.json
+  std::function<std::vector<std::string>()> load_network_domains;  // set until the names are loaded
+  void need_network_domains() {
+    if (!load_network_domains) return;
+    network_domains = load_network_domains();
+    load_network_domains = nullptr;
+    ctx.faults.set_network_domains(network_domains);
+  }
   std::size_t fd_refusals = 0;
   std::chrono::steady_clock::time_point last_fd_refusal_log{};
 };
 
 node_service::node_service(asio::io_context& io, topology net, const std::string& domain,
-                           std::filesystem::path domain_dir, bool echo, std::vector<std::string> network_domains)
+                           std::filesystem::path domain_dir, bool echo, std::vector<std::string> network_domains,
+                           std::function<std::vector<std::string>()> load_network_domains)
     : impl_(std::make_unique<impl>(io, std::move(net), domain, std::move(domain_dir), echo)) {
   auto& m = *impl_;
   if (network_domains.empty())
     for (const auto& d : m.net.domains) network_domains.push_back(d.name);
+  if (load_network_domains &&
+      std::any_of(m.net.faults.rules.begin(), m.net.faults.rules.end(),
+                  [&](const fault_rule& r) { return r.to == m.config.name && r.from == "clients"; }))
+    network_domains = load_network_domains();  // needed now
+  else
+    m.load_network_domains = std::move(load_network_domains);
   m.network_domains = network_domains;
   // Without a seed in the topology, one of our own, logged at start so that a run can be replayed.
   std::random_device random;
@@ -449,6 +463,7 @@ void node_service::reload_faults(bool at_start) {
     }
     const auto doc = nlohmann::json::parse(read_whole_file(file, false));
     generation = std::to_string(doc.at("generation").get<std::uint64_t>());
+    m.need_network_domains();  // the rules name domains of the whole network
     const json_reader reader(file.string());
     std::vector<fault_rule> added;
     const auto& rules = doc.at("rules");

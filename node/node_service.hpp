@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,9 +22,13 @@ class node_service {
  public:
   // domain_dir is <run>/<domain>; logs echo to stdout when echo is true.
   // network_domains: every domain of the network, for fault rules "from":
-  // "clients" (empty: the domains of net).
+  // "clients" (empty: the domains of net). load_network_domains, when given:
+  // net holds only part of the network (the launcher's node topology), and
+  // this reads every domain's name when a rule needs them (a "clients" rule,
+  // at the start or from faults.json; a faults.json to check), once.
   node_service(boost::asio::io_context& io, topology net, const std::string& domain,
-               std::filesystem::path domain_dir, bool echo, std::vector<std::string> network_domains = {});
+               std::filesystem::path domain_dir, bool echo, std::vector<std::string> network_domains = {},
+               std::function<std::vector<std::string>()> load_network_domains = {});
   ~node_service();
 
   // Binds the listener (throws std::system_error naming the address), creates

@@ -301,3 +301,38 @@ TEST_CASE("web: on at 127.0.0.1:8025 by default, a loopback address of its own, 
     CHECK(parse_topology(to_json_text(first), "again.json") == first);
   }
 }
+
+TEST_CASE("a node's part of the topology: its domain, the rules acting on it and the domains they name") {
+  const auto net = parse_topology(R"({
+    "name": "part", "resolver": { "listen": "127.0.0.1:1053" }, "web": { "listen": "127.0.0.1:1054" },
+    "domains": [
+      { "name": "a.test", "listen": "127.0.0.1:2001", "users": ["u"], "policy": { "sync": "files" } },
+      { "name": "b.test", "listen": "127.0.0.1:2002" },
+      { "name": "c.test", "listen": "127.0.0.1:2003" },
+      { "name": "d.test", "listen": "127.0.0.1:2004" }
+    ],
+    "faults": { "seed": 7, "rules": [
+      { "name": "from-c", "from": "c.test", "to": "a.test", "stage": "rcpt", "reply": "451 4.3.0 no" },
+      { "name": "clients", "from": "clients", "to": "a.test", "stage": "mail", "reply": "451 4.3.0 no" },
+      { "name": "other", "from": "a.test", "to": "b.test", "stage": "mail", "reply": "451 4.3.0 no" }
+    ] }
+  })", "t.json");
+  const auto part = launcher::node_topology(net, "a.test");
+  REQUIRE(part.domains.size() == 2);
+  CHECK(part.domains[0] == net.domains[0]);  // its own, every setting kept
+  CHECK(part.domains[1].name == "c.test");   // named by a rule acting on it
+  REQUIRE(part.faults.rules.size() == 2);
+  CHECK(part.faults.rules[0].name == "from-c");
+  CHECK(part.faults.rules[1].name == "clients");
+  CHECK(part.faults.seed == std::optional<std::uint64_t>(7));
+  CHECK(part.resolver == net.resolver);
+  CHECK(part.web == net.web);
+  // What the node reads is a topology of its own, and the same once read back.
+  CHECK(parse_topology(to_json_text(part), "part.json") == part);
+
+  const auto lone = launcher::node_topology(net, "d.test");  // no rule for it
+  REQUIRE(lone.domains.size() == 1);
+  CHECK(lone.domains[0].name == "d.test");
+  CHECK(lone.faults.rules.empty());
+  CHECK(parse_topology(to_json_text(lone), "lone.json") == lone);
+}

@@ -1,0 +1,382 @@
+#!/usr/bin/python3
+"""A thousand domains on one machine: `mailnet up -d` of a generated topology
+of N domains (one user each), then
+
+- the time until `up -d` returns (every node ready),
+- memory per idle node from /proc/PID/smaps_rollup: RSS, PSS and private
+  (Private_Clean + Private_Dirty: what the node costs beyond the pages it
+  shares with the other nodes), and the launcher's and the resolver's,
+- how long `mailnet status` and GET /api/v1/network take,
+- with --send K: every domain sends K messages, one to each of K other
+  domains picked at random (seeded), at most --max-messages in all; the
+  time until every one is in its recipient's Maildir `new/` and nothing is
+  queued or bounced (zero loss is counted, not assumed), while `mailnet
+  status` and GET /api/v1/network are timed once a second,
+- the time `mailnet down` takes.
+
+    /usr/bin/python3 bench/many_domains.py [--domains 1000] [--send 5] [--rounds 1]
+
+Ports: N + 2 ports (the nodes, the resolver's UDP and TCP, the web server) in
+one contiguous range below the kernel's ephemeral range
+(/proc/sys/net/ipv4/ip_local_port_range), so that no outgoing connection of
+this machine (the nodes' relay, other people's tests, which ask the kernel for
+port 0) is handed one of them between the check and `up`. The range is
+checked by binding every port of it (TCP, and UDP too for the resolver's) and
+holding them all until just before `up`; a taken port moves the search past
+it. Ports below 10000 are never used (the shipped scenarios' fixed ports).
+
+Clean-up: the run goes into a temporary folder removed at the end. On any
+failure `mailnet down` is tried, then every process whose command line names
+that folder (only ours can: the folder name is new) and whose owner is us is
+sent SIGKILL by its pid, the launcher included.
+
+Heavy: 1,000 domains are 1,000 processes. Run it on a quiet machine, and few
+times on a shared one.
+"""
+import argparse
+import json
+import os
+import random
+import signal
+import smtplib
+import socket
+import statistics
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import lib
+
+
+# ---- ports ---------------------------------------------------------------------
+
+def ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def hold_port_range(count, lowest=10000):
+    """(first port, sockets held) for count consecutive free loopback ports
+    below the ephemeral range; the last port is checked for UDP as well (the
+    resolver's). Raises when none is found."""
+    eph_lo, _ = ephemeral_range()
+    base = lowest
+    while base + count <= eph_lo:
+        held, moved = [], False
+        try:
+            for port in range(base, base + count):
+                kinds = [socket.SOCK_STREAM] + ([socket.SOCK_DGRAM] if port == base + count - 2 else [])
+                for kind in kinds:
+                    s = socket.socket(socket.AF_INET, kind)
+                    try:
+                        s.bind(("127.0.0.1", port))
+                    except OSError:
+                        s.close()
+                        base = port + 1  # past the taken one
+                        moved = True
+                        break
+                    held.append(s)
+                if moved:
+                    break
+        except BaseException:
+            for s in held:
+                s.close()
+            raise
+        if not moved:
+            return base, held
+        for s in held:
+            s.close()
+    raise SystemExit(f"no {count} consecutive free loopback ports between {lowest} and {eph_lo}")
+
+
+# ---- processes of the run ----------------------------------------------------
+
+def processes_of(folder):
+    """Pids of our processes whose command line names folder."""
+    me, found = os.getuid(), []
+    key = folder.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != me:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if key in f.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def describe(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace")[:160]
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return f"{pid} ({state}) {cmd}"
+    except OSError:
+        return f"{pid} (gone)"
+
+
+def kill_leftovers(folder):
+    pids = processes_of(folder)
+    deadline = time.monotonic() + 5  # a process on its way out is given a moment
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.1)
+        pids = [p for p in pids if lib.pid_alive(p)]
+    for pid in pids:
+        lib.log(f"  leftover: {describe(pid)}")
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if pids:
+        lib.log(f"  killed {len(pids)} leftover process(es) by pid: {pids}")
+    lib.wait_for(lambda: not any(lib.pid_alive(p) for p in pids), 30, "the leftovers to go")
+
+
+# ---- memory --------------------------------------------------------------------
+
+def smaps_rollup(pid):
+    """{'Rss': kB, 'Pss': kB, 'Private': kB} of a process."""
+    out = {"Rss": 0, "Pss": 0, "Private": 0}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("Rss", "Pss"):
+                out[key] = int(rest.split()[0])
+            elif key in ("Private_Clean", "Private_Dirty"):
+                out["Private"] += int(rest.split()[0])
+    return out
+
+
+def run_seconds(pid):
+    """CPU time a process has run, from /proc/PID/schedstat (nanoseconds; the
+    clock ticks of /proc/PID/stat miss most of a 10 ms start)."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0]) / 1e9
+
+
+def mib(kib):
+    return kib / 1024
+
+
+# ---- the run -------------------------------------------------------------------
+
+def timed(fn):
+    t0 = time.monotonic()
+    value = fn()
+    return time.monotonic() - t0, value
+
+
+def mailnet(args, run_dir, timeout, env):
+    return lib.run_bounded([lib.binary("mailnet"), *args, "--dir", run_dir], timeout, env=env)
+
+
+def get_network(web_port):
+    req = urllib.request.Request(f"http://127.0.0.1:{web_port}/api/v1/network")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        body = r.read()
+    return len(json.loads(body)["nodes"])
+
+
+def send_one(port, sender_domain, targets, seq):
+    """One connection to the sender's node; one message to u@<target> each."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as s:
+        s.ehlo(sender_domain)
+        for i, t in enumerate(targets):
+            msg = (f"From: u@{sender_domain}\r\nTo: u@{t}\r\nSubject: many {seq}-{i}\r\n\r\n"
+                   f"from {sender_domain} to {t}\r\n")
+            s.sendmail(f"u@{sender_domain}", [f"u@{t}"], msg)
+    return len(targets)
+
+
+def count_delivered(run_dir, names):
+    return sum(lib.count_files(os.path.join(run_dir, n, "mail", "u", "new")) for n in names)
+
+
+class Prober(threading.Thread):
+    """Times `mailnet status` and GET /api/v1/network once a second until stopped."""
+
+    def __init__(self, run_dir, web_port, env):
+        super().__init__(daemon=True)
+        self.run_dir, self.web_port, self.env = run_dir, web_port, env
+        self.status_s, self.api_s, self.errors = [], [], []
+        self.stop_flag = threading.Event()
+
+    def run(self):
+        while not self.stop_flag.wait(1.0):
+            try:
+                dt, (rc, out) = timed(lambda: mailnet(["status", "--json"], self.run_dir, 30, self.env))
+                self.status_s.append(dt)
+                if rc != 0:
+                    self.errors.append(f"status: exit {rc}: {out[-200:]}")
+                dt, _ = timed(lambda: get_network(self.web_port))
+                self.api_s.append(dt)
+            except Exception as e:  # noqa: BLE001 - reported, the run goes on
+                self.errors.append(repr(e))
+
+
+def one_run(n, args, rnd):
+    work = lib.workdir(f"mailnet-bench-many-{n}-")
+    run_dir = os.path.join(work, "run")
+    env = dict(os.environ, MAILNET_BIN_DIR=os.path.abspath(lib.BIN_DIR))
+    r = {"domains": n}
+    up_started = False
+    try:
+        base, held = hold_port_range(n + 2)
+        names = [f"d{i}.test" for i in range(n)]
+        topo = {
+            "name": f"bench-many-{n}",
+            "resolver": {"listen": f"127.0.0.1:{base + n}"},
+            "web": {"listen": f"127.0.0.1:{base + n + 1}"},
+            "domains": [{"name": name, "listen": f"127.0.0.1:{base + i}", "users": ["u"]}
+                        for i, name in enumerate(names)],
+        }
+        topo_file = os.path.join(work, "topology.json")
+        with open(topo_file, "w") as f:
+            json.dump(topo, f)
+        for s in held:
+            s.close()
+        r["ports"] = f"{base}..{base + n + 1}"
+        up_started = True
+        dt, (rc, out) = timed(lambda: lib.run_bounded(
+            [lib.binary("mailnet"), "up", "-d", "--fresh", topo_file, "--dir", run_dir], args.timeout, env=env))
+        if rc != 0:
+            raise RuntimeError(f"mailnet up -d of {n} domains failed (exit {rc}) after {dt:.1f} s:\n{out[-2000:]}")
+        r["ready_s"] = dt
+        with open(os.path.join(run_dir, "network.json")) as f:
+            info = json.load(f)
+        pids = {x["name"]: x["pid"] for x in info["nodes"]}
+        nodes = [smaps_rollup(pids[name]) for name in names]
+        r["node_rss"] = statistics.median(x["Rss"] for x in nodes)
+        r["node_pss"] = statistics.median(x["Pss"] for x in nodes)
+        r["node_private"] = statistics.median(x["Private"] for x in nodes)
+        r["node_private_max"] = max(x["Private"] for x in nodes)
+        r["total_pss"] = sum(x["Pss"] for x in nodes)
+        # CPU spent to get there (less sensitive to a busy machine than the wall time).
+        r["nodes_cpu_s"] = sum(run_seconds(pids[name]) for name in names)
+        r["launcher_cpu_s"] = run_seconds(info["launcher_pid"])
+        r["launcher"] = smaps_rollup(info["launcher_pid"])
+        r["resolver"] = smaps_rollup(pids["resolver"])
+        r["status_s"], (rc, out) = timed(lambda: mailnet(["status"], run_dir, 60, env))
+        if rc != 0:
+            raise RuntimeError(f"mailnet status: exit {rc}: {out[-500:]}")
+        web_port = base + n + 1
+        r["api_s"], count = timed(lambda: get_network(web_port))
+        if count != n:
+            raise RuntimeError(f"GET /api/v1/network listed {count} domains, not {n}")
+        lib.log(f"  round {rnd}: {n} domains ready in {dt:.2f} s (CPU: nodes {r['nodes_cpu_s']:.1f} s, launcher "
+                f"{r['launcher_cpu_s']:.1f} s); node private {mib(r['node_private']):.2f} MiB, "
+                f"status {r['status_s']:.2f} s, GET /api/v1/network {r['api_s']:.2f} s")
+
+        if args.send:
+            rng = random.Random(args.seed)
+            plan, total = [], 0
+            for i, name in enumerate(names):
+                k = min(args.send, n - 1, args.max_messages - total)
+                if k <= 0:
+                    break
+                targets = rng.sample([x for x in names if x != name], k)
+                plan.append((base + i, name, targets, i))
+                total += k
+            prober = Prober(run_dir, web_port, env)
+            prober.start()
+            t0 = time.monotonic()
+            with ThreadPoolExecutor(max_workers=args.senders) as pool:
+                sent = sum(pool.map(lambda p: send_one(*p), plan))
+            r["accepted_s"] = time.monotonic() - t0
+            deadline = t0 + args.timeout
+            delivered = 0
+            while time.monotonic() < deadline:
+                delivered = count_delivered(run_dir, names)
+                if delivered >= sent:
+                    break
+                time.sleep(0.5)
+            r["relayed_s"] = time.monotonic() - t0
+            prober.stop_flag.set()
+            prober.join(60)
+            rc, out = mailnet(["status", "--json"], run_dir, 60, env)
+            st = json.loads(out)
+            queued = sum(x.get("queued", 0) for x in st["nodes"])
+            bounced = sum(x.get("bounced", 0) for x in st["nodes"])
+            relayed = sum(x.get("relayed", 0) for x in st["nodes"])
+            r.update(sent=sent, delivered=delivered, queued=queued, bounced=bounced, relayed=relayed,
+                     lost=sent - delivered, probe_status_max=max(prober.status_s, default=0),
+                     probe_api_max=max(prober.api_s, default=0), probes=len(prober.status_s),
+                     probe_errors=prober.errors)
+            lib.log(f"  {sent} messages: all accepted in {r['accepted_s']:.1f} s, {delivered} delivered in "
+                    f"{r['relayed_s']:.1f} s (relayed {relayed}, queued {queued}, bounced {bounced}); "
+                    f"status max {r['probe_status_max']:.2f} s, API max {r['probe_api_max']:.2f} s "
+                    f"over {len(prober.status_s)} probes; errors {prober.errors[:3]}")
+
+        r["down_s"], (rc, out) = timed(lambda: mailnet(["down"], run_dir, 120, env))
+        if rc != 0:
+            raise RuntimeError(f"mailnet down: exit {rc}: {out[-500:]}")
+        up_started = False
+        return r
+    finally:
+        if up_started:
+            try:
+                mailnet(["down"], run_dir, 60, env)
+            except Exception:  # noqa: BLE001 - the kill below is the backstop
+                pass
+        kill_leftovers(work)
+        lib.remove_tree(work)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--domains", default="1000", help="comma-separated sizes, e.g. 1000,2000")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--send", type=int, default=0, help="messages per domain, each to another random domain")
+    ap.add_argument("--max-messages", type=int, default=10000)
+    ap.add_argument("--senders", type=int, default=8, help="concurrent SMTP clients")
+    ap.add_argument("--seed", type=int, default=23)
+    ap.add_argument("--timeout", type=float, default=180, help="seconds for up, and for the relay")
+    args = ap.parse_args()
+    lib.raise_nofile()
+    sizes = [int(s) for s in args.domains.split(",")]
+    lib.log(f"many domains: {sizes}; {lib.machine()}")
+    results = {n: [] for n in sizes}
+    for rnd in range(args.rounds):
+        for n in sizes:
+            results[n].append(one_run(n, args, rnd))
+    print(f"\n## many domains: `mailnet up -d` of N generated domains ({time.strftime('%Y-%m-%d')})")
+    print(f"{lib.machine()}\n")
+    print("| domains | ready (s) | CPU to ready: nodes / launcher (s) | node RSS / PSS / private, median (MiB) | private max (MiB) | all nodes' PSS (MiB) "
+          "| launcher RSS / private (MiB) | resolver RSS / private (MiB) | status (s) | GET network (s) | down (s) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for n in sizes:
+        rs = results[n]
+        med = lambda k: lib.median([x[k] for x in rs])  # noqa: E731
+        print(f"| {n} | {lib.summary([x['ready_s'] for x in rs], '{:.2f}')} "
+              f"| {med('nodes_cpu_s'):.1f} / {med('launcher_cpu_s'):.1f} "
+              f"| {mib(med('node_rss')):.2f} / {mib(med('node_pss')):.2f} / {mib(med('node_private')):.2f} "
+              f"| {mib(max(x['node_private_max'] for x in rs)):.2f} | {mib(med('total_pss')):.0f} "
+              f"| {mib(lib.median([x['launcher']['Rss'] for x in rs])):.1f} / "
+              f"{mib(lib.median([x['launcher']['Private'] for x in rs])):.1f} "
+              f"| {mib(lib.median([x['resolver']['Rss'] for x in rs])):.1f} / "
+              f"{mib(lib.median([x['resolver']['Private'] for x in rs])):.1f} "
+              f"| {med('status_s'):.2f} | {med('api_s'):.2f} | {med('down_s'):.2f} |")
+    if args.send:
+        print("\n| domains | messages | accepted (s) | all in new/ (s) | lost | queued | bounced "
+              "| status max (s) | GET network max (s) | probes |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for n in sizes:
+            for x in results[n]:
+                print(f"| {n} | {x['sent']} | {x['accepted_s']:.1f} | {x['relayed_s']:.1f} | {x['lost']} "
+                      f"| {x['queued']} | {x['bounced']} | {x['probe_status_max']:.2f} | {x['probe_api_max']:.2f} "
+                      f"| {x['probes']} |")
+
+
+if __name__ == "__main__":
+    main()
