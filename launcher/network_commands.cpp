@@ -17,6 +17,7 @@
 #include "launcher/display_width.hpp"
 #include "launcher/scenario.hpp"
 #include "launcher/supervisor.hpp"
+#include "launcher/tls_ca.hpp"
 #include "common/mail/spool.hpp"
 
 namespace mailnet::launcher {
@@ -297,6 +298,21 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
                     std::cout << terminal_safe(reply["status"].value("web", "")) << "\n";
                     return 0;
                   });
+
+  network_command(
+      "ca", "print the path of the network's CA certificate (for openssl s_client -CAfile, smtplib's starttls)",
+      [](const run_folder& folder, const target_options&) {
+        const auto ca = std::filesystem::absolute(ca_certificate(folder.dir()));
+        std::error_code ec;
+        if (std::filesystem::symlink_status(ca, ec).type() != std::filesystem::file_type::regular) {
+          std::cerr << "mailnet: " << terminal_safe(ca.string())
+                    << " does not exist: the network has no certificate authority (\"tls\": false in its topology)\n";
+          return 1;
+        }
+        std::cout << terminal_safe(ca.string()) << "\n";
+        return 0;
+      },
+      true);
 
   auto [queue_cmd, queue_opts] = network_command(
       "queue", "list the mail waiting in the nodes' queues",
