@@ -155,6 +155,10 @@ asio::awaitable<tls_outcome> smtp_channel::start_tls_client(const tls_setup& t, 
 
 asio::awaitable<void> smtp_channel::shutdown_tls(millis timeout) {
   if (!tls_) co_return;
+  // Ours only: marked as if the peer's had come, the shutdown sends
+  // close_notify and ends without waiting for a reply most peers never send.
+  SSL* native = tls_->stream.native_handle();
+  SSL_set_shutdown(native, SSL_get_shutdown(native) | SSL_RECEIVED_SHUTDOWN);
   timer_.expires_after(timeout);
   co_await (tls_->stream.async_shutdown(use_tuple) || timer_.async_wait(use_tuple));
 }

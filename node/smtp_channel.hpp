@@ -95,8 +95,8 @@ class smtp_channel {
   // "TLSv1.3 TLS_AES_256_GCM_SHA384" after a handshake, empty before.
   const std::string& tls_description() const { return tls_description_; }
 
-  // Ends TLS politely (close_notify), waiting at most timeout for the
-  // peer's; nothing without TLS.
+  // Ends TLS politely: sends close_notify (within timeout) without waiting
+  // for the peer's; nothing without TLS.
   asio::awaitable<void> shutdown_tls(millis timeout);
 
   // Writes a few bytes now, without waiting (QUIT into an idle kept
