@@ -1,6 +1,5 @@
 #include "launcher/tls_ca.hpp"
 
-#include <fcntl.h>
 #include <memory>
 #include <openssl/bn.h>
 #include <openssl/err.h>
@@ -11,7 +10,6 @@
 #include <openssl/x509v3.h>
 #include <optional>
 #include <stdexcept>
-#include <unistd.h>
 
 #include "common/private_files.hpp"
 
@@ -49,20 +47,13 @@ std::string ssl_error() {
 
 [[noreturn]] void fail(const std::string& what) { throw std::runtime_error(what + ": " + ssl_error()); }
 
+constexpr std::size_t max_pem = 1 << 20;  // certificates and keys are a few kB
+
 // The file's bytes, or nullopt when there is no regular file there.
 std::optional<std::string> read_file(const std::filesystem::path& file) {
   std::error_code ec;
   if (std::filesystem::symlink_status(file, ec).type() != std::filesystem::file_type::regular) return std::nullopt;
-  int fd = open_private_file(file, O_RDONLY);
-  std::string data;
-  char buf[8192];
-  for (int i = 0; i < 1024; ++i) {  // certificates and keys are a few kB
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n <= 0) break;
-    data.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(fd);
-  return data;
+  return read_private_file(file, max_pem);
 }
 
 bio_ptr memory_bio(const std::string& data) {

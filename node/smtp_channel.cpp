@@ -13,10 +13,8 @@
 // under BOOST_ASIO_SEPARATE_COMPILATION, the one that compiles their code).
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/ssl/impl/src.hpp>
-#include <fcntl.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
-#include <unistd.h>
 
 #include "common/private_files.hpp"
 
@@ -44,18 +42,7 @@ namespace {
 
 // The file's bytes; throws when it cannot be read (it must be a regular file
 // of ours, reached without a link: common/private_files.hpp).
-std::string read_private(const std::filesystem::path& file) {
-  int fd = open_private_file(file, O_RDONLY);
-  std::string data;
-  char buf[8192];
-  for (int i = 0; i < 1024; ++i) {  // certificates and keys are a few kB
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n <= 0) break;
-    data.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(fd);
-  return data;
-}
+std::string read_private(const std::filesystem::path& file) { return read_private_file(file, 1 << 20); }
 
 void harden(ssl::context& c) {
   c.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
