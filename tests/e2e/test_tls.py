@@ -265,9 +265,17 @@ def test_policy_tls_required_and_off():
     topo = harness.two_domain_topology(name="tlspolicy")
     topo["domains"][0]["policy"] = {"tls": "required"}
     topo["domains"][1]["policy"] = {"tls": "off"}
+    topo["defaults"]["timeouts"] = {"idle": "2s"}
     with harness.Network(topo) as net:
         net.start()
         ca = ca_path(net)
+        # Deadlines hold inside TLS too: a silent client gets 421 4.4.2 at timeouts.idle.
+        with smtplib.SMTP("127.0.0.1", harness.port_of(topo, "jaku.com"), timeout=60) as s:
+            s.ehlo("client.example")
+            s.starttls(context=domain_context(ca, "jaku.com"))
+            started = time.monotonic()
+            assert s.sock.recv(1000).startswith(b"421 4.4.2"), "no 421 from a TLS session left idle"
+            assert time.monotonic() - started >= 1.5
         with smtplib.SMTP("127.0.0.1", harness.port_of(topo, "jaku.com"), timeout=30) as s:
             s.ehlo("client.example")
             assert s.docmd("MAIL FROM:<vader@deathstar.com>") == (530, b"5.7.0 Must issue a STARTTLS command first")
