@@ -229,6 +229,21 @@ int open_private_file(const fs::path& file, int flags) {
   return std::exchange(guard.fd, -1);
 }
 
+std::string read_private_file(const fs::path& file, std::size_t max) {
+  fd_guard fd(open_private_file(file, O_RDONLY));
+  std::string data;
+  char buf[8192];
+  for (;;) {  // bounded by max
+    ssize_t n = ::read(fd.fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) fail_errno("read", file);
+    if (n == 0) return data;
+    data.append(buf, static_cast<std::size_t>(n));
+    if (data.size() > max)
+      throw std::system_error(EFBIG, std::generic_category(), file.string() + ": larger than " + std::to_string(max) + " bytes");
+  }
+}
+
 void write_private_file(const fs::path& file, const std::string& data) {
   fd_guard fd(open_private_file(file, O_WRONLY | O_CREAT | O_TRUNC));
   std::size_t done = 0;

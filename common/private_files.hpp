@@ -46,6 +46,10 @@ void check_private_tree(const std::filesystem::path& root);
 // Returns the descriptor; throws unsafe_path_error or std::system_error.
 int open_private_file(const std::filesystem::path& file, int flags);
 
+// The content of file, read through open_private_file (no link followed,
+// ours, one link); throws when it cannot be read or passes max bytes.
+std::string read_private_file(const std::filesystem::path& file, std::size_t max);
+
 // Writes data to file (created 0600, replaced content), through
 // open_private_file.
 void write_private_file(const std::filesystem::path& file, const std::string& data);

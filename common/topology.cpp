@@ -75,7 +75,22 @@ void read_timeouts(const json_reader& r, const json& j, const std::string& path,
 
 void read_policy(const json_reader& r, const json& j, const std::string& path, policy& out) {
   r.expect_object(j, path);
-  r.only_keys(j, path, {"require_known_users", "mailbox_by_local_part", "require_helo_domain_match", "sync"});
+  r.only_keys(j, path, {"require_known_users", "mailbox_by_local_part", "require_helo_domain_match", "sync", "tls",
+                        "tls_relay"});
+  if (j.contains("tls")) {
+    auto v = r.string_at(j["tls"], path + ".tls");
+    if (v == "optional") out.tls = tls_policy::optional;
+    else if (v == "required") out.tls = tls_policy::required;
+    else if (v == "off") out.tls = tls_policy::off;
+    else r.fail(path + ".tls", "expected \"optional\", \"required\" or \"off\", found \"" + v + "\"");
+  }
+  if (j.contains("tls_relay")) {
+    auto v = r.string_at(j["tls_relay"], path + ".tls_relay");
+    if (v == "verify") out.tls_relay = tls_relay_policy::verify;
+    else if (v == "opportunistic") out.tls_relay = tls_relay_policy::opportunistic;
+    else if (v == "off") out.tls_relay = tls_relay_policy::off;
+    else r.fail(path + ".tls_relay", "expected \"verify\", \"opportunistic\" or \"off\", found \"" + v + "\"");
+  }
   if (j.contains("sync")) {
     auto v = r.string_at(j["sync"], path + ".sync");
     if (v != "filesystem" && v != "files") r.fail(path + ".sync", "expected \"filesystem\" or \"files\", found \"" + v + "\"");
@@ -181,7 +196,7 @@ bool is_run_folder_entry(std::string_view name) {
   // What the launcher writes at the top of run/<name>/ (launcher/run_folder.hpp).
   static constexpr std::string_view files[] = {"topology.json", "network.json", "mailnet.sock", "launcher.pid",
                                                "launcher.log", "scenario-run.txt"};
-  if (name == "resolver") return true;
+  if (name == "resolver" || name == "tls") return true;
   for (auto f : files) {
     // Also "network.json.tmp" and the like: a file is often written beside
     // its final name, then renamed.
@@ -213,7 +228,7 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
                          (colon == std::string::npos ? what : what.substr(colon)));
   }
   r.expect_object(doc, "$");
-  r.only_keys(doc, "$", {"name", "resolver", "web", "defaults", "domains", "steps", "description", "faults"});
+  r.only_keys(doc, "$", {"name", "resolver", "web", "tls", "defaults", "domains", "steps", "description", "faults"});
 
   topology t;
   bool resolver_given = false;  // an explicit $.resolver.listen, for the error message
@@ -249,6 +264,8 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
     r.fail(doc.contains("web") ? "$.web.listen" : "$.resolver.listen",
            t.web.listen.to_string() + " is both the resolver's address and the web server's (" +
                (doc.contains("web") ? "" : "the default of ") + "$.web.listen): it takes TCP on that port");
+
+  if (doc.contains("tls")) t.tls = r.bool_at(doc["tls"], "$.tls");
 
   domain_defaults defaults;
   if (doc.contains("defaults")) {
@@ -318,6 +335,8 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
     d.limits = own.limits;
     d.timeouts = own.timeouts;
     d.policy = own.policy;
+    if (!t.tls && d.policy.tls == tls_policy::required)
+      r.fail(path + ".policy.tls", "\"required\" needs the network's certificates, which \"tls\": false at $.tls turns off");
     t.domains.push_back(std::move(d));
   }
 
@@ -328,6 +347,22 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
     t.faults = read_faults(r, doc["faults"], names);
   }
   return t;
+}
+
+std::string_view to_string(tls_policy p) {
+  switch (p) {
+    case tls_policy::required: return "required";
+    case tls_policy::off: return "off";
+    default: return "optional";
+  }
+}
+
+std::string_view to_string(tls_relay_policy p) {
+  switch (p) {
+    case tls_relay_policy::opportunistic: return "opportunistic";
+    case tls_relay_policy::off: return "off";
+    default: return "verify";
+  }
 }
 
 std::string read_topology_file(const std::filesystem::path& file) {
@@ -353,6 +388,7 @@ std::string to_json_text(const topology& t) {
                      {"restart", t.resolver.restart_on_failure ? "on-failure" : "no"}};
   if (t.web.enabled) doc["web"] = {{"listen", t.web.listen.to_string()}};
   else doc["web"] = false;
+  doc["tls"] = t.tls;
   doc["domains"] = json::array();
   for (const auto& d : t.domains) {
     doc["domains"].push_back({
@@ -372,7 +408,9 @@ std::string to_json_text(const topology& t) {
         {"policy", {{"require_known_users", d.policy.require_known_users},
                     {"mailbox_by_local_part", d.policy.mailbox_by_local_part},
                     {"require_helo_domain_match", d.policy.require_helo_domain_match},
-                    {"sync", d.policy.sync_whole_filesystem ? "filesystem" : "files"}}},
+                    {"sync", d.policy.sync_whole_filesystem ? "filesystem" : "files"},
+                    {"tls", to_string(d.policy.tls)},
+                    {"tls_relay", to_string(d.policy.tls_relay)}}},
     });
   }
   if (!t.faults.rules.empty() || t.faults.seed) doc["faults"] = faults_to_json(t.faults);

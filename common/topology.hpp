@@ -60,6 +60,13 @@ struct timeouts {
   friend bool operator==(const timeouts&, const timeouts&) = default;
 };
 
+// STARTTLS on the node's own port (RFC 3207): offered, demanded before MAIL, or not offered.
+enum class tls_policy { optional, required, off };
+// What the relay asks of a peer: STARTTLS and a certificate from the
+// network's CA naming the domain (else 4.7.5, retried), STARTTLS when
+// offered without checking the certificate, or plain text.
+enum class tls_relay_policy { verify, opportunistic, off };
+
 struct policy {
   bool require_known_users = true;
   bool mailbox_by_local_part = false;
@@ -69,6 +76,8 @@ struct policy {
   // the fastest, but it also flushes whatever else is being written there)
   // or "files" (an fsync of each file and folder).
   bool sync_whole_filesystem = true;
+  tls_policy tls = tls_policy::optional;
+  tls_relay_policy tls_relay = tls_relay_policy::verify;
   friend bool operator==(const policy&, const policy&) = default;
 };
 
@@ -111,6 +120,8 @@ struct topology {
   std::string name;  // also the run folder's name: [A-Za-z0-9._-]+
   resolver_settings resolver;
   web_settings web;
+  // "tls": false: no certificate authority, no certificates, no STARTTLS.
+  bool tls = true;
   std::vector<domain_config> domains;
   fault_settings faults;  // "faults": failures on purpose (common/faults.hpp)
 
@@ -134,6 +145,9 @@ topology load_topology(const std::filesystem::path& file);
 
 // The resolved topology, every default written out (network.json, node input).
 std::string to_json_text(const topology& t);
+
+std::string_view to_string(tls_policy p);
+std::string_view to_string(tls_relay_policy p);
 
 // "1500ms", "2s", "5m", "1h"; a bare number means seconds. nullopt if malformed.
 std::optional<millis> parse_duration(std::string_view text);

@@ -17,6 +17,7 @@
 #include "launcher/display_width.hpp"
 #include "launcher/scenario.hpp"
 #include "launcher/supervisor.hpp"
+#include "launcher/tls_ca.hpp"
 #include "common/mail/spool.hpp"
 
 namespace mailnet::launcher {
@@ -45,14 +46,16 @@ void print_status_table(const json& status) {
   // Columns as wide as their content (a long domain or state never runs
   // into the next column).
   std::vector<std::vector<std::string>> rows{
-      {"NODE", "STATE", "PID", "ADDRESS", "UPTIME", "RECEIVED", "DELIVERED", "RELAYED", "QUEUED", "BOUNCED"}};
+      {"NODE", "STATE", "PID", "ADDRESS", "UPTIME", "STARTTLS", "RECEIVED", "DELIVERED", "RELAYED", "QUEUED", "BOUNCED"}};
   for (const auto& n : status["nodes"]) {
     std::string state = n.value("state", "");
     if (!n.value("exit", "").empty() && state != "ready" && state != "starting") state += " (" + n.value("exit", "") + ")";
     auto num = [&](const char* key) { return n.contains(key) ? std::to_string(n[key].get<long>()) : std::string("-"); };
     rows.push_back({terminal_safe(n.value("name", "")), terminal_safe(state),
                     n.value("pid", 0) ? std::to_string(n.value("pid", 0)) : "-", terminal_safe(n.value("listen", "")),
-                    uptime_text(n.value("uptime_s", 0L)), num("received"), num("delivered"), num("relayed"),
+                    uptime_text(n.value("uptime_s", 0L)), terminal_safe(n.value("tls", "-")),
+                    num("received") + (n.value("received_tls", 0L) ? " (" + num("received_tls") + " TLS)" : ""),
+                    num("delivered"), num("relayed"),
                     num("queued"), num("bounced")});
   }
   std::cout << format_table(rows);
@@ -297,6 +300,21 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
                     std::cout << terminal_safe(reply["status"].value("web", "")) << "\n";
                     return 0;
                   });
+
+  network_command(
+      "ca", "print the path of the network's CA certificate (for openssl s_client -CAfile, smtplib's starttls)",
+      [](const run_folder& folder, const target_options&) {
+        const auto ca = std::filesystem::absolute(ca_certificate(folder.dir()));
+        std::error_code ec;
+        if (std::filesystem::symlink_status(ca, ec).type() != std::filesystem::file_type::regular) {
+          std::cerr << "mailnet: " << terminal_safe(ca.string())
+                    << " does not exist: the network has no certificate authority (\"tls\": false in its topology)\n";
+          return 1;
+        }
+        std::cout << terminal_safe(ca.string()) << "\n";
+        return 0;
+      },
+      true);
 
   auto [queue_cmd, queue_opts] = network_command(
       "queue", "list the mail waiting in the nodes' queues",

@@ -120,6 +120,7 @@ struct counters {
   // The resolver's: queries answered by (type, rcode), and queries dropped.
   std::map<std::pair<std::string, std::string>, std::size_t> queries;
   std::size_t dropped = 0;
+  std::size_t received_tls = 0;  // of received: the ones that came over TLS
 };
 
 struct child {
@@ -301,7 +302,13 @@ std::string query_field(std::string_view line, std::string_view key) {
 }  // namespace
 
 void supervisor::count_event(child& c, std::string_view event, std::string_view line) {
-  if (event == "accepted") ++c.count.received;
+  if (event == "accepted") {
+    ++c.count.received;
+    // tls= is the event's last field: "no", or the version and cipher.
+    // (rfind: a quoted field before it, such as the Message-ID, may hold the same text).
+    if (auto at = line.rfind(" tls="); at != std::string_view::npos && line.substr(at) != " tls=no")
+      ++c.count.received_tls;
+  }
   else if (event == "delivered") ++c.count.delivered;
   else if (event == "relayed") ++c.count.relayed;
   else if (event == "bounced") ++c.count.bounced;
@@ -576,6 +583,10 @@ json supervisor::status() {
               {"restarts", c.restarts}};
     if (c.name != "resolver") {
       n["received"] = c.count.received;
+      n["received_tls"] = c.count.received_tls;
+      // STARTTLS on the node's port (policy.tls; "off" too in a network with "tls": false).
+      if (const auto* d = net_.find_domain(c.name))
+        n["tls"] = net_.tls ? std::string(to_string(d->policy.tls)) : std::string("off");
       n["delivered"] = c.count.delivered;
       n["relayed"] = c.count.relayed;
       n["bounced"] = c.count.bounced;

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <functional>
 #include <list>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,7 @@
 namespace mailnet::node {
 
 class relay;
+class tls_setup;
 
 struct node_context {
   node_context(const topology& n, const domain_config& c, std::filesystem::path d, event_log& ev, event_log& tr,
@@ -38,6 +40,9 @@ struct node_context {
   boost::asio::thread_pool& disk;
   group_committer& committer;  // new messages: many per flush of the disk
   relay* relay_agent = nullptr;
+  // Certificates and contexts for STARTTLS, both ways (smtp_channel.hpp);
+  // null when the network has "tls": false.
+  std::shared_ptr<tls_setup> tls;
   fault_plan faults;  // the topology's fault rules for this node (fault_plan.hpp)
   std::size_t active_sessions = 0;
   // A graceful stop has begun (SIGTERM): sessions answer 421 4.3.2 at their

@@ -26,6 +26,7 @@
 #include "node/fd_reserve.hpp"
 #include "common/mail/mime_comments.hpp"
 #include "node/node_context.hpp"
+#include "node/smtp_channel.hpp"
 #include "node/relay.hpp"
 #include "common/dns/resolver_client.hpp"
 #include "node/smtp_session.hpp"
@@ -415,6 +416,12 @@ std::uint16_t node_service::start() {
   }
 
   auto port = m.listen();
+  if (m.net.tls) {
+    // The launcher wrote them in <run>/tls/ (launcher/tls_ca.hpp).
+    auto loaded = load_tls(m.dir.parent_path() / "tls", m.config.name);
+    m.ctx.tls = std::move(loaded.setup);
+    if (!loaded.problem.empty()) m.events.write({{"event", "tls_unavailable"}, {"detail", loaded.problem}});
+  }
   if (!m.ctx.faults.empty())
     m.events.write({{"event", "faults"}, {"seed", std::to_string(m.ctx.faults.seed())},
                     {"rules", std::to_string(m.ctx.faults.size())},
@@ -443,7 +450,10 @@ std::uint16_t node_service::start() {
   });
   m.events.write({{"event", "ready"}, {"domain", m.config.name},
                   {"listen", endpoint{m.config.listen.host, port}.to_string()},
-                  {"pid", std::to_string(::getpid())}});
+                  {"pid", std::to_string(::getpid())},
+                  {"starttls", m.config.policy.tls != tls_policy::off && can_serve_tls(m.ctx.tls.get())
+                                   ? std::string(to_string(m.config.policy.tls)) : "off"},
+                  {"tls_relay", std::string(to_string(m.config.policy.tls_relay))}});
   return port;
 }
 

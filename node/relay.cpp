@@ -72,7 +72,7 @@ void relay::stop() {
   for (auto& [peer, list] : kept_)
     for (auto& c : list) {
       boost::system::error_code ec;
-      c.channel->socket().write_some(asio::buffer("QUIT\r\n", 6), ec);  // 6 bytes into an idle socket
+      c.channel->send_now("QUIT\r\n");  // a few bytes into an idle socket
     }
   kept_.clear();
 }
@@ -90,12 +90,13 @@ std::shared_ptr<destination_slots> relay::slots_of(const std::string& peer) {
 }
 
 asio::awaitable<std::optional<relay::kept_connection>> relay::open_connection(const std::string& peer,
-                                                                              tcp::endpoint where) {
+                                                                              tcp::endpoint where,
+                                                                              const std::string& domain) {
   auto slots = slots_of(peer);
   connection_slot slot;
   for (;;) {
     if (stopping_) co_return std::nullopt;
-    if (auto kept = take_kept(peer)) co_return kept;
+    if (auto kept = take_kept(peer, domain)) co_return kept;
     if (slots->open < ctx_.config.limits.relay_connections_per_destination) {
       slot = connection_slot(slots);
       break;
@@ -192,24 +193,28 @@ asio::awaitable<void> relay::attempt_domain(queued_message& m, const std::string
 asio::awaitable<bool> relay::attempt_peer(queued_message& m, const std::string& domain,
                                           const std::vector<queued_recipient*>& rcpts, tcp::endpoint where) {
   const std::string peer = where.address().to_string() + ":" + std::to_string(where.port());
-  smtp_client_protocol::transaction t{ctx_.config.name, domain, m.mail_from, counted_size(m.message), {}};
+  smtp_client_protocol::transaction t{ctx_.config.name, domain, m.mail_from, counted_size(m.message), {},
+                                      tls_want_of_config()};
   for (auto* r : rcpts) t.rcpts.push_back(r->address);
   // A kept connection first; if it turns out dead before MAIL is answered,
   // once more on a fresh one (the peer may have restarted meanwhile).
   for (;;) {
-    auto conn = co_await open_connection(peer, where);
+    auto conn = co_await open_connection(peer, where, domain);
     if (!conn) co_return stopping_;  // stopped: no transaction, and no "no answer" either
-    smtp_client_protocol protocol(t, {conn->greeted, conn->pipelining, conn->size});
-    co_await converse(*conn->channel, protocol, m.message);
+    smtp_client_protocol protocol(t, {conn->greeted, conn->pipelining, conn->size, conn->tls});
+    co_await converse(*conn->channel, protocol, m.message, domain);
     if (protocol.lost_at_start()) continue;  // it was a kept connection: try a fresh one
     apply_verdicts(protocol, rcpts);
     if (!protocol.outcome().empty())
       ctx_.events.write({{"id", m.id}, {"event", "relay_attempt"}, {"domain", domain}, {"to", peer},
-                         {"reply", protocol.outcome()}});
+                         {"reply", protocol.outcome()},
+                         {"tls", conn->channel->tls_description().empty() ? "no" : conn->channel->tls_description()}});
     if (protocol.reusable()) {
       conn->greeted = true;
       conn->pipelining = protocol.facts().pipelining;
       conn->size = protocol.facts().size;
+      conn->tls = protocol.facts().tls;
+      if (t.tls == tls_want::verify && conn->tls) conn->verified_for = domain;
       conn->since = std::chrono::steady_clock::now();
       keep(peer, std::move(*conn));
     }
@@ -217,9 +222,27 @@ asio::awaitable<bool> relay::attempt_peer(queued_message& m, const std::string& 
   }
 }
 
-asio::awaitable<void> relay::converse(smtp_channel& ch, smtp_client_protocol& protocol, const std::string& message) {
+tls_want relay::tls_want_of_config() const {
+  if (!ctx_.net.tls) return tls_want::off;
+  switch (ctx_.config.policy.tls_relay) {
+    case tls_relay_policy::off: return tls_want::off;
+    case tls_relay_policy::opportunistic: return tls_want::opportunistic;
+    default: return tls_want::verify;
+  }
+}
+
+asio::awaitable<void> relay::converse(smtp_channel& ch, smtp_client_protocol& protocol, const std::string& message,
+                                      const std::string& domain) {
   const auto timeout = ctx_.config.timeouts.relay_reply;
   for (auto s = protocol.start(); s.what != smtp_client_protocol::action::finish;) {
+    if (s.what == smtp_client_protocol::action::start_tls) {
+      const bool verify = tls_want_of_config() == tls_want::verify;
+      tls_outcome outcome;
+      if (ctx_.tls) outcome = co_await ch.start_tls_client(*ctx_.tls, domain, verify, timeout);
+      else outcome.error = "this node has no TLS setup";
+      s = protocol.on_tls(outcome.ok, outcome.error);
+      continue;
+    }
     // A failed write still reads: the replies the peer sent before it
     // closed (a 421 after many refusals) are kept.
     if (s.what == smtp_client_protocol::action::send_message) {
@@ -257,11 +280,14 @@ void relay::apply_verdicts(const smtp_client_protocol& protocol, const std::vect
   }
 }
 
-std::optional<relay::kept_connection> relay::take_kept(const std::string& peer) {
+std::optional<relay::kept_connection> relay::take_kept(const std::string& peer, const std::string& domain) {
   auto it = kept_.find(peer);
+  const bool verify = tls_want_of_config() == tls_want::verify;
   while (it != kept_.end() && !it->second.empty()) {
     kept_connection c = std::move(it->second.back());
     it->second.pop_back();
+    // Another domain's verified connection at the same address proves nothing for this one: it closes.
+    if (verify && c.verified_for != domain) continue;
     if (std::chrono::steady_clock::now() - c.since < idle_limit && c.channel->quiet_and_open()) return c;
     // Closed by the peer, or it said something (a 421 on its idle timeout): drop it.
   }
@@ -290,8 +316,7 @@ asio::awaitable<void> relay::sweep_kept() {
       auto& list = it->second;
       std::erase_if(list, [&](kept_connection& c) {
         if (now - c.since < idle_limit) return false;
-        boost::system::error_code ec;
-        c.channel->socket().write_some(asio::buffer("QUIT\r\n", 6), ec);  // 6 bytes into an idle socket
+        c.channel->send_now("QUIT\r\n");  // a few bytes into an idle socket
         return true;
       });
       it = list.empty() ? kept_.erase(it) : std::next(it);

@@ -16,13 +16,13 @@
 #include <vector>
 
 #include "node/node_context.hpp"
+#include "node/smtp_client_protocol.hpp"
 
 
 namespace mailnet::node {
 
 class resolver_client;
 class smtp_channel;
-class smtp_client_protocol;
 
 // The connections to one destination (host:port), open or connecting, kept
 // idle ones included, and the deliveries waiting for one of them to end.
@@ -75,7 +75,8 @@ class relay {
   boost::asio::awaitable<bool> attempt_peer(queued_message& m, const std::string& domain,
                                             const std::vector<queued_recipient*>& rcpts,
                                             boost::asio::ip::tcp::endpoint where);
-  boost::asio::awaitable<void> converse(smtp_channel& ch, smtp_client_protocol& protocol, const std::string& message);
+  boost::asio::awaitable<void> converse(smtp_channel& ch, smtp_client_protocol& protocol, const std::string& message,
+                                        const std::string& domain);
   static void apply_verdicts(const smtp_client_protocol& protocol, const std::vector<queued_recipient*>& rcpts);
   // A DSN to the sender for recipients that failed for good.
   boost::asio::awaitable<void> send_bounce(const queued_message& m, const std::vector<const queued_recipient*>& failed);
@@ -90,17 +91,23 @@ class relay {
     bool greeted = false;  // past the greeting and EHLO
     bool pipelining = false;
     bool size = false;
+    bool tls = false;
+    std::string verified_for;  // the domain whose certificate it showed, under policy.tls_relay "verify"
     std::chrono::steady_clock::time_point since;
   };
   static constexpr std::chrono::seconds idle_limit{3};
   static constexpr std::size_t kept_per_peer = 8;  // idle ones count against the peer's connection limit
-  std::optional<kept_connection> take_kept(const std::string& peer);
+  // Under "verify", only a connection verified for domain is taken.
+  std::optional<kept_connection> take_kept(const std::string& peer, const std::string& domain);
   void keep(const std::string& peer, kept_connection c);
   boost::asio::awaitable<void> sweep_kept();  // runs while any connection is kept
   // A kept connection, or a new one once the destination is under its cap
   // (limits.relay_connections_per_destination); nullopt if it cannot connect.
   boost::asio::awaitable<std::optional<kept_connection>> open_connection(const std::string& peer,
-                                                                         boost::asio::ip::tcp::endpoint where);
+                                                                         boost::asio::ip::tcp::endpoint where,
+                                                                         const std::string& domain);
+  // policy.tls_relay, or off when the network has no TLS.
+  tls_want tls_want_of_config() const;
   std::shared_ptr<destination_slots> slots_of(const std::string& peer);
 
   boost::asio::any_io_executor ex_;

@@ -9,22 +9,165 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+// The only translation unit of the node with Boost.Asio's SSL headers (and,
+// under BOOST_ASIO_SEPARATE_COMPILATION, the one that compiles their code).
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/ssl/impl/src.hpp>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "common/private_files.hpp"
 
 namespace mailnet::node {
 
 using namespace asio::experimental::awaitable_operators;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
+namespace ssl = asio::ssl;
+
+class tls_setup {
+ public:
+  std::unique_ptr<ssl::context> server;         // the node's certificate and key
+  std::unique_ptr<ssl::context> verify_client;  // trusts the network's CA only, checks the peer
+  // Opportunistic: encrypts, checks nothing. Mutable: a stream takes its context by non-const reference.
+  mutable ssl::context plain_client{ssl::context::tls_client};
+};
+
+struct smtp_channel::tls_stream {
+  tls_stream(tcp::socket& s, ssl::context& c) : stream(s, c) {}
+  ssl::stream<tcp::socket&> stream;
+};
+
+namespace {
+
+// The file's bytes; throws when it cannot be read (it must be a regular file
+// of ours, reached without a link: common/private_files.hpp).
+std::string read_private(const std::filesystem::path& file) { return read_private_file(file, 1 << 20); }
+
+void harden(ssl::context& c) {
+  c.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::no_compression);
+}
+
+}  // namespace
+
+tls_load_result load_tls(const std::filesystem::path& tls_dir, const std::string& domain) {
+  tls_load_result r;
+  auto t = std::make_shared<tls_setup>();
+  harden(t->plain_client);
+  t->plain_client.set_verify_mode(ssl::verify_none);
+  try {
+    auto server = std::make_unique<ssl::context>(ssl::context::tls_server);
+    harden(*server);
+    const std::string cert = read_private(tls_dir / ("node." + domain + ".pem"));
+    const std::string key = read_private(tls_dir / ("node." + domain + ".key"));
+    server->use_certificate_chain(asio::buffer(cert));
+    server->use_private_key(asio::buffer(key), ssl::context::pem);
+    t->server = std::move(server);
+  } catch (const std::exception& e) {
+    r.problem = std::string("no certificate for STARTTLS: ") + e.what();
+  }
+  try {
+    auto client = std::make_unique<ssl::context>(ssl::context::tls_client);
+    harden(*client);
+    client->add_certificate_authority(asio::buffer(read_private(tls_dir / "ca.pem")));
+    client->set_verify_mode(ssl::verify_peer);
+    t->verify_client = std::move(client);
+  } catch (const std::exception& e) {
+    r.problem += std::string(r.problem.empty() ? "" : "; ") + "no CA to verify peers: " + e.what();
+  }
+  r.setup = std::move(t);
+  return r;
+}
+
+bool can_serve_tls(const tls_setup* t) { return t && t->server; }
+bool can_verify_tls(const tls_setup* t) { return t && t->verify_client; }
+
 smtp_channel::smtp_channel(tcp::socket socket) : socket_(std::move(socket)), timer_(socket_.get_executor()) {}
+
+smtp_channel::~smtp_channel() = default;
+
+std::size_t smtp_channel::discard_buffered() {
+  const std::size_t n = in_.size();
+  in_.clear();
+  skipping_ = false;
+  return n;
+}
+
+asio::awaitable<tls_outcome> smtp_channel::handshake(bool server, millis timeout) {
+  tls_outcome out;
+  timer_.expires_after(timeout);
+  auto result = co_await (tls_->stream.async_handshake(server ? ssl::stream_base::server : ssl::stream_base::client,
+                                                       use_tuple) ||
+                          timer_.async_wait(use_tuple));
+  if (result.index() == 1) {
+    out.error = "TLS handshake timed out";
+    co_return out;
+  }
+  auto [ec] = std::get<0>(result);
+  SSL* native = tls_->stream.native_handle();
+  if (ec) {
+    const long verify = SSL_get_verify_result(native);
+    out.error = verify != X509_V_OK ? std::string("certificate verification failed: ") +
+                                          X509_verify_cert_error_string(verify)
+                                    : "TLS handshake failed: " + ec.message();
+    co_return out;
+  }
+  out.ok = true;
+  out.description = std::string(SSL_get_version(native)) + " " + SSL_get_cipher_name(native);
+  tls_description_ = out.description;
+  co_return out;
+}
+
+asio::awaitable<tls_outcome> smtp_channel::start_tls_server(const tls_setup& t, millis timeout) {
+  discard_buffered();
+  tls_ = std::make_unique<tls_stream>(socket_, *t.server);
+  co_return co_await handshake(true, timeout);
+}
+
+asio::awaitable<tls_outcome> smtp_channel::start_tls_client(const tls_setup& t, const std::string& domain, bool verify,
+                                                            millis timeout) {
+  discard_buffered();
+  if (verify && !t.verify_client) co_return tls_outcome{false, "no CA certificate to verify the peer with", {}};
+  tls_ = std::make_unique<tls_stream>(socket_, verify ? *t.verify_client : t.plain_client);
+  SSL* native = tls_->stream.native_handle();
+  SSL_set_tlsext_host_name(native, domain.c_str());
+  if (verify) {
+    // The certificate must name the domain itself (no wildcard stands for it).
+    SSL_set_hostflags(native, X509_CHECK_FLAG_NO_WILDCARDS);
+    if (SSL_set1_host(native, domain.c_str()) != 1) co_return tls_outcome{false, "bad host name " + domain, {}};
+  }
+  co_return co_await handshake(false, timeout);
+}
+
+asio::awaitable<void> smtp_channel::shutdown_tls(millis timeout) {
+  if (!tls_) co_return;
+  // Ours only: marked as if the peer's had come, the shutdown sends
+  // close_notify and ends without waiting for a reply most peers never send.
+  SSL* native = tls_->stream.native_handle();
+  SSL_set_shutdown(native, SSL_get_shutdown(native) | SSL_RECEIVED_SHUTDOWN);
+  timer_.expires_after(timeout);
+  co_await (tls_->stream.async_shutdown(use_tuple) || timer_.async_wait(use_tuple));
+}
+
+void smtp_channel::send_now(std::string_view data) {
+  boost::system::error_code ec;
+  if (tls_) asio::write(tls_->stream, asio::buffer(data), ec);
+  else socket_.write_some(asio::buffer(data), ec);
+}
 
 asio::awaitable<io_status> smtp_channel::fill(std::chrono::steady_clock::time_point deadline) {
   if (std::chrono::steady_clock::now() >= deadline) co_return io_status::timeout;
   char chunk[16384];
   timer_.expires_at(deadline);
-  auto result = co_await (socket_.async_read_some(asio::buffer(chunk), use_tuple) || timer_.async_wait(use_tuple));
+  // Named first: GCC 12 destroyed a ?: temporary twice inside a co_await.
+  auto read = tls_ ? tls_->stream.async_read_some(asio::buffer(chunk), use_tuple)
+                   : socket_.async_read_some(asio::buffer(chunk), use_tuple);
+  auto result = co_await (std::move(read) || timer_.async_wait(use_tuple));
   if (result.index() == 1) co_return io_status::timeout;
   auto [ec, n] = std::get<0>(result);
-  if (ec == asio::error::eof) co_return io_status::eof;
+  // A TLS peer that closes without close_notify has ended the session all the same.
+  if (ec == asio::error::eof || ec == ssl::error::stream_truncated) co_return io_status::eof;
   if (ec) co_return io_status::error;
   in_.append(chunk, n);
   if (rate_) co_await pace(n, next_read_);
@@ -109,7 +252,9 @@ bool smtp_channel::quiet_and_open() {
 
 asio::awaitable<io_status> smtp_channel::write(std::string_view data, millis timeout) {
   timer_.expires_after(timeout);
-  auto result = co_await (asio::async_write(socket_, asio::buffer(data), use_tuple) || timer_.async_wait(use_tuple));
+  auto send = tls_ ? asio::async_write(tls_->stream, asio::buffer(data), use_tuple)
+                   : asio::async_write(socket_, asio::buffer(data), use_tuple);
+  auto result = co_await (std::move(send) || timer_.async_wait(use_tuple));
   if (result.index() == 1) co_return io_status::timeout;
   auto [ec, n] = std::get<0>(result);
   if (!ec && rate_) co_await pace(n, next_write_);

@@ -7,6 +7,8 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <filesystem>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -19,9 +21,30 @@ using millis = std::chrono::milliseconds;
 
 enum class io_status { ok, eof, timeout, error, too_long };
 
+// The node's TLS material (OpenSSL contexts made from the files the launcher
+// wrote in <run>/tls/: its certificate and key, and the network's CA). Opaque
+// here: Boost.Asio's SSL headers stay in smtp_channel.cpp.
+class tls_setup;
+struct tls_load_result {
+  std::shared_ptr<tls_setup> setup;  // null when nothing could be loaded
+  std::string problem;               // what is missing, for node.log; empty when all is there
+};
+tls_load_result load_tls(const std::filesystem::path& tls_dir, const std::string& domain);
+bool can_serve_tls(const tls_setup* t);   // has the node's certificate and key
+bool can_verify_tls(const tls_setup* t);  // has the network's CA
+
+struct tls_outcome {
+  bool ok = false;
+  std::string error;        // why the handshake failed (a certificate that does not verify, say)
+  std::string description;  // "TLSv1.3 TLS_AES_256_GCM_SHA384" once ok
+};
+
 class smtp_channel {
  public:
   explicit smtp_channel(tcp::socket socket);
+  ~smtp_channel();
+  smtp_channel(const smtp_channel&) = delete;
+  smtp_channel& operator=(const smtp_channel&) = delete;
 
   tcp::socket& socket() { return socket_; }
 
@@ -59,6 +82,27 @@ class smtp_channel {
   // graceful stop wakes a session that waits for its next command).
   void interrupt() { timer_.cancel(); }
 
+  // STARTTLS (RFC 3207). Whatever the peer sent before the handshake and
+  // nobody has read is thrown away first (a command pipelined after
+  // STARTTLS must not run inside the TLS session: CVE-2011-0411); returns
+  // how many bytes that was. Then every read and write goes through TLS.
+  std::size_t discard_buffered();
+  asio::awaitable<tls_outcome> start_tls_server(const tls_setup& t, millis timeout);
+  // verify: the peer's certificate must chain to the network's CA and name
+  // domain (its subjectAltName); otherwise the handshake fails.
+  asio::awaitable<tls_outcome> start_tls_client(const tls_setup& t, const std::string& domain, bool verify,
+                                                millis timeout);
+  // "TLSv1.3 TLS_AES_256_GCM_SHA384" after a handshake, empty before.
+  const std::string& tls_description() const { return tls_description_; }
+
+  // Ends TLS politely: sends close_notify (within timeout) without waiting
+  // for the peer's; nothing without TLS.
+  asio::awaitable<void> shutdown_tls(millis timeout);
+
+  // Writes a few bytes now, without waiting (QUIT into an idle kept
+  // connection), through TLS when it is on; errors are ignored.
+  void send_now(std::string_view data);
+
   // Connects with a deadline.
   static asio::awaitable<std::pair<io_status, tcp::socket>> connect(asio::any_io_executor ex, tcp::endpoint to,
                                                                    millis timeout);
@@ -69,7 +113,12 @@ class smtp_channel {
   // Waits until n more bytes fit the limit_rate() of one direction.
   asio::awaitable<void> pace(std::size_t n, std::chrono::steady_clock::time_point& next);
 
+  struct tls_stream;
+  asio::awaitable<tls_outcome> handshake(bool server, millis timeout);
+
   tcp::socket socket_;
+  std::unique_ptr<tls_stream> tls_;  // set by start_tls_*: reads and writes go through it
+  std::string tls_description_;
   asio::steady_timer timer_;
   std::uint64_t rate_ = 0;
   std::chrono::steady_clock::time_point next_read_{}, next_write_{};

@@ -38,6 +38,7 @@ smtp_client_protocol::step smtp_client_protocol::on_reply(const smtp_reply& r) {
     case phase::greeting:
     case phase::ehlo:
     case phase::helo: return on_greeting_or_ehlo(r);
+    case phase::starttls: return on_starttls(r);
     case phase::mail: return on_mail(r);
     case phase::rcpt: return on_rcpt(r);
     case phase::data: return on_data(r);
@@ -59,8 +60,43 @@ smtp_client_protocol::step smtp_client_protocol::on_greeting_or_ehlo(const smtp_
     return {action::send, "HELO " + t_.helo + "\r\n"};
   }
   if (r.code != 250) return settle_rest(r, false), quit(r);
-  facts_ = {true, ehlo_offers(r, "PIPELINING"), ehlo_offers(r, "SIZE")};
+  facts_ = {true, ehlo_offers(r, "PIPELINING"), ehlo_offers(r, "SIZE"), facts_.tls};
+  if (!facts_.tls && t_.tls != tls_want::off) {
+    if (phase_ == phase::ehlo && ehlo_offers(r, "STARTTLS")) {
+      phase_ = phase::starttls;
+      return {action::send, "STARTTLS\r\n"};
+    }
+    if (t_.tls == tls_want::verify) return refuse_unproven(t_.domain + " does not offer STARTTLS", r);
+  }
   return start_transaction();
+}
+
+smtp_client_protocol::step smtp_client_protocol::on_starttls(const smtp_reply& r) {
+  if (r.code == 220) return {action::start_tls, ""};
+  if (r.code == 0 || r.code == 421) return settle_rest(r, false), quit(r);
+  if (t_.tls == tls_want::verify) return refuse_unproven(t_.domain + " refused STARTTLS: " + r.text, r);
+  return start_transaction();  // opportunistic: in plain text, as before
+}
+
+smtp_client_protocol::step smtp_client_protocol::on_tls(bool ok, const std::string& error) {
+  if (!ok) {
+    // The connection is in no state for a QUIT.
+    refuse_unproven("TLS with " + t_.domain + " failed: " + error, smtp_reply{0, "", {}});
+    return {action::finish, ""};
+  }
+  facts_.tls = true;
+  phase_ = phase::ehlo;  // RFC 3207 §4.2: what the server said before TLS counts no more
+  return {action::send, "EHLO " + t_.helo + "\r\n"};
+}
+
+smtp_client_protocol::step smtp_client_protocol::refuse_unproven(const std::string& why, const smtp_reply& r) {
+  outcome_ = "4.7.5 " + why;
+  for (std::size_t i = 0; i < verdicts_.size(); ++i) {
+    if (verdicts_[i] != rcpt_verdict::unanswered) continue;
+    verdicts_[i] = rcpt_verdict::deferred;
+    errors_[i] = outcome_;
+  }
+  return quit(r);
 }
 
 smtp_client_protocol::step smtp_client_protocol::start_transaction() {

@@ -25,6 +25,10 @@ enum class rcpt_verdict {
   delivered,   // the peer took the data for it
 };
 
+// What the relay asks of the peer's TLS (policy.tls_relay, or off when the
+// network has no TLS).
+enum class tls_want { off, opportunistic, verify };
+
 class smtp_client_protocol {
  public:
   struct transaction {
@@ -33,17 +37,20 @@ class smtp_client_protocol {
     std::string mail_from;  // empty: <>
     std::uint64_t size = 0;  // for SIZE=, when the peer offers it
     std::vector<std::string> rcpts;
+    tls_want tls = tls_want::off;
   };
   // A connection kept from an earlier transaction skips the greeting and EHLO.
   struct session_facts {
     bool greeted = false;
     bool pipelining = false;
     bool size = false;
+    bool tls = false;  // the connection is inside TLS
   };
   enum class action {
     send,          // write text (may be empty), then read one reply
     send_message,  // write the message, dot-stuffed, and ".", then read one reply
     finish,        // write text (QUIT or nothing) and stop
+    start_tls,     // do the TLS handshake (verified as transaction::tls says), then call on_tls()
   };
   struct step {
     action what = action::finish;
@@ -54,6 +61,8 @@ class smtp_client_protocol {
 
   step start();
   step on_reply(const smtp_reply& r);
+  // The handshake's outcome after action::start_tls; error says why it failed.
+  step on_tls(bool ok, const std::string& error);
 
   const std::vector<rcpt_verdict>& verdicts() const { return verdicts_; }
   // The reply (or the trouble) behind each verdict; empty for delivered.
@@ -69,9 +78,13 @@ class smtp_client_protocol {
   const std::string& outcome() const { return outcome_; }
 
  private:
-  enum class phase { greeting, ehlo, helo, mail, rcpt, data, message, dot_only, done };
+  enum class phase { greeting, ehlo, helo, starttls, mail, rcpt, data, message, dot_only, done };
 
   step on_greeting_or_ehlo(const smtp_reply& r);
+  step on_starttls(const smtp_reply& r);
+  // Under tls_want::verify, a peer that cannot prove it is the domain gets
+  // no mail: every recipient waits with a 4.7.5.
+  step refuse_unproven(const std::string& why, const smtp_reply& r);
   step start_transaction();
   step on_mail(const smtp_reply& r);
   step on_rcpt(const smtp_reply& r);

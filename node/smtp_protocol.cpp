@@ -171,7 +171,7 @@ const smtp_protocol::verb_row smtp_protocol::verbs_[] = {
     {"ETRN", any_phase, &smtp_protocol::do_not_implemented, ""},
     {"BDAT", any_phase, &smtp_protocol::do_not_implemented, ""},
     {"AUTH", any_phase, &smtp_protocol::do_not_implemented, ""},
-    {"STARTTLS", any_phase, &smtp_protocol::do_not_implemented, ""},
+    {"STARTTLS", any_phase, &smtp_protocol::do_starttls, ""},  // its phases: do_starttls
 };
 
 smtp_protocol::smtp_protocol(const domain_config& config, std::string client_ip) : config_(config) {
@@ -244,12 +244,17 @@ step smtp_protocol::do_helo(std::string_view arg, bool esmtp) {
   if (env_.helo.size() > 1 && env_.helo.back() == '.') env_.helo.pop_back();  // "jaku.com." is jaku.com
   env_.esmtp = esmtp;
   if (!esmtp) return {"250 " + config_.name + "\r\n", next_step::read_command};
-  return {multiline(250, {config_.name + " greets " + env_.helo, "SIZE " + std::to_string(config_.limits.message_size),
-                          "8BITMIME", "PIPELINING", "ENHANCEDSTATUSCODES", "HELP"}),
-          next_step::read_command};
+  std::vector<std::string> lines{config_.name + " greets " + env_.helo,
+                                 "SIZE " + std::to_string(config_.limits.message_size), "8BITMIME", "PIPELINING",
+                                 "ENHANCEDSTATUSCODES"};
+  if (tls_offered_ && !tls_active()) lines.push_back("STARTTLS");
+  lines.push_back("HELP");
+  return {multiline(250, lines), next_step::read_command};
 }
 
 step smtp_protocol::do_mail(std::string_view arg) {
+  if (config_.policy.tls == tls_policy::required && !tls_active())
+    return reply(530, "5.7.0 Must issue a STARTTLS command first");
   if (!istarts_with(arg, "FROM:")) return reply(501, "5.5.4 Syntax: MAIL FROM:<address>");
   if (has_8bit_address(arg.substr(5))) return reply(553, eight_bit_address_text);
   auto path = parse_path(arg.substr(5));
@@ -371,6 +376,22 @@ step smtp_protocol::do_help(std::string_view) {
 step smtp_protocol::do_quit(std::string_view) {
   closed_ = true;
   return {"221 2.0.0 " + config_.name + " Bye\r\n", next_step::close};
+}
+
+step smtp_protocol::do_starttls(std::string_view arg) {
+  if (!tls_offered_) return do_not_implemented(arg);
+  if (tls_active()) return reply(503, "5.5.1 TLS already active");
+  if (phase_ != phase::greeted) return reply(503, "5.5.1 Send EHLO first, and STARTTLS outside a mail transaction");
+  if (!trim(arg).empty()) return reply(501, "5.5.4 Syntax: STARTTLS");
+  return {"220 2.0.0 Ready to start TLS\r\n", next_step::start_tls};
+}
+
+void smtp_protocol::on_tls_started(std::string description) {
+  reset_transaction();
+  phase_ = phase::fresh;
+  env_.helo.clear();
+  env_.esmtp = false;
+  env_.tls = std::move(description);
 }
 
 step smtp_protocol::do_not_implemented(std::string_view) {

@@ -28,9 +28,12 @@ struct envelope {
   std::string client_ip;
   std::string mail_from;  // empty: the null sender <>
   std::vector<recipient> rcpts;
+  std::string tls;  // "TLSv1.3 TLS_AES_256_GCM_SHA384" inside TLS, empty in plain text
 };
 
-enum class next_step { read_command, read_data, commit, close };
+// start_tls: the reply (220) goes out alone, then the TLS handshake; the
+// session calls on_tls_started() once it is done.
+enum class next_step { read_command, read_data, commit, close, start_tls };
 
 struct step {
   std::string reply;  // wire text, CRLF-terminated (possibly several lines); may be empty
@@ -62,6 +65,14 @@ class smtp_protocol {
 
   const envelope& transaction() const { return env_; }
 
+  // Whether STARTTLS is offered in EHLO and taken (the node has a
+  // certificate and policy.tls is not "off"); false by default.
+  void offer_tls(bool on) { tls_offered_ = on; }
+  // RFC 3207 §4.2: the session starts again from the beginning, as if just
+  // greeted (no EHLO name, no transaction); description goes into Received:.
+  void on_tls_started(std::string description);
+  bool tls_active() const { return !env_.tls.empty(); }
+
  private:
   enum class phase { fresh, greeted, mail, rcpt };
   struct verb_row;
@@ -77,6 +88,7 @@ class smtp_protocol {
   step do_vrfy(std::string_view arg);
   step do_help(std::string_view arg);
   step do_quit(std::string_view arg);
+  step do_starttls(std::string_view arg);
   step do_not_implemented(std::string_view arg);
   void reset_transaction();
 
@@ -84,6 +96,7 @@ class smtp_protocol {
   phase phase_ = phase::fresh;
   envelope env_;
   std::size_t errors_ = 0;
+  bool tls_offered_ = false;
   bool closed_ = false;  // a closing reply went out: later calls answer nothing and stay closed
 };
 

@@ -58,7 +58,9 @@ std::string helo_name(std::string_view line) {
 class session {
  public:
   session(node_context& ctx, tcp::socket socket)
-      : ctx_(ctx), channel_(std::move(socket)), id_(ctx.new_id()), ip_(client_ip()), protocol_(ctx.config, ip_) {}
+      : ctx_(ctx), channel_(std::move(socket)), id_(ctx.new_id()), ip_(client_ip()), protocol_(ctx.config, ip_) {
+    protocol_.offer_tls(ctx.config.policy.tls != tls_policy::off && can_serve_tls(ctx.tls.get()));
+  }
 
   asio::awaitable<void> run();
 
@@ -132,6 +134,7 @@ class session {
   }
 
   asio::awaitable<step> read_data();
+  asio::awaitable<bool> start_tls(const step& s);
 
   // Faults (fault_plan.hpp). fault_at decides, and logs the fault it
   // injects in node.log and the transcript; the rest carry one out.
@@ -230,7 +233,7 @@ asio::awaitable<step> session::read_data() {
   std::string qid = ctx_.new_id();
   trace_info trace{env.helo, env.client_ip, ctx_.config.name, env.esmtp, qid,
                    env.rcpts.size() == 1 ? env.rcpts.front().address : std::string{},
-                   std::chrono::system_clock::now()};
+                   std::chrono::system_clock::now(), env.tls};
   std::string message = make_trace_headers(trace, facts);
   message += reader.message();
   // Counted as stored, as the next node of the network will count it.
@@ -255,11 +258,36 @@ asio::awaitable<step> session::read_data() {
   auto announce = [this, &env, &qid, &message_id, size = reader.size()](bool ok) {
     ctx_.events.write({{"id", qid}, {"event", ok ? "accepted" : "commit_failed"}, {"session", id_},
                        {"from", env.mail_from}, {"rcpts", std::to_string(env.rcpts.size())},
-                       {"size", std::to_string(size)}, {"message_id", message_id}},
+                       {"size", std::to_string(size)}, {"message_id", message_id},
+                       {"tls", env.tls.empty() ? "no" : env.tls}},
                       ok ? event_log::pace::batched : event_log::pace::prompt);
   };
   bool ok = co_await ctx_.commit(env, std::move(message), qid, announce);
   co_return protocol_.on_commit(ok, qid);
+}
+
+// After the 220 to STARTTLS: bytes that came with or after the command are
+// dropped unread (CVE-2011-0411: they would otherwise run as if sent inside
+// TLS), then the handshake; the session starts over (RFC 3207 §4.2).
+// False when the session ends (the handshake failed).
+asio::awaitable<bool> session::start_tls(const step& s) {
+  if (!co_await send(s.reply, true)) co_return false;
+  if (const std::size_t dropped = channel_.discard_buffered()) {
+    log_line(" discarded " + std::to_string(dropped) + " bytes sent after STARTTLS before the TLS handshake");
+    ctx_.events.write({{"id", id_}, {"event", "tls_pipelining_discarded"}, {"bytes", std::to_string(dropped)},
+                       {"client", ip_}});
+  }
+  auto outcome = co_await channel_.start_tls_server(*ctx_.tls, ctx_.config.timeouts.command);
+  if (!outcome.ok) {
+    log_line(" TLS handshake failed: " + printable(outcome.error));
+    ctx_.events.write({{"id", id_}, {"event", "tls_failed"}, {"client", ip_}, {"error", outcome.error}});
+    co_return false;
+  }
+  log_line(" TLS started: " + outcome.description + "; the session starts over");
+  ctx_.events.write({{"id", id_}, {"event", "tls"}, {"client", ip_}, {"tls", outcome.description}},
+                    event_log::pace::batched);
+  protocol_.on_tls_started(outcome.description);
+  co_return true;
 }
 
 asio::awaitable<void> session::run() {
@@ -416,10 +444,16 @@ asio::awaitable<void> session::serve() {
       if (!co_await send(s.reply, true)) break;
       s = co_await read_data();
     }
+    if (s.next == next_step::start_tls) {
+      if (!co_await start_tls(s)) break;
+      continue;
+    }
     const bool closing = s.next == next_step::close;
     if (!s.reply.empty() && !co_await send(s.reply, closing, closing)) break;
     if (s.next == next_step::close) break;
   }
+  // A TLS session ends with close_notify, so that the client can tell the end from a cut.
+  if (!protocol_.transaction().tls.empty()) co_await channel_.shutdown_tls(std::chrono::seconds(2));
   ctx_.events.write({{"id", id_}, {"event", "disconnect"}}, event_log::pace::batched);
   log_line(" disconnect");
   flush_log();

@@ -137,8 +137,15 @@ std::string rfc5322_date(std::chrono::system_clock::time_point when) {
 
 std::string make_trace_headers(const trace_info& info, const header_facts& facts) {
   std::string date = rfc5322_date(info.when);
-  std::string out = "Received: from " + info.helo + " ([" + info.client_ip + "])\r\n\tby " + info.by_domain +
-                    " (mailnet) with " + (info.esmtp ? "ESMTP" : "SMTP") + " id " + info.queue_id + "\r\n\t";
+  // Over TLS (RFC 3848): "with ESMTPS", and the protocol version and cipher in a comment.
+  std::string out = "Received: from " + info.helo + " ([" + info.client_ip + "])\r\n\t";
+  if (!info.tls.empty()) {
+    auto space = info.tls.find(' ');
+    out += "(using " + info.tls.substr(0, space) +
+           (space == std::string::npos ? std::string{} : " with cipher " + info.tls.substr(space + 1)) + ")\r\n\t";
+  }
+  out += "by " + info.by_domain + " (mailnet) with " + (info.esmtp ? "ESMTP" : "SMTP") + (info.tls.empty() ? "" : "S") +
+         " id " + info.queue_id + "\r\n\t";
   if (!info.for_address.empty()) out += "for <" + info.for_address + ">; ";
   out += date + "\r\n";
   if (!facts.has_message_id) out += "Message-ID: <" + info.queue_id + "@" + info.by_domain + ">\r\n";

@@ -32,6 +32,7 @@ struct trace_info {
   std::string queue_id;
   std::string for_address;  // empty when several recipients
   std::chrono::system_clock::time_point when;
+  std::string tls;  // "TLSv1.3 TLS_AES_256_GCM_SHA384" when the mail came over TLS
 };
 
 // The lines to put in front of the message: Received:, and Message-ID:/Date:

@@ -7,6 +7,7 @@ packages=(
   cmake ninja-build g++ pkg-config ccache
   libboost1.81-dev libboost-filesystem1.81-dev
   nlohmann-json3-dev doctest-dev libldns-dev libcli11-dev libgmime-3.0-dev
+  libssl-dev openssl libnet-ssleay-perl
   python3 swaks bind9-dnsutils
   file mutt tmux
   chromium chromium-driver python3-selenium

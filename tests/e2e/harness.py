@@ -456,6 +456,15 @@ def two_domain_topology(name="e2e", **domain_extra):
     }
 
 
+def relay_in_plain_text(topology):
+    """The topology with policy.tls_relay "off" for every node, for a test
+    whose mail goes to a FakeSmtpPeer standing in for a node: the peer has no
+    certificate from the network's CA (nor STARTTLS), so under the default,
+    "verify", it is an impostor and gets no mail (test_tls.py shows that)."""
+    topology.setdefault("defaults", {}).setdefault("policy", {})["tls_relay"] = "off"
+    return topology
+
+
 def port_of(topology, domain):
     for d in topology["domains"]:
         if d["name"] == domain:

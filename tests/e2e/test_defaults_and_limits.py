@@ -80,6 +80,7 @@ def resolved_fields(resolved):
     """{README field name: value} of every default in a resolved topology of
     one domain (its name, address and users are not defaults)."""
     out = {f"resolver.{k}": v for k, v in resolved["resolver"].items()}
+    out["tls"] = resolved["tls"]  # the one network-level default outside resolver and web
     domain = resolved["domains"][0]
     for key, value in domain.items():
         if isinstance(value, dict):

@@ -176,7 +176,7 @@ def test_a_stop_starts_no_relay_transaction_for_mail_waiting_for_a_connection():
     serve them one by one until the drain deadline (each could then be cut
     after the peer took it: a duplicate at the next start)."""
     count, delay = 8, 0.6
-    topo = harness.two_domain_topology()
+    topo = harness.relay_in_plain_text(harness.two_domain_topology())
     topo["defaults"]["limits"] = {"relay_connections_per_destination": 1}
     with harness.Network(topo) as net:
         net.start()

@@ -314,7 +314,7 @@ if __name__ == "__main__":
     for tool in ("file", "mutt", "tmux"):
         if not shutil.which(tool):
             raise SystemExit(f"missing {tool}: run scripts/install-deps.sh")
-    TOPO = harness.two_domain_topology(name="lineends")
+    TOPO = harness.relay_in_plain_text(harness.two_domain_topology(name="lineends"))
     TOPO["defaults"]["retry"] = {"first": "300ms", "max": "1s", "give_up_after": "1m"}
     with harness.Network(TOPO) as NET:
         NET.start()

@@ -236,7 +236,7 @@ def fake_peer(port, drop_second_mail=True, data_reply="354 go on", end_reply="25
 
 
 def test_a_kept_connection_that_meets_421_is_replaced_at_once():
-    topo = harness.two_domain_topology()
+    topo = harness.relay_in_plain_text(harness.two_domain_topology())
     topo["defaults"]["retry"] = {"first": "30s", "max": "1m", "give_up_after": "10m"}  # a retry would show
     with harness.Network(topo) as net:
         net.start()
@@ -262,7 +262,7 @@ def test_other_5xx_from_the_peer_bounce_at_once_with_its_reply():
     reply, not a retry until expiry."""
     for data_reply, end_reply, status in (("554 5.7.1 fake: no data from you", "250 stored", "5.7.1"),
                                           ("354 go on", "552 5.3.4 fake: message too big", "5.3.4")):
-        topo = harness.two_domain_topology()
+        topo = harness.relay_in_plain_text(harness.two_domain_topology())
         topo["defaults"]["retry"] = {"first": "30s", "max": "1m", "give_up_after": "10m"}  # a retry would show
         with harness.Network(topo) as net:
             net.start()

@@ -63,7 +63,7 @@ class Peer(harness.FakeSmtpPeer):
 
 
 def network(retry, timeouts=None):
-    topo = harness.two_domain_topology()
+    topo = harness.relay_in_plain_text(harness.two_domain_topology())
     topo["defaults"]["retry"] = retry
     if timeouts:
         topo["defaults"]["timeouts"] = timeouts

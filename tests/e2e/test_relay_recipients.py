@@ -86,7 +86,7 @@ class RcptPeer(harness.FakeSmtpPeer):
 
 
 def test_mixed_4xx_5xx_and_421_at_rcpt_retry_only_the_deferred():
-    topo = harness.two_domain_topology()
+    topo = harness.relay_in_plain_text(harness.two_domain_topology())
     topo["defaults"]["retry"] = {"first": "300ms", "max": "1s", "give_up_after": "1m"}
     with harness.Network(topo) as net:
         net.start()

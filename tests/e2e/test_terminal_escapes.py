@@ -75,7 +75,7 @@ def test_cli_prints_hostile_text_escaped():
     # The run folder's own name carries ESC and a bidi override: paths are printed too.
     workdir = tempfile.mkdtemp(prefix="mailnet-e2e-\x1b[2K\u202e-")
     try:
-        topo = harness.two_domain_topology(name="escapes")
+        topo = harness.relay_in_plain_text(harness.two_domain_topology(name="escapes"))
         with harness.Network(topo, workdir=workdir) as net:
             net.start()
             run = net.run_dir

@@ -121,7 +121,7 @@ TEST_CASE("client: a refused MAIL or DATA decides for everyone it concerns") {
 TEST_CASE("counted_size: CRLF line ends, without the trace lines of mailnet nodes") {
   const std::string body = "Subject: x\n\nhi\n";  // bare LFs count as CRLF
   CHECK(counted_size(body) == 18);
-  trace_info info{"client.example", "127.0.0.1", "jaku.com", true, "Q1", "vader@deathstar.com", {}};
+  trace_info info{"client.example", "127.0.0.1", "jaku.com", true, "Q1", "vader@deathstar.com", {}, {}};
   const std::string added = make_trace_headers(info, {}) + body;  // Received:, Message-ID:, Date:
   CHECK(added.size() > body.size() + 100);
   CHECK(counted_size(added) == 18);
@@ -131,12 +131,22 @@ TEST_CASE("counted_size: CRLF line ends, without the trace lines of mailnet node
 
 TEST_CASE("counted_size: the same at the second hop as at the first") {
   const std::string body = "From: <rey@jaku.com>\r\nSubject: x\r\n\r\nhi\r\n";
-  trace_info first{"[127.0.0.1]", "127.0.0.1", "jaku.com", true, "Q1", "vader@deathstar.com", {}};
+  trace_info first{"[127.0.0.1]", "127.0.0.1", "jaku.com", true, "Q1", "vader@deathstar.com", {}, {}};
   const std::string at_first = make_trace_headers(first, scan_headers(body)) + body;
-  trace_info second{"jaku.com", "127.0.0.1", "deathstar.com", true, "Q2", "vader@deathstar.com", {}};
+  trace_info second{"jaku.com", "127.0.0.1", "deathstar.com", true, "Q2", "vader@deathstar.com", {}, {}};
   const std::string at_second = make_trace_headers(second, scan_headers(at_first)) + at_first;
   CHECK(counted_size(at_first) == body.size());
   CHECK(counted_size(at_second) == body.size());
+}
+
+TEST_CASE("Received: over TLS says ESMTPS, the version and the cipher, and is still a network trace line") {
+  const std::string body = "Subject: x\r\n\r\nhi\r\n";
+  trace_info info{"jaku.com", "127.0.0.1", "deathstar.com", true, "Q2", "vader@deathstar.com", {},
+                  "TLSv1.3 TLS_AES_256_GCM_SHA384"};
+  const std::string added = make_trace_headers(info, scan_headers(body));
+  CHECK(added.find("Received: from jaku.com ([127.0.0.1])\r\n\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)"
+                   "\r\n\tby deathstar.com (mailnet) with ESMTPS id Q2\r\n") == 0);
+  CHECK(counted_size(added + body) == body.size());
 }
 
 TEST_CASE("scan_headers: the first Message-ID's value, trimmed, also when folded") {
@@ -147,4 +157,81 @@ TEST_CASE("scan_headers: the first Message-ID's value, trimmed, also when folded
   CHECK_FALSE(none.has_message_id);
   CHECK(none.message_id.empty());
   CHECK(scan_headers("Message-ID: <" + std::string(2000, 'x') + ">\r\n\r\n").message_id.size() == 998);
+}
+
+namespace {
+
+smtp_client_protocol::transaction with_tls(tls_want want) {
+  auto t = three_rcpts();
+  t.tls = want;
+  return t;
+}
+
+const smtp_reply ehlo_with_starttls{250, "250 STARTTLS", {"250-deathstar.com", "250-PIPELINING", "250 STARTTLS"}};
+const smtp_reply ehlo_without_starttls{250, "250 PIPELINING", {"250-deathstar.com", "250 PIPELINING"}};
+
+}  // namespace
+
+TEST_CASE("client TLS: STARTTLS when offered, the handshake, then EHLO again inside TLS") {
+  smtp_client_protocol p(with_tls(tls_want::verify), {});
+  p.start();
+  p.on_reply(reply(220, "hi"));
+  CHECK(p.on_reply(ehlo_with_starttls).text == "STARTTLS\r\n");
+  CHECK(p.on_reply(reply(220, "2.0.0 go ahead")).what == action::start_tls);
+  auto s = p.on_tls(true, "");
+  CHECK(s.text == "EHLO jaku.com\r\n");
+  CHECK(p.facts().tls);
+  // Inside TLS the server's EHLO still lists STARTTLS (a confused one): no second STARTTLS.
+  CHECK(p.on_reply(ehlo_with_starttls).text.rfind("MAIL FROM:<rey@jaku.com>", 0) == 0);
+}
+
+TEST_CASE("client TLS verify: a peer without STARTTLS, or whose certificate fails, gets no mail (4.7.5, retried)") {
+  {
+    smtp_client_protocol p(with_tls(tls_want::verify), {});
+    p.start();
+    p.on_reply(reply(220, "hi"));
+    auto s = p.on_reply(ehlo_without_starttls);
+    CHECK(s.what == action::finish);
+    CHECK(s.text == "QUIT\r\n");
+    CHECK(p.verdicts() == std::vector(3, rcpt_verdict::deferred));
+    CHECK(p.errors()[0] == "4.7.5 deathstar.com does not offer STARTTLS");
+    CHECK(p.outcome() == p.errors()[0]);
+  }
+  {
+    smtp_client_protocol p(with_tls(tls_want::verify), {});
+    p.start();
+    p.on_reply(reply(220, "hi"));
+    p.on_reply(ehlo_with_starttls);
+    p.on_reply(reply(220, "go ahead"));
+    auto s = p.on_tls(false, "certificate verification failed: self-signed certificate");
+    CHECK(s.what == action::finish);
+    CHECK(s.text.empty());
+    CHECK(p.verdicts() == std::vector(3, rcpt_verdict::deferred));
+    CHECK(p.errors()[2] ==
+          "4.7.5 TLS with deathstar.com failed: certificate verification failed: self-signed certificate");
+  }
+  {  // a refused STARTTLS: never a permanent failure
+    smtp_client_protocol p(with_tls(tls_want::verify), {});
+    p.start();
+    p.on_reply(reply(220, "hi"));
+    p.on_reply(ehlo_with_starttls);
+    p.on_reply(reply(554, "5.7.0 no"));
+    CHECK(p.verdicts() == std::vector(3, rcpt_verdict::deferred));
+  }
+}
+
+TEST_CASE("client TLS opportunistic and off: plain text when STARTTLS is missing or refused") {
+  smtp_client_protocol p(with_tls(tls_want::opportunistic), {});
+  p.start();
+  p.on_reply(reply(220, "hi"));
+  CHECK(p.on_reply(ehlo_without_starttls).text.rfind("MAIL FROM:", 0) == 0);
+  smtp_client_protocol q(with_tls(tls_want::opportunistic), {});
+  q.start();
+  q.on_reply(reply(220, "hi"));
+  q.on_reply(ehlo_with_starttls);
+  CHECK(q.on_reply(reply(454, "4.7.0 TLS not available")).text.rfind("MAIL FROM:", 0) == 0);
+  smtp_client_protocol r(with_tls(tls_want::off), {});
+  r.start();
+  r.on_reply(reply(220, "hi"));
+  CHECK(r.on_reply(ehlo_with_starttls).text.rfind("MAIL FROM:", 0) == 0);
 }

@@ -300,3 +300,45 @@ TEST_CASE("a closed session stays closed: later calls answer nothing") {
     CHECK(s.next == next_step::close);
   }
 }
+
+TEST_CASE("STARTTLS: offered in EHLO, 220, then the session starts over; twice is 503") {
+  auto cfg = jaku();
+  smtp_protocol p(cfg, "127.0.0.1");
+  p.offer_tls(true);
+  CHECK(code_of(p.on_line("STARTTLS")) == 503);  // before EHLO
+  auto ehlo = p.on_line("EHLO client.example");
+  CHECK(ehlo.reply.find("250-STARTTLS\r\n") != std::string::npos);
+  CHECK(p.on_line("STARTTLS now").reply.rfind("501 5.5.4", 0) == 0);
+  CHECK(code_of(p.on_line("MAIL FROM:<a@jaku.com>")) == 250);
+  CHECK(code_of(p.on_line("STARTTLS")) == 503);  // inside a transaction
+  CHECK(code_of(p.on_line("RSET")) == 250);
+  auto s = p.on_line("starttls");
+  CHECK(s.reply == "220 2.0.0 Ready to start TLS\r\n");
+  CHECK(s.next == next_step::start_tls);
+  p.on_tls_started("TLSv1.3 TLS_AES_256_GCM_SHA384");
+  CHECK(p.tls_active());
+  CHECK(p.transaction().helo.empty());
+  CHECK(code_of(p.on_line("MAIL FROM:<a@jaku.com>")) == 503);  // EHLO again first (RFC 3207 §4.2)
+  ehlo = p.on_line("EHLO client.example");
+  CHECK(ehlo.reply.find("STARTTLS") == std::string::npos);
+  CHECK(p.on_line("STARTTLS").reply == "503 5.5.1 TLS already active\r\n");
+  CHECK(p.transaction().tls == "TLSv1.3 TLS_AES_256_GCM_SHA384");
+}
+
+TEST_CASE("STARTTLS: policy.tls required refuses MAIL in plain text with 530 5.7.0; not offered: 502") {
+  auto cfg = jaku();
+  cfg.policy.tls = tls_policy::required;
+  smtp_protocol p(cfg, "127.0.0.1");
+  p.offer_tls(true);
+  p.on_line("EHLO client.example");
+  CHECK(p.on_line("MAIL FROM:<a@jaku.com>").reply == "530 5.7.0 Must issue a STARTTLS command first\r\n");
+  CHECK(p.on_line("STARTTLS").next == next_step::start_tls);
+  p.on_tls_started("TLSv1.3 TLS_AES_128_GCM_SHA256");
+  p.on_line("EHLO client.example");
+  CHECK(code_of(p.on_line("MAIL FROM:<a@jaku.com>")) == 250);
+
+  auto plain = jaku();
+  smtp_protocol q(plain, "127.0.0.1");  // no certificate, or policy.tls "off"
+  CHECK(q.on_line("EHLO client.example").reply.find("STARTTLS") == std::string::npos);
+  CHECK(q.on_line("STARTTLS").reply.rfind("502 5.5.1", 0) == 0);
+}

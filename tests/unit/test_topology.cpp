@@ -83,6 +83,27 @@ TEST_CASE("policy.sync takes filesystem or files") {
         "topo.json: $.domains[0].policy.sync: expected \"filesystem\" or \"files\", found \"always\"");
 }
 
+TEST_CASE("TLS fields: policy.tls, policy.tls_relay and the network's tls, each named when wrong") {
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:1", "policy": {"tls": "always"}}])")) ==
+        "topo.json: $.domains[0].policy.tls: expected \"optional\", \"required\" or \"off\", found \"always\"");
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:1", "policy": {"tls_relay": "trust"}}])")) ==
+        "topo.json: $.domains[0].policy.tls_relay: expected \"verify\", \"opportunistic\" or \"off\", found \"trust\"");
+  auto t = parse_topology(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:1",
+                                            "policy": {"tls": "required", "tls_relay": "opportunistic"}},
+                                           {"name": "b.com", "listen": "127.0.0.1:2"}])"), "topo.json");
+  CHECK(t.tls);
+  CHECK(t.domains[0].policy.tls == tls_policy::required);
+  CHECK(t.domains[0].policy.tls_relay == tls_relay_policy::opportunistic);
+  CHECK(t.domains[1].policy.tls == tls_policy::optional);  // the defaults
+  CHECK(t.domains[1].policy.tls_relay == tls_relay_policy::verify);
+  CHECK(parse_topology(to_json_text(t), "network.json") == t);
+  CHECK(error_of(R"({"name": "t", "tls": false, "domains": [{"name": "a.com", "listen": "127.0.0.1:1",
+                                                              "policy": {"tls": "required"}}]})")
+            .find("topo.json: $.domains[0].policy.tls: \"required\" needs the network's certificates") == 0);
+  CHECK(error_of(R"({"name": "t", "tls": "yes", "domains": [{"name": "a.com", "listen": "127.0.0.1:1"}]})")
+            .find("topo.json: $.tls: ") == 0);
+}
+
 TEST_CASE("bad JSON names the file and where it broke") {
   auto e = error_of(R"({"name": "t", "domains": [)");
   CHECK(e.find("topo.json: $: not valid JSON") == 0);
