@@ -21,6 +21,7 @@
 namespace mailnet::node {
 
 class relay;
+class resolver_client;
 
 struct node_context {
   node_context(const topology& n, const domain_config& c, std::filesystem::path d, event_log& ev, event_log& tr,
@@ -38,6 +39,7 @@ struct node_context {
   boost::asio::thread_pool& disk;
   group_committer& committer;  // new messages: many per flush of the disk
   relay* relay_agent = nullptr;
+  resolver_client* resolver = nullptr;  // the network's resolver (policy.require_fcrdns)
   fault_plan faults;  // the topology's fault rules for this node (fault_plan.hpp)
   std::size_t active_sessions = 0;
   // A graceful stop has begun (SIGTERM): sessions answer 421 4.3.2 at their

@@ -59,9 +59,12 @@ class smtp_channel {
   // graceful stop wakes a session that waits for its next command).
   void interrupt() { timer_.cancel(); }
 
-  // Connects with a deadline.
+  // Connects with a deadline. from: the local address to leave from (the
+  // node's own listening address, so that the peer sees each domain's IP),
+  // with a port the kernel picks; unspecified: the kernel's choice.
   static asio::awaitable<std::pair<io_status, tcp::socket>> connect(asio::any_io_executor ex, tcp::endpoint to,
-                                                                   millis timeout);
+                                                                   millis timeout,
+                                                                   asio::ip::address from = {});
 
  private:
   asio::awaitable<io_status> fill(std::chrono::steady_clock::time_point deadline);

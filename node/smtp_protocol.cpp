@@ -250,6 +250,7 @@ step smtp_protocol::do_helo(std::string_view arg, bool esmtp) {
 }
 
 step smtp_protocol::do_mail(std::string_view arg) {
+  if (mail_refusal_code_ != 0) return reply(mail_refusal_code_, mail_refusal_);
   if (!istarts_with(arg, "FROM:")) return reply(501, "5.5.4 Syntax: MAIL FROM:<address>");
   if (has_8bit_address(arg.substr(5))) return reply(553, eight_bit_address_text);
   auto path = parse_path(arg.substr(5));

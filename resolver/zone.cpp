@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <memory>
+#include <arpa/inet.h>
+#include <cstdio>
 #include <set>
 
 #include "common/faults.hpp"
@@ -107,7 +109,9 @@ ldns_rr* make_rr(std::string_view owner_text, const ldns_rdf* owner_as_asked, st
 struct reply_plan {
   ldns_pkt_rcode rcode = LDNS_RCODE_NOERROR;
   bool badvers = false;
-  std::vector<const zone::record*> answers;
+  std::vector<const zone::record*> answers;  // owned by the name asked
+  // Answers reached through a CNAME, after it (RFC 1034 §4.3.2): owner, record.
+  std::vector<std::pair<std::string, const zone::record*>> chased;
   std::vector<std::pair<std::string, const zone::record*>> additional;  // owner, record
   bool soa_in_authority = false;
 };
@@ -123,6 +127,28 @@ reply_plan plan_reply(const zone& z, const std::string& name, std::uint16_t qtyp
   for (const auto& r : *records) {
     if (r.type == qtype || qtype == LDNS_RR_TYPE_ANY) plan.answers.push_back(&r);
   }
+  if (plan.answers.empty() && qtype != LDNS_RR_TYPE_CNAME) {
+    // An alias: the CNAME, then what its target has of the asked type,
+    // following at most a few aliases (a loop ends there too).
+    const zone::record* alias = nullptr;
+    for (const auto& r : *records)
+      if (r.type == LDNS_RR_TYPE_CNAME) alias = &r;
+    if (alias) {
+      plan.answers.push_back(alias);
+      for (int hops = 0; alias && hops < 8; ++hops) {
+        const std::string target = alias->target;
+        alias = nullptr;
+        const auto* next = z.find(target);
+        if (!next) break;
+        for (const auto& r : *next) {
+          if (r.type == qtype) plan.chased.emplace_back(target, &r);
+          else if (r.type == LDNS_RR_TYPE_CNAME) alias = &r;
+        }
+        if (alias) plan.chased.emplace_back(target, alias);
+      }
+      return plan;
+    }
+  }
   if (plan.answers.empty()) {
     plan.soa_in_authority = true;  // NODATA, RFC 2308 §2.2
     return plan;
@@ -130,7 +156,7 @@ reply_plan plan_reply(const zone& z, const std::string& name, std::uint16_t qtyp
   // RFC 2782 and RFC 5321 §5.1: spare the client a second query for the target's address.
   std::set<std::string> seen;
   for (const auto* r : plan.answers) {
-    if (r->target.empty() || !seen.insert(r->target).second) continue;
+    if (r->target.empty() || r->type == LDNS_RR_TYPE_CNAME || !seen.insert(r->target).second) continue;
     if (const auto* target = z.find(r->target)) {
       for (const auto& t : *target) {
         if (t.type == LDNS_RR_TYPE_A || t.type == LDNS_RR_TYPE_AAAA) plan.additional.emplace_back(r->target, &t);
@@ -171,6 +197,9 @@ std::optional<std::vector<std::uint8_t>> encode_reply(const zone& z, const ldns_
         ldns_pkt_push_rr(p.get(), LDNS_SECTION_ANSWER, rr);
       }
     }
+    for (const auto& [owner_name, r] : plan.chased) {
+      if (ldns_rr* rr = make_rr(owner_name, nullptr, z.ttl(), *r)) ldns_pkt_push_rr(p.get(), LDNS_SECTION_ANSWER, rr);
+    }
     if (plan.soa_in_authority) {
       ldns_rr* soa = nullptr;
       if (ldns_rr_new_frm_str(&soa, z.soa_text().c_str(), 0, nullptr, nullptr) == LDNS_STATUS_OK) {
@@ -186,13 +215,14 @@ std::optional<std::vector<std::uint8_t>> encode_reply(const zone& z, const ldns_
   return to_wire(p.get());
 }
 
-std::string summarize(const std::vector<const zone::record*>& answers) {
-  if (answers.empty()) return "-";
+std::string summarize(const reply_plan& plan) {
+  if (plan.answers.empty()) return "-";
   std::string out;
-  for (const auto* r : answers) {
+  for (const auto* r : plan.answers) {
     if (!out.empty()) out += ',';
     out += r->summary;
   }
+  for (const auto& chased : plan.chased) out += "," + chased.second->summary;
   return out;
 }
 
@@ -201,18 +231,72 @@ std::string summarize(const std::vector<const zone::record*>& answers) {
 zone::zone(const topology& t, std::uint32_t ttl) : ttl_(ttl) {
   add(".", {LDNS_RR_TYPE_SOA, "ns.mailnet. hostmaster.mailnet. 1 3600 600 86400 " + std::to_string(ttl_),
             "SOA", ""});
+  std::set<std::string> ptrs;  // "owner target": several domains may share one address
   for (const auto& d : t.domains) {
     const std::string domain = lower(d.name) + ".";
     const std::string mail_host = "mx." + domain;
     const std::string port = std::to_string(d.listen.port);
-    // RFC 2782: priority 0, weight 0, port, target.
-    add("_smtp._tcp." + domain,
-        {LDNS_RR_TYPE_SRV, "0 0 " + port + " " + mail_host, without_final_dot(mail_host) + ":" + port, mail_host});
+    // RFC 2782: priority 0, weight 0, port, target. A domain on port 25 of
+    // its own address needs none: MX and A lead there, as on the internet.
+    if (d.listen.port != 25) {
+      add("_smtp._tcp." + domain,
+          {LDNS_RR_TYPE_SRV, "0 0 " + port + " " + mail_host, without_final_dot(mail_host) + ":" + port, mail_host});
+    }
     add(domain, {LDNS_RR_TYPE_MX, "10 " + mail_host, "10 " + without_final_dot(mail_host), mail_host});
     const bool v6 = d.listen.host.find(':') != std::string::npos;
     add(mail_host, {static_cast<std::uint16_t>(v6 ? LDNS_RR_TYPE_AAAA : LDNS_RR_TYPE_A), d.listen.host,
                     d.listen.host, ""});
+    const std::string reverse = reverse_dns_name(d.listen.host);
+    if (!reverse.empty() && ptrs.insert(reverse + " " + mail_host).second)
+      add(reverse, {LDNS_RR_TYPE_PTR, mail_host, without_final_dot(mail_host), ""});
+    for (const auto& rec : d.dns.records) add(rec.name + ".", record_of(rec));
   }
+}
+
+std::vector<std::string> txt_strings(std::string_view text) {
+  // RFC 1035 §3.3.14: one TXT record holds character-strings of at most 255
+  // octets each; a longer text is cut into several (RFC 7208 §3.3 reads them
+  // back joined without spaces).
+  std::vector<std::string> out;
+  for (std::size_t pos = 0; pos < text.size(); pos += 255) out.emplace_back(text.substr(pos, 255));
+  if (out.empty()) out.emplace_back();
+  return out;
+}
+
+zone::record record_of(const dns_record& rec) {
+  if (rec.type == "TXT") {
+    std::string rdata;
+    std::string summary;
+    for (const auto& part : txt_strings(rec.value)) {
+      std::string quoted = "\"";
+      for (unsigned char c : part) {
+        if (c == '"' || c == '\\') {
+          quoted += '\\';
+          quoted += static_cast<char>(c);
+        } else if (c < 0x20 || c >= 0x7F) {
+          char esc[5];
+          std::snprintf(esc, sizeof esc, "\\%03u", static_cast<unsigned>(c));
+          quoted += esc;
+        } else {
+          quoted += static_cast<char>(c);
+        }
+      }
+      quoted += '"';
+      rdata += (rdata.empty() ? "" : " ") + quoted;
+    }
+    summary = rec.value.size() > 60 ? rec.value.substr(0, 57) + "..." : rec.value;
+    return {LDNS_RR_TYPE_TXT, rdata, summary, ""};
+  }
+  if (rec.type == "A") return {LDNS_RR_TYPE_A, rec.value, rec.value, ""};
+  if (rec.type == "AAAA") return {LDNS_RR_TYPE_AAAA, rec.value, rec.value, ""};
+  if (rec.type == "MX") {
+    const auto host = rec.value.substr(rec.value.find(' ') + 1);
+    const std::string target = host == "." ? "." : host + ".";
+    return {LDNS_RR_TYPE_MX, rec.value.substr(0, rec.value.find(' ') + 1) + target, rec.value,
+            host == "." ? "" : target};
+  }
+  // CNAME
+  return {LDNS_RR_TYPE_CNAME, rec.value + ".", rec.value, rec.value + "."};
 }
 
 void zone::add(std::string name, record r) {
@@ -314,7 +398,7 @@ query_outcome handle_query(const zone& z, std::span<const std::uint8_t> bytes, b
     out.reason = "truncated";
   }
   out.rcode = rcode_name(plan.rcode, plan.badvers);
-  out.answer = summarize(plan.answers);
+  out.answer = summarize(plan);
   if (!out.reply) {
     out.reason = "could not encode the reply";
     out.rcode = "-";

@@ -18,6 +18,7 @@
 namespace mailnet {
 struct topology;
 struct fault_rule;
+struct dns_record;
 }
 
 namespace mailnet::resolver {
@@ -53,6 +54,12 @@ class zone {
   std::map<std::string, std::vector<record>, std::less<>> names_;
   std::uint32_t ttl_;
 };
+
+// A TXT value as its character-strings: 255 octets each (RFC 1035 §3.3.14).
+std::vector<std::string> txt_strings(std::string_view text);
+
+// A topology's record in the zone's form (presentation-format rdata).
+zone::record record_of(const dns_record& rec);
 
 // What happened to one datagram, for the reply and for the log line.
 struct query_outcome {

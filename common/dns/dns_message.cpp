@@ -165,6 +165,8 @@ std::optional<dns_reply> parse_response(std::span<const std::uint8_t> bytes, std
                        dname_text(ldns_rr_rdf(rr, 3))});
     } else if (type == dns_type::mx && ldns_rr_rd_count(rr) == 2) {
       r.mx.push_back({rdf_u16(ldns_rr_rdf(rr, 0)), dname_text(ldns_rr_rdf(rr, 1))});
+    } else if (type == dns_type::ptr && ldns_rr_rd_count(rr) == 1) {
+      r.names.push_back(dname_text(ldns_rr_rdf(rr, 0)));
     } else if ((type == dns_type::a || type == dns_type::aaaa) && ldns_rr_rd_count(rr) == 1) {
       r.addresses.push_back({wanted, rdf_text(ldns_rr_rdf(rr, 0))});
     } else {
@@ -172,7 +174,7 @@ std::optional<dns_reply> parse_response(std::span<const std::uint8_t> bytes, std
     }
     ttl = std::min(ttl, ldns_rr_ttl(rr));
   }
-  if (r.srv.empty() && r.mx.empty() && r.addresses.empty()) {
+  if (r.srv.empty() && r.mx.empty() && r.addresses.empty() && r.names.empty()) {
     r.kind = reply_kind::nodata;
     r.ttl = negative_ttl(p.get());
     std::unique_ptr<char, malloc_deleter> type_name(ldns_rr_type2str(static_cast<ldns_rr_type>(type)));
