@@ -497,7 +497,6 @@ std::string to_json_text(const topology& t) {
   }
   for (std::size_t i = 0; i < t.domains.size(); ++i) {
     const auto& d = t.domains[i];
-    if (d.dns.records.empty()) continue;
     auto records = json::array();
     for (const auto& rec : d.dns.records) records.push_back({{"name", rec.name}, {"type", rec.type}, {"value", rec.value}});
     doc["domains"][i]["dns"] = {{"records", records}};
