@@ -76,7 +76,7 @@ void read_timeouts(const json_reader& r, const json& j, const std::string& path,
 void read_policy(const json_reader& r, const json& j, const std::string& path, policy& out) {
   r.expect_object(j, path);
   r.only_keys(j, path, {"require_known_users", "mailbox_by_local_part", "require_helo_domain_match", "sync", "tls",
-                        "tls_relay"});
+                        "tls_relay", "require_fcrdns"});
   if (j.contains("tls")) {
     auto v = r.string_at(j["tls"], path + ".tls");
     if (v == "optional") out.tls = tls_policy::optional;
@@ -91,6 +91,7 @@ void read_policy(const json_reader& r, const json& j, const std::string& path, p
     else if (v == "off") out.tls_relay = tls_relay_policy::off;
     else r.fail(path + ".tls_relay", "expected \"verify\", \"opportunistic\" or \"off\", found \"" + v + "\"");
   }
+  if (j.contains("require_fcrdns")) out.require_fcrdns = r.bool_at(j["require_fcrdns"], path + ".require_fcrdns");
   if (j.contains("sync")) {
     auto v = r.string_at(j["sync"], path + ".sync");
     if (v != "filesystem" && v != "files") r.fail(path + ".sync", "expected \"filesystem\" or \"files\", found \"" + v + "\"");
@@ -108,7 +109,123 @@ void read_settings(const json_reader& r, const json& j, const std::string& path,
   if (j.contains("policy")) read_policy(r, j["policy"], path + ".policy", out.policy);
 }
 
+// "@" is the domain itself; any other name must be the domain or under it
+// (a domain's records stay in its own part of the network's DNS).
+void read_dns(const json_reader& r, const json& j, const std::string& path, const std::string& domain,
+              dns_settings& out) {
+  r.expect_object(j, path);
+  r.only_keys(j, path, {"records"});
+  if (!j.contains("records")) return;
+  const auto& list = j["records"];
+  const std::string lpath = path + ".records";
+  if (!list.is_array()) r.fail(lpath, "expected a list of records such as {\"name\": \"@\", \"type\": \"TXT\", \"value\": \"...\"}, found " + r.type_name(list));
+  if (list.size() > 1000) r.fail(lpath, "at most 1000 records per domain");
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    const std::string rp = lpath + "[" + std::to_string(i) + "]";
+    const auto& rj = list[i];
+    r.expect_object(rj, rp);
+    r.only_keys(rj, rp, {"name", "type", "value"});
+    for (const char* key : {"name", "type", "value"})
+      if (!rj.contains(key)) r.fail(rp + "." + key, "missing");
+    dns_record rec;
+    rec.name = lower(r.string_at(rj["name"], rp + ".name"));
+    if (rec.name == "@") rec.name = domain;
+    if (rec.name.size() > 1 && rec.name.back() == '.') rec.name.pop_back();
+    if (!is_valid_record_name(rec.name))
+      r.fail(rp + ".name", "expected a DNS name such as \"_dmarc." + domain + "\" (or \"@\" for " + domain + "), found \"" + rec.name + "\"");
+    if (rec.name != domain && !(rec.name.size() > domain.size() + 1 && rec.name.ends_with("." + domain)))
+      r.fail(rp + ".name", "\"" + rec.name + "\" is not " + domain + " nor a name under it");
+    rec.type = r.string_at(rj["type"], rp + ".type");
+    std::transform(rec.type.begin(), rec.type.end(), rec.type.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+    rec.value = r.string_at(rj["value"], rp + ".value");
+    const std::string vp = rp + ".value";
+    if (rec.type == "TXT") {
+      if (rec.value.size() > 4000) r.fail(vp, "a TXT value of at most 4000 bytes, found " + std::to_string(rec.value.size()));
+      for (unsigned char c : rec.value)
+        if (c < 0x20 || c == 0x7F) r.fail(vp, "control characters are not allowed in a TXT value");
+    } else if (rec.type == "A" || rec.type == "AAAA") {
+      in_addr v4{};
+      in6_addr v6{};
+      const bool ok = rec.type == "A" ? inet_pton(AF_INET, rec.value.c_str(), &v4) == 1
+                                      : inet_pton(AF_INET6, rec.value.c_str(), &v6) == 1;
+      if (!ok || !is_loopback_host(rec.value))
+        r.fail(vp, std::string("expected a loopback ") + (rec.type == "A" ? "IPv4 address (127.0.0.0/8)" : "IPv6 address (::1)") +
+                       ", found \"" + rec.value + "\"");
+      rec.value = canonical_host(rec.value);
+    } else if (rec.type == "MX") {
+      const auto space = rec.value.find(' ');
+      std::uint64_t pref = 0;
+      const char* first = rec.value.data();
+      const char* last = first + (space == std::string::npos ? 0 : space);
+      auto [ptr, ec] = std::from_chars(first, last, pref);
+      std::string host = space == std::string::npos ? std::string() : lower(rec.value.substr(space + 1));
+      if (!host.empty() && host.size() > 1 && host.back() == '.') host.pop_back();
+      if (ec != std::errc() || ptr != last || pref > 65535 || !(host == "." || is_valid_record_name(host)))
+        r.fail(vp, "expected \"preference host\" such as \"10 mx." + domain + "\", found \"" + rec.value + "\"");
+      rec.value = std::to_string(pref) + " " + host;
+    } else if (rec.type == "CNAME") {
+      std::string target = lower(rec.value);
+      if (target.size() > 1 && target.back() == '.') target.pop_back();
+      if (!is_valid_record_name(target)) r.fail(vp, "expected a DNS name, found \"" + rec.value + "\"");
+      // RFC 1034 §3.6.2: an alias has no other data; the resolver's own
+      // records live at the domain and at mx.<domain>.
+      if (rec.name == domain || rec.name == "mx." + domain || rec.name == "_smtp._tcp." + domain)
+        r.fail(rp + ".name", "a CNAME cannot be at " + rec.name + ", which has the resolver's own records");
+      rec.value = target;
+    } else {
+      r.fail(rp + ".type", "expected \"TXT\", \"A\", \"AAAA\", \"MX\" or \"CNAME\", found \"" + rec.type + "\"");
+    }
+    out.records.push_back(std::move(rec));
+  }
+  // An alias is alone at its name (RFC 1034 §3.6.2).
+  for (std::size_t i = 0; i < out.records.size(); ++i) {
+    if (out.records[i].type != "CNAME") continue;
+    for (std::size_t k = 0; k < out.records.size(); ++k)
+      if (k != i && out.records[k].name == out.records[i].name)
+        r.fail(lpath + "[" + std::to_string(std::max(i, k)) + "].name",
+               "\"" + out.records[i].name + "\" has a CNAME, and a name with a CNAME has no other records");
+  }
+}
+
 }  // namespace
+
+std::string reverse_dns_name(std::string_view address) {
+  const std::string text(address);
+  in_addr v4{};
+  if (inet_pton(AF_INET, text.c_str(), &v4) == 1) {
+    const auto* b = reinterpret_cast<const unsigned char*>(&v4.s_addr);
+    return std::to_string(b[3]) + "." + std::to_string(b[2]) + "." + std::to_string(b[1]) + "." +
+           std::to_string(b[0]) + ".in-addr.arpa.";
+  }
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, text.c_str(), &v6) == 1) {
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out;
+    for (int i = 15; i >= 0; --i) {
+      out += hex[v6.s6_addr[i] & 0x0F];
+      out += '.';
+      out += hex[v6.s6_addr[i] >> 4];
+      out += '.';
+    }
+    return out + "ip6.arpa.";
+  }
+  return {};
+}
+
+bool is_valid_record_name(std::string_view name) {
+  if (name.empty() || name.size() > 253) return false;
+  std::size_t start = 0;
+  for (;;) {
+    auto dot = name.find('.', start);
+    auto label = name.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
+    if (label.empty() || label.size() > 63) return false;
+    for (unsigned char c : label)
+      if (!std::isalnum(c) && c != '-' && c != '_') return false;
+    if (dot == std::string_view::npos) return true;
+    start = dot + 1;
+  }
+}
 
 // A user name becomes a Maildir folder name: keep to a conservative allow-list.
 bool is_valid_user_name(std::string_view u) {
@@ -286,7 +403,7 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
     const std::string path = "$.domains[" + std::to_string(i) + "]";
     const auto& dj = domains[i];
     r.expect_object(dj, path);
-    r.only_keys(dj, path, {"name", "listen", "users", "retry", "limits", "timeouts", "policy", "restart"});
+    r.only_keys(dj, path, {"name", "listen", "users", "retry", "limits", "timeouts", "policy", "restart", "dns"});
     domain_config d;
     if (!dj.contains("name")) r.fail(path + ".name", "missing (expected a domain name)");
     d.name = lower(r.string_at(dj["name"], path + ".name"));
@@ -328,6 +445,7 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
       }
     }
 
+    if (dj.contains("dns")) read_dns(r, dj["dns"], path + ".dns", d.name, d.dns);
     if (dj.contains("restart")) d.restart_on_failure = r.restart_at(dj["restart"], path + ".restart");
     domain_defaults own = defaults;
     read_settings(r, dj, path, own);
@@ -408,10 +526,17 @@ std::string to_json_text(const topology& t) {
         {"policy", {{"require_known_users", d.policy.require_known_users},
                     {"mailbox_by_local_part", d.policy.mailbox_by_local_part},
                     {"require_helo_domain_match", d.policy.require_helo_domain_match},
+                    {"require_fcrdns", d.policy.require_fcrdns},
                     {"sync", d.policy.sync_whole_filesystem ? "filesystem" : "files"},
                     {"tls", to_string(d.policy.tls)},
                     {"tls_relay", to_string(d.policy.tls_relay)}}},
     });
+  }
+  for (std::size_t i = 0; i < t.domains.size(); ++i) {
+    const auto& d = t.domains[i];
+    auto records = json::array();
+    for (const auto& rec : d.dns.records) records.push_back({{"name", rec.name}, {"type", rec.type}, {"value", rec.value}});
+    doc["domains"][i]["dns"] = {{"records", records}};
   }
   if (!t.faults.rules.empty() || t.faults.seed) doc["faults"] = faults_to_json(t.faults);
   return doc.dump(2) + "\n";

@@ -71,6 +71,9 @@ struct policy {
   bool require_known_users = true;
   bool mailbox_by_local_part = false;
   bool require_helo_domain_match = false;
+  // Forward-confirmed reverse DNS: a client whose address has no PTR record,
+  // or whose PTR names do not resolve back to it, gets 550 5.7.25 at MAIL.
+  bool require_fcrdns = false;
   // How a batch of new messages is made durable before their 250s:
   // "filesystem" (one syncfs of the file system holding the output folder:
   // the fastest, but it also flushes whatever else is being written there)
@@ -100,9 +103,24 @@ struct web_settings {
   friend bool operator==(const web_settings&, const web_settings&) = default;
 };
 
+// One record a domain adds to what the resolver serves ("dns": {"records": [...]}).
+struct dns_record {
+  std::string name;   // lower case, no trailing dot: the domain itself or a name under it
+  std::string type;   // "TXT", "A", "AAAA", "MX", "CNAME"
+  std::string value;  // TXT: the text (split into 255-byte strings when served);
+                      // A/AAAA: a loopback address; MX: "10 mx.example.com"; CNAME: a name
+  friend bool operator==(const dns_record&, const dns_record&) = default;
+};
+
+struct dns_settings {
+  std::vector<dns_record> records;
+  friend bool operator==(const dns_settings&, const dns_settings&) = default;
+};
+
 struct domain_config {
   std::string name;  // lower case, no trailing dot
   endpoint listen;
+  struct dns_settings dns;
   std::vector<std::string> users;  // as written in the topology
   retry_policy retry;
   struct limits limits;
@@ -155,6 +173,12 @@ std::optional<millis> parse_duration(std::string_view text);
 bool is_valid_domain_name(std::string_view name);
 bool is_valid_user_name(std::string_view name);  // letters, digits, . _ - +; no leading dot, no ".."
 bool is_loopback_host(std::string_view host);
+// A DNS owner name: labels of letters, digits, '-' and '_' (as in
+// _dmarc.jaku.com), at most 63 octets each, 253 in all.
+bool is_valid_record_name(std::string_view name);
+// "2.0.0.127.in-addr.arpa." for "127.0.0.2", the ip6.arpa nibble name for an
+// IPv6 address (RFC 3596 §2.5); empty when address is not an address literal.
+std::string reverse_dns_name(std::string_view address);
 // An address literal in its usual text form (inet_ntop's), or host unchanged
 // when it is not one.
 std::string canonical_host(std::string_view host);

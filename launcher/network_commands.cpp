@@ -1,4 +1,5 @@
 #include "launcher/commands.hpp"
+#include "launcher/bind_rights.hpp"
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -182,6 +183,10 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
   commands.add(validate_cmd, [validate_file] {
     try {
       auto s = load_scenario(*validate_file);
+      if (auto problem = privileged_port_problem(s.net, current_bind_rights()); !problem.empty()) {
+        std::cerr << "mailnet: " << *validate_file << ": " << problem << "\n";
+        return 2;
+      }
       std::cout << *validate_file << ": ok, network " << s.net.name << " with "
                 << counted(s.net.domains.size(), "domain") << " and " << counted(s.steps.size(), "step") << "\n";
       return 0;

@@ -25,7 +25,8 @@ using node::dns_reply;
 using node::reply_kind;
 
 const std::map<std::string, std::uint16_t> known_types = {
-    {"A", node::dns_type::a}, {"AAAA", node::dns_type::aaaa}, {"MX", node::dns_type::mx}, {"SRV", node::dns_type::srv}};
+    {"A", node::dns_type::a}, {"AAAA", node::dns_type::aaaa}, {"MX", node::dns_type::mx}, {"SRV", node::dns_type::srv},
+    {"TXT", node::dns_type::txt}, {"PTR", node::dns_type::ptr}};
 
 // Exit codes: 0 an answer, 1 no such name (or no data), 2 the resolver did not answer usefully.
 int print_reply(const std::string& name, const std::string& type, const dns_reply& reply) {
@@ -46,6 +47,9 @@ int print_reply(const std::string& name, const std::string& type, const dns_repl
     std::cout << name << " SRV → " << terminal_safe(s.target) << ":" << s.port << " (priority " << s.priority << ", weight "
               << s.weight << ")\n";
   for (const auto& m : reply.mx) std::cout << name << " MX → " << terminal_safe(m.exchange) << " (preference " << m.preference << ")\n";
+  for (const auto& n : reply.names) std::cout << name << " PTR → " << terminal_safe(n) << "\n";
+  // Record text is anyone's: shown quoted, control characters escaped.
+  for (const auto& t : reply.texts) std::cout << name << " TXT \"" << terminal_safe(t) << "\"\n";
   std::vector<std::string> printed;  // the answer and the additional section may repeat a record
   for (const auto& a : reply.addresses) {
     std::string line = a.owner + " " + (a.address.find(':') == std::string::npos ? "A" : "AAAA") + " → " + a.address;
@@ -56,9 +60,15 @@ int print_reply(const std::string& name, const std::string& type, const dns_repl
   return 0;
 }
 
-int resolve(const run_folder& folder, const std::string& name, std::string type) {
+int resolve(const run_folder& folder, std::string name, std::string type) {
   auto net = load_topology(folder.topology_json());
   for (auto& c : type) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  // An address: its PTR, under its in-addr.arpa or ip6.arpa name.
+  if (auto reverse = reverse_dns_name(name); !reverse.empty() && (type.empty() || type == "PTR")) {
+    type = "PTR";
+    reverse.pop_back();
+    name = reverse;
+  }
   if (type.empty()) {
     // A mail domain, as a node routes it: SRV, else MX + address, port 25.
     auto result = lookup_mail_domain(net, name);
@@ -81,7 +91,7 @@ int resolve(const run_folder& folder, const std::string& name, std::string type)
                                r.query_timeout, r.query_attempts);
   auto it = known_types.find(type);
   if (it == known_types.end()) {
-    std::cerr << "mailnet: unknown record type '" << type << "' (expected A, AAAA, MX or SRV)\n";
+    std::cerr << "mailnet: unknown record type '" << type << "' (expected A, AAAA, MX, SRV, TXT or PTR)\n";
     return 2;
   }
   if (!node::is_queryable_name(name)) {
@@ -129,7 +139,7 @@ void register_resolver_commands(CLI::App& app, command_registry& commands) {
   auto o = std::make_shared<options>();
   auto* cmd = app.add_subcommand("resolve", "ask the running network's resolver: a mail domain, or NAME TYPE");
   cmd->add_option("name", o->name, "a domain (where does its mail go?) or any name")->required();
-  cmd->add_option("type", o->type, "A, AAAA, MX or SRV");
+  cmd->add_option("type", o->type, "A, AAAA, MX, SRV, TXT or PTR (an address alone: its PTR)");
   cmd->add_option("--dir", o->dir, "the network's output folder");
   cmd->add_option("--net", o->net, "the network's name, when several are up under ./run");
   commands.add(cmd, [o] {

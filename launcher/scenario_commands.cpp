@@ -13,6 +13,7 @@
 
 #include "common/json_reader.hpp"
 #include "common/topology.hpp"
+#include "launcher/bind_rights.hpp"
 #include "launcher/commands.hpp"
 #include "launcher/graph.hpp"
 #include "launcher/scenario_runner.hpp"
@@ -90,7 +91,11 @@ struct server_answer {
   std::string domain;
   std::uint16_t port = 0;
   std::vector<std::string> users;
+  std::string host = "127.0.0.1";
 };
+
+// init --addresses: the n-th domain (from 1) listens on 127.0.1.n.
+std::string own_address(std::size_t n) { return "127.0.1." + std::to_string(n); }
 
 std::vector<std::string> split_users(const std::string& text) {
   std::vector<std::string> out;
@@ -121,12 +126,15 @@ std::string check_server(const server_answer& s, const std::vector<server_answer
     return "'" + s.domain + "' is reserved (it names a file or folder of the run folder)";
   for (const auto& e : earlier) {
     if (lower(e.domain) == domain) return "domain " + domain + " is already in the network";
-    if (e.port == s.port) return "port " + std::to_string(s.port) + " is already used by " + e.domain;
+    if (e.port == s.port && e.host == s.host) return "port " + std::to_string(s.port) + " is already used by " + e.domain;
   }
   if (s.port == 0) return "the port must be a number from 1 to 65535";
-  if (s.port == resolver.port && (resolver.host == "127.0.0.1"))
+  if (s.port == resolver.port && resolver.host == s.host)
     return "port " + std::to_string(s.port) + " is the resolver's (" + resolver.to_string() + ")";
-  if (check_free && !port_is_free(s.port)) return "port " + std::to_string(s.port) + " is in use on 127.0.0.1";
+  if (check_free && !can_bind({s.host, s.port}, SOCK_STREAM) &&
+      (s.port >= launcher::current_bind_rights().unprivileged_port_start ||
+       launcher::current_bind_rights().net_bind_service))
+    return "port " + std::to_string(s.port) + " is in use on " + s.host;
   if (s.users.empty()) return "a server needs at least one user";
   std::set<std::string> seen;
   for (const auto& u : s.users) {
@@ -164,6 +172,7 @@ struct init_options {
   std::vector<std::string> servers;  // DOMAIN:PORT:user1,user2
   bool force = false;
   bool no_port_check = false;
+  bool addresses = false;  // each domain on 127.0.1.N, port 25 unless given
 };
 
 int run_init(const init_options& o) {
@@ -202,6 +211,17 @@ int run_init(const init_options& o) {
         resolver = std::get<endpoint>(parsed);
         return o.no_port_check ? std::string() : resolver_address_problem(resolver);
       });
+      bool addresses = o.addresses;
+      if (!addresses) {
+        const auto yes = ask("Give each server its own address (127.0.1.N, port 25, as on the internet)? [y/N] ",
+                             [](const std::string& a) {
+                               const auto l = lower(a);
+                               return l.empty() || l == "y" || l == "yes" || l == "n" || l == "no"
+                                          ? std::string()
+                                          : std::string("answer y or n");
+                             });
+        addresses = lower(yes) == "y" || lower(yes) == "yes";
+      }
       auto count = std::stoi(ask("How many mail servers? ", [](const std::string& a) {
         auto n = parse_port(a);
         return n >= 1 && n <= 500 ? std::string() : std::string("a number from 1 to 500");
@@ -209,17 +229,21 @@ int run_init(const init_options& o) {
       for (int i = 1; i <= count; ++i) {
         server_answer s;
         const std::string n = std::to_string(i);
+        if (addresses) s.host = own_address(static_cast<std::size_t>(i));
         s.domain = lower(ask("Server " + n + " domain: ", [&](const std::string& a) {
-          server_answer probe{a, 1, {"x"}};
+          server_answer probe{a, 1, {"x"}, s.host};
           return check_server(probe, servers, resolver, false);
         }));
         if (s.domain.size() > 1 && s.domain.back() == '.') s.domain.pop_back();
-        s.port = parse_port(ask("Server " + n + " port: ", [&](const std::string& a) {
-          server_answer probe{s.domain, parse_port(a), {"x"}};
+        const std::string port_question =
+            addresses ? "Server " + n + " port on " + s.host + " [25]: " : "Server " + n + " port: ";
+        const auto port_of = [&](const std::string& a) { return a.empty() && addresses ? std::uint16_t{25} : parse_port(a); };
+        s.port = port_of(ask(port_question, [&](const std::string& a) {
+          server_answer probe{s.domain, port_of(a), {"x"}, s.host};
           return check_server(probe, servers, resolver, !o.no_port_check);
         }));
         s.users = split_users(ask("Server " + n + " users (comma-separated): ", [&](const std::string& a) {
-          server_answer probe{s.domain, s.port, split_users(a)};
+          server_answer probe{s.domain, s.port, split_users(a), s.host};
           return check_server(probe, servers, resolver, false);
         }));
         servers.push_back(s);
@@ -231,9 +255,13 @@ int run_init(const init_options& o) {
       for (const auto& spec : o.servers) {
         auto first = spec.find(':'), second = spec.find(':', first == std::string::npos ? 0 : first + 1);
         if (first == std::string::npos || second == std::string::npos)
-          throw std::runtime_error("--server " + spec + ": expected DOMAIN:PORT:user1,user2");
-        server_answer s{lower(spec.substr(0, first)), parse_port(spec.substr(first + 1, second - first - 1)),
+          throw std::runtime_error("--server " + spec + ": expected DOMAIN:PORT:user1,user2" +
+                                   (o.addresses ? " (PORT may be empty: 25)" : ""));
+        const std::string port_text = spec.substr(first + 1, second - first - 1);
+        server_answer s{lower(spec.substr(0, first)),
+                        port_text.empty() && o.addresses ? std::uint16_t{25} : parse_port(port_text),
                         split_users(spec.substr(second + 1))};
+        if (o.addresses) s.host = own_address(servers.size() + 1);
         auto problem = check_server(s, servers, resolver, !o.no_port_check);
         if (!problem.empty()) throw std::runtime_error("--server " + spec + ": " + problem);
         servers.push_back(s);
@@ -247,7 +275,7 @@ int run_init(const init_options& o) {
 
   json doc = {{"name", name}, {"resolver", {{"listen", resolver.to_string()}}}, {"domains", json::array()}};
   for (const auto& s : servers)
-    doc["domains"].push_back({{"name", s.domain}, {"listen", "127.0.0.1:" + std::to_string(s.port)}, {"users", s.users}});
+    doc["domains"].push_back({{"name", s.domain}, {"listen", s.host + ":" + std::to_string(s.port)}, {"users", s.users}});
   const std::string file = o.output.empty() ? name + ".json" : o.output;
   try {
     parse_topology(doc.dump(), file);  // the same checks `mailnet up` will make
@@ -266,6 +294,10 @@ int run_init(const init_options& o) {
     return 1;
   }
   std::cout << "wrote " << file << " with " << servers.size() << " server(s); start it with: mailnet up " << file << "\n";
+  // The file is fine; this user may still need a way to take port 25.
+  if (auto problem = launcher::privileged_port_problem(parse_topology(doc.dump(), file), launcher::current_bind_rights());
+      !problem.empty())
+    std::cout << "note: " << problem << "\n";
   return 0;
 }
 
@@ -292,6 +324,8 @@ void register_scenario_commands(CLI::App& app, command_registry& commands) {
   init_cmd->add_option("--resolver", init->resolver, "the resolver's address (default 127.0.0.1:5353)");
   init_cmd->add_flag("--force", init->force, "overwrite an existing file");
   init_cmd->add_flag("--no-port-check", init->no_port_check, "do not check that the ports are free now");
+  init_cmd->add_flag("--addresses", init->addresses,
+                     "give each domain its own address, 127.0.1.N, on port 25 (PORT may be left empty in --server)");
   commands.add(init_cmd, [init] { return run_init(*init); });
 
   struct graph_options {

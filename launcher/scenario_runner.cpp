@@ -1,4 +1,5 @@
 #include "launcher/scenario_runner.hpp"
+#include "launcher/bind_rights.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -258,6 +259,10 @@ int run_scenario(const run_options& options) {
     s = load_scenario(options.file);
   } catch (const topology_error& e) {
     std::cerr << "mailnet: " << e.what() << "\n";
+    return 2;
+  }
+  if (auto problem = privileged_port_problem(s.net, current_bind_rights()); !problem.empty()) {
+    std::cerr << "mailnet: " << options.file.string() << ": " << problem << "\n";
     return 2;
   }
   run_folder folder(options.dir ? *options.dir : std::filesystem::path("run") / s.net.name);

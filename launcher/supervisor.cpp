@@ -1,4 +1,5 @@
 #include "launcher/supervisor.hpp"
+#include "launcher/bind_rights.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -1077,6 +1078,10 @@ int run_up(const up_options& options) {
     net = load_topology(options.topology_file);
   } catch (const topology_error& e) {
     std::cerr << "mailnet: " << e.what() << "\n";
+    return 2;
+  }
+  if (auto problem = privileged_port_problem(net, current_bind_rights()); !problem.empty()) {
+    std::cerr << "mailnet: " << options.topology_file.string() << ": " << problem << "\n";
     return 2;
   }
   run_folder folder(options.dir ? *options.dir : std::filesystem::path("run") / net.name);

@@ -23,6 +23,7 @@ namespace mailnet::node {
 
 class relay;
 class tls_setup;
+class resolver_client;
 
 struct node_context {
   node_context(const topology& n, const domain_config& c, std::filesystem::path d, event_log& ev, event_log& tr,
@@ -43,6 +44,7 @@ struct node_context {
   // Certificates and contexts for STARTTLS, both ways (smtp_channel.hpp);
   // null when the network has "tls": false.
   std::shared_ptr<tls_setup> tls;
+  resolver_client* resolver = nullptr;  // the network's resolver (policy.require_fcrdns)
   fault_plan faults;  // the topology's fault rules for this node (fault_plan.hpp)
   std::size_t active_sessions = 0;
   // A graceful stop has begun (SIGTERM): sessions answer 421 4.3.2 at their

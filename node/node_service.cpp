@@ -434,6 +434,7 @@ std::uint16_t node_service::start() {
       r.query_timeout, r.query_attempts);
   m.relay_agent = std::make_unique<relay>(m.io.get_executor(), m.ctx, *m.resolver);
   m.ctx.relay_agent = m.relay_agent.get();
+  m.ctx.resolver = m.resolver.get();
   m.relay_agent->recover();
   m.fds.measure();  // after the node's own descriptors are open
   if (m.fds.session_cap() < m.config.limits.connections)

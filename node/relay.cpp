@@ -107,7 +107,11 @@ asio::awaitable<std::optional<relay::kept_connection>> relay::open_connection(co
     co_await timer->async_wait(asio::as_tuple(asio::use_awaitable));
     slots->waiting.remove(timer);
   }
-  auto [st, socket] = co_await smtp_channel::connect(ex_, where, ctx_.config.timeouts.relay_connect);
+  // From the node's own address: each domain shows its own IP to its peers.
+  boost::system::error_code bad_host;
+  const auto own = asio::ip::make_address(ctx_.config.listen.host, bad_host);
+  auto [st, socket] = co_await smtp_channel::connect(ex_, where, ctx_.config.timeouts.relay_connect,
+                                                     bad_host ? asio::ip::address{} : own);
   if (st != io_status::ok || stopping_) co_return std::nullopt;  // the slot is given back here
   kept_connection c;
   c.channel = std::make_unique<smtp_channel>(std::move(socket));

@@ -1,6 +1,7 @@
 #include "node/smtp_channel.hpp"
 
 #include <cerrno>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -262,8 +263,20 @@ asio::awaitable<io_status> smtp_channel::write(std::string_view data, millis tim
 }
 
 asio::awaitable<std::pair<io_status, tcp::socket>> smtp_channel::connect(asio::any_io_executor ex, tcp::endpoint to,
-                                                                        millis timeout) {
+                                                                        millis timeout, asio::ip::address from) {
   tcp::socket socket(ex);
+  if (!from.is_unspecified() && from.is_v4() == to.address().is_v4()) {
+    boost::system::error_code ec;
+    socket.open(to.protocol(), ec);
+#ifdef IP_BIND_ADDRESS_NO_PORT
+    // The port is chosen at connect(), per destination: binding first would
+    // take one ephemeral port per connection out of the whole range.
+    int one = 1;
+    if (!ec && from.is_v4()) ::setsockopt(socket.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+#endif
+    if (!ec) socket.bind(tcp::endpoint(from, 0), ec);
+    if (ec) co_return std::pair{io_status::error, tcp::socket(ex)};
+  }
   asio::steady_timer timer(ex);
   timer.expires_after(timeout);
   auto result = co_await (socket.async_connect(to, use_tuple) || timer.async_wait(use_tuple));

@@ -103,9 +103,12 @@ class smtp_channel {
   // connection), through TLS when it is on; errors are ignored.
   void send_now(std::string_view data);
 
-  // Connects with a deadline.
+  // Connects with a deadline. from: the local address to leave from (the
+  // node's own listening address, so that the peer sees each domain's IP),
+  // with a port the kernel picks; unspecified: the kernel's choice.
   static asio::awaitable<std::pair<io_status, tcp::socket>> connect(asio::any_io_executor ex, tcp::endpoint to,
-                                                                   millis timeout);
+                                                                   millis timeout,
+                                                                   asio::ip::address from = {});
 
  private:
   asio::awaitable<io_status> fill(std::chrono::steady_clock::time_point deadline);

@@ -253,6 +253,7 @@ step smtp_protocol::do_helo(std::string_view arg, bool esmtp) {
 }
 
 step smtp_protocol::do_mail(std::string_view arg) {
+  if (mail_refusal_code_ != 0) return reply(mail_refusal_code_, mail_refusal_);
   if (config_.policy.tls == tls_policy::required && !tls_active())
     return reply(530, "5.7.0 Must issue a STARTTLS command first");
   if (!istarts_with(arg, "FROM:")) return reply(501, "5.5.4 Syntax: MAIL FROM:<address>");

@@ -52,6 +52,12 @@ class smtp_protocol {
   smtp_protocol(const domain_config& config, std::string client_ip);
 
   std::string greeting() const;
+  // Every MAIL of this session gets this reply (code and text, e.g. 550
+  // "5.7.25 ..."): a check made at connect (policy.require_fcrdns) failed.
+  void refuse_mail(int code, std::string text) {
+    mail_refusal_code_ = code;
+    mail_refusal_ = std::move(text);
+  }
   step on_line(std::string_view line);  // one command line, CRLF removed
   step on_line_too_long();              // the line passed limits.command_line
   step on_data_end(const data_outcome& outcome);  // commit, or a rejection
@@ -97,6 +103,8 @@ class smtp_protocol {
   envelope env_;
   std::size_t errors_ = 0;
   bool tls_offered_ = false;
+  int mail_refusal_code_ = 0;
+  std::string mail_refusal_;
   bool closed_ = false;  // a closing reply went out: later calls answer nothing and stay closed
 };
 

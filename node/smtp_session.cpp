@@ -7,6 +7,7 @@
 #include <list>
 #include <optional>
 
+#include "common/dns/resolver_client.hpp"
 #include "common/mail/data_reader.hpp"
 #include "node/smtp_channel.hpp"
 #include "node/trace_headers.hpp"
@@ -67,6 +68,7 @@ class session {
  private:
   asio::awaitable<void> serve();
   asio::awaitable<bool> greet();
+  asio::awaitable<void> check_reverse_dns();
 
   // While the session lives, a graceful stop can wake it when it waits for a
   // command; leave() is called on every way out of run() (not a destructor:
@@ -353,9 +355,28 @@ asio::awaitable<bool> session::greet() {
   co_return sent && !stopping;
 }
 
+// policy.require_fcrdns: the client's address must have a PTR name whose
+// address records lead back to it. Checked once at connect; a failure
+// answers every MAIL (RFC 7372: 5.7.25), so the client still sees why.
+asio::awaitable<void> session::check_reverse_dns() {
+  const reverse_result r = co_await ctx_.resolver->confirm_reverse(ip_);
+  const char* verdict = r.outcome == reverse_result::verdict::pass   ? "pass"
+                        : r.outcome == reverse_result::verdict::fail ? "fail"
+                                                                     : "temperror";
+  ctx_.events.write({{"id", id_}, {"event", "fcrdns"}, {"client", ip_}, {"result", verdict},
+                     {"name", r.name}, {"detail", r.detail}},
+                    event_log::pace::batched);
+  log_line(" fcrdns " + std::string(verdict) + " " + printable(r.outcome == reverse_result::verdict::pass ? r.name : r.detail));
+  if (r.outcome == reverse_result::verdict::fail)
+    protocol_.refuse_mail(550, "5.7.25 Reverse DNS validation failed: " + printable(r.detail, 200));
+  else if (r.outcome == reverse_result::verdict::temporary)
+    protocol_.refuse_mail(451, "4.7.25 Reverse DNS validation could not be completed now: " + printable(r.detail, 200));
+}
+
 asio::awaitable<void> session::serve() {
   ctx_.events.write({{"id", id_}, {"event", "connect"}, {"client", ip_}}, event_log::pace::batched);
   log_line(" connect from " + ip_);
+  if (ctx_.config.policy.require_fcrdns && ctx_.resolver) co_await check_reverse_dns();
   if (!co_await greet()) co_return;
 
   for (;;) {

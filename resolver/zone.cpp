@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <memory>
+#include <arpa/inet.h>
+#include <cstdio>
 #include <set>
 
 #include "common/dns/zone_records.hpp"
@@ -108,7 +110,9 @@ ldns_rr* make_rr(std::string_view owner_text, const ldns_rdf* owner_as_asked, st
 struct reply_plan {
   ldns_pkt_rcode rcode = LDNS_RCODE_NOERROR;
   bool badvers = false;
-  std::vector<const zone::record*> answers;
+  std::vector<const zone::record*> answers;  // owned by the name asked
+  // Answers reached through a CNAME, after it (RFC 1034 §4.3.2): owner, record.
+  std::vector<std::pair<std::string, const zone::record*>> chased;
   std::vector<std::pair<std::string, const zone::record*>> additional;  // owner, record
   bool soa_in_authority = false;
 };
@@ -124,6 +128,28 @@ reply_plan plan_reply(const zone& z, const std::string& name, std::uint16_t qtyp
   for (const auto& r : *records) {
     if (r.type == qtype || qtype == LDNS_RR_TYPE_ANY) plan.answers.push_back(&r);
   }
+  if (plan.answers.empty() && qtype != LDNS_RR_TYPE_CNAME) {
+    // An alias: the CNAME, then what its target has of the asked type,
+    // following at most a few aliases (a loop ends there too).
+    const zone::record* alias = nullptr;
+    for (const auto& r : *records)
+      if (r.type == LDNS_RR_TYPE_CNAME) alias = &r;
+    if (alias) {
+      plan.answers.push_back(alias);
+      for (int hops = 0; alias && hops < 8; ++hops) {
+        const std::string target = alias->target;
+        alias = nullptr;
+        const auto* next = z.find(target);
+        if (!next) break;
+        for (const auto& r : *next) {
+          if (r.type == qtype) plan.chased.emplace_back(target, &r);
+          else if (r.type == LDNS_RR_TYPE_CNAME) alias = &r;
+        }
+        if (alias) plan.chased.emplace_back(target, alias);
+      }
+      return plan;
+    }
+  }
   if (plan.answers.empty()) {
     plan.soa_in_authority = true;  // NODATA, RFC 2308 §2.2
     return plan;
@@ -131,7 +157,7 @@ reply_plan plan_reply(const zone& z, const std::string& name, std::uint16_t qtyp
   // RFC 2782 and RFC 5321 §5.1: spare the client a second query for the target's address.
   std::set<std::string> seen;
   for (const auto* r : plan.answers) {
-    if (r->target.empty() || !seen.insert(r->target).second) continue;
+    if (r->target.empty() || r->type == LDNS_RR_TYPE_CNAME || !seen.insert(r->target).second) continue;
     if (const auto* target = z.find(r->target)) {
       for (const auto& t : *target) {
         if (t.type == LDNS_RR_TYPE_A || t.type == LDNS_RR_TYPE_AAAA) plan.additional.emplace_back(r->target, &t);
@@ -172,6 +198,9 @@ std::optional<std::vector<std::uint8_t>> encode_reply(const zone& z, const ldns_
         ldns_pkt_push_rr(p.get(), LDNS_SECTION_ANSWER, rr);
       }
     }
+    for (const auto& [owner_name, r] : plan.chased) {
+      if (ldns_rr* rr = make_rr(owner_name, nullptr, z.ttl(), *r)) ldns_pkt_push_rr(p.get(), LDNS_SECTION_ANSWER, rr);
+    }
     if (plan.soa_in_authority) {
       ldns_rr* soa = nullptr;
       if (ldns_rr_new_frm_str(&soa, z.soa_text().c_str(), 0, nullptr, nullptr) == LDNS_STATUS_OK) {
@@ -187,13 +216,14 @@ std::optional<std::vector<std::uint8_t>> encode_reply(const zone& z, const ldns_
   return to_wire(p.get());
 }
 
-std::string summarize(const std::vector<const zone::record*>& answers) {
-  if (answers.empty()) return "-";
+std::string summarize(const reply_plan& plan) {
+  if (plan.answers.empty()) return "-";
   std::string out;
-  for (const auto* r : answers) {
+  for (const auto* r : plan.answers) {
     if (!out.empty()) out += ',';
     out += r->summary;
   }
+  for (const auto& chased : plan.chased) out += "," + chased.second->summary;
   return out;
 }
 
@@ -204,6 +234,7 @@ zone::zone(const topology& t, std::uint32_t ttl) : ttl_(ttl) {
             "SOA", ""});
   for (auto& r : zone_records(t)) add(std::move(r.name), {r.type, std::move(r.rdata), std::move(r.summary), std::move(r.target)});
 }
+
 
 void zone::add(std::string name, record r) {
   // Every ancestor exists too, as an empty non-terminal unless it has data.
@@ -304,7 +335,7 @@ query_outcome handle_query(const zone& z, std::span<const std::uint8_t> bytes, b
     out.reason = "truncated";
   }
   out.rcode = rcode_name(plan.rcode, plan.badvers);
-  out.answer = summarize(plan.answers);
+  out.answer = summarize(plan);
   if (!out.reply) {
     out.reason = "could not encode the reply";
     out.rcode = "-";

@@ -18,6 +18,7 @@
 namespace mailnet {
 struct topology;
 struct fault_rule;
+struct dns_record;
 }
 
 namespace mailnet::resolver {

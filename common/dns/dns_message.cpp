@@ -165,6 +165,18 @@ std::optional<dns_reply> parse_response(std::span<const std::uint8_t> bytes, std
                        dname_text(ldns_rr_rdf(rr, 3))});
     } else if (type == dns_type::mx && ldns_rr_rd_count(rr) == 2) {
       r.mx.push_back({rdf_u16(ldns_rr_rdf(rr, 0)), dname_text(ldns_rr_rdf(rr, 1))});
+    } else if (type == dns_type::txt) {
+      std::string text;
+      for (std::size_t k = 0; k < ldns_rr_rd_count(rr); ++k) {
+        const ldns_rdf* part = ldns_rr_rdf(rr, k);
+        const std::uint8_t* data = ldns_rdf_data(part);
+        const std::size_t size = ldns_rdf_size(part);
+        if (size == 0 || data[0] + 1U > size) continue;  // a character-string: its length, then its bytes
+        text.append(reinterpret_cast<const char*>(data + 1), data[0]);
+      }
+      r.texts.push_back(std::move(text));
+    } else if (type == dns_type::ptr && ldns_rr_rd_count(rr) == 1) {
+      r.names.push_back(dname_text(ldns_rr_rdf(rr, 0)));
     } else if ((type == dns_type::a || type == dns_type::aaaa) && ldns_rr_rd_count(rr) == 1) {
       r.addresses.push_back({wanted, rdf_text(ldns_rr_rdf(rr, 0))});
     } else {
@@ -172,7 +184,7 @@ std::optional<dns_reply> parse_response(std::span<const std::uint8_t> bytes, std
     }
     ttl = std::min(ttl, ldns_rr_ttl(rr));
   }
-  if (r.srv.empty() && r.mx.empty() && r.addresses.empty()) {
+  if (r.srv.empty() && r.mx.empty() && r.addresses.empty() && r.names.empty() && r.texts.empty()) {
     r.kind = reply_kind::nodata;
     r.ttl = negative_ttl(p.get());
     std::unique_ptr<char, malloc_deleter> type_name(ldns_rr_type2str(static_cast<ldns_rr_type>(type)));

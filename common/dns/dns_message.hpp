@@ -14,7 +14,9 @@ namespace mailnet::node {
 
 namespace dns_type {
 inline constexpr std::uint16_t a = 1;
+inline constexpr std::uint16_t ptr = 12;
 inline constexpr std::uint16_t mx = 15;
+inline constexpr std::uint16_t txt = 16;
 inline constexpr std::uint16_t aaaa = 28;
 inline constexpr std::uint16_t srv = 33;
 }  // namespace dns_type
@@ -57,6 +59,8 @@ struct dns_reply {
   std::vector<srv_data> srv;
   std::vector<mx_data> mx;
   std::vector<address_data> addresses;  // A/AAAA from the answer and additional sections
+  std::vector<std::string> names;       // PTR targets: lower case, no final dot
+  std::vector<std::string> texts;       // TXT: each record's strings joined (RFC 7208 §3.3), raw bytes
   std::uint32_t ttl = 0;                // seconds it may be cached; 0: do not cache
   std::string detail;                   // readable reason for nodata/nxdomain/failure
 };

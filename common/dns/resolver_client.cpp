@@ -13,7 +13,10 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
+#include <boost/asio/ip/address.hpp>
 #include <stdexcept>
+
+#include "common/topology.hpp"
 #include <variant>
 
 namespace mailnet::node {
@@ -229,6 +232,51 @@ asio::awaitable<lookup_result> resolver_client::lookup_mail_route(std::string do
   // A mail host without an address is someone's mistake to fix: keep the
   // mail rather than bounce it.
   co_return result(lookup_status::temporary, "no address for the mail hosts of " + name + ": " + problems);
+}
+
+asio::awaitable<reverse_result> resolver_client::confirm_reverse(std::string address) {
+  reverse_result out;
+  boost::system::error_code ec;
+  const auto parsed = asio::ip::make_address(address, ec);
+  const std::string reverse = ec ? std::string() : reverse_dns_name(parsed.to_string());
+  if (reverse.empty()) {
+    out.outcome = reverse_result::verdict::fail;
+    out.detail = "not an address: " + address;
+    co_return out;
+  }
+  const dns_reply ptr = co_await query(reverse, dns_type::ptr);
+  if (ptr.kind == reply_kind::failure) {
+    out.detail = "PTR lookup for " + parsed.to_string() + ": " + ptr.detail;
+    co_return out;
+  }
+  if (ptr.kind != reply_kind::answer) {
+    out.outcome = reverse_result::verdict::fail;
+    out.detail = "no PTR record for " + parsed.to_string();
+    co_return out;
+  }
+  bool temporary = false;
+  std::string tried;
+  const std::size_t count = std::min<std::size_t>(ptr.names.size(), 10);
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::string& name = ptr.names[i];
+    if (!is_queryable_name(name)) continue;
+    const dns_reply forward = co_await query(name, parsed.is_v4() ? dns_type::a : dns_type::aaaa);
+    if (forward.kind == reply_kind::failure) temporary = true;
+    for (const auto& a : forward.addresses) {
+      boost::system::error_code bad;
+      const auto back = asio::ip::make_address(a.address, bad);
+      if (!bad && back == parsed) {
+        out.outcome = reverse_result::verdict::pass;
+        out.name = name;
+        co_return out;
+      }
+    }
+    tried += (tried.empty() ? "" : ", ") + name;
+  }
+  out.outcome = temporary ? reverse_result::verdict::temporary : reverse_result::verdict::fail;
+  out.detail = (temporary ? "the address records of " : "no address record of ") + tried +
+               (temporary ? " could not be looked up now" : " leads back to " + parsed.to_string());
+  co_return out;
 }
 
 }  // namespace mailnet::node

@@ -38,12 +38,24 @@ struct lookup_result {
   std::string detail;  // readable, for logs and DSN diagnostic text
 };
 
+// Forward-confirmed reverse DNS (RFC 8601 §3 "iprev"): the address's PTR
+// names, and whether one of them has an A/AAAA record that is the address.
+struct reverse_result {
+  enum class verdict { pass, fail, temporary } outcome = verdict::temporary;
+  std::string name;    // the confirmed name on pass
+  std::string detail;  // readable: which step failed
+};
+
 class resolver_client {
  public:
   resolver_client(boost::asio::any_io_executor ex, boost::asio::ip::udp::endpoint server,
                   std::chrono::milliseconds timeout, int attempts);
 
   boost::asio::awaitable<lookup_result> lookup_mail_route(std::string domain);
+
+  // address: an address literal ("127.0.0.2", "::1"). At most 10 PTR names
+  // are followed (RFC 7208 §4.6.4 sets the same bound for "ptr").
+  boost::asio::awaitable<reverse_result> confirm_reverse(std::string address);
 
   // One question through the cache, retries and deadlines (also for tools
   // such as `mailnet resolve`). Never throws for network trouble: that is

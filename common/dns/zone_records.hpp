@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace mailnet {
@@ -20,11 +21,17 @@ struct zone_record {
   std::string domain;   // the topology's domain it belongs to
 };
 
-// Per domain, in the topology's order: its SRV _smtp._tcp, its MX and its
-// mail host's address. (The zone's SOA is the resolver's own.)
+// Per domain, in the topology's order: its SRV _smtp._tcp (none for a domain
+// on port 25 of its own address: MX and A lead there, as on the internet),
+// its MX, its mail host's address, the PTR of that address (once per address
+// and name), then the records its "dns": {"records": [...]} adds. (The zone's
+// SOA is the resolver's own.)
 std::vector<zone_record> zone_records(const topology& t);
 
-// "SRV", "MX", "A", "AAAA", "SOA", else "TYPE<n>".
+// A TXT value as its character-strings: 255 octets each (RFC 1035 §3.3.14).
+std::vector<std::string> txt_strings(std::string_view text);
+
+// "SRV", "MX", "A", "AAAA", "TXT", "PTR", "CNAME", "SOA", else "TYPE<n>".
 std::string zone_type_name(std::uint16_t type);
 
 }  // namespace mailnet

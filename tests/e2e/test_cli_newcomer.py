@@ -220,6 +220,7 @@ def test_init_checks_each_answer_where_it_is_given():
             f"127.0.0.1:{udp_busy.getsockname()[1]}",                          # UDP taken
             f"127.0.0.1:{tcp_busy.getsockname()[1]}",                          # TCP taken
             f"127.0.0.1:{resolver_port}",
+            "maybe", "n",                                                      # own addresses? not y/n, then no
             "2",
             "alpha.example", str(resolver_port), str(p1), "ann",                # the resolver's port first
             "ALPHA.example", "Resolver", "beta.example", str(p2), "Bob, bob", "bob",
@@ -235,7 +236,7 @@ def test_init_checks_each_answer_where_it_is_given():
                           'found "10.0.0.1:53"',
                           "(UDP): the resolver needs both", "(TCP): the resolver needs both",
                           f"port {resolver_port} is the resolver's", "domain alpha.example is already in the network",
-                          "'Resolver' is reserved", "user bob is listed twice"):
+                          "'Resolver' is reserved", "user bob is listed twice", "answer y or n"):
             assert complaint in out.stdout, (complaint, out.stdout)
         assert "Resolver address [127.0.0.1:5353]: " in out.stdout, out.stdout
         doc = json.load(open(os.path.join(tmp, "school.json")))
@@ -245,7 +246,7 @@ def test_init_checks_each_answer_where_it_is_given():
         ok(mailnet("validate", "school.json", cwd=tmp))
 
         # The default address is taken when the answer is empty.
-        out = mailnet("init", "--name", "quick", "--no-port-check", cwd=tmp, stdin=f"\n1\nq.example\n{p1}\nq\n")
+        out = mailnet("init", "--name", "quick", "--no-port-check", cwd=tmp, stdin=f"\n\n1\nq.example\n{p1}\nq\n")
         assert json.load(open(os.path.join(tmp, "quick.json")))["resolver"]["listen"] == "127.0.0.1:5353", out
 
         # --resolver is checked like --server ports.

@@ -71,6 +71,8 @@ def same(readme_value, resolved):
         return readme_value == ("true" if resolved else "false")
     if isinstance(resolved, int):
         return readme_value == str(resolved)
+    if isinstance(resolved, list):  # dns.records: [] by default
+        return readme_value == json.dumps(resolved)
     if re.fullmatch(r"\d+ms", resolved):  # a duration, always written in ms
         return millis(readme_value) == millis(resolved)
     return readme_value == json.dumps(resolved)  # a string, quoted in the README

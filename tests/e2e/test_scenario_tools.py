@@ -120,6 +120,7 @@ def test_init_by_questions_and_by_flags():
         answers = "\n".join([
             "school",
             resolver,                                 # the resolver's address (default 127.0.0.1:5353, maybe taken)
+            "",                                       # own addresses? no (the default)
             "zero", "2",                              # a bad count first
             "bad..name", "alpha.example",             # a bad domain first
             str(busy), "70000", str(p1),              # a busy port, an impossible one, then a free one
