@@ -278,7 +278,8 @@ def test_dns_zone_and_queries():
             dport = d["listen"].rsplit(":", 1)[1]
             assert records == {(f"_smtp._tcp.{d['name']}.", "SRV", f"0 0 {dport} mx.{d['name']}."),
                                (f"{d['name']}.", "MX", f"10 mx.{d['name']}."),
-                               (f"mx.{d['name']}.", "A", "127.0.0.1")}, records
+                               (f"mx.{d['name']}.", "A", "127.0.0.1"),
+                               ("1.0.0.127.in-addr.arpa.", "PTR", f"mx.{d['name']}.")}, records
 
         _, metrics = request(port, "GET", "/metrics")
         txt_name = 'mailnet_resolver_queries_total{type="TXT",rcode="NXDOMAIN"}'
