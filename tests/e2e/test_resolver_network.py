@@ -30,6 +30,8 @@ def test_resolve_command():
         out = mailnet(net, "resolve", "mx.deathstar.com", "A")
         assert out.stdout.strip() == "mx.deathstar.com A → 127.0.0.1", out
         out = mailnet(net, "resolve", "jaku.com", "TXT")
+        assert out.returncode == 1 and "jaku.com: no TXT record" in out.stdout, out
+        out = mailnet(net, "resolve", "jaku.com", "HINFO")
         assert out.returncode == 2 and "unknown record type" in out.stderr, out
         log = open(os.path.join(net.run_dir, "resolver", "resolver.log")).read()
         assert "name=_smtp._tcp.deathstar.com type=SRV rcode=NOERROR" in log, log
