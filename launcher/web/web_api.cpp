@@ -101,6 +101,13 @@ std::optional<response> api::refuse_host(const request& r) const {
 // without a preflight (never answered here), and from our own pages when the
 // browser says where it comes from.
 std::optional<response> api::refuse_change(const request& r) const {
+  if (auto refusal = refuse_change_headers(r)) return refusal;
+  if (!trim(r.body).empty() && !json::accept(r.body))
+    return error_response(400, "the body is not valid JSON (send {} or nothing)");
+  return std::nullopt;
+}
+
+std::optional<response> api::refuse_change_headers(const request& r) const {
   if (!r.content_type) return error_response(403, "refused: a " + r.method + " must have Content-Type: application/json");
   const std::string type = lower(trim(std::string_view(*r.content_type).substr(0, r.content_type->find(';'))));
   if (type != "application/json")
@@ -112,8 +119,6 @@ std::optional<response> api::refuse_change(const request& r) const {
       return error_response(403, "refused: Origin \"" + *r.origin + "\" is not this dashboard (" + origin() +
                                      "); changes are taken only from its own pages");
   }
-  if (!trim(r.body).empty() && !json::accept(r.body))
-    return error_response(400, "the body is not valid JSON (send {} or nothing)");
   return std::nullopt;
 }
 

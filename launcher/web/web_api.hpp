@@ -53,6 +53,10 @@ class api {
   // all: a Host that is not this server's address or localhost:<port>.
   std::optional<response> refuse_host(const request& r) const;
 
+  // The refusal of a change (POST, DELETE) from its headers alone: not JSON,
+  // or from another site's page. (Checked before a large body is read.)
+  std::optional<response> refuse_change_headers(const request& r) const;
+
   // The whole answer to a request, refusals included.
   boost::asio::awaitable<response> answer(request r);
 

@@ -44,8 +44,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
 
 namespace {
 
-std::string reply_text(int status, const std::string& reason) {
-  const auto r = error_response(status, reason);
+std::string reply_text(const response& r) {
+  const int status = r.status;
   const char* phrase = status == 400   ? "Bad Request"
                        : status == 403 ? "Forbidden"
                        : status == 413 ? "Payload Too Large"
@@ -55,6 +55,8 @@ std::string reply_text(int status, const std::string& reason) {
   return "HTTP/1.1 " + std::to_string(status) + " " + phrase + "\r\nContent-Type: " + r.content_type +
          "\r\nContent-Length: " + std::to_string(r.body.size()) + "\r\nConnection: close\r\n\r\n" + r.body;
 }
+
+std::string reply_text(int status, const std::string& reason) { return reply_text(error_response(status, reason)); }
 
 // The one endpoint whose body may be larger than server_limits::body_bytes.
 bool takes_large_body(std::string_view target) { return target.substr(0, target.find('?')) == "/api/v1/send"; }
@@ -128,8 +130,31 @@ asio::awaitable<void> server::impl::session(tcp::socket socket, std::optional<st
       if (parser.get().method() == http::verb::post && takes_large_body(parser.get().target())) {
         body_limit = limits.send_body_bytes;
         // A body that may be over the usual limit takes one of a few slots, so that
-        // many clients cannot hold send_body_bytes each in the launcher's memory.
+        // many clients cannot hold send_body_bytes each in the launcher's memory;
+        // a request that will be refused anyway takes none and is not read.
         if (!parser.content_length() || *parser.content_length() > limits.body_bytes) {
+          request head;
+          head.method = "POST";
+          head.target = std::string(parser.get().target());
+          const auto& h = parser.get();
+          auto one = [&](http::field f) -> std::optional<std::string> {
+            if (h.count(f) == 0) return std::nullopt;
+            if (h.count(f) > 1) return std::string("(several)");
+            return std::string(h[f]);
+          };
+          head.host = one(http::field::host);
+          head.origin = one(http::field::origin);
+          head.content_type = one(http::field::content_type);
+          std::optional<response> early;
+          if (refusal) early = error_response(403, "refused: " + *refusal);
+          else if (auto no = web.refuse_host(head)) early = std::move(no);
+          else if (auto no_change = web.refuse_change_headers(head)) early = std::move(no_change);
+          if (early) {
+            const auto text = reply_text(*early);
+            stream.expires_after(limits.write_time);
+            co_await asio::async_write(stream, asio::buffer(text), asio::as_tuple(asio::use_awaitable));
+            break;
+          }
           if (large_bodies >= limits.large_bodies) busy = true;
           else {
             ++large_bodies;

@@ -127,6 +127,23 @@ def test_send_with_an_attachment_and_its_refusals():
         status, body = request(port, "POST", "/api/v1/nodes/jaku.com/flush", " " * (100 * 1024))
         assert status == 413 and "65536" in body, (status, body)
 
+        # A large body that will be refused is not read, nor does it take a slot:
+        # another site's no-cors text/plain POST is refused from its headers.
+        for extra in ({"Content-Type": "text/plain"}, {"Origin": "http://evil.example"}):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            try:
+                conn.putrequest("POST", "/api/v1/send", skip_host=True)
+                conn.putheader("Host", f"127.0.0.1:{port}")
+                headers = {"Content-Type": "application/json", "Content-Length": str(5 << 20), **extra}
+                for name, value in headers.items():
+                    conn.putheader(name, value)
+                conn.endheaders()
+                resp = conn.getresponse()
+                status, body = resp.status, resp.read().decode()
+            finally:
+                conn.close()
+            assert status == 403 and "refused" in body, (extra, status, body)
+
         # At most two large bodies are received at once (each may take 10 MiB of
         # the launcher's memory): a third waits its turn with 503; once one of
         # them is gone, a large send is taken again.
