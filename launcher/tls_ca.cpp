@@ -138,13 +138,18 @@ x509_ptr new_certificate(EVP_PKEY* key, const std::string& common_name, long day
   BIGNUM* bn = BN_bin2bn(serial, sizeof serial, nullptr);
   if (!bn || !BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x.get()))) fail("serial number");
   BN_free(bn);
-  X509_gmtime_adj(X509_getm_notBefore(x.get()), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(x.get()), days * day);
-  X509_set_pubkey(x.get(), key);
+  if (!X509_gmtime_adj(X509_getm_notBefore(x.get()), -3600) || !X509_gmtime_adj(X509_getm_notAfter(x.get()), days * day))
+    fail("certificate validity");
+  if (X509_set_pubkey(x.get(), key) != 1) fail("X509_set_pubkey");
+  // A common name holds at most 64 bytes (RFC 5280's upper bound); the names
+  // that matter are in the subjectAltName, so a longer one is cut.
+  const std::string cn = common_name.substr(0, 64);
   X509_NAME* name = X509_get_subject_name(x.get());
-  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>("mailnet"), -1, -1, 0);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(common_name.c_str()),
-                             -1, -1, 0);
+  if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>("mailnet"), -1, -1,
+                                 0) != 1 ||
+      X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1,
+                                 0) != 1)
+    fail("certificate subject");
   return x;
 }
 

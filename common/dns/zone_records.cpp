@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <set>
 
 #include "common/topology.hpp"
@@ -67,6 +68,7 @@ std::vector<zone_record> zone_records(const topology& t) {
   std::vector<zone_record> out;
   out.reserve(t.domains.size() * 4);
   std::set<std::string> ptrs;  // "owner target": several domains may share one address
+  std::map<std::string, int> ptr_count;  // names of each address so far
   for (const auto& d : t.domains) {
     const std::string domain = lower(d.name) + ".";
     const std::string mail_host = "mx." + domain;
@@ -79,7 +81,11 @@ std::vector<zone_record> zone_records(const topology& t) {
     const bool v6 = d.listen.host.find(':') != std::string::npos;
     out.push_back({mail_host, v6 ? type_aaaa : type_a, d.listen.host, d.listen.host, "", d.name});
     const std::string reverse = reverse_dns_name(d.listen.host);
-    if (!reverse.empty() && ptrs.insert(reverse + " " + mail_host).second)
+    // Many domains may share one address (by default all are on 127.0.0.1): its
+    // PTR answer names the first 10, which is all a reverse check follows, and
+    // stays a small UDP answer however large the network.
+    if (!reverse.empty() && ptr_count[reverse] < 10 && ptrs.insert(reverse + " " + mail_host).second &&
+        ++ptr_count[reverse] > 0)
       out.push_back({reverse, type_ptr, mail_host, without_final_dot(mail_host), "", d.name});
     for (const auto& rec : d.dns.records) out.push_back(record_of(rec, d.name));
   }

@@ -162,6 +162,10 @@ std::string safe_content_type(const std::string& type) {
   return lowered(type);
 }
 
+// What q searches of a message's text, kept for every indexed message: the
+// first 64 KiB (10,000 messages of long text stay well under a gigabyte).
+constexpr std::size_t max_searched_text = 64 * 1024;
+
 std::shared_ptr<const message_summary> message_store::read_summary(const fs::path& file, std::uint64_t inode) {
   // A Maildir name is never used twice and its file never rewritten: what
   // was read of it holds as long as the name is listed with that inode.
@@ -186,7 +190,7 @@ std::shared_ptr<const message_summary> message_store::read_summary(const fs::pat
   s->size = raw.size();
   for (const auto& a : m.attachments) s->attachments.push_back(a.file_name);
   s->bounce = is_bounce(m.from, header_fields(raw));
-  s->haystack = lowered(m.subject + "\n" + m.from + "\n" + m.to + "\n" + m.text.substr(0, 1u << 20));
+  s->haystack = lowered(m.subject + "\n" + m.from + "\n" + m.to + "\n" + m.text.substr(0, max_searched_text));
   name_time(s->id, s->seconds, s->micros);
   read_[key] = s;
   return s;

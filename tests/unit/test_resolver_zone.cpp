@@ -12,6 +12,7 @@
 
 #include "common/topology.hpp"
 #include "common/dns/dns_message.hpp"
+#include "common/dns/zone_records.hpp"
 #include "resolver/zone.hpp"
 
 using namespace mailnet;
@@ -262,4 +263,20 @@ TEST_CASE("resolver zone: the node's own query bytes are answered") {
   const auto d = ask(q);
   CHECK(d.id == 0x4242);
   CHECK(d.answer == "_smtp._tcp.jaku.com. 60 IN SRV 0 0 1025 mx.jaku.com.");
+}
+
+TEST_CASE("an address shared by many domains has at most ten PTR names") {
+  std::string json = R"({"name":"t","resolver":{"listen":"127.0.0.1:5353"},"domains":[)";
+  for (int i = 0; i < 12; ++i)
+    json += std::string(i ? "," : "") + R"({"name":"d)" + std::to_string(i) + R"(.test","listen":"127.0.0.1:)" +
+            std::to_string(2000 + i) + R"(","users":["u"]})";
+  json += "]}";
+  const auto records = zone_records(parse_topology(json, "many.json"));
+  int ptrs = 0;
+  for (const auto& r : records)
+    if (zone_type_name(r.type) == "PTR") {
+      CHECK(r.name == "1.0.0.127.in-addr.arpa.");
+      ++ptrs;
+    }
+  CHECK(ptrs == 10);
 }
