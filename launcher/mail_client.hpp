@@ -82,9 +82,19 @@ struct send_result {
 // refusal is that recipient's result, and the others still get the message.
 // A refusal of MAIL or DATA is the result of every recipient concerned. The
 // message is dot-stuffed here. verbose, when set, gets the dialogue.
+//
+// With login (a submission listener): after EHLO, STARTTLS with the server's
+// certificate checked against ca_file and server_name (else nothing is
+// sent), EHLO again, AUTH PLAIN; a refused AUTH is every recipient's result.
+struct submission_login {
+  std::filesystem::path ca_file;
+  std::string server_name;  // the domain the certificate must name
+  std::string user, password;
+};
 send_result send_message(const std::string& host, std::uint16_t port, const std::string& helo_domain,
                          const std::string& from, const std::vector<std::string>& rcpts, const std::string& message,
-                         std::ostream* verbose, std::chrono::milliseconds timeout);
+                         std::ostream* verbose, std::chrono::milliseconds timeout,
+                         const submission_login* login = nullptr);
 
 // Where a domain's node listens, asked of the resolver at `resolver` like a
 // node asks it (SRV _smtp._tcp, then the target's address). Throws

@@ -11,11 +11,13 @@
 #include <unistd.h>
 
 #include "common/address.hpp"
+#include "common/passwords.hpp"
 #include "common/terminal_text.hpp"
 #include "launcher/commands.hpp"
 #include "launcher/control_client.hpp"
 #include "launcher/display_width.hpp"
 #include "launcher/mail_client.hpp"
+#include "launcher/tls_ca.hpp"
 #include "launcher/web/trace.hpp"
 #include "common/mail/durable_file.hpp"
 #include "common/mail/maildir_read.hpp"
@@ -47,7 +49,7 @@ run_folder find_folder(const folder_options& o, bool may_be_down = false) {
 struct send_options {
   folder_options folder;
   outgoing_mail mail;
-  std::string body_file, via;
+  std::string body_file, via, password;
   bool body_given = false, verbose = false;
   int timeout_s = 30;
 };
@@ -76,6 +78,8 @@ int run_send(const send_options& o) {
   // --via HOST:PORT talks to that address; otherwise a domain's node (the
   // sender's own by default) is found through the network's resolver.
   endpoint target;
+  submission_login login;
+  bool use_login = false;
   std::string node_domain;  // the domain whose node takes the message, when found by name
   const auto colon = o.via.rfind(':');
   if (colon != std::string::npos && o.via.find_first_not_of("0123456789", colon + 1) == std::string::npos &&
@@ -87,8 +91,36 @@ int run_send(const send_options& o) {
     target.port = static_cast<std::uint16_t>(port);
   } else {
     node_domain = o.via.empty() ? sender->domain : o.via;
-    auto net = load_topology(find_folder(o.folder).topology_json());
-    target = find_domain_node(net.resolver.listen, node_domain, net.resolver.query_timeout, net.resolver.query_attempts);
+    const auto folder = find_folder(o.folder);
+    auto net = load_topology(folder.topology_json());
+    const auto* own = net.find_domain(sender->domain);
+    if (own && own->submission && net.find_domain(node_domain) == own) {
+      // The sender's domain has a submission listener: mail goes there, as
+      // the user, over verified TLS (README: Submission).
+      target = *own->submission;
+      login.ca_file = ca_certificate(folder.dir());
+      login.server_name = own->name;
+      login.user = sender->to_string();
+      login.password = o.password;
+      if (login.password.empty()) {
+        const auto entries = read_passwords(passwords_file(folder.dir()));
+        const auto* found = find_password(entries, sender->local, own->name);
+        if (!found)
+          throw mail_error("--from " + sender->to_string() + ": " + own->name +
+                           " takes mail on its submission listener after AUTH, and this sender is not one of its users"
+                           " (`mailnet users " + own->name + "` lists them); give --password, or send as a user");
+        login.password = found->password;
+      }
+      use_login = true;
+    } else {
+      target = find_domain_node(net.resolver.listen, node_domain, net.resolver.query_timeout, net.resolver.query_attempts);
+    }
+  }
+  if (!o.password.empty() && !use_login) {
+    // --via HOST:PORT (or another domain) with --password: AUTH there, the
+    // certificate checked for the sender's domain.
+    login = {ca_certificate(find_folder(o.folder).dir()), sender->domain, sender->to_string(), o.password};
+    use_login = true;
   }
 
   // The envelope: bare addresses (build_mime has checked every one).
@@ -96,7 +128,8 @@ int run_send(const send_options& o) {
   for (const auto* lists : {&mail.to, &mail.cc, &mail.bcc})
     for (const auto& a : addresses_of(*lists, "")) rcpts.push_back(a.address);
   auto result = send_message(target.host, target.port, sender->domain, sender->to_string(), rcpts, message,
-                             o.verbose ? &std::cerr : nullptr, std::chrono::seconds(o.timeout_s));
+                             o.verbose ? &std::cerr : nullptr, std::chrono::seconds(o.timeout_s),
+                             use_login ? &login : nullptr);
   if (!result.connected && !node_domain.empty()) {
     std::cerr << "mailnet: send: the node of " << terminal_safe(node_domain) << " (" << target.to_string()
               << ") does not answer: " << terminal_safe(result.reply) << "\n"
@@ -256,6 +289,9 @@ void register_mail_commands(CLI::App& app, command_registry& commands) {
   send_cmd->add_option("--body-file", send->body_file, "read the message text from a file")->excludes(body);
   send_cmd->add_option("--attach", send->mail.attachments, "attach a file (repeat for more)");
   send_cmd->add_option("--via", send->via, "DOMAIN (its node, through the resolver) or HOST:PORT; default: the sender's domain");
+  send_cmd->add_option("--password", send->password,
+                       "AUTH password for the sender (default: the stored one, when the sender's domain has a "
+                       "submission listener)");
   send_cmd->add_option("--timeout", send->timeout_s, "seconds allowed for each SMTP step")->check(CLI::Range(1, 3600));
   send_cmd->add_flag("-v,--verbose", send->verbose, "print the SMTP dialogue on stderr");
   add_folder_options(send_cmd, send->folder);

@@ -114,7 +114,7 @@ struct instance {
 };
 
 struct counters {
-  std::size_t received = 0, delivered = 0, relayed = 0, bounced = 0;
+  std::size_t received = 0, delivered = 0, relayed = 0, bounced = 0, auth_failed = 0;
 };
 
 struct child {
@@ -274,6 +274,7 @@ void supervisor::count_event(child& c, std::string_view event) {
   else if (event == "delivered") ++c.count.delivered;
   else if (event == "relayed") ++c.count.relayed;
   else if (event == "bounced") ++c.count.bounced;
+  else if (event == "auth_failed") ++c.count.auth_failed;
 }
 
 void supervisor::spawn(child& c) {
@@ -531,6 +532,7 @@ json supervisor::status() {
       n["delivered"] = c.count.delivered;
       n["relayed"] = c.count.relayed;
       n["bounced"] = c.count.bounced;
+      n["auth_failures"] = c.count.auth_failed;
       n["queued"] = folder_.queued_count(c.name);
       n["faults"] = c.faults;
     }
