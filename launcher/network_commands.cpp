@@ -47,14 +47,16 @@ void print_status_table(const json& status) {
   // Columns as wide as their content (a long domain or state never runs
   // into the next column).
   std::vector<std::vector<std::string>> rows{
-      {"NODE", "STATE", "PID", "ADDRESS", "UPTIME", "RECEIVED", "DELIVERED", "RELAYED", "QUEUED", "BOUNCED"}};
+      {"NODE", "STATE", "PID", "ADDRESS", "UPTIME", "STARTTLS", "RECEIVED", "DELIVERED", "RELAYED", "QUEUED", "BOUNCED"}};
   for (const auto& n : status["nodes"]) {
     std::string state = n.value("state", "");
     if (!n.value("exit", "").empty() && state != "ready" && state != "starting") state += " (" + n.value("exit", "") + ")";
     auto num = [&](const char* key) { return n.contains(key) ? std::to_string(n[key].get<long>()) : std::string("-"); };
     rows.push_back({terminal_safe(n.value("name", "")), terminal_safe(state),
                     n.value("pid", 0) ? std::to_string(n.value("pid", 0)) : "-", terminal_safe(n.value("listen", "")),
-                    uptime_text(n.value("uptime_s", 0L)), num("received"), num("delivered"), num("relayed"),
+                    uptime_text(n.value("uptime_s", 0L)), terminal_safe(n.value("tls", "-")),
+                    num("received") + (n.value("received_tls", 0L) ? " (" + num("received_tls") + " TLS)" : ""),
+                    num("delivered"), num("relayed"),
                     num("queued"), num("bounced")});
   }
   std::cout << format_table(rows);

@@ -114,7 +114,9 @@ struct instance {
 };
 
 struct counters {
-  std::size_t received = 0, delivered = 0, relayed = 0, bounced = 0, auth_failed = 0;
+  std::size_t received = 0, delivered = 0, relayed = 0, bounced = 0;
+  std::size_t received_tls = 0;  // of received: the ones that came over TLS
+  std::size_t auth_failed = 0;   // AUTH failures on the submission listener
 };
 
 struct child {
@@ -211,7 +213,7 @@ class supervisor {
   void print_line(const child& c, const std::string& line);
   void append_line(const child& c, std::string_view line, std::string& out) const;
   void take_line(child& c, const std::shared_ptr<instance>& inst, std::string_view line, bool is_stderr);
-  void count_event(child& c, std::string_view event);
+  void count_event(child& c, std::string_view event, std::string_view line);
 
   // Faults while the network runs (mailnet fault list, add, clear).
   json fault_list() const;
@@ -269,8 +271,14 @@ void supervisor::print_line(const child& c, const std::string& line) {
   out_.print_block(std::move(text), 1);
 }
 
-void supervisor::count_event(child& c, std::string_view event) {
-  if (event == "accepted") ++c.count.received;
+void supervisor::count_event(child& c, std::string_view event, std::string_view line) {
+  if (event == "accepted") {
+    ++c.count.received;
+    // tls= is the event's last field: "no", or the version and cipher.
+    // (rfind: a quoted field before it, such as the Message-ID, may hold the same text).
+    if (auto at = line.rfind(" tls="); at != std::string_view::npos && line.substr(at) != " tls=no")
+      ++c.count.received_tls;
+  }
   else if (event == "delivered") ++c.count.delivered;
   else if (event == "relayed") ++c.count.relayed;
   else if (event == "bounced") ++c.count.bounced;
@@ -373,7 +381,7 @@ void supervisor::take_line(child& c, const std::shared_ptr<instance>& inst, std:
   } else if (event == "fault" || event == "fault_rules") {
     take_fault_line(c, line, event);
   } else {
-    count_event(c, event);
+    count_event(c, event, line);
   }
 }
 
@@ -529,6 +537,10 @@ json supervisor::status() {
               {"restarts", c.restarts}};
     if (c.name != "resolver") {
       n["received"] = c.count.received;
+      n["received_tls"] = c.count.received_tls;
+      // STARTTLS on the node's port (policy.tls; "off" too in a network with "tls": false).
+      if (const auto* d = net_.find_domain(c.name))
+        n["tls"] = net_.tls ? std::string(to_string(d->policy.tls)) : std::string("off");
       n["delivered"] = c.count.delivered;
       n["relayed"] = c.count.relayed;
       n["bounced"] = c.count.bounced;

@@ -276,7 +276,8 @@ asio::awaitable<step> session::read_data() {
     ctx_.events.write({{"id", qid}, {"event", ok ? "accepted" : "commit_failed"}, {"session", id_},
                        {"from", env.mail_from}, {"rcpts", std::to_string(env.rcpts.size())},
                        {"size", std::to_string(size)}, {"message_id", message_id},
-                       {"tls", env.tls.empty() ? "no" : env.tls}, {"auth", env.auth_user.empty() ? "no" : env.auth_user}},
+                       {"auth", env.auth_user.empty() ? "no" : env.auth_user},
+                       {"tls", env.tls.empty() ? "no" : env.tls}},  // last: the launcher counts on it
                       ok ? event_log::pace::batched : event_log::pace::prompt);
   };
   bool ok = co_await ctx_.commit(env, std::move(message), qid, announce);
@@ -406,8 +407,14 @@ asio::awaitable<bool> session::greet() {
 }
 
 asio::awaitable<void> session::serve() {
-  ctx_.events.write({{"id", id_}, {"event", "connect"}, {"client", ip_}}, event_log::pace::batched);
-  log_line(" connect from " + ip_);
+  if (submission_) {
+    ctx_.events.write({{"id", id_}, {"event", "connect"}, {"client", ip_}, {"listener", "submission"}},
+                      event_log::pace::batched);
+    log_line(" connect from " + ip_ + " to the submission listener");
+  } else {
+    ctx_.events.write({{"id", id_}, {"event", "connect"}, {"client", ip_}}, event_log::pace::batched);
+    log_line(" connect from " + ip_);
+  }
   if (!co_await greet()) co_return;
 
   for (;;) {

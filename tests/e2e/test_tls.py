@@ -177,6 +177,16 @@ def test_smtplib_starttls_checks_the_ca_and_the_domain_and_received_says_esmtps(
                      15, "event=tls in node.log")
     assert f'tls="{version} {cipher}"' in [l for l in node_log(NET, "jaku.com").splitlines()
                                            if "event=accepted" in l][-1]
+    # mailnet status counts it, and says which nodes offer STARTTLS.
+    out = mailnet(NET, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    import json
+    nodes = {n["name"]: n for n in json.loads(out.stdout)["nodes"]}
+    harness.wait_for(lambda: {n["name"]: n for n in json.loads(mailnet(NET, "status", "--json").stdout)["nodes"]}
+                     ["jaku.com"]["received_tls"] >= 1, 15, "status received_tls")
+    assert nodes["jaku.com"]["tls"] == "optional", nodes
+    table = mailnet(NET, "status").stdout
+    assert "STARTTLS" in table and " TLS)" in table, table
 
 
 def test_openssl_s_client_verifies_the_node():
@@ -255,9 +265,17 @@ def test_policy_tls_required_and_off():
     topo = harness.two_domain_topology(name="tlspolicy")
     topo["domains"][0]["policy"] = {"tls": "required"}
     topo["domains"][1]["policy"] = {"tls": "off"}
+    topo["defaults"]["timeouts"] = {"idle": "2s"}
     with harness.Network(topo) as net:
         net.start()
         ca = ca_path(net)
+        # Deadlines hold inside TLS too: a silent client gets 421 4.4.2 at timeouts.idle.
+        with smtplib.SMTP("127.0.0.1", harness.port_of(topo, "jaku.com"), timeout=60) as s:
+            s.ehlo("client.example")
+            s.starttls(context=domain_context(ca, "jaku.com"))
+            started = time.monotonic()
+            assert s.sock.recv(1000).startswith(b"421 4.4.2"), "no 421 from a TLS session left idle"
+            assert time.monotonic() - started >= 1.5
         with smtplib.SMTP("127.0.0.1", harness.port_of(topo, "jaku.com"), timeout=30) as s:
             s.ehlo("client.example")
             assert s.docmd("MAIL FROM:<vader@deathstar.com>") == (530, b"5.7.0 Must issue a STARTTLS command first")
@@ -265,6 +283,9 @@ def test_policy_tls_required_and_off():
             s.ehlo("client.example")
             s.sendmail("vader@deathstar.com", ["rey@jaku.com"], message("required"))
         wait_message(net, "jaku.com", "rey", "required")
+        import json
+        nodes = {n["name"]: n for n in json.loads(mailnet(net, "status", "--json").stdout)["nodes"]}
+        assert (nodes["jaku.com"]["tls"], nodes["deathstar.com"]["tls"]) == ("required", "off"), nodes
         with smtplib.SMTP("127.0.0.1", harness.port_of(topo, "deathstar.com"), timeout=30) as s:
             s.ehlo("client.example")
             assert not s.has_extn("starttls")
