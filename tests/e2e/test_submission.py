@@ -100,6 +100,43 @@ def test_passwords_file_private_kept_and_shown_by_users():
         net.cleanup()
 
 
+def test_submission_address_checked_like_the_main_one():
+    # A clash with another listener, and an address that is not loopback: validate says where.
+    topo = submission_topology("clash")
+    topo["domains"][0]["submission"] = topo["domains"][1]["listen"]
+    net = harness.Network(topo)
+    try:
+        out = subprocess.run([harness.binary("mailnet"), "validate", net.topology_file], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode != 0 and "$.domains[1].listen: duplicate address" in out.stderr and \
+            "$.domains[0].submission" in out.stderr, out.stdout + out.stderr
+        topo["domains"][0]["submission"] = "192.0.2.1:1587"
+        with open(net.topology_file, "w") as f:
+            json.dump(topo, f)
+        out = subprocess.run([harness.binary("mailnet"), "validate", net.topology_file], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode != 0 and "$.domains[0].submission: " in out.stderr, out.stdout + out.stderr
+    finally:
+        net.cleanup()
+
+    # A port another server holds: up fails and names the domain and the address.
+    topo = submission_topology("taken")
+    port = int(topo["domains"][0]["submission"].rsplit(":", 1)[1])
+    busy = socket.socket()
+    net = harness.Network(topo)
+    try:
+        busy.bind(("127.0.0.1", port))
+        busy.listen(1)
+        net.start(wait_ready=False)
+        assert net.proc.wait(timeout=120) != 0
+        harness.wait_for(lambda: "failed to start" in net.output(), 30, "the launcher's verdict read")
+        line = next((l for l in net.output().splitlines() if "failed to start" in l), "")
+        assert "jaku.com" in line and f"cannot listen on 127.0.0.1:{port}" in line, net.output()
+    finally:
+        busy.close()
+        net.cleanup()
+
+
 # ---- one network for the tests below ---------------------------------------
 
 NET = None
@@ -300,6 +337,7 @@ def test_mailnet_send_uses_the_submission_listener():
 
 TESTS = [
     test_passwords_file_private_kept_and_shown_by_users,
+    test_submission_address_checked_like_the_main_one,
     test_smtplib_starttls_login_relays_to_another_domain,
     test_swaks_tls_auth_plain_and_login,
     test_wrong_password_535_with_a_growing_delay_counted,
