@@ -328,14 +328,22 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
           return 1;
         }
         const auto entries = read_passwords(passwords_file(folder.dir()));
-        std::size_t width = 0;
-        for (const auto& u : d->users) width = std::max(width, u.size() + 1 + d->name.size());
+        // Columns: user names and passwords are printable ASCII (topology.hpp).
+        const std::string missing = "(none: run up again)";
+        std::size_t width = 0, pw_width = 0;
+        for (const auto& u : d->users) {
+          width = std::max(width, u.size() + 1 + d->name.size());
+          const auto* e = find_password(entries, u, d->name);
+          pw_width = std::max(pw_width, e ? e->password.size() : missing.size());
+        }
         for (const auto& u : d->users) {
           const auto* e = find_password(entries, u, d->name);
           std::string address = u + "@" + d->name;
+          std::string password = e ? e->password : missing;
           address.resize(width, ' ');
-          std::cout << terminal_safe(address) << "  " << (e ? terminal_safe(e->password) : std::string("(none: run up again)"))
-                    << "  " << (d->passwords.count(u) ? "(topology)" : "(generated)") << "\n";
+          password.resize(pw_width, ' ');
+          std::cout << terminal_safe(address) << "  " << terminal_safe(password) << "  "
+                    << (d->passwords.count(u) ? "(topology)" : "(generated)") << "\n";
         }
         if (d->submission) std::cout << "submission: " << d->submission->to_string() << " (STARTTLS, then AUTH PLAIN or LOGIN)\n";
         else std::cout << "submission: none (no \"submission\" for this domain in the topology)\n";

@@ -130,7 +130,8 @@ TEST_CASE("wrong types say what was expected and what was found") {
   CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25", "users": "rey"}])")) ==
         "topo.json: $.domains[0].users: expected a list of user names, found string");
   CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25", "users": [1]}])")) ==
-        "topo.json: $.domains[0].users[0]: expected a string, found number");
+        "topo.json: $.domains[0].users[0]: expected a user name or an object such as {\"name\": \"finn\", "
+        "\"password\": \"...\"}, found number");
   CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": 25}])")).find("$.domains[0].listen: expected \"host:port\"") !=
         std::string::npos);
   CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25", "policy": {"require_known_users": "yes"}}])")) ==
