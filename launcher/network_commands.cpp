@@ -60,6 +60,12 @@ void print_status_table(const json& status) {
                     num("queued"), num("bounced")});
   }
   std::cout << format_table(rows);
+  // Submission listeners, under the table: their address and failed AUTHs.
+  for (const auto& n : status["nodes"])
+    if (!n.value("submission", "").empty())
+      std::cout << terminal_safe(n.value("name", "")) << ": submission on " << terminal_safe(n.value("submission", ""))
+                << ", " << n.value("auth_failures", 0L) << " failed AUTH" << (n.value("auth_failures", 0L) == 1 ? "" : "s")
+                << " since up\n";
 }
 
 std::string time_text(std::int64_t ms) {

@@ -539,8 +539,11 @@ json supervisor::status() {
       n["received"] = c.count.received;
       n["received_tls"] = c.count.received_tls;
       // STARTTLS on the node's port (policy.tls; "off" too in a network with "tls": false).
-      if (const auto* d = net_.find_domain(c.name))
+      if (const auto* d = net_.find_domain(c.name)) {
         n["tls"] = net_.tls ? std::string(to_string(d->policy.tls)) : std::string("off");
+        // The submission listener's address, "" without one (README: Submission).
+        n["submission"] = d->submission ? d->submission->to_string() : std::string();
+      }
       n["delivered"] = c.count.delivered;
       n["relayed"] = c.count.relayed;
       n["bounced"] = c.count.bounced;

@@ -273,7 +273,9 @@ def test_wrong_password_535_with_a_growing_delay_counted():
     assert re.search(r"event=auth_failed .*client=127\.0\.0\.3", log), log[-2000:]
     status = json.loads(mailnet(NET, "status", "--json").stdout)
     jaku = [n for n in status["nodes"] if n["name"] == "jaku.com"][0]
-    assert jaku["auth_failures"] >= 5, jaku
+    assert jaku["auth_failures"] >= 5 and jaku["submission"] == f"127.0.0.1:{sub_port()}", jaku
+    table = mailnet(NET, "status").stdout
+    assert re.search(rf"^jaku\.com: submission on 127\.0\.0\.1:{sub_port()}, \d+ failed AUTHs since up$", table, re.M), table
 
 
 def test_auth_before_starttls_538_mail_before_auth_530_and_port_25_502():
