@@ -313,13 +313,18 @@ bool is_run_folder_entry(std::string_view name) {
   // What the launcher writes at the top of run/<name>/ (launcher/run_folder.hpp).
   static constexpr std::string_view files[] = {"topology.json", "network.json", "mailnet.sock", "launcher.pid",
                                                "launcher.log", "scenario-run.txt"};
-  if (name == "resolver" || name == "tls") return true;
+  if (name == "resolver" || name == "tls" || name == "passwords") return true;
   for (auto f : files) {
     // Also "network.json.tmp" and the like: a file is often written beside
     // its final name, then renamed.
     if (name == f || (name.size() > f.size() && name.substr(0, f.size()) == f && name[f.size()] == '.')) return true;
   }
   return false;
+}
+
+bool is_valid_password(std::string_view p) {
+  if (p.empty() || p.size() > 128) return false;
+  return std::all_of(p.begin(), p.end(), [](unsigned char c) { return c >= 0x20 && c < 0x7f && c != ':'; });
 }
 
 bool is_loopback_host(std::string_view host) {
@@ -403,7 +408,8 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
     const std::string path = "$.domains[" + std::to_string(i) + "]";
     const auto& dj = domains[i];
     r.expect_object(dj, path);
-    r.only_keys(dj, path, {"name", "listen", "users", "retry", "limits", "timeouts", "policy", "restart", "dns"});
+    r.only_keys(dj, path, {"name", "listen", "submission", "users", "retry", "limits", "timeouts", "policy", "restart",
+                           "dns"});
     domain_config d;
     if (!dj.contains("name")) r.fail(path + ".name", "missing (expected a domain name)");
     d.name = lower(r.string_at(dj["name"], path + ".name"));
@@ -431,15 +437,53 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
       r.fail(path + ".listen", key + " is the web server's address (" + (doc.contains("web") ? "" : "the default of ") +
                                    "$.web.listen; choose another, or turn the web server off with \"web\": false)");
 
+    // false: none (the default, as network.json writes it out)
+    if (dj.contains("submission") && !(dj["submission"].is_boolean() && !dj["submission"].get<bool>())) {
+      const std::string spath = path + ".submission";
+      d.submission = r.endpoint_at(dj["submission"], spath);
+      const auto skey = d.submission->to_string();
+      if (auto it = seen_endpoints.find(skey); it != seen_endpoints.end())
+        r.fail(spath, "duplicate address " + skey + " (also at " + it->second + ")");
+      seen_endpoints[skey] = spath;
+      if (*d.submission == t.resolver.listen)
+        r.fail(spath, skey + " is the resolver's address (" + (resolver_given ? "" : "the default of ") +
+                          "$.resolver.listen: it takes UDP and TCP on that port)");
+      if (t.web.enabled && *d.submission == t.web.listen)
+        r.fail(spath, skey + " is the web server's address (" + (doc.contains("web") ? "" : "the default of ") +
+                          "$.web.listen; choose another, or turn the web server off with \"web\": false)");
+      if (!t.tls)
+        r.fail(spath, "submission requires STARTTLS before AUTH, and \"tls\": false at $.tls turns TLS off");
+    }
+
     if (dj.contains("users")) {
       const auto& uj = dj["users"];
       if (!uj.is_array()) r.fail(path + ".users", "expected a list of user names, found " + r.type_name(uj));
       std::set<std::string> seen_users;
       for (std::size_t k = 0; k < uj.size(); ++k) {
         const std::string upath = path + ".users[" + std::to_string(k) + "]";
-        auto u = r.string_at(uj[k], upath);
-        if (!is_valid_user_name(u))
-          r.fail(upath, "expected a user name of letters, digits, '.', '_', '-' or '+', found \"" + u + "\"");
+        std::string u;
+        if (uj[k].is_object()) {
+          // { "name": "finn", "password": "..." }
+          r.only_keys(uj[k], upath, {"name", "password"});
+          if (!uj[k].contains("name")) r.fail(upath + ".name", "missing (expected the user's name)");
+          u = r.string_at(uj[k]["name"], upath + ".name");
+          if (!is_valid_user_name(u))
+            r.fail(upath + ".name", "expected a user name of letters, digits, '.', '_', '-' or '+', found \"" + u + "\"");
+          if (uj[k].contains("password")) {
+            auto pw = r.string_at(uj[k]["password"], upath + ".password");
+            if (!is_valid_password(pw))
+              r.fail(upath + ".password",
+                     "expected 1 to 128 printable ASCII characters other than ':' (the password is not shown here)");
+            d.passwords[u] = pw;
+          }
+        } else {
+          if (!uj[k].is_string())
+            r.fail(upath, "expected a user name or an object such as {\"name\": \"finn\", \"password\": \"...\"}, found " +
+                              r.type_name(uj[k]));
+          u = r.string_at(uj[k], upath);
+          if (!is_valid_user_name(u))
+            r.fail(upath, "expected a user name of letters, digits, '.', '_', '-' or '+', found \"" + u + "\"");
+        }
         if (!seen_users.insert(lower(u)).second) r.fail(upath, "duplicate user \"" + u + "\"");
         d.users.push_back(u);
       }
@@ -509,10 +553,15 @@ std::string to_json_text(const topology& t) {
   doc["tls"] = t.tls;
   doc["domains"] = json::array();
   for (const auto& d : t.domains) {
+    json users = json::array();
+    for (const auto& u : d.users) {
+      if (auto it = d.passwords.find(u); it != d.passwords.end()) users.push_back({{"name", u}, {"password", it->second}});
+      else users.push_back(u);
+    }
     doc["domains"].push_back({
         {"name", d.name},
         {"listen", d.listen.to_string()},
-        {"users", d.users},
+        {"users", users},
         {"restart", d.restart_on_failure ? "on-failure" : "no"},
         {"retry", {{"first", ms(d.retry.first)}, {"max", ms(d.retry.max)}, {"give_up_after", ms(d.retry.give_up_after)}}},
         {"limits", {{"message_size", d.limits.message_size}, {"recipients", d.limits.recipients},
@@ -537,6 +586,7 @@ std::string to_json_text(const topology& t) {
     auto records = json::array();
     for (const auto& rec : d.dns.records) records.push_back({{"name", rec.name}, {"type", rec.type}, {"value", rec.value}});
     doc["domains"][i]["dns"] = {{"records", records}};
+    doc["domains"][i]["submission"] = d.submission ? json(d.submission->to_string()) : json(false);
   }
   if (!t.faults.rules.empty() || t.faults.seed) doc["faults"] = faults_to_json(t.faults);
   return doc.dump(2) + "\n";

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -122,6 +123,13 @@ struct domain_config {
   endpoint listen;
   struct dns_settings dns;
   std::vector<std::string> users;  // as written in the topology
+  // Passwords written in the topology ({"name": "finn", "password": "..."}),
+  // by user name as in users; the others get a generated one
+  // (common/passwords.hpp).
+  std::map<std::string, std::string> passwords;
+  // "submission": a second listener that requires STARTTLS then AUTH before
+  // MAIL and relays for the domain's own users (README: Submission).
+  std::optional<endpoint> submission;
   retry_policy retry;
   struct limits limits;
   struct timeouts timeouts;
@@ -172,6 +180,9 @@ std::optional<millis> parse_duration(std::string_view text);
 
 bool is_valid_domain_name(std::string_view name);
 bool is_valid_user_name(std::string_view name);  // letters, digits, . _ - +; no leading dot, no ".."
+// A password of the topology: 1 to 128 printable ASCII characters (space
+// included) but ':' (the passwords file is in Dovecot's passwd-file form).
+bool is_valid_password(std::string_view password);
 bool is_loopback_host(std::string_view host);
 // A DNS owner name: labels of letters, digits, '-' and '_' (as in
 // _dmarc.jaku.com), at most 63 octets each, 253 in all.

@@ -25,7 +25,7 @@ class command_registry {
   std::vector<entry> entries_;
 };
 
-// up, validate, status, kill, stop, start, restart, down, flush, web, ca, queue, logs
+// up, validate, status, kill, stop, start, restart, down, flush, web, ca, users, queue, logs
 void register_network_commands(CLI::App& app, command_registry& commands);
 
 // resolve NAME [TYPE]

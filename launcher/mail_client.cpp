@@ -9,6 +9,9 @@
 #include <cerrno>
 #include <cstring>
 #include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <memory>
 #include <sys/socket.h>
@@ -119,14 +122,60 @@ class smtp_connection {
     }
   }
 
-  reply command(const std::string& line) {
-    if (verbose_) *verbose_ << "C: " << line << "\n";
+  // shown: what verbose prints instead of line (credentials).
+  reply command(const std::string& line, const char* shown = nullptr) {
+    if (verbose_) *verbose_ << "C: " << (shown ? shown : line) << "\n";
     write_all(line + "\r\n");
     return read_reply();
   }
 
+  // After the server's 220 to STARTTLS: the handshake, the certificate
+  // checked against ca_file and name. Throws io_error saying why.
+  void start_tls(const std::filesystem::path& ca_file, const std::string& name) {
+    if (!buffer_.empty()) throw io_error("the server sent more after its 220 to STARTTLS");
+    ctx_.reset(SSL_CTX_new(TLS_client_method()));
+    if (!ctx_) throw io_error("cannot make a TLS context");
+    SSL_CTX_set_min_proto_version(ctx_.get(), TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_PEER, nullptr);
+    if (SSL_CTX_load_verify_locations(ctx_.get(), ca_file.c_str(), nullptr) != 1)
+      throw io_error("cannot read the network's CA " + ca_file.string());
+    ssl_.reset(SSL_new(ctx_.get()));
+    if (!ssl_ || SSL_set_fd(ssl_.get(), fd_.fd) != 1) throw io_error("cannot start TLS");
+    SSL_set_tlsext_host_name(ssl_.get(), name.c_str());
+    SSL_set_hostflags(ssl_.get(), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    if (SSL_set1_host(ssl_.get(), name.c_str()) != 1) throw io_error("cannot check the name " + name);
+    const auto deadline = steady::now() + timeout_;
+    for (int round = 0;; ++round) {  // bounded by the deadline
+      const int rc = SSL_connect(ssl_.get());
+      if (rc == 1) break;
+      const int err = SSL_get_error(ssl_.get(), rc);
+      if (err == SSL_ERROR_WANT_READ) wait_for(fd_.fd, POLLIN, deadline, "the TLS handshake");
+      else if (err == SSL_ERROR_WANT_WRITE) wait_for(fd_.fd, POLLOUT, deadline, "the TLS handshake");
+      else {
+        const long verify = SSL_get_verify_result(ssl_.get());
+        std::string why = verify != X509_V_OK ? X509_verify_cert_error_string(verify) : "handshake failed";
+        ERR_clear_error();
+        ssl_.reset();
+        throw io_error("TLS with " + name + " failed: " + why);
+      }
+    }
+    if (verbose_) *verbose_ << "-- TLS started: " << SSL_get_version(ssl_.get()) << " " << SSL_get_cipher_name(ssl_.get())
+                            << ", certificate verified for " << name << "\n";
+  }
+
   void write_all(std::string_view data) {
     const auto deadline = steady::now() + timeout_;
+    while (ssl_ && !data.empty()) {
+      const int n = SSL_write(ssl_.get(), data.data(), static_cast<int>(std::min<std::size_t>(data.size(), 1 << 20)));
+      if (n > 0) {
+        data.remove_prefix(static_cast<std::size_t>(n));
+        continue;
+      }
+      const int err = SSL_get_error(ssl_.get(), n);
+      if (err == SSL_ERROR_WANT_WRITE) wait_for(fd_.fd, POLLOUT, deadline, "sending to the server");
+      else if (err == SSL_ERROR_WANT_READ) wait_for(fd_.fd, POLLIN, deadline, "sending to the server");
+      else throw io_error("TLS write failed");
+    }
     while (!data.empty()) {
       ssize_t n = ::send(fd_.fd, data.data(), data.size(), MSG_NOSIGNAL);
       if (n < 0 && errno == EINTR) continue;
@@ -142,6 +191,20 @@ class smtp_connection {
 
  private:
   void fill(steady::time_point deadline) {
+    if (ssl_) {
+      char buf[8192];
+      const int n = SSL_read(ssl_.get(), buf, sizeof buf);
+      if (n > 0) {
+        buffer_.append(buf, static_cast<std::size_t>(n));
+        return;
+      }
+      const int err = SSL_get_error(ssl_.get(), n);
+      if (err == SSL_ERROR_WANT_READ) wait_for(fd_.fd, POLLIN, deadline, "waiting for the server's reply");
+      else if (err == SSL_ERROR_WANT_WRITE) wait_for(fd_.fd, POLLOUT, deadline, "waiting for the server's reply");
+      else if (err == SSL_ERROR_ZERO_RETURN) throw io_error("the server closed the connection");
+      else throw io_error("TLS read failed");
+      return;
+    }
     wait_for(fd_.fd, POLLIN, deadline, "waiting for the server's reply");
     char buf[8192];
     ssize_t n = ::recv(fd_.fd, buf, sizeof buf, 0);
@@ -151,11 +214,48 @@ class smtp_connection {
     buffer_.append(buf, static_cast<std::size_t>(n));
   }
 
+  struct ctx_free {
+    void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
+  };
+  struct ssl_free {
+    void operator()(SSL* c) const { SSL_free(c); }
+  };
   fd_closer fd_;
+  std::unique_ptr<SSL_CTX, ctx_free> ctx_;
+  std::unique_ptr<SSL, ssl_free> ssl_;  // declared after fd_: freed before the socket closes
   std::string buffer_;
   std::chrono::milliseconds timeout_;
   std::ostream* verbose_;
 };
+
+std::string base64(std::string_view data) {
+  static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  for (std::size_t i = 0; i < data.size(); i += 3) {
+    std::uint32_t v = static_cast<unsigned char>(data[i]) << 16;
+    if (i + 1 < data.size()) v |= static_cast<unsigned char>(data[i + 1]) << 8;
+    if (i + 2 < data.size()) v |= static_cast<unsigned char>(data[i + 2]);
+    out += alphabet[(v >> 18) & 63];
+    out += alphabet[(v >> 12) & 63];
+    out += i + 1 < data.size() ? alphabet[(v >> 6) & 63] : '=';
+    out += i + 2 < data.size() ? alphabet[v & 63] : '=';
+  }
+  return out;
+}
+
+bool offers(const std::string& ehlo_text, std::string_view keyword) {
+  std::size_t pos = 0;
+  while (pos < ehlo_text.size()) {
+    auto eol = ehlo_text.find('\n', pos);
+    std::string line = ehlo_text.substr(pos + 4 > ehlo_text.size() ? ehlo_text.size() : pos + 4,
+                                        eol == std::string::npos ? std::string::npos : eol - pos - 4);
+    for (auto& c : line) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    if (line == keyword || line.rfind(std::string(keyword) + " ", 0) == 0) return true;
+    if (eol == std::string::npos) break;
+    pos = eol + 1;
+  }
+  return false;
+}
 
 std::string queue_id_of(const std::string& text) {
   auto at = text.find("queued as ");
@@ -168,7 +268,7 @@ std::string queue_id_of(const std::string& text) {
 
 send_result send_message(const std::string& host, std::uint16_t port, const std::string& helo_domain,
                          const std::string& from, const std::vector<std::string>& rcpts, const std::string& message,
-                         std::ostream* verbose, std::chrono::milliseconds timeout) {
+                         std::ostream* verbose, std::chrono::milliseconds timeout, const submission_login* login) {
   send_result result;
   if (rcpts.empty()) {
     result.reply = "no recipient: give at least one --to, --cc or --bcc";
@@ -204,6 +304,21 @@ send_result send_message(const std::string& host, std::uint16_t port, const std:
       if (r.code != 250) {
         settle_rest(0, r.text);
         next = rcpts.size();
+      } else if (login) {
+        // Submission: STARTTLS with the certificate checked, EHLO again, AUTH PLAIN.
+        if (!offers(r.text, "STARTTLS")) r.text = "the server does not offer STARTTLS, needed before AUTH";
+        else r = smtp.command("STARTTLS");
+        if (r.code == 220) {
+          smtp.start_tls(login->ca_file, login->server_name);
+          r = smtp.command("EHLO " + helo_domain);
+          if (r.code == 250)
+            r = smtp.command("AUTH PLAIN " + base64(std::string(1, '\0') + login->user + '\0' + login->password),
+                             "AUTH PLAIN <credentials>");
+        }
+        if (r.code != 235) {
+          settle_rest(0, r.text);
+          next = rcpts.size();
+        }
       }
     }
     const std::string wire = node::dot_stuff_for_wire(message) + ".\r\n";
@@ -361,7 +476,7 @@ namespace mailnet::launcher {
 
 mail_delivery deliver_mail(const outgoing_mail& mail, const std::string& message, const resolver_settings& resolver, const std::string& via_domain,
                            std::ostream* verbose, std::chrono::milliseconds timeout,
-                           const std::optional<endpoint>& target) {
+                           const std::optional<endpoint>& target, const submission_login* login) {
   auto named_sender = parse_named_address(mail.from);
   if (!named_sender) throw mail_error("--from: not a mail address: '" + mail.from + "'");
   auto sender = parse_mailbox(named_sender->address);
@@ -379,7 +494,7 @@ mail_delivery deliver_mail(const outgoing_mail& mail, const std::string& message
   for (const auto* lists : {&mail.to, &mail.cc, &mail.bcc})
     for (const auto& a : addresses_of(*lists, "")) rcpts.push_back(a.address);
   d.result = send_message(d.target.host, d.target.port, sender->domain, sender->to_string(), rcpts, message, verbose,
-                          timeout);
+                          timeout, login);
   return d;
 }
 

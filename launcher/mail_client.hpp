@@ -90,9 +90,19 @@ struct send_result {
 // refusal is that recipient's result, and the others still get the message.
 // A refusal of MAIL or DATA is the result of every recipient concerned. The
 // message is dot-stuffed here. verbose, when set, gets the dialogue.
+//
+// With login (a submission listener): after EHLO, STARTTLS with the server's
+// certificate checked against ca_file and server_name (else nothing is
+// sent), EHLO again, AUTH PLAIN; a refused AUTH is every recipient's result.
+struct submission_login {
+  std::filesystem::path ca_file;
+  std::string server_name;  // the domain the certificate must name
+  std::string user, password;
+};
 send_result send_message(const std::string& host, std::uint16_t port, const std::string& helo_domain,
                          const std::string& from, const std::vector<std::string>& rcpts, const std::string& message,
-                         std::ostream* verbose, std::chrono::milliseconds timeout);
+                         std::ostream* verbose, std::chrono::milliseconds timeout,
+                         const submission_login* login = nullptr);
 
 // `mailnet send` and POST /api/v1/send: message (build_mime(mail)) sent to
 // target, or to the node of the domain via_domain (else the sender's own)
@@ -106,7 +116,8 @@ struct mail_delivery {
 };
 mail_delivery deliver_mail(const outgoing_mail& mail, const std::string& message, const resolver_settings& resolver, const std::string& via_domain,
                            std::ostream* verbose, std::chrono::milliseconds timeout,
-                           const std::optional<endpoint>& target = std::nullopt);
+                           const std::optional<endpoint>& target = std::nullopt,
+                           const submission_login* login = nullptr);
 
 // Where a domain's node listens, asked of the resolver at `resolver` like a
 // node asks it (SRV _smtp._tcp, then the target's address). Throws

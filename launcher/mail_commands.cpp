@@ -11,11 +11,13 @@
 #include <unistd.h>
 
 #include "common/address.hpp"
+#include "common/passwords.hpp"
 #include "common/terminal_text.hpp"
 #include "launcher/commands.hpp"
 #include "launcher/control_client.hpp"
 #include "launcher/display_width.hpp"
 #include "launcher/mail_client.hpp"
+#include "launcher/tls_ca.hpp"
 #include "launcher/web/trace.hpp"
 #include "common/mail/durable_file.hpp"
 #include "common/mail/maildir_read.hpp"
@@ -47,7 +49,7 @@ run_folder find_folder(const folder_options& o, bool may_be_down = false) {
 struct send_options {
   folder_options folder;
   outgoing_mail mail;
-  std::string body_file, via;
+  std::string body_file, via, password;
   bool body_given = false, verbose = false;
   int timeout_s = 30;
 };
@@ -56,6 +58,8 @@ int run_send(const send_options& o) {
   outgoing_mail mail = o.mail;
   auto named_sender = parse_named_address(mail.from);
   if (!named_sender) throw mail_error("--from: not a mail address: '" + mail.from + "'");
+  auto sender = parse_mailbox(named_sender->address);
+  if (!sender) throw mail_error("--from: not a mail address: '" + mail.from + "'");
   if (!o.body_file.empty()) {
     try {
       mail.body = node::read_whole_file(o.body_file);
@@ -76,6 +80,9 @@ int run_send(const send_options& o) {
   // sender's own by default) is found through the network's resolver.
   std::optional<endpoint> via_address;
   resolver_settings resolver;
+  submission_login login;
+  bool use_login = false;
+  std::string node_domain;  // the domain whose node takes the message, when found by name
   const auto colon = o.via.rfind(':');
   if (colon != std::string::npos && o.via.find_first_not_of("0123456789", colon + 1) == std::string::npos &&
       colon + 1 < o.via.size()) {
@@ -87,13 +94,43 @@ int run_send(const send_options& o) {
     target.port = static_cast<std::uint16_t>(port);
     via_address = target;
   } else {
-    resolver = load_topology(find_folder(o.folder).topology_json()).resolver;
+    node_domain = o.via.empty() ? sender->domain : o.via;
+    const auto folder = find_folder(o.folder);
+    auto net = load_topology(folder.topology_json());
+    resolver = net.resolver;
+    const auto* own = net.find_domain(sender->domain);
+    if (own && own->submission && net.find_domain(node_domain) == own) {
+      // The sender's domain has a submission listener: mail goes there, as
+      // the user, over verified TLS (README: Submission).
+      via_address = *own->submission;
+      login.ca_file = ca_certificate(folder.dir());
+      login.server_name = own->name;
+      login.user = sender->to_string();
+      login.password = o.password;
+      if (login.password.empty()) {
+        const auto entries = read_passwords(passwords_file(folder.dir()));
+        const auto* found = find_password(entries, sender->local, own->name);
+        if (!found)
+          throw mail_error("--from " + sender->to_string() + ": " + own->name +
+                           " takes mail on its submission listener after AUTH, and this sender is not one of its users"
+                           " (`mailnet users " + own->name + "` lists them); give --password, or send as a user");
+        login.password = found->password;
+      }
+      use_login = true;
+    }
+  }
+  if (!o.password.empty() && !use_login) {
+    // --via HOST:PORT (or another domain) with --password: AUTH there, the
+    // certificate checked for the sender's domain.
+    login = {ca_certificate(find_folder(o.folder).dir()), sender->domain, sender->to_string(), o.password};
+    use_login = true;
   }
   const auto delivery = deliver_mail(mail, message, resolver, via_address ? std::string() : o.via,
-                                     o.verbose ? &std::cerr : nullptr, std::chrono::seconds(o.timeout_s), via_address);
+                                     o.verbose ? &std::cerr : nullptr, std::chrono::seconds(o.timeout_s), via_address,
+                                     use_login ? &login : nullptr);
   const auto& result = delivery.result;
   const auto& target = delivery.target;
-  const auto& node_domain = delivery.node_domain;
+  if (!delivery.node_domain.empty()) node_domain = delivery.node_domain;
   if (!result.connected && !node_domain.empty()) {
     std::cerr << "mailnet: send: the node of " << terminal_safe(node_domain) << " (" << target.to_string()
               << ") does not answer: " << terminal_safe(result.reply) << "\n"
@@ -253,6 +290,9 @@ void register_mail_commands(CLI::App& app, command_registry& commands) {
   send_cmd->add_option("--body-file", send->body_file, "read the message text from a file")->excludes(body);
   send_cmd->add_option("--attach", send->mail.attachments, "attach a file (repeat for more)");
   send_cmd->add_option("--via", send->via, "DOMAIN (its node, through the resolver) or HOST:PORT; default: the sender's domain");
+  send_cmd->add_option("--password", send->password,
+                       "AUTH password for the sender (default: the stored one, when the sender's domain has a "
+                       "submission listener)");
   send_cmd->add_option("--timeout", send->timeout_s, "seconds allowed for each SMTP step")->check(CLI::Range(1, 3600));
   send_cmd->add_flag("-v,--verbose", send->verbose, "print the SMTP dialogue on stderr");
   add_folder_options(send_cmd, send->folder);

@@ -19,6 +19,7 @@
 #include "launcher/scenario.hpp"
 #include "launcher/supervisor.hpp"
 #include "launcher/tls_ca.hpp"
+#include "common/passwords.hpp"
 #include "common/mail/spool.hpp"
 
 namespace mailnet::launcher {
@@ -60,6 +61,12 @@ void print_status_table(const json& status) {
                     num("queued"), num("bounced")});
   }
   std::cout << format_table(rows);
+  // Submission listeners, under the table: their address and failed AUTHs.
+  for (const auto& n : status["nodes"])
+    if (!n.value("submission", "").empty())
+      std::cout << terminal_safe(n.value("name", "")) << ": submission on " << terminal_safe(n.value("submission", ""))
+                << ", " << n.value("auth_failures", 0L) << " failed AUTH" << (n.value("auth_failures", 0L) == 1 ? "" : "s")
+                << " since up\n";
 }
 
 std::string time_text(std::int64_t ms) {
@@ -320,6 +327,42 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
         return 0;
       },
       true);
+
+  auto [users_cmd, users_opts] = network_command(
+      "users", "print a domain's users with their passwords (for AUTH on its submission listener)",
+      [](const run_folder& folder, const target_options& o) {
+        const auto net = load_topology(folder.topology_json());
+        const auto* d = net.find_domain(o.target);
+        if (!d) {
+          std::cerr << "mailnet: users: no domain \"" << terminal_safe(o.target) << "\" in network " << terminal_safe(net.name)
+                    << "\n";
+          return 1;
+        }
+        const auto entries = read_passwords(passwords_file(folder.dir()));
+        // Columns: user names and passwords are printable ASCII (topology.hpp).
+        const std::string missing = "(none: run up again)";
+        std::size_t width = 0, pw_width = 0;
+        for (const auto& u : d->users) {
+          width = std::max(width, u.size() + 1 + d->name.size());
+          const auto* e = find_password(entries, u, d->name);
+          pw_width = std::max(pw_width, e ? e->password.size() : missing.size());
+        }
+        for (const auto& u : d->users) {
+          const auto* e = find_password(entries, u, d->name);
+          std::string address = u + "@" + d->name;
+          std::string password = e ? e->password : missing;
+          address.resize(width, ' ');
+          password.resize(pw_width, ' ');
+          std::cout << terminal_safe(address) << "  " << terminal_safe(password) << "  "
+                    << (d->passwords.count(u) ? "(topology)" : "(generated)") << "\n";
+        }
+        if (d->submission) std::cout << "submission: " << d->submission->to_string() << " (STARTTLS, then AUTH PLAIN or LOGIN)\n";
+        else std::cout << "submission: none (no \"submission\" for this domain in the topology)\n";
+        std::cout << "file: " << terminal_safe(std::filesystem::absolute(passwords_file(folder.dir())).string()) << "\n";
+        return 0;
+      },
+      true);
+  users_cmd->add_option("domain", users_opts->target, "a domain of the network")->required();
 
   auto [queue_cmd, queue_opts] = network_command(
       "queue", "list the mail waiting in the nodes' queues",

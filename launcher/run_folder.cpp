@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/passwords.hpp"
 #include "common/private_files.hpp"
 #include "launcher/tls_ca.hpp"
 
@@ -49,6 +50,7 @@ void run_folder::prepare(const topology& net, bool fresh) const {
   check_private_tree(dir_);
   make_private_folders(dir_, "resolver");
   if (net.tls) prepare_network_tls(dir_, net);
+  prepare_passwords(dir_, net);  // run/<name>/passwords (common/passwords.hpp)
   // sun_path holds 108 bytes; say so now rather than fail after starting.
   if (std::filesystem::absolute(control_socket()).string().size() >= sizeof(sockaddr_un{}.sun_path))
     throw std::runtime_error("the path of " + control_socket().string() + " is too long for a unix socket");

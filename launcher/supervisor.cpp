@@ -122,6 +122,7 @@ struct counters {
   std::map<std::pair<std::string, std::string>, std::size_t> queries;
   std::size_t dropped = 0;
   std::size_t received_tls = 0;  // of received: the ones that came over TLS
+  std::size_t auth_failed = 0;   // AUTH failures on the submission listener
 };
 
 struct child {
@@ -320,6 +321,7 @@ void supervisor::count_event(child& c, std::string_view event, std::string_view 
     if (c.count.queries.size() >= 64 && !c.count.queries.count(key)) key.first = "other";
     ++c.count.queries[key];
   }
+  else if (event == "auth_failed") ++c.count.auth_failed;
 }
 
 void supervisor::spawn(child& c) {
@@ -586,11 +588,15 @@ json supervisor::status() {
       n["received"] = c.count.received;
       n["received_tls"] = c.count.received_tls;
       // STARTTLS on the node's port (policy.tls; "off" too in a network with "tls": false).
-      if (const auto* d = net_.find_domain(c.name))
+      if (const auto* d = net_.find_domain(c.name)) {
         n["tls"] = net_.tls ? std::string(to_string(d->policy.tls)) : std::string("off");
+        // The submission listener's address, "" without one (README: Submission).
+        n["submission"] = d->submission ? d->submission->to_string() : std::string();
+      }
       n["delivered"] = c.count.delivered;
       n["relayed"] = c.count.relayed;
       n["bounced"] = c.count.bounced;
+      n["auth_failures"] = c.count.auth_failed;
       n["queued"] = folder_.queued_count(c.name);
       n["faults"] = c.faults;
     } else {

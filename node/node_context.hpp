@@ -7,11 +7,14 @@
 #include <cstddef>
 #include <functional>
 #include <list>
+#include <map>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "common/event_log.hpp"
+#include "common/passwords.hpp"
 #include "common/topology.hpp"
 #include "common/mail/durable_file.hpp"
 #include "node/fault_plan.hpp"
@@ -45,6 +48,16 @@ struct node_context {
   // null when the network has "tls": false.
   std::shared_ptr<tls_setup> tls;
   resolver_client* resolver = nullptr;  // the network's resolver (policy.require_fcrdns)
+  // The submission listener's passwords (common/passwords.hpp), read at
+  // start; and the AUTH failures per client address, which lengthen the
+  // delay before each 535 (smtp_session.cpp), forgotten 5 minutes after the
+  // last one or at a success from that address.
+  std::vector<password_entry> passwords;
+  struct auth_failure_record {
+    std::size_t count = 0;
+    std::chrono::steady_clock::time_point last{};
+  };
+  std::map<std::string, auth_failure_record> auth_failures;
   fault_plan faults;  // the topology's fault rules for this node (fault_plan.hpp)
   std::size_t active_sessions = 0;
   // A graceful stop has begun (SIGTERM): sessions answer 421 4.3.2 at their

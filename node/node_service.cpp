@@ -190,7 +190,7 @@ struct node_service::impl {
   impl(asio::io_context& io_, topology net_, const std::string& domain, std::filesystem::path dir_, bool echo_)
       : io(io_), net(std::move(net_)), config(find(net, domain)), dir(std::move(dir_)), echo(echo_),
         ctx(net, config, dir, events, transcript, disk, committer),
-        acceptor(io) {}
+        acceptor(io), submission_acceptor(io) {}
 
   // The node's folder and the ones it writes in: 0700, ours, no link
   // (private_files.hpp), checked before the first write.
@@ -221,17 +221,17 @@ struct node_service::impl {
     }
   }
 
-  asio::awaitable<void> accept_loop() {
+  asio::awaitable<void> accept_loop(tcp::acceptor& listener, bool submission) {
     asio::steady_timer pause(io);
     for (;;) {
-      auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
-      if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+      auto [ec, socket] = co_await listener.async_accept(asio::as_tuple(asio::use_awaitable));
+      if (ec == asio::error::operation_aborted || !listener.is_open()) co_return;
       if (ec == asio::error::no_descriptors || ec.value() == ENFILE) {
         // The table is full: the spare descriptor answers each waiting
         // client 421 rather than leaving it unanswered in the listen queue.
         // A bounded batch, so that a flood cannot keep the sessions waiting.
         bool answered = false;
-        for (int i = 0; i < 64 && fds.refuse_waiting(acceptor.native_handle(), too_many_files_reply()); ++i)
+        for (int i = 0; i < 64 && fds.refuse_waiting(listener.native_handle(), too_many_files_reply()); ++i)
           answered = true;
         note(fd_refusals, last_fd_refusal_log, "refused_fd_limit", ec.message());
         if (answered) continue;
@@ -249,7 +249,7 @@ struct node_service::impl {
              "sessions at the cap the descriptor limit allows (" + std::to_string(fds.session_cap()) + ")");
         continue;  // the socket closes here
       }
-      asio::co_spawn(io, run_smtp_session(ctx, std::move(socket)), [this](std::exception_ptr e) {
+      asio::co_spawn(io, run_smtp_session(ctx, std::move(socket), submission), [this](std::exception_ptr e) {
         if (!e) return;
         try {
           std::rethrow_exception(e);
@@ -295,26 +295,26 @@ struct node_service::impl {
   // one in TIME_WAIT: ports 32768-60999 are the kernel's to hand out) is
   // freed by the kernel within 60 s, so the node says so and waits for it;
   // a port where a server listens is an error at once.
-  std::uint16_t listen() {
-    tcp::endpoint ep(asio::ip::make_address(config.listen.host), config.listen.port);
+  std::uint16_t listen(tcp::acceptor& listener, const endpoint& where) {
+    tcp::endpoint ep(asio::ip::make_address(where.host), where.port);
     const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(65);
     bool said = false;
     for (;;) {
       boost::system::error_code ec;
-      acceptor.open(ep.protocol(), ec);
-      if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
-      if (!ec) acceptor.bind(ep, ec);
-      if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
-      if (!ec) return acceptor.local_endpoint().port();
+      listener.open(ep.protocol(), ec);
+      if (!ec) listener.set_option(tcp::acceptor::reuse_address(true), ec);
+      if (!ec) listener.bind(ep, ec);
+      if (!ec) listener.listen(asio::socket_base::max_listen_connections, ec);
+      if (!ec) return listener.local_endpoint().port();
       boost::system::error_code ignored;
-      acceptor.close(ignored);
+      listener.close(ignored);
       const bool busy = ec == asio::error::address_in_use && ep.port() != 0;
       if (!busy || someone_listens(ep) || std::chrono::steady_clock::now() >= give_up)
         throw std::system_error(ec.value(), std::generic_category(),
-                                config.name + ": cannot listen on " + config.listen.to_string() +
+                                config.name + ": cannot listen on " + where.to_string() +
                                     (busy ? " (another server listens there)" : ""));
       if (!said) {
-        events.write({{"event", "port_busy"}, {"listen", config.listen.to_string()},
+        events.write({{"event", "port_busy"}, {"listen", where.to_string()},
                       {"detail", "held by a client connection, not a server (an ephemeral port or TIME_WAIT); "
                                  "waiting up to 65 s for the kernel to free it"}});
         events.flush();  // the event loop is not running yet
@@ -334,6 +334,7 @@ struct node_service::impl {
   }
 
   tcp::acceptor acceptor;
+  tcp::acceptor submission_acceptor;  // open when the domain has "submission"
   std::unique_ptr<resolver_client> resolver;
   std::unique_ptr<relay> relay_agent;
   std::size_t accept_errors = 0;
@@ -415,7 +416,13 @@ std::uint16_t node_service::start() {
     }
   }
 
-  auto port = m.listen();
+  auto port = m.listen(m.acceptor, m.config.listen);
+  std::uint16_t submission_port = 0;
+  if (m.config.submission) {
+    // The launcher wrote the passwords before starting the nodes (common/passwords.hpp).
+    m.ctx.passwords = read_passwords(passwords_file(m.dir.parent_path()));
+    submission_port = m.listen(m.submission_acceptor, *m.config.submission);
+  }
   if (m.net.tls) {
     // The launcher wrote them in <run>/tls/ (launcher/tls_ca.hpp).
     auto loaded = load_tls(m.dir.parent_path() / "tls", m.config.name);
@@ -441,20 +448,25 @@ std::uint16_t node_service::start() {
     m.events.write({{"event", "fd_limit"}, {"sessions", std::to_string(m.fds.session_cap())},
                     {"detail", "the descriptor limit admits fewer sessions than limits.connections"}});
 
-  asio::co_spawn(m.io, m.accept_loop(), [this](std::exception_ptr e) {
-    if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      impl_->events.write({{"event", "accept_loop_error"}, {"error", ex.what()}});
-    }
-  });
+  for (auto* acceptor : {&m.acceptor, &m.submission_acceptor}) {
+    if (!acceptor->is_open()) continue;
+    asio::co_spawn(m.io, m.accept_loop(*acceptor, acceptor == &m.submission_acceptor), [this](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        impl_->events.write({{"event", "accept_loop_error"}, {"error", ex.what()}});
+      }
+    });
+  }
   m.events.write({{"event", "ready"}, {"domain", m.config.name},
                   {"listen", endpoint{m.config.listen.host, port}.to_string()},
                   {"pid", std::to_string(::getpid())},
                   {"starttls", m.config.policy.tls != tls_policy::off && can_serve_tls(m.ctx.tls.get())
                                    ? std::string(to_string(m.config.policy.tls)) : "off"},
-                  {"tls_relay", std::string(to_string(m.config.policy.tls_relay))}});
+                  {"tls_relay", std::string(to_string(m.config.policy.tls_relay))},
+                  {"submission", m.config.submission ? endpoint{m.config.submission->host, submission_port}.to_string()
+                                                     : std::string("no")}});
   return port;
 }
 
@@ -498,6 +510,7 @@ void node_service::flush() {
 void node_service::stop() {
   boost::system::error_code ec;
   impl_->acceptor.close(ec);
+  impl_->submission_acceptor.close(ec);
 }
 
 void node_service::shut_down(std::chrono::milliseconds drain) {

@@ -117,6 +117,35 @@ param_result parse_mail_parameters(std::string_view rest, std::uint64_t size_lim
   return r;
 }
 
+// RFC 4648 base64 as SASL sends it (RFC 4954 §4): no line breaks, padding
+// required; nullopt for anything else.
+std::optional<std::string> decode_sasl_base64(std::string_view text) {
+  if (text.size() % 4 != 0) return std::nullopt;
+  std::string out;
+  std::uint32_t bits = 0;
+  std::size_t padding = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    int v = c >= 'A' && c <= 'Z' ? c - 'A' : c >= 'a' && c <= 'z' ? c - 'a' + 26 : c >= '0' && c <= '9' ? c - '0' + 52
+            : c == '+' ? 62 : c == '/' ? 63 : -1;
+    if (c == '=' && i + 2 >= text.size()) {
+      ++padding;
+      v = 0;
+    } else if (v < 0 || padding > 0) {
+      return std::nullopt;
+    }
+    bits = (bits << 6) | static_cast<std::uint32_t>(v);
+    if (i % 4 == 3) {
+      out += static_cast<char>((bits >> 16) & 0xFF);
+      out += static_cast<char>((bits >> 8) & 0xFF);
+      out += static_cast<char>(bits & 0xFF);
+      bits = 0;
+    }
+  }
+  out.resize(out.size() - padding);
+  return out;
+}
+
 std::string multiline(int code, const std::vector<std::string>& lines) {
   std::string out;
   for (std::size_t i = 0; i < lines.size(); ++i)
@@ -170,7 +199,7 @@ const smtp_protocol::verb_row smtp_protocol::verbs_[] = {
     {"TURN", any_phase, &smtp_protocol::do_not_implemented, ""},
     {"ETRN", any_phase, &smtp_protocol::do_not_implemented, ""},
     {"BDAT", any_phase, &smtp_protocol::do_not_implemented, ""},
-    {"AUTH", any_phase, &smtp_protocol::do_not_implemented, ""},
+    {"AUTH", any_phase, &smtp_protocol::do_auth, ""},  // its phases: do_auth
     {"STARTTLS", any_phase, &smtp_protocol::do_starttls, ""},  // its phases: do_starttls
 };
 
@@ -214,6 +243,7 @@ step smtp_protocol::on_line_too_long() {
 
 step smtp_protocol::on_line(std::string_view line) {
   if (closed_) return {"", next_step::close};  // a closed session stays closed
+  if (auth_state_ != auth_state::none) return on_auth_response(line);
   if (has_control(line)) return reply(501, "5.5.2 Control characters are not allowed in commands");
   auto space = line.find(' ');
   std::string_view verb = line.substr(0, space);
@@ -248,14 +278,16 @@ step smtp_protocol::do_helo(std::string_view arg, bool esmtp) {
                                  "SIZE " + std::to_string(config_.limits.message_size), "8BITMIME", "PIPELINING",
                                  "ENHANCEDSTATUSCODES"};
   if (tls_offered_ && !tls_active()) lines.push_back("STARTTLS");
+  if (passwords_ && tls_active()) lines.push_back("AUTH PLAIN LOGIN");  // RFC 4954 §4: only inside TLS here
   lines.push_back("HELP");
   return {multiline(250, lines), next_step::read_command};
 }
 
 step smtp_protocol::do_mail(std::string_view arg) {
   if (mail_refusal_code_ != 0) return reply(mail_refusal_code_, mail_refusal_);
-  if (config_.policy.tls == tls_policy::required && !tls_active())
+  if ((passwords_ || config_.policy.tls == tls_policy::required) && !tls_active())
     return reply(530, "5.7.0 Must issue a STARTTLS command first");
+  if (passwords_ && env_.auth_user.empty()) return reply(530, "5.7.0 Authentication required");
   if (!istarts_with(arg, "FROM:")) return reply(501, "5.5.4 Syntax: MAIL FROM:<address>");
   if (has_8bit_address(arg.substr(5))) return reply(553, eight_bit_address_text);
   auto path = parse_path(arg.substr(5));
@@ -268,6 +300,16 @@ step smtp_protocol::do_mail(std::string_view arg) {
   }
   auto params = parse_mail_parameters(path.rest, config_.limits.message_size);
   if (params.code) return reply(params.code, params.text);
+  if (passwords_) {
+    // Submission relays for its users only, as themselves (or as the
+    // domain's postmaster): the sender is the authenticated user.
+    const auto at = env_.auth_user.rfind('@');
+    const bool own = !path.null_path && path.box.domain == config_.name && !path.box.quoted &&
+                     (lower(path.box.local) == lower(env_.auth_user.substr(0, at)) || lower(path.box.local) == "postmaster");
+    if (!own)
+      return reply(553, "5.7.1 Sender address <" + (path.null_path ? std::string() : path.box.to_string()) +
+                            "> is not owned by " + env_.auth_user + " (send as yourself or postmaster@" + config_.name + ")");
+  }
   if (!path.null_path && config_.policy.require_helo_domain_match && path.box.domain != env_.helo)
     return reply(550, "5.7.1 Sender domain " + path.box.domain + " does not match the HELO/EHLO domain " + env_.helo);
   env_.mail_from = path.null_path ? std::string{} : path.box.to_string();
@@ -392,7 +434,79 @@ void smtp_protocol::on_tls_started(std::string description) {
   phase_ = phase::fresh;
   env_.helo.clear();
   env_.esmtp = false;
+  env_.auth_user.clear();
   env_.tls = std::move(description);
+}
+
+step smtp_protocol::do_auth(std::string_view arg) {
+  if (!passwords_) return do_not_implemented(arg);  // port 25: AUTH is not offered
+  if (!tls_active()) return reply(538, "5.7.11 Encryption required for requested authentication mechanism");
+  if (phase_ == phase::fresh) return reply(503, "5.5.1 Send EHLO first");
+  if (!env_.auth_user.empty()) return reply(503, "5.5.1 Already authenticated");
+  if (phase_ != phase::greeted) return reply(503, "5.5.1 AUTH is not allowed during a mail transaction");
+  arg = trim(arg);
+  const auto space = arg.find(' ');
+  const auto mechanism = arg.substr(0, space);
+  const auto initial = space == std::string_view::npos ? std::string_view{} : trim(arg.substr(space + 1));
+  const bool has_initial = space != std::string_view::npos && !initial.empty();
+  if (iequals(mechanism, "PLAIN")) {
+    auth_state_ = auth_state::plain;
+    if (!has_initial) return {"334 \r\n", next_step::read_command};
+    return on_auth_response(initial == "=" ? std::string_view{} : initial);
+  }
+  if (iequals(mechanism, "LOGIN")) {
+    auth_state_ = auth_state::login_user;
+    if (!has_initial) return {"334 VXNlcm5hbWU6\r\n", next_step::read_command};  // "Username:"
+    return on_auth_response(initial);
+  }
+  if (mechanism.empty()) return reply(501, "5.5.4 Syntax: AUTH mechanism [initial-response]");
+  return reply(504, "5.5.4 Unrecognized authentication type (PLAIN and LOGIN are offered)");
+}
+
+step smtp_protocol::on_auth_response(std::string_view line) {
+  const auto state = auth_state_;
+  auth_state_ = auth_state::none;
+  if (line == "*") return reply(501, "5.0.0 Authentication cancelled");
+  auto decoded = line.empty() ? std::optional<std::string>("") : decode_sasl_base64(line);
+  if (!decoded) return reply(501, "5.5.2 Cannot decode the response (base64 expected)");
+  if (state == auth_state::login_user) {
+    auth_login_ = *decoded;
+    auth_state_ = auth_state::login_password;
+    return {"334 UGFzc3dvcmQ6\r\n", next_step::read_command};  // "Password:"
+  }
+  if (state == auth_state::login_password) return finish_auth({}, std::string(auth_login_), *decoded);
+  // PLAIN (RFC 4616): authzid NUL authcid NUL passwd
+  const std::string& m = *decoded;
+  const auto first = m.find('\0');
+  const auto second = first == std::string::npos ? std::string::npos : m.find('\0', first + 1);
+  if (second == std::string::npos || m.find('\0', second + 1) != std::string::npos)
+    return reply(501, "5.5.2 Malformed PLAIN response (authzid NUL authcid NUL password expected)");
+  const std::string_view view(m);
+  return finish_auth(view.substr(0, first), view.substr(first + 1, second - first - 1), view.substr(second + 1));
+}
+
+step smtp_protocol::finish_auth(std::string_view authzid, std::string_view login, std::string_view password) {
+  const std::string login_text(login.substr(0, 256));
+  auth_login_.clear();
+  // A user of this domain only, as "user" or "user@domain"; no acting as another (authzid).
+  const auto at = login.rfind('@');
+  const bool this_domain = at == std::string_view::npos || lower(login.substr(at + 1)) == config_.name;
+  const bool same_identity = authzid.empty() || lower(authzid) == lower(login) ||
+                             (authzid.find('@') == std::string_view::npos && at != std::string_view::npos &&
+                              lower(authzid) == lower(login.substr(0, at)));
+  const password_entry* entry = find_password(*passwords_, login, config_.name);
+  if (this_domain && same_identity && entry && check_password(*passwords_, login, config_.name, password)) {
+    env_.auth_user = entry->address();
+    step s{"235 2.7.0 Authentication successful\r\n", next_step::read_command};
+    s.auth = step::auth_result::succeeded;
+    s.login = env_.auth_user;
+    return s;
+  }
+  ++auth_failures_;
+  step s = reply(535, "5.7.8 Authentication credentials invalid");
+  s.auth = step::auth_result::failed;
+  s.login = login_text;
+  return s;
 }
 
 step smtp_protocol::do_not_implemented(std::string_view) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/address.hpp"
+#include "common/passwords.hpp"
 #include "common/topology.hpp"
 
 namespace mailnet::node {
@@ -29,6 +30,7 @@ struct envelope {
   std::string mail_from;  // empty: the null sender <>
   std::vector<recipient> rcpts;
   std::string tls;  // "TLSv1.3 TLS_AES_256_GCM_SHA384" inside TLS, empty in plain text
+  std::string auth_user;  // "rey@jaku.com" once AUTH succeeded (submission), else empty
 };
 
 // start_tls: the reply (220) goes out alone, then the TLS handshake; the
@@ -36,8 +38,14 @@ struct envelope {
 enum class next_step { read_command, read_data, commit, close, start_tls };
 
 struct step {
+  step() = default;
+  step(std::string r, next_step n = next_step::read_command) : reply(std::move(r)), next(n) {}
   std::string reply;  // wire text, CRLF-terminated (possibly several lines); may be empty
   next_step next = next_step::read_command;
+  // AUTH: the credentials were wrong (the session delays the 535 and logs
+  // it), or right; login is what the client gave as its user name.
+  enum class auth_result { none, failed, succeeded } auth = auth_result::none;
+  std::string login;
 };
 
 // Result of the data phase, as the session reports it.
@@ -79,6 +87,16 @@ class smtp_protocol {
   void on_tls_started(std::string description);
   bool tls_active() const { return !env_.tls.empty(); }
 
+  // The submission listener (README: Submission): STARTTLS, then AUTH PLAIN
+  // or LOGIN (RFC 4954, offered only inside TLS) checked against passwords,
+  // then MAIL from the authenticated user or the domain's postmaster only.
+  // Elsewhere AUTH stays 502 (not offered). passwords must outlive this.
+  void serve_submission(const std::vector<password_entry>* passwords) { passwords_ = passwords; }
+  // The next line is a SASL response (334 went out), not a command: the
+  // session keeps it out of the transcript.
+  bool awaiting_auth_response() const { return auth_state_ != auth_state::none; }
+  std::size_t auth_failures() const { return auth_failures_; }  // on this connection
+
  private:
   enum class phase { fresh, greeted, mail, rcpt };
   struct verb_row;
@@ -96,6 +114,9 @@ class smtp_protocol {
   step do_quit(std::string_view arg);
   step do_starttls(std::string_view arg);
   step do_not_implemented(std::string_view arg);
+  step do_auth(std::string_view arg);
+  step on_auth_response(std::string_view line);
+  step finish_auth(std::string_view authzid, std::string_view login, std::string_view password);
   void reset_transaction();
 
   const domain_config& config_;
@@ -105,6 +126,11 @@ class smtp_protocol {
   bool tls_offered_ = false;
   int mail_refusal_code_ = 0;
   std::string mail_refusal_;
+  const std::vector<password_entry>* passwords_ = nullptr;  // non-null: the submission listener
+  enum class auth_state { none, plain, login_user, login_password };
+  auth_state auth_state_ = auth_state::none;
+  std::string auth_login_;  // AUTH LOGIN: the user name, while the password is asked for
+  std::size_t auth_failures_ = 0;
   bool closed_ = false;  // a closing reply went out: later calls answer nothing and stay closed
 };
 

@@ -56,11 +56,26 @@ std::string helo_name(std::string_view line) {
   return name;
 }
 
+// "AUTH PLAIN <base64>" as "AUTH PLAIN <redacted>": an initial response
+// carries the password. Other lines unchanged.
+std::string without_credentials(std::string_view line) {
+  if (line.size() < 5) return std::string(line);
+  std::string verb(line.substr(0, 5));
+  for (auto& c : verb) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (verb != "AUTH ") return std::string(line);
+  const auto space = line.find(' ', 5);
+  if (space == std::string_view::npos) return std::string(line);
+  return std::string(line.substr(0, space)) + " <redacted>";
+}
+
 class session {
  public:
-  session(node_context& ctx, tcp::socket socket)
-      : ctx_(ctx), channel_(std::move(socket)), id_(ctx.new_id()), ip_(client_ip()), protocol_(ctx.config, ip_) {
-    protocol_.offer_tls(ctx.config.policy.tls != tls_policy::off && can_serve_tls(ctx.tls.get()));
+  session(node_context& ctx, tcp::socket socket, bool submission)
+      : ctx_(ctx), channel_(std::move(socket)), id_(ctx.new_id()), ip_(client_ip()), protocol_(ctx.config, ip_),
+        submission_(submission) {
+    // The submission listener offers STARTTLS whatever policy.tls says: AUTH needs it.
+    protocol_.offer_tls((submission || ctx.config.policy.tls != tls_policy::off) && can_serve_tls(ctx.tls.get()));
+    if (submission) protocol_.serve_submission(&ctx.passwords);
   }
 
   asio::awaitable<void> run();
@@ -137,6 +152,7 @@ class session {
 
   asio::awaitable<step> read_data();
   asio::awaitable<bool> start_tls(const step& s);
+  asio::awaitable<bool> after_auth(const step& s);
 
   // Faults (fault_plan.hpp). fault_at decides, and logs the fault it
   // injects in node.log and the transcript; the rest carry one out.
@@ -153,6 +169,7 @@ class session {
   std::string pending_;
   std::string log_pending_;
   bool waiting_for_command_ = false;
+  bool submission_ = false;
   std::list<std::function<void()>>::iterator hook_;
 };
 
@@ -235,7 +252,7 @@ asio::awaitable<step> session::read_data() {
   std::string qid = ctx_.new_id();
   trace_info trace{env.helo, env.client_ip, ctx_.config.name, env.esmtp, qid,
                    env.rcpts.size() == 1 ? env.rcpts.front().address : std::string{},
-                   std::chrono::system_clock::now(), env.tls};
+                   std::chrono::system_clock::now(), env.tls, !env.auth_user.empty()};
   std::string message = make_trace_headers(trace, facts);
   message += reader.message();
   // Counted as stored, as the next node of the network will count it.
@@ -261,7 +278,8 @@ asio::awaitable<step> session::read_data() {
     ctx_.events.write({{"id", qid}, {"event", ok ? "accepted" : "commit_failed"}, {"session", id_},
                        {"from", env.mail_from}, {"rcpts", std::to_string(env.rcpts.size())},
                        {"size", std::to_string(size)}, {"message_id", message_id},
-                       {"tls", env.tls.empty() ? "no" : env.tls}},
+                       {"auth", env.auth_user.empty() ? "no" : env.auth_user},
+                       {"tls", env.tls.empty() ? "no" : env.tls}},  // last: the launcher counts on it
                       ok ? event_log::pace::batched : event_log::pace::prompt);
   };
   bool ok = co_await ctx_.commit(env, std::move(message), qid, announce);
@@ -289,6 +307,41 @@ asio::awaitable<bool> session::start_tls(const step& s) {
   ctx_.events.write({{"id", id_}, {"event", "tls"}, {"client", ip_}, {"tls", outcome.description}},
                     event_log::pace::batched);
   protocol_.on_tls_started(outcome.description);
+  co_return true;
+}
+
+// After an AUTH: a success is logged and forgets the address's failures; a
+// failure is logged, counted for the connection and the client's address,
+// and its 535 waits 250 ms × 2^(n-1) (n: the larger count), at most 5 s.
+// False when the session ends meanwhile.
+asio::awaitable<bool> session::after_auth(const step& s) {
+  using namespace std::chrono;
+  const auto now = steady_clock::now();
+  if (s.auth == step::auth_result::succeeded) {
+    ctx_.auth_failures.erase(ip_);
+    ctx_.events.write({{"id", id_}, {"event", "auth"}, {"client", ip_}, {"user", s.login}}, event_log::pace::batched);
+    co_return true;
+  }
+  auto& record = ctx_.auth_failures[ip_];
+  if (now - record.last > minutes(5)) record.count = 0;
+  ++record.count;
+  record.last = now;
+  if (ctx_.auth_failures.size() > 10000) {  // bounded: the stale ones go, then all but this one if need be
+    std::erase_if(ctx_.auth_failures, [&](const auto& e) { return now - e.second.last > minutes(5); });
+    if (ctx_.auth_failures.size() > 10000) {
+      const auto kept = record;
+      ctx_.auth_failures.clear();
+      ctx_.auth_failures[ip_] = kept;
+    }
+  }
+  const std::size_t n = std::max(protocol_.auth_failures(), ctx_.auth_failures[ip_].count);
+  const milliseconds delay = std::min<milliseconds>(milliseconds(250L << std::min<std::size_t>(n - 1, 8)), seconds(5));
+  ctx_.events.write({{"id", id_}, {"event", "auth_failed"}, {"client", ip_}, {"user", s.login},
+                     {"failures", std::to_string(n)}, {"delay_ms", std::to_string(delay.count())}});
+  log_line(" AUTH failed (" + std::to_string(n) + " from " + ip_ + "): the reply waits " +
+           std::to_string(delay.count()) + " ms");
+  if (!co_await flush_pending()) co_return false;
+  co_await pause_for(delay);
   co_return true;
 }
 
@@ -374,8 +427,14 @@ asio::awaitable<void> session::check_reverse_dns() {
 }
 
 asio::awaitable<void> session::serve() {
-  ctx_.events.write({{"id", id_}, {"event", "connect"}, {"client", ip_}}, event_log::pace::batched);
-  log_line(" connect from " + ip_);
+  if (submission_) {
+    ctx_.events.write({{"id", id_}, {"event", "connect"}, {"client", ip_}, {"listener", "submission"}},
+                      event_log::pace::batched);
+    log_line(" connect from " + ip_ + " to the submission listener");
+  } else {
+    ctx_.events.write({{"id", id_}, {"event", "connect"}, {"client", ip_}}, event_log::pace::batched);
+    log_line(" connect from " + ip_);
+  }
   if (ctx_.config.policy.require_fcrdns && ctx_.resolver) co_await check_reverse_dns();
   if (!co_await greet()) co_return;
 
@@ -406,7 +465,10 @@ asio::awaitable<void> session::serve() {
       log_line(" C: <line over " + std::to_string(ctx_.config.limits.command_line) + " bytes>");
       s = protocol_.on_line_too_long();
     } else {
-      log_client(line);
+      // Credentials stay out of smtp.log: a SASL response, and what follows
+      // the mechanism in AUTH, are shown as <redacted>.
+      if (protocol_.awaiting_auth_response()) log_line(" C: <AUTH response redacted>");
+      else log_client(without_credentials(line));
       // A fault acts before the command is carried out: a reply or a
       // disconnect leaves the session as if the command never came.
       std::optional<fault_hit> hit;
@@ -430,6 +492,7 @@ asio::awaitable<void> session::serve() {
         break;
       }
       s = protocol_.on_line(line);
+      if (s.auth != step::auth_result::none && !co_await after_auth(s)) break;
     }
     if (s.next == next_step::read_data && channel_.input_pending()) {
       // RFC 2920 §3.1: DATA ends a pipelined group; the client must wait for 354.
@@ -482,12 +545,12 @@ asio::awaitable<void> session::serve() {
 
 }  // namespace
 
-asio::awaitable<void> run_smtp_session(node_context& ctx, tcp::socket socket) {
+asio::awaitable<void> run_smtp_session(node_context& ctx, tcp::socket socket, bool submission) {
   // No RAII guard for the count: a frame destroyed at shutdown must not touch
   // ctx, which may be gone by then.
   ++ctx.active_sessions;
   try {
-    session s(ctx, std::move(socket));
+    session s(ctx, std::move(socket), submission);
     co_await s.run();
   } catch (...) {
     --ctx.active_sessions;

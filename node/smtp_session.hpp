@@ -8,6 +8,8 @@
 namespace mailnet::node {
 
 // One SMTP conversation; owns its socket. Every read and write has a deadline.
-boost::asio::awaitable<void> run_smtp_session(node_context& ctx, boost::asio::ip::tcp::socket socket);
+// submission: the domain's submission listener (STARTTLS, AUTH, then MAIL).
+boost::asio::awaitable<void> run_smtp_session(node_context& ctx, boost::asio::ip::tcp::socket socket,
+                                              bool submission = false);
 
 }  // namespace mailnet::node

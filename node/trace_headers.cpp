@@ -144,7 +144,7 @@ std::string make_trace_headers(const trace_info& info, const header_facts& facts
     out += "(using " + info.tls.substr(0, space) +
            (space == std::string::npos ? std::string{} : " with cipher " + info.tls.substr(space + 1)) + ")\r\n\t";
   }
-  out += "by " + info.by_domain + " (mailnet) with " + (info.esmtp ? "ESMTP" : "SMTP") + (info.tls.empty() ? "" : "S") +
+  out += "by " + info.by_domain + " (mailnet) with " + (info.esmtp ? "ESMTP" : "SMTP") + (info.tls.empty() ? "" : "S") + (info.authenticated ? "A" : "") +
          " id " + info.queue_id + "\r\n\t";
   if (!info.for_address.empty()) out += "for <" + info.for_address + ">; ";
   out += date + "\r\n";

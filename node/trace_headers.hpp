@@ -33,6 +33,7 @@ struct trace_info {
   std::string for_address;  // empty when several recipients
   std::chrono::system_clock::time_point when;
   std::string tls;  // "TLSv1.3 TLS_AES_256_GCM_SHA384" when the mail came over TLS
+  bool authenticated = false;  // AUTH on the submission listener: "with ESMTPSA" (RFC 3848)
 };
 
 // The lines to put in front of the message: Received:, and Message-ID:/Date:

@@ -342,3 +342,139 @@ TEST_CASE("STARTTLS: policy.tls required refuses MAIL in plain text with 530 5.7
   CHECK(q.on_line("EHLO client.example").reply.find("STARTTLS") == std::string::npos);
   CHECK(q.on_line("STARTTLS").reply.rfind("502 5.5.1", 0) == 0);
 }
+
+namespace {
+
+// base64 of "\0user\0password" and the like, for AUTH lines.
+std::string b64(const std::string& data) {
+  static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  for (std::size_t i = 0; i < data.size(); i += 3) {
+    unsigned v = static_cast<unsigned char>(data[i]) << 16;
+    if (i + 1 < data.size()) v |= static_cast<unsigned char>(data[i + 1]) << 8;
+    if (i + 2 < data.size()) v |= static_cast<unsigned char>(data[i + 2]);
+    out += alphabet[(v >> 18) & 63];
+    out += alphabet[(v >> 12) & 63];
+    out += i + 1 < data.size() ? alphabet[(v >> 6) & 63] : '=';
+    out += i + 2 < data.size() ? alphabet[v & 63] : '=';
+  }
+  return out;
+}
+
+const std::vector<password_entry> jaku_passwords{{"rey", "jaku.com", "r3y pass"}, {"Finn", "jaku.com", "f1nn"},
+                                                  {"vader", "deathstar.com", "dark"}};
+
+// A submission session past STARTTLS and EHLO.
+smtp_protocol submission_session(const domain_config& cfg) {
+  smtp_protocol p(cfg, "127.0.0.1");
+  p.offer_tls(true);
+  p.serve_submission(&jaku_passwords);
+  p.on_line("EHLO client.example");
+  p.on_line("STARTTLS");
+  p.on_tls_started("TLSv1.3 TLS_AES_256_GCM_SHA384");
+  p.on_line("EHLO client.example");
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("AUTH on port 25: not offered, 502 as before, in TLS too") {
+  auto cfg = jaku();
+  smtp_protocol p(cfg, "127.0.0.1");
+  p.offer_tls(true);
+  CHECK(p.on_line("EHLO client.example").reply.find("AUTH") == std::string::npos);
+  CHECK(p.on_line("AUTH PLAIN " + b64(std::string("\0rey\0r3y pass", 13))).reply == "502 5.5.1 Command not implemented\r\n");
+  p.on_line("STARTTLS");
+  p.on_tls_started("TLSv1.3 x");
+  CHECK(p.on_line("EHLO client.example").reply.find("AUTH") == std::string::npos);
+  CHECK(code_of(p.on_line("AUTH LOGIN")) == 502);
+  CHECK(code_of(p.on_line("MAIL FROM:<vader@deathstar.com>")) == 250);  // no AUTH needed there
+}
+
+TEST_CASE("submission: AUTH only inside TLS (538), MAIL only after AUTH (530)") {
+  auto cfg = jaku();
+  smtp_protocol p(cfg, "127.0.0.1");
+  p.offer_tls(true);
+  p.serve_submission(&jaku_passwords);
+  auto ehlo = p.on_line("EHLO client.example");
+  CHECK(ehlo.reply.find("STARTTLS") != std::string::npos);
+  CHECK(ehlo.reply.find("AUTH") == std::string::npos);
+  CHECK(p.on_line("AUTH PLAIN " + b64(std::string("\0rey\0r3y pass", 13))).reply ==
+        "538 5.7.11 Encryption required for requested authentication mechanism\r\n");
+  CHECK(p.on_line("MAIL FROM:<rey@jaku.com>").reply == "530 5.7.0 Must issue a STARTTLS command first\r\n");
+  p.on_line("STARTTLS");
+  p.on_tls_started("TLSv1.3 x");
+  CHECK(code_of(p.on_line("AUTH PLAIN")) == 503);  // EHLO first, after TLS
+  CHECK(p.on_line("EHLO client.example").reply.find("250-AUTH PLAIN LOGIN\r\n") != std::string::npos);
+  CHECK(p.on_line("MAIL FROM:<rey@jaku.com>").reply == "530 5.7.0 Authentication required\r\n");
+}
+
+TEST_CASE("submission: AUTH PLAIN and LOGIN, right and wrong, in every form") {
+  auto cfg = jaku();
+  {
+    auto p = submission_session(cfg);
+    auto s = p.on_line("AUTH PLAIN " + b64(std::string("\0rey@jaku.com\0r3y pass", 22)));
+    CHECK(s.reply == "235 2.7.0 Authentication successful\r\n");
+    CHECK(s.auth == step::auth_result::succeeded);
+    CHECK(p.transaction().auth_user == "rey@jaku.com");
+    CHECK(code_of(p.on_line("AUTH PLAIN")) == 503);  // once
+  }
+  {
+    auto p = submission_session(cfg);
+    CHECK(p.on_line("auth plain").reply == "334 \r\n");  // the response on its own line
+    CHECK(p.awaiting_auth_response());
+    auto s = p.on_line(b64(std::string("finn\0finn\0f1nn", 14)));  // authzid = authcid; case of the user ignored
+    CHECK(code_of(s) == 235);
+    CHECK(p.transaction().auth_user == "Finn@jaku.com");
+  }
+  {
+    auto p = submission_session(cfg);
+    CHECK(p.on_line("AUTH LOGIN").reply == "334 VXNlcm5hbWU6\r\n");
+    CHECK(p.on_line(b64("rey")).reply == "334 UGFzc3dvcmQ6\r\n");
+    CHECK(code_of(p.on_line(b64("r3y pass"))) == 235);
+  }
+  {
+    auto p = submission_session(cfg);
+    CHECK(p.on_line("AUTH LOGIN " + b64("rey@jaku.com")).reply == "334 UGFzc3dvcmQ6\r\n");
+    auto s = p.on_line(b64("r3y pas"));
+    CHECK(s.reply == "535 5.7.8 Authentication credentials invalid\r\n");
+    CHECK(s.auth == step::auth_result::failed);
+    CHECK(s.login == "rey@jaku.com");
+    CHECK(p.auth_failures() == 1);
+    CHECK(p.transaction().auth_user.empty());
+  }
+  auto fails = [&](const std::string& plain_response) {
+    auto p = submission_session(cfg);
+    return code_of(p.on_line("AUTH PLAIN " + plain_response));
+  };
+  CHECK(fails(b64(std::string("\0vader@deathstar.com\0dark", 25))) == 535);  // another domain's user
+  CHECK(fails(b64(std::string("finn\0rey\0r3y pass", 17))) == 535);          // acting as another
+  CHECK(fails(b64(std::string("\0nobody\0x", 9))) == 535);
+  CHECK(fails(b64(std::string("\0rey\0", 5))) == 535);
+  CHECK(fails("%%%") == 501);                                          // not base64
+  CHECK(fails(b64("no nul at all")) == 501);
+  CHECK(fails(b64(std::string("\0rey\0r3y pass\0", 14))) == 501);     // a third NUL
+  {
+    auto p = submission_session(cfg);
+    p.on_line("AUTH LOGIN");
+    CHECK(p.on_line("*").reply == "501 5.0.0 Authentication cancelled\r\n");
+    CHECK_FALSE(p.awaiting_auth_response());
+    CHECK(code_of(p.on_line("AUTH CRAM-MD5")) == 504);
+    CHECK(code_of(p.on_line("NOOP")) == 250);
+  }
+}
+
+TEST_CASE("submission: the sender is the authenticated user or postmaster (553 5.7.1); relay is allowed") {
+  auto cfg = jaku();
+  auto p = submission_session(cfg);
+  REQUIRE(code_of(p.on_line("AUTH PLAIN " + b64(std::string("\0rey\0r3y pass", 13)))) == 235);
+  CHECK(p.on_line("MAIL FROM:<finn@jaku.com>").reply.rfind("553 5.7.1 Sender address <finn@jaku.com> is not owned by rey@jaku.com", 0) == 0);
+  CHECK(code_of(p.on_line("MAIL FROM:<rey@deathstar.com>")) == 553);
+  CHECK(code_of(p.on_line("MAIL FROM:<>")) == 553);
+  CHECK(code_of(p.on_line("MAIL FROM:<\"rey\"@jaku.com>")) == 553);
+  CHECK(code_of(p.on_line("MAIL FROM:<Postmaster@JAKU.com>")) == 250);
+  CHECK(code_of(p.on_line("RSET")) == 250);
+  CHECK(code_of(p.on_line("MAIL FROM:<REY@jaku.com>")) == 250);
+  CHECK(code_of(p.on_line("RCPT TO:<vader@deathstar.com>")) == 250);  // relayed for the user
+  CHECK(code_of(p.on_line("AUTH PLAIN")) == 503);                     // not inside a transaction
+}

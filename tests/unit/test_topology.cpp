@@ -130,7 +130,8 @@ TEST_CASE("wrong types say what was expected and what was found") {
   CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25", "users": "rey"}])")) ==
         "topo.json: $.domains[0].users: expected a list of user names, found string");
   CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25", "users": [1]}])")) ==
-        "topo.json: $.domains[0].users[0]: expected a string, found number");
+        "topo.json: $.domains[0].users[0]: expected a user name or an object such as {\"name\": \"finn\", "
+        "\"password\": \"...\"}, found number");
   CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": 25}])")).find("$.domains[0].listen: expected \"host:port\"") !=
         std::string::npos);
   CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25", "policy": {"require_known_users": "yes"}}])")) ==
@@ -356,4 +357,40 @@ TEST_CASE("a node's part of the topology: its domain, the rules acting on it and
   CHECK(lone.domains[0].name == "d.test");
   CHECK(lone.faults.rules.empty());
   CHECK(parse_topology(to_json_text(lone), "lone.json") == lone);
+}
+
+TEST_CASE("users with passwords and the submission listener: read, named when wrong, round trip") {
+  auto t = parse_topology(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:1", "submission": "127.0.0.1:2",
+                                            "users": ["rey", {"name": "finn", "password": "pass word!"}, {"name": "poe"}]}])"),
+                          "topo.json");
+  const auto& d = t.domains[0];
+  CHECK(d.users == std::vector<std::string>{"rey", "finn", "poe"});
+  CHECK(d.passwords == std::map<std::string, std::string>{{"finn", "pass word!"}});
+  REQUIRE(d.submission);
+  CHECK(d.submission->to_string() == "127.0.0.1:2");
+  CHECK(parse_topology(to_json_text(t), "network.json") == t);
+
+  auto users = [](const std::string& list) {
+    return error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:1", "users": )" + list + "}]"));
+  };
+  CHECK(users(R"([{"name": "finn", "password": ""}])") ==
+        "topo.json: $.domains[0].users[0].password: expected 1 to 128 printable ASCII characters other than ':' "
+        "(the password is not shown here)");
+  CHECK(users(R"(["rey", {"name": "finn", "password": "a:b"}])").find("$.domains[0].users[1].password: ") != std::string::npos);
+  CHECK(users(R"([{"name": "finn", "password": 7}])") == "topo.json: $.domains[0].users[0].password: expected a string, found number");
+  CHECK(users(R"([{"password": "x"}])") == "topo.json: $.domains[0].users[0].name: missing (expected the user's name)");
+  CHECK(users(R"([{"name": "finn", "pasword": "x"}])").find("$.domains[0].users[0]") != std::string::npos);
+  CHECK(users(R"(["finn", {"name": "FINN", "password": "x"}])") == "topo.json: $.domains[0].users[1]: duplicate user \"FINN\"");
+  CHECK(users(R"([true])").find("topo.json: $.domains[0].users[0]: expected a user name or an object") == 0);
+
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:1", "submission": "127.0.0.1:1"}])")) ==
+        "topo.json: $.domains[0].submission: duplicate address 127.0.0.1:1 (also at $.domains[0].listen)");
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:1", "submission": "127.0.0.1:3"},
+                                  {"name": "b.com", "listen": "127.0.0.1:3"}])")) ==
+        "topo.json: $.domains[1].listen: duplicate address 127.0.0.1:3 (also at $.domains[0].submission)");
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:1", "submission": "10.0.0.1:3"}])"))
+            .find("topo.json: $.domains[0].submission: ") == 0);
+  CHECK(error_of(R"({"name": "t", "tls": false, "domains": [{"name": "a.com", "listen": "127.0.0.1:1",
+                                                              "submission": "127.0.0.1:2"}]})")
+            .find("topo.json: $.domains[0].submission: submission requires STARTTLS") == 0);
 }
