@@ -25,15 +25,20 @@ is never started, stopped or signalled. How:
   sendmail.
 - `postfix check` (with MAIL_CONFIG) creates the queue directories with their
   owners, as `postfix start` would.
-- The master runs in the foreground (`master -d`) as our child, in a session
-  of its own, so its pid is known without a pid file, its process group holds
-  every daemon it starts (none of them calls setsid), and SIGTERM to it stops
-  them all (master_sigdeath() signals its own group). Whatever is left of the
-  group after that is killed by the group id, which is the pid we started.
-- Errors: Postfix logs to syslog unless told otherwise, and these VMs have no
-  syslog. `maillog_file = DIR/maillog` with the `postlog` service makes every
-  daemon's log a file in the folder (postfix-script's too); the master's own
-  stdout/stderr go to DIR/master.out. A failure to start quotes both.
+- `postfix start-fg` runs as our child in a session of its own: postfix-script
+  checks the instance and runs the master as its child (`master -s`, which
+  makes a process group of its own, holding every daemon it starts: none of
+  them calls setsid). SIGTERM to the master (pid from the instance's pid
+  file) stops them all (master_sigdeath() signals its own group), then
+  postfix-script exits; whatever is left of the two groups after that is
+  killed by group id.
+  `start(direct=True)` runs `master -d` itself instead (no postfix-script).
+- Errors: Postfix logs to syslog unless its stderr is a terminal, and these
+  VMs have no syslog (/dev/log). `maillog_file = DIR/maillog` with the
+  `postlog` service makes every daemon's log a file in the folder; under
+  `start-fg` the master's own early errors land there too (under `master -d`
+  they do not: they go to /dev/log and are lost). A failure to start quotes
+  DIR/master.out (postfix-script's output) and the end of the maillog.
 
 What each instance syncs: cleanup(8) fsyncs the queue file before smtpd
 answers 250 (mail_stream_finish); virtual(8) writes the Maildir file in tmp/,
@@ -148,7 +153,9 @@ class Postfix:
         self.data = os.path.join(work, "data")
         self.mail = os.path.join(work, "mail")
         self.maillog = os.path.join(work, "maillog")
-        self.master = None
+        self.master = None  # what we started: the master, or `postfix start-fg`
+        self._master_pid = None
+        self.direct = False
         self.env = dict(os.environ, MAIL_CONFIG=self.etc)
         self.start_seconds = None
 
@@ -166,6 +173,14 @@ class Postfix:
             os.makedirs(d, exist_ok=True)
         # The daemons run as `postfix` and deliver as nobody: they must reach the folder.
         os.chmod(self.work, 0o755)
+        folder = os.path.dirname(os.path.abspath(self.work))
+        for _ in range(64):
+            if not os.stat(folder).st_mode & 0o001:
+                raise SystemExit(f"{folder} is not searchable by others: Postfix's daemons (user postfix, "
+                                 f"mailboxes as nobody) cannot reach {self.work}")
+            if folder == "/":
+                break
+            folder = os.path.dirname(folder)
         os.chown(self.data, _uid("postfix"), -1)
         os.chown(self.mail, MAILBOX_UID, MAILBOX_UID)
         main = {
@@ -204,6 +219,12 @@ class Postfix:
             for d in self.domains:
                 for u in self.users:
                     f.write(f"{u}@{d} {d}/{u}/\n")  # trailing slash: Maildir
+                    # Created now (virtual(8) would on first delivery), as mailnet's are: a watch can start before.
+                    for sub in ("", "/tmp", "/new", "/cur"):
+                        path = os.path.join(self.mail, d, u) + sub
+                        os.makedirs(path, exist_ok=True)
+                        for q in (os.path.join(self.mail, d), path):
+                            os.chown(q, MAILBOX_UID, MAILBOX_UID)
         with open(os.path.join(self.etc, "transport"), "w") as f:
             for d, p in self.relays.items():
                 f.write(f"{d} smtp:[127.0.0.1]:{p}\n")
@@ -215,12 +236,32 @@ class Postfix:
     # ---- start and stop -----------------------------------------------------
 
     def spawn(self):
-        """Starts the master (foreground, own session); returns at once."""
-        out = open(os.path.join(self.work, "master.out"), "wb")
-        self.master = lib.Started([MASTER, "-d"], env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-        out.close()
+        """Starts the instance in the foreground, as our child in a session
+        of its own; returns at once.
+
+        Default: `postfix start-fg` (postfix-script's checks, then the master
+        as its child, `master -s`), which writes even the master's first
+        errors (a port in use, a bad master.cf) to maillog_file. direct=True
+        runs `master -d` instead, skipping postfix-script: faster, but an
+        error before postlogd runs goes to syslog only (/dev/log, which these
+        VMs lack), so it is lost; use it once the set-up is known to work."""
+        argv = [MASTER, "-d"] if self.direct else [POSTFIX, "start-fg"]
+        with open(os.path.join(self.work, "master.out"), "wb") as out:
+            self.master = lib.Started(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
         return self
+
+    def master_pid(self):
+        """The master's pid: ours (direct) or postfix-script's child, from its pid file."""
+        if self.direct:
+            return self.master.pid
+        if not self._master_pid:
+            try:
+                with open(os.path.join(self.queue, "pid", "master.pid")) as f:
+                    self._master_pid = int(f.read().strip())
+            except (OSError, ValueError):
+                return None
+        return self._master_pid
 
     def greets(self):
         if self.master and self.master.proc.poll() is not None:
@@ -228,7 +269,8 @@ class Postfix:
                                f"{self.log_tail()}")
         return lib.smtp_greets(self.port)
 
-    def start(self, timeout=30):
+    def start(self, timeout=30, direct=False):
+        self.direct = direct
         t0 = time.monotonic()
         self.spawn()
         try:
@@ -239,17 +281,25 @@ class Postfix:
         self.start_seconds = time.monotonic() - t0
         return self
 
+    def groups(self):
+        """The process group we started, and the master's (`master -s` makes its own)."""
+        if not self.master:
+            return []
+        master = self.master_pid()
+        return sorted({self.master.pid} | ({master} if master else set()))
+
     def pids(self):
-        """The master and every daemon it runs (its process group)."""
-        return pgroup_pids(self.master.pid) if self.master else []
+        """The master and every daemon it runs (and postfix-script waiting for it)."""
+        return sorted(p for g in self.groups() for p in pgroup_pids(g))
 
     def cpu_seconds(self):
-        return tree_cpu_seconds(self.master.pid, self.pids())
+        return tree_cpu_seconds(self.master_pid(), self.pids())
 
     def memory_kib(self):
         """Rss, Pss and Private summed over the instance's processes, and their count."""
         total = {"Rss": 0, "Pss": 0, "Private": 0, "processes": 0}
-        for p in self.pids():
+        master = self.master_pid()
+        for p in pgroup_pids(master) if master else []:  # not postfix-script's shell
             m = smaps_kib(p)
             for k, v in m.items():
                 total[k] += v
@@ -259,10 +309,13 @@ class Postfix:
     def stop(self, timeout=15):
         if not self.master:
             return
-        pgid = self.master.pid
+        groups = self.groups()
         if self.master.proc.poll() is None:
+            master = self.master_pid()
             try:
-                os.kill(pgid, signal.SIGTERM)  # the master stops its group, then itself
+                # The master stops its process group (every daemon), then
+                # itself; postfix-script, waiting for it, then exits.
+                os.kill(master or self.master.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
             try:
@@ -270,15 +323,17 @@ class Postfix:
             except subprocess.TimeoutExpired:
                 pass
         deadline = time.monotonic() + timeout
-        while pgroup_pids(pgid) and time.monotonic() < deadline:
+        while any(pgroup_pids(g) for g in groups) and time.monotonic() < deadline:
             time.sleep(0.02)
-        if pgroup_pids(pgid):
-            try:
-                os.killpg(pgid, signal.SIGKILL)  # the group of the master we started
-            except ProcessLookupError:
-                pass
+        for g in groups:  # what is left of the groups of the processes we started
+            if pgroup_pids(g):
+                try:
+                    os.killpg(g, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         self.master.stop(timeout)
         self.master = None
+        self._master_pid = None
 
     def log_tail(self, n=20):
         lines = []
