@@ -185,6 +185,8 @@ def report(args, servers, modes, runs):
         mine_stored = {r["round"]: r["stored_rate"] for r in runs if r["mode"] == mode and r["server"] == "mailnet"}
         for server in servers:
             rs = [r for r in runs if r["mode"] == mode and r["server"] == server]
+            if not rs:  # a run that failed part way: report what there is
+                continue
             cpu = lib.summary([r["cpu_us_per_msg"] for r in rs])
             if server == "mailnet" and "launcher_cpu_us_per_msg" in rs[0]:
                 cpu += f" (+ launcher {lib.median([r['launcher_cpu_us_per_msg'] for r in rs]):.0f})"
