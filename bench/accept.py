@@ -1,14 +1,17 @@
 #!/usr/bin/python3
 """Figure 2: a node's accept rate, against smtp-sink (the ceiling: stores
-nothing) and an aiosmtpd server with a fsync'd Maildir (bench/aiosmtpd_maildir.py),
-in alternating, paired runs.
+nothing), an aiosmtpd server with a fsync'd Maildir (bench/aiosmtpd_maildir.py)
+and a private Postfix delivering to a Maildir (bench/postfix_peer.py, root
+only: `--servers mailnet,postfix`), in alternating, paired runs.
 
     /usr/bin/python3 bench/accept.py [--messages 20000] [--rounds 3]
 
 Load: Postfix's smtp-source -s 20 -m N -l 4096, once with one message per
 connection and once with -d (connections reused). Each run starts its server
 fresh, measures wall time and the server's CPU (utime+stime from /proc), checks
-that every message is in the Maildir, and stops the server by pid.
+that every message is in the Maildir, and stops the server by pid. Two rates:
+the 250s (the last 250 received), and until the last message is in new/ (for
+Postfix later than its 250: the queue file is delivered by virtual(8) after).
 """
 import argparse
 import contextlib
@@ -19,6 +22,7 @@ import sys
 import time
 
 import lib
+import postfix_peer
 
 SERVERS = ("mailnet", "smtp-sink", "aiosmtpd", "aiosmtpd-pool")
 MODES = {"per-connection": [], "reused (-d)": ["-d"]}
@@ -40,6 +44,13 @@ def start_mailnet(work, port, sessions, bin_dir=None, shape=None):
     mail = os.path.join(net.run_dir, "jaku.com", "mail", "bench", "new")
     extra = {"launcher": net.launcher_pid()}
     return net.down, pids["jaku.com"], (lambda: lib.count_files(mail)), extra, net
+
+
+def start_postfix(work, port, sessions):
+    pf = postfix_peer.Postfix(work, port, ["jaku.com"]).configure().start()
+    new = pf.new_dir("jaku.com")
+    # Its smtpd processes come and go: the CPU is the master's group's, dead children included.
+    return pf.stop, pf.master.pid, (lambda: lib.count_files(new)), {}, pf.cpu_seconds
 
 
 def start_sink(work, port, sessions):
@@ -78,19 +89,24 @@ def one_run(server, mode_args, args, leftovers, starters=None, during=None):
     port = lib.free_ports(1)[0]
     starter = {"mailnet": start_mailnet, "smtp-sink": start_sink, "aiosmtpd": start_aiosmtpd,
                "aiosmtpd-pool": lambda w, p, s: start_aiosmtpd(w, p, s, pool=True),
+               "postfix": start_postfix,
                "mailnet-before": lambda w, p, s: start_mailnet(w, p, s, args.before_bin),
                **(starters or {})}[server]
-    stop, pid, stored, extra, *net = starter(work, port, args.sessions)
+    # A starter's fifth value, when it has one: the network (for `during`), or
+    # a function giving the server's CPU seconds (Postfix: all its processes).
+    stop, pid, stored, extra, *more = starter(work, port, args.sessions)
+    net = next((m for m in more if not callable(m)), None)
+    server_cpu = next((m for m in more if callable(m)), None) or (lambda: lib.cpu_seconds(pid))
     try:
-        with (during(net[0] if net else None, work) if during else contextlib.nullcontext()) as more:
-            extra.update(more or {})  # their CPU is read too: {name: pid}
-            return load_run(server, mode_args, args, port, pid, stored, extra)
+        with (during(net, work) if during else contextlib.nullcontext()) as more_pids:
+            extra.update(more_pids or {})  # their CPU is read too: {name: pid}
+            return load_run(server, mode_args, args, port, server_cpu, stored, extra)
     finally:
         stop()
 
 
-def load_run(server, mode_args, args, port, pid, stored, extra):
-    cpu0 = lib.cpu_seconds(pid)
+def load_run(server, mode_args, args, port, server_cpu, stored, extra):
+    cpu0 = server_cpu()
     extra_cpu0 = {k: lib.cpu_seconds(v) for k, v in extra.items()}
     argv = [lib.SMTP_SOURCE, "-s", str(args.sessions), "-m", str(args.messages), "-l", str(args.size),
             *mode_args, "-M", "client.example", "-f", "load@client.example", "-t", "bench@jaku.com",
@@ -100,18 +116,26 @@ def load_run(server, mode_args, args, port, pid, stored, extra):
     t0 = time.monotonic()
     rc, out = lib.run_bounded(argv, 60 + args.messages / 50)
     elapsed = time.monotonic() - t0
-    busy1, all1 = lib.machine_jiffies()
     load_cpu = lib.children_cpu_seconds() - load_cpu0
-    cpu = lib.cpu_seconds(pid) - cpu0
-    extra_cpu = {k: lib.cpu_seconds(v) - extra_cpu0[k] for k, v in extra.items()}
     if rc != 0 or "fatal" in out:
         raise RuntimeError(f"smtp-source against {server} failed ({rc}): {out[-2000:]}")
+    stored_seconds = elapsed
     if stored:
-        # A 250 means the file is in new/ already: no waiting needed.
-        n = stored()
+        # mailnet: a 250 means the file is in new/ already, no waiting.
+        # Postfix: a 250 means the queue file is synced; virtual(8) follows.
+        if server.startswith("mailnet"):
+            n = stored()
+        else:
+            n = lib.wait_for(lambda: (lambda c: c if c >= args.messages else 0)(stored()),
+                             60 + args.messages / 20, f"{args.messages} messages in {server}'s Maildir")
+            stored_seconds = time.monotonic() - t0
         if n != args.messages:
             raise RuntimeError(f"{server}: {n} of {args.messages} messages in the Maildir")
+    busy1, all1 = lib.machine_jiffies()
+    cpu = server_cpu() - cpu0
+    extra_cpu = {k: lib.cpu_seconds(v) - extra_cpu0[k] for k, v in extra.items()}
     r = {"server": server, "rate": args.messages / elapsed, "seconds": elapsed,
+         "stored_rate": args.messages / stored_seconds if stored else None,
          "cpu_us_per_msg": cpu / args.messages * 1e6,
          # smtp-source's own CPU, and how busy the whole machine was: with
          # both cores busy, the load and the server share them, and a
@@ -130,7 +154,8 @@ def main():
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--servers", default=",".join(SERVERS),
-                    help="comma list of mailnet, smtp-sink, aiosmtpd (fsync on the event loop), aiosmtpd-pool")
+                    help="comma list of mailnet, smtp-sink, aiosmtpd (fsync on the event loop), aiosmtpd-pool, "
+                         "postfix (a private instance, root)")
     ap.add_argument("--modes", default="per-connection,reused", help="per-connection, reused")
     ap.add_argument("--json", help="also write every run here")
     ap.add_argument("--before-bin", help="bin folder of another build: adds server mailnet-before (an A/B)")
@@ -164,19 +189,23 @@ def measure(args, servers, modes, runs, leftovers):
                 r = one_run(server, mode_args, args, leftovers)
                 r.update(mode=mode, round=rnd)
                 runs.append(r)
-                lib.log(f"  round {rnd} {mode:15} {server:15} {r['rate']:8,.0f} msg/s  "
-                        f"{r['cpu_us_per_msg']:6.0f} us CPU/msg")
+                stored_rate = f"{r['stored_rate']:8,.0f}" if r["stored_rate"] else "       -"
+                lib.log(f"  round {rnd} {mode:15} {server:15} {r['rate']:8,.0f} msg/s (250s), {stored_rate} "
+                        f"(in new/)  {r['cpu_us_per_msg']:6.0f} us CPU/msg  load {open('/proc/loadavg').read().split()[0]}")
 
 
 def report(args, servers, modes, runs):
     print(f"\n## accept rate: smtp-source -s {args.sessions} -m {args.messages} -l {args.size}")
     print(f"{lib.machine()}\n")
-    print("| mode | server | msg/s median (min..max) | server CPU µs/msg | smtp-source CPU µs/msg | machine busy | mailnet ÷ server (median of paired ratios) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| mode | server | msg/s (250s) median (min..max) | msg/s until the last is in new/ | server CPU µs/msg | smtp-source CPU µs/msg | machine busy | mailnet ÷ server (median of paired ratios; in new/) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for mode in modes:
         mine = {r["round"]: r["rate"] for r in runs if r["mode"] == mode and r["server"] == "mailnet"}
+        mine_stored = {r["round"]: r["stored_rate"] for r in runs if r["mode"] == mode and r["server"] == "mailnet"}
         for server in servers:
             rs = [r for r in runs if r["mode"] == mode and r["server"] == server]
+            if not rs:  # a run that failed part way: report what there is
+                continue
             cpu = lib.summary([r["cpu_us_per_msg"] for r in rs])
             if server == "mailnet" and "launcher_cpu_us_per_msg" in rs[0]:
                 cpu += f" (+ launcher {lib.median([r['launcher_cpu_us_per_msg'] for r in rs]):.0f})"
@@ -184,9 +213,13 @@ def report(args, servers, modes, runs):
             if server != "mailnet" and mine:
                 ratios = [mine[r["round"]] / r["rate"] for r in rs if r["round"] in mine]
                 ratio = lib.summary(ratios, "{:.2f}") + "×"
+                if rs[0]["stored_rate"] and mine_stored:
+                    ratios = [mine_stored[r["round"]] / r["stored_rate"] for r in rs if r["round"] in mine_stored]
+                    ratio += f"; {lib.summary(ratios, '{:.2f}')}×"
+            stored = lib.summary([r["stored_rate"] for r in rs]) if rs[0]["stored_rate"] else "-"
             load = lib.summary([r["load_cpu_us_per_msg"] for r in rs])
             busy = lib.summary([100 * r["machine_busy"] for r in rs]) + " %"
-            print(f"| {mode} | {server} | {lib.summary([r['rate'] for r in rs])} | {cpu} | {load} | {busy} | {ratio} |")
+            print(f"| {mode} | {server} | {lib.summary([r['rate'] for r in rs])} | {stored} | {cpu} | {load} | {busy} | {ratio} |")
     sys.stdout.flush()
     if args.json:
         with open(args.json, "w") as f:

@@ -3,6 +3,7 @@
 queue, the resolver and a second SMTP hop.
 
     /usr/bin/python3 bench/relay.py [--messages 20000] [--rounds 3] [--latency-messages 500]
+    /usr/bin/python3 bench/relay.py --peer postfix [--messages 5000]     # root
 
 jaku.com relays only for its own senders, so the load comes from load@jaku.com.
 
@@ -14,6 +15,11 @@ node (the accept rate), so the ratio is from one run.
 Latency: a paced client (100 msg/s, one connection) sends to jaku.com; the time
 from its 250 to the file appearing in deathstar.com's new/ (seen with inotify,
 through ctypes) gives p50 and p99.
+
+With --peer postfix, the pairing is against two private Postfix instances
+(bench/postfix_peer.py) relaying to each other, jaku.com's by a transport map
+`deathstar.com smtp:[127.0.0.1]:PORT` (no DNS): the same load, timed until the
+last file is in the far Maildir, and the same paced latency run, for both.
 """
 import argparse
 import sys
@@ -26,6 +32,7 @@ import threading
 import time
 
 import lib
+import postfix_peer
 
 IN_CREATE, IN_MOVED_TO = 0x100, 0x80
 
@@ -87,42 +94,94 @@ def smtp_source(port, args, to, reuse=False):
         raise RuntimeError(f"smtp-source failed ({rc}): {out[-2000:]}")
 
 
-def run_throughput(args, relay, leftovers):
-    work = lib.workdir("mailnet-bench-relay-")
+class MailnetPair:
+    """jaku.com and deathstar.com as two mailnet nodes (with the resolver)."""
+
+    def __init__(self, work):
+        self.ports = lib.free_ports(2)
+        self.net = lib.Network(topology(self.ports, lib.free_ports(1, lib.socket.SOCK_DGRAM)[0]), work).up()
+        self.port = self.ports[0]
+
+    def new_dir(self, domain):
+        return os.path.join(self.net.run_dir, domain, "mail", "bench", "new")
+
+    def cpu_seconds(self):
+        pids = list(self.net.pids().values()) + [self.net.launcher_pid()]
+        return sum(lib.cpu_seconds(p) for p in pids)
+
+    def close(self):
+        self.net.down()
+
+
+class PostfixPair:
+    """jaku.com and deathstar.com as two private Postfix instances, each
+    sending the other's domain to its port by a transport map."""
+
+    def __init__(self, work):
+        a, b = lib.free_ports(2)
+        self.port = a
+        os.chmod(work, 0o755)  # the daemons run as postfix and nobody
+        self.jaku = postfix_peer.Postfix(os.path.join(work, "jaku.com"), a, ["jaku.com"],
+                                         relays={"deathstar.com": b})
+        self.deathstar = postfix_peer.Postfix(os.path.join(work, "deathstar.com"), b, ["deathstar.com"],
+                                              relays={"jaku.com": a})
+        try:
+            for pf in (self.jaku, self.deathstar):
+                os.mkdir(pf.work)
+                pf.configure().start()
+        except BaseException:
+            self.close()
+            raise
+
+    def new_dir(self, domain):
+        return (self.jaku if domain == "jaku.com" else self.deathstar).new_dir(domain)
+
+    def cpu_seconds(self):
+        return self.jaku.cpu_seconds() + self.deathstar.cpu_seconds()
+
+    def close(self):
+        self.jaku.stop()
+        self.deathstar.stop()
+
+
+def open_pair(system, work):
+    return {"mailnet": MailnetPair, "postfix": PostfixPair}[system](work)
+
+
+def run_throughput(args, relay, leftovers, system="mailnet"):
+    work = lib.workdir(f"mailnet-bench-relay-{system}-")
     leftovers.append(work)
-    ports = lib.free_ports(2)
-    net = lib.Network(topology(ports, lib.free_ports(1, lib.socket.SOCK_DGRAM)[0]), work).up()
+    pair = open_pair(system, work)
     try:
-        pids = net.pids()
         target = "deathstar.com" if relay else "jaku.com"
-        new = os.path.join(net.run_dir, target, "mail", "bench", "new")
-        cpu0 = sum(lib.cpu_seconds(p) for p in pids.values())
+        new = pair.new_dir(target)
+        cpu0 = pair.cpu_seconds()
         t0 = time.monotonic()
-        smtp_source(ports[0], args, f"bench@{target}")
+        smtp_source(pair.port, args, f"bench@{target}")
         accepted = time.monotonic() - t0
-        lib.wait_for(lambda: lib.count_files(new) >= args.messages, 120 + args.messages / 50,
+        lib.wait_for(lambda: lib.count_files(new) >= args.messages, 120 + args.messages / 20,
                      f"{args.messages} messages in {new}")
         elapsed = time.monotonic() - t0
-        cpu = sum(lib.cpu_seconds(p) for p in pids.values()) - cpu0
+        cpu = pair.cpu_seconds() - cpu0
         return {"rate": args.messages / elapsed, "accept_seconds": accepted, "seconds": elapsed,
-                "cpu_us_per_msg": cpu / args.messages * 1e6}
+                "accept_rate": args.messages / accepted, "cpu_us_per_msg": cpu / args.messages * 1e6,
+                "load": float(open("/proc/loadavg").read().split()[0])}
     finally:
-        net.down()
+        pair.close()
 
 
-def run_latency(args, leftovers):
-    work = lib.workdir("mailnet-bench-latency-")
+def run_latency(args, leftovers, system="mailnet"):
+    work = lib.workdir(f"mailnet-bench-latency-{system}-")
     leftovers.append(work)
-    ports = lib.free_ports(2)
-    net = lib.Network(topology(ports, lib.free_ports(1, lib.socket.SOCK_DGRAM)[0]), work).up()
+    pair = open_pair(system, work)
     watcher = None
     try:
-        new = os.path.join(net.run_dir, "deathstar.com", "mail", "bench", "new")
+        new = pair.new_dir("deathstar.com")
         watcher = NewFiles(new)
         n = args.latency_messages
         acked = {}
         body = ("x" * 78 + "\r\n") * 50  # 4 KiB in legal lines
-        with smtplib.SMTP("127.0.0.1", ports[0], timeout=30) as smtp:
+        with smtplib.SMTP("127.0.0.1", pair.port, timeout=30) as smtp:
             smtp.ehlo("client.example")
             t0 = time.monotonic()
             for i in range(n):
@@ -134,7 +193,7 @@ def run_latency(args, leftovers):
                       f"Subject: latency {i}\r\n\r\n{body}"
                 smtp.sendmail("load@jaku.com", ["bench@deathstar.com"], msg)
                 acked[i] = time.monotonic()
-        lib.wait_for(lambda: len(watcher.seen) >= n, 60, f"{n} messages in {new}")
+        lib.wait_for(lambda: len(watcher.seen) >= n, 120, f"{n} messages in {new}")
         latencies = []
         for name, when in watcher.seen.items():
             with open(os.path.join(new, name), "rb") as f:
@@ -147,7 +206,7 @@ def run_latency(args, leftovers):
     finally:
         if watcher:
             watcher.close()
-        net.down()
+        pair.close()
 
 
 def main():
@@ -157,12 +216,64 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--latency-messages", type=int, default=500)
     ap.add_argument("--latency-rate", type=float, default=100.0)
+    ap.add_argument("--peer", choices=["postfix"],
+                    help="pair mailnet's relay with two private Postfix instances' (root) instead of local delivery")
     ap.add_argument("--fs", default="tmp", choices=["tmp", "ext4", "ext4-nojournal"],
                     help="where run folders go: the temp folder, or a fresh ext4 (journaled, or not) on a loop device (root)")
     args = ap.parse_args()
     lib.require(lib.SMTP_SOURCE, "postfix")
     with lib.scratch_filesystem(args.fs):
-        run(args)
+        if args.peer:
+            run_against_peer(args)
+        else:
+            run(args)
+
+
+def run_against_peer(args):
+    """mailnet's relay against the peer's, alternating, paired by round."""
+    systems = ["mailnet", args.peer]
+    lib.log(f"relay against {args.peer}: {args.messages} messages, {args.sessions} sessions; {lib.machine()}")
+    thr = {s: [] for s in systems}
+    lat = {s: [] for s in systems}
+    leftovers = []
+    try:
+        for rnd in range(args.rounds):
+            order = systems if rnd % 2 == 0 else list(reversed(systems))
+            for system in order:
+                r = run_throughput(args, True, leftovers, system)
+                thr[system].append(r)
+                lib.log(f"  round {rnd} {system:8} {r['rate']:8,.0f} msg/s until the last file is in new/ "
+                        f"(250s {r['accept_rate']:,.0f} msg/s, last 250 after {r['accept_seconds']:.1f}s, last file "
+                        f"after {r['seconds']:.1f}s) {r['cpu_us_per_msg']:.0f} us CPU/msg, load {r['load']:.1f}")
+            for system in order:
+                r = run_latency(args, leftovers, system)
+                lat[system].append(r)
+                lib.log(f"  round {rnd} {system:8} latency p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms "
+                        f"max {r['max_ms']:.1f} ms")
+    except BaseException:
+        lib.cleanup(leftovers)
+        raise
+    peer = args.peer
+    ratios = [a["rate"] / b["rate"] for a, b in zip(thr["mailnet"], thr[peer])]
+    print(f"\n## relay jaku.com → deathstar.com, mailnet against {peer}: smtp-source -s {args.sessions} "
+          f"-m {args.messages} -l 4096, one message per connection; latency {args.latency_messages} messages at "
+          f"{args.latency_rate:.0f} msg/s")
+    print(f"{lib.machine()}\n")
+    print(f"| figure | mailnet | {peer} |")
+    print("| --- | --- | --- |")
+    for label, key in (("msg/s until the last file is in the far new/", "rate"), ("msg/s of 250s at jaku.com", "accept_rate")):
+        print(f"| {label} | {lib.summary([r[key] for r in thr['mailnet']])} | {lib.summary([r[key] for r in thr[peer]])} |")
+    print(f"| mailnet ÷ {peer}, until the last file (paired) | {lib.summary(ratios, '{:.2f}')}× | |")
+    print(f"| CPU µs/msg, all processes of both domains | {lib.summary([r['cpu_us_per_msg'] for r in thr['mailnet']])} "
+          f"| {lib.summary([r['cpu_us_per_msg'] for r in thr[peer]])} |")
+    for label, key in (("latency 250 at jaku.com → file in deathstar.com new/, p50 ms", "p50_ms"),
+                       ("same, p99 ms", "p99_ms"), ("same, max ms", "max_ms")):
+        print(f"| {label} | {lib.summary([r[key] for r in lat['mailnet']], '{:.2f}')} "
+              f"| {lib.summary([r[key] for r in lat[peer]], '{:.2f}')} |")
+    print(f"| load average (1 min) at the end of the throughput runs | {lib.summary([r['load'] for r in thr['mailnet']], '{:.1f}')} "
+          f"| {lib.summary([r['load'] for r in thr[peer]], '{:.1f}')} |")
+    sys.stdout.flush()
+    lib.cleanup(leftovers)
 
 
 def run(args):
