@@ -130,5 +130,25 @@ const mn = (() => {
   }
 
   document.addEventListener("DOMContentLoaded", header);
-  return { el, api, events, formatTime, param, showError };
+  // fn() at most once per everyMs while it is asked for again and again (events
+  // coming fast), and never sooner than minMs after an ask: soon() asks,
+  // ran() says fn has just run another way (the page's first load).
+  function throttled(fn, everyMs, minMs) {
+    let timer = null;
+    let last = 0;
+    return {
+      soon() {
+        if (timer) return;
+        const wait = Math.max(minMs, everyMs - (performance.now() - last));
+        timer = setTimeout(async () => {
+          last = performance.now();
+          await fn();
+          timer = null;
+        }, wait);
+      },
+      ran() { last = performance.now(); },
+    };
+  }
+
+  return { el, api, events, formatTime, param, showError, throttled };
 })();

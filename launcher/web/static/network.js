@@ -276,17 +276,8 @@
     }
   }
 
-  let refreshTimer = null;
-  let lastRefresh = 0;
-  function refreshSoon() {
-    if (refreshTimer) return;
-    const wait = Math.max(150, REFRESH_MS - (performance.now() - lastRefresh));
-    refreshTimer = setTimeout(async () => {
-      lastRefresh = performance.now();
-      await refresh();
-      refreshTimer = null;
-    }, wait);
-  }
+  const refresher = mn.throttled(refresh, REFRESH_MS, 150);
+  const refreshSoon = () => refresher.soon();
 
   // Events that come before the first load are kept and replayed onto it.
   let loaded = false;
@@ -330,7 +321,7 @@
     try {
       take(await api("/api/v1/network"));
       performance.mark("mailnet:network");
-      lastRefresh = performance.now();
+      refresher.ran();
     } catch (error) {
       mn.showError(errorBox, error);
       container.replaceChildren(el("p", { class: "muted" }, "The network could not be read."));

@@ -237,23 +237,14 @@
     }
   }
 
-  let refreshTimer = null;
-  let lastRefresh = 0;
-  function refreshSoon() {
-    if (refreshTimer) return;
-    const wait = Math.max(100, REFRESH_MS - (performance.now() - lastRefresh));
-    refreshTimer = setTimeout(async () => {
-      lastRefresh = performance.now();
-      await refresh();
-      refreshTimer = null;
-    }, wait);
-  }
+  const refresher = mn.throttled(refresh, REFRESH_MS, 100);
+  const refreshSoon = () => refresher.soon();
 
   buildButtons();
   if (!name) {
     mn.showError(errorBox, new Error("no node named: open this page as node.html?name=DOMAIN"));
     return;
   }
-  lastRefresh = performance.now();
+  refresher.ran();
   refresh().then(() => mn.events(onEvent, { since: 0 }));
 })();
