@@ -10,6 +10,8 @@ packages=(
   libssl-dev openssl libnet-ssleay-perl
   python3 swaks bind9-dnsutils
   file mutt tmux
+  dovecot-imapd dovecot-pop3d
+  libopendkim-dev libspf2-dev libopendmarc-dev python3-dkim opendkim-tools python3-dnspython
   chromium chromium-driver python3-selenium
   clang libclang-rt-14-dev
 )
