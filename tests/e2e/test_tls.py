@@ -135,6 +135,18 @@ def test_up_makes_a_private_ca_kept_across_ups_and_new_with_fresh():
             s.ehlo("client.example")
             assert not s.has_extn("starttls")
             assert s.docmd("STARTTLS")[0] == 502
+        # And the nodes relay to each other in plain text: each node was told
+        # TLS is off (it once was not, asked for verified TLS nobody offered,
+        # and deferred every relayed message with 4.7.5 for ever).
+        with smtplib.SMTP("127.0.0.1", harness.port_of(topo, "jaku.com"), timeout=30) as s:
+            s.sendmail("rey@jaku.com", ["vader@deathstar.com"],
+                       message("plain relay", "rey@jaku.com", "vader@deathstar.com"))
+        stored = wait_message(net, "deathstar.com", "vader", "plain relay")
+        assert b"by deathstar.com (mailnet) with ESMTP id" in stored, stored
+        log = node_log(net, "jaku.com")
+        assert "4.7.5" not in log, log
+        assert any("event=relay_attempt" in l and "tls=no" in l for l in log.splitlines()), log
+        assert any("event=ready" in l and "starttls=off" in l and "tls_relay=off" in l for l in log.splitlines()), log
 
 
 # ---- real clients against one network --------------------------------------------
@@ -290,6 +302,18 @@ def test_policy_tls_required_and_off():
             s.ehlo("client.example")
             assert not s.has_extn("starttls")
             assert s.docmd("STARTTLS")[0] == 502
+        # And the nodes relay to each other in plain text: each node was told
+        # TLS is off (it once was not, asked for verified TLS nobody offered,
+        # and deferred every relayed message with 4.7.5 for ever).
+        with smtplib.SMTP("127.0.0.1", harness.port_of(topo, "jaku.com"), timeout=30) as s:
+            s.sendmail("rey@jaku.com", ["vader@deathstar.com"],
+                       message("plain relay", "rey@jaku.com", "vader@deathstar.com"))
+        stored = wait_message(net, "deathstar.com", "vader", "plain relay")
+        assert b"by deathstar.com (mailnet) with ESMTP id" in stored, stored
+        log = node_log(net, "jaku.com")
+        assert "4.7.5" not in log, log
+        assert any("event=relay_attempt" in l and "tls=no" in l for l in log.splitlines()), log
+        assert any("event=ready" in l and "starttls=off" in l and "tls_relay=off" in l for l in log.splitlines()), log
         # A node that requires TLS still gets mail from the other node (whose relay verifies it).
         with smtplib.SMTP("127.0.0.1", harness.port_of(topo, "deathstar.com"), timeout=30) as s:
             s.sendmail("vader@deathstar.com", ["rey@jaku.com"], message("relayed to required"))
