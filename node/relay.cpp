@@ -206,7 +206,7 @@ asio::awaitable<bool> relay::attempt_peer(queued_message& m, const std::string& 
     auto conn = co_await open_connection(peer, where, domain);
     if (!conn) co_return stopping_;  // stopped: no transaction, and no "no answer" either
     smtp_client_protocol protocol(t, {conn->greeted, conn->pipelining, conn->size, conn->tls});
-    co_await converse(*conn->channel, protocol, m.message, domain);
+    co_await converse(*conn->channel, protocol, m, domain, peer);
     if (protocol.lost_at_start()) continue;  // it was a kept connection: try a fresh one
     apply_verdicts(protocol, rcpts);
     if (!protocol.outcome().empty())
@@ -235,8 +235,10 @@ tls_want relay::tls_want_of_config() const {
   }
 }
 
-asio::awaitable<void> relay::converse(smtp_channel& ch, smtp_client_protocol& protocol, const std::string& message,
-                                      const std::string& domain) {
+asio::awaitable<void> relay::converse(smtp_channel& ch, smtp_client_protocol& protocol, const queued_message& m,
+                                      const std::string& domain, const std::string& peer) {
+  const std::string& id = m.id;
+  const std::string& message = m.message;
   const auto timeout = ctx_.config.timeouts.relay_reply;
   for (auto s = protocol.start(); s.what != smtp_client_protocol::action::finish;) {
     if (s.what == smtp_client_protocol::action::start_tls) {
@@ -244,6 +246,10 @@ asio::awaitable<void> relay::converse(smtp_channel& ch, smtp_client_protocol& pr
       tls_outcome outcome;
       if (ctx_.tls) outcome = co_await ch.start_tls_client(*ctx_.tls, domain, verify, timeout);
       else outcome.error = "this node has no TLS setup";
+      if (outcome.ok)  // resumed=yes: the session kept from an earlier connection to the domain was taken
+        ctx_.events.write({{"id", id}, {"event", "tls"}, {"domain", domain}, {"to", peer}, {"tls", outcome.description},
+                           {"resumed", outcome.resumed ? "yes" : "no"}},
+                          event_log::pace::batched);
       s = protocol.on_tls(outcome.ok, outcome.error);
       continue;
     }

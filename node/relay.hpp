@@ -75,8 +75,8 @@ class relay {
   boost::asio::awaitable<bool> attempt_peer(queued_message& m, const std::string& domain,
                                             const std::vector<queued_recipient*>& rcpts,
                                             boost::asio::ip::tcp::endpoint where);
-  boost::asio::awaitable<void> converse(smtp_channel& ch, smtp_client_protocol& protocol, const std::string& message,
-                                        const std::string& domain);
+  boost::asio::awaitable<void> converse(smtp_channel& ch, smtp_client_protocol& protocol, const queued_message& m,
+                                        const std::string& domain, const std::string& peer);
   static void apply_verdicts(const smtp_client_protocol& protocol, const std::vector<queued_recipient*>& rcpts);
   // A DSN to the sender for recipients that failed for good.
   boost::asio::awaitable<void> send_bounce(const queued_message& m, const std::vector<const queued_recipient*>& failed);
