@@ -14,6 +14,9 @@ EHLO, MAIL, RCPT, DATA, QUIT. Servers, each started fresh per run:
 - mailnet: a node of `mailnet up -d`, its own network CA, policy.tls
   "optional" (the default); the client does STARTTLS on every connection.
 - mailnet-plain: the same node and client without STARTTLS (--plain).
+- mailnet-resumed: the same node, each client session offering the TLS
+  session of its previous connection (--resume): what resumption saves a
+  node as a server, per connection (--servers mailnet,mailnet-resumed).
 - postfix: a private Postfix 3.7 (smtpd_tls_security_level = may, a P-256
   certificate made here like mailnet's, Postfix's TLS defaults otherwise)
   delivering with virtual(8) into a Maildir. postfix-plain: the same, plain.
@@ -66,21 +69,21 @@ def make_certificates(folder):
 
 
 def start(server, work, port, args, certs):
-    """(stop, server_cpu(), stored() or None, ca file, plain load?)"""
-    plain = server.endswith("-plain")
+    """(stop, server_cpu(), stored() or None, ca file, load options)"""
+    options = ["--plain"] if server.endswith("-plain") else ["--resume"] if server.endswith("-resumed") else []
     if server.startswith("mailnet"):
         stop, pid, stored, _, net = accept.start_mailnet(work, port, args.sessions)
-        return stop, (lambda: lib.cpu_seconds(pid)), stored, os.path.join(net.run_dir, "tls", "ca.pem"), plain
+        return stop, (lambda: lib.cpu_seconds(pid)), stored, os.path.join(net.run_dir, "tls", "ca.pem"), options
     if server.startswith("postfix"):
         pf = postfix_peer.Postfix(work, port, ["jaku.com"], tls=(certs["cert"], certs["key"])).configure().start()
         new = pf.new_dir("jaku.com")
-        return pf.stop, pf.cpu_seconds, (lambda: lib.count_files(new)), certs["ca"], plain
+        return pf.stop, pf.cpu_seconds, (lambda: lib.count_files(new)), certs["ca"], options
     if server == "aiosmtpd-sink":
         argv = [lib.PYTHON, os.path.join(lib.HERE, "aiosmtpd_maildir.py"), "--port", str(port), "--sink",
                 "--tls-cert", certs["cert"], "--tls-key", certs["key"]]
         p = lib.start_ready(argv, lambda: lib.smtp_greets(port), 20, "aiosmtpd to greet",
                             stdout=open(os.path.join(work, "aiosmtpd.log"), "wb"), stderr=subprocess.STDOUT)
-        return p.stop, (lambda: lib.cpu_seconds(p.pid)), None, certs["ca"], plain
+        return p.stop, (lambda: lib.cpu_seconds(p.pid)), None, certs["ca"], options
     raise SystemExit(f"unknown server {server}")
 
 
@@ -88,7 +91,7 @@ def one_run(server, args, certs, leftovers):
     work = lib.workdir(f"mailnet-bench-tls-{server}-")
     leftovers.append(work)  # removed after the report (see accept.py)
     port = lib.free_ports(1)[0]
-    stop, server_cpu, stored, ca, plain = start(server, work, port, args, certs)
+    stop, server_cpu, stored, ca, load_options = start(server, work, port, args, certs)
     try:
         cpu0 = server_cpu()
         load0 = lib.children_cpu_seconds()
@@ -96,7 +99,7 @@ def one_run(server, args, certs, leftovers):
         argv = [lib.PYTHON, os.path.join(lib.HERE, "tls_source.py"), "--port", str(port),
                 "--messages", str(args.messages), "--sessions", str(args.sessions), "--procs", str(args.procs),
                 "--size", str(args.size), "--ca", ca, "--servername", "jaku.com",
-                "--time-limit", str(60 + args.messages / 10), *(["--plain"] if plain else [])]
+                "--time-limit", str(60 + args.messages / 10), *load_options]
         t0 = time.monotonic()
         rc, out = lib.run_bounded(argv, 120 + args.messages / 5)
         elapsed = time.monotonic() - t0
@@ -135,7 +138,7 @@ def main():
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--servers", default=",".join(SERVERS),
-                    help="comma list of mailnet, mailnet-plain, postfix, postfix-plain (root), aiosmtpd-sink")
+                    help="comma list of mailnet, mailnet-plain, mailnet-resumed, postfix, postfix-plain (root), aiosmtpd-sink")
     ap.add_argument("--json", help="also write every run here")
     ap.add_argument("--fs", default="tmp", choices=["tmp", "ext4", "ext4-nojournal"])
     args = ap.parse_args()
@@ -190,15 +193,16 @@ def report(args, servers, runs):
             pairs = [(mine[r["round"]], r) for r in rs if r["round"] in mine]
             rate_ratio = lib.summary([a["rate"] / b["rate"] for a, b in pairs], "{:.2f}") + "×"
             cpu_ratio = lib.summary([a["cpu_us_per_msg"] / b["cpu_us_per_msg"] for a, b in pairs], "{:.2f}") + "×"
-        load = "plain" if server.endswith("-plain") else "STARTTLS"
+        load = "plain" if server.endswith("-plain") else "STARTTLS, resumed" if server.endswith("-resumed") else "STARTTLS"
         print(f"| {server} | {load} | {lib.summary([r['rate'] for r in rs])} | {lib.summary([r['stored_rate'] for r in rs])} "
               f"| {lib.summary([r['cpu_us_per_msg'] for r in rs])} | {lib.summary([r['load_cpu_us_per_msg'] for r in rs])} "
               f"| {lib.summary([100 * r['machine_busy'] for r in rs])} % | {rate_ratio} | {cpu_ratio} |")
-    for tls_name, plain_name in (("mailnet", "mailnet-plain"), ("postfix", "postfix-plain")):
+    for tls_name, plain_name in (("mailnet", "mailnet-plain"), ("postfix", "postfix-plain"),
+                                 ("mailnet-resumed", "mailnet")):
         a, b = by(tls_name), by(plain_name)
         pairs = [(a[k], b[k]) for k in a if k in b]
         if pairs:
-            print(f"\n{tls_name}, STARTTLS ÷ plain (paired): rate "
+            print(f"\n{tls_name} ÷ {plain_name} (paired): rate "
                   f"{lib.summary([x['rate'] / y['rate'] for x, y in pairs], '{:.2f}')}×, server CPU per message "
                   f"{lib.summary([x['cpu_us_per_msg'] / y['cpu_us_per_msg'] for x, y in pairs], '{:.2f}')}×")
     print(f"\nTLS seen by the load: {', '.join(sorted({t for r in runs for t in r['tls']}))}")
