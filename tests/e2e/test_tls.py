@@ -187,6 +187,9 @@ def test_smtplib_starttls_checks_the_ca_and_the_domain_and_received_says_esmtps(
     assert nodes["jaku.com"]["tls"] == "optional", nodes
     table = mailnet(NET, "status").stdout
     assert "STARTTLS" in table and " TLS)" in table, table
+    header, row = table.splitlines()[1], next(l for l in table.splitlines() if l.startswith("jaku.com "))
+    assert row[header.index("RELAY TLS"):].split()[0] == "verify", table
+    assert nodes["jaku.com"]["tls_relay"] == "verify", nodes
 
 
 def test_openssl_s_client_verifies_the_node():
