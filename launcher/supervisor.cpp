@@ -600,6 +600,7 @@ json supervisor::status() {
         queries.push_back({{"type", key.first}, {"rcode", key.second}, {"count", count}});
       n["queries"] = std::move(queries);
       n["dropped"] = c.count.dropped;
+      n["faults"] = c.faults;  // answers its dns rules gave instead of the real one
     }
     nodes.push_back(std::move(n));
   }
