@@ -3,8 +3,12 @@
 // each node coloured by its state and labelled with its queue, every relayed
 // message running along its line as it happens; and the same as a table
 // under it, which is also what remains when the graph library does not load.
-// Live from the event stream: a state event recolours a node at once; other
-// events bring a (throttled) refresh of the counters.
+// Live from the event stream, which brings only what is drawn from it: a state
+// event recolours a node at once, a relayed one runs its dot, a deferred one
+// asks for the queue sizes soon; the counters come from GET /api/v1/network
+// every 1.5 s. The page costs a loaded network little: the launcher sends it
+// none of the lines that every message brings, and Cytoscape draws at most
+// 5 frames a second while nothing moves.
 "use strict";
 
 (() => {
@@ -14,7 +18,10 @@
   const SMALL = 40;          // up to this many domains: a circle; more: a grid
   const LABELS_AT = 120;     // more nodes than this: labels only once zoomed in
   const MAX_DOTS = 40;       // moving dots at once; more relays only flash their line
-  const REFRESH_MS = 1500;   // at most one /api/v1/network per this, while events come
+  const REFRESH_MS = 1500;   // GET /api/v1/network this often, for the counters
+  const STREAMED = ["state", "relayed", "deferred"];  // the events this page draws
+  const IDLE_FRAME_MS = 200; // Cytoscape's frames while nothing moves: 5 a second
+  const BUSY_MS = 1000;      // after a pointer, wheel or key on the page, or a dot's start
 
   const nodes = new Map();   // name -> {name, state, listen, counters..., queued, resolver}
   const edges = new Map();   // "a|b" (sorted) -> {a, b, count}
@@ -51,6 +58,24 @@
     if (n.resolver) return "resolver";
     return n.queued ? n.name + "\nqueue " + n.queued : n.name;
   }
+
+  // ---- the frame rate
+  // Cytoscape draws from a requestAnimationFrame loop that runs every frame
+  // (60 a second) for as long as the page is open, moving or not; it is the
+  // only user of requestAnimationFrame on this page. While no dot runs and
+  // no one touched the page for BUSY_MS, its next frame waits IDLE_FRAME_MS:
+  // a new colour shows within that, and an idle page costs a few frames a
+  // second instead of 60. Dots, zoom and drag get every frame.
+  let busyUntil = 0;
+  const nativeFrame = window.requestAnimationFrame.bind(window);
+  function busy() { busyUntil = performance.now() + BUSY_MS; }
+  for (const type of ["pointerdown", "pointermove", "wheel", "keydown"])
+    window.addEventListener(type, busy, { passive: true, capture: true });
+  window.requestAnimationFrame = (fn) => {
+    if (activeDots > 0 || performance.now() < busyUntil) return nativeFrame(fn);
+    setTimeout(() => nativeFrame(fn), IDLE_FRAME_MS);
+    return 0;
+  };
 
   // ---- the graph
   function fontSize() { return document.documentElement.classList.contains("large") ? 20 : 12; }
@@ -176,6 +201,7 @@
   function animate(from, to) {
     animations += 1;
     if (!cy) return;
+    busy();  // the line's flash gets every frame too
     const key = edgeKey(from, to);
     cy.getElementById("e:" + key).flashClass("flash", 800);
     if (activeDots >= MAX_DOTS) return;
@@ -305,8 +331,8 @@
       }
       summary();
     }
-    if (["accepted", "delivered", "relayed", "queued", "deferred", "bounced", "removed", "ready"].includes(ev.event))
-      refreshSoon();
+    // A deferred message waits in its queue: its size shown soon, not at the next poll.
+    if (ev.event === "deferred") refreshSoon();
   }
 
   async function start() {
@@ -316,7 +342,7 @@
       .map((s) => el("li", { class: s }, s)));
     // The stream starts with the events the launcher still keeps (?since=0):
     // the lines of mail already exchanged, and the latest states.
-    mn.events(onEvent, { since: 0 });
+    mn.events(onEvent, { since: 0, only: STREAMED });
     performance.mark("mailnet:start");
     try {
       take(await api("/api/v1/network"));
@@ -334,6 +360,8 @@
     loaded = true;
     for (const ev of early.splice(0)) onEvent(ev);
     summary();
+    // The counters: polled, while the page is seen (a hidden tab asks nothing).
+    setInterval(() => { if (!document.hidden) refresher.soon(); }, REFRESH_MS);
     if (!cy) loadMs = Math.round(performance.now());
   }
 
