@@ -73,7 +73,11 @@
     window.addEventListener(type, busy, { passive: true, capture: true });
   window.requestAnimationFrame = (fn) => {
     if (activeDots > 0 || performance.now() < busyUntil) return nativeFrame(fn);
-    setTimeout(() => nativeFrame(fn), IDLE_FRAME_MS);
+    // Nothing to draw (Cytoscape's renderer says so): its loop goes on from
+    // a timer, without asking the browser for a frame at all.
+    const renderer = cy && cy.renderer ? cy.renderer() : null;
+    if (renderer && renderer.requestedFrame === false) setTimeout(() => fn(performance.now()), IDLE_FRAME_MS);
+    else setTimeout(() => nativeFrame(fn), IDLE_FRAME_MS);
     return 0;
   };
 
@@ -178,7 +182,10 @@
     if (!cy) return;
     const node = cy.getElementById(n.name);
     if (node.empty()) return;
-    node.data({ label: labelOf(n), state: n.state, colour: colourOf(n.state) });
+    // The poll brings every node each time: only a change is drawn again.
+    const label = labelOf(n);
+    if (node.data("label") === label && node.data("state") === n.state) return;
+    node.data({ label, state: n.state, colour: colourOf(n.state) });
   }
 
   function addEdge(a, b, live) {
