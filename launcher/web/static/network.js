@@ -21,7 +21,7 @@
   const REFRESH_MS = 1500;   // GET /api/v1/network this often, for the counters
   const STREAMED = ["state", "relayed", "deferred"];  // the events this page draws
   const IDLE_FRAME_MS = 200; // Cytoscape's frames while nothing moves: 5 a second
-  const BUSY_MS = 1000;      // after a pointer, wheel or key on the page, or a dot's start
+  const BUSY_MS = 1000;      // every frame for this long after a pointer, wheel, key or resize, a dot, the first draw
 
   const nodes = new Map();   // name -> {name, state, listen, counters..., queued, resolver}
   const edges = new Map();   // "a|b" (sorted) -> {a, b, count}
@@ -69,7 +69,7 @@
   let busyUntil = 0;
   const nativeFrame = window.requestAnimationFrame.bind(window);
   function busy() { busyUntil = performance.now() + BUSY_MS; }
-  for (const type of ["pointerdown", "pointermove", "wheel", "keydown"])
+  for (const type of ["pointerdown", "pointermove", "wheel", "keydown", "resize"])
     window.addEventListener(type, busy, { passive: true, capture: true });
   window.requestAnimationFrame = (fn) => {
     if (activeDots > 0 || performance.now() < busyUntil) return nativeFrame(fn);
@@ -142,6 +142,7 @@
       graphBox.replaceChildren(el("p", { class: "muted" }, "No graph: " + graphError + ". The list below shows the network."));
       return;
     }
+    busy();  // the first frames come at once
     try {
       const elements = [...nodes.values()].map(nodeElement);
       for (const e of edges.values())
