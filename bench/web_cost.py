@@ -208,9 +208,9 @@ def web_report(runs, modes, args):
     """The web's CPU beside the table: per round, chromium's CPU per message,
     the launcher's extra, and their sum against what the network with the
     web off spent (node + launcher) per message in the same round."""
-    print("\n| mode | chromium CPU µs/msg | launcher extra µs/msg (on − off) | web's extra CPU ÷ off's node+launcher "
-          "CPU | the page's graph drawn |")
-    print("| --- | --- | --- | --- | --- |")
+    print("\n| mode | chromium CPU µs/msg | chromium, share of one core | launcher extra µs/msg (on − off) | "
+          "web's extra CPU ÷ off's node+launcher CPU | the page's graph drawn |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for mode in modes:
         off = {r["round"]: r for r in runs if r["mode"] == mode and r["server"] == SERVERS[0]}
         on = [r for r in runs if r["mode"] == mode and r["server"] == SERVERS[1] and r["round"] in off]
@@ -220,7 +220,9 @@ def web_report(runs, modes, args):
         launcher = [r["launcher_cpu_us_per_msg"] - off[r["round"]]["launcher_cpu_us_per_msg"] for r in on]
         share = [100 * (c + l) / (off[r["round"]]["cpu_us_per_msg"] + off[r["round"]]["launcher_cpu_us_per_msg"])
                  for r, c, l in zip(on, chromium, launcher)]
-        print(f"| {mode} | {lib.summary(chromium, '{:,.1f}')} | {lib.summary(launcher, '{:,.1f}')} | "
+        core = [100 * r["chromium_cpu_s"] / r["seconds"] for r in on]
+        print(f"| {mode} | {lib.summary(chromium, '{:,.1f}')} | {lib.summary(core, '{:,.1f}')} % | "
+              f"{lib.summary(launcher, '{:,.1f}')} | "
               f"{lib.summary(share, '{:,.1f}')} % | {sum(bool(r.get('graph')) for r in on)} of {len(on)} runs |")
     if args.sse_reader:
         print(f"\nEvents read from /api/v1/events per run {lib.summary([r['events'] for r in runs if 'events' in r])}")
@@ -235,6 +237,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--sse-reader", action="store_true",
                     help="with the web on, also a reader of the whole unfiltered /api/v1/events")
+    ap.add_argument("--json", help="write every run's figures to this file as they come")
     ap.add_argument("--modes", default="per-connection,reused", help="per-connection, reused")
     ap.add_argument("--fs", default="tmp", choices=["tmp", "ext4", "ext4-nojournal"],
                     help="where run folders go: the temp folder, or a fresh ext4 on a loop device (root), as accept.py")
@@ -259,11 +262,15 @@ def main():
                             r.update(dashboard.last)
                             r["chromium_cpu_us_per_msg"] = r["chromium_cpu_s"] / args.messages * 1e6
                         runs.append(r)
+                        if args.json:
+                            with open(args.json, "w") as f:
+                                json.dump(runs, f, indent=1)
                         lib.log(f"  round {rnd} {mode:15} {server:24} {r['rate']:8,.0f} msg/s  "
                                 f"{r['cpu_us_per_msg']:6.0f} us node CPU/msg  "
                                 f"{r.get('launcher_cpu_us_per_msg', 0):5.1f} launcher"
                                 + (f"  {r.get('chromium_cpu_us_per_msg', 0):.1f} us chromium "
-                                   f"({r['chromium_processes']} processes)"
+                                   f"({100 * r['chromium_cpu_s'] / r['seconds']:.1f} % of a core, "
+                                   f"{r['chromium_processes']} processes)"
                                    + (f", {r['events']} events read" if args.sse_reader else "") if web else ""))
         finally:
             if runs:
