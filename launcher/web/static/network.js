@@ -247,14 +247,19 @@
     container.replaceChildren(el("table", { "aria-labelledby": "list-title" }, el("thead", {}, head), body));
   }
 
+  // Text, a class or an attribute set only when it changes: the poll brings
+  // every node every 1.5 s, and a write of the same text still costs the
+  // browser a layout and a paint.
+  function setText(node, text) { if (node.textContent !== text) node.textContent = text; }
+
   function updateRow(n) {
     const r = rows.get(n.name);
     if (!r) return;
-    r.row.setAttribute("data-state", n.state);
-    r.cells.state.className = "state " + n.state;
-    r.cells.state.textContent = n.state;
-    r.cells.listen.textContent = n.listen || "";
-    if (!n.resolver) for (const k of COUNTERS) r.cells[k].textContent = n[k] ?? "";
+    if (r.row.getAttribute("data-state") !== n.state) r.row.setAttribute("data-state", n.state);
+    if (r.cells.state.className !== "state " + n.state) r.cells.state.className = "state " + n.state;
+    setText(r.cells.state, n.state);
+    setText(r.cells.listen, n.listen || "");
+    if (!n.resolver) for (const k of COUNTERS) setText(r.cells[k], String(n[k] ?? ""));
   }
 
   function updatePeers(name) {
@@ -265,7 +270,7 @@
       if (e.a === name) peers.push(e.b);
       else if (e.b === name) peers.push(e.a);
     }
-    r.cells.peers.textContent = peers.sort().join(", ");
+    setText(r.cells.peers, peers.sort().join(", "));
   }
 
   function setState(name, state) {
@@ -281,14 +286,13 @@
   function summary() {
     const domains = [...nodes.values()].filter((n) => !n.resolver);
     const ready = domains.filter((n) => n.state === "ready").length;
-    document.getElementById("summary").textContent =
-      domains.length + " domains (" + ready + " ready) · " + edges.size +
-      (edges.size === 1 ? " link" : " links") + " that carried mail";
+    setText(document.getElementById("summary"), domains.length + " domains (" + ready + " ready) · " + edges.size +
+      (edges.size === 1 ? " link" : " links") + " that carried mail");
   }
 
   function take(net) {
     netName = net.name || "";
-    document.getElementById("title").textContent = "Network " + netName;
+    setText(document.getElementById("title"), "Network " + netName);
     for (const raw of [net.resolver, ...(net.nodes || [])]) {
       if (!raw) continue;
       const resolver = raw === net.resolver;
