@@ -51,6 +51,15 @@ bool is_network_received(std::string_view field, std::string& id_at, std::string
   return true;
 }
 
+// "Authentication-Results: D;..." under a Received: of D's (id_at: "Q@D"),
+// as auth_service.hpp writes it: at most max_trace_field bytes.
+bool is_network_auth_results(std::string_view field, const std::string& id_at) {
+  constexpr std::string_view name = "Authentication-Results: ";
+  if (field.size() > max_trace_field || !field.starts_with(name)) return false;
+  const std::string domain = id_at.substr(id_at.find('@') + 1);
+  return field.substr(name.size()).starts_with(domain + ";");
+}
+
 // Bytes of the trace lines mailnet nodes put at the top of message.
 std::size_t network_trace_bytes(std::string_view message) {
   std::size_t pos = 0;
@@ -61,7 +70,8 @@ std::size_t network_trace_bytes(std::string_view message) {
     if (field.empty()) break;
     if (is_network_received(field, id_at, date)) {
       after_ours = true;
-    } else if (!(after_ours && (field == "Message-ID: <" + id_at + ">\r\n" || field == "Date: " + date))) {
+    } else if (!(after_ours && (field == "Message-ID: <" + id_at + ">\r\n" || field == "Date: " + date ||
+                                is_network_auth_results(field, id_at)))) {
       break;
     }
     pos += field.size();
@@ -91,8 +101,10 @@ std::uint64_t counted_size(std::string_view message) {
 }
 
 std::uint64_t trace_allowance(const limits& l) {
-  return static_cast<std::uint64_t>(l.received_headers) * (3 * max_trace_field);
+  return static_cast<std::uint64_t>(l.received_headers) * (4 * max_trace_field);
 }
+
+std::size_t first_field_size(std::string_view trace) { return next_field(trace, 0).size(); }
 
 header_facts scan_headers(std::string_view message) {
   header_facts facts;
