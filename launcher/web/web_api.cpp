@@ -416,7 +416,8 @@ std::string prometheus_text(const json& status, double uptime_seconds) {
     out += "# HELP " + family + " " + help + "\n# TYPE " + family + " counter\n";
     for (const auto& n : status.value("nodes", json::array())) {
       if (!n.contains("mail_auth")) continue;
-      for (const auto& [result, count] : n["mail_auth"].value(check, json::object()).items()) {
+      const json counts = n["mail_auth"].value(check, json::object());  // named: items() of a temporary dangles
+      for (const auto& [result, count] : counts.items()) {
         if (result == "rejected" || result == "quarantined") continue;
         out += family + "{domain=\"" + label(n.value("name", "")) + "\",result=\"" + label(result) + "\"} " +
                std::to_string(count.get<long>()) + "\n";
