@@ -52,7 +52,63 @@ auth_request request(std::string ip, std::string from, const std::string& header
   return {std::move(ip), "mx.example.org", std::move(from), message};
 }
 
+// Signed once with dkimpy (1024-bit key, selector "unit", d=deathstar.com); the public key below.
+const char* const signed_message =
+    "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/simple; d=deathstar.com;\r\n"
+    " i=@deathstar.com; q=dns/txt; s=unit; t=1796277268; h=from : to :\r\n"
+    " subject : date; bh=3XIgQffHwZFBqYWVpBpu0F9UMOD33sOhvQwk7lx6Ix0=;\r\n"
+    " b=ox7TLPnIdZOYUv4Dk9fn2N+cp0W9hCfOGYj7nx1OxpAb4c6n8mGmDMoaipZR5BKBEb96S\r\n"
+    " qKnnIoGE67fj04+pN4OVgbi/wBjWy2uSZArqqMxCBpP2AkoYQvMlkqZ+e8vikFyUJsUTOt/\r\n"
+    " jC+N1CyM0tvgkthckqBF0R1GO6zs0mE=\r\n"
+    "From: Vader <vader@deathstar.com>\r\n"
+    "To: rey@jaku.com\r\n"
+    "Subject: plans\r\n"
+    "Date: Thu, 03 Dec 2026 05:00:00 +0000\r\n"
+    "\r\n"
+    "The plans are in the droid.\r\n";
+const char* const unit_key =
+    "v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDTe3/1w/ZMwH2u6npOBnfg"
+    "1ldFdaIcmzvf9Y7x886/jFPgba2DVJyKXRTDoy6Y1b4ANvqMH5+ptACeXT8cIKZWhKA32NtdgDjFuzutJ/Yg5UEwvKMkIITUCUykl6quekb5BE7HRQ4NnotUjSd6qPquzIzbt+hGNMv0MPrV1LQuewIDAQAB";
+
 }  // namespace
+
+TEST_CASE("auth: DKIM through libopendkim: pass, an altered body fails, a missing key, a dead resolver") {
+  fake_dns dns;
+  dns.txt["deathstar.com"] = {"v=spf1 ip4:127.0.1.2 -all"};
+  dns.txt["_dmarc.deathstar.com"] = {"v=DMARC1; p=reject"};
+  dns.txt["unit._domainkey.deathstar.com"] = {unit_key};
+  auth_checker checker(dns.lookup());
+  const std::string good = signed_message;
+  auth_request req{"127.0.1.9", "client.example", "vader@deathstar.com", good};
+  auto r = checker.check(req);
+  REQUIRE(r.dkim.size() == 1);
+  CHECK(r.dkim[0].result == "pass");
+  CHECK(r.dkim[0].domain == "deathstar.com");
+  CHECK(r.dkim[0].selector == "unit");
+  // SPF fails (127.0.1.9), but the aligned signature carries DMARC.
+  CHECK(r.spf.result == "fail");
+  CHECK(r.dmarc.result == "pass");
+  CHECK(r.dmarc.dkim_aligned);
+
+  std::string altered = good;
+  altered.replace(altered.find("droid"), 5, "drone");
+  req.message = altered;
+  r = checker.check(req);
+  REQUIRE(r.dkim.size() == 1);
+  CHECK(r.dkim[0].result == "fail");
+  CHECK(r.dmarc.result == "fail");
+
+  dns.txt.erase("unit._domainkey.deathstar.com");
+  req.message = good;
+  CHECK(checker.check(req).dkim.at(0).result == "permerror");
+  dns.down = true;
+  CHECK(checker.check(req).dkim.at(0).result == "temperror");
+
+  const std::string plain = "From: a@deathstar.com\r\n\r\nhi\r\n";
+  req.message = plain;
+  dns.down = false;
+  CHECK(checker.check(req).dkim.empty());
+}
 
 TEST_CASE("auth: SPF verdicts from the records, loopback clients included") {
   fake_dns dns;
