@@ -321,7 +321,6 @@ std::string authentication_results_field(std::string_view authserv_id, const aut
 struct auth_checker::libraries {
   DKIM_LIB* dkim = nullptr;
   OPENDMARC_LIB_T dmarc{};
-  SPF_dns_server_t spf_layer{};
 };
 
 auth_checker::auth_checker(dns_lookup lookup) : lookup_(std::move(lookup)), libs_(std::make_unique<libraries>()) {
@@ -331,18 +330,6 @@ auth_checker::auth_checker(dns_lookup lookup) : lookup_(std::move(lookup)), libs
   // No public suffix list (tld_type 0): see organizational_domain().
   std::memset(&libs_->dmarc, 0, sizeof libs_->dmarc);
   opendmarc_policy_library_init(&libs_->dmarc);
-  // The DNS layer libspf2 asks: no destroy function (it is ours, freed with
-  // this object), nothing below it.
-  auto& layer = libs_->spf_layer;
-  layer.destroy = nullptr;
-  layer.lookup = spf_lookup;
-  layer.get_spf = nullptr;
-  layer.get_exp = nullptr;
-  layer.add_cache = nullptr;
-  layer.layer_below = nullptr;
-  layer.name = "mailnet";
-  layer.debug = 0;
-  layer.hook = const_cast<dns_lookup*>(&lookup_);
 }
 
 auth_checker::~auth_checker() {
@@ -350,10 +337,16 @@ auth_checker::~auth_checker() {
   dkim_close(libs_->dkim);
 }
 
-spf_verdict auth_checker::check_spf(const auth_request& req) const {
+spf_verdict auth_checker::check_spf(const auth_request& req, const dns_lookup& lookup) const {
   spf_verdict v;
+  // The DNS layer libspf2 asks: no destroy function (SPF_server_new_dns
+  // never frees it; it lives on this stack), nothing below it.
+  SPF_dns_server_t layer{};
+  layer.lookup = spf_lookup;
+  layer.name = "mailnet";
+  layer.hook = const_cast<dns_lookup*>(&lookup);
   // A server per check: its state is small, and requests never share it across threads.
-  SPF_server_t* server = SPF_server_new_dns(&libs_->spf_layer, 0);
+  SPF_server_t* server = SPF_server_new_dns(&layer, 0);
   if (!server) {
     v.result = "temperror";
     v.detail = "libspf2: out of memory";
@@ -395,7 +388,7 @@ spf_verdict auth_checker::check_spf(const auth_request& req) const {
   return v;
 }
 
-std::vector<dkim_verdict> auth_checker::check_dkim(const auth_request& req) const {
+std::vector<dkim_verdict> auth_checker::check_dkim(const auth_request& req, const dns_lookup& lookup) const {
   std::vector<dkim_verdict> out;
   DKIM_STAT status = DKIM_STAT_OK;
   DKIM* dkim = dkim_verify(libs_->dkim, reinterpret_cast<const u_char*>("mailnet"), nullptr, &status);
@@ -403,7 +396,7 @@ std::vector<dkim_verdict> auth_checker::check_dkim(const auth_request& req) cons
     out.push_back({"temperror", "", "", std::string("libopendkim: ") + dkim_getresultstr(status)});
     return out;
   }
-  dkim_set_user_context(dkim, const_cast<dns_lookup*>(&lookup_));
+  dkim_set_user_context(dkim, const_cast<dns_lookup*>(&lookup));
   // dkim_chunk takes the message as it came (CRLF line ends) and finds the
   // header's end itself; it copies what it keeps and never writes to buf.
   auto* bytes = reinterpret_cast<u_char*>(const_cast<char*>(req.message.data()));
@@ -440,7 +433,7 @@ std::vector<dkim_verdict> auth_checker::check_dkim(const auth_request& req) cons
 }
 
 dmarc_verdict auth_checker::check_dmarc(const auth_request& req, const spf_verdict& spf,
-                                        const std::vector<dkim_verdict>& dkim) const {
+                                        const std::vector<dkim_verdict>& dkim, const dns_lookup& lookup) const {
   dmarc_verdict v;
   const auto froms = from_fields(req.message);
   if (froms.size() != 1) {
@@ -463,11 +456,11 @@ dmarc_verdict auth_checker::check_dmarc(const auth_request& req, const spf_verdi
     v.from_domain.clear();
     return v;
   }
-  dmarc_record record = fetch_dmarc(lookup_, v.from_domain);
+  dmarc_record record = fetch_dmarc(lookup, v.from_domain);
   v.record_domain = v.from_domain;
   const std::string org = organizational_domain(v.from_domain);
   if (record.outcome == dmarc_record::state::none && org != v.from_domain) {
-    record = fetch_dmarc(lookup_, org);
+    record = fetch_dmarc(lookup, org);
     v.record_domain = org;
   }
   if (record.outcome != dmarc_record::state::found) {
@@ -550,10 +543,34 @@ dmarc_verdict auth_checker::check_dmarc(const auth_request& req, const spf_verdi
 }
 
 auth_results auth_checker::check(const auth_request& req) const {
+  // Once the resolver has not answered one question, the check's others get
+  // the same answer at once: a dead resolver costs a message one deadline
+  // (resolver.timeout × attempts), not one per question, before its 250.
+  bool resolver_failed = false;
+  std::string why;
+  const dns_lookup lookup = [&](const std::string& name, std::uint16_t type) {
+    if (resolver_failed) {
+      dns_reply r;
+      r.kind = reply_kind::failure;
+      r.detail = why;
+      return r;
+    }
+    dns_reply r = lookup_(name, type);
+    // Unreachable, not a SERVFAIL for one name: the resolver client's
+    // "no reply ... (3 attempts)", or the node's own wait that ran out.
+    const bool unreachable = r.detail.find(" attempt") != std::string::npos ||
+                             r.detail.find("resolver client") != std::string::npos ||
+                             r.detail == "the node is stopping";
+    if (r.kind == reply_kind::failure && unreachable) {
+      resolver_failed = true;
+      why = r.detail;
+    }
+    return r;
+  };
   auth_results r;
-  r.spf = check_spf(req);
-  r.dkim = check_dkim(req);
-  r.dmarc = check_dmarc(req, r.spf, r.dkim);
+  r.spf = check_spf(req, lookup);
+  r.dkim = check_dkim(req, lookup);
+  r.dmarc = check_dmarc(req, r.spf, r.dkim, lookup);
   return r;
 }
 

@@ -94,10 +94,11 @@ class auth_checker {
   auth_results check(const auth_request& req) const;
 
  private:
-  spf_verdict check_spf(const auth_request& req) const;
-  std::vector<dkim_verdict> check_dkim(const auth_request& req) const;
-  dmarc_verdict check_dmarc(const auth_request& req, const spf_verdict& spf,
-                            const std::vector<dkim_verdict>& dkim) const;
+  // lookup: check()'s, which stops asking once the resolver has failed to answer.
+  spf_verdict check_spf(const auth_request& req, const dns_lookup& lookup) const;
+  std::vector<dkim_verdict> check_dkim(const auth_request& req, const dns_lookup& lookup) const;
+  dmarc_verdict check_dmarc(const auth_request& req, const spf_verdict& spf, const std::vector<dkim_verdict>& dkim,
+                            const dns_lookup& lookup) const;
 
   dns_lookup lookup_;
   struct libraries;
