@@ -313,6 +313,10 @@ asio::awaitable<step> session::read_data() {
     auth_request request{env.client_ip, env.helo, env.mail_from, reader.message()};
     const auth_results r = co_await ctx_.authenticate(std::move(request));
     const auto verdict = log_auth(qid, r);
+    // Fields in our name that came with the message are not ours (RFC 8601 §5): gone, after DKIM saw them.
+    const std::size_t trace_size = message.size() - reader.message().size();
+    if (const std::size_t forged = remove_auth_results_of(message, trace_size, ctx_.config.name))
+      log_line(" removed " + std::to_string(forged) + " Authentication-Results: field(s) in this node's name");
     message.insert(first_field_size(message), authentication_results_field(ctx_.config.name, r));
     if (verdict == auth_action::reject) {
       protocol_.abort_transaction();

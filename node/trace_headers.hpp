@@ -45,6 +45,12 @@ std::string make_trace_headers(const trace_info& info, const header_facts& facts
 // Authentication-Results: goes, under its Received:.
 std::size_t first_field_size(std::string_view trace);
 
+// RFC 8601 §5: a message that comes in already carrying
+// Authentication-Results: fields in this node's name (authserv_id, any case)
+// would show a reader verdicts the node never gave. Removes those fields
+// from the header section that starts at from; returns how many.
+std::size_t remove_auth_results_of(std::string& message, std::size_t from, std::string_view authserv_id);
+
 // The size limits.message_size applies to, at every hop alike: the message
 // as it goes on the wire (each line end CRLF, a final one added; RFC 1870
 // counts no dot-stuffing) without the trace lines mailnet nodes put at its

@@ -223,3 +223,19 @@ TEST_CASE("auth: Authentication-Results: names the node and every verdict, and c
   forged.insert(first_field_size(forged), authentication_results_field("evil.org", r));
   CHECK(counted_size(forged) > counted_size(body));
 }
+
+TEST_CASE("auth: Authentication-Results: fields in the node's own name that came with a message are removed") {
+  std::string message = "Received: x\r\n"
+                        "Authentication-Results: JAKU.com; dmarc=pass\r\n"
+                        "Subject: hi\r\n"
+                        "Authentication-Results: deathstar.com;\r\n\tdkim=pass\r\n"
+                        "Authentication-Results:\r\n jaku.com; spf=pass\r\n"
+                        "\r\n"
+                        "Authentication-Results: jaku.com; in the body\r\n";
+  CHECK(remove_auth_results_of(message, 0, "jaku.com") == 2);
+  CHECK(message == "Received: x\r\n"
+                   "Subject: hi\r\n"
+                   "Authentication-Results: deathstar.com;\r\n\tdkim=pass\r\n"
+                   "\r\n"
+                   "Authentication-Results: jaku.com; in the body\r\n");
+}
