@@ -297,6 +297,7 @@ asio::awaitable<step> session::read_data() {
                    env.rcpts.size() == 1 ? env.rcpts.front().address : std::string{},
                    std::chrono::system_clock::now(), env.tls, !env.auth_user.empty()};
   std::string message = make_trace_headers(trace, facts);
+  const std::size_t trace_size = message.size();  // the message as it came starts here
   message += reader.message();
   // Counted as stored, as the next node of the network will count it.
   const bool too_big = reader.too_big() || counted_size(message) > limits.message_size;
@@ -320,11 +321,12 @@ asio::awaitable<step> session::read_data() {
   bool junk = false;
   if (ctx_.auth && !submission_) {
     // Named, not temporaries inside the co_await (GCC 12, see greet()).
-    auth_request request{env.client_ip, env.helo, env.mail_from, reader.message()};
+    // The message as it will be stored (an "alter" fault's footer included:
+    // the verdicts are about what the user gets), without our trace lines.
+    auth_request request{env.client_ip, env.helo, env.mail_from, std::string_view(message).substr(trace_size)};
     const auth_results r = co_await ctx_.authenticate(std::move(request));
     const auto verdict = log_auth(qid, r);
     // Fields in our name that came with the message are not ours (RFC 8601 §5): gone, after DKIM saw them.
-    const std::size_t trace_size = message.size() - reader.message().size();
     if (const std::size_t forged = remove_auth_results_of(message, trace_size, ctx_.config.name))
       log_line(" removed " + std::to_string(forged) + " Authentication-Results: field(s) in this node's name");
     message.insert(first_field_size(message), authentication_results_field(ctx_.config.name, r));

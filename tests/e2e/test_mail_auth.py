@@ -59,7 +59,7 @@ def records():
 
 
 def topology(name, **resolver):
-    ports = harness.free_tcp_ports(4)
+    ports = harness.free_tcp_ports(5)
     return {
         "name": name,
         "resolver": {"listen": f"127.0.0.1:{harness.free_udp_port()}", "ttl": 0, **resolver},
@@ -72,7 +72,10 @@ def topology(name, **resolver):
              "policy": {"dmarc": "off"}},
             {"name": "deathstar.com", "listen": f"127.0.0.1:{ports[3]}", "users": ["vader"],
              "dns": {"records": records()}},
+            # Its node appends a footer to what it receives (an "alter" fault), before its own checks.
+            {"name": "endor.com", "listen": f"127.0.0.1:{ports[4]}", "users": ["wicket"]},
         ],
+        "faults": {"rules": [{"name": "footer", "to": "endor.com", "stage": "end_of_data", "action": "alter"}]},
     }
 
 
@@ -181,6 +184,17 @@ def test_dkim_pass_and_altered_body(net):
                      "event=dkim result=fail")
 
 
+def test_dkim_fails_when_the_receiving_node_alters_the_body(net):
+    sender = "vader@mail.deathstar.com"
+    code, reply = send(net, "endor.com", GOOD, sender, "wicket@endor.com",
+                       signed(message("footer", sender, "wicket@endor.com")))
+    assert code == 250, reply
+    data = stored(net, "endor.com", "wicket", "footer")
+    assert "fault rule footer" in data, data
+    ar = auth_results(data)
+    assert "dkim=fail" in ar and "spf=pass" in ar and "dmarc=pass" in ar, ar  # SPF still aligns
+
+
 def test_dmarc_enforce_rejects_and_quarantines(net):
     # The forgery: From mail.deathstar.com (p=reject) from an address its SPF does not allow, no signature.
     sender = "vader@mail.deathstar.com"
@@ -261,8 +275,8 @@ def on(net, test):
 
 
 def main():
-    shared = [test_spf_verdicts, test_dkim_pass_and_altered_body, test_dmarc_enforce_rejects_and_quarantines,
-              test_policy_off_checks_nothing]
+    shared = [test_spf_verdicts, test_dkim_pass_and_altered_body, test_dkim_fails_when_the_receiving_node_alters_the_body,
+              test_dmarc_enforce_rejects_and_quarantines, test_policy_off_checks_nothing]
     words = sys.argv[1:]
     codes = []
     if any(all(w in t.__name__ for w in words) for t in shared):
