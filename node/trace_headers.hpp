@@ -43,9 +43,9 @@ std::string make_trace_headers(const trace_info& info, const header_facts& facts
 // The size limits.message_size applies to, at every hop alike: the message
 // as it goes on the wire (each line end CRLF, a final one added; RFC 1870
 // counts no dot-stuffing) without the trace lines mailnet nodes put at its
-// top (their Received:, and the Message-ID:/Date: a node adds when the
-// sender left them out). So a message one node took is never refused by the
-// next for the network's own headers.
+// top (their Received:, the Message-ID:/Date: a node adds when the sender
+// left them out, and the DKIM-Signature: it adds after them). So a message
+// one node took is never refused by the next for the network's own headers.
 std::uint64_t counted_size(std::string_view message);
 
 // At most this many bytes of a message can be such trace lines: how far past
