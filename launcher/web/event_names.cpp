@@ -36,6 +36,7 @@ constexpr std::array names = {
     std::string_view("delivered"),
     std::string_view("disconnect"),
     std::string_view("disk_error"),
+    std::string_view("dkim_unavailable"),
     std::string_view("dropped"),
     std::string_view("fault"),
     std::string_view("fault_rules"),
