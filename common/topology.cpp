@@ -25,11 +25,22 @@ std::string lower(std::string_view s) {
   return out;
 }
 
+// The mail-authentication records as "defaults" or a domain sets them
+// ("dns": {"spf", "dmarc", "dkim"}); the SPF default depends on the
+// domain's address, so it is a flag until the address is known.
+struct auth_records {
+  bool spf_default = true;
+  std::optional<std::string> spf;
+  std::optional<std::string> dmarc{default_dmarc_record};
+  std::optional<dkim_settings> dkim{dkim_settings{}};
+};
+
 struct domain_defaults {
   retry_policy retry;
   struct limits limits;
   struct timeouts timeouts;
   struct policy policy;
+  auth_records auth;
 };
 
 void read_retry(const json_reader& r, const json& j, const std::string& path, retry_policy& out) {
@@ -116,12 +127,95 @@ void read_settings(const json_reader& r, const json& j, const std::string& path,
   if (j.contains("policy")) read_policy(r, j["policy"], path + ".policy", out.policy);
 }
 
+// The records a domain ends with, from its own "dns" over the defaults'.
+// An alias is alone at its name (RFC 1034 §3.6.2): no CNAME of the domain's
+// where its DMARC or DKIM record is.
+void settle_auth_records(const json_reader& r, const std::string& path, domain_config& d, const auth_records& auth) {
+  d.dns.spf = auth.spf_default ? std::optional<std::string>(default_spf_record(d.listen)) : auth.spf;
+  d.dns.dmarc = auth.dmarc;
+  d.dns.dkim = auth.dkim;
+  if (d.dns.dkim && !is_valid_record_name(dkim_record_name(d.dns.dkim->selector, d.name)))
+    r.fail(path + ".dns.dkim.selector", "\"" + dkim_record_name(d.dns.dkim->selector, d.name) +
+                                            "\" is longer than a DNS name may be (253 bytes); choose a shorter selector");
+  for (std::size_t i = 0; i < d.dns.records.size(); ++i) {
+    const auto& rec = d.dns.records[i];
+    if (rec.type != "CNAME") continue;
+    const std::string at = path + ".dns.records[" + std::to_string(i) + "].name";
+    if (d.dns.dmarc && rec.name == "_dmarc." + d.name)
+      r.fail(at, "a CNAME cannot be at " + rec.name + ", which has the domain's DMARC record (\"dmarc\": false removes it)");
+    if (d.dns.dkim && rec.name == dkim_record_name(d.dns.dkim->selector, d.name))
+      r.fail(at, "a CNAME cannot be at " + rec.name + ", which has the domain's DKIM key (\"dkim\": false removes it)");
+  }
+}
+
+// A TXT record's text as the topology may give it.
+std::string txt_value_at(const json_reader& r, const json& j, const std::string& path) {
+  std::string value = r.string_at(j, path);
+  if (value.size() > 4000) r.fail(path, "a TXT value of at most 4000 bytes, found " + std::to_string(value.size()));
+  for (unsigned char c : value)
+    if (c < 0x20 || c == 0x7F) r.fail(path, "control characters are not allowed in a TXT value");
+  return value;
+}
+
+// "spf", "dmarc": the record's text, or false for none. Any text is served
+// as given: a broken record is a lesson too.
+std::optional<std::string> auth_text_at(const json_reader& r, const json& j, const std::string& path,
+                                        const char* example) {
+  if (j.is_boolean() && !j.get<bool>()) return std::nullopt;
+  if (!j.is_string())
+    r.fail(path, std::string("expected the record's text such as \"") + example + "\", or false for none, found " +
+                     r.type_name(j));
+  return txt_value_at(r, j, path);
+}
+
+bool is_base64(std::string_view text) {
+  return std::all_of(text.begin(), text.end(),
+                     [](unsigned char c) { return std::isalnum(c) || c == '+' || c == '/' || c == '='; });
+}
+
+// "spf", "dmarc" and "dkim" of "dns" (of a domain, or of "defaults").
+void read_auth_records(const json_reader& r, const json& j, const std::string& path, auth_records& out) {
+  if (j.contains("spf")) {
+    out.spf_default = false;
+    out.spf = auth_text_at(r, j["spf"], path + ".spf", "v=spf1 ip4:127.0.0.1 -all");
+  }
+  if (j.contains("dmarc")) out.dmarc = auth_text_at(r, j["dmarc"], path + ".dmarc", "v=DMARC1; p=none");
+  if (j.contains("dkim")) {
+    const auto& kj = j["dkim"];
+    const std::string kpath = path + ".dkim";
+    if (kj.is_boolean() && !kj.get<bool>()) {
+      out.dkim.reset();
+      return;
+    }
+    if (!kj.is_object())
+      r.fail(kpath, "expected false (no signing, no key) or an object such as {\"selector\": \"mailnet\"}, found " +
+                        r.type_name(kj));
+    r.only_keys(kj, kpath, {"selector", "public_key"});
+    dkim_settings k;
+    if (kj.contains("selector")) {
+      k.selector = lower(r.string_at(kj["selector"], kpath + ".selector"));
+      // RFC 6376 §3.1: a selector is a sub-domain, a name of its own under _domainkey.
+      if (!is_valid_record_name(k.selector) || k.selector.size() > 63)
+        r.fail(kpath + ".selector",
+               "expected DNS labels of letters, digits, '-' or '_' (at most 63 bytes) such as \"mailnet\", found \"" +
+                   k.selector + "\"");
+    }
+    if (kj.contains("public_key")) {
+      k.public_key = r.string_at(kj["public_key"], kpath + ".public_key");
+      if (k.public_key.size() > 2000 || !is_base64(k.public_key))
+        r.fail(kpath + ".public_key", "expected base64 text of at most 2000 bytes (`up` writes it from the domain's dkim.key)");
+    }
+    out.dkim = std::move(k);
+  }
+}
+
 // "@" is the domain itself; any other name must be the domain or under it
 // (a domain's records stay in its own part of the network's DNS).
 void read_dns(const json_reader& r, const json& j, const std::string& path, const std::string& domain,
-              dns_settings& out) {
+              dns_settings& out, auth_records& auth) {
   r.expect_object(j, path);
-  r.only_keys(j, path, {"records"});
+  r.only_keys(j, path, {"records", "spf", "dmarc", "dkim"});
+  read_auth_records(r, j, path, auth);
   if (!j.contains("records")) return;
   const auto& list = j["records"];
   const std::string lpath = path + ".records";
@@ -148,9 +242,7 @@ void read_dns(const json_reader& r, const json& j, const std::string& path, cons
     rec.value = r.string_at(rj["value"], rp + ".value");
     const std::string vp = rp + ".value";
     if (rec.type == "TXT") {
-      if (rec.value.size() > 4000) r.fail(vp, "a TXT value of at most 4000 bytes, found " + std::to_string(rec.value.size()));
-      for (unsigned char c : rec.value)
-        if (c < 0x20 || c == 0x7F) r.fail(vp, "control characters are not allowed in a TXT value");
+      rec.value = txt_value_at(r, rj["value"], vp);
     } else if (rec.type == "A" || rec.type == "AAAA") {
       in_addr v4{};
       in6_addr v6{};
@@ -334,6 +426,15 @@ bool is_valid_password(std::string_view p) {
   return std::all_of(p.begin(), p.end(), [](unsigned char c) { return c >= 0x20 && c < 0x7f && c != ':'; });
 }
 
+std::string default_spf_record(const endpoint& listen) {
+  const bool v6 = listen.host.find(':') != std::string::npos;
+  return std::string("v=spf1 ") + (v6 ? "ip6:" : "ip4:") + listen.host + " -all";
+}
+
+std::string dkim_record_name(const std::string& selector, const std::string& domain) {
+  return selector + "._domainkey." + domain;
+}
+
 bool is_loopback_host(std::string_view host) {
   std::string h(host);
   in_addr v4{};
@@ -400,8 +501,14 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
   if (doc.contains("defaults")) {
     const auto& dj = doc["defaults"];
     r.expect_object(dj, "$.defaults");
-    r.only_keys(dj, "$.defaults", {"retry", "limits", "timeouts", "policy"});
+    r.only_keys(dj, "$.defaults", {"retry", "limits", "timeouts", "policy", "dns"});
     read_settings(r, dj, "$.defaults", defaults);
+    if (dj.contains("dns")) {
+      // Records have names under one domain: only the authentication records have defaults.
+      r.expect_object(dj["dns"], "$.defaults.dns");
+      r.only_keys(dj["dns"], "$.defaults.dns", {"spf", "dmarc", "dkim"});
+      read_auth_records(r, dj["dns"], "$.defaults.dns", defaults.auth);
+    }
   }
 
   if (!doc.contains("domains")) r.fail("$.domains", "missing (expected a list of domains)");
@@ -496,7 +603,9 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
       }
     }
 
-    if (dj.contains("dns")) read_dns(r, dj["dns"], path + ".dns", d.name, d.dns);
+    auth_records auth = defaults.auth;
+    if (dj.contains("dns")) read_dns(r, dj["dns"], path + ".dns", d.name, d.dns, auth);
+    settle_auth_records(r, path, d, auth);
     if (dj.contains("restart")) d.restart_on_failure = r.restart_at(dj["restart"], path + ".restart");
     domain_defaults own = defaults;
     read_settings(r, dj, path, own);
@@ -601,7 +710,15 @@ std::string to_json_text(const topology& t) {
     const auto& d = t.domains[i];
     auto records = json::array();
     for (const auto& rec : d.dns.records) records.push_back({{"name", rec.name}, {"type", rec.type}, {"value", rec.value}});
-    doc["domains"][i]["dns"] = {{"records", records}};
+    json dkim = false;
+    if (d.dns.dkim) {
+      dkim = {{"selector", d.dns.dkim->selector}};
+      if (!d.dns.dkim->public_key.empty()) dkim["public_key"] = d.dns.dkim->public_key;
+    }
+    doc["domains"][i]["dns"] = {{"records", records},
+                                {"spf", d.dns.spf ? json(*d.dns.spf) : json(false)},
+                                {"dmarc", d.dns.dmarc ? json(*d.dns.dmarc) : json(false)},
+                                {"dkim", dkim}};
     doc["domains"][i]["submission"] = d.submission ? json(d.submission->to_string()) : json(false);
   }
   if (!t.faults.rules.empty() || t.faults.seed) doc["faults"] = faults_to_json(t.faults);

@@ -119,8 +119,28 @@ struct dns_record {
   friend bool operator==(const dns_record&, const dns_record&) = default;
 };
 
+// A domain's DKIM key: its selector, and the public half the resolver
+// serves at <selector>._domainkey.<domain> (RFC 6376 §3.6.2.1).
+struct dkim_settings {
+  std::string selector = "mailnet";
+  // Base64 of the DER SubjectPublicKeyInfo of run/<name>/<domain>/dkim.key,
+  // written in by `up` (launcher/dkim_keys.hpp); empty before that, and then
+  // no DKIM record is served.
+  std::string public_key;
+  friend bool operator==(const dkim_settings&, const dkim_settings&) = default;
+};
+
+inline constexpr std::string_view default_dmarc_record = "v=DMARC1; p=reject; adkim=r; aspf=r";
+
 struct dns_settings {
   std::vector<dns_record> records;
+  // The mail-authentication records the resolver serves for the domain;
+  // nullopt: none ("spf": false, ...). parse_topology fills in the defaults
+  // (default_spf_record(), default_dmarc_record, selector "mailnet"); a
+  // domain_config built in code has none.
+  std::optional<std::string> spf;    // TXT at the domain
+  std::optional<std::string> dmarc;  // TXT at _dmarc.<domain>
+  std::optional<dkim_settings> dkim;  // also: the node signs the mail of its domain that it relays
   friend bool operator==(const dns_settings&, const dns_settings&) = default;
 };
 
@@ -191,6 +211,11 @@ bool is_valid_user_name(std::string_view name);  // letters, digits, . _ - +; no
 // included) but ':' (the passwords file is in Dovecot's passwd-file form).
 bool is_valid_password(std::string_view password);
 bool is_loopback_host(std::string_view host);
+// "v=spf1 ip4:127.0.1.1 -all" (ip6: for an IPv6 address): the node's mail
+// leaves from the address it listens on, and from nowhere else.
+std::string default_spf_record(const endpoint& listen);
+// "mailnet._domainkey.jaku.com" (no trailing dot).
+std::string dkim_record_name(const std::string& selector, const std::string& domain);
 // A DNS owner name: labels of letters, digits, '-' and '_' (as in
 // _dmarc.jaku.com), at most 63 octets each, 253 in all.
 bool is_valid_record_name(std::string_view name);

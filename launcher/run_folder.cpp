@@ -4,6 +4,7 @@
 
 #include "common/passwords.hpp"
 #include "common/private_files.hpp"
+#include "launcher/dkim_keys.hpp"
 #include "launcher/tls_ca.hpp"
 
 #include <csignal>
@@ -32,7 +33,7 @@ topology node_topology(const topology& net, const std::string& domain) {
   return out;
 }
 
-void run_folder::prepare(const topology& net, bool fresh) const {
+void run_folder::prepare(topology& net, bool fresh) const {
   // Before anything is written: the folder and everything in it must be
   // ours, with no link and nothing others can write (private_files.hpp).
   make_private_folder(dir_);
@@ -56,11 +57,11 @@ void run_folder::prepare(const topology& net, bool fresh) const {
   // sun_path holds 108 bytes; say so now rather than fail after starting.
   if (std::filesystem::absolute(control_socket()).string().size() >= sizeof(sockaddr_un{}.sun_path))
     throw std::runtime_error("the path of " + control_socket().string() + " is too long for a unix socket");
+  for (const auto& d : net.domains) make_private_folders(dir_, d.name);
+  prepare_dkim_keys(dir_, net);  // before topology.json: it carries the public keys to the resolver
   write_private_file(topology_json(), to_json_text(net));
-  for (const auto& d : net.domains) {
-    make_private_folders(dir_, d.name);
+  for (const auto& d : net.domains)
     write_private_file(node_topology_json(d.name), to_json_text(node_topology(net, d.name)));
-  }
 }
 
 void run_folder::write_pid(int pid) const { write_private_file(pid_file(), std::to_string(pid) + "\n"); }

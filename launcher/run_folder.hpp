@@ -55,9 +55,11 @@ class run_folder {
   // user: only that user (or root) may control the network.
   void refuse_other_users_launcher() const;
 
-  // Creates the folder (emptied first with fresh) and writes topology.json.
-  // Earlier mail and queues are kept otherwise. Throws on failure.
-  void prepare(const topology& net, bool fresh) const;
+  // Creates the folder (emptied first with fresh), the domains' DKIM keys
+  // (their public halves written into net: dkim_keys.hpp) and writes
+  // topology.json. Earlier mail, queues and keys are kept otherwise. Throws
+  // on failure.
+  void prepare(topology& net, bool fresh) const;
 
   void write_pid(int pid) const;
   void remove_pid() const;

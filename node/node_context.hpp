@@ -25,6 +25,7 @@
 
 namespace mailnet::node {
 
+class dkim_signer;
 class relay;
 class tls_setup;
 class resolver_client;
@@ -62,6 +63,10 @@ struct node_context {
   };
   std::map<std::string, auth_failure_record> auth_failures;
   fault_plan faults;  // the topology's fault rules for this node (fault_plan.hpp)
+  // Signs the domain's outgoing mail (dkim_signer.hpp); null when the
+  // domain has "dkim": false, or its key could not be read (dkim_problem says why).
+  std::shared_ptr<const dkim_signer> dkim;
+  std::string dkim_problem;
   std::size_t active_sessions = 0;
   // A graceful stop has begun (SIGTERM): sessions answer 421 4.3.2 at their
   // next command, and each hook here wakes a session that waits for one.

@@ -25,6 +25,7 @@
 #include "common/private_files.hpp"
 #include "node/attachment_loader.hpp"
 #include "node/bounce.hpp"
+#include "node/dkim_signer.hpp"
 #include "node/fd_reserve.hpp"
 #include "common/mail/mime_comments.hpp"
 #include "node/node_context.hpp"
@@ -484,6 +485,17 @@ std::uint16_t node_service::start() {
     auto loaded = load_tls(m.dir.parent_path() / "tls", m.config.name);
     m.ctx.tls = std::move(loaded.setup);
     if (!loaded.problem.empty()) m.events.write({{"event", "tls_unavailable"}, {"detail", loaded.problem}});
+  }
+  if (m.config.dns.dkim) {
+    // The launcher made it before starting the nodes (launcher/dkim_keys.hpp).
+    const auto key_file = m.dir / "dkim.key";
+    try {
+      m.ctx.dkim = std::make_shared<const dkim_signer>(m.config.name, m.config.dns.dkim->selector,
+                                                       read_private_file(key_file, 1 << 16));
+    } catch (const std::exception& e) {
+      m.ctx.dkim_problem = "cannot use " + key_file.string() + ": " + e.what();
+      m.events.write({{"event", "dkim_unavailable"}, {"error", m.ctx.dkim_problem}});
+    }
   }
   if (!m.ctx.faults.empty())
     m.events.write({{"event", "faults"}, {"seed", std::to_string(m.ctx.faults.seed())},

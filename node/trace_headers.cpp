@@ -60,6 +60,15 @@ bool is_network_auth_results(std::string_view field, const std::string& id_at) {
   return field.substr(name.size()).starts_with(domain + ";");
 }
 
+// The DKIM-Signature a node puts after its Received: (and the Message-ID:
+// and Date: it added) when it signs the mail of its domain
+// (smtp_session.cpp): a signature of a key up to 4096 bits fits.
+constexpr std::size_t max_signature_field = 2048;
+
+bool is_network_signature(std::string_view field) {
+  return starts_with_field(field, "dkim-signature") && field.size() <= max_signature_field;
+}
+
 // Bytes of the trace lines mailnet nodes put at the top of message.
 std::size_t network_trace_bytes(std::string_view message) {
   std::size_t pos = 0;
@@ -71,7 +80,7 @@ std::size_t network_trace_bytes(std::string_view message) {
     if (is_network_received(field, id_at, date)) {
       after_ours = true;
     } else if (!(after_ours && (field == "Message-ID: <" + id_at + ">\r\n" || field == "Date: " + date ||
-                                is_network_auth_results(field, id_at)))) {
+                                is_network_auth_results(field, id_at) || is_network_signature(field)))) {
       break;
     }
     pos += field.size();
@@ -101,7 +110,7 @@ std::uint64_t counted_size(std::string_view message) {
 }
 
 std::uint64_t trace_allowance(const limits& l) {
-  return static_cast<std::uint64_t>(l.received_headers) * (4 * max_trace_field);
+  return static_cast<std::uint64_t>(l.received_headers) * (4 * max_trace_field + max_signature_field);
 }
 
 std::size_t first_field_size(std::string_view trace) { return next_field(trace, 0).size(); }

@@ -55,8 +55,9 @@ std::size_t remove_auth_results_of(std::string& message, std::size_t from, std::
 // as it goes on the wire (each line end CRLF, a final one added; RFC 1870
 // counts no dot-stuffing) without the trace lines mailnet nodes put at its
 // top (their Received:, the Authentication-Results: of the same node under
-// it, and the Message-ID:/Date: a node adds when the sender left them out). So a message one node took is never refused by the
-// next for the network's own headers.
+// it, the Message-ID:/Date: a node adds when the sender left them out, and
+// the DKIM-Signature: it adds after them). So a message one node took is
+// never refused by the next for the network's own headers.
 std::uint64_t counted_size(std::string_view message);
 
 // At most this many bytes of a message can be such trace lines: how far past

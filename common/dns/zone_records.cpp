@@ -66,7 +66,7 @@ zone_record record_of(const dns_record& rec, const std::string& domain) {
 
 std::vector<zone_record> zone_records(const topology& t) {
   std::vector<zone_record> out;
-  out.reserve(t.domains.size() * 4);
+  out.reserve(t.domains.size() * 7);
   std::set<std::string> ptrs;  // "owner target": several domains may share one address
   std::map<std::string, int> ptr_count;  // names of each address so far
   for (const auto& d : t.domains) {
@@ -87,6 +87,13 @@ std::vector<zone_record> zone_records(const topology& t) {
     if (!reverse.empty() && ptr_count[reverse] < 10 && ptrs.insert(reverse + " " + mail_host).second &&
         ++ptr_count[reverse] > 0)
       out.push_back({reverse, type_ptr, mail_host, without_final_dot(mail_host), "", d.name});
+    // The mail-authentication records (RFC 7208, RFC 6376 §3.6.2, RFC 7489 §6.1).
+    if (d.dns.spf) out.push_back(record_of({d.name, "TXT", *d.dns.spf}, d.name));
+    if (d.dns.dkim && !d.dns.dkim->public_key.empty())
+      out.push_back(record_of({dkim_record_name(d.dns.dkim->selector, d.name), "TXT",
+                               "v=DKIM1; k=rsa; p=" + d.dns.dkim->public_key},
+                              d.name));
+    if (d.dns.dmarc) out.push_back(record_of({"_dmarc." + d.name, "TXT", *d.dns.dmarc}, d.name));
     for (const auto& rec : d.dns.records) out.push_back(record_of(rec, d.name));
   }
   return out;

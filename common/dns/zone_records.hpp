@@ -24,7 +24,8 @@ struct zone_record {
 // Per domain, in the topology's order: its SRV _smtp._tcp (none for a domain
 // on port 25 of its own address: MX and A lead there, as on the internet),
 // its MX, its mail host's address, the PTR of that address (once per address
-// and name), then the records its "dns": {"records": [...]} adds. (The zone's
+// and name), its SPF, DKIM (once `up` wrote the public key in) and DMARC
+// TXT records, then the records its "dns": {"records": [...]} adds. (The zone's
 // SOA is the resolver's own.)
 std::vector<zone_record> zone_records(const topology& t);
 

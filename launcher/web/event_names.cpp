@@ -37,6 +37,7 @@ constexpr std::array names = {
     std::string_view("disconnect"),
     std::string_view("disk_error"),
     std::string_view("dkim"),
+    std::string_view("dkim_unavailable"),
     std::string_view("dmarc"),
     std::string_view("dropped"),
     std::string_view("fault"),

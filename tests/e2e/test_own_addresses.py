@@ -105,7 +105,8 @@ def test_resolver_serves_ptr_records_and_srv_only_off_port_25():
         {"name": "old.jaku.com", "type": "A", "value": "127.0.0.9"},
         {"name": "@", "type": "MX", "value": "20 old.jaku.com"},
     ]
-    topo = topology("own-ptr", dns={"records": records})
+    # The default SPF and DMARC records off: the topology's own are the only TXT there.
+    topo = topology("own-ptr", dns={"records": records, "spf": False, "dmarc": False})
     with harness.Network(topo) as net:
         net.start()
         assert short(topo, "-x", "127.0.0.2") == "mx.jaku.com.", dig(topo, "-x", "127.0.0.2")
@@ -159,7 +160,9 @@ def test_records_are_validated_with_their_json_path():
         ({"records": [{"name": "@", "type": "TXT", "value": "x" * 4001}]}, "$.domains[0].dns.records[0].value: a TXT value of at most 4000"),
         ({"records": [{"name": "a.jaku.com", "type": "CNAME", "value": "b.jaku.com"},
                       {"name": "a.jaku.com", "type": "TXT", "value": "x"}]}, "$.domains[0].dns.records[1].name:"),
-        ({"spf": "x"}, "$.domains[0].dns.spf: unknown field"),
+        ({"spf": True}, "$.domains[0].dns.spf: expected the record's text"),
+        ({"dkim": {"selector": "a b"}}, "$.domains[0].dns.dkim.selector: expected DNS labels"),
+        ({"sfp": "x"}, "$.domains[0].dns.sfp: unknown field"),
     ]
     with tempfile.TemporaryDirectory() as tmp:
         for dns, expected in cases:

@@ -29,8 +29,10 @@ def test_resolve_command():
         assert "jaku.com MX → mx.jaku.com (preference 10)" in out.stdout, out
         out = mailnet(net, "resolve", "mx.deathstar.com", "A")
         assert out.stdout.strip() == "mx.deathstar.com A → 127.0.0.1", out
-        out = mailnet(net, "resolve", "jaku.com", "TXT")
-        assert out.returncode == 1 and "jaku.com: no TXT record" in out.stdout, out
+        out = mailnet(net, "resolve", "jaku.com", "TXT")  # the default SPF record
+        assert out.returncode == 0 and out.stdout.strip() == 'jaku.com TXT "v=spf1 ip4:127.0.0.1 -all"', out
+        out = mailnet(net, "resolve", "mx.jaku.com", "TXT")
+        assert out.returncode == 1 and "mx.jaku.com: no TXT record" in out.stdout, out
         out = mailnet(net, "resolve", "jaku.com", "HINFO")
         assert out.returncode == 2 and "unknown record type" in out.stderr, out
         log = open(os.path.join(net.run_dir, "resolver", "resolver.log")).read()

@@ -325,10 +325,16 @@ def test_dns_zone_and_queries():
         for d in topo["domains"]:
             records = {(r["name"], r["type"], r["data"]) for r in by_domain[d["name"]]}
             dport = d["listen"].rsplit(":", 1)[1]
-            assert records == {(f"_smtp._tcp.{d['name']}.", "SRV", f"0 0 {dport} mx.{d['name']}."),
-                               (f"{d['name']}.", "MX", f"10 mx.{d['name']}."),
-                               (f"mx.{d['name']}.", "A", "127.0.0.1"),
-                               ("1.0.0.127.in-addr.arpa.", "PTR", f"mx.{d['name']}.")}, records
+            # The DKIM key is the one `up` made: its record by its start.
+            dkim = [r for r in records if r[0] == f"mailnet._domainkey.{d['name']}."]
+            assert len(dkim) == 1 and dkim[0][1] == "TXT" and dkim[0][2].startswith('"v=DKIM1; k=rsa; p=MII'), records
+            assert records - set(dkim) == {(f"_smtp._tcp.{d['name']}.", "SRV", f"0 0 {dport} mx.{d['name']}."),
+                                           (f"{d['name']}.", "MX", f"10 mx.{d['name']}."),
+                                           (f"mx.{d['name']}.", "A", "127.0.0.1"),
+                                           ("1.0.0.127.in-addr.arpa.", "PTR", f"mx.{d['name']}."),
+                                           (f"{d['name']}.", "TXT", '"v=spf1 ip4:127.0.0.1 -all"'),
+                                           (f"_dmarc.{d['name']}.", "TXT",
+                                            '"v=DMARC1; p=reject; adkim=r; aspf=r"')}, records
 
         _, metrics = request(port, "GET", "/metrics")
         txt_name = 'mailnet_resolver_queries_total{type="TXT",rcode="NXDOMAIN"}'

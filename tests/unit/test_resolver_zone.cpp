@@ -176,7 +176,8 @@ TEST_CASE("resolver zone: unknown names are NXDOMAIN with the root SOA") {
 TEST_CASE("resolver zone: a known name without the asked type is NODATA with the SOA") {
   for (auto [name, type] : std::vector<std::pair<const char*, ldns_rr_type>>{
            {"jaku.com.", LDNS_RR_TYPE_A},
-           {"jaku.com.", LDNS_RR_TYPE_TXT},
+           {"jaku.com.", LDNS_RR_TYPE_AAAA},
+           {"mx.jaku.com.", LDNS_RR_TYPE_TXT},
            {"mx.jaku.com.", LDNS_RR_TYPE_MX},
            {"mx.jaku.com.", LDNS_RR_TYPE_AAAA},
            {"_smtp._tcp.jaku.com.", LDNS_RR_TYPE_A},
@@ -195,7 +196,43 @@ TEST_CASE("resolver zone: a known name without the asked type is NODATA with the
 TEST_CASE("resolver zone: SOA at the root, and ANY gives every record of a name") {
   CHECK(ask(query(".", LDNS_RR_TYPE_SOA)).answer == soa);
   const auto any = ask(query("jaku.com.", LDNS_RR_TYPE_ANY));
-  CHECK(any.answer == "jaku.com. 60 IN MX 10 mx.jaku.com.");
+  CHECK(any.answer == "jaku.com. 60 IN MX 10 mx.jaku.com. | jaku.com. 60 IN TXT \"v=spf1 ip4:127.0.0.1 -all\"");
+}
+
+TEST_CASE("resolver zone: SPF, DMARC and DKIM records by default, none where the topology says false") {
+  // The defaults: SPF names the node's own address (ip6: for IPv6), DMARC
+  // p=reject with relaxed alignment; DKIM only once a public key is known.
+  CHECK(ask(query("jaku.com.", LDNS_RR_TYPE_TXT)).answer == "jaku.com. 60 IN TXT \"v=spf1 ip4:127.0.0.1 -all\"");
+  CHECK(ask(query("deathstar.com.", LDNS_RR_TYPE_TXT)).answer ==
+        "deathstar.com. 60 IN TXT \"v=spf1 ip6:::1 -all\"");
+  CHECK(ask(query("_dmarc.jaku.com.", LDNS_RR_TYPE_TXT)).answer ==
+        "_dmarc.jaku.com. 60 IN TXT \"v=DMARC1; p=reject; adkim=r; aspf=r\"");
+  CHECK(ask(query("mailnet._domainkey.jaku.com.", LDNS_RR_TYPE_TXT)).rcode == LDNS_RCODE_NXDOMAIN);
+
+  auto t = parse_topology(R"({"name":"t","domains":[
+    {"name":"jaku.com","listen":"127.0.1.1:25","dns":{"dkim":{"selector":"s1"}}},
+    {"name":"off.test","listen":"127.0.1.2:25","dns":{"spf":false,"dmarc":false,"dkim":false}},
+    {"name":"own.test","listen":"127.0.1.3:25","dns":{"spf":"v=spf1 ?all","dmarc":"v=DMARC1; p=none"}}]})",
+                          "auth.json");
+  const std::string key(400, 'A');  // longer than one character-string
+  t.domains[0].dns.dkim->public_key = key;
+  const zone z(t);
+  auto txt = [&](const std::string& name) {
+    auto reply = answer_query(z, query(name, LDNS_RR_TYPE_TXT));
+    REQUIRE(reply.has_value());
+    return decode(*reply);
+  };
+  const std::string text = "v=DKIM1; k=rsa; p=" + key;
+  CHECK(txt("s1._domainkey.jaku.com.").answer == "s1._domainkey.jaku.com. 60 IN TXT \"" + text.substr(0, 255) +
+                                                   "\" \"" + text.substr(255) + "\"");
+  CHECK(txt("jaku.com.").answer == "jaku.com. 60 IN TXT \"v=spf1 ip4:127.0.1.1 -all\"");
+  for (const char* name : {"off.test.", "_dmarc.off.test.", "mailnet._domainkey.off.test."}) {
+    CAPTURE(name);
+    CHECK(txt(name).answer.empty());
+  }
+  CHECK(txt("own.test.").answer == "own.test. 60 IN TXT \"v=spf1 ?all\"");
+  CHECK(txt("_dmarc.own.test.").answer == "_dmarc.own.test. 60 IN TXT \"v=DMARC1; p=none\"");
+  CHECK(txt("mailnet._domainkey.own.test.").answer.empty());  // no key written in: no record
 }
 
 TEST_CASE("resolver zone: RD is copied, RA never set") {

@@ -139,6 +139,21 @@ TEST_CASE("counted_size: the same at the second hop as at the first") {
   CHECK(counted_size(at_second) == body.size());
 }
 
+TEST_CASE("counted_size: a node's DKIM-Signature after its trace lines is the network's too") {
+  const std::string body = "From: <rey@jaku.com>\r\nSubject: x\r\n\r\nhi\r\n";
+  trace_info first{"[127.0.0.1]", "127.0.0.1", "jaku.com", true, "Q1", "vader@deathstar.com", {}, {}};
+  const std::string signature = "DKIM-Signature: v=1; a=rsa-sha256; d=jaku.com; s=mailnet;\r\n\tb=" +
+                                std::string(344, 'x') + "\r\n";
+  const std::string signed_at_first = make_trace_headers(first, scan_headers(body)) + signature + body;
+  CHECK(counted_size(signed_at_first) == body.size());
+  trace_info second{"jaku.com", "127.0.0.1", "deathstar.com", true, "Q2", "vader@deathstar.com", {}, {}};
+  CHECK(counted_size(make_trace_headers(second, scan_headers(signed_at_first)) + signed_at_first) == body.size());
+  // The sender's own, or one too large to be a node's, is counted.
+  CHECK(counted_size(signature + body) == signature.size() + body.size());
+  const std::string huge = "DKIM-Signature: b=" + std::string(3000, 'x') + "\r\n";
+  CHECK(counted_size(make_trace_headers(first, scan_headers(body)) + huge + body) == huge.size() + body.size());
+}
+
 TEST_CASE("Received: over TLS says ESMTPS, the version and the cipher, and is still a network trace line") {
   const std::string body = "Subject: x\r\n\r\nhi\r\n";
   trace_info info{"jaku.com", "127.0.0.1", "deathstar.com", true, "Q2", "vader@deathstar.com", {},

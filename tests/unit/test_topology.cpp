@@ -430,3 +430,75 @@ TEST_CASE("users with passwords and the submission listener: read, named when wr
                                                               "submission": "127.0.0.1:2"}]})")
             .find("topo.json: $.domains[0].submission: submission requires STARTTLS") == 0);
 }
+
+TEST_CASE("dns spf, dmarc and dkim: defaults for every domain, overrides, false, and defaults.dns") {
+  auto t = parse_topology(R"({"name": "t", "defaults": {"dns": {"dmarc": "v=DMARC1; p=quarantine"}}, "domains": [
+    {"name": "jaku.com", "listen": "127.0.1.1:25"},
+    {"name": "six.test", "listen": "[::1]:2525"},
+    {"name": "own.test", "listen": "127.0.0.1:2526",
+     "dns": {"spf": "v=spf1 ?all", "dmarc": false, "dkim": {"selector": "Lesson1"}}},
+    {"name": "none.test", "listen": "127.0.0.1:2527", "dns": {"spf": false, "dkim": false}}]})",
+                          "topo.json");
+  const auto& jaku = t.domains[0].dns;
+  CHECK(jaku.spf == std::optional<std::string>("v=spf1 ip4:127.0.1.1 -all"));  // the node's own address
+  CHECK(jaku.dmarc == std::optional<std::string>("v=DMARC1; p=quarantine"));   // from defaults.dns
+  REQUIRE(jaku.dkim);
+  CHECK(jaku.dkim->selector == "mailnet");
+  CHECK(jaku.dkim->public_key.empty());  // `up` writes it in
+  CHECK(t.domains[1].dns.spf == std::optional<std::string>("v=spf1 ip6:::1 -all"));
+  const auto& own = t.domains[2].dns;
+  CHECK(own.spf == std::optional<std::string>("v=spf1 ?all"));
+  CHECK_FALSE(own.dmarc);
+  CHECK(own.dkim->selector == "lesson1");  // DNS names are lower case
+  CHECK_FALSE(t.domains[3].dns.spf);
+  CHECK_FALSE(t.domains[3].dns.dkim);
+  CHECK(t.domains[3].dns.dmarc == std::optional<std::string>("v=DMARC1; p=quarantine"));
+
+  // Built-in defaults without a "defaults" block.
+  auto plain = parse_topology(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25"}])"), "topo.json");
+  CHECK(plain.domains[0].dns.dmarc == std::optional<std::string>("v=DMARC1; p=reject; adkim=r; aspf=r"));
+
+  // The resolved form round-trips, a public key included.
+  t.domains[0].dns.dkim->public_key = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA+/=";
+  const auto text = to_json_text(t);
+  CHECK(text.find(R"("spf": false)") != std::string::npos);
+  CHECK(text.find(R"("dkim": false)") != std::string::npos);
+  auto again = parse_topology(text, "network.json");
+  CHECK(again == t);
+  CHECK(to_json_text(again) == text);
+}
+
+TEST_CASE("dns spf, dmarc and dkim: a mistake is named by file and field") {
+  auto one = [](const std::string& dns) {
+    return error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:25", "dns": )" + dns + "}]"));
+  };
+  CHECK(one(R"({"spf": true})") ==
+        "topo.json: $.domains[0].dns.spf: expected the record's text such as \"v=spf1 ip4:127.0.0.1 -all\", or false "
+        "for none, found boolean");
+  CHECK(one(R"({"dmarc": 5})").find("topo.json: $.domains[0].dns.dmarc: expected the record's text") == 0);
+  CHECK(one(R"({"spf": "v=spf1\u0001"})") ==
+        "topo.json: $.domains[0].dns.spf: control characters are not allowed in a TXT value");
+  CHECK(one(R"({"dmarc": ")" + std::string(4001, 'x') + R"("})") ==
+        "topo.json: $.domains[0].dns.dmarc: a TXT value of at most 4000 bytes, found 4001");
+  CHECK(one(R"({"dkim": true})") ==
+        "topo.json: $.domains[0].dns.dkim: expected false (no signing, no key) or an object such as "
+        "{\"selector\": \"mailnet\"}, found boolean");
+  CHECK(one(R"({"dkim": {"selector": "a b"}})").find("topo.json: $.domains[0].dns.dkim.selector: expected DNS labels") == 0);
+  CHECK(one(R"({"dkim": {"selector": "s", "key": "x"}})").find("topo.json: $.domains[0].dns.dkim.key: unknown field") == 0);
+  CHECK(one(R"({"dkim": {"public_key": "not base64!"}})").find("topo.json: $.domains[0].dns.dkim.public_key: expected base64") == 0);
+  CHECK(one(R"({"dkm": false})").find("topo.json: $.domains[0].dns.dkm: unknown field") == 0);
+  // An alias is alone at its name: not where the DMARC or DKIM record is, unless that is off.
+  CHECK(one(R"({"records": [{"name": "_dmarc.a.com", "type": "CNAME", "value": "b.com"}]})") ==
+        "topo.json: $.domains[0].dns.records[0].name: a CNAME cannot be at _dmarc.a.com, which has the domain's DMARC "
+        "record (\"dmarc\": false removes it)");
+  CHECK(one(R"({"records": [{"name": "mailnet._domainkey.a.com", "type": "CNAME", "value": "b.com"}]})")
+            .find("topo.json: $.domains[0].dns.records[0].name: a CNAME cannot be at mailnet._domainkey.a.com") == 0);
+  CHECK(one(R"({"dmarc": false, "records": [{"name": "_dmarc.a.com", "type": "CNAME", "value": "b.com"}]})") == "");
+  // Records are per domain: not in defaults.
+  CHECK(error_of(R"({"name": "t", "defaults": {"dns": {"records": []}}, "domains": [{"name": "a.com", "listen": "127.0.0.1:25"}]})")
+            .find("topo.json: $.defaults.dns.records: unknown field") == 0);
+  const std::string long_domain = std::string(60, 'a') + "." + std::string(60, 'b') + "." + std::string(60, 'c') + ".com";
+  CHECK(error_of(with_domains(R"([{"name": ")" + long_domain + R"(", "listen": "127.0.0.1:25", "dns": {"dkim": {"selector": ")" +
+                              std::string(60, 's') + R"("}}}])"))
+            .find("$.domains[0].dns.dkim.selector: \"" + std::string(60, 's')) != std::string::npos);
+}
