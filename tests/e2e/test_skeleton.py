@@ -20,8 +20,9 @@ def original_message(to, subject):
 
 
 def assert_delivered(delivered, original, hops):
-    """The delivered file is our trace headers (and the DKIM-Signature jaku.com
-    adds to its mail for deathstar.com), then the original byte for byte but
+    """The delivered file is our trace headers (each node's Received: with its
+    Authentication-Results: under it, and the DKIM-Signature jaku.com adds to
+    its mail for deathstar.com), then the original byte for byte but
     for its line ends: stored as LF, as every Maildir reader expects."""
     original = original.replace(b"\r\n", b"\n")
     assert delivered.endswith(original), f"body differs:\n{delivered!r}\n!=\n{original!r}"
@@ -29,7 +30,8 @@ def assert_delivered(delivered, original, hops):
     received = re.findall(r"^Received: ", prefix, re.M)
     assert len(received) == hops, f"expected {hops} Received: headers, got:\n{prefix}"
     for line in prefix.split("\n")[:-1]:
-        assert line.startswith(("Received: ", "DKIM-Signature: ", "\t")), f"unexpected header line {line!r}"
+        assert line.startswith(("Received: ", "Authentication-Results: ", "DKIM-Signature: ", "\t")), \
+            f"unexpected header line {line!r}"
 
 
 def test_relay_and_local_delivery():
