@@ -142,9 +142,12 @@ int print_logs(const run_folder& folder, const std::string& node, bool follow) {
   std::vector<std::pair<std::string, std::filesystem::path>> files;
   auto add = [&](const std::string& name) {
     files.emplace_back(name, name == "resolver" ? folder.dir() / "resolver" / "resolver.log"
+                             : name == "imap"   ? folder.dir() / "imap" / "dovecot.log"  // Dovecot's own log
                                                 : folder.dir() / name / "node.log");
   };
   if (node.empty() || node == "resolver") add("resolver");
+  if ((node.empty() || node == "imap") && topo.value("imap", json(false)).is_object()) add("imap");
+  else if ((node.empty() || node == "imap") && topo.value("pop3", json(false)).is_object()) add("imap");
   for (const auto& d : topo["domains"])
     if (node.empty() || node == d["name"]) add(d["name"]);
   if (files.empty()) {
