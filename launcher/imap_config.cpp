@@ -84,8 +84,10 @@ std::string dovecot_config_text(const fs::path& run_dir, const topology& net, co
   std::string protocols;
   if (net.mail_access.imap) protocols += "imap";
   if (net.mail_access.pop3) protocols += protocols.empty() ? "pop3" : " pop3";
-  auto listener = [](const char* service, const char* name, const std::optional<endpoint>& at) {
-    std::string host = at ? at->host : "";
+  // The default address of every listener (Dovecot wants one); each has its own below.
+  const std::string any_host = net.mail_access.imap ? net.mail_access.imap->host : net.mail_access.pop3->host;
+  auto listener = [&](const char* service, const char* name, const std::optional<endpoint>& at) {
+    std::string host = at ? at->host : any_host;
     return std::string("service ") + service + " {\n  chroot =\n  inet_listener " + name + " {\n    address = " +
            host + "\n    port = " + (at ? std::to_string(at->port) : std::string("0")) + "\n  }\n  inet_listener " +
            name + "s {\n    port = 0\n  }\n}\n";
@@ -94,7 +96,7 @@ std::string dovecot_config_text(const fs::path& run_dir, const topology& net, co
   c += "# Written by mailnet at every `up` of network " + net.name + "; edits are lost.\n";
   c += "# The topology's \"imap\" and \"pop3\" say what it serves (README: IMAP and POP3).\n";
   c += "protocols = " + protocols + "\n";
-  c += "listen =\n";  // each listener has its own address below
+  c += "listen = " + any_host + "\n";
   c += "instance_name = mailnet-" + net.name + "\n";
   c += "base_dir = " + own + "/run\n";
   c += "state_dir = " + own + "/state\n";

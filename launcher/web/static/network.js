@@ -47,8 +47,13 @@
   }
   function colourOf(state) { return colours[state] || colours.stopped || "#757575"; }
 
+  // Dovecot (the child named imap, "kind": "imap"): no mail of its own, beside the domains like the resolver.
+  function isImap(n) { return n.kind === "imap"; }
+  function isDomain(n) { return !n.resolver && !isImap(n); }
+
   function labelOf(n) {
     if (n.resolver) return "resolver";
+    if (isImap(n)) return "imap (Dovecot)";
     return n.queued ? n.name + "\nqueue " + n.queued : n.name;
   }
 
@@ -67,6 +72,7 @@
       // A big network: no label (none measured, none drawn) until zoomed in.
       { selector: "node.labelled", style: { "label": "data(label)" } },
       { selector: "node.resolver", style: { "shape": "diamond", "width": 34, "height": 34 } },
+      { selector: "node.imap", style: { "shape": "round-rectangle", "width": 34, "height": 26 } },
       { selector: "node.dot", style: {
         "width": 14, "height": 14, "background-color": "#f5a623", "label": "", "border-width": 0, "events": "no" } },
       { selector: "edge", style: {
@@ -78,7 +84,7 @@
 
   function nodeElement(n) {
     return { group: "nodes", data: { id: n.name, label: labelOf(n), state: n.state, colour: colourOf(n.state) },
-             classes: n.resolver ? "resolver" : "" };
+             classes: n.resolver ? "resolver" : isImap(n) ? "imap" : "" };
   }
 
   function edgeWidth(count) { return Math.min(8, 1.5 + Math.log2(count)); }
@@ -88,8 +94,9 @@
   // it (a line between two domains never crosses it); more in a grid, the
   // resolver first.
   function layoutOptions() {
-    const domains = [...nodes.values()].filter((n) => !n.resolver).sort((a, b) => (a.name < b.name ? -1 : 1));
+    const domains = [...nodes.values()].filter(isDomain).sort((a, b) => (a.name < b.name ? -1 : 1));
     const resolver = [...nodes.values()].find((n) => n.resolver);
+    const imap = [...nodes.values()].find(isImap);
     const at = new Map();
     if (domains.length <= SMALL) {
       const radius = Math.max(120, domains.length * 22);
@@ -98,8 +105,9 @@
         at.set(n.name, { x: radius * Math.cos(angle), y: radius * Math.sin(angle) });
       });
       if (resolver) at.set(resolver.name, { x: -radius * 1.7, y: 0 });
+      if (imap) at.set(imap.name, { x: radius * 1.7, y: 0 });
     } else {
-      const order = resolver ? [resolver, ...domains] : domains;
+      const order = [resolver, imap, ...domains].filter(Boolean);
       const columns = Math.max(1, Math.ceil(Math.sqrt(order.length * 1.8)));
       order.forEach((n, i) => at.set(n.name, { x: (i % columns) * 90, y: Math.floor(i / columns) * 70 }));
     }
@@ -203,7 +211,7 @@
         listen: el("td", {}, n.listen || ""),
         peers: el("td", { class: "peers" }),
       };
-      for (const k of COUNTERS) cells[k] = el("td", { class: "num" }, n.resolver ? "" : n[k] ?? "");
+      for (const k of COUNTERS) cells[k] = el("td", { class: "num" }, isDomain(n) ? n[k] ?? "" : "");
       const row = el("tr", { "data-node": n.name, "data-state": n.state },
         el("th", { scope: "row" }, el("a", { href: pageOf(n.name) }, n.name)),
         el("td", {}, cells.state), cells.listen, COUNTERS.map((k) => cells[k]), cells.peers);
@@ -220,7 +228,7 @@
     r.cells.state.className = "state " + n.state;
     r.cells.state.textContent = n.state;
     r.cells.listen.textContent = n.listen || "";
-    if (!n.resolver) for (const k of COUNTERS) r.cells[k].textContent = n[k] ?? "";
+    if (isDomain(n)) for (const k of COUNTERS) r.cells[k].textContent = n[k] ?? "";
   }
 
   function updatePeers(name) {
@@ -245,7 +253,7 @@
   // ---- loading and keeping it live
   let netName = "";
   function summary() {
-    const domains = [...nodes.values()].filter((n) => !n.resolver);
+    const domains = [...nodes.values()].filter(isDomain);
     const ready = domains.filter((n) => n.state === "ready").length;
     document.getElementById("summary").textContent =
       domains.length + " domains (" + ready + " ready) · " + edges.size +
