@@ -12,6 +12,7 @@ import json
 import os
 import poplib
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -282,10 +283,16 @@ def test_kill_start_restart_imap_shown_like_a_node():
         assert "imap" in table and net.topology["imap"]["listen"] in table, table
         assert dovecot_processes(net)
 
+        # A client logged in while Dovecot is killed: its imap process goes too.
+        idle_client = imap_login(net, "finn@jaku.com", "finn's secret")
+        idle_client.select("INBOX")
         out = mailnet(net, "kill", "imap")
         assert out.returncode == 0, out.stdout + out.stderr
         assert status_node(net, "imap")["state"] == "killed"
         harness.wait_for(lambda: not dovecot_processes(net), 10, "no Dovecot process left after kill")
+        idle_client.sock.settimeout(10)
+        assert idle_client.sock.recv(4096) == b"", "the logged-in client's connection outlived the kill"
+        idle_client.sock.close()
         try:
             socket.create_connection(("127.0.0.1", port(net.topology, "imap")), timeout=5).close()
             raise AssertionError("IMAP still answers after `mailnet kill imap`")
@@ -313,6 +320,25 @@ def test_kill_start_restart_imap_shown_like_a_node():
         assert out.returncode != 0 and "holds no queue" in out.stdout + out.stderr, out.stdout + out.stderr
         net.stop()
         harness.wait_for(lambda: not dovecot_processes(net), 10, "no Dovecot process left after the network stopped")
+
+
+def test_dovecot_crash_restarts_on_failure():
+    topo = imap_topology("imapcrash")
+    topo["imap"]["restart"] = "on-failure"
+    with harness.Network(topo) as net:
+        net.start()
+        first = status_node(net, "imap")
+        log = open(os.path.join(net.run_dir, "imap", "imap.log")).read()
+        master = int(log.split("dovecot_pid=")[1].split()[0])
+        assert master in dovecot_processes(net), (master, dovecot_processes(net))
+        os.kill(master, signal.SIGKILL)  # Dovecot's master, started by this test's network
+        harness.wait_for(lambda: (lambda n: n["restarts"] == 1 and n["state"] == "ready" and n)(status_node(net, "imap")),
+                         30, "imap restarted after Dovecot's master died")
+        assert status_node(net, "imap")["pid"] != first["pid"]
+        assert "crashed" in net.output()
+        client = imap_login(net, "finn@jaku.com", "finn's secret")
+        assert client.select("INBOX", readonly=True)[0] == "OK"
+        client.logout()
 
 
 def test_missing_dovecot_says_what_to_install():
@@ -384,4 +410,5 @@ if __name__ == "__main__":
         test_idle_sees_mail_delivered_while_connected,
         test_mutt_over_imap_in_tmux_lists_the_inbox,
         test_kill_start_restart_imap_shown_like_a_node,
+        test_dovecot_crash_restarts_on_failure,
     ])
