@@ -157,7 +157,9 @@ void prepare_mail_access(const fs::path& run_dir, const topology& net, const std
   const fs::path abs = fs::absolute(run_dir).lexically_normal();
   if (auto problem = dovecot_path_problem(abs); !problem.empty()) throw std::runtime_error(problem);
   const auto who = choose_dovecot_identity();
-  make_private_folders(run_dir, "imap");
+  // Dovecot's folders made here, 0700 like the rest of the run folder
+  // (Dovecot would make them 0755); it may loosen its socket folder, inside.
+  for (const char* sub : {"imap/run", "imap/state", "imap/index"}) make_private_folders(run_dir, sub);
   const auto own = mail_access_folder(run_dir);
   write_private_file(own / "dovecot.conf", dovecot_config_text(abs, net, who));
   write_private_file(own / "users", dovecot_users_text(abs, passwords, net));

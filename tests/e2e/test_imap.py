@@ -322,6 +322,26 @@ def test_kill_start_restart_imap_shown_like_a_node():
         harness.wait_for(lambda: not dovecot_processes(net), 10, "no Dovecot process left after the network stopped")
 
 
+def test_dashboard_draws_imap_beside_the_domains():
+    import browser  # selenium: Debian's /usr/bin/python3, as ctest runs it
+    with harness.Network(imap_topology("imapweb")) as net:
+        net.start()
+        with browser.Chromium() as b:
+            b.open(harness.web_url(net.topology) + "/")
+
+            def graph():
+                return {n["id"]: n for n in b.driver.execute_script(
+                    "return window.mailnetGraph && window.mailnetGraph.available() ? window.mailnetGraph.nodes() : []")}
+            b.wait(lambda d: graph().get("imap", {}).get("state") == "ready", 30, "imap drawn, ready")
+            assert graph()["imap"]["label"] == "imap (Dovecot)", graph()["imap"]
+            row = b.find("#nodes tr[data-node='imap']")
+            assert net.topology["imap"]["listen"] in row.text and "ready" in row.text, row.text
+            out = mailnet(net, "kill", "imap")
+            assert out.returncode == 0, out.stdout + out.stderr
+            b.wait(lambda d: graph()["imap"]["state"] == "killed", 10, "imap shown killed")
+            b.assert_no_console_errors()
+
+
 def test_dovecot_crash_restarts_on_failure():
     topo = imap_topology("imapcrash")
     topo["imap"]["restart"] = "on-failure"
@@ -411,4 +431,5 @@ if __name__ == "__main__":
         test_mutt_over_imap_in_tmux_lists_the_inbox,
         test_kill_start_restart_imap_shown_like_a_node,
         test_dovecot_crash_restarts_on_failure,
+        test_dashboard_draws_imap_beside_the_domains,
     ])
