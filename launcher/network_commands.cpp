@@ -332,7 +332,7 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
       true);
 
   auto [users_cmd, users_opts] = network_command(
-      "users", "print a domain's users with their passwords (for AUTH on its submission listener)",
+      "users", "print a domain's users with their passwords (for AUTH on its submission listener, IMAP and POP3)",
       [](const run_folder& folder, const target_options& o) {
         const auto net = load_topology(folder.topology_json());
         const auto* d = net.find_domain(o.target);
@@ -361,6 +361,12 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
         }
         if (d->submission) std::cout << "submission: " << d->submission->to_string() << " (STARTTLS, then AUTH PLAIN or LOGIN)\n";
         else std::cout << "submission: none (no \"submission\" for this domain in the topology)\n";
+        // Dovecot's listeners, for reading the mail (README: IMAP and POP3).
+        const std::string tls = net.tls ? "STARTTLS, " : "";
+        if (net.mail_access.imap)
+          std::cout << "imap: " << net.mail_access.imap->to_string() << " (" << tls << "login user@" << d->name << ")\n";
+        if (net.mail_access.pop3)
+          std::cout << "pop3: " << net.mail_access.pop3->to_string() << " (" << tls << "login user@" << d->name << ")\n";
         std::cout << "file: " << terminal_safe(std::filesystem::absolute(passwords_file(folder.dir())).string()) << "\n";
         return 0;
       },

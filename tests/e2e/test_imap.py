@@ -11,6 +11,7 @@ import imaplib
 import json
 import os
 import poplib
+import re
 import shutil
 import signal
 import socket
@@ -120,6 +121,9 @@ def test_imaplib_and_poplib_fetch_the_attachment_after_starttls():
         send(net, "vader@deathstar.com", "rey@jaku.com", "The plans", attach=path)
         net.wait_messages("jaku.com", "rey", 1)
         password = passwords_of(net)["rey@jaku.com"]
+        users = mailnet(net, "users", "jaku.com").stdout
+        assert re.search(r"^rey@jaku\.com +" + re.escape(password) + " ", users, re.M), users
+        assert f"imap: {net.topology['imap']['listen']} (STARTTLS, login user@jaku.com)" in users, users
 
         client = imap_login(net, "rey@jaku.com", password)
         try:
