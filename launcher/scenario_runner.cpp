@@ -176,7 +176,8 @@ class runner {
     std::vector<std::filesystem::path> files;
     for (const char* sub : {"new", "cur"}) {
       std::error_code ec;
-      for (const auto& e : std::filesystem::directory_iterator(folder_.dir() / box.domain / "mail" / box.user / sub, ec))
+      const auto dir = folder_.dir() / box.domain / "mail" / box.user / box.folder / sub;
+      for (const auto& e : std::filesystem::directory_iterator(dir, ec))
         if (e.is_regular_file() && !e.is_symlink()) files.push_back(e.path());  // no planted links
     }
     return files;
@@ -207,7 +208,13 @@ class runner {
             continue;
           }
           auto m = node::parse_mail(raw);
-          if (c.what == k::mailbox_subject && m.subject == c.text) return {true, file.filename().string()};
+          if (c.what == k::mailbox_subject && m.subject == c.text) {
+            if (c.auth.empty()) return {true, file.filename().string()};
+            std::string results;
+            if (auth_results_hold(raw, c.box.domain, c.auth, results)) return {true, file.filename().string()};
+            seen.push_back("\"" + m.subject + "\" with " + results);
+            continue;
+          }
           if (c.what == k::mailbox_attachment)
             for (const auto& a : m.attachments)
               if (a.file_name == c.text) return {true, file.filename().string()};

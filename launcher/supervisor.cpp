@@ -77,13 +77,6 @@ void report_failure(std::exception_ptr e) {
   }
 }
 
-std::filesystem::path own_binary_dir() {
-  if (const char* env = std::getenv("MAILNET_BIN_DIR"); env && *env) return std::filesystem::absolute(env);
-  std::error_code ec;
-  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? std::filesystem::current_path() : self.parent_path();
-}
-
 // What a child is doing. "killed", "stopped" and "crashed" are all down;
 // they differ in who asked.
 enum class child_state { starting, ready, stopping, killing, stopped, killed, crashed, failed };
@@ -624,6 +617,7 @@ json supervisor::status() {
         queries.push_back({{"type", key.first}, {"rcode", key.second}, {"count", count}});
       n["queries"] = std::move(queries);
       n["dropped"] = c.count.dropped;
+      n["faults"] = c.faults;  // answers its dns rules gave instead of the real one
     }
     nodes.push_back(std::move(n));
   }

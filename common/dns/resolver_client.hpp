@@ -54,7 +54,11 @@ class resolver_client {
   boost::asio::awaitable<lookup_result> lookup_mail_route(std::string domain);
 
   // address: an address literal ("127.0.0.2", "::1"). At most 10 PTR names
-  // are followed (RFC 7208 §4.6.4 sets the same bound for "ptr").
+  // are followed (RFC 7208 §4.6.4 sets the same bound for "ptr"), and no
+  // new question is asked once twice one question's whole wait (timeout ×
+  // attempts) has passed since the check began: a resolver that stalls
+  // makes it a temporary failure within about three such waits, not eleven
+  // (the session waits for it before its greeting, a graceful stop too).
   boost::asio::awaitable<reverse_result> confirm_reverse(std::string address);
 
   // One question through the cache, retries and deadlines (also for tools
