@@ -115,7 +115,7 @@ class step_parser {
 
   send_step send(const json& j, const std::string& path) const {
     r_.expect_object(j, path);
-    r_.only_keys(j, path, {"from", "to", "cc", "bcc", "subject", "body", "attach", "via", "helo", "refused"});
+    r_.only_keys(j, path, {"from", "to", "cc", "bcc", "subject", "body", "attach", "via", "helo", "refused", "password"});
     send_step s;
     if (!j.contains("from")) r_.fail(path + ".from", "missing (expected the sender's address)");
     s.from = address(j["from"], path + ".from");
@@ -128,6 +128,11 @@ class step_parser {
     if (j.contains("via")) s.via = r_.string_at(j["via"], path + ".via");
     if (j.contains("helo")) s.helo = r_.string_at(j["helo"], path + ".helo");
     if (j.contains("refused")) s.refused = r_.string_at(j["refused"], path + ".refused");
+    if (j.contains("password")) {
+      s.password = r_.string_at(j["password"], path + ".password");
+      if (!is_valid_password(s.password))
+        r_.fail(path + ".password", "expected 1 to 128 printable ASCII characters other than ':'");
+    }
     if (j.contains("attach")) {
       const auto& a = j["attach"];
       if (!a.is_array()) r_.fail(path + ".attach", "expected a list of file names, found " + r_.type_name(a));
@@ -283,7 +288,8 @@ std::string step::describe() const {
       all.insert(all.end(), s.bcc.begin(), s.bcc.end());
       return "send " + s.from + " → " + join(all) + (s.subject.empty() ? "" : " \"" + s.subject + "\"") +
              (s.attach.empty() ? "" : " with " + std::to_string(s.attach.size()) + " attachment(s)") +
-             (s.helo.empty() ? "" : " saying HELO " + s.helo) + (s.refused.empty() ? "" : ", expecting " + s.refused);
+             (s.helo.empty() ? "" : " saying HELO " + s.helo) + (s.password.empty() ? "" : " with a password") +
+             (s.refused.empty() ? "" : ", expecting " + s.refused);
     }
     std::string operator()(const node_step& n) const { return n.action + " " + n.node; }
     std::string operator()(const wait_step& w) const {

@@ -33,6 +33,9 @@ struct send_step {
   std::string via;                            // "" (the sender's node), a domain, or host:port
   std::string helo;                           // "" : the sender's domain
   std::string refused;  // when set, the step passes only if the server refuses with this status (e.g. "5.7.1")
+  // AUTH password for the sender, as `mailnet send --password`; "" : the
+  // stored one when the sender's domain has a submission listener.
+  std::string password;
 };
 
 struct node_step {

@@ -602,6 +602,8 @@ json supervisor::status() {
       // STARTTLS on the node's port (policy.tls; "off" too in a network with "tls": false).
       if (const auto* d = net_.find_domain(c.name)) {
         n["tls"] = net_.tls ? std::string(to_string(d->policy.tls)) : std::string("off");
+        // What its relay asks of the next node (policy.tls_relay; "off" without the network's TLS).
+        n["tls_relay"] = net_.tls ? std::string(to_string(d->policy.tls_relay)) : std::string("off");
         // The submission listener's address, "" without one (README: Submission).
         n["submission"] = d->submission ? d->submission->to_string() : std::string();
       }

@@ -214,7 +214,7 @@ asio::awaitable<lookup_result> resolver_client::lookup_mail_route(std::string do
     const dns_reply addresses = co_await addresses_of(t.host, source);
     if (addresses.kind == reply_kind::answer) {
       for (const auto& a : addresses.addresses) {
-        mail_route route{a.address, t.port};
+        mail_route route{a.address, t.port, t.host};
         if (std::find(out.routes.begin(), out.routes.end(), route) == out.routes.end()) out.routes.push_back(route);
       }
       continue;

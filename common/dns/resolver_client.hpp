@@ -23,7 +23,12 @@ namespace mailnet::node {
 struct mail_route {
   std::string host;  // an address literal: "127.0.0.1", "::1"
   std::uint16_t port = 25;
-  friend bool operator==(const mail_route&, const mail_route&) = default;
+  // The host name that led to it: the SRV or MX target ("mx.jaku.com"), or
+  // the domain itself (the implicit MX), lower case without the final dot.
+  // The relay accepts a certificate for it as well as for the domain.
+  std::string name{};
+  // Where to connect: two targets with one address are one route (the first name kept).
+  friend bool operator==(const mail_route& a, const mail_route& b) { return a.host == b.host && a.port == b.port; }
 };
 
 enum class lookup_status {

@@ -114,6 +114,7 @@ TEST_CASE("resolver client: routes from an in-process dns_server, NXDOMAIN, the 
     CHECK(r.status == node::lookup_status::ok);
     REQUIRE(r.routes.size() == 1);
     CHECK(r.routes[0] == node::mail_route{"127.0.0.1", 1025});
+    CHECK(r.routes[0].name == "mx.jaku.com");  // the SRV target: the relay accepts a certificate for it
 
     r = co_await client.lookup_mail_route("JAKU.Com.");
     CHECK(r.status == node::lookup_status::ok);
@@ -244,6 +245,7 @@ TEST_CASE("resolver client: no SRV falls back to MX and then A or AAAA, port 25;
     auto r = co_await client.lookup_mail_route("jaku.com");
     CHECK(r.status == node::lookup_status::ok);
     CHECK(r.routes == std::vector<node::mail_route>{{"127.0.0.1", 25}});
+    CHECK(r.routes[0].name == "mx.jaku.com");  // the MX target
     CHECK(asked == std::vector<std::uint16_t>{node::dns_type::srv, node::dns_type::mx, node::dns_type::a});
 
     asked.clear();
