@@ -15,11 +15,13 @@
 namespace mailnet::launcher {
 
 topology node_topology(const topology& net, const std::string& domain) {
-  topology out;
-  out.name = net.name;
-  out.resolver = net.resolver;
-  out.web = net.web;
-  out.faults.seed = net.faults.seed;
+  // Every network-level setting is copied whole ("tls": false once got lost
+  // when this listed them one by one: the nodes then asked for verified TLS
+  // that nobody offered, and no mail was relayed); only the domains and the
+  // fault rules are narrowed to this node's.
+  topology out = net;
+  out.domains.clear();
+  out.faults.rules.clear();
   std::vector<std::string> wanted{domain};
   for (const auto& r : net.faults.rules)
     if (r.to == domain) {

@@ -464,7 +464,8 @@ std::uint16_t node_service::start() {
                   {"pid", std::to_string(::getpid())},
                   {"starttls", m.config.policy.tls != tls_policy::off && can_serve_tls(m.ctx.tls.get())
                                    ? std::string(to_string(m.config.policy.tls)) : "off"},
-                  {"tls_relay", std::string(to_string(m.config.policy.tls_relay))},
+                  // What the relay does: plain text whatever the policy when the network has no TLS.
+                  {"tls_relay", m.net.tls ? std::string(to_string(m.config.policy.tls_relay)) : "off"},
                   {"submission", m.config.submission ? endpoint{m.config.submission->host, submission_port}.to_string()
                                                      : std::string("no")}});
   return port;

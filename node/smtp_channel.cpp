@@ -1,6 +1,9 @@
 #include "node/smtp_channel.hpp"
 
 #include <cerrno>
+#include <cstdlib>
+#include <map>
+#include <mutex>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -32,11 +35,70 @@ class tls_setup {
   std::unique_ptr<ssl::context> verify_client;  // trusts the network's CA only, checks the peer
   // Opportunistic: encrypts, checks nothing. Mutable: a stream takes its context by non-const reference.
   mutable ssl::context plain_client{ssl::context::tls_client};
+
+  // Resumption, client side: the newest session each peer gave, by key
+  // "verify:<domain>" or "plain:<domain>". Apart, because a resumed
+  // handshake shows no certificate and so checks none: only a session that
+  // was verified for a domain may stand in for verifying that domain again.
+  bool resume = true;  // MAILNET_TLS_RESUMPTION=off: neither kept nor offered
+  void keep(const std::string& key, SSL_SESSION* session) const {
+    std::lock_guard lock(mutex_);
+    auto& slot = sessions_[key];
+    if (slot) SSL_SESSION_free(slot);
+    slot = session;  // ours now
+  }
+  // Offers the kept session for key to ssl, if there is one still worth offering.
+  void offer(SSL* ssl, const std::string& key) const {
+    std::lock_guard lock(mutex_);
+    auto it = sessions_.find(key);
+    if (it != sessions_.end() && SSL_SESSION_is_resumable(it->second)) SSL_set_session(ssl, it->second);
+  }
+  ~tls_setup() {
+    for (auto& [key, session] : sessions_) SSL_SESSION_free(session);
+  }
+
+ private:
+  mutable std::mutex mutex_;  // a node has one I/O thread today; this keeps it right with more
+  mutable std::map<std::string, SSL_SESSION*> sessions_;
 };
+
+namespace {
+
+// Where a relay connection's new session goes (attached to its SSL as ex data).
+struct session_slot {
+  const tls_setup* setup = nullptr;
+  std::string key;
+};
+
+int session_slot_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
+// OpenSSL's new-session callback on the client contexts: at the end of a
+// TLS 1.2 handshake, or when a TLS 1.3 ticket arrives (after the handshake,
+// with the peer's first reply). A copy is kept: the connection's own session
+// object is marked not resumable when the connection is freed without a
+// close_notify (a TLS 1.2 rule), and the relay ends a connection with QUIT
+// and a close. 0: OpenSSL keeps its reference to the original.
+int keep_new_session(SSL* ssl, SSL_SESSION* session) {
+  auto* slot = static_cast<session_slot*>(SSL_get_ex_data(ssl, session_slot_index()));
+  if (!slot || !slot->setup || !SSL_SESSION_is_resumable(session)) return 0;
+  if (SSL_SESSION* copy = SSL_SESSION_dup(session)) slot->setup->keep(slot->key, copy);
+  return 0;
+}
+
+void keep_sessions(ssl::context& c) {
+  SSL_CTX_set_session_cache_mode(c.native_handle(), SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(c.native_handle(), keep_new_session);
+}
+
+}  // namespace
 
 struct smtp_channel::tls_stream {
   tls_stream(tcp::socket& s, ssl::context& c) : stream(s, c) {}
   ssl::stream<tcp::socket&> stream;
+  session_slot slot;  // relay client with resumption: where its sessions go
 };
 
 namespace {
@@ -55,11 +117,21 @@ void harden(ssl::context& c) {
 tls_load_result load_tls(const std::filesystem::path& tls_dir, const std::string& domain) {
   tls_load_result r;
   auto t = std::make_shared<tls_setup>();
+  const char* resumption = std::getenv("MAILNET_TLS_RESUMPTION");
+  t->resume = !(resumption && std::string_view(resumption) == "off");
   harden(t->plain_client);
   t->plain_client.set_verify_mode(ssl::verify_none);
+  keep_sessions(t->plain_client);
   try {
     auto server = std::make_unique<ssl::context>(ssl::context::tls_server);
     harden(*server);
+    // Resumption, server side: OpenSSL's stateless tickets (TLS 1.3 and 1.2),
+    // sealed with a key this process made at its start (a restarted node
+    // takes none of the old tickets: a full handshake then). One ticket per
+    // handshake, not OpenSSL's two: the relay keeps only the newest.
+    SSL_CTX_set_num_tickets(server->native_handle(), 1);
+    static const unsigned char context_id[] = "mailnet-smtp";
+    SSL_CTX_set_session_id_context(server->native_handle(), context_id, sizeof context_id - 1);
     const std::string cert = read_private(tls_dir / ("node." + domain + ".pem"));
     const std::string key = read_private(tls_dir / ("node." + domain + ".key"));
     server->use_certificate_chain(asio::buffer(cert));
@@ -73,6 +145,7 @@ tls_load_result load_tls(const std::filesystem::path& tls_dir, const std::string
     harden(*client);
     client->add_certificate_authority(asio::buffer(read_private(tls_dir / "ca.pem")));
     client->set_verify_mode(ssl::verify_peer);
+    keep_sessions(*client);
     t->verify_client = std::move(client);
   } catch (const std::exception& e) {
     r.problem += std::string(r.problem.empty() ? "" : "; ") + "no CA to verify peers: " + e.what();
@@ -115,6 +188,7 @@ asio::awaitable<tls_outcome> smtp_channel::handshake(bool server, millis timeout
     co_return out;
   }
   out.ok = true;
+  out.resumed = SSL_session_reused(native) == 1;
   out.description = std::string(SSL_get_version(native)) + " " + SSL_get_cipher_name(native);
   tls_description_ = out.description;
   co_return out;
@@ -134,6 +208,13 @@ asio::awaitable<tls_outcome> smtp_channel::start_tls_client(const tls_setup& t, 
   SSL* native = tls_->stream.native_handle();
   SSL_set_tlsext_host_name(native, domain.c_str());
   const bool also_host = !host.empty() && host != domain;
+  if (t.resume) {
+    // The key names every name the certificate may carry: a session proven
+    // for the domain or mail host H stands for that pair only.
+    tls_->slot = {&t, (verify ? "verify:" : "plain:") + domain + (also_host ? " " + host : std::string())};
+    SSL_set_ex_data(native, session_slot_index(), &tls_->slot);
+    t.offer(native, tls_->slot.key);
+  }
   if (verify) {
     // The certificate must name the domain, or the mail host the resolver
     // named for it (RFC 7672 §3.2.2 accepts either), itself: no wildcard

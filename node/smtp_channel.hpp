@@ -29,6 +29,12 @@ struct tls_load_result {
   std::shared_ptr<tls_setup> setup;  // null when nothing could be loaded
   std::string problem;               // what is missing, for node.log; empty when all is there
 };
+// The relay client keeps the last TLS session each peer domain gave it and
+// offers it on the next connection to that domain (resumption: no
+// certificate sent or checked, no signature; the key exchange still
+// happens). The
+// environment variable MAILNET_TLS_RESUMPTION=off turns that off (the
+// benchmark's "without"); the server side issues session tickets either way.
 tls_load_result load_tls(const std::filesystem::path& tls_dir, const std::string& domain);
 bool can_serve_tls(const tls_setup* t);   // has the node's certificate and key
 bool can_verify_tls(const tls_setup* t);  // has the network's CA
@@ -37,6 +43,7 @@ struct tls_outcome {
   bool ok = false;
   std::string error;        // why the handshake failed (a certificate that does not verify, say)
   std::string description;  // "TLSv1.3 TLS_AES_256_GCM_SHA384" once ok
+  bool resumed = false;     // an earlier session was resumed (abbreviated handshake, no certificate sent)
 };
 
 class smtp_channel {

@@ -314,7 +314,8 @@ asio::awaitable<bool> session::start_tls(const step& s) {
     co_return false;
   }
   log_line(" TLS started: " + outcome.description + "; the session starts over");
-  ctx_.events.write({{"id", id_}, {"event", "tls"}, {"client", ip_}, {"tls", outcome.description}},
+  ctx_.events.write({{"id", id_}, {"event", "tls"}, {"client", ip_}, {"tls", outcome.description},
+                     {"resumed", outcome.resumed ? "yes" : "no"}},
                     event_log::pace::batched);
   protocol_.on_tls_started(outcome.description);
   co_return true;

@@ -359,6 +359,29 @@ TEST_CASE("a node's part of the topology: its domain, the rules acting on it and
   CHECK(parse_topology(to_json_text(lone), "lone.json") == lone);
 }
 
+TEST_CASE("a node's part of the topology keeps every network-level setting: \"tls\": false reaches the node") {
+  const std::string text = R"({
+    "name": "plain", "resolver": { "listen": "127.0.0.1:1053" }, "web": false, "tls": false,
+    "domains": [ { "name": "a.test", "listen": "127.0.0.1:2001" }, { "name": "b.test", "listen": "127.0.0.1:2002" } ]
+  })";
+  const auto net = parse_topology(text, "t.json");
+  REQUIRE_FALSE(net.tls);
+  for (const char* domain : {"a.test", "b.test"}) {
+    const auto part = launcher::node_topology(net, domain);
+    CHECK_FALSE(part.tls);  // otherwise its relay wants verified TLS that no node offers
+    // What the node reads from <run>/<domain>/topology.json.
+    CHECK_FALSE(parse_topology(to_json_text(part), "part.json").tls);
+    // Nothing network-level differs from the whole: only domains and rules are narrowed.
+    auto whole = net;
+    whole.domains = part.domains;
+    whole.faults.rules = part.faults.rules;
+    CHECK(part == whole);
+  }
+  auto with_tls = net;
+  with_tls.tls = true;
+  CHECK(launcher::node_topology(with_tls, "a.test").tls);
+}
+
 TEST_CASE("users with passwords and the submission listener: read, named when wrong, round trip") {
   auto t = parse_topology(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:1", "submission": "127.0.0.1:2",
                                             "users": ["rey", {"name": "finn", "password": "pass word!"}, {"name": "poe"}]}])"),
