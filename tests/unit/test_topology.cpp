@@ -83,6 +83,19 @@ TEST_CASE("policy.sync takes filesystem or files") {
         "topo.json: $.domains[0].policy.sync: expected \"filesystem\" or \"files\", found \"always\"");
 }
 
+TEST_CASE("policy.dmarc takes report (the default), enforce or off, and names file and field when wrong") {
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:1", "policy": {"dmarc": "strict"}}])")) ==
+        "topo.json: $.domains[0].policy.dmarc: expected \"report\", \"enforce\" or \"off\", found \"strict\"");
+  CHECK(error_of(R"({"name": "t", "defaults": {"policy": {"dmarc": true}},
+                     "domains": [{"name": "a.com", "listen": "127.0.0.1:1"}]})")
+            .find("topo.json: $.defaults.policy.dmarc: expected a string") == 0);
+  auto t = parse_topology(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:1", "policy": {"dmarc": "enforce"}},
+                                           {"name": "b.com", "listen": "127.0.0.1:2"}])"), "topo.json");
+  CHECK(t.domains[0].policy.dmarc == dmarc_policy::enforce);
+  CHECK(t.domains[1].policy.dmarc == dmarc_policy::report);
+  CHECK(parse_topology(to_json_text(t), "network.json") == t);
+}
+
 TEST_CASE("TLS fields: policy.tls, policy.tls_relay and the network's tls, each named when wrong") {
   CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:1", "policy": {"tls": "always"}}])")) ==
         "topo.json: $.domains[0].policy.tls: expected \"optional\", \"required\" or \"off\", found \"always\"");
