@@ -412,7 +412,7 @@ bool is_run_folder_entry(std::string_view name) {
   // What the launcher writes at the top of run/<name>/ (launcher/run_folder.hpp).
   static constexpr std::string_view files[] = {"topology.json", "network.json", "mailnet.sock", "launcher.pid",
                                                "launcher.log", "scenario-run.txt"};
-  if (name == "resolver" || name == "tls" || name == "passwords") return true;
+  if (name == "resolver" || name == "tls" || name == "passwords" || name == "imap") return true;
   for (auto f : files) {
     // Also "network.json.tmp" and the like: a file is often written beside
     // its final name, then renamed.
@@ -458,7 +458,8 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
                          (colon == std::string::npos ? what : what.substr(colon)));
   }
   r.expect_object(doc, "$");
-  r.only_keys(doc, "$", {"name", "resolver", "web", "tls", "defaults", "domains", "steps", "description", "faults"});
+  r.only_keys(doc, "$",
+              {"name", "resolver", "web", "tls", "defaults", "domains", "steps", "description", "faults", "imap", "pop3"});
 
   topology t;
   bool resolver_given = false;  // an explicit $.resolver.listen, for the error message
@@ -497,6 +498,45 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
 
   if (doc.contains("tls")) t.tls = r.bool_at(doc["tls"], "$.tls");
 
+  // "imap" and "pop3": Dovecot's listeners. Checked against the resolver and
+  // the web server here, against the domains' listeners in the domain loop
+  // (seen_endpoints holds them first, so a domain's clash names them).
+  std::map<std::string, std::string> seen_endpoints;  // host:port -> path
+  std::optional<bool> access_restart;
+  std::string access_restart_path;
+  for (const char* protocol : {"imap", "pop3"}) {
+    if (!doc.contains(protocol)) continue;
+    const auto& aj = doc[protocol];
+    const std::string path = std::string("$.") + protocol;
+    const std::string example = std::string("{\"listen\": \"127.0.0.1:") + (protocol == std::string("imap") ? "1143" : "1110") + "\"}";
+    if (aj.is_boolean() && !aj.get<bool>()) continue;  // false: none (as network.json writes it out)
+    if (!aj.is_object()) r.fail(path, "expected an object such as " + example + ", found " + r.type_name(aj));
+    r.only_keys(aj, path, {"listen", "restart"});
+    if (!aj.contains("listen")) r.fail(path + ".listen", "missing (expected \"host:port\", as in " + example + ")");
+    const endpoint at = r.endpoint_at(aj["listen"], path + ".listen");
+    const auto key = at.to_string();
+    if (auto it = seen_endpoints.find(key); it != seen_endpoints.end())
+      r.fail(path + ".listen", "duplicate address " + key + " (also at " + it->second + ")");
+    seen_endpoints[key] = path + ".listen";
+    if (at == t.resolver.listen)
+      r.fail(path + ".listen", key + " is the resolver's address (" + (resolver_given ? "" : "the default of ") +
+                                   "$.resolver.listen: it takes UDP and TCP on that port)");
+    if (t.web.enabled && at == t.web.listen)
+      r.fail(path + ".listen", key + " is the web server's address (" + (doc.contains("web") ? "" : "the default of ") +
+                                   "$.web.listen; choose another, or turn the web server off with \"web\": false)");
+    if (aj.contains("restart")) {
+      const bool restart = r.restart_at(aj["restart"], path + ".restart");
+      // One Dovecot serves both: one policy.
+      if (access_restart && *access_restart != restart)
+        r.fail(path + ".restart", "differs from " + access_restart_path +
+                                      ": one Dovecot process (named imap) serves IMAP and POP3, so it has one restart policy");
+      access_restart = restart;
+      access_restart_path = path + ".restart";
+    }
+    (protocol == std::string("imap") ? t.mail_access.imap : t.mail_access.pop3) = at;
+  }
+  t.mail_access.restart_on_failure = access_restart.value_or(false);
+
   domain_defaults defaults;
   if (doc.contains("defaults")) {
     const auto& dj = doc["defaults"];
@@ -517,7 +557,6 @@ topology parse_topology(std::string_view json_text, std::string_view file_name) 
   if (domains.empty()) r.fail("$.domains", "expected at least one domain");
 
   std::map<std::string, std::string> seen_names;      // name -> path
-  std::map<std::string, std::string> seen_endpoints;  // host:port -> path
   for (std::size_t i = 0; i < domains.size(); ++i) {
     const std::string path = "$.domains[" + std::to_string(i) + "]";
     const auto& dj = domains[i];
@@ -675,6 +714,12 @@ std::string to_json_text(const topology& t) {
   if (t.web.enabled) doc["web"] = {{"listen", t.web.listen.to_string()}};
   else doc["web"] = false;
   doc["tls"] = t.tls;
+  const auto access = [&](const std::optional<endpoint>& at) -> json {
+    if (!at) return false;
+    return {{"listen", at->to_string()}, {"restart", t.mail_access.restart_on_failure ? "on-failure" : "no"}};
+  };
+  doc["imap"] = access(t.mail_access.imap);
+  doc["pop3"] = access(t.mail_access.pop3);
   doc["domains"] = json::array();
   for (const auto& d : t.domains) {
     json users = json::array();

@@ -168,10 +168,21 @@ struct domain_config {
   friend bool operator==(const domain_config&, const domain_config&) = default;
 };
 
+// "imap" and "pop3" at the network level: the launcher runs Dovecot, as a
+// child named "imap", serving every user's Maildir (README: IMAP and POP3).
+struct mail_access_settings {
+  std::optional<endpoint> imap;  // "imap": {"listen": "127.0.0.1:1143"}
+  std::optional<endpoint> pop3;  // "pop3": {"listen": "127.0.0.1:1110"}
+  bool restart_on_failure = false;  // "restart": "on-failure" in either
+  bool enabled() const { return imap || pop3; }
+  friend bool operator==(const mail_access_settings&, const mail_access_settings&) = default;
+};
+
 struct topology {
   std::string name;  // also the run folder's name: [A-Za-z0-9._-]+
   resolver_settings resolver;
   web_settings web;
+  mail_access_settings mail_access;
   // "tls": false: no certificate authority, no certificates, no STARTTLS.
   bool tls = true;
   std::vector<domain_config> domains;

@@ -99,6 +99,18 @@ bind_rights current_bind_rights() {
 }
 
 std::string privileged_port_problem(const topology& t, const bind_rights& rights) {
+  // Dovecot never has the privilege, whoever runs mailnet: as root it runs in
+  // a user namespace, otherwise as the user (launcher/imap_config.hpp).
+  for (const auto& [path, at] : {std::pair{"$.imap.listen", t.mail_access.imap}, std::pair{"$.pop3.listen", t.mail_access.pop3}}) {
+    if (!at || at->port >= rights.unprivileged_port_start) continue;
+    return std::string(path) + ": port " + std::to_string(at->port) + " of " + at->to_string() + " is below " +
+           std::to_string(rights.unprivileged_port_start) +
+           " (net.ipv4.ip_unprivileged_port_start), and Dovecot runs without the privilege to listen there (as root "
+           "too: it runs in a user namespace then). Choose a port of " +
+           std::to_string(rights.unprivileged_port_start) +
+           " or more (1143 for IMAP, 1110 for POP3), or lower the limit (sudo sysctl "
+           "net.ipv4.ip_unprivileged_port_start=" + std::to_string(at->port) + ")";
+  }
   struct listener {
     std::string path;
     endpoint at;

@@ -143,9 +143,12 @@ int print_logs(const run_folder& folder, const std::string& node, bool follow) {
   std::vector<std::pair<std::string, std::filesystem::path>> files;
   auto add = [&](const std::string& name) {
     files.emplace_back(name, name == "resolver" ? folder.dir() / "resolver" / "resolver.log"
+                             : name == "imap"   ? folder.dir() / "imap" / "dovecot.log"  // Dovecot's own log
                                                 : folder.dir() / name / "node.log");
   };
   if (node.empty() || node == "resolver") add("resolver");
+  if ((node.empty() || node == "imap") && topo.value("imap", json(false)).is_object()) add("imap");
+  else if ((node.empty() || node == "imap") && topo.value("pop3", json(false)).is_object()) add("imap");
   for (const auto& d : topo["domains"])
     if (node.empty() || node == d["name"]) add(d["name"]);
   if (files.empty()) {
@@ -330,7 +333,7 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
       true);
 
   auto [users_cmd, users_opts] = network_command(
-      "users", "print a domain's users with their passwords (for AUTH on its submission listener)",
+      "users", "print a domain's users with their passwords (for AUTH on its submission listener, IMAP and POP3)",
       [](const run_folder& folder, const target_options& o) {
         const auto net = load_topology(folder.topology_json());
         const auto* d = net.find_domain(o.target);
@@ -359,6 +362,12 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
         }
         if (d->submission) std::cout << "submission: " << d->submission->to_string() << " (STARTTLS, then AUTH PLAIN or LOGIN)\n";
         else std::cout << "submission: none (no \"submission\" for this domain in the topology)\n";
+        // Dovecot's listeners, for reading the mail (README: IMAP and POP3).
+        const std::string tls = net.tls ? "STARTTLS, " : "";
+        if (net.mail_access.imap)
+          std::cout << "imap: " << net.mail_access.imap->to_string() << " (" << tls << "login user@" << d->name << ")\n";
+        if (net.mail_access.pop3)
+          std::cout << "pop3: " << net.mail_access.pop3->to_string() << " (" << tls << "login user@" << d->name << ")\n";
         std::cout << "file: " << terminal_safe(std::filesystem::absolute(passwords_file(folder.dir())).string()) << "\n";
         return 0;
       },

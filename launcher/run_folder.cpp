@@ -5,6 +5,7 @@
 #include "common/passwords.hpp"
 #include "common/private_files.hpp"
 #include "launcher/dkim_keys.hpp"
+#include "launcher/imap_config.hpp"
 #include "launcher/tls_ca.hpp"
 
 #include <csignal>
@@ -50,10 +51,12 @@ void run_folder::prepare(topology& net, bool fresh) const {
     std::error_code ec;
     std::filesystem::remove(scenario_marker(), ec);
   }
+  clear_dovecot_sockets(dir_);  // a link Dovecot made there is no planted one
   check_private_tree(dir_);
   make_private_folders(dir_, "resolver");
   if (net.tls) prepare_network_tls(dir_, net);
-  prepare_passwords(dir_, net);  // run/<name>/passwords (common/passwords.hpp)
+  const auto passwords = prepare_passwords(dir_, net);  // run/<name>/passwords (common/passwords.hpp)
+  if (net.mail_access.enabled()) prepare_mail_access(dir_, net, passwords);  // run/<name>/imap/ (imap_config.hpp)
   // sun_path holds 108 bytes; say so now rather than fail after starting.
   if (std::filesystem::absolute(control_socket()).string().size() >= sizeof(sockaddr_un{}.sun_path))
     throw std::runtime_error("the path of " + control_socket().string() + " is too long for a unix socket");

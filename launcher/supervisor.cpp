@@ -37,6 +37,7 @@
 #include "common/topology.hpp"
 #include "launcher/child_spawn.hpp"
 #include "launcher/control_socket.hpp"
+#include "launcher/imap_config.hpp"
 #include "launcher/line_printer.hpp"
 #include "launcher/run_folder.hpp"
 #include "launcher/web/web_server.hpp"
@@ -124,11 +125,15 @@ struct counters {
 };
 
 struct child {
-  std::string name;  // "resolver" or the domain
+  std::string name;  // "resolver", "imap" or the domain
   std::string listen;
   std::string exe_name;
   std::vector<std::string> args;
   bool restart_on_failure = false;
+  // "imap": mailnet-imap and Dovecot's processes, one process group (the
+  // child's own, see child_spawn.hpp), all killed by a SIGKILL.
+  bool kill_group = false;
+  bool holds_mail() const { return name != "resolver" && !kill_group; }
   std::shared_ptr<instance> current;
   child_state state = child_state::stopped;
   std::string exit_text;   // "exit 1", "signal 9"
@@ -346,6 +351,14 @@ void supervisor::count_event(child& c, std::string_view event, std::string_view 
   }
 }
 
+// SIGKILL reaches a child's whole process group when it has one (imap);
+// other signals go to the child alone (mailnet-imap passes SIGTERM on). Only
+// for a child not yet reaped, so the group is still its own.
+void send_signal(const child& c, int sig) {
+  if (!c.current) return;
+  ::kill(sig == SIGKILL && c.kill_group ? -c.current->pid : c.current->pid, sig);
+}
+
 void supervisor::spawn(child& c) {
   c.port_wait_until = {};
   c.fault_generation_seen = 0;  // the new process says which faults.json it read
@@ -507,11 +520,11 @@ asio::awaitable<std::string> supervisor::start_child(child& c, std::chrono::mill
 asio::awaitable<void> supervisor::stop_child(child& c, bool kill) {
   if (is_down(c.state) || !c.current) co_return;
   c.state = kill ? child_state::killing : child_state::stopping;
-  ::kill(c.current->pid, kill ? SIGKILL : SIGTERM);
+  send_signal(c, kill ? SIGKILL : SIGTERM);
   write_network_json();
   auto down = [&] { return is_down(c.state); };
   if (!co_await wait_until(down, clock::now() + graceful_stop_wait)) {
-    ::kill(c.current->pid, SIGKILL);
+    send_signal(c, SIGKILL);
     co_await wait_until(down, clock::now() + std::chrono::seconds(5));
   }
 }
@@ -541,7 +554,7 @@ asio::awaitable<void> supervisor::stop_together(const std::function<bool(const c
   };
   if (!co_await wait_until(all_down, clock::now() + graceful_stop_wait)) {
     for (auto& c : children_)
-      if (which(c) && !is_down(c.state)) ::kill(c.current->pid, SIGKILL);
+      if (which(c) && !is_down(c.state)) send_signal(c, SIGKILL);
     co_await wait_until(all_down, clock::now() + std::chrono::seconds(5));
   }
 }
@@ -551,7 +564,7 @@ asio::awaitable<void> supervisor::stop_together(const std::function<bool(const c
 std::vector<std::string> supervisor::flush_others(const std::string& except) {
   std::vector<std::string> told;
   for (auto& c : children_)
-    if (c.name != except && c.name != "resolver" && c.state == child_state::ready) {
+    if (c.name != except && c.holds_mail() && c.state == child_state::ready) {
       ::kill(c.current->pid, SIGUSR1);
       told.push_back(c.name);
     }
@@ -606,7 +619,13 @@ json supervisor::status() {
     json n = {{"name", c.name}, {"state", to_string(c.state)}, {"pid", running ? c.current->pid : 0},
               {"listen", c.listen}, {"uptime_s", static_cast<long>(uptime)}, {"exit", c.exit_text},
               {"restarts", c.restarts}};
-    if (c.name != "resolver") {
+    if (c.kill_group) {
+      // Dovecot: its listeners, and whether they offer STARTTLS.
+      n["kind"] = "imap";
+      n["imap"] = net_.mail_access.imap ? net_.mail_access.imap->to_string() : std::string();
+      n["pop3"] = net_.mail_access.pop3 ? net_.mail_access.pop3->to_string() : std::string();
+      n["tls"] = net_.tls ? "starttls" : "off";
+    } else if (c.name != "resolver") {
       n["received"] = c.count.received;
       n["received_tls"] = c.count.received_tls;
       // STARTTLS on the node's port (policy.tls; "off" too in a network with "tls": false).
@@ -742,7 +761,7 @@ asio::awaitable<json> supervisor::handle(const json& request) {
     auto told = flush_others("");
     json down = json::array();
     for (const auto& k : children_)
-      if (k.name != "resolver" && k.state != child_state::ready) down.push_back(k.name + " is " + to_string(k.state));
+      if (k.holds_mail() && k.state != child_state::ready) down.push_back(k.name + " is " + to_string(k.state));
     co_return json{{"ok", true}, {"flushed", told}, {"skipped", down}};
   }
   child* c = find(name);
@@ -753,6 +772,7 @@ asio::awaitable<json> supervisor::handle(const json& request) {
   }
   if (cmd == "flush") {  // one node retries what it holds
     if (c->name == "resolver") co_return json{{"ok", false}, {"error", "the resolver holds no mail"}};
+    if (!c->holds_mail()) co_return json{{"ok", false}, {"error", c->name + " (Dovecot) holds no queue: it reads the Maildirs"}};
     if (c->state != child_state::ready) co_return json{{"ok", false}, {"error", name + " is " + to_string(c->state)}};
     ::kill(c->current->pid, SIGUSR1);
     co_return json{{"ok", true}, {"flushed", json::array({c->name})}, {"skipped", json::array()}};
@@ -922,7 +942,8 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
                                   "\033[92m", "\033[93m", "\033[94m", "\033[95m", "\033[96m"};
   const auto topo_file = folder_.topology_json().string();
   const auto run_dir = folder_.dir().string();
-  auto add = [&](std::string name, std::string listen, std::vector<std::string> args, std::string exe, bool restart) {
+  auto add = [&](std::string name, std::string listen, std::vector<std::string> args, std::string exe,
+                 bool restart) -> child& {
     auto& c = children_.emplace_back();
     c.name = std::move(name);
     c.listen = std::move(listen);
@@ -931,6 +952,7 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
     c.restart_on_failure = restart;
     if (colour_) c.colour = palette[(children_.size() - 1) % std::size(palette)];
     name_width_ = std::max(name_width_, c.name.size());
+    return c;
   };
   add("resolver", net_.resolver.listen.to_string(), {"--topology", topo_file, "--run-dir", run_dir},
       "mailnet-resolver", net_.resolver.restart_on_failure);
@@ -939,6 +961,14 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
         {"--topology", folder_.node_topology_json(d.name).string(), "--network-topology", topo_file, "--domain", d.name,
          "--run-dir", run_dir},
         "mailnet-node", d.restart_on_failure);
+  if (net_.mail_access.enabled()) {
+    // Dovecot, last: it reads the Maildirs the nodes make (README: IMAP and POP3).
+    std::string listen;
+    if (net_.mail_access.imap) listen = net_.mail_access.imap->to_string() + " imap";
+    if (net_.mail_access.pop3) listen += (listen.empty() ? "" : ", ") + net_.mail_access.pop3->to_string() + " pop3";
+    add("imap", listen, mail_access_arguments(folder_.dir(), net_), "mailnet-imap", net_.mail_access.restart_on_failure)
+        .kill_group = true;
+  }
 
   // The first Ctrl-C stops everything in order; a second one does not wait.
   bool interrupted = false;
@@ -946,7 +976,7 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
     if (ec) return;
     if (interrupted) {
       for (auto& c : children_)
-        if (!is_down(c.state) && c.current) ::kill(c.current->pid, SIGKILL);
+        if (!is_down(c.state) && c.current) send_signal(c, SIGKILL);
     }
     interrupted = true;
     notify();
@@ -1130,10 +1160,16 @@ int run_up(const up_options& options) {
     std::cerr << "mailnet: " << options.topology_file.string() << ": " << problem << "\n";
     return 2;
   }
+  if (net.mail_access.enabled()) {
+    if (auto problem = dovecot_missing_problem(); !problem.empty()) {
+      std::cerr << "mailnet: " << options.topology_file.string() << ": " << problem << "\n";
+      return 1;
+    }
+  }
   run_folder folder(options.dir ? *options.dir : std::filesystem::path("run") / net.name);
   // Each child costs the launcher about four descriptors (two pipes, a pidfd,
   // a spare for the control socket); say so before starting anything.
-  const std::size_t needed = 4 * (net.domains.size() + 1) + 64;
+  const std::size_t needed = 4 * (net.domains.size() + 2) + 64;
   if (auto limit = raise_fd_limit(); limit < needed) {
     std::cerr << "mailnet: " << options.topology_file.string() << " has " << net.domains.size()
               << " domains and needs about " << needed << " open files, but the limit is " << limit

@@ -1,5 +1,6 @@
-// The launcher's supervisor: starts the resolver and one node per domain,
-// waits until each reports ready, relays their log lines, serves the control
+// The launcher's supervisor: starts the resolver, one node per domain and,
+// with "imap" or "pop3" in the topology, Dovecot (the child named imap,
+// through mailnet-imap), waits until each reports ready, relays their log lines, serves the control
 // socket (status, kill, stop, start, restart, flush, down), restarts nodes
 // that crash when the topology asks for it, and stops them all on SIGINT,
 // SIGTERM or `mailnet down`. The only translation unit with Boost.Process.

@@ -1,5 +1,6 @@
 #include "launcher/tls_ca.hpp"
 
+#include <algorithm>
 #include <memory>
 #include <openssl/bn.h>
 #include <openssl/err.h>
@@ -10,6 +11,8 @@
 #include <openssl/x509v3.h>
 #include <optional>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "common/private_files.hpp"
 
@@ -212,6 +215,49 @@ void make_node_certificate(const std::filesystem::path& dir, const authority& ca
   write_file(dir / ("node." + d.name + ".pem"), to_pem(cert.get()));
 }
 
+// Dovecot's certificate (imap.pem, imap.key): it names the addresses it
+// listens on and localhost, which is what a mail client is given to connect to.
+std::vector<std::string> mail_access_names(const topology& net) {
+  std::vector<std::string> san{"DNS:localhost"};
+  for (const auto* at : {&net.mail_access.imap, &net.mail_access.pop3}) {
+    if (!*at) continue;
+    const std::string ip = "IP:" + (*at)->host;
+    if (std::find(san.begin(), san.end(), ip) == san.end()) san.push_back(ip);
+  }
+  return san;
+}
+
+bool mail_access_certificate_fits(const std::filesystem::path& dir, const authority& ca, const topology& net) {
+  auto cert = load_certificate(dir / "imap.pem");
+  auto key = load_key(dir / "imap.key");
+  if (!cert || !key) return false;
+  bool fits = X509_check_private_key(cert.get(), key.get()) == 1 &&
+              X509_verify(cert.get(), X509_get0_pubkey(ca.cert.get())) == 1 &&
+              X509_check_issued(ca.cert.get(), cert.get()) == X509_V_OK && fresh_enough(cert.get()) &&
+              X509_check_host(cert.get(), "localhost", 9, X509_CHECK_FLAG_NO_WILDCARDS, nullptr) == 1;
+  for (const auto* at : {&net.mail_access.imap, &net.mail_access.pop3})
+    if (*at) fits = fits && X509_check_ip_asc(cert.get(), (*at)->host.c_str(), 0) == 1;
+  ERR_clear_error();
+  return fits;
+}
+
+void make_mail_access_certificate(const std::filesystem::path& dir, const authority& ca, const topology& net) {
+  auto key = new_key();
+  auto cert = new_certificate(key.get(), "mailnet " + net.name + " IMAP and POP3", node_days);
+  X509_set_issuer_name(cert.get(), X509_get_subject_name(ca.cert.get()));
+  std::string san;
+  for (const auto& name : mail_access_names(net)) san += (san.empty() ? "" : ",") + name;
+  add_extension(ca.cert.get(), cert.get(), NID_basic_constraints, "critical,CA:FALSE");
+  add_extension(ca.cert.get(), cert.get(), NID_key_usage, "critical,digitalSignature,keyEncipherment");
+  add_extension(ca.cert.get(), cert.get(), NID_ext_key_usage, "serverAuth");
+  add_extension(ca.cert.get(), cert.get(), NID_subject_key_identifier, "hash");
+  add_extension(ca.cert.get(), cert.get(), NID_authority_key_identifier, "keyid:always");
+  add_extension(ca.cert.get(), cert.get(), NID_subject_alt_name, san.c_str());
+  sign(cert.get(), ca.key.get());
+  write_file(dir / "imap.key", to_pem(key.get()));
+  write_file(dir / "imap.pem", to_pem(cert.get()));
+}
+
 }  // namespace
 
 std::filesystem::path tls_folder(const std::filesystem::path& run_dir) { return run_dir / "tls"; }
@@ -224,6 +270,7 @@ void prepare_network_tls(const std::filesystem::path& run_dir, const topology& n
     auto ca = load_or_make_ca(dir, net.name);
     for (const auto& d : net.domains)
       if (!node_certificate_fits(dir, ca, d)) make_node_certificate(dir, ca, d);
+    if (net.mail_access.enabled() && !mail_access_certificate_fits(dir, ca, net)) make_mail_access_certificate(dir, ca, net);
   } catch (const std::exception& e) {
     throw std::runtime_error("cannot make the network's certificates in " + dir.string() + ": " + e.what());
   }

@@ -400,7 +400,7 @@ std::string prometheus_text(const json& status, double uptime_seconds) {
     for (const auto& n : status.value("nodes", json::array())) {
       const std::string name = n.value("name", "");
       const bool resolver = name == "resolver";
-      if (f.domains_only && resolver) continue;
+      if (f.domains_only && (resolver || n.value("kind", "") == "imap")) continue;  // imap: Dovecot, no mail of its own
       const long value = f.key ? n.value(f.key, 0L) : (n.value("state", "") == "ready" ? 1L : 0L);
       out += std::string(f.name) + (f.domains_only ? "{domain=\"" : "{node=\"") + label(name) + "\"} " +
              std::to_string(value) + "\n";

@@ -12,7 +12,7 @@ import pathlib
 import re
 import sys
 
-COMPONENTS = ("launcher", "node", "resolver")
+COMPONENTS = ("launcher", "node", "resolver", "imap")
 MAY_INCLUDE_ANY = ("tests", "fuzz")
 SOURCE_SUFFIXES = {".cpp", ".hpp", ".h", ".cc", ".ipp"}
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^/">]+)/([^">]*)[">]')

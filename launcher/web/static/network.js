@@ -54,8 +54,13 @@
   }
   function colourOf(state) { return colours[state] || colours.stopped || "#757575"; }
 
+  // Dovecot (the child named imap, "kind": "imap"): no mail of its own, beside the domains like the resolver.
+  function isImap(n) { return n.kind === "imap"; }
+  function isDomain(n) { return !n.resolver && !isImap(n); }
+
   function labelOf(n) {
     if (n.resolver) return "resolver";
+    if (isImap(n)) return "imap (Dovecot)";
     return n.queued ? n.name + "\nqueue " + n.queued : n.name;
   }
 
@@ -96,6 +101,7 @@
       // A big network: no label (none measured, none drawn) until zoomed in.
       { selector: "node.labelled", style: { "label": "data(label)" } },
       { selector: "node.resolver", style: { "shape": "diamond", "width": 34, "height": 34 } },
+      { selector: "node.imap", style: { "shape": "round-rectangle", "width": 34, "height": 26 } },
       { selector: "node.dot", style: {
         "width": 14, "height": 14, "background-color": "#f5a623", "label": "", "border-width": 0, "events": "no" } },
       { selector: "edge", style: {
@@ -107,7 +113,7 @@
 
   function nodeElement(n) {
     return { group: "nodes", data: { id: n.name, label: labelOf(n), state: n.state, colour: colourOf(n.state) },
-             classes: n.resolver ? "resolver" : "" };
+             classes: n.resolver ? "resolver" : isImap(n) ? "imap" : "" };
   }
 
   function edgeWidth(count) { return Math.min(8, 1.5 + Math.log2(count)); }
@@ -117,8 +123,9 @@
   // it (a line between two domains never crosses it); more in a grid, the
   // resolver first.
   function layoutOptions() {
-    const domains = [...nodes.values()].filter((n) => !n.resolver).sort((a, b) => (a.name < b.name ? -1 : 1));
+    const domains = [...nodes.values()].filter(isDomain).sort((a, b) => (a.name < b.name ? -1 : 1));
     const resolver = [...nodes.values()].find((n) => n.resolver);
+    const imap = [...nodes.values()].find(isImap);
     const at = new Map();
     if (domains.length <= SMALL) {
       const radius = Math.max(120, domains.length * 22);
@@ -127,8 +134,9 @@
         at.set(n.name, { x: radius * Math.cos(angle), y: radius * Math.sin(angle) });
       });
       if (resolver) at.set(resolver.name, { x: -radius * 1.7, y: 0 });
+      if (imap) at.set(imap.name, { x: radius * 1.7, y: 0 });
     } else {
-      const order = resolver ? [resolver, ...domains] : domains;
+      const order = [resolver, imap, ...domains].filter(Boolean);
       const columns = Math.max(1, Math.ceil(Math.sqrt(order.length * 1.8)));
       order.forEach((n, i) => at.set(n.name, { x: (i % columns) * 90, y: Math.floor(i / columns) * 70 }));
     }
@@ -243,7 +251,7 @@
         peers: el("td", { class: "peers" }),
       };
       for (const [k] of MODES) cells[k] = el("td", { "data-mode": k }, n.resolver ? "" : n[k] ?? "");
-      for (const k of COUNTERS) cells[k] = el("td", { class: "num", "data-count": k }, n.resolver ? "" : n[k] ?? "");
+      for (const k of COUNTERS) cells[k] = el("td", { class: "num", "data-count": k }, isDomain(n) ? n[k] ?? "" : "");
       const row = el("tr", { "data-node": n.name, "data-state": n.state },
         el("th", { scope: "row" }, el("a", { href: pageOf(n.name) }, n.name)),
         el("td", {}, cells.state), cells.listen, MODES.map(([k]) => cells[k]), COUNTERS.map((k) => cells[k]),
@@ -266,7 +274,8 @@
     if (r.cells.state.className !== "state " + n.state) r.cells.state.className = "state " + n.state;
     setText(r.cells.state, n.state);
     setText(r.cells.listen, n.listen || "");
-    if (!n.resolver) for (const k of [...MODES.map(([m]) => m), ...COUNTERS]) setText(r.cells[k], String(n[k] ?? ""));
+    if (!n.resolver) for (const [m] of MODES) setText(r.cells[m], String(n[m] ?? ""));
+    if (isDomain(n)) for (const k of COUNTERS) setText(r.cells[k], String(n[k] ?? ""));
   }
 
   function updatePeers(name) {
@@ -291,7 +300,7 @@
   // ---- loading and keeping it live
   let netName = "";
   function summary() {
-    const domains = [...nodes.values()].filter((n) => !n.resolver);
+    const domains = [...nodes.values()].filter(isDomain);
     const ready = domains.filter((n) => n.state === "ready").length;
     setText(document.getElementById("summary"), domains.length + " domains (" + ready + " ready) · " + edges.size +
       (edges.size === 1 ? " link" : " links") + " that carried mail");
