@@ -261,6 +261,29 @@ def test_commands_pipelined_after_starttls_are_discarded():
     assert "C: MAIL FROM:<injected@deathstar.com>" not in transcript
 
 
+def test_a_missing_certificate_is_told_once_at_the_first_starttls_which_answers_454():
+    """The node reads its certificate at the first STARTTLS, not at its start
+    (an idle node of a large network never loads OpenSSL's contexts): one
+    removed after `up` is found missing then, told once in node.log as
+    tls_unavailable, and every STARTTLS gets 454 4.7.0; mail goes on in the clear."""
+    topo = harness.two_domain_topology(name="tlslazy")
+    with harness.Network(topo) as net:
+        net.start()
+        os.unlink(os.path.join(net.run_dir, "tls", "node.jaku.com.pem"))
+        assert "tls_unavailable" not in node_log(net, "jaku.com")  # nothing was read yet
+        for attempt in range(2):
+            with smtplib.SMTP("127.0.0.1", harness.port_of(topo, "jaku.com"), timeout=30) as s:
+                s.ehlo("client.example")
+                assert s.has_extn("starttls")
+                assert s.docmd("STARTTLS") == (454, b"4.7.0 TLS not available"), attempt
+                s.ehlo("client.example")
+                s.sendmail("vader@deathstar.com", ["rey@jaku.com"], message(f"clear {attempt}"))
+        wait_message(net, "jaku.com", "rey", "clear 1")
+        lines = [line for line in node_log(net, "jaku.com").splitlines() if "event=tls_unavailable" in line]
+        assert len(lines) == 1, lines
+        assert "node.jaku.com.pem" in lines[0], lines[0]
+
+
 def test_policy_tls_required_and_off():
     topo = harness.two_domain_topology(name="tlspolicy")
     topo["domains"][0]["policy"] = {"tls": "required"}
@@ -482,6 +505,7 @@ if __name__ == "__main__":
             test_commands_pipelined_after_starttls_are_discarded,
             test_up_makes_a_private_ca_kept_across_ups_and_new_with_fresh,
             test_policy_tls_required_and_off,
+            test_a_missing_certificate_is_told_once_at_the_first_starttls_which_answers_454,
             test_relay_verifies_the_peer_and_an_impostor_gets_no_mail,
         ])
     sys.exit(code)
