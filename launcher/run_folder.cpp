@@ -18,6 +18,10 @@ topology node_topology(const topology& net, const std::string& domain) {
   out.name = net.name;
   out.resolver = net.resolver;
   out.web = net.web;
+  // "tls": false must reach the node: it was left at its default (true), which
+  // went unseen while a node loaded its certificate at start and found none;
+  // with the certificate read at the first STARTTLS, the node offered it.
+  out.tls = net.tls;
   out.faults.seed = net.faults.seed;
   std::vector<std::string> wanted{domain};
   for (const auto& r : net.faults.rules)
