@@ -40,7 +40,7 @@ constexpr long day = 24L * 3600;
 constexpr long ca_days = 3650;
 constexpr long node_days = 825;
 constexpr long renew_before_days = 30;  // a certificate this close to its end is made again
-constexpr std::size_t certificate_threads = 8;  // at most; twice the cores (the threads also wait on the disk)
+constexpr std::size_t certificate_threads = 8;  // at most, and no more than the cores
 
 // The last OpenSSL error, for a message.
 std::string ssl_error() {
@@ -229,10 +229,12 @@ void prepare_network_tls(const std::filesystem::path& run_dir, const topology& n
   const auto dir = tls_folder(run_dir);
   try {
     const auto ca = load_or_make_ca(dir, net.name);
-    // Each domain's check and new certificate on a few threads: a key and a
-    // signature take about a millisecond of CPU, and the two files each are
-    // written and synced, so 1,000 domains took seconds on one thread. The
-    // CA's certificate and key are only read (OpenSSL 3 locks its caches).
+    // Each domain's check and new certificate on one thread per core: a key
+    // and a signature take a millisecond or two of CPU, so 1,000 domains took
+    // seconds on one thread. No more threads than cores: the work is CPU
+    // only (the files are not synced), and OpenSSL 3's shared tables are
+    // locked, so extra threads only wait on those locks (8 threads on 2
+    // cores cost 1.4x the CPU). The CA's certificate and key are only read.
     std::atomic<std::size_t> next{0};
     std::mutex failure_mutex;
     std::exception_ptr failure;
@@ -247,8 +249,8 @@ void prepare_network_tls(const std::filesystem::path& run_dir, const topology& n
         }
       }
     };
-    const std::size_t threads = std::min<std::size_t>({certificate_threads, net.domains.size(),
-                                                       std::max(1u, std::thread::hardware_concurrency()) * 2u});
+    const std::size_t threads = std::min<std::size_t>(
+        {certificate_threads, net.domains.size(), std::max(1u, std::thread::hardware_concurrency())});
     std::vector<std::thread> pool;
     for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(work);
     work();
