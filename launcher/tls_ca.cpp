@@ -234,7 +234,8 @@ void prepare_network_tls(const std::filesystem::path& run_dir, const topology& n
     // seconds on one thread. No more threads than cores: the work is CPU
     // only (the files are not synced), and OpenSSL 3's shared tables are
     // locked, so extra threads only wait on those locks (8 threads on 2
-    // cores cost 1.4x the CPU). The CA's certificate and key are only read.
+    // loaded cores took 1.4x the CPU of one, median of 3 paired runs). The
+    // CA's certificate and key are only read.
     std::atomic<std::size_t> next{0};
     std::mutex failure_mutex;
     std::exception_ptr failure;
