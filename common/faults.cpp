@@ -28,13 +28,14 @@ struct action_name {
 constexpr action_name action_names[] = {
     {fault_action::reply, "reply"},         {fault_action::disconnect, "disconnect"}, {fault_action::delay, "delay"},
     {fault_action::bandwidth, "bandwidth"}, {fault_action::hang, "hang"},             {fault_action::rate_limit, "rate_limit"},
+    {fault_action::alter, "alter"},
 };
 
 constexpr std::string_view dns_answers[] = {"SERVFAIL", "NXDOMAIN", "REFUSED", "truncated", "timeout"};
 
 constexpr std::string_view stage_list =
     "dns, connect, greeting, ehlo, mail, rcpt, data, end_of_data, quit or any";
-constexpr std::string_view action_list = "reply, disconnect, delay, hang, bandwidth or rate_limit";
+constexpr std::string_view action_list = "reply, disconnect, delay, hang, bandwidth, rate_limit or alter";
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -172,7 +173,11 @@ fault_rule read_rule(const json_reader& r, const json& j, const std::string& pat
                                 ? std::string("a rate_limit rule acts at MAIL (each message begun): it has no stage")
                                 : "a " + act_name + " rule acts on the whole connection: it has no stage");
   if (!connection_wide && rule.stage == fault_stage::none)
-    r.fail(path + ".stage", "missing (expected " + std::string(stage_list) + ")");
+    r.fail(path + ".stage", act == fault_action::alter ? std::string("missing (an alter rule acts at end_of_data)")
+                                                       : "missing (expected " + std::string(stage_list) + ")");
+  if (act == fault_action::alter && rule.stage != fault_stage::end_of_data)
+    r.fail(path + ".stage", "an alter rule changes a message once its body is in: its stage is end_of_data, found \"" +
+                                std::string(to_string(rule.stage)) + "\"");
   // Every node asks the resolver from 127.0.0.1: it cannot tell them apart.
   if (dns && rule.from != "*")
     r.fail(path + ".from", "a dns rule acts in the resolver, which cannot tell which node asks (they all ask from "

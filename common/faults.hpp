@@ -19,7 +19,10 @@ namespace mailnet {
 // the receiving node's points of the SMTP conversation.
 enum class fault_stage { none, dns, connect, greeting, ehlo, mail, rcpt, data, end_of_data, quit, any };
 
-enum class fault_action { reply, disconnect, delay, bandwidth, hang, rate_limit, dns_answer };
+// alter: the receiving node changes the message as it arrives (end_of_data
+// only): it appends a footer to the body, as a mailing list or a careless
+// relay does, so that a DKIM signature over the body no longer verifies.
+enum class fault_action { reply, disconnect, delay, bandwidth, hang, rate_limit, dns_answer, alter };
 
 std::string_view to_string(fault_stage s);
 std::string_view to_string(fault_action a);

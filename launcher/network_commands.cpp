@@ -48,7 +48,7 @@ void print_status_table(const json& status) {
   // Columns as wide as their content (a long domain or state never runs
   // into the next column).
   std::vector<std::vector<std::string>> rows{
-      {"NODE", "STATE", "PID", "ADDRESS", "UPTIME", "STARTTLS", "RECEIVED", "DELIVERED", "RELAYED", "QUEUED", "BOUNCED"}};
+      {"NODE", "STATE", "PID", "ADDRESS", "UPTIME", "STARTTLS", "RELAY TLS", "RECEIVED", "DELIVERED", "RELAYED", "QUEUED", "BOUNCED"}};
   for (const auto& n : status["nodes"]) {
     std::string state = n.value("state", "");
     if (!n.value("exit", "").empty() && state != "ready" && state != "starting") state += " (" + n.value("exit", "") + ")";
@@ -56,6 +56,7 @@ void print_status_table(const json& status) {
     rows.push_back({terminal_safe(n.value("name", "")), terminal_safe(state),
                     n.value("pid", 0) ? std::to_string(n.value("pid", 0)) : "-", terminal_safe(n.value("listen", "")),
                     uptime_text(n.value("uptime_s", 0L)), terminal_safe(n.value("tls", "-")),
+                    terminal_safe(n.value("tls_relay", "-")),
                     num("received") + (n.value("received_tls", 0L) ? " (" + num("received_tls") + " TLS)" : ""),
                     num("delivered"), num("relayed"),
                     num("queued"), num("bounced")});

@@ -1,6 +1,8 @@
 #include "launcher/scenario.hpp"
 
+#include <algorithm>
 #include <cctype>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "common/address.hpp"
@@ -73,6 +75,20 @@ class step_parser {
     if (auto slash = text.find('/'); slash != std::string::npos) {
       box.domain = text.substr(0, slash);
       box.user = text.substr(slash + 1);
+      // "jaku.com/luke/Junk": a folder of the user's Maildir (Maildir++ ".Junk").
+      if (auto second = box.user.find('/'); second != std::string::npos) {
+        std::string folder = box.user.substr(second + 1);
+        box.user.resize(second);
+        if (!folder.empty() && folder.front() == '.') folder.erase(0, 1);
+        const bool plain = !folder.empty() && folder.size() <= 64 &&
+                           std::all_of(folder.begin(), folder.end(), [](unsigned char c) {
+                             return std::isalnum(c) || c == '_' || c == '-';
+                           });
+        if (!plain)
+          r_.fail(path, "expected a folder name of letters, digits, _ or - after the user, such as "
+                        "\"jaku.com/rey/Junk\", found \"" + text + "\"");
+        box.folder = "." + folder;
+      }
     } else if (auto at = text.rfind('@'); at != std::string::npos) {
       box.user = text.substr(0, at);
       box.domain = text.substr(at + 1);
@@ -99,7 +115,7 @@ class step_parser {
 
   send_step send(const json& j, const std::string& path) const {
     r_.expect_object(j, path);
-    r_.only_keys(j, path, {"from", "to", "cc", "bcc", "subject", "body", "attach", "via", "helo", "refused"});
+    r_.only_keys(j, path, {"from", "to", "cc", "bcc", "subject", "body", "attach", "via", "helo", "refused", "password"});
     send_step s;
     if (!j.contains("from")) r_.fail(path + ".from", "missing (expected the sender's address)");
     s.from = address(j["from"], path + ".from");
@@ -112,6 +128,11 @@ class step_parser {
     if (j.contains("via")) s.via = r_.string_at(j["via"], path + ".via");
     if (j.contains("helo")) s.helo = r_.string_at(j["helo"], path + ".helo");
     if (j.contains("refused")) s.refused = r_.string_at(j["refused"], path + ".refused");
+    if (j.contains("password")) {
+      s.password = r_.string_at(j["password"], path + ".password");
+      if (!is_valid_password(s.password))
+        r_.fail(path + ".password", "expected 1 to 128 printable ASCII characters other than ':'");
+    }
     if (j.contains("attach")) {
       const auto& a = j["attach"];
       if (!a.is_array()) r_.fail(path + ".attach", "expected a list of file names, found " + r_.type_name(a));
@@ -148,13 +169,16 @@ class step_parser {
   condition cond(const json& j, const std::string& path) const {
     r_.expect_object(j, path);
     r_.only_keys(j, path, {"mailbox", "count", "subject", "attachment", "bounce", "status", "queue", "resolve",
-                           "answer", "faults", "within", "timeout"});
+                           "answer", "faults", "auth", "within", "timeout"});
+    if (j.contains("auth") && !(j.contains("mailbox") && j.contains("subject")))
+      r_.fail(path + ".auth", "only a mailbox expectation with a subject has this field (the message it looks at)");
     condition c;
     if (j.contains("mailbox")) {
       c.box = mailbox(j["mailbox"], path + ".mailbox");
       if (j.contains("subject")) {
         c.what = condition::kind::mailbox_subject;
         c.text = r_.string_at(j["subject"], path + ".subject");
+        if (j.contains("auth")) c.auth = auth_results(j["auth"], path + ".auth");
       } else if (j.contains("attachment")) {
         c.what = condition::kind::mailbox_attachment;
         c.text = r_.string_at(j["attachment"], path + ".attachment");
@@ -191,6 +215,24 @@ class step_parser {
     return c;
   }
 
+  // "spf=pass dkim=pass dmarc=pass": methods and results as RFC 8601 writes them.
+  std::vector<std::string> auth_results(const json& j, const std::string& path) const {
+    std::vector<std::string> want;
+    std::istringstream words(r_.string_at(j, path));
+    for (std::string w; words >> w;) {
+      auto eq = w.find('=');
+      auto word_ok = [](std::string_view x) {
+        return !x.empty() && std::all_of(x.begin(), x.end(), [](unsigned char c) { return std::isalnum(c) || c == '-'; });
+      };
+      if (eq == std::string::npos || !word_ok(std::string_view(w).substr(0, eq)) || !word_ok(std::string_view(w).substr(eq + 1)))
+        r_.fail(path, "expected results such as \"spf=pass dkim=pass dmarc=pass\", found \"" + w + "\"");
+      for (auto& c : w) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      want.push_back(w);
+    }
+    if (want.empty()) r_.fail(path, "expected results such as \"spf=pass dkim=pass dmarc=pass\"");
+    return want;
+  }
+
   wait_step wait(const json& j, const std::string& path) const {
     wait_step w;
     if (j.is_string() || j.is_number()) {
@@ -221,7 +263,14 @@ class step_parser {
 std::string condition::describe() const {
   switch (what) {
     case kind::mailbox_count: return box.to_string() + " holds " + std::to_string(count) + " message(s)";
-    case kind::mailbox_subject: return box.to_string() + " has a message with subject \"" + text + "\"";
+    case kind::mailbox_subject: {
+      std::string d = box.to_string() + " has a message with subject \"" + text + "\"";
+      if (!auth.empty()) {
+        d += " and";
+        for (const auto& a : auth) d += " " + a;
+      }
+      return d;
+    }
     case kind::mailbox_attachment: return box.to_string() + " has a message with attachment " + text;
     case kind::bounce_status: return box.to_string() + " has a bounce with Status " + text;
     case kind::queue_count: return domain + "'s queue holds " + std::to_string(count) + " message(s)";
@@ -239,7 +288,8 @@ std::string step::describe() const {
       all.insert(all.end(), s.bcc.begin(), s.bcc.end());
       return "send " + s.from + " → " + join(all) + (s.subject.empty() ? "" : " \"" + s.subject + "\"") +
              (s.attach.empty() ? "" : " with " + std::to_string(s.attach.size()) + " attachment(s)") +
-             (s.helo.empty() ? "" : " saying HELO " + s.helo) + (s.refused.empty() ? "" : ", expecting " + s.refused);
+             (s.helo.empty() ? "" : " saying HELO " + s.helo) + (s.password.empty() ? "" : " with a password") +
+             (s.refused.empty() ? "" : ", expecting " + s.refused);
     }
     std::string operator()(const node_step& n) const { return n.action + " " + n.node; }
     std::string operator()(const wait_step& w) const {
@@ -253,6 +303,84 @@ std::string step::describe() const {
     }
   };
   return std::visit(visitor{}, action);
+}
+
+namespace {
+
+std::string lowered(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string_view trimmed(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return s;
+}
+
+// The unfolded values of every header of this name (lower case) in the
+// message's header section, top first.
+std::vector<std::string> header_values(std::string_view raw, std::string_view name) {
+  std::vector<std::string> values;
+  bool in_wanted = false;
+  std::size_t pos = 0;
+  while (pos < raw.size()) {
+    std::size_t end = raw.find('\n', pos);
+    std::string_view line = raw.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos);
+    pos = end == std::string_view::npos ? raw.size() : end + 1;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty()) break;  // the end of the header section
+    if (line.front() == ' ' || line.front() == '\t') {
+      if (in_wanted) values.back() += " " + std::string(trimmed(line));
+      continue;
+    }
+    auto colon = line.find(':');
+    in_wanted = colon != std::string_view::npos && lowered(trimmed(line.substr(0, colon))) == name;
+    if (in_wanted) values.emplace_back(trimmed(line.substr(colon + 1)));
+  }
+  return values;
+}
+
+// RFC 8601 comments, "(...)", may hold anything, ';' and '=' too.
+std::string without_comments(std::string_view v) {
+  std::string out;
+  int depth = 0;
+  for (char c : v) {
+    if (c == '(') ++depth;
+    else if (c == ')' && depth > 0) --depth;
+    else if (depth == 0) out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+bool auth_results_hold(std::string_view raw, std::string_view authserv_id, const std::vector<std::string>& want,
+                       std::string& found) {
+  for (const auto& value : header_values(raw, "authentication-results")) {
+    const std::string v = without_comments(value);
+    std::vector<std::string> parts;
+    std::size_t start = 0;
+    for (std::size_t semi; (semi = v.find(';', start)) != std::string::npos; start = semi + 1)
+      parts.emplace_back(trimmed(std::string_view(v).substr(start, semi - start)));
+    parts.emplace_back(trimmed(std::string_view(v).substr(start)));
+    // The authserv-id, optionally followed by a version number.
+    const std::string id = lowered(parts.front().substr(0, parts.front().find_first_of(" \t")));
+    if (id != lowered(authserv_id)) continue;
+    std::vector<std::string> have;
+    for (std::size_t i = 1; i < parts.size(); ++i) {
+      std::string_view p = parts[i];
+      have.push_back(lowered(p.substr(0, p.find_first_of(" \t"))));
+    }
+    found.clear();
+    for (const auto& h : have) found += (found.empty() ? "" : " ") + h;
+    if (found.empty()) found = "no results";
+    return std::all_of(want.begin(), want.end(),
+                       [&](const std::string& w) { return std::find(have.begin(), have.end(), w) != have.end(); });
+  }
+  found = "no Authentication-Results from " + std::string(authserv_id);
+  return false;
 }
 
 std::vector<step> parse_steps(const json& doc, std::string_view file_name, const topology& net,

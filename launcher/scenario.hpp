@@ -20,7 +20,8 @@ namespace mailnet::launcher {
 struct mailbox_ref {
   std::string domain;
   std::string user;
-  std::string to_string() const { return user + "@" + domain; }
+  std::string folder;  // "" (the inbox) or a Maildir++ folder such as ".Junk"
+  std::string to_string() const { return user + "@" + domain + (folder.empty() ? "" : " (" + folder.substr(1) + ")"); }
 };
 
 struct send_step {
@@ -32,6 +33,9 @@ struct send_step {
   std::string via;                            // "" (the sender's node), a domain, or host:port
   std::string helo;                           // "" : the sender's domain
   std::string refused;  // when set, the step passes only if the server refuses with this status (e.g. "5.7.1")
+  // AUTH password for the sender, as `mailnet send --password`; "" : the
+  // stored one when the sender's domain has a submission listener.
+  std::string password;
 };
 
 struct node_step {
@@ -55,6 +59,9 @@ struct condition {
   std::string rule;          // fault_count: the faults a rule injected
   std::size_t count = 0;     // mailbox_count, queue_count, fault_count
   std::string text;          // subject, attachment name, status, or the resolver's answer
+  // mailbox_subject: results the message's Authentication-Results (the one
+  // its own node added) must hold, such as {"spf=pass", "dmarc=fail"}.
+  std::vector<std::string> auth;
   std::string describe() const;
 };
 
@@ -77,6 +84,12 @@ struct step {
 
 // Parses doc["steps"] (absent: no steps). base_dir resolves attachment paths.
 // Throws topology_error.
+// Whether the Authentication-Results header of a raw message that authserv_id
+// (the receiving node's domain) added holds every "method=result" of want.
+// found says what it holds instead (or that there is none).
+bool auth_results_hold(std::string_view raw, std::string_view authserv_id, const std::vector<std::string>& want,
+                       std::string& found);
+
 std::vector<step> parse_steps(const nlohmann::json& doc, std::string_view file_name, const topology& net,
                               const std::filesystem::path& base_dir);
 

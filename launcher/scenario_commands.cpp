@@ -133,7 +133,7 @@ std::string check_server(const server_answer& s, const std::vector<server_answer
     return "port " + std::to_string(s.port) + " is the resolver's (" + resolver.to_string() + ")";
   if (check_free && !can_bind({s.host, s.port}, SOCK_STREAM) &&
       (s.port >= launcher::current_bind_rights().unprivileged_port_start ||
-       launcher::current_bind_rights().net_bind_service))
+       launcher::current_bind_rights().node_bind_service))
     return "port " + std::to_string(s.port) + " is in use on " + s.host;
   if (s.users.empty()) return "a server needs at least one user";
   std::set<std::string> seen;

@@ -11,13 +11,16 @@
 #include <thread>
 #include <unistd.h>
 
+#include "common/address.hpp"
 #include "common/faults_json.hpp"
+#include "common/passwords.hpp"
 #include "common/private_files.hpp"
 #include "common/terminal_text.hpp"
 #include "launcher/control_client.hpp"
 #include "launcher/mail_client.hpp"
 #include "launcher/resolve_command.hpp"
 #include "launcher/scenario.hpp"
+#include "launcher/tls_ca.hpp"
 #include "common/mail/durable_file.hpp"
 #include "common/mail/mime_parse.hpp"
 
@@ -80,14 +83,18 @@ class runner {
     rcpts.insert(rcpts.end(), s.cc.begin(), s.cc.end());
     rcpts.insert(rcpts.end(), s.bcc.begin(), s.bcc.end());
     endpoint target;
+    submission_login login;
+    bool use_login = false;
     try {
-      target = submission_node(s);
+      use_login = submission_listener(s, target, login);
+      if (!use_login) target = submission_node(s);
     } catch (const std::exception& e) {
       return {false, e.what()};
     }
     // HELO with the sender's domain, as a mail client of that domain would.
     std::string helo = s.helo.empty() ? s.from.substr(s.from.rfind('@') + 1) : s.helo;
-    auto sent = send_message(target.host, target.port, helo, s.from, rcpts, message, nullptr, std::chrono::seconds(30));
+    auto sent = send_message(target.host, target.port, helo, s.from, rcpts, message, nullptr, std::chrono::seconds(30),
+                             use_login ? &login : nullptr);
     if (!s.refused.empty()) {
       if (sent.ok) return {false, "accepted (queued as " + sent.queue_id + "), expected a refusal with " + s.refused};
       if (sent.reply.find(" " + s.refused) == std::string::npos) return {false, "refused, but with " + sent.reply};
@@ -95,6 +102,36 @@ class runner {
     }
     if (!sent.ok) return {false, "refused: " + sent.reply};
     return {true, "queued as " + sent.queue_id};
+  }
+
+  // As `mailnet send` does: a sender whose domain has a submission listener
+  // (and no "via" elsewhere) sends there, over TLS verified for the domain,
+  // with AUTH as itself: the step's password or the stored one. A password
+  // with another target logs in there, the certificate checked for the
+  // sender's domain. False: plain SMTP to submission_node(s).
+  bool submission_listener(const send_step& s, endpoint& target, submission_login& login) const {
+    const auto sender = parse_mailbox(s.from);
+    if (!sender) throw std::runtime_error("not a mail address: " + s.from);
+    const auto* own = s_.net.find_domain(sender->domain);
+    const bool via_own = s.via.empty() || (own && s_.net.find_domain(s.via) == own);
+    if (own && own->submission && via_own) {
+      target = *own->submission;
+      login = {ca_certificate(folder_.dir()), own->name, sender->to_string(), s.password};
+      if (login.password.empty()) {
+        const auto entries = read_passwords(passwords_file(folder_.dir()));
+        const auto* found = find_password(entries, sender->local, own->name);
+        if (!found)
+          throw std::runtime_error(s.from + " is not a user of " + own->name +
+                                   ", which takes mail on its submission listener after AUTH: give the step a "
+                                   "\"password\", or send as a user");
+        login.password = found->password;
+      }
+      return true;
+    }
+    if (s.password.empty()) return false;
+    target = submission_node(s);
+    login = {ca_certificate(folder_.dir()), sender->domain, sender->to_string(), s.password};
+    return true;
   }
 
   // The sender's own node (found through the resolver, as `mailnet send` does),
@@ -176,7 +213,8 @@ class runner {
     std::vector<std::filesystem::path> files;
     for (const char* sub : {"new", "cur"}) {
       std::error_code ec;
-      for (const auto& e : std::filesystem::directory_iterator(folder_.dir() / box.domain / "mail" / box.user / sub, ec))
+      const auto dir = folder_.dir() / box.domain / "mail" / box.user / box.folder / sub;
+      for (const auto& e : std::filesystem::directory_iterator(dir, ec))
         if (e.is_regular_file() && !e.is_symlink()) files.push_back(e.path());  // no planted links
     }
     return files;
@@ -207,7 +245,13 @@ class runner {
             continue;
           }
           auto m = node::parse_mail(raw);
-          if (c.what == k::mailbox_subject && m.subject == c.text) return {true, file.filename().string()};
+          if (c.what == k::mailbox_subject && m.subject == c.text) {
+            if (c.auth.empty()) return {true, file.filename().string()};
+            std::string results;
+            if (auth_results_hold(raw, c.box.domain, c.auth, results)) return {true, file.filename().string()};
+            seen.push_back("\"" + m.subject + "\" with " + results);
+            continue;
+          }
           if (c.what == k::mailbox_attachment)
             for (const auto& a : m.attachments)
               if (a.file_name == c.text) return {true, file.filename().string()};

@@ -84,13 +84,6 @@ void report_failure(std::exception_ptr e) {
   }
 }
 
-std::filesystem::path own_binary_dir() {
-  if (const char* env = std::getenv("MAILNET_BIN_DIR"); env && *env) return std::filesystem::absolute(env);
-  std::error_code ec;
-  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? std::filesystem::current_path() : self.parent_path();
-}
-
 // What a child is doing. "killed", "stopped" and "crashed" are all down;
 // they differ in who asked.
 enum class child_state { starting, ready, stopping, killing, stopped, killed, crashed, failed };
@@ -674,6 +667,8 @@ json supervisor::status() {
       // STARTTLS on the node's port (policy.tls; "off" too in a network with "tls": false).
       if (const auto* d = net_.find_domain(c.name)) {
         n["tls"] = net_.tls ? std::string(to_string(d->policy.tls)) : std::string("off");
+        // What its relay asks of the next node (policy.tls_relay; "off" without the network's TLS).
+        n["tls_relay"] = net_.tls ? std::string(to_string(d->policy.tls_relay)) : std::string("off");
         // The submission listener's address, "" without one (README: Submission).
         n["submission"] = d->submission ? d->submission->to_string() : std::string();
       }
@@ -689,6 +684,7 @@ json supervisor::status() {
         queries.push_back({{"type", key.first}, {"rcode", key.second}, {"count", count}});
       n["queries"] = std::move(queries);
       n["dropped"] = c.count.dropped;
+      n["faults"] = c.faults;  // answers its dns rules gave instead of the real one
     }
     nodes.push_back(std::move(n));
   }

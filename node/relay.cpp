@@ -189,13 +189,14 @@ asio::awaitable<void> relay::attempt_domain(queued_message& m, const std::string
       set_all("pending", "4.4.3 Bad address " + target.host + " for " + domain);
       continue;
     }
-    if (co_await attempt_peer(m, domain, rcpts, tcp::endpoint(address, target.port))) co_return;
+    if (co_await attempt_peer(m, domain, rcpts, tcp::endpoint(address, target.port), target.name)) co_return;
     set_all("pending", "4.4.1 No answer from " + domain + " at " + target.host + ":" + std::to_string(target.port));
   }
 }
 
 asio::awaitable<bool> relay::attempt_peer(queued_message& m, const std::string& domain,
-                                          const std::vector<queued_recipient*>& rcpts, tcp::endpoint where) {
+                                          const std::vector<queued_recipient*>& rcpts, tcp::endpoint where,
+                                          const std::string& host) {
   const std::string peer = where.address().to_string() + ":" + std::to_string(where.port());
   smtp_client_protocol::transaction t{ctx_.config.name, domain, m.mail_from, counted_size(m.message), {},
                                       tls_want_of_config()};
@@ -206,8 +207,20 @@ asio::awaitable<bool> relay::attempt_peer(queued_message& m, const std::string& 
     auto conn = co_await open_connection(peer, where, domain);
     if (!conn) co_return stopping_;  // stopped: no transaction, and no "no answer" either
     smtp_client_protocol protocol(t, {conn->greeted, conn->pipelining, conn->size, conn->tls});
-    co_await converse(*conn->channel, protocol, m.message, domain);
+    co_await converse(*conn->channel, protocol, m.message, domain, host, t.tls);
     if (protocol.lost_at_start()) continue;  // it was a kept connection: try a fresh one
+    if (protocol.tls_failed()) {
+      // The handshake broke the connection. "opportunistic" asked for TLS
+      // only if it works: the same peer again at once, in plain text (as
+      // Postfix's "may" level does). "verify" gets no mail through: 4.7.5.
+      const bool fallback = t.tls == tls_want::opportunistic;
+      ctx_.events.write({{"id", m.id}, {"event", "tls_failed"}, {"domain", domain}, {"to", peer},
+                         {"error", protocol.tls_error()}, {"fallback", fallback ? "plain" : "no"}});
+      if (fallback) {
+        t.tls = tls_want::off;
+        continue;
+      }
+    }
     apply_verdicts(protocol, rcpts);
     if (!protocol.outcome().empty())
       ctx_.events.write({{"id", m.id}, {"event", "relay_attempt"}, {"domain", domain}, {"to", peer},
@@ -236,13 +249,13 @@ tls_want relay::tls_want_of_config() const {
 }
 
 asio::awaitable<void> relay::converse(smtp_channel& ch, smtp_client_protocol& protocol, const std::string& message,
-                                      const std::string& domain) {
+                                      const std::string& domain, const std::string& host, tls_want want) {
   const auto timeout = ctx_.config.timeouts.relay_reply;
   for (auto s = protocol.start(); s.what != smtp_client_protocol::action::finish;) {
     if (s.what == smtp_client_protocol::action::start_tls) {
-      const bool verify = tls_want_of_config() == tls_want::verify;
+      const bool verify = want == tls_want::verify;
       tls_outcome outcome;
-      if (ctx_.tls) outcome = co_await ch.start_tls_client(*ctx_.tls, domain, verify, timeout);
+      if (ctx_.tls) outcome = co_await ch.start_tls_client(*ctx_.tls, domain, host, verify, timeout);
       else outcome.error = "this node has no TLS setup";
       s = protocol.on_tls(outcome.ok, outcome.error);
       continue;

@@ -72,11 +72,13 @@ class relay {
   boost::asio::awaitable<void> deliver(std::shared_ptr<queued_message> m);
   boost::asio::awaitable<void> attempt_domain(queued_message& m, const std::string& domain);
   // One transaction with one peer; false when no connection could be had.
+  // host: the name the resolver gave for where (the MX or SRV target), whose
+  // certificate is accepted as well as the domain's.
   boost::asio::awaitable<bool> attempt_peer(queued_message& m, const std::string& domain,
                                             const std::vector<queued_recipient*>& rcpts,
-                                            boost::asio::ip::tcp::endpoint where);
+                                            boost::asio::ip::tcp::endpoint where, const std::string& host);
   boost::asio::awaitable<void> converse(smtp_channel& ch, smtp_client_protocol& protocol, const std::string& message,
-                                        const std::string& domain);
+                                        const std::string& domain, const std::string& host, tls_want want);
   static void apply_verdicts(const smtp_client_protocol& protocol, const std::vector<queued_recipient*>& rcpts);
   // A DSN to the sender for recipients that failed for good.
   boost::asio::awaitable<void> send_bounce(const queued_message& m, const std::vector<const queued_recipient*>& failed);

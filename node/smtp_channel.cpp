@@ -149,19 +149,27 @@ asio::awaitable<tls_outcome> smtp_channel::start_tls_server(tls_setup& t, millis
   co_return co_await handshake(true, timeout);
 }
 
-asio::awaitable<tls_outcome> smtp_channel::start_tls_client(tls_setup& t, const std::string& domain, bool verify,
-                                                            millis timeout) {
+asio::awaitable<tls_outcome> smtp_channel::start_tls_client(tls_setup& t, const std::string& domain,
+                                                            const std::string& host, bool verify, millis timeout) {
   discard_buffered();
   if (verify && !t.verify_client()) co_return tls_outcome{false, "no CA certificate to verify the peer with", {}};
   tls_ = std::make_unique<tls_stream>(socket_, verify ? *t.verify_client() : t.plain_client());
   SSL* native = tls_->stream.native_handle();
   SSL_set_tlsext_host_name(native, domain.c_str());
+  const bool also_host = !host.empty() && host != domain;
   if (verify) {
-    // The certificate must name the domain itself (no wildcard stands for it).
+    // The certificate must name the domain, or the mail host the resolver
+    // named for it (RFC 7672 §3.2.2 accepts either), itself: no wildcard
+    // stands for one, and no other name will do.
     SSL_set_hostflags(native, X509_CHECK_FLAG_NO_WILDCARDS);
     if (SSL_set1_host(native, domain.c_str()) != 1) co_return tls_outcome{false, "bad host name " + domain, {}};
+    if (also_host && SSL_add1_host(native, host.c_str()) != 1)
+      co_return tls_outcome{false, "bad host name " + host, {}};
   }
-  co_return co_await handshake(false, timeout);
+  auto out = co_await handshake(false, timeout);
+  if (!out.ok && verify && out.error.find("hostname mismatch") != std::string::npos)
+    out.error += " (the certificate names neither " + domain + (also_host ? " nor " + host : std::string()) + ")";
+  co_return out;
 }
 
 asio::awaitable<void> smtp_channel::shutdown_tls(millis timeout) {

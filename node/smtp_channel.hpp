@@ -94,9 +94,11 @@ class smtp_channel {
   std::size_t discard_buffered();
   asio::awaitable<tls_outcome> start_tls_server(tls_setup& t, millis timeout);  // can_serve_tls(&t) first
   // verify: the peer's certificate must chain to the network's CA and name
-  // domain (its subjectAltName); otherwise the handshake fails.
-  asio::awaitable<tls_outcome> start_tls_client(tls_setup& t, const std::string& domain, bool verify,
-                                                millis timeout);
+  // (in its subjectAltName) domain or host, the name the resolver gave for
+  // the address connected to (the MX or SRV target, "mx.<domain>"; empty:
+  // the domain only); otherwise the handshake fails. SNI says domain.
+  asio::awaitable<tls_outcome> start_tls_client(tls_setup& t, const std::string& domain, const std::string& host,
+                                                bool verify, millis timeout);
   // "TLSv1.3 TLS_AES_256_GCM_SHA384" after a handshake, empty before.
   const std::string& tls_description() const { return tls_description_; }
 

@@ -80,7 +80,9 @@ smtp_client_protocol::step smtp_client_protocol::on_starttls(const smtp_reply& r
 
 smtp_client_protocol::step smtp_client_protocol::on_tls(bool ok, const std::string& error) {
   if (!ok) {
-    // The connection is in no state for a QUIT.
+    tls_error_ = error.empty() ? "TLS handshake failed" : error;
+    // The connection is in no state for a QUIT. Every recipient waits: under
+    // "opportunistic" the relay tries again at once in plain text.
     refuse_unproven("TLS with " + t_.domain + " failed: " + error, smtp_reply{0, "", {}});
     return {action::finish, ""};
   }

@@ -74,6 +74,9 @@ class smtp_client_protocol {
   // A kept connection turned out dead before MAIL was answered: nothing was
   // decided, and a fresh connection should be tried at once.
   bool lost_at_start() const { return lost_at_start_; }
+  // The STARTTLS handshake failed (the connection is unusable); why.
+  bool tls_failed() const { return !tls_error_.empty(); }
+  const std::string& tls_error() const { return tls_error_; }
   // The reply to the data (or the trouble instead of it), for the log.
   const std::string& outcome() const { return outcome_; }
 
@@ -105,6 +108,7 @@ class smtp_client_protocol {
   bool reusable_ = false;
   bool lost_at_start_ = false;
   std::string outcome_;
+  std::string tls_error_;
 };
 
 // Whether an EHLO reply lists keyword (RFC 5321 §4.1.1.1), case-insensitively.

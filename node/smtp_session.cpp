@@ -175,6 +175,15 @@ class session {
   std::list<std::function<void()>>::iterator hook_;
 };
 
+// What an "alter" fault appends to a body: a footer, as a mailing list adds
+// one, naming the rule and the node, so a reader of the message sees why its
+// DKIM signature no longer verifies. The stored body ends in CRLF, so the
+// footer starts a line of its own.
+std::string altered_footer(std::string_view rule, std::string_view node) {
+  return "-- \r\nThis line was added in transit by " + std::string(node) + " (fault rule " + std::string(rule) +
+         ").\r\n";
+}
+
 std::optional<fault_hit> session::fault_at(fault_stage stage, std::string_view sender, std::string_view command) {
   auto hit = ctx_.faults.decide(stage, sender);
   if (!hit) return hit;
@@ -262,10 +271,11 @@ asio::awaitable<step> session::read_data() {
   step s = protocol_.on_data_end({too_big, reader.line_too_long(), facts.received});
   if (s.next != next_step::commit) co_return s;
   if (ctx_.faults.watches(fault_stage::end_of_data)) {
-    // Nothing is stored unless the fault is a delay: the client never gets a 250 for it.
+    // Nothing is stored unless the fault is a delay or an alter: the client never gets a 250 for it.
     if (auto hit = fault_at(fault_stage::end_of_data, env.helo)) {
       switch (hit->rule->action) {
         case fault_action::delay: co_await pause_for(hit->delay); break;
+        case fault_action::alter: message += altered_footer(hit->rule->name, ctx_.config.name); break;
         case fault_action::reply: protocol_.abort_transaction(); co_return step{hit->rule->reply + "\r\n"};
         case fault_action::hang: protocol_.abort_transaction(); co_await hang(); co_return step{"", next_step::close};
         default: protocol_.abort_transaction(); co_return step{"", next_step::close};

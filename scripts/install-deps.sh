@@ -9,7 +9,7 @@ packages=(
   nlohmann-json3-dev doctest-dev libldns-dev libcli11-dev libgmime-3.0-dev
   libssl-dev openssl libnet-ssleay-perl
   python3 swaks bind9-dnsutils
-  file mutt tmux
+  file mutt tmux libcap2-bin
   dovecot-imapd dovecot-pop3d
   libopendkim-dev libspf2-dev libopendmarc-dev python3-dkim opendkim-tools python3-dnspython
   chromium chromium-driver python3-selenium

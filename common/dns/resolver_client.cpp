@@ -214,7 +214,7 @@ asio::awaitable<lookup_result> resolver_client::lookup_mail_route(std::string do
     const dns_reply addresses = co_await addresses_of(t.host, source);
     if (addresses.kind == reply_kind::answer) {
       for (const auto& a : addresses.addresses) {
-        mail_route route{a.address, t.port};
+        mail_route route{a.address, t.port, t.host};
         if (std::find(out.routes.begin(), out.routes.end(), route) == out.routes.end()) out.routes.push_back(route);
       }
       continue;
@@ -244,6 +244,8 @@ asio::awaitable<reverse_result> resolver_client::confirm_reverse(std::string add
     out.detail = "not an address: " + address;
     co_return out;
   }
+  const auto budget = 2 * timeout_ * attempts_;
+  const auto deadline = std::chrono::steady_clock::now() + budget;
   const dns_reply ptr = co_await query(reverse, dns_type::ptr);
   if (ptr.kind == reply_kind::failure) {
     out.detail = "PTR lookup for " + parsed.to_string() + ": " + ptr.detail;
@@ -260,6 +262,12 @@ asio::awaitable<reverse_result> resolver_client::confirm_reverse(std::string add
   for (std::size_t i = 0; i < count; ++i) {
     const std::string& name = ptr.names[i];
     if (!is_queryable_name(name)) continue;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      out.detail = "gave up after " + std::to_string(budget.count()) + " ms with " + std::to_string(count - i) +
+                   " PTR name(s) of " + parsed.to_string() + " not looked up" +
+                   (tried.empty() ? "" : " (no address record of " + tried + " leads back)");
+      co_return out;  // temporary
+    }
     const dns_reply forward = co_await query(name, parsed.is_v4() ? dns_type::a : dns_type::aaaa);
     if (forward.kind == reply_kind::failure) temporary = true;
     for (const auto& a : forward.addresses) {

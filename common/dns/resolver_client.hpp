@@ -23,7 +23,12 @@ namespace mailnet::node {
 struct mail_route {
   std::string host;  // an address literal: "127.0.0.1", "::1"
   std::uint16_t port = 25;
-  friend bool operator==(const mail_route&, const mail_route&) = default;
+  // The host name that led to it: the SRV or MX target ("mx.jaku.com"), or
+  // the domain itself (the implicit MX), lower case without the final dot.
+  // The relay accepts a certificate for it as well as for the domain.
+  std::string name{};
+  // Where to connect: two targets with one address are one route (the first name kept).
+  friend bool operator==(const mail_route& a, const mail_route& b) { return a.host == b.host && a.port == b.port; }
 };
 
 enum class lookup_status {
@@ -54,7 +59,11 @@ class resolver_client {
   boost::asio::awaitable<lookup_result> lookup_mail_route(std::string domain);
 
   // address: an address literal ("127.0.0.2", "::1"). At most 10 PTR names
-  // are followed (RFC 7208 §4.6.4 sets the same bound for "ptr").
+  // are followed (RFC 7208 §4.6.4 sets the same bound for "ptr"), and no
+  // new question is asked once twice one question's whole wait (timeout ×
+  // attempts) has passed since the check began: a resolver that stalls
+  // makes it a temporary failure within about three such waits, not eleven
+  // (the session waits for it before its greeting, a graceful stop too).
   boost::asio::awaitable<reverse_result> confirm_reverse(std::string address);
 
   // One question through the cache, retries and deadlines (also for tools

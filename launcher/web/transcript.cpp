@@ -67,6 +67,18 @@ void each_line(const std::string& text, F&& f) {
   }
 }
 
+// The note smtp_session writes when STARTTLS succeeded:
+// "TLS started: TLSv1.3 TLS_AES_256_GCM_SHA384; the session starts over".
+constexpr std::string_view tls_started = "TLS started: ";
+
+bool is_tls_switch(const transcript_line& t) { return t.direction == "note" && t.text.starts_with(tls_started); }
+
+// "TLSv1.3 TLS_AES_256_GCM_SHA384" from that note.
+std::string tls_of(std::string_view note) {
+  note.remove_prefix(tls_started.size());
+  return std::string(note.substr(0, note.find(';')));
+}
+
 std::string lower(std::string_view s) {
   std::string out(s);
   for (auto& c : out) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
@@ -80,7 +92,7 @@ json transcript_sessions(const fs::path& node_dir, const std::string& node, cons
   bool cut = false;
   const std::string text = read_log(node_dir, limits, cut);
   struct summary {
-    std::string first, last, client, helo;
+    std::string first, last, client, helo, tls;  // tls: the version and cipher once STARTTLS succeeded
     std::size_t lines = 0, order = 0;  // order: of its last line
   };
   std::map<std::string, summary, std::less<>> by_id;
@@ -98,6 +110,7 @@ json transcript_sessions(const fs::path& node_dir, const std::string& node, cons
     s.order = order++;
     ++s.lines;
     if (t.direction == "note" && t.text.starts_with("connect from ")) s.client = t.text.substr(13);
+    if (is_tls_switch(t)) s.tls = tls_of(t.text);
     if (t.direction == "client" && s.helo.empty()) {
       const auto verb = lower(t.text.substr(0, 5));
       if (verb == "ehlo " || verb == "helo ") {
@@ -127,6 +140,7 @@ json transcript_sessions(const fs::path& node_dir, const std::string& node, cons
                                {"helo", s->helo},
                                {"lines", s->lines},
                                {"direction", "inbound"},
+                               {"tls", s->tls.empty() ? json(nullptr) : json(s->tls)},
                                {"from_node", peer ? json(helo) : json(nullptr)}});
   }
   doc["count"] = doc["sessions"].size();
@@ -146,7 +160,9 @@ json transcript_session(const fs::path& node_dir, const std::string& node, const
       truncated = true;
       return;
     }
-    lines.push_back({{"time", t.time}, {"direction", t.direction}, {"text", t.text}});
+    json l = {{"time", t.time}, {"direction", t.direction}, {"text", t.text}};
+    if (is_tls_switch(t)) l["tls_switch"] = true;  // what follows is inside TLS
+    lines.push_back(std::move(l));
   });
   if (lines.empty())
     throw session_not_found("no session " + session + " in the last " + std::to_string(limits.tail_bytes >> 20) +

@@ -15,6 +15,7 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <array>
 #include <charconv>
 #include <iostream>
 
@@ -110,6 +111,7 @@ asio::awaitable<void> server::impl::session(tcp::socket socket, std::optional<st
   auto self = shared_from_this();
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer(limits.header_bytes + limits.body_bytes + 4096);
+  bool unread_body = false;  // answered before the request was read whole
   for (std::size_t i = 0; i < limits.requests_per_connection; ++i) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(limits.header_bytes));
@@ -153,6 +155,7 @@ asio::awaitable<void> server::impl::session(tcp::socket socket, std::optional<st
             const auto text = reply_text(*early);
             stream.expires_after(limits.write_time);
             co_await asio::async_write(stream, asio::buffer(text), asio::as_tuple(asio::use_awaitable));
+            unread_body = true;
             break;
           }
           if (large_bodies >= limits.large_bodies) busy = true;
@@ -170,6 +173,7 @@ asio::awaitable<void> server::impl::session(tcp::socket socket, std::optional<st
                                             " sends with large bodies are being received already; try again");
       stream.expires_after(limits.write_time);
       co_await asio::async_write(stream, asio::buffer(text), asio::as_tuple(asio::use_awaitable));
+      unread_body = true;
       break;
     }
     if (!ec && !parser.is_done()) {
@@ -190,6 +194,7 @@ asio::awaitable<void> server::impl::session(tcp::socket socket, std::optional<st
       if (!text.empty()) {
         stream.expires_after(limits.write_time);
         co_await asio::async_write(stream, asio::buffer(text), asio::as_tuple(asio::use_awaitable));
+        unread_body = true;
       }
       break;
     }
@@ -248,6 +253,19 @@ asio::awaitable<void> server::impl::session(tcp::socket socket, std::optional<st
     if (wec || !keep_alive) break;
   }
   boost::system::error_code ignored;
+  if (unread_body) {
+    // A lingering close: the answer and a FIN go first, then what the client
+    // still sends is read and dropped until it closes or linger has passed.
+    // Closing at once with bytes unread would make the kernel send a reset,
+    // which can discard the answer from the client's receive buffer.
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream.expires_after(limits.linger);
+    std::array<char, 16384> sink;
+    for (;;) {
+      auto [rec, got] = co_await stream.async_read_some(asio::buffer(sink), asio::as_tuple(asio::use_awaitable));
+      if (rec) break;
+    }
+  }
   stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
 }
 

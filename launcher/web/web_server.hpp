@@ -29,6 +29,11 @@ struct server_limits {
   std::chrono::milliseconds request_time{10000};  // for a whole request on a new connection
   std::chrono::milliseconds idle{30000};          // for the next whole request on a kept-alive connection
   std::chrono::milliseconds write_time{10000};
+  // After an answer given before the request's body was read (403, 413, 431,
+  // 503): how long the rest is read and dropped, once the answer and a FIN
+  // are sent, so that closing with unread bytes does not reset the
+  // connection and destroy the answer before the client reads it.
+  std::chrono::milliseconds linger{5000};
   std::size_t requests_per_connection = 1000;
   std::chrono::milliseconds heartbeat{15000};     // a comment line on an idle event stream
   std::size_t event_socket_buffer = 32768;        // SO_SNDBUF of an event stream's socket

@@ -57,7 +57,8 @@ def _shipped_ports():
         web_listen = (web.get("listen", "127.0.0.1:8025") if isinstance(web, dict)
                       else "127.0.0.1:8025" if web is not False else "")
         for listen in ([topo.get("resolver", {}).get("listen", ""), web_listen]
-                       + [d.get("listen", "") for d in topo.get("domains", [])]):
+                       + [d.get("listen", "") for d in topo.get("domains", [])]
+                       + [d.get("submission") or "" for d in topo.get("domains", [])]):
             if ":" in listen:
                 ports.add(int(listen.rsplit(":", 1)[1]))
     return ports

@@ -86,6 +86,9 @@ def test_dig_sees_each_answer_over_udp_and_tcp():
             assert [(e["rule"], e["stage"], e["answer"], e["name"], e["type"], e["transport"]) for e in evs] == [
                 ("d1", "dns", answer, "_smtp._tcp.deathstar.com", "SRV", "udp"),
                 ("d1", "dns", answer, "_smtp._tcp.deathstar.com", "SRV", "tcp")], evs
+            # status --json counts them for the resolver, as for a node.
+            harness.wait_for(lambda: resolver_status(net).get("faults") == 2, 15,
+                             "the resolver's faults in status --json to be 2")
     with harness.Network(topology([dns_rule("truncated")])) as net:
         net.start()
         # +ignore: dig would otherwise retry a truncated reply over TCP.
@@ -271,10 +274,14 @@ def test_http_adds_a_dns_rule_and_a_topology_dns_rule_can_be_cleared():
         assert status_of(net, ("mx.deathstar.com", "A")) == "NOERROR"
 
 
-def resolver_pid(net):
+def resolver_status(net):
     out = mailnet(net, "status", "--json")
     assert out.returncode == 0, out.stderr
-    return next(n["pid"] for n in json.loads(out.stdout)["nodes"] if n["name"] == "resolver")
+    return next(n for n in json.loads(out.stdout)["nodes"] if n["name"] == "resolver")
+
+
+def resolver_pid(net):
+    return resolver_status(net)["pid"]
 
 
 def test_the_resolver_keeps_its_rules_at_a_restart_and_when_the_file_is_bad():

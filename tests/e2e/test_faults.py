@@ -176,6 +176,26 @@ def test_disconnect_at_rcpt_and_in_the_body_stores_nothing():
             assert subjects(net) == ["whole"], (stage, subjects(net))
 
 
+def test_alter_stores_the_message_with_a_footer_added_to_its_body():
+    with harness.Network(topology([rule(stage="end_of_data", action="alter", first=1)])) as net:
+        net.start()
+        for subject in ("altered", "untouched"):
+            s = client(net)
+            try:
+                s.sendmail("rey@jaku.com", ["vader@deathstar.com"], message(subject))
+            finally:
+                s.quit()
+        raw = {re.search(rb"Subject: (.*)", m).group(1).decode(): m
+               for m in net.wait_messages("deathstar.com", "vader", 2)}
+        # Stored with LF line ends, as a Maildir holds mail.
+        body = raw["altered"].split(b"\n\n", 1)[1]
+        assert body == b"body\n-- \nThis line was added in transit by deathstar.com (fault rule r1).\n", body
+        assert raw["untouched"].split(b"\n\n", 1)[1] == b"body\n", raw["untouched"]
+        (ev,) = wait_fault_events(net, 1)
+        assert (ev["stage"], ev["action"], ev["rule"]) == ("end_of_data", "alter", "r1"), ev
+        assert "fault rule=r1 stage=end_of_data action=alter" in transcript(net)
+
+
 def test_stage_any_acts_at_every_point_and_from_clients_after_ehlo_only():
     with harness.Network(topology([rule(stage="any", reply=TROUBLE, first=1)])) as net:
         net.start()
@@ -459,6 +479,7 @@ if __name__ == "__main__":
         test_a_reply_at_each_command_stage_replaces_the_real_one_and_is_logged,
         test_connect_reply_disconnect_and_delay,
         test_disconnect_at_rcpt_and_in_the_body_stores_nothing,
+        test_alter_stores_the_message_with_a_footer_added_to_its_body,
         test_stage_any_acts_at_every_point_and_from_clients_after_ehlo_only,
         test_delay_before_a_reply_is_at_least_the_delay,
         test_hang_never_answers_and_the_node_timeout_ends_it,

@@ -197,6 +197,42 @@ def test_port_25_needs_a_right_and_the_error_names_three_ways():
         assert out.returncode == 0, out.stderr
 
 
+def test_port_25_right_is_asked_of_each_binary_that_binds():
+    """A capability set on the mailnet binary alone is lost when it execs
+    mailnet-node: validate names the node's binary until it has the right too."""
+    assert os.geteuid() == 0, "needs root: setcap, and `nobody` through setpriv"
+    setcap = shutil.which("setcap") or "/sbin/setcap"
+    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+        assert int(f.read()) > 25, "everyone may bind port 25 here"
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)
+        bins = os.path.join(tmp, "bin")
+        os.mkdir(bins)
+        for name in ("mailnet", "mailnet-node", "mailnet-resolver"):
+            shutil.copy2(harness.binary(name), os.path.join(bins, name))
+        os.chmod(bins, 0o755)
+        topo = topology("own-caps", jaku_host="127.0.1.1", deathstar_host="127.0.1.2", jaku_port=25, deathstar_port=25)
+        path = os.path.join(tmp, "t.json")
+        with open(path, "w") as f:
+            json.dump(topo, f)
+        os.chmod(path, 0o644)
+        env = {k: v for k, v in os.environ.items() if k != "MAILNET_BIN_DIR"}
+
+        def validate():
+            return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                                   os.path.join(bins, "mailnet"), "validate", path], capture_output=True, text=True,
+                                  timeout=60, stdin=subprocess.DEVNULL, env=env)
+
+        subprocess.run([setcap, "cap_net_bind_service=+ep", os.path.join(bins, "mailnet")], check=True)
+        out = validate()
+        assert out.returncode == 2, (out.stdout, out.stderr)
+        for words in ("$.domains[0].listen (jaku.com): port 25", "mailnet-node", "setcap", bins):
+            assert words in out.stderr, (words, out.stderr)
+        subprocess.run([setcap, "cap_net_bind_service=+ep", os.path.join(bins, "mailnet-node")], check=True)
+        out = validate()
+        assert out.returncode == 0, (out.stdout, out.stderr)
+
+
 def free_address_on_25():
     for n in range(50, 250):
         host = f"127.0.3.{n}"
@@ -232,6 +268,7 @@ def test_port_25_domains_are_found_by_mx_and_a_alone():
 
 if __name__ == "__main__":
     harness.run_tests([test_relay_leaves_from_the_nodes_own_address,
+                       test_port_25_right_is_asked_of_each_binary_that_binds,
                        test_resolver_serves_ptr_records_and_srv_only_off_port_25,
                        test_fcrdns_refuses_a_client_without_reverse_dns,
                        test_records_are_validated_with_their_json_path,

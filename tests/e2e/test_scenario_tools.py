@@ -181,7 +181,47 @@ def test_graph_formats_and_relay_counts():
         assert mailnet("graph", file, "--format", "svg", cwd=tmp).returncode != 0
 
 
+def test_run_sends_through_the_submission_listener_with_auth():
+    """A sender whose domain has a submission listener sends there, as
+    `mailnet send` does: STARTTLS, then AUTH with the stored password or the
+    step's "password" (a wrong one is refused with 535 5.7.8)."""
+    topo = harness.two_domain_topology(name="submitted")
+    submission = harness.free_tcp_port()
+    deathstar = topo["domains"][1]
+    deathstar["submission"] = f"127.0.0.1:{submission}"
+    deathstar["users"] = ["vader", {"name": "tarkin", "password": "grand moff"}]
+    topo["steps"] = [
+        {"send": {"from": "vader@deathstar.com", "to": "rey@jaku.com", "subject": "Stored password"}},
+        {"send": {"from": "tarkin@deathstar.com", "to": "rey@jaku.com", "subject": "Wrong",
+                  "password": "grand mof", "refused": "5.7.8"}},
+        {"send": {"from": "tarkin@deathstar.com", "to": "rey@jaku.com", "subject": "Given password",
+                  "password": "grand moff"}},
+        {"expect": {"mailbox": "jaku.com/rey", "count": 2}},
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        file = write(os.path.join(tmp, "submitted.json"), topo)
+        bad = json.loads(json.dumps(topo))
+        bad["steps"][2]["send"]["password"] = "grand:moff"
+        out = mailnet("validate", write(os.path.join(tmp, "bad.json"), bad), check=2)
+        assert "$.steps[2].send.password: expected 1 to 128 printable ASCII characters" in out.stderr, out.stderr
+        run_dir = os.path.join(tmp, "run")
+        with brought_down(run_dir):
+            out = mailnet("run", file, "--dir", run_dir, check=0)
+            assert "4 passed, 0 failed" in out.stdout, out.stdout
+            assert re.search(r"\[2/4\] send tarkin@deathstar.com .* with a password, expecting 5.7.8 \.\.\. pass "
+                             r"\(refused: 535 5\.7\.8", out.stdout), out.stdout
+            with open(os.path.join(run_dir, "deathstar.com", "node.log"), encoding="utf-8") as f:
+                log = f.read().splitlines()
+            assert len([l for l in log if "event=accepted" in l and "auth=" in l and "auth=no" not in l]) == 2, log
+            assert len([l for l in log if "event=auth_failed" in l]) == 1, log
+            rey = os.path.join(run_dir, "jaku.com", "mail", "rey", "new")
+            for name in os.listdir(rey):
+                with open(os.path.join(rey, name), "rb") as f:
+                    assert b"with ESMTPSA" in f.read()
+
+
 if __name__ == "__main__":
     harness.run_tests([test_run_passes_fails_and_keeps, test_run_plays_stop_waits_and_the_resolver,
                        test_validate_reports_bad_steps,
+                       test_run_sends_through_the_submission_listener_with_auth,
                        test_init_by_questions_and_by_flags, test_graph_formats_and_relay_counts])

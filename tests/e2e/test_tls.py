@@ -187,6 +187,9 @@ def test_smtplib_starttls_checks_the_ca_and_the_domain_and_received_says_esmtps(
     assert nodes["jaku.com"]["tls"] == "optional", nodes
     table = mailnet(NET, "status").stdout
     assert "STARTTLS" in table and " TLS)" in table, table
+    header, row = table.splitlines()[1], next(l for l in table.splitlines() if l.startswith("jaku.com "))
+    assert row[header.index("RELAY TLS"):].split()[0] == "verify", table
+    assert nodes["jaku.com"]["tls_relay"] == "verify", nodes
 
 
 def test_openssl_s_client_verifies_the_node():
@@ -336,14 +339,19 @@ class TlsImpostor:
     certificate the network's CA did not issue for the domain, and would take
     any mail it is given (records every command)."""
 
-    def __init__(self, port, certfile, keyfile):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(certfile, keyfile)
+    def __init__(self, port, certfile=None, keyfile=None, host="127.0.0.1"):
+        # Without a certificate it says 220 to STARTTLS and then answers the
+        # handshake with plain text: a TLS that is broken, not refused.
+        self.ctx = None
+        if certfile:
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(certfile, keyfile)
         self.lock = threading.Lock()
         self.commands, self.handshakes, self.failed_handshakes = [], 0, []
+        self.sessions = []  # per connection: whether it was inside TLS when MAIL came
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", port))
+        self.listener.bind((host, port))
         self.listener.listen(8)
         self.threads = [threading.Thread(target=self._serve, daemon=True)]
         self.threads[0].start()
@@ -374,6 +382,10 @@ class TlsImpostor:
                     conn.sendall(b"220 go ahead\r\n")
                     with self.lock:
                         self.handshakes += 1
+                    if self.ctx is None:
+                        conn.recv(4096)  # the ClientHello
+                        conn.sendall(b"this is no TLS server\r\n")
+                        return
                     try:
                         conn = self.ctx.wrap_socket(conn, server_side=True)
                     except (ssl.SSLError, OSError) as e:
@@ -381,6 +393,10 @@ class TlsImpostor:
                             self.failed_handshakes.append(str(e))
                         return
                     f = conn.makefile("rb")
+                elif verb == b"MAIL":
+                    with self.lock:
+                        self.sessions.append(isinstance(conn, ssl.SSLSocket))
+                    conn.sendall(b"250 ok\r\n")
                 elif verb == b"DATA":
                     conn.sendall(b"354 go on\r\n")
                     while (data := f.readline()) not in (b".\r\n", b""):
@@ -490,6 +506,179 @@ def test_relay_verifies_the_peer_and_an_impostor_gets_no_mail():
         assert b"with ESMTPS" in stored
 
 
+def ca_signed(net, tmp, stem, san):
+    """A certificate the network's CA signs (with its key from run/<name>/tls),
+    naming only san: what a stolen CA key, or a node with the wrong names, would show."""
+    tls = os.path.join(net.run_dir, "tls")
+    cert, key = os.path.join(tmp, stem + ".pem"), os.path.join(tmp, stem + ".key")
+    subprocess.run(["openssl", "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-subj", "/CN=" + stem, "-addext", "subjectAltName=" + san, "-days", "2",
+                    "-CA", os.path.join(tls, "ca.pem"), "-CAkey", os.path.join(tls, "ca.key"),
+                    "-keyout", key, "-out", cert], capture_output=True, check=True, timeout=60)
+    return cert, key
+
+
+def test_relay_accepts_the_domain_or_its_mail_host_and_nothing_else():
+    """The relay reached deathstar.com through its SRV target mx.deathstar.com:
+    a certificate from the network's CA naming that host alone is accepted; one
+    naming another host of the domain (or the address alone) is not."""
+    topo = harness.two_domain_topology(name="tlsnames")
+    deathstar = harness.port_of(topo, "deathstar.com")
+    with harness.Network(topo) as net, tempfile.TemporaryDirectory(prefix="mailnet-e2e-") as tmp:
+        net.start()
+        jaku = harness.port_of(topo, "jaku.com")
+        assert mailnet(net, "stop", "deathstar.com").returncode == 0
+        harness.wait_for(lambda: port_free(deathstar), 30, "deathstar.com's port to be free")
+        with smtplib.SMTP("127.0.0.1", jaku, timeout=30) as s:
+            s.sendmail("rey@jaku.com", ["vader@deathstar.com"],
+                       message("names", "rey@jaku.com", "vader@deathstar.com"))
+        for san in ("DNS:www.deathstar.com,IP:127.0.0.1", "DNS:mx.jaku.com,DNS:deathstar.com.evil"):
+            since = len(node_log(net, "jaku.com"))
+            impostor = TlsImpostor(deathstar, *ca_signed(net, tmp, "other", san))
+            try:
+                assert mailnet(net, "flush", "jaku.com").returncode == 0
+                harness.wait_for(lambda: [l for l in node_log(net, "jaku.com")[since:].splitlines()
+                                          if "event=deferred" in l and "4.7.5" in l and "hostname mismatch" in l
+                                          and "names neither deathstar.com nor mx.deathstar.com" in l],
+                                 60, f"a 4.7.5 deferral for a certificate naming {san}")
+                assert impostor.handshakes >= 1 and impostor.mails() == [], impostor.commands
+            finally:
+                impostor.close()
+            harness.wait_for(lambda: port_free(deathstar), 30, "the port to be free")
+        # The mail host's name alone: that is who the resolver sent the relay to.
+        impostor = TlsImpostor(deathstar, *ca_signed(net, tmp, "mxonly", "DNS:mx.deathstar.com"))
+        try:
+            assert mailnet(net, "flush", "jaku.com").returncode == 0
+            harness.wait_for(lambda: impostor.mails(), 60, "the mail given to the certificate of mx.deathstar.com")
+            assert impostor.sessions == [True], impostor.sessions
+            harness.wait_for(lambda: any("event=relayed" in l for l in node_log(net, "jaku.com").splitlines()), 30,
+                             "relayed")
+        finally:
+            impostor.close()
+
+
+def test_opportunistic_relay_falls_back_to_plain_text_when_the_handshake_fails():
+    """policy.tls_relay "opportunistic": a peer whose TLS is broken (220 to
+    STARTTLS, then no TLS) gets the mail on a second connection in plain text,
+    logged as tls_failed with fallback=plain; under "verify" the same peer gets
+    nothing (4.7.5, fallback=no)."""
+    topo = harness.two_domain_topology(name="tlsfallback")
+    topo["domains"][0]["policy"] = {"tls_relay": "opportunistic"}  # jaku.com
+    jaku, deathstar = harness.port_of(topo, "jaku.com"), harness.port_of(topo, "deathstar.com")
+    with harness.Network(topo) as net:
+        net.start()
+        for domain, port in (("jaku.com", jaku), ("deathstar.com", deathstar)):
+            assert mailnet(net, "stop", domain).returncode == 0
+            harness.wait_for(lambda: port_free(port), 30, f"{domain}'s port to be free")
+        # deathstar.com relays under "verify" to a broken jaku.com: nothing.
+        assert mailnet(net, "start", "deathstar.com").returncode == 0
+        broken = TlsImpostor(jaku)
+        try:
+            with smtplib.SMTP("127.0.0.1", deathstar, timeout=30) as s:
+                s.sendmail("vader@deathstar.com", ["rey@jaku.com"], message("verify stays"))
+            harness.wait_for(lambda: [l for l in node_log(net, "deathstar.com").splitlines()
+                                      if "event=deferred" in l and "4.7.5 TLS with jaku.com failed" in l], 60,
+                             "a 4.7.5 deferral under verify")
+            tls_failed = [l for l in node_log(net, "deathstar.com").splitlines() if "event=tls_failed" in l]
+            assert tls_failed and all("fallback=no" in l for l in tls_failed), tls_failed
+            assert broken.handshakes >= 1 and broken.mails() == [], broken.commands
+        finally:
+            broken.close()
+        assert mailnet(net, "stop", "deathstar.com").returncode == 0
+        harness.wait_for(lambda: port_free(deathstar), 30, "deathstar.com's port to be free")
+        # jaku.com relays under "opportunistic" to a broken deathstar.com: plain text on a new connection.
+        assert mailnet(net, "start", "jaku.com").returncode == 0
+        broken = TlsImpostor(deathstar)
+        try:
+            with smtplib.SMTP("127.0.0.1", jaku, timeout=30) as s:
+                s.sendmail("rey@jaku.com", ["vader@deathstar.com"],
+                           message("falls back", "rey@jaku.com", "vader@deathstar.com"))
+            harness.wait_for(lambda: broken.mails(), 60, "the mail in plain text")
+            assert broken.sessions == [False], broken.sessions
+            assert broken.handshakes == 1, broken.commands  # the second connection sends no STARTTLS
+            harness.wait_for(lambda: any("event=relayed" in l for l in node_log(net, "jaku.com").splitlines()), 30,
+                             "relayed")
+            log = node_log(net, "jaku.com")
+            failed = [l for l in log.splitlines() if "event=tls_failed" in l]
+            assert len(failed) == 1 and "fallback=plain" in failed[0] and "domain=deathstar.com" in failed[0], failed
+            assert "event=deferred" not in log, log
+        finally:
+            broken.close()
+
+
+def free_address_on_25(prefix):
+    for n in range(10, 250):
+        host = f"{prefix}.{n}"
+        s = socket.socket()
+        try:
+            s.bind((host, 25))
+            return host
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise AssertionError(f"no {prefix}.x address with port 25 free")
+
+
+def test_impostor_on_a_stopped_nodes_own_address_and_port_25_gets_no_mail():
+    """Each domain on its own loopback address and port 25 (found by MX and A,
+    no SRV): a process that takes a stopped node's address and port with
+    another domain's certificate from the network's CA gets no mail; the real
+    node gets it once it is back."""
+    if os.geteuid() != 0:
+        print("SKIP test_impostor_on_a_stopped_nodes_own_address_and_port_25_gets_no_mail: "
+              "needs root to bind port 25 on 127.0.6.x", flush=True)
+        return
+    jaku = free_address_on_25("127.0.6")
+    hold = socket.socket()
+    hold.bind((jaku, 25))  # held while the second is picked
+    try:
+        deathstar = free_address_on_25("127.0.6")
+    finally:
+        hold.close()
+    topo = {
+        "name": "tlsown",
+        "resolver": {"listen": f"127.0.0.1:{harness.free_udp_port()}"},
+        "web": False,
+        "defaults": {"retry": {"first": "200ms", "max": "1s", "give_up_after": "1m"}},
+        "domains": [{"name": "jaku.com", "listen": f"{jaku}:25", "users": ["rey"]},
+                    {"name": "deathstar.com", "listen": f"{deathstar}:25", "users": ["vader"]}],
+    }
+    with harness.Network(topo) as net:
+        net.start()
+        assert mailnet(net, "stop", "deathstar.com").returncode == 0
+
+        def free():
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((deathstar, 25))
+                return True
+            except OSError:
+                return False
+            finally:
+                s.close()
+        harness.wait_for(free, 30, f"{deathstar}:25 to be free")
+        tls = os.path.join(net.run_dir, "tls")
+        impostor = TlsImpostor(25, os.path.join(tls, "node.jaku.com.pem"), os.path.join(tls, "node.jaku.com.key"),
+                               host=deathstar)
+        try:
+            with smtplib.SMTP(jaku, 25, timeout=30) as s:
+                s.sendmail("rey@jaku.com", ["vader@deathstar.com"],
+                           message("own address", "rey@jaku.com", "vader@deathstar.com"))
+            harness.wait_for(lambda: len([l for l in node_log(net, "jaku.com").splitlines()
+                                          if "event=deferred" in l and "4.7.5" in l and "hostname mismatch" in l]) >= 2,
+                             60, "two 4.7.5 deferrals")
+            assert impostor.handshakes >= 2 and impostor.mails() == [], impostor.commands
+        finally:
+            impostor.close()
+        harness.wait_for(free, 30, f"{deathstar}:25 to be free")
+        assert mailnet(net, "start", "deathstar.com").returncode == 0
+        assert mailnet(net, "flush", "jaku.com").returncode == 0
+        stored = wait_message(net, "deathstar.com", "vader", "own address", timeout=60)
+        assert f"from jaku.com ([{jaku}])".encode() in stored and b"with ESMTPS" in stored, stored
+
+
 if __name__ == "__main__":
     for tool in ("openssl", "swaks"):
         if not subprocess.run(["which", tool], capture_output=True).returncode == 0:
@@ -507,5 +696,8 @@ if __name__ == "__main__":
             test_policy_tls_required_and_off,
             test_a_missing_certificate_is_told_once_at_the_first_starttls_which_answers_454,
             test_relay_verifies_the_peer_and_an_impostor_gets_no_mail,
+            test_relay_accepts_the_domain_or_its_mail_host_and_nothing_else,
+            test_opportunistic_relay_falls_back_to_plain_text_when_the_handshake_fails,
+            test_impostor_on_a_stopped_nodes_own_address_and_port_25_gets_no_mail,
         ])
     sys.exit(code)

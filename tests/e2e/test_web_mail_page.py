@@ -8,6 +8,7 @@ import http.client
 import json
 import http.server
 import os
+import re
 import shutil
 import smtplib
 import subprocess
@@ -147,6 +148,10 @@ def test_swaks_mail_appears_live_with_unread_bounce_and_search_and_its_trace_cro
             assert ("jaku.com", "accepted") in events and ("jaku.com", "relayed") in events, events
             assert events.index(("jaku.com", "accepted")) < events.index(("deathstar.com", "delivered")), events
             assert "Help me, Obi-Wan Kenobi." in b.find("#text-body").text
+            # How it arrived: jaku.com relayed it over verified TLS (the newest Received: says ESMTPS).
+            arrived = b.driver.find_element(By.XPATH, "//dl[@class='fields']/dt[text()='Arrived']"
+                                                      "/following-sibling::dd[1]").text
+            assert re.fullmatch(r"over TLS \(TLSv1\.[23], \S+\), with ESMTPS, from jaku\.com", arrived), arrived
             b.screenshot("mail-message")
             b.assert_no_console_errors()
 

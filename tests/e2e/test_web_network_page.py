@@ -256,10 +256,61 @@ def test_fifty_domains_drawn_in_a_grid_and_listed():
             b.assert_no_console_errors()
 
 
+def test_tls_modes_and_mail_over_tls_on_the_network_and_node_pages():
+    """Each node's STARTTLS mode (policy.tls), relay TLS mode (policy.tls_relay)
+    and the mail that came over TLS, in status --json, /api/v1/network, the
+    network page's list and the node page; the transcript marks the switch."""
+    topo = harness.two_domain_topology()
+    topo["domains"][1]["policy"] = {"tls_relay": "opportunistic"}  # deathstar.com
+    with harness.Network(topo) as net:
+        net.start()
+        send_mail(topo, "Over TLS between the nodes")  # plain to jaku.com, relayed over TLS to deathstar.com
+        net.wait_messages("deathstar.com", "vader", 1)
+        harness.wait_for(lambda: status_json(net)["deathstar.com"].get("received_tls") == 1, 30, "received_tls 1")
+        status = status_json(net)
+        assert (status["jaku.com"]["tls"], status["jaku.com"]["tls_relay"], status["jaku.com"]["received_tls"]) == \
+            ("optional", "verify", 0), status["jaku.com"]
+        assert (status["deathstar.com"]["tls"], status["deathstar.com"]["tls_relay"]) == ("optional", "opportunistic")
+        with urllib.request.urlopen(harness.web_url(topo) + "/api/v1/network", timeout=60) as r:
+            api = {n["name"]: n for n in json.loads(r.read())["nodes"]}
+        assert {k: api["deathstar.com"][k] for k in ("tls", "tls_relay", "received", "received_tls")} == \
+            {"tls": "optional", "tls_relay": "opportunistic", "received": 1, "received_tls": 1}, api["deathstar.com"]
+        with browser.Chromium() as b:
+            open_network(b, topo)
+            cell = lambda node, attr: b.find(f'#nodes tr[data-node="{node}"] td[{attr}]').text  # noqa: E731
+            b.wait(lambda d: cell("deathstar.com", 'data-count="received_tls"') == "1", 30, "1 over TLS listed")
+            assert cell("deathstar.com", 'data-mode="tls"') == "optional"
+            assert cell("deathstar.com", 'data-mode="tls_relay"') == "opportunistic"
+            assert cell("jaku.com", 'data-mode="tls_relay"') == "verify"
+            assert cell("jaku.com", 'data-count="received_tls"') == "0"
+            headings = [th.text for th in b.find_all("#nodes thead th")]
+            assert {"STARTTLS", "relay TLS", "over TLS"} <= set(headings), headings
+
+            b.open(harness.web_url(topo) + "/node.html?name=deathstar.com")
+            b.wait(lambda d: b.find_all("[data-fact=received_tls]"), 30, "the node's facts")
+            assert b.find("[data-fact=tls]").text == "optional"
+            assert b.find("[data-fact=tls_relay]").text == "opportunistic"
+            assert b.find("[data-fact=received_tls]").text == "1"
+            # The relay's session came over TLS: said in the list, marked in its lines.
+            b.wait(lambda d: b.find_all("#sessions td[data-tls=yes]"), 30, "a session over TLS")
+            assert b.find("#sessions td[data-tls=yes]").text.startswith("TLSv1.")
+            b.find("#sessions td[data-tls=yes]").find_element(By.XPATH, "..").find_element(
+                By.CSS_SELECTOR, "button[data-session]").click()
+            b.wait(lambda d: b.find_all("#session [data-tls-switch]"), 30, "the TLS switch marked")
+            lines = [s.text for s in b.find_all("#session pre span")]
+            switch = next(i for i, t in enumerate(lines) if "TLS started: TLSv1." in t)
+            assert "STARTTLS" in lines[switch - 1].upper() or "220" in lines[switch - 1], lines
+            assert lines[switch + 1].upper().startswith("C: EHLO"), lines  # the session starts over inside TLS
+            assert len(b.find_all("#session [data-tls-switch]")) == 1
+            b.screenshot("node-page-tls")
+            b.assert_no_console_errors()
+
+
 if __name__ == "__main__":
     harness.run_tests([test_network_page_draws_and_lists_both_domains,
                        test_kill_from_the_node_page_recolours_within_two_seconds,
                        test_relayed_mail_draws_and_animates_its_line_without_reload,
                        test_keyboard_and_large_type,
                        test_node_page_shows_queue_events_transcript_and_flushes,
-                       test_fifty_domains_drawn_in_a_grid_and_listed])
+                       test_fifty_domains_drawn_in_a_grid_and_listed,
+                       test_tls_modes_and_mail_over_tls_on_the_network_and_node_pages])

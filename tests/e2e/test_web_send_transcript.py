@@ -10,10 +10,10 @@ import email
 import email.policy
 import http.client
 import json
-import socket
 import os
 import shutil
 import smtplib
+import socket
 import subprocess
 import sys
 
@@ -183,6 +183,38 @@ def test_send_with_an_attachment_and_its_refusals():
         net.wait_messages("deathstar.com", "vader", 2, timeout=60)
 
 
+def test_an_early_answer_reaches_a_client_that_goes_on_sending_its_body():
+    """413 and 403 come as soon as the headers are read; a client that sends
+    its body anyway (as most do, without Expect: 100-continue) still reads the
+    answer: the server sends it with a FIN, then reads and drops the rest,
+    instead of closing with bytes unread, which resets the connection."""
+    topo = harness.two_domain_topology("weblinger")
+    port = web_port(topo)
+    with harness.Network(topo) as net:
+        net.start()
+        cases = [("/api/v1/send", {}, 20 << 20, 413, str(10 * 1024 * 1024)),
+                 ("/api/v1/send", {"Origin": "http://evil.example"}, 20 << 20, 403, "Origin"),
+                 ("/api/v1/nodes/jaku.com/flush", {}, 8 << 20, 413, "65536")]
+        for path, extra, length, code, words in cases:
+            head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+                    + "".join(f"{k}: {v}\r\n" for k, v in extra.items())
+                    + f"Content-Length: {length}\r\n\r\n").encode()
+            with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+                s.sendall(head)
+                chunk = b"x" * 65536
+                for _ in range(min(length, 8 << 20) // len(chunk)):  # 8 MiB: well past every socket buffer
+                    s.sendall(chunk)
+                answer = b""
+                while True:
+                    got = s.recv(65536)
+                    if not got:
+                        break
+                    answer += got
+            text = answer.decode("utf-8", "replace")
+            assert text.startswith(f"HTTP/1.1 {code} "), (path, extra, text[:300])
+            assert words in text, (path, text)
+
+
 def test_a_slow_send_does_not_hold_the_launcher():
     """The SMTP conversation runs off the event loop: while a node delays its
     greeting by 10 s (a fault rule), the launcher answers other requests."""
@@ -333,6 +365,8 @@ def test_dns_zone_and_queries():
 
 
 if __name__ == "__main__":
-    harness.run_tests([test_send_with_an_attachment_and_its_refusals, test_a_slow_send_does_not_hold_the_launcher,
+    harness.run_tests([test_send_with_an_attachment_and_its_refusals,
+                       test_an_early_answer_reaches_a_client_that_goes_on_sending_its_body,
+                       test_a_slow_send_does_not_hold_the_launcher,
                        test_transcript_of_sessions,
                        test_dns_zone_and_queries])

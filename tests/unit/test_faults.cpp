@@ -120,3 +120,29 @@ TEST_CASE("rules set at run time: added after the topology's, cleared by name, c
   plan.set_run_time({}, {}, added_at);
   CHECK(fired(plan, fault_stage::rcpt, "x", 2) == std::vector<int>{2});
 }
+
+TEST_CASE("an alter rule acts at end_of_data only, and its stage is named when wrong or missing") {
+  auto t = parse_topology(with_rules(R"([{"name": "tamper", "from": "deathstar.com", "to": "jaku.com",
+                                          "stage": "end_of_data", "action": "alter"}])"),
+                          "t.json");
+  REQUIRE(t.faults.rules.size() == 1);
+  CHECK(t.faults.rules[0].action == fault_action::alter);
+  CHECK(parse_topology(to_json_text(t), "again.json").faults == t.faults);
+
+  auto error_of = [](const std::string& rules) -> std::string {
+    try {
+      parse_topology(with_rules(rules), "t.json");
+      return "";
+    } catch (const topology_error& e) {
+      return e.what();
+    }
+  };
+  auto wrong = error_of(R"([{"name": "x", "to": "jaku.com", "stage": "rcpt", "action": "alter"}])");
+  CHECK(wrong.find("$.faults.rules[0].stage") != std::string::npos);
+  CHECK(wrong.find("end_of_data") != std::string::npos);
+  auto missing = error_of(R"([{"name": "x", "to": "jaku.com", "action": "alter"}])");
+  CHECK(missing.find("$.faults.rules[0].stage") != std::string::npos);
+  CHECK(missing.find("end_of_data") != std::string::npos);
+  auto unknown = error_of(R"([{"name": "x", "to": "jaku.com", "stage": "data", "action": "mangle"}])");
+  CHECK(unknown.find("alter") != std::string::npos);  // the list of actions names it
+}

@@ -114,6 +114,7 @@ TEST_CASE("resolver client: routes from an in-process dns_server, NXDOMAIN, the 
     CHECK(r.status == node::lookup_status::ok);
     REQUIRE(r.routes.size() == 1);
     CHECK(r.routes[0] == node::mail_route{"127.0.0.1", 1025});
+    CHECK(r.routes[0].name == "mx.jaku.com");  // the SRV target: the relay accepts a certificate for it
 
     r = co_await client.lookup_mail_route("JAKU.Com.");
     CHECK(r.status == node::lookup_status::ok);
@@ -244,6 +245,7 @@ TEST_CASE("resolver client: no SRV falls back to MX and then A or AAAA, port 25;
     auto r = co_await client.lookup_mail_route("jaku.com");
     CHECK(r.status == node::lookup_status::ok);
     CHECK(r.routes == std::vector<node::mail_route>{{"127.0.0.1", 25}});
+    CHECK(r.routes[0].name == "mx.jaku.com");  // the MX target
     CHECK(asked == std::vector<std::uint16_t>{node::dns_type::srv, node::dns_type::mx, node::dns_type::a});
 
     asked.clear();
@@ -264,4 +266,69 @@ TEST_CASE("resolver client: no SRV falls back to MX and then A or AAAA, port 25;
     CHECK(asked == std::vector<std::uint16_t>{node::dns_type::srv, node::dns_type::mx});
     server.close();
   });
+}
+
+TEST_CASE("resolver client: a reverse check gives up within its budget when the forward lookups stall") {
+  // A server that answers the PTR question with ten names, then never answers
+  // the A questions for them: the check must stop asking once its budget (twice
+  // one question's whole wait) is spent, not ask all ten.
+  int a_questions = 0;
+  run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+    udp::socket server(io, udp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          for (;;) {
+            std::vector<std::uint8_t> buffer(512);
+            udp::endpoint client;
+            auto [ec, size] =
+                co_await server.async_receive_from(asio::buffer(buffer), client, asio::as_tuple(asio::use_awaitable));
+            if (ec) co_return;
+            buffer.resize(size);
+            std::size_t type_offset = 0;
+            std::size_t pos = 12;
+            while (pos < buffer.size() && buffer[pos] != 0) pos += 1u + buffer[pos];
+            type_offset = pos + 1;
+            if (type_offset + 2 > buffer.size()) continue;
+            const int type = (buffer[type_offset] << 8) | buffer[type_offset + 1];
+            if (type != LDNS_RR_TYPE_PTR) {
+              ++a_questions;  // never answered
+              continue;
+            }
+            ldns_pkt* query = nullptr;
+            if (ldns_wire2pkt(&query, buffer.data(), buffer.size()) != LDNS_STATUS_OK) continue;
+            ldns_pkt* reply = ldns_pkt_new();
+            ldns_pkt_set_id(reply, ldns_pkt_id(query));
+            ldns_pkt_set_qr(reply, true);
+            ldns_pkt_set_aa(reply, true);
+            ldns_pkt_push_rr(reply, LDNS_SECTION_QUESTION, ldns_rr_clone(ldns_rr_list_rr(ldns_pkt_question(query), 0)));
+            for (int i = 0; i < 10; ++i) {
+              ldns_rr* rr = nullptr;
+              const std::string text = "2.0.0.127.in-addr.arpa. 60 IN PTR mx" + std::to_string(i) + ".jaku.com.";
+              if (ldns_rr_new_frm_str(&rr, text.c_str(), 0, nullptr, nullptr) == LDNS_STATUS_OK)
+                ldns_pkt_push_rr(reply, LDNS_SECTION_ANSWER, rr);
+            }
+            std::uint8_t* data = nullptr;
+            std::size_t length = 0;
+            if (ldns_pkt2wire(&data, reply, &length) == LDNS_STATUS_OK) {
+              std::vector<std::uint8_t> wire(data, data + length);
+              std::free(data);
+              co_await server.async_send_to(asio::buffer(wire), client, asio::use_awaitable);
+            }
+            ldns_pkt_free(reply);
+            ldns_pkt_free(query);
+          }
+        },
+        asio::detached);
+
+    node::resolver_client client(io.get_executor(), server.local_endpoint(), 100ms, 1);  // budget 200 ms
+    auto r = co_await client.confirm_reverse("127.0.0.2");
+    CHECK(r.outcome == node::reverse_result::verdict::temporary);
+    CHECK(r.detail.find("gave up after 200 ms") != std::string::npos);
+    server.close();
+  });
+  // Each unanswered question waits its 100 ms, so about two fit in the
+  // budget; all ten would be asked without it. (A count, not a time.)
+  CHECK(a_questions >= 1);
+  CHECK(a_questions < 10);
 }

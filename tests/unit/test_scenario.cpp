@@ -92,6 +92,49 @@ TEST_CASE("bad steps are named by their JSON path") {
         std::string::npos);
 }
 
+TEST_CASE("a mailbox expectation may name a folder and the Authentication-Results it wants") {
+  auto steps = steps_of(R"([
+    {"expect": {"mailbox": "jaku.com/rey/Junk", "count": 1}},
+    {"expect": {"mailbox": "jaku.com/rey", "subject": "Plans", "auth": "SPF=pass  dkim=pass dmarc=pass"}}
+  ])");
+  REQUIRE(steps.size() == 2);
+  const auto& junk = std::get<expect_step>(steps[0].action).what;
+  CHECK(junk.box.folder == ".Junk");
+  CHECK(steps[0].describe() == "expect rey@jaku.com (Junk) holds 1 message(s)");
+  const auto& plans = std::get<expect_step>(steps[1].action).what;
+  CHECK(plans.auth == std::vector<std::string>{"spf=pass", "dkim=pass", "dmarc=pass"});
+  CHECK(steps[1].describe() == "expect rey@jaku.com has a message with subject \"Plans\" and spf=pass dkim=pass dmarc=pass");
+
+  CHECK(error_of(R"([{"expect": {"mailbox": "jaku.com/rey/../x", "count": 1}}])").find("$.steps[0].expect.mailbox") !=
+        std::string::npos);
+  CHECK(error_of(R"([{"expect": {"mailbox": "jaku.com/rey/", "count": 1}}])").find("$.steps[0].expect.mailbox") !=
+        std::string::npos);
+  CHECK(error_of(R"([{"expect": {"mailbox": "jaku.com/rey", "count": 1, "auth": "spf=pass"}}])")
+            .find("$.steps[0].expect.auth: only a mailbox expectation with a subject") != std::string::npos);
+  CHECK(error_of(R"([{"expect": {"mailbox": "jaku.com/rey", "subject": "x", "auth": "spf pass"}}])")
+            .find("$.steps[0].expect.auth: expected results such as") != std::string::npos);
+  CHECK(error_of(R"([{"expect": {"mailbox": "jaku.com/rey", "subject": "x", "auth": " "}}])")
+            .find("$.steps[0].expect.auth") != std::string::npos);
+}
+
+TEST_CASE("Authentication-Results are read from the receiving node's own header, comments and folding aside") {
+  const std::string raw =
+      "Authentication-Results: jaku.com; spf=fail (sender 127.0.0.1 not allowed;\r\n"
+      "\tdkim=pass in a comment) smtp.mailfrom=vader@deathstar.com;\r\n"
+      "  dkim=none; DMARC=fail header.from=deathstar.com\r\n"
+      "Authentication-Results: deathstar.com; spf=pass smtp.mailfrom=vader@deathstar.com; dkim=pass; dmarc=pass\r\n"
+      "Subject: hi\r\n"
+      "\r\n"
+      "Authentication-Results: jaku.com; spf=pass\r\n";  // in the body: not a header
+  std::string found;
+  CHECK(auth_results_hold(raw, "jaku.com", {"spf=fail", "dmarc=fail"}, found));
+  CHECK(found == "spf=fail dkim=none dmarc=fail");
+  CHECK_FALSE(auth_results_hold(raw, "jaku.com", {"dkim=pass"}, found));
+  CHECK(auth_results_hold(raw, "DeathStar.com", {"spf=pass", "dkim=pass", "dmarc=pass"}, found));
+  CHECK_FALSE(auth_results_hold(raw, "naboo.com", {"spf=pass"}, found));
+  CHECK(found == "no Authentication-Results from naboo.com");
+}
+
 TEST_CASE("graph: DOT and Mermaid, with relay counts as edge labels") {
   auto net = parse_topology(base, "sc.json");
   std::vector<relay_count> counts{{"jaku.com", "deathstar.com", 3}};

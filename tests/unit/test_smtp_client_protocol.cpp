@@ -209,6 +209,8 @@ TEST_CASE("client TLS verify: a peer without STARTTLS, or whose certificate fail
     CHECK(p.verdicts() == std::vector(3, rcpt_verdict::deferred));
     CHECK(p.errors()[2] ==
           "4.7.5 TLS with deathstar.com failed: certificate verification failed: self-signed certificate");
+    CHECK(p.tls_failed());
+    CHECK(p.tls_error() == "certificate verification failed: self-signed certificate");
   }
   {  // a refused STARTTLS: never a permanent failure
     smtp_client_protocol p(with_tls(tls_want::verify), {});
@@ -230,6 +232,20 @@ TEST_CASE("client TLS opportunistic and off: plain text when STARTTLS is missing
   q.on_reply(reply(220, "hi"));
   q.on_reply(ehlo_with_starttls);
   CHECK(q.on_reply(reply(454, "4.7.0 TLS not available")).text.rfind("MAIL FROM:", 0) == 0);
+  CHECK_FALSE(q.tls_failed());  // a refusal is no failed handshake: the connection goes on in plain text
+  // A handshake that fails leaves the connection unusable: nothing is sent on
+  // it, the recipients wait, and tls_failed() tells the relay to come back in plain text.
+  smtp_client_protocol f(with_tls(tls_want::opportunistic), {});
+  f.start();
+  f.on_reply(reply(220, "hi"));
+  f.on_reply(ehlo_with_starttls);
+  CHECK(f.on_reply(reply(220, "go ahead")).what == action::start_tls);
+  auto s = f.on_tls(false, "TLS handshake failed: wrong version number");
+  CHECK(s.what == action::finish);
+  CHECK(s.text.empty());
+  CHECK(f.tls_failed());
+  CHECK(f.tls_error() == "TLS handshake failed: wrong version number");
+  CHECK(f.verdicts() == std::vector(3, rcpt_verdict::deferred));
   smtp_client_protocol r(with_tls(tls_want::off), {});
   r.start();
   r.on_reply(reply(220, "hi"));

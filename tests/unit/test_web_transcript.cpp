@@ -43,6 +43,8 @@ TEST_CASE("transcript sessions: newest first, bounded, client, helo and peer nod
   log += line(2, "S2", "C: EHLO Deathstar.com");
   log += line(3, "S1", "C: HELO client.example");
   log += line(4, "S2", "S: 250 ok");
+  log += line(4, "S2", "C: STARTTLS");
+  log += line(4, "S2", "TLS started: TLSv1.3 TLS_AES_256_GCM_SHA384; the session starts over");
   log += line(5, "S3", "C: ehlo other");
   log += "not a transcript line\n";
   log += line(6, "S4", "C: partial");
@@ -53,7 +55,9 @@ TEST_CASE("transcript sessions: newest first, bounded, client, helo and peer nod
   CHECK(doc["sessions"][1]["session"] == "S2");
   CHECK(doc["sessions"][1]["client"] == "127.0.0.2");
   CHECK(doc["sessions"][1]["from_node"] == "deathstar.com");
-  CHECK(doc["sessions"][1]["lines"] == 3);
+  CHECK(doc["sessions"][1]["lines"] == 5);
+  CHECK(doc["sessions"][1]["tls"] == "TLSv1.3 TLS_AES_256_GCM_SHA384");
+  CHECK(doc["sessions"][2]["tls"].is_null());
   CHECK(doc["sessions"][2]["helo"] == "client.example");
   CHECK(doc["sessions"][2]["from_node"].is_null());
   CHECK(doc["sessions"][2]["first"] == "2026-12-02T10:00:01.000Z");
@@ -64,7 +68,10 @@ TEST_CASE("transcript sessions: newest first, bounded, client, helo and peer nod
   CHECK(launcher::web::transcript_sessions(dir.path, "jaku.com", {}, two)["count"] == 2);
 
   const auto one = launcher::web::transcript_session(dir.path, "jaku.com", "S2");
-  REQUIRE(one["lines"].size() == 3);
+  REQUIRE(one["lines"].size() == 5);
+  CHECK(one["lines"][4]["direction"] == "note");
+  CHECK(one["lines"][4]["tls_switch"] == true);
+  CHECK_FALSE(one["lines"][3].contains("tls_switch"));
   CHECK(one["lines"][0]["direction"] == "note");
   CHECK(one["lines"][1]["direction"] == "client");
   CHECK(one["lines"][1]["text"] == "EHLO Deathstar.com");

@@ -21,6 +21,22 @@
     return el("section", { class: "card" }, el("h2", {}, title), ...content);
   }
 
+  // How the message reached its mailbox, from the newest Received: field (the
+  // last node's): "with ESMTPS" / "ESMTPSA" and "(using TLSv1.3 with cipher
+  // ...)" for TLS (RFC 3848), plain SMTP or ESMTP otherwise.
+  function arrival(headers) {
+    const received = headers.find(([name]) => name.toLowerCase() === "received");
+    if (!received) return "";
+    const value = received[1];
+    const protocol = (/\bwith\s+(ESMTPSA|ESMTPS|ESMTPA|ESMTP|SMTP|LMTP)\b/i.exec(value) || [])[1] || "";
+    const using = /\(using\s+(\S+)\s+with\s+cipher\s+([^)\s]+)\)/.exec(value);
+    const from = (/^\s*from\s+(\S+)/i.exec(value) || [])[1];
+    const over = /^ESMTPSA?$/i.test(protocol)
+      ? "over TLS" + (using ? " (" + using[1] + ", " + using[2] + ")" : "")
+      : "in plain text";
+    return over + (protocol ? ", with " + protocol.toUpperCase() : "") + (from ? ", from " + from : "");
+  }
+
   function draw(m) {
     document.title = "mailnet · " + (m.subject || "(no subject)");
     const parts = [];
@@ -29,6 +45,7 @@
     parts.push(el("dl", { class: "fields" },
       field("From", m.from), field("To", m.to), field("Cc", m.cc), field("Date", m.date),
       field("Message-ID", m.message_id),
+      field("Arrived", arrival(m.headers || [])),
       field("Mailboxes", m.mailboxes.map((b) => b.user + "@" + b.domain + (b.unread ? " (unread)" : "")).join(", ")),
       field("Size", m.size + " bytes")));
     box.replaceChildren(...parts);  // then the trace, then the body

@@ -191,11 +191,16 @@
   }
 
   // ---- the list
-  const COUNTERS = ["received", "delivered", "relayed", "queued", "bounced"];
+  const COUNTERS = ["received", "received_tls", "delivered", "relayed", "queued", "bounced"];
+  const HEADINGS = { received_tls: "over TLS" };
+  // STARTTLS on the node's port (policy.tls) and what its relay asks of the next node (policy.tls_relay).
+  const MODES = [["tls", "STARTTLS"], ["tls_relay", "relay TLS"]];
 
   function buildList() {
-    const head = el("tr", {}, ["node", "state", "listen", ...COUNTERS, "exchanged mail with"]
-      .map((h, i) => el("th", { class: i > 2 && i < 8 ? "num" : null, scope: "col" }, h)));
+    const head = el("tr", {}, el("th", { scope: "col" }, "node"), el("th", { scope: "col" }, "state"),
+      el("th", { scope: "col" }, "listen"), MODES.map(([, h]) => el("th", { scope: "col" }, h)),
+      COUNTERS.map((k) => el("th", { class: "num", scope: "col" }, HEADINGS[k] || k)),
+      el("th", { scope: "col" }, "exchanged mail with"));
     const body = el("tbody");
     for (const n of nodes.values()) {
       const cells = {
@@ -203,10 +208,12 @@
         listen: el("td", {}, n.listen || ""),
         peers: el("td", { class: "peers" }),
       };
-      for (const k of COUNTERS) cells[k] = el("td", { class: "num" }, n.resolver ? "" : n[k] ?? "");
+      for (const [k] of MODES) cells[k] = el("td", { "data-mode": k }, n.resolver ? "" : n[k] ?? "");
+      for (const k of COUNTERS) cells[k] = el("td", { class: "num", "data-count": k }, n.resolver ? "" : n[k] ?? "");
       const row = el("tr", { "data-node": n.name, "data-state": n.state },
         el("th", { scope: "row" }, el("a", { href: pageOf(n.name) }, n.name)),
-        el("td", {}, cells.state), cells.listen, COUNTERS.map((k) => cells[k]), cells.peers);
+        el("td", {}, cells.state), cells.listen, MODES.map(([k]) => cells[k]), COUNTERS.map((k) => cells[k]),
+        cells.peers);
       rows.set(n.name, { row, cells });
       body.append(row);
     }
@@ -220,7 +227,7 @@
     r.cells.state.className = "state " + n.state;
     r.cells.state.textContent = n.state;
     r.cells.listen.textContent = n.listen || "";
-    if (!n.resolver) for (const k of COUNTERS) r.cells[k].textContent = n[k] ?? "";
+    if (!n.resolver) for (const k of [...MODES.map(([m]) => m), ...COUNTERS]) r.cells[k].textContent = n[k] ?? "";
   }
 
   function updatePeers(name) {

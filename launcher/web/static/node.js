@@ -47,7 +47,8 @@
   }
 
   const FACTS = [["pid", "pid"], ["listen", "listen"], ["uptime_s", "uptime (s)"], ["restarts", "restarts"],
-                 ["exit", "last exit"], ["received", "received"], ["delivered", "delivered"],
+                 ["exit", "last exit"], ["tls", "STARTTLS"], ["tls_relay", "relay TLS"],
+                 ["received", "received"], ["received_tls", "over TLS"], ["delivered", "delivered"],
                  ["relayed", "relayed"], ["queued", "queued"], ["bounced", "bounced"]];
 
   function showFacts() {
@@ -193,7 +194,7 @@
       box.replaceChildren(el("p", { class: "muted" }, "No SMTP session yet."));
       return;
     }
-    const head = el("tr", {}, ["session", "first", "client", "HELO", "direction", "lines"]
+    const head = el("tr", {}, ["session", "first", "client", "HELO", "direction", "TLS", "lines"]
       .map((h) => el("th", { scope: "col", class: h === "lines" ? "num" : null }, h)));
     const rows = sessions.map((s) => {
       const open = el("button", { type: "button", "data-session": s.session, title: "Show this session's lines" },
@@ -202,6 +203,7 @@
       const direction = s.direction === "inbound" && s.from_node ? "relay from " + s.from_node : s.direction || "";
       return el("tr", {}, el("td", {}, open), el("td", { title: s.first || "" }, mn.formatTime(s.first)),
         el("td", {}, s.client || ""), el("td", {}, s.helo || ""), el("td", {}, direction),
+        el("td", { "data-tls": s.tls ? "yes" : "no" }, s.tls || "no"),
         el("td", { class: "num" }, s.lines ?? ""));
     });
     const note = list.cut ? el("p", { class: "muted" }, "Only the end of a long transcript is read.") : null;
@@ -213,8 +215,11 @@
     const box = document.getElementById("session");
     try {
       const t = await api("/api/v1/nodes/" + enc + "/transcript?session=" + encodeURIComponent(session));
-      const lines = (t.lines || []).map((l) => el("span", { class: l.direction || "" },
-        (l.direction === "client" ? "C: " : l.direction === "server" ? "S: " : "   ") + (l.text ?? "") + "\n"));
+      // The switch to TLS is a rule across the transcript: what follows is encrypted.
+      const lines = (t.lines || []).map((l) => l.tls_switch
+        ? el("span", { class: "note tls-switch", "data-tls-switch": "" }, "── " + (l.text ?? "") + " ──\n")
+        : el("span", { class: l.direction || "" },
+          (l.direction === "client" ? "C: " : l.direction === "server" ? "S: " : "   ") + (l.text ?? "") + "\n"));
       box.replaceChildren(el("h3", {}, "Session " + session), el("pre", { tabindex: "0" }, lines));
     } catch (error) {
       mn.showError(box, error);
