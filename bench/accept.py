@@ -108,9 +108,11 @@ def one_run(server, mode_args, args, leftovers, starters=None, during=None):
 def load_run(server, mode_args, args, port, server_cpu, stored, extra):
     cpu0 = server_cpu()
     extra_cpu0 = {k: lib.cpu_seconds(v) for k, v in extra.items()}
-    argv = [lib.SMTP_SOURCE, "-s", str(args.sessions), "-m", str(args.messages), "-l", str(args.size),
-            *mode_args, "-M", "client.example", "-f", "load@client.example", "-t", "bench@jaku.com",
-            f"127.0.0.1:{port}"]
+    # args.load_args, when a benchmark sets it: its own sender, HELO or message file (-F) instead.
+    load_args = getattr(args, "load_args", None) or ["-M", "client.example", "-f", "load@client.example"]
+    size_args = [] if "-F" in load_args else ["-l", str(args.size)]  # -F: the file's size
+    argv = [lib.SMTP_SOURCE, "-s", str(args.sessions), "-m", str(args.messages), *size_args,
+            *mode_args, *load_args, "-t", "bench@jaku.com", f"127.0.0.1:{port}"]
     load_cpu0 = lib.children_cpu_seconds()
     busy0, all0 = lib.machine_jiffies()
     t0 = time.monotonic()

@@ -10,6 +10,10 @@ time: what a student writes first. --pool runs the file work in 8 threads (as
 mailnet's disk pool), so concurrent sessions' fsyncs overlap: the stronger
 design, reported beside it so the comparison is not against a straw man.
 Needs python3-aiosmtpd (Debian), hence /usr/bin/python3.
+
+--tls-cert/--tls-key offer STARTTLS with that certificate (aiosmtpd's own
+STARTTLS). --sink stores nothing and answers 250 at once: with TLS, the
+stand-in for smtp-sink, which has no STARTTLS (bench/tls_accept.py).
 """
 import argparse
 import asyncio
@@ -69,6 +73,8 @@ class MaildirHandler:
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.root is None:  # --sink
+            return "250 2.0.0 Ok: discarded"
         data = envelope.original_content or envelope.content
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogateescape")
@@ -87,15 +93,25 @@ class MaildirHandler:
 async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--root", required=True)
+    ap.add_argument("--root", help="where the Maildirs go (required unless --sink)")
     ap.add_argument("--pool", action="store_true", help="file work in 8 threads instead of on the event loop")
+    ap.add_argument("--sink", action="store_true", help="store nothing: 250 at the end of DATA at once")
+    ap.add_argument("--tls-cert", help="offer STARTTLS with this certificate (PEM)")
+    ap.add_argument("--tls-key", help="its key (PEM)")
     args = ap.parse_args()
+    if not args.sink and not args.root:
+        ap.error("--root is required unless --sink")
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=8) if args.pool else None
-    handler = MaildirHandler(args.root, pool)
+    handler = MaildirHandler(None if args.sink else args.root, pool)
+    tls = None
+    if args.tls_cert:
+        import ssl
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: SMTP(handler, hostname="aiosmtpd.bench", data_size_limit=10 * 1024 * 1024,
-                     decode_data=False, enable_SMTPUTF8=False),
+                     decode_data=False, enable_SMTPUTF8=False, tls_context=tls),
         host="127.0.0.1", port=args.port, family=socket.AF_INET, backlog=1024, reuse_address=True)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

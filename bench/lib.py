@@ -185,8 +185,9 @@ def run_bounded(argv, timeout, **kw):
 class Network:
     """`mailnet up -d` of a topology in a folder of its own; `down` on close."""
 
-    def __init__(self, topology, workdir, timeout=60, bin_dir=None):
+    def __init__(self, topology, workdir, timeout=60, bin_dir=None, env=None):
         self.bin_dir = bin_dir  # another build (an A/B of a change); default BIN_DIR
+        self.env = dict(env or {})  # for the launcher and so its children (MAILNET_TLS_RESUMPTION=off, say)
         self.workdir = workdir
         self.run_dir = os.path.join(workdir, "run")
         self.topology_file = os.path.join(workdir, "topology.json")
@@ -202,7 +203,7 @@ class Network:
         (its Maildirs), as a restart of the network does."""
         t0 = time.monotonic()
         # The launcher takes its children from MAILNET_BIN_DIR when set: pin it.
-        env = dict(os.environ, MAILNET_BIN_DIR=os.path.abspath(self.bin_dir or BIN_DIR))
+        env = dict(os.environ, **self.env, MAILNET_BIN_DIR=os.path.abspath(self.bin_dir or BIN_DIR))
         rc, out = run_bounded([binary("mailnet", self.bin_dir), "up", "-d", *(["--fresh"] if fresh else []),
                                self.topology_file, "--dir", self.run_dir], self.timeout, cwd=self.workdir, env=env)
         self.up_seconds = time.monotonic() - t0

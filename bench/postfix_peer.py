@@ -143,7 +143,7 @@ class Postfix:
     smtp(8) to [127.0.0.1]:port (no DNS). Clients from 127.0.0.0/8 may relay.
     """
 
-    def __init__(self, work, port, domains, users=("bench",), relays=None, name=None):
+    def __init__(self, work, port, domains, users=("bench",), relays=None, name=None, tls=None):
         self.work, self.port = work, port
         self.domains, self.users = list(domains), list(users)
         self.relays = dict(relays or {})
@@ -158,6 +158,9 @@ class Postfix:
         self.direct = False
         self.env = dict(os.environ, MAIL_CONFIG=self.etc)
         self.start_seconds = None
+        # (certificate, key) PEM files: smtpd offers STARTTLS with them
+        # (smtpd_tls_security_level = may) and the tlsmgr service runs.
+        self.tls = tls
 
     def new_dir(self, domain, user="bench"):
         return os.path.join(self.mail, domain, user, "new")
@@ -211,10 +214,21 @@ class Postfix:
             "alias_database": "",
             "local_recipient_maps": "",
         }
+        if self.tls:
+            main.update({
+                "smtpd_tls_security_level": "may",
+                # Read by smtpd before it drops root (pre-jail), so a 0600 key of root's is fine.
+                "smtpd_tls_cert_file": os.path.abspath(self.tls[0]),
+                "smtpd_tls_key_file": os.path.abspath(self.tls[1]),
+                "smtpd_tls_loglevel": "0",
+                # Postfix's defaults otherwise: session tickets (tlsmgr), TLS 1.2 and 1.3.
+            })
         with open(os.path.join(self.etc, "main.cf"), "w") as f:
             f.writelines(f"{k} = {v}\n" for k, v in main.items())
         with open(os.path.join(self.etc, "master.cf"), "w") as f:
             f.write(MASTER_CF.format(listen=f"127.0.0.1:{self.port}"))
+            if self.tls:  # the PRNG seed and the session cache; without it smtpd warns per connection
+                f.write("tlsmgr unix - - n 1000? 1 tlsmgr\n")
         with open(os.path.join(self.etc, "vmailbox"), "w") as f:
             for d in self.domains:
                 for u in self.users:

@@ -16,6 +16,14 @@ Latency: a paced client (100 msg/s, one connection) sends to jaku.com; the time
 from its 250 to the file appearing in deathstar.com's new/ (seen with inotify,
 through ctypes) gives p50 and p99.
 
+With --resumption, the pairing is between two mailnet networks, the relay
+resuming TLS sessions (the default) and not (MAILNET_TLS_RESUMPTION=off):
+the same relayed load, rates until the last file is in deathstar.com's new/,
+CPU of all mailnet processes, and the handshakes deathstar.com served (full
+and resumed, from its node.log). The relay keeps idle connections for the
+next message (at most 8 per peer, 3 s), so only part of the messages need a
+new connection: the count of handshakes says how many did.
+
 With --peer postfix, the pairing is against two private Postfix instances
 (bench/postfix_peer.py) relaying to each other, jaku.com's by a transport map
 `deathstar.com smtp:[127.0.0.1]:PORT` (no DNS): the same load, timed until the
@@ -97,10 +105,22 @@ def smtp_source(port, args, to, reuse=False):
 class MailnetPair:
     """jaku.com and deathstar.com as two mailnet nodes (with the resolver)."""
 
-    def __init__(self, work):
+    def __init__(self, work, env=None):
         self.ports = lib.free_ports(2)
-        self.net = lib.Network(topology(self.ports, lib.free_ports(1, lib.socket.SOCK_DGRAM)[0]), work).up()
+        self.net = lib.Network(topology(self.ports, lib.free_ports(1, lib.socket.SOCK_DGRAM)[0]), work, env=env).up()
         self.port = self.ports[0]
+
+    def handshakes(self, domain="deathstar.com"):
+        """(full, resumed) TLS handshakes the domain's node served, from its node.log."""
+        full = resumed = 0
+        with open(os.path.join(self.net.run_dir, domain, "node.log"), errors="replace") as f:
+            for line in f:
+                if " event=tls client=" in line:
+                    if line.rstrip().endswith("resumed=yes"):
+                        resumed += 1
+                    else:
+                        full += 1
+        return full, resumed
 
     def new_dir(self, domain):
         return os.path.join(self.net.run_dir, domain, "mail", "bench", "new")
@@ -145,7 +165,9 @@ class PostfixPair:
 
 
 def open_pair(system, work):
-    return {"mailnet": MailnetPair, "postfix": PostfixPair}[system](work)
+    return {"mailnet": MailnetPair, "postfix": PostfixPair,
+            "resumption": MailnetPair,
+            "no-resumption": lambda w: MailnetPair(w, env={"MAILNET_TLS_RESUMPTION": "off"})}[system](work)
 
 
 def run_throughput(args, relay, leftovers, system="mailnet"):
@@ -163,9 +185,12 @@ def run_throughput(args, relay, leftovers, system="mailnet"):
                      f"{args.messages} messages in {new}")
         elapsed = time.monotonic() - t0
         cpu = pair.cpu_seconds() - cpu0
-        return {"rate": args.messages / elapsed, "accept_seconds": accepted, "seconds": elapsed,
-                "accept_rate": args.messages / accepted, "cpu_us_per_msg": cpu / args.messages * 1e6,
-                "load": float(open("/proc/loadavg").read().split()[0])}
+        r = {"rate": args.messages / elapsed, "accept_seconds": accepted, "seconds": elapsed,
+             "accept_rate": args.messages / accepted, "cpu_us_per_msg": cpu / args.messages * 1e6,
+             "load": float(open("/proc/loadavg").read().split()[0])}
+        if hasattr(pair, "handshakes"):
+            r["full"], r["resumed"] = pair.handshakes()
+        return r
     finally:
         pair.close()
 
@@ -218,12 +243,16 @@ def main():
     ap.add_argument("--latency-rate", type=float, default=100.0)
     ap.add_argument("--peer", choices=["postfix"],
                     help="pair mailnet's relay with two private Postfix instances' (root) instead of local delivery")
+    ap.add_argument("--resumption", action="store_true",
+                    help="pair the relay resuming TLS sessions with the relay not resuming them")
     ap.add_argument("--fs", default="tmp", choices=["tmp", "ext4", "ext4-nojournal"],
                     help="where run folders go: the temp folder, or a fresh ext4 (journaled, or not) on a loop device (root)")
     args = ap.parse_args()
     lib.require(lib.SMTP_SOURCE, "postfix")
     with lib.scratch_filesystem(args.fs):
-        if args.peer:
+        if args.resumption:
+            run_resumption(args)
+        elif args.peer:
             run_against_peer(args)
         else:
             run(args)
@@ -272,6 +301,43 @@ def run_against_peer(args):
               f"| {lib.summary([r[key] for r in lat[peer]], '{:.2f}')} |")
     print(f"| load average (1 min) at the end of the throughput runs | {lib.summary([r['load'] for r in thr['mailnet']], '{:.1f}')} "
           f"| {lib.summary([r['load'] for r in thr[peer]], '{:.1f}')} |")
+    sys.stdout.flush()
+    lib.cleanup(leftovers)
+
+
+def run_resumption(args):
+    """The relay with TLS session resumption against without, alternating, paired by round."""
+    systems = ["resumption", "no-resumption"]
+    lib.log(f"relay, TLS resumption on and off: {args.messages} messages, {args.sessions} sessions; {lib.machine()}")
+    thr = {s: [] for s in systems}
+    leftovers = []
+    try:
+        for rnd in range(args.rounds):
+            order = systems if rnd % 2 == 0 else list(reversed(systems))
+            for system in order:
+                r = run_throughput(args, True, leftovers, system)
+                thr[system].append(r)
+                lib.log(f"  round {rnd} {system:14} {r['rate']:8,.0f} msg/s until the last file is in new/ "
+                        f"(250s {r['accept_rate']:,.0f} msg/s) {r['cpu_us_per_msg']:.0f} us CPU/msg, handshakes "
+                        f"{r['full']} full + {r['resumed']} resumed, load {r['load']:.1f}")
+    except BaseException:
+        lib.cleanup(leftovers)
+        raise
+    on, off = thr["resumption"], thr["no-resumption"]
+    print(f"\n## relay jaku.com → deathstar.com over verified TLS, resumption on and off: smtp-source -s "
+          f"{args.sessions} -m {args.messages} -l 4096, one message per connection into jaku.com")
+    print(f"{lib.machine()}\n")
+    print("| figure | resumption on | off (MAILNET_TLS_RESUMPTION=off) |")
+    print("| --- | --- | --- |")
+    for label, key, fmt in (("msg/s until the last file is in the far new/", "rate", "{:,.0f}"),
+                            ("msg/s of 250s at jaku.com", "accept_rate", "{:,.0f}"),
+                            ("CPU µs/msg, all mailnet processes", "cpu_us_per_msg", "{:,.0f}"),
+                            ("full handshakes at deathstar.com", "full", "{:,.0f}"),
+                            ("resumed handshakes at deathstar.com", "resumed", "{:,.0f}")):
+        print(f"| {label} | {lib.summary([r[key] for r in on], fmt)} | {lib.summary([r[key] for r in off], fmt)} |")
+    print(f"| on ÷ off, rate (paired) | {lib.summary([a['rate'] / b['rate'] for a, b in zip(on, off)], '{:.2f}')}× | |")
+    print(f"| on ÷ off, CPU per message (paired) | "
+          f"{lib.summary([a['cpu_us_per_msg'] / b['cpu_us_per_msg'] for a, b in zip(on, off)], '{:.2f}')}× | |")
     sys.stdout.flush()
     lib.cleanup(leftovers)
 

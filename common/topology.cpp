@@ -76,7 +76,7 @@ void read_timeouts(const json_reader& r, const json& j, const std::string& path,
 void read_policy(const json_reader& r, const json& j, const std::string& path, policy& out) {
   r.expect_object(j, path);
   r.only_keys(j, path, {"require_known_users", "mailbox_by_local_part", "require_helo_domain_match", "sync", "tls",
-                        "tls_relay", "require_fcrdns"});
+                        "tls_relay", "require_fcrdns", "dmarc"});
   if (j.contains("tls")) {
     auto v = r.string_at(j["tls"], path + ".tls");
     if (v == "optional") out.tls = tls_policy::optional;
@@ -90,6 +90,13 @@ void read_policy(const json_reader& r, const json& j, const std::string& path, p
     else if (v == "opportunistic") out.tls_relay = tls_relay_policy::opportunistic;
     else if (v == "off") out.tls_relay = tls_relay_policy::off;
     else r.fail(path + ".tls_relay", "expected \"verify\", \"opportunistic\" or \"off\", found \"" + v + "\"");
+  }
+  if (j.contains("dmarc")) {
+    auto v = r.string_at(j["dmarc"], path + ".dmarc");
+    if (v == "report") out.dmarc = dmarc_policy::report;
+    else if (v == "enforce") out.dmarc = dmarc_policy::enforce;
+    else if (v == "off") out.dmarc = dmarc_policy::off;
+    else r.fail(path + ".dmarc", "expected \"report\", \"enforce\" or \"off\", found \"" + v + "\"");
   }
   if (j.contains("require_fcrdns")) out.require_fcrdns = r.bool_at(j["require_fcrdns"], path + ".require_fcrdns");
   if (j.contains("sync")) {
@@ -527,6 +534,14 @@ std::string_view to_string(tls_relay_policy p) {
   }
 }
 
+std::string_view to_string(dmarc_policy p) {
+  switch (p) {
+    case dmarc_policy::enforce: return "enforce";
+    case dmarc_policy::off: return "off";
+    default: return "report";
+  }
+}
+
 std::string read_topology_file(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw topology_error(file.string() + ": cannot be read (" + std::strerror(errno) + ")");
@@ -578,7 +593,8 @@ std::string to_json_text(const topology& t) {
                     {"require_fcrdns", d.policy.require_fcrdns},
                     {"sync", d.policy.sync_whole_filesystem ? "filesystem" : "files"},
                     {"tls", to_string(d.policy.tls)},
-                    {"tls_relay", to_string(d.policy.tls_relay)}}},
+                    {"tls_relay", to_string(d.policy.tls_relay)},
+                    {"dmarc", to_string(d.policy.dmarc)}}},
     });
   }
   for (std::size_t i = 0; i < t.domains.size(); ++i) {

@@ -67,6 +67,11 @@ enum class tls_policy { optional, required, off };
 // network's CA naming the domain (else 4.7.5, retried), STARTTLS when
 // offered without checking the certificate, or plain text.
 enum class tls_relay_policy { verify, opportunistic, off };
+// SPF, DKIM and DMARC checks on mail from other hosts (node/auth_service.hpp):
+// report (the Authentication-Results: header only), enforce (DMARC p=reject
+// refused with 550 5.7.1, p=quarantine delivered into .Junk) or off (no
+// checks, no header).
+enum class dmarc_policy { report, enforce, off };
 
 struct policy {
   bool require_known_users = true;
@@ -82,6 +87,7 @@ struct policy {
   bool sync_whole_filesystem = true;
   tls_policy tls = tls_policy::optional;
   tls_relay_policy tls_relay = tls_relay_policy::verify;
+  dmarc_policy dmarc = dmarc_policy::report;
   friend bool operator==(const policy&, const policy&) = default;
 };
 
@@ -174,6 +180,7 @@ std::string to_json_text(const topology& t);
 
 std::string_view to_string(tls_policy p);
 std::string_view to_string(tls_relay_policy p);
+std::string_view to_string(dmarc_policy p);
 
 // "1500ms", "2s", "5m", "1h"; a bare number means seconds. nullopt if malformed.
 std::optional<millis> parse_duration(std::string_view text);

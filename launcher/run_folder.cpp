@@ -14,15 +14,13 @@
 namespace mailnet::launcher {
 
 topology node_topology(const topology& net, const std::string& domain) {
-  topology out;
-  out.name = net.name;
-  out.resolver = net.resolver;
-  out.web = net.web;
-  // "tls": false must reach the node: it was left at its default (true), which
-  // went unseen while a node loaded its certificate at start and found none;
-  // with the certificate read at the first STARTTLS, the node offered it.
-  out.tls = net.tls;
-  out.faults.seed = net.faults.seed;
+  // Every network-level setting is copied whole ("tls": false once got lost
+  // when this listed them one by one: the nodes then asked for verified TLS
+  // that nobody offered, and no mail was relayed); only the domains and the
+  // fault rules are narrowed to this node's.
+  topology out = net;
+  out.domains.clear();
+  out.faults.rules.clear();
   std::vector<std::string> wanted{domain};
   for (const auto& r : net.faults.rules)
     if (r.to == domain) {

@@ -130,6 +130,11 @@ struct counters {
   std::size_t dropped = 0;
   std::size_t received_tls = 0;  // of received: the ones that came over TLS
   std::size_t auth_failed = 0;   // AUTH failures on the submission listener
+  // SPF, DKIM and DMARC verdicts from the node's event=spf/dkim/dmarc lines
+  // (node/auth_service.hpp), by result; and the DMARC actions under
+  // policy.dmarc "enforce".
+  std::map<std::string, std::size_t> spf, dkim, dmarc;
+  std::size_t dmarc_rejected = 0, dmarc_quarantined = 0;
 };
 
 struct child {
@@ -318,6 +323,21 @@ std::string query_field(std::string_view line, std::string_view key) {
   return std::string(value);
 }
 
+// A verdict field of an event=spf/dkim/dmarc line: one of the words the
+// node writes (RFC 8601 results, the DMARC actions), else "other". The first
+// occurrence: the node writes result= and action= before any free text.
+std::string verdict_field(std::string_view line, std::string_view key) {
+  static const std::set<std::string, std::less<>> words{"pass",      "fail",      "softfail",  "neutral",
+                                                        "none",      "temperror", "permerror", "rejected",
+                                                        "quarantined"};
+  const auto pos = line.find(key);
+  if (pos == std::string_view::npos) return "other";
+  auto value = line.substr(pos + key.size());
+  value = value.substr(0, value.find(' '));
+  auto it = words.find(value);
+  return it == words.end() ? "other" : *it;
+}
+
 }  // namespace
 
 void supervisor::count_event(child& c, std::string_view event, std::string_view line) {
@@ -339,6 +359,15 @@ void supervisor::count_event(child& c, std::string_view event, std::string_view 
     ++c.count.queries[key];
   }
   else if (event == "auth_failed") ++c.count.auth_failed;
+  else if (event == "spf" || event == "dkim" || event == "dmarc") {
+    auto& by_result = event == "spf" ? c.count.spf : event == "dkim" ? c.count.dkim : c.count.dmarc;
+    ++by_result[verdict_field(line, " result=")];
+    if (event == "dmarc") {
+      const auto action = verdict_field(line, " action=");
+      if (action == "rejected") ++c.count.dmarc_rejected;
+      else if (action == "quarantined") ++c.count.dmarc_quarantined;
+    }
+  }
 }
 
 std::shared_ptr<instance> supervisor::begin_spawn(child& c) {
@@ -676,6 +705,21 @@ json supervisor::status() {
       n["relayed"] = c.count.relayed;
       n["bounced"] = c.count.bounced;
       n["auth_failures"] = c.count.auth_failed;
+      // Every result word is present (0 when not seen), so that readers need not guess.
+      auto verdicts = [](const std::map<std::string, std::size_t>& seen, std::initializer_list<const char*> words) {
+        json out = json::object();
+        for (const char* w : words) out[w] = 0;
+        for (const auto& [w, count] : seen) out[w] = count;
+        return out;
+      };
+      json dmarc = verdicts(c.count.dmarc, {"pass", "fail", "none", "temperror", "permerror"});
+      dmarc["rejected"] = c.count.dmarc_rejected;
+      dmarc["quarantined"] = c.count.dmarc_quarantined;
+      n["mail_auth"] = {
+          {"spf", verdicts(c.count.spf, {"pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"})},
+          {"dkim", verdicts(c.count.dkim, {"pass", "fail", "none", "temperror", "permerror"})},
+          {"dmarc", std::move(dmarc)}};
+      if (const auto* d = net_.find_domain(c.name)) n["dmarc_policy"] = std::string(to_string(d->policy.dmarc));
       n["queued"] = folder_.queued_count(c.name);
       n["faults"] = c.faults;
     } else {

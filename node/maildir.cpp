@@ -29,6 +29,12 @@ std::string maildir_form(std::string_view wire) {
 }
 
 std::filesystem::path maildir_store::folder(std::string_view mailbox) const {
+  // "<mailbox>/.Junk": that one subfolder, below a mailbox name checked as any other.
+  if (const auto slash = mailbox.find('/'); slash != std::string_view::npos) {
+    if (mailbox.substr(slash + 1) != junk_folder)
+      throw std::invalid_argument("mailbox name not allowed: " + std::string(mailbox));
+    return folder(mailbox.substr(0, slash)) / std::string(junk_folder);
+  }
   // Names come from the topology or the SMTP allow-list already; check again
   // here, where the path is made, so that no caller can escape the root.
   bool ok = !mailbox.empty() && mailbox.size() <= 64 && mailbox.front() != '.' &&
@@ -40,7 +46,7 @@ std::filesystem::path maildir_store::folder(std::string_view mailbox) const {
 }
 
 void maildir_store::ensure(std::string_view mailbox) const {
-  const std::filesystem::path box = folder(mailbox).filename();
+  const std::filesystem::path box = folder(mailbox).lexically_relative(root_);  // "rey", or "rey/.Junk"
   // 0700 each, made or checked one by one without following a link: a
   // Maildir planted as a link to another user's folder is refused.
   for (const char* sub : {"tmp", "new", "cur"})

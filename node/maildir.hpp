@@ -21,6 +21,10 @@ namespace mailnet::node {
 // never on the file.
 std::string maildir_form(std::string_view wire);
 
+// A mailbox's folder for quarantined mail (Maildir++: <mailbox>/.Junk/{tmp,new,cur}),
+// named to the store as "<mailbox>/.Junk".
+inline constexpr std::string_view junk_folder = ".Junk";
+
 class maildir_store {
  public:
   explicit maildir_store(std::filesystem::path mail_root) : root_(std::move(mail_root)) {}

@@ -17,6 +17,7 @@
 #include "common/passwords.hpp"
 #include "common/topology.hpp"
 #include "common/mail/durable_file.hpp"
+#include "node/auth_service.hpp"
 #include "node/fault_plan.hpp"
 #include "node/maildir.hpp"
 #include "node/smtp_protocol.hpp"
@@ -48,6 +49,8 @@ struct node_context {
   // null when the network has "tls": false.
   std::shared_ptr<tls_setup> tls;
   resolver_client* resolver = nullptr;  // the network's resolver (policy.require_fcrdns)
+  // SPF, DKIM and DMARC on received mail (auth_service.hpp); null under policy.dmarc "off".
+  auth_service* auth = nullptr;
   // The submission listener's passwords (common/passwords.hpp), read at
   // start; and the AUTH failures per client address, which lengthen the
   // delay before each 535 (smtp_session.cpp), forgotten 5 minutes after the
@@ -77,8 +80,13 @@ struct node_context {
   // it in Maildir form (maildir_form()). announce(ok) runs as soon as the
   // outcome is known, before the events of the delivery itself, so that the
   // caller's event (accepted, bounce_queued) comes first in node.log.
+  // junk: every local copy goes into the mailbox's .Junk folder (a DMARC
+  // quarantine under policy.dmarc "enforce"); the queue's copies are unchanged.
   boost::asio::awaitable<bool> commit(const envelope& env, std::string message, const std::string& id,
-                                      std::function<void(bool ok)> announce);
+                                      std::function<void(bool ok)> announce, bool junk = false);
+
+  // The checks of auth_service on its threads; the caller resumes on its own executor.
+  boost::asio::awaitable<auth_results> authenticate(auth_request request);
 
   // Saves the attachments of the delivered message once on the disk pool,
   // without waiting for it; logs event=attachments or event=attachment_error

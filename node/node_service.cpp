@@ -13,7 +13,9 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <future>
 #include <chrono>
 #include <thread>
 #include <unistd.h>
@@ -90,8 +92,19 @@ bool may_have_attachments(std::string_view message) { return may_carry_attachmen
 
 }  // namespace
 
+asio::awaitable<auth_results> node_context::authenticate(auth_request request) {
+  auth_results results;
+  co_await resume_after([&](auto resume) {
+    auth->submit(std::move(request), [&results, resume](auth_results r) {
+      results = std::move(r);
+      resume();
+    });
+  });
+  co_return results;
+}
+
 asio::awaitable<bool> node_context::commit(const envelope& env, std::string message, const std::string& id,
-                                           std::function<void(bool ok)> announce) {
+                                           std::function<void(bool ok)> announce, bool junk) {
   queued_message queued;
   queued.id = id;
   queued.mail_from = env.mail_from;
@@ -100,7 +113,8 @@ asio::awaitable<bool> node_context::commit(const envelope& env, std::string mess
   std::vector<std::string> local;
   for (const auto& r : env.rcpts) {
     if (r.is_local()) {
-      if (std::find(local.begin(), local.end(), r.mailbox) == local.end()) local.push_back(r.mailbox);
+      const std::string box = junk ? r.mailbox + "/" + std::string(junk_folder) : r.mailbox;
+      if (std::find(local.begin(), local.end(), box) == local.end()) local.push_back(box);
     } else if (std::none_of(queued.rcpts.begin(), queued.rcpts.end(),
                             [&](const queued_recipient& q) { return q.address == r.address; })) {
       queued.rcpts.push_back({r.address, r.domain, {}, "pending", {}});
@@ -149,8 +163,14 @@ asio::awaitable<bool> node_context::commit(const envelope& env, std::string mess
     co_return false;
   }
   if (announce) announce(true);
-  for (const auto& mailbox : local)
-    events.write({{"id", id}, {"event", "delivered"}, {"mailbox", mailbox}}, event_log::pace::batched);
+  for (const auto& mailbox : local) {
+    if (junk)
+      events.write({{"id", id}, {"event", "delivered"}, {"mailbox", mailbox.substr(0, mailbox.find('/'))},
+                    {"folder", std::string(junk_folder)}},
+                   event_log::pace::batched);
+    else
+      events.write({{"id", id}, {"event", "delivered"}, {"mailbox", mailbox}}, event_log::pace::batched);
+  }
   // The attachments come from the file as stored, as any reader of it gets them.
   if (!local.empty() && may_have_attachments(stored))
     extract_later(id, local, std::move(delivered_files), std::move(stored));
@@ -336,7 +356,40 @@ struct node_service::impl {
   tcp::acceptor acceptor;
   tcp::acceptor submission_acceptor;  // open when the domain has "submission"
   std::unique_ptr<resolver_client> resolver;
+  // After the resolver: destroyed (its threads joined) before it.
+  std::unique_ptr<auth_service> auth;
+  std::atomic<bool> closing{false};  // set before auth goes: its lookups answer at once
   std::unique_ptr<relay> relay_agent;
+
+  // One question from an auth_service thread: asked through the node's own
+  // resolver client on the event loop (its cache, deadlines and attempts),
+  // waited for here. wait: longer than the client's own deadlines, so that
+  // it matters only when the loop has stopped.
+  dns_reply ask_resolver(const std::string& name, std::uint16_t type, std::chrono::milliseconds wait) {
+    dns_reply failed;
+    failed.kind = reply_kind::failure;
+    failed.detail = "the node is stopping";
+    if (closing) return failed;
+    auto promise = std::make_shared<std::promise<dns_reply>>();
+    auto answer = promise->get_future();
+    asio::co_spawn(io, resolver->query(name, type), [promise](std::exception_ptr e, dns_reply reply) {
+      if (e) {
+        reply = {};
+        reply.kind = reply_kind::failure;
+        reply.detail = "the resolver client failed";
+      }
+      promise->set_value(std::move(reply));
+    });
+    if (answer.wait_for(wait) != std::future_status::ready) {
+      failed.detail = "no answer from the resolver client in time";
+      return failed;
+    }
+    try {
+      return answer.get();
+    } catch (const std::exception&) {  // broken promise: the loop was torn down
+      return failed;
+    }
+  }
   std::size_t accept_errors = 0;
   std::chrono::steady_clock::time_point last_accept_log{};
   fd_reserve fds;
@@ -374,6 +427,9 @@ node_service::node_service(asio::io_context& io, topology net, const std::string
 }
 
 node_service::~node_service() {
+  // The checks' threads first: a lookup they wait for needs the resolver client.
+  if (impl_) impl_->closing = true;
+  if (impl_) impl_->auth.reset();
   // The committer first: its writers use ctx, which goes before it.
   if (impl_) impl_->committer.stop();
   if (impl_) impl_->disk.join();
@@ -444,6 +500,15 @@ std::uint16_t node_service::start() {
   m.relay_agent = std::make_unique<relay>(m.io.get_executor(), m.ctx, *m.resolver);
   m.ctx.relay_agent = m.relay_agent.get();
   m.ctx.resolver = m.resolver.get();
+  if (m.config.policy.dmarc != dmarc_policy::off) {
+    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(r.query_timeout * r.query_attempts) +
+                      std::chrono::seconds(2);
+    // Four threads: a check waits on DNS more than it computes, and a
+    // resolver that does not answer holds each for its whole deadline.
+    m.auth = std::make_unique<auth_service>(
+        [&m, wait](const std::string& name, std::uint16_t type) { return m.ask_resolver(name, type, wait); }, 4);
+    m.ctx.auth = m.auth.get();
+  }
   m.relay_agent->recover();
   m.fds.measure();  // after the node's own descriptors are open
   if (m.fds.session_cap() < m.config.limits.connections)
@@ -467,7 +532,9 @@ std::uint16_t node_service::start() {
                   // Offered by policy: whether the certificate loads is known at the first STARTTLS.
                   {"starttls", m.config.policy.tls != tls_policy::off && m.ctx.tls
                                    ? std::string(to_string(m.config.policy.tls)) : "off"},
-                  {"tls_relay", std::string(to_string(m.config.policy.tls_relay))},
+                  // What the relay does: plain text whatever the policy when the network has no TLS.
+                  {"tls_relay", m.net.tls ? std::string(to_string(m.config.policy.tls_relay)) : "off"},
+                  {"dmarc", std::string(to_string(m.config.policy.dmarc))},
                   {"submission", m.config.submission ? endpoint{m.config.submission->host, submission_port}.to_string()
                                                      : std::string("no")}});
   return port;

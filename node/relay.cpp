@@ -207,7 +207,7 @@ asio::awaitable<bool> relay::attempt_peer(queued_message& m, const std::string& 
     auto conn = co_await open_connection(peer, where, domain);
     if (!conn) co_return stopping_;  // stopped: no transaction, and no "no answer" either
     smtp_client_protocol protocol(t, {conn->greeted, conn->pipelining, conn->size, conn->tls});
-    co_await converse(*conn->channel, protocol, m.message, domain, host, t.tls);
+    co_await converse(*conn->channel, protocol, m, domain, peer, host, t.tls);
     if (protocol.lost_at_start()) continue;  // it was a kept connection: try a fresh one
     if (protocol.tls_failed()) {
       // The handshake broke the connection. "opportunistic" asked for TLS
@@ -248,8 +248,11 @@ tls_want relay::tls_want_of_config() const {
   }
 }
 
-asio::awaitable<void> relay::converse(smtp_channel& ch, smtp_client_protocol& protocol, const std::string& message,
-                                      const std::string& domain, const std::string& host, tls_want want) {
+asio::awaitable<void> relay::converse(smtp_channel& ch, smtp_client_protocol& protocol, const queued_message& m,
+                                      const std::string& domain, const std::string& peer, const std::string& host,
+                                      tls_want want) {
+  const std::string& id = m.id;
+  const std::string& message = m.message;
   const auto timeout = ctx_.config.timeouts.relay_reply;
   for (auto s = protocol.start(); s.what != smtp_client_protocol::action::finish;) {
     if (s.what == smtp_client_protocol::action::start_tls) {
@@ -257,6 +260,10 @@ asio::awaitable<void> relay::converse(smtp_channel& ch, smtp_client_protocol& pr
       tls_outcome outcome;
       if (ctx_.tls) outcome = co_await ch.start_tls_client(*ctx_.tls, domain, host, verify, timeout);
       else outcome.error = "this node has no TLS setup";
+      if (outcome.ok)  // resumed=yes: the session kept from an earlier connection to the domain was taken
+        ctx_.events.write({{"id", id}, {"event", "tls"}, {"domain", domain}, {"to", peer}, {"tls", outcome.description},
+                           {"resumed", outcome.resumed ? "yes" : "no"}},
+                          event_log::pace::batched);
       s = protocol.on_tls(outcome.ok, outcome.error);
       continue;
     }

@@ -77,8 +77,9 @@ class relay {
   boost::asio::awaitable<bool> attempt_peer(queued_message& m, const std::string& domain,
                                             const std::vector<queued_recipient*>& rcpts,
                                             boost::asio::ip::tcp::endpoint where, const std::string& host);
-  boost::asio::awaitable<void> converse(smtp_channel& ch, smtp_client_protocol& protocol, const std::string& message,
-                                        const std::string& domain, const std::string& host, tls_want want);
+  boost::asio::awaitable<void> converse(smtp_channel& ch, smtp_client_protocol& protocol, const queued_message& m,
+                                        const std::string& domain, const std::string& peer, const std::string& host,
+                                        tls_want want);
   static void apply_verdicts(const smtp_client_protocol& protocol, const std::vector<queued_recipient*>& rcpts);
   // A DSN to the sender for recipients that failed for good.
   boost::asio::awaitable<void> send_bounce(const queued_message& m, const std::vector<const queued_recipient*>& failed);

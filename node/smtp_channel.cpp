@@ -1,6 +1,9 @@
 #include "node/smtp_channel.hpp"
 
 #include <cerrno>
+#include <cstdlib>
+#include <map>
+#include <mutex>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -26,10 +29,20 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 namespace ssl = asio::ssl;
 
+namespace {
+void keep_sessions(ssl::context& c);  // below: the client contexts keep their peers' sessions
+}  // namespace
+
 class tls_setup {
  public:
   tls_setup(std::filesystem::path dir, std::string domain, std::function<void(const std::string&)> on_problem)
-      : dir_(std::move(dir)), domain_(std::move(domain)), on_problem_(std::move(on_problem)) {}
+      : dir_(std::move(dir)), domain_(std::move(domain)), on_problem_(std::move(on_problem)) {
+    const char* resumption = std::getenv("MAILNET_TLS_RESUMPTION");
+    resume = !(resumption && std::string_view(resumption) == "off");
+  }
+  ~tls_setup() {
+    for (auto& [key, session] : sessions_) SSL_SESSION_free(session);
+  }
 
   // The node's certificate and key; null when they cannot be loaded.
   ssl::context* server() {
@@ -38,6 +51,13 @@ class tls_setup {
       try {
         auto c = std::make_unique<ssl::context>(ssl::context::tls_server);
         harden(*c);
+        // Resumption, server side: OpenSSL's stateless tickets (TLS 1.3 and 1.2),
+        // sealed with a key this process made (a restarted node takes none of
+        // the old tickets: a full handshake then). One ticket per handshake,
+        // not OpenSSL's two: the relay keeps only the newest.
+        SSL_CTX_set_num_tickets(c->native_handle(), 1);
+        static const unsigned char context_id[] = "mailnet-smtp";
+        SSL_CTX_set_session_id_context(c->native_handle(), context_id, sizeof context_id - 1);
         const std::string cert = read_private(dir_ / ("node." + domain_ + ".pem"));
         const std::string key = read_private(dir_ / ("node." + domain_ + ".key"));
         c->use_certificate_chain(asio::buffer(cert));
@@ -59,6 +79,7 @@ class tls_setup {
         harden(*c);
         c->add_certificate_authority(asio::buffer(read_private(dir_ / "ca.pem")));
         c->set_verify_mode(ssl::verify_peer);
+        keep_sessions(*c);
         verify_client_ = std::move(c);
       } catch (const std::exception& e) {
         on_problem_(std::string("no CA to verify peers: ") + e.what());
@@ -73,8 +94,27 @@ class tls_setup {
       plain_client_ = std::make_unique<ssl::context>(ssl::context::tls_client);
       harden(*plain_client_);
       plain_client_->set_verify_mode(ssl::verify_none);
+      keep_sessions(*plain_client_);
     }
     return *plain_client_;
+  }
+
+  // Resumption, client side: the newest session each peer gave, by key
+  // "verify:<domain>" or "plain:<domain>". Apart, because a resumed
+  // handshake shows no certificate and so checks none: only a session that
+  // was verified for a domain may stand in for verifying that domain again.
+  bool resume = true;  // MAILNET_TLS_RESUMPTION=off: neither kept nor offered
+  void keep(const std::string& key, SSL_SESSION* session) const {
+    std::lock_guard lock(mutex_);
+    auto& slot = sessions_[key];
+    if (slot) SSL_SESSION_free(slot);
+    slot = session;  // ours now
+  }
+  // Offers the kept session for key to ssl, if there is one still worth offering.
+  void offer(SSL* ssl, const std::string& key) const {
+    std::lock_guard lock(mutex_);
+    auto it = sessions_.find(key);
+    if (it != sessions_.end() && SSL_SESSION_is_resumable(it->second)) SSL_set_session(ssl, it->second);
   }
 
  private:
@@ -91,11 +131,47 @@ class tls_setup {
   std::function<void(const std::string&)> on_problem_;
   bool server_tried_ = false, verify_tried_ = false;
   std::unique_ptr<ssl::context> server_, verify_client_, plain_client_;
+  mutable std::mutex mutex_;  // a node has one I/O thread today; this keeps it right with more
+  mutable std::map<std::string, SSL_SESSION*> sessions_;
 };
+
+namespace {
+
+// Where a relay connection's new session goes (attached to its SSL as ex data).
+struct session_slot {
+  const tls_setup* setup = nullptr;
+  std::string key;
+};
+
+int session_slot_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
+// OpenSSL's new-session callback on the client contexts: at the end of a
+// TLS 1.2 handshake, or when a TLS 1.3 ticket arrives (after the handshake,
+// with the peer's first reply). A copy is kept: the connection's own session
+// object is marked not resumable when the connection is freed without a
+// close_notify (a TLS 1.2 rule), and the relay ends a connection with QUIT
+// and a close. 0: OpenSSL keeps its reference to the original.
+int keep_new_session(SSL* ssl, SSL_SESSION* session) {
+  auto* slot = static_cast<session_slot*>(SSL_get_ex_data(ssl, session_slot_index()));
+  if (!slot || !slot->setup || !SSL_SESSION_is_resumable(session)) return 0;
+  if (SSL_SESSION* copy = SSL_SESSION_dup(session)) slot->setup->keep(slot->key, copy);
+  return 0;
+}
+
+void keep_sessions(ssl::context& c) {
+  SSL_CTX_set_session_cache_mode(c.native_handle(), SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(c.native_handle(), keep_new_session);
+}
+
+}  // namespace
 
 struct smtp_channel::tls_stream {
   tls_stream(tcp::socket& s, ssl::context& c) : stream(s, c) {}
   ssl::stream<tcp::socket&> stream;
+  session_slot slot;  // relay client with resumption: where its sessions go
 };
 
 std::shared_ptr<tls_setup> lazy_tls(const std::filesystem::path& tls_dir, const std::string& domain,
@@ -137,6 +213,7 @@ asio::awaitable<tls_outcome> smtp_channel::handshake(bool server, millis timeout
     co_return out;
   }
   out.ok = true;
+  out.resumed = SSL_session_reused(native) == 1;
   out.description = std::string(SSL_get_version(native)) + " " + SSL_get_cipher_name(native);
   tls_description_ = out.description;
   co_return out;
@@ -157,6 +234,13 @@ asio::awaitable<tls_outcome> smtp_channel::start_tls_client(tls_setup& t, const 
   SSL* native = tls_->stream.native_handle();
   SSL_set_tlsext_host_name(native, domain.c_str());
   const bool also_host = !host.empty() && host != domain;
+  if (t.resume) {
+    // The key names every name the certificate may carry: a session proven
+    // for the domain or mail host H stands for that pair only.
+    tls_->slot = {&t, (verify ? "verify:" : "plain:") + domain + (also_host ? " " + host : std::string())};
+    SSL_set_ex_data(native, session_slot_index(), &tls_->slot);
+    t.offer(native, tls_->slot.key);
+  }
   if (verify) {
     // The certificate must name the domain, or the mail host the resolver
     // named for it (RFC 7672 §3.2.2 accepts either), itself: no wildcard

@@ -33,6 +33,12 @@ enum class io_status { ok, eof, timeout, error, too_long };
 // made (a file missing or unreadable) is told once to on_problem, at that
 // first use, and stays unavailable.
 class tls_setup;
+// The relay client keeps the last TLS session each peer domain gave it and
+// offers it on the next connection to that domain (resumption: no
+// certificate sent or checked, no signature; the key exchange still
+// happens). The environment variable MAILNET_TLS_RESUMPTION=off turns that
+// off (the benchmark's "without"); the server side issues session tickets
+// either way.
 std::shared_ptr<tls_setup> lazy_tls(const std::filesystem::path& tls_dir, const std::string& domain,
                                     std::function<void(const std::string& problem)> on_problem);
 bool can_serve_tls(tls_setup* t);   // has the node's certificate and key (made now if not yet)
@@ -42,6 +48,7 @@ struct tls_outcome {
   bool ok = false;
   std::string error;        // why the handshake failed (a certificate that does not verify, say)
   std::string description;  // "TLSv1.3 TLS_AES_256_GCM_SHA384" once ok
+  bool resumed = false;     // an earlier session was resumed (abbreviated handshake, no certificate sent)
 };
 
 class smtp_channel {

@@ -153,6 +153,8 @@ class session {
   }
 
   asio::awaitable<step> read_data();
+  enum class auth_action { deliver, quarantine, reject };
+  auth_action log_auth(const std::string& qid, const auth_results& r);
   asio::awaitable<bool> start_tls(const step& s);
   asio::awaitable<bool> after_auth(const step& s);
 
@@ -246,6 +248,38 @@ asio::awaitable<void> session::hang() {
   log_line(" hang ended");
 }
 
+// The verdicts in node.log (event=spf, dkim, dmarc, with the queue id, so a
+// message's trace shows them) and the transcript, and what policy.dmarc makes
+// of them: under "enforce", a DMARC fail whose policy is reject is refused,
+// quarantine goes to .Junk; a temperror is never acted on.
+session::auth_action session::log_auth(const std::string& qid, const auth_results& r) {
+  auth_action action = auth_action::deliver;
+  if (ctx_.config.policy.dmarc == dmarc_policy::enforce && r.dmarc.result == "fail") {
+    if (r.dmarc.policy == "reject") action = auth_action::reject;
+    else if (r.dmarc.policy == "quarantine") action = auth_action::quarantine;
+  }
+  ctx_.events.write({{"id", qid}, {"event", "spf"}, {"result", r.spf.result}, {"identity", r.spf.identity},
+                     {"domain", r.spf.domain}, {"helo_result", r.spf.helo_result}, {"client", ip_},
+                     {"detail", r.spf.detail}},
+                    event_log::pace::batched);
+  if (r.dkim.empty())
+    ctx_.events.write({{"id", qid}, {"event", "dkim"}, {"result", "none"}, {"detail", "no signature"}},
+                      event_log::pace::batched);
+  for (const auto& d : r.dkim)
+    ctx_.events.write({{"id", qid}, {"event", "dkim"}, {"result", d.result}, {"domain", d.domain},
+                       {"selector", d.selector}, {"detail", d.detail}},
+                      event_log::pace::batched);
+  const char* taken = action == auth_action::reject ? "rejected" : action == auth_action::quarantine ? "quarantined" : "none";
+  ctx_.events.write({{"id", qid}, {"event", "dmarc"}, {"result", r.dmarc.result}, {"from_domain", r.dmarc.from_domain},
+                     {"policy", r.dmarc.policy}, {"spf_aligned", r.dmarc.spf_aligned ? "yes" : "no"},
+                     {"dkim_aligned", r.dmarc.dkim_aligned ? "yes" : "no"}, {"action", taken},
+                     {"detail", r.dmarc.detail}},
+                    event_log::pace::batched);
+  log_line(" auth spf=" + r.spf.result + " dkim=" + r.dkim_summary() + " dmarc=" + r.dmarc.result +
+           (action == auth_action::deliver ? std::string() : std::string(" (") + taken + ")"));
+  return action;
+}
+
 asio::awaitable<step> session::read_data() {
   const auto& limits = ctx_.config.limits;
   // Read past the limit by what trace lines can take: the limit is checked on counted_size() below.
@@ -265,6 +299,7 @@ asio::awaitable<step> session::read_data() {
                    env.rcpts.size() == 1 ? env.rcpts.front().address : std::string{},
                    std::chrono::system_clock::now(), env.tls, !env.auth_user.empty()};
   std::string message = make_trace_headers(trace, facts);
+  const std::size_t trace_size = message.size();  // the message as it came starts here
   message += reader.message();
   // Counted as stored, as the next node of the network will count it.
   const bool too_big = reader.too_big() || counted_size(message) > limits.message_size;
@@ -282,6 +317,30 @@ asio::awaitable<step> session::read_data() {
       }
     }
   }
+  // SPF, DKIM and DMARC (auth_service.hpp) on mail from other hosts; not on
+  // the submission listener, whose users have authenticated themselves (and
+  // whose mail this node would itself vouch for).
+  bool junk = false;
+  if (ctx_.auth && !submission_) {
+    // Named, not temporaries inside the co_await (GCC 12, see greet()).
+    // The message as it will be stored (an "alter" fault's footer included:
+    // the verdicts are about what the user gets), without our trace lines.
+    auth_request request{env.client_ip, env.helo, env.mail_from, std::string_view(message).substr(trace_size)};
+    const auth_results r = co_await ctx_.authenticate(std::move(request));
+    const auto verdict = log_auth(qid, r);
+    // Fields in our name that came with the message are not ours (RFC 8601 §5): gone, after DKIM saw them.
+    if (const std::size_t forged = remove_auth_results_of(message, trace_size, ctx_.config.name))
+      log_line(" removed " + std::to_string(forged) + " Authentication-Results: field(s) in this node's name");
+    message.insert(first_field_size(message), authentication_results_field(ctx_.config.name, r));
+    if (verdict == auth_action::reject) {
+      protocol_.abort_transaction();
+      std::string reply = "550 5.7.1 Rejected by the DMARC policy of " + r.dmarc.from_domain + ": spf=" +
+                          r.spf.result + (r.dmarc.spf_aligned ? "" : " (not aligned)") + ", dkim=" +
+                          r.dkim_summary() + (r.dmarc.dkim_aligned ? "" : " (not aligned)") + "\r\n";
+      co_return step{std::move(reply)};
+    }
+    junk = verdict == auth_action::quarantine;
+  }
   // accepted goes before the delivered events of the same message: commit() calls this first.
   // The Message-ID the stored message carries (make_trace_headers adds one
   // when the sender did not): what `mailnet trace` follows from node to node.
@@ -294,7 +353,7 @@ asio::awaitable<step> session::read_data() {
                        {"tls", env.tls.empty() ? "no" : env.tls}},  // last: the launcher counts on it
                       ok ? event_log::pace::batched : event_log::pace::prompt);
   };
-  bool ok = co_await ctx_.commit(env, std::move(message), qid, announce);
+  bool ok = co_await ctx_.commit(env, std::move(message), qid, announce, junk);
   co_return protocol_.on_commit(ok, qid);
 }
 
@@ -321,7 +380,8 @@ asio::awaitable<bool> session::start_tls(const step& s) {
     co_return false;
   }
   log_line(" TLS started: " + outcome.description + "; the session starts over");
-  ctx_.events.write({{"id", id_}, {"event", "tls"}, {"client", ip_}, {"tls", outcome.description}},
+  ctx_.events.write({{"id", id_}, {"event", "tls"}, {"client", ip_}, {"tls", outcome.description},
+                     {"resumed", outcome.resumed ? "yes" : "no"}},
                     event_log::pace::batched);
   protocol_.on_tls_started(outcome.description);
   co_return true;

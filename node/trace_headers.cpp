@@ -51,6 +51,15 @@ bool is_network_received(std::string_view field, std::string& id_at, std::string
   return true;
 }
 
+// "Authentication-Results: D;..." under a Received: of D's (id_at: "Q@D"),
+// as auth_service.hpp writes it: at most max_trace_field bytes.
+bool is_network_auth_results(std::string_view field, const std::string& id_at) {
+  constexpr std::string_view name = "Authentication-Results: ";
+  if (field.size() > max_trace_field || !field.starts_with(name)) return false;
+  const std::string domain = id_at.substr(id_at.find('@') + 1);
+  return field.substr(name.size()).starts_with(domain + ";");
+}
+
 // Bytes of the trace lines mailnet nodes put at the top of message.
 std::size_t network_trace_bytes(std::string_view message) {
   std::size_t pos = 0;
@@ -61,7 +70,8 @@ std::size_t network_trace_bytes(std::string_view message) {
     if (field.empty()) break;
     if (is_network_received(field, id_at, date)) {
       after_ours = true;
-    } else if (!(after_ours && (field == "Message-ID: <" + id_at + ">\r\n" || field == "Date: " + date))) {
+    } else if (!(after_ours && (field == "Message-ID: <" + id_at + ">\r\n" || field == "Date: " + date ||
+                                is_network_auth_results(field, id_at)))) {
       break;
     }
     pos += field.size();
@@ -91,7 +101,46 @@ std::uint64_t counted_size(std::string_view message) {
 }
 
 std::uint64_t trace_allowance(const limits& l) {
-  return static_cast<std::uint64_t>(l.received_headers) * (3 * max_trace_field);
+  return static_cast<std::uint64_t>(l.received_headers) * (4 * max_trace_field);
+}
+
+std::size_t first_field_size(std::string_view trace) { return next_field(trace, 0).size(); }
+
+std::size_t remove_auth_results_of(std::string& message, std::size_t from, std::string_view authserv_id) {
+  std::size_t removed = 0;
+  std::size_t pos = from;
+  for (int fields = 0; fields < 10000 && pos < message.size(); ++fields) {
+    const std::string_view rest = std::string_view(message).substr(pos);
+    if (rest.starts_with("\r\n") || rest.starts_with("\n")) break;  // the end of the header section
+    // The whole field, continuation lines included (next_field's rule, on any line end).
+    std::size_t end = pos;
+    for (;;) {
+      const std::size_t eol = message.find('\n', end);
+      if (eol == std::string::npos) return removed;
+      end = eol + 1;
+      if (end >= message.size() || (message[end] != ' ' && message[end] != '\t')) break;
+    }
+    const std::string_view field = std::string_view(message).substr(pos, end - pos);
+    bool ours = false;
+    if (starts_with_field(field, "authentication-results")) {
+      std::string_view value = field.substr(std::string_view("authentication-results:").size());
+      const auto first = value.find_first_not_of(" \t\r\n");
+      value = first == std::string_view::npos ? std::string_view() : value.substr(first);
+      const auto id_end = value.find_first_of("; \t\r\n(");
+      const std::string_view id = value.substr(0, id_end);
+      ours = id.size() == authserv_id.size() &&
+             std::equal(id.begin(), id.end(), authserv_id.begin(), [](char a, char b) {
+               return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+             });
+    }
+    if (ours) {
+      message.erase(pos, end - pos);
+      ++removed;
+    } else {
+      pos = end;
+    }
+  }
+  return removed;
 }
 
 header_facts scan_headers(std::string_view message) {

@@ -40,11 +40,22 @@ struct trace_info {
 // when facts says they are missing. Each line ends with CRLF.
 std::string make_trace_headers(const trace_info& info, const header_facts& facts);
 
+// The bytes of the first header field of trace (make_trace_headers()'s
+// Received:, continuation lines included): where the node's
+// Authentication-Results: goes, under its Received:.
+std::size_t first_field_size(std::string_view trace);
+
+// RFC 8601 §5: a message that comes in already carrying
+// Authentication-Results: fields in this node's name (authserv_id, any case)
+// would show a reader verdicts the node never gave. Removes those fields
+// from the header section that starts at from; returns how many.
+std::size_t remove_auth_results_of(std::string& message, std::size_t from, std::string_view authserv_id);
+
 // The size limits.message_size applies to, at every hop alike: the message
 // as it goes on the wire (each line end CRLF, a final one added; RFC 1870
 // counts no dot-stuffing) without the trace lines mailnet nodes put at its
-// top (their Received:, and the Message-ID:/Date: a node adds when the
-// sender left them out). So a message one node took is never refused by the
+// top (their Received:, the Authentication-Results: of the same node under
+// it, and the Message-ID:/Date: a node adds when the sender left them out). So a message one node took is never refused by the
 // next for the network's own headers.
 std::uint64_t counted_size(std::string_view message);
 

@@ -1,14 +1,24 @@
 #include "launcher/web/event_feed.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <nlohmann/json.hpp>
 
 #include "common/event_log.hpp"
+#include "launcher/web/event_names.hpp"
+#include "launcher/web/percent_decode.hpp"
 #include "launcher/web/trace.hpp"
 
 namespace mailnet::launcher::web {
 
 using json = nlohmann::json;
+
+std::string_view event_name(std::string_view line) {
+  const auto pos = line.find(" event=");
+  if (pos == std::string_view::npos) return {};
+  const auto value = line.substr(pos + 7);
+  return value.substr(0, value.find(' '));
+}
 
 std::optional<std::string> event_frame(std::uint64_t id, std::string_view node, std::string_view line) {
   log_event e;
@@ -28,14 +38,77 @@ std::string state_event_line(std::string_view state, std::string_view exit_text)
   return line;
 }
 
+bool event_filter::wants(std::string_view event) const {
+  return names.empty() || std::find(names.begin(), names.end(), event) != names.end();
+}
+
+events_query parse_events_query(std::string_view query) {
+  events_query out;
+  auto fail = [&](std::string why) {
+    out.error = std::move(why);
+    return out;
+  };
+  bool seen_since = false, seen_events = false;
+  for (std::size_t i = 0; i < 16 && !query.empty(); ++i) {
+    const auto amp = query.find('&');
+    const auto pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (pair.empty()) continue;
+    const auto eq = pair.find('=');
+    const auto key = percent_decode(pair.substr(0, eq), true);
+    const auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), true);
+    if (!key || !value) return fail("the query has a broken %-escape: " + std::string(pair));
+    if (*key == "since") {
+      if (seen_since) return fail("since is given twice");
+      seen_since = true;
+      std::uint64_t id = 0;
+      const auto [end, err] = std::from_chars(value->data(), value->data() + value->size(), id);
+      if (value->empty() || err != std::errc() || end != value->data() + value->size())
+        return fail("since must be an event id (a whole number), not '" + *value + "'");
+      out.since = id;
+    } else if (*key == "events") {
+      if (seen_events) return fail("events is given twice (name them all in one, separated by commas)");
+      seen_events = true;
+      std::string_view list(*value);
+      for (std::size_t n = 0; n < 200; ++n) {
+        const auto comma = list.find(',');
+        const auto name = list.substr(0, comma);
+        if (name.empty()) return fail("events has an empty name: '" + *value + "'");
+        if (!is_known_event(name)) {
+          std::string known;
+          for (const auto k : known_events()) known += (known.empty() ? "" : ", ") + std::string(k);
+          return fail("unknown event '" + std::string(name) + "' in events (known: " + known + ")");
+        }
+        auto& names = out.filter.names;
+        if (std::find(names.begin(), names.end(), name) == names.end()) names.emplace_back(name);
+        if (comma == std::string_view::npos) break;
+        list.remove_prefix(comma + 1);
+      }
+    } else {
+      return fail("unknown query parameter '" + *key + "' (known: since, events)");
+    }
+  }
+  if (!query.empty()) return fail("the query has too many parameters");
+  return out;
+}
+
 event_feed::event_feed(event_feed_limits limits) : limits_(limits) {}
 
 void event_feed::publish(std::string_view node, std::string_view line) {
-  auto frame = event_frame(next_id_, node, line);
-  if (!frame) return;
+  const auto event = event_name(line);
+  if (event.empty()) return;
   const auto id = next_id_++;
+  // Made at the first client that wants it, then shared; a line that does
+  // not parse is sent to no one (its id is skipped).
+  std::optional<std::string> frame;
+  bool made = false;
   for (auto& c : clients_) {
-    if (c->dropped) continue;
+    if (c->dropped || !c->filter.wants(event)) continue;
+    if (!made) {
+      frame = event_frame(id, node, line);
+      made = true;
+    }
+    if (!frame) break;
     if (c->frames.size() + 1 > limits_.client_events || c->bytes + frame->size() > limits_.client_bytes) {
       c->dropped = true;
       c->frames.clear();
@@ -47,22 +120,24 @@ void event_feed::publish(std::string_view node, std::string_view line) {
     }
     if (c->wake) c->wake();
   }
-  recent_bytes_ += frame->size();
-  recent_.emplace_back(id, std::move(*frame));
+  recent_bytes_ += line.size() + node.size();
+  recent_.push_back({id, std::string(node), std::string(line), std::string(event)});
   while (!recent_.empty() && (recent_.size() > limits_.recent_events || recent_bytes_ > limits_.recent_bytes)) {
-    recent_bytes_ -= recent_.front().second.size();
+    recent_bytes_ -= recent_.front().line.size() + recent_.front().node.size();
     recent_.pop_front();
   }
 }
 
-std::shared_ptr<event_feed::client> event_feed::subscribe(std::optional<std::uint64_t> last_id) {
+std::shared_ptr<event_feed::client> event_feed::subscribe(std::optional<std::uint64_t> last_id, event_filter filter) {
   auto c = std::make_shared<client>();
+  c->filter = std::move(filter);
   if (last_id)
-    for (const auto& [id, frame] : recent_)
-      if (id > *last_id) {
-        c->frames.push_back(frame);
-        c->bytes += frame.size();
-      }
+    for (const auto& k : recent_)
+      if (k.id > *last_id && c->filter.wants(k.event))
+        if (auto frame = event_frame(k.id, k.node, k.line)) {
+          c->bytes += frame->size();
+          c->frames.push_back(std::move(*frame));
+        }
   clients_.push_back(c);
   return c;
 }

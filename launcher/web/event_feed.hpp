@@ -4,7 +4,11 @@
 // increase for the launcher's whole run. The latest events are kept (bounded
 // in count and bytes) for a client that resumes with Last-Event-ID. Each
 // client has a bounded queue: a client that falls behind it is dropped, so a
-// stalled reader never holds the launcher or its memory. Single-threaded: the
+// stalled reader never holds the launcher or its memory. A client may ask for
+// some events only (GET /api/v1/events?events=state,relayed); an event's JSON
+// is made only when some client wants it, once for all of them, so that a
+// launcher whose clients want few events (the network page) or none spends
+// little on the many lines a loaded node writes. Single-threaded: the
 // launcher's io_context calls everything.
 #pragma once
 
@@ -21,9 +25,24 @@
 
 namespace mailnet::launcher::web {
 
+// Which events a client wants: every one, or those named.
+struct event_filter {
+  std::vector<std::string> names;  // empty: every event
+  bool wants(std::string_view event) const;
+};
+
+// The query of GET /api/v1/events, "since=N&events=a,b" (both optional), or
+// why it is refused (a 400): an unknown parameter or event name, a bad number.
+struct events_query {
+  std::optional<std::uint64_t> since;
+  event_filter filter;
+  std::string error;  // empty when the query is good
+};
+events_query parse_events_query(std::string_view query);
+
 struct event_feed_limits {
   std::size_t recent_events = 1000;         // kept for Last-Event-ID
-  std::size_t recent_bytes = 4u << 20;      // and no more bytes than this
+  std::size_t recent_bytes = 4u << 20;      // and no more bytes (of their lines) than this
   std::size_t client_events = 2000;         // a client this far behind is dropped
   std::size_t client_bytes = 4u << 20;      // or this many bytes behind
 };
@@ -35,6 +54,7 @@ class event_feed {
     std::size_t bytes = 0;
     bool dropped = false;
     std::function<void()> wake;  // called when frames arrive or the client is dropped
+    event_filter filter;
   };
 
   explicit event_feed(event_feed_limits limits = {});
@@ -42,8 +62,9 @@ class event_feed {
   // One line of node's stdout; a line that is not an event is ignored.
   void publish(std::string_view node, std::string_view line);
 
-  // A new client; with last_id, it starts with the kept events after it.
-  std::shared_ptr<client> subscribe(std::optional<std::uint64_t> last_id);
+  // A new client; with last_id, it starts with the kept events after it
+  // (those its filter wants).
+  std::shared_ptr<client> subscribe(std::optional<std::uint64_t> last_id, event_filter filter = {});
   void unsubscribe(const std::shared_ptr<client>& c);
 
   std::uint64_t last_id() const { return next_id_ - 1; }
@@ -53,11 +74,24 @@ class event_feed {
  private:
   event_feed_limits limits_;
   std::uint64_t next_id_ = 1;
-  std::deque<std::pair<std::uint64_t, std::string>> recent_;
+  // The lines themselves: their frames are made again for a client that
+  // resumes, which is rare, rather than for every line that comes.
+  struct kept {
+    std::uint64_t id;
+    std::string node;
+    std::string line;
+    std::string event;
+  };
+  std::deque<kept> recent_;
   std::size_t recent_bytes_ = 0;
   std::vector<std::shared_ptr<client>> clients_;
   std::size_t dropped_ = 0;
 };
+
+// The event name of a line ("accepted" of "2026-... id=Q1 event=accepted
+// ..."), found without parsing the whole line: the first " event=" is the
+// line's own, only the timestamp and an id come before it. Empty when none.
+std::string_view event_name(std::string_view line);
 
 // The SSE frame of one event line of node, or nullopt when the line is not an
 // event: {"time", "node", "event", the line's other fields} as JSON.

@@ -406,6 +406,33 @@ std::string prometheus_text(const json& status, double uptime_seconds) {
              std::to_string(value) + "\n";
     }
   }
+  // SPF, DKIM and DMARC verdicts on received mail, by result (status "mail_auth").
+  static const std::pair<const char*, const char*> checks[] = {
+      {"spf", "SPF verdicts on mail the domain's node received, by result."},
+      {"dkim", "DKIM verdicts (one per signature, or none) on mail the domain's node received, by result."},
+      {"dmarc", "DMARC verdicts on mail the domain's node received, by result."}};
+  for (const auto& [check, help] : checks) {
+    const std::string family = std::string("mailnet_") + check + "_total";
+    out += "# HELP " + family + " " + help + "\n# TYPE " + family + " counter\n";
+    for (const auto& n : status.value("nodes", json::array())) {
+      if (!n.contains("mail_auth")) continue;
+      const json counts = n["mail_auth"].value(check, json::object());  // named: items() of a temporary dangles
+      for (const auto& [result, count] : counts.items()) {
+        if (result == "rejected" || result == "quarantined") continue;
+        out += family + "{domain=\"" + label(n.value("name", "")) + "\",result=\"" + label(result) + "\"} " +
+               std::to_string(count.get<long>()) + "\n";
+      }
+    }
+  }
+  out += "# HELP mailnet_dmarc_actions_total Messages refused (rejected) or put in .Junk (quarantined) under policy.dmarc \"enforce\".\n"
+         "# TYPE mailnet_dmarc_actions_total counter\n";
+  for (const auto& n : status.value("nodes", json::array())) {
+    if (!n.contains("mail_auth")) continue;
+    const auto& dmarc = n["mail_auth"]["dmarc"];
+    for (const char* action : {"rejected", "quarantined"})
+      out += "mailnet_dmarc_actions_total{domain=\"" + label(n.value("name", "")) + "\",action=\"" + action + "\"} " +
+             std::to_string(dmarc.value(action, 0L)) + "\n";
+  }
   // The resolver's queries, counted by the launcher from its event=query lines.
   out += "# HELP mailnet_resolver_queries_total Queries the resolver answered, by question type and answer code.\n"
          "# TYPE mailnet_resolver_queries_total counter\n";

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "launcher/web/percent_decode.hpp"
 #include "launcher/web/web_api.hpp"
 
 namespace mailnet::launcher::web {
@@ -45,7 +46,5 @@ class message_routes {
 // logs) for the web API, off the launcher's event loop; an exception is a 500.
 boost::asio::awaitable<response> on_file_worker(std::function<response()> f);
 
-// "%41b+c" -> "Ab c" (with plus_space); nullopt for a broken escape or a NUL.
-std::optional<std::string> percent_decode(std::string_view s, bool plus_space);
 
 }  // namespace mailnet::launcher::web

@@ -39,7 +39,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   event_feed feed;
 
   asio::awaitable<void> accept_loop();
-  asio::awaitable<void> events(beast::tcp_stream& stream, std::optional<std::uint64_t> last_id);
+  asio::awaitable<void> events(beast::tcp_stream& stream, events_query query);
   asio::awaitable<void> session(tcp::socket socket, std::optional<std::string> refusal);
 };
 
@@ -223,21 +223,25 @@ asio::awaitable<void> server::impl::session(tcp::socket socket, std::optional<st
 
     // The event stream holds its connection (one of the capped ones) to the end.
     if (r.method == "GET" && r.target.substr(0, r.target.find('?')) == "/api/v1/events" && !web.refuse_host(r)) {
-      std::optional<std::uint64_t> last_id;
+      // ?since=N is a page's first connection (a browser's EventSource cannot
+      // send Last-Event-ID before it has seen an event): since=0 replays what
+      // is kept. ?events=a,b: only those events.
+      const auto mark = r.target.find('?');
+      auto query = parse_events_query(mark == std::string::npos ? std::string_view()
+                                                                : std::string_view(r.target).substr(mark + 1));
+      if (!query.error.empty()) {
+        const auto text = reply_text(400, "GET /api/v1/events: " + query.error);
+        stream.expires_after(limits.write_time);
+        co_await asio::async_write(stream, asio::buffer(text), asio::as_tuple(asio::use_awaitable));
+        break;
+      }
       if (req.count("Last-Event-ID") == 1) {
         const auto v = req["Last-Event-ID"];
         std::uint64_t id = 0;
         const auto [end, err] = std::from_chars(v.data(), v.data() + v.size(), id);
-        if (err == std::errc() && end == v.data() + v.size()) last_id = id;
-      } else if (const auto q = r.target.find("?since="); q != std::string::npos) {
-        // A page's first connection (a browser's EventSource cannot send the
-        // header before it has seen an event): ?since=0 replays what is kept.
-        const std::string_view v = std::string_view(r.target).substr(q + 7);
-        std::uint64_t id = 0;
-        const auto [end, err] = std::from_chars(v.data(), v.data() + v.size(), id);
-        if (err == std::errc() && end == v.data() + v.size()) last_id = id;
+        if (err == std::errc() && end == v.data() + v.size()) query.since = id;
       }
-      co_await events(stream, last_id);
+      co_await events(stream, std::move(query));
       break;
     }
 
@@ -269,10 +273,10 @@ asio::awaitable<void> server::impl::session(tcp::socket socket, std::optional<st
   stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
 }
 
-asio::awaitable<void> server::impl::events(beast::tcp_stream& stream, std::optional<std::uint64_t> last_id) {
+asio::awaitable<void> server::impl::events(beast::tcp_stream& stream, events_query query) {
   auto self = shared_from_this();
   asio::steady_timer wait(io);
-  const auto client = feed.subscribe(last_id);
+  const auto client = feed.subscribe(query.since, std::move(query.filter));
   struct leave {
     event_feed& feed;
     const std::shared_ptr<event_feed::client>& client;
@@ -281,12 +285,18 @@ asio::awaitable<void> server::impl::events(beast::tcp_stream& stream, std::optio
       feed.unsubscribe(client);
     }
   } guard{feed, client};
-  // New frames end the wait; a drop also ends a write that the client does not read.
-  client->wake = [&wait, &stream, c = client.get()] {
-    wait.cancel();
+  // New frames end the wait for them (once: a burst of events cancels one
+  // wait, not one per event); a drop ends any wait and a write that the
+  // client does not read.
+  bool idle = false;  // waiting for frames
+  client->wake = [&wait, &stream, &idle, c = client.get()] {
     if (c->dropped) {
       boost::system::error_code ignored;
       stream.socket().cancel(ignored);
+      wait.cancel();
+    } else if (idle) {
+      idle = false;
+      wait.cancel();
     }
   };
   // Little kernel buffering per stream: a client that does not read soon
@@ -297,12 +307,25 @@ asio::awaitable<void> server::impl::events(beast::tcp_stream& stream, std::optio
   std::string out =
       "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
       "X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n: mailnet events\n\n";
+  auto last_write = asio::steady_timer::clock_type::now() - limits.event_batch;
   for (;;) {
     if (out.empty() && !client->dropped) {
       if (client->frames.empty()) {
         wait.expires_after(limits.heartbeat);
+        idle = true;
         auto [ec] = co_await wait.async_wait(asio::as_tuple(asio::use_awaitable));
+        idle = false;
         if (!ec) out = ": heartbeat\n\n";
+      }
+      // A loaded node's events come in bursts: those of the next event_batch
+      // after a write go out together in one write (and one read and parse
+      // for the browser), not one write each.
+      if (!client->frames.empty() && !client->dropped) {
+        const auto due = last_write + limits.event_batch;
+        if (asio::steady_timer::clock_type::now() < due) {
+          wait.expires_at(due);
+          co_await wait.async_wait(asio::as_tuple(asio::use_awaitable));
+        }
       }
       for (; !client->frames.empty(); client->frames.pop_front()) out += client->frames.front();
       client->bytes = 0;
@@ -312,6 +335,7 @@ asio::awaitable<void> server::impl::events(beast::tcp_stream& stream, std::optio
     stream.expires_after(limits.write_time);
     auto [wec, written] = co_await asio::async_write(stream, asio::buffer(out), asio::as_tuple(asio::use_awaitable));
     if (wec) break;
+    last_write = asio::steady_timer::clock_type::now();
     out.clear();
   }
   if (client->dropped) {

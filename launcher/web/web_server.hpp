@@ -37,6 +37,7 @@ struct server_limits {
   std::size_t requests_per_connection = 1000;
   std::chrono::milliseconds heartbeat{15000};     // a comment line on an idle event stream
   std::size_t event_socket_buffer = 32768;        // SO_SNDBUF of an event stream's socket
+  std::chrono::milliseconds event_batch{50};      // an event stream writes at most once per this
 };
 
 class server {

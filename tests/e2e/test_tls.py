@@ -3,6 +3,7 @@ smtplib and ssl, openssl s_client, swaks; the STARTTLS injection test;
 policy.tls "required" and "off"; the relay that refuses an impostor in a
 stopped node's port and delivers to the real node once it is back."""
 import os
+import re
 import smtplib
 import socket
 import ssl
@@ -135,6 +136,18 @@ def test_up_makes_a_private_ca_kept_across_ups_and_new_with_fresh():
             s.ehlo("client.example")
             assert not s.has_extn("starttls")
             assert s.docmd("STARTTLS")[0] == 502
+        # And the nodes relay to each other in plain text: each node was told
+        # TLS is off (it once was not, asked for verified TLS nobody offered,
+        # and deferred every relayed message with 4.7.5 for ever).
+        with smtplib.SMTP("127.0.0.1", harness.port_of(topo, "jaku.com"), timeout=30) as s:
+            s.sendmail("rey@jaku.com", ["vader@deathstar.com"],
+                       message("plain relay", "rey@jaku.com", "vader@deathstar.com"))
+        stored = wait_message(net, "deathstar.com", "vader", "plain relay")
+        assert b"by deathstar.com (mailnet) with ESMTP id" in stored, stored
+        log = node_log(net, "jaku.com")
+        assert "4.7.5" not in log, log
+        assert any("event=relay_attempt" in l and "tls=no" in l for l in log.splitlines()), log
+        assert any("event=ready" in l and "starttls=off" in l and "tls_relay=off" in l for l in log.splitlines()), log
 
 
 # ---- real clients against one network --------------------------------------------
@@ -679,6 +692,44 @@ def test_impostor_on_a_stopped_nodes_own_address_and_port_25_gets_no_mail():
         assert f"from jaku.com ([{jaku}])".encode() in stored and b"with ESMTPS" in stored, stored
 
 
+def test_relay_resumes_the_tls_session_on_its_next_connection():
+    """Two relayed messages over two connections: the second connection
+    resumes the session of the first (resumed=yes on both sides); with
+    MAILNET_TLS_RESUMPTION=off both handshakes are full ones."""
+    for env, second in ((None, "yes"), ({"MAILNET_TLS_RESUMPTION": "off"}, "no")):
+        topo = harness.two_domain_topology(name="resume")
+        with harness.Network(topo) as net:
+            net.start(env=env)
+            jaku = harness.port_of(topo, "jaku.com")
+
+            def server_tls():  # deathstar.com's handshakes: (session id, resumed)
+                return re.findall(r"id=(\S+) event=tls client=\S+ tls=\"[^\"]*\" resumed=(yes|no)",
+                                  node_log(net, "deathstar.com"))
+
+            def relay_tls():  # jaku.com's relay handshakes to deathstar.com
+                return re.findall(r"event=tls domain=deathstar\.com to=\S+ tls=\"TLSv1\.[23] [^\"]*\" resumed=(yes|no)",
+                                  node_log(net, "jaku.com"))
+
+            for n in (1, 2):
+                with smtplib.SMTP("127.0.0.1", jaku, timeout=30) as s:
+                    s.sendmail("rey@jaku.com", ["vader@deathstar.com"],
+                               message(f"resume {n}", "rey@jaku.com", "vader@deathstar.com"))
+                stored = wait_message(net, "deathstar.com", "vader", f"resume {n}")
+                assert b"with ESMTPS" in stored, stored
+                harness.wait_for(lambda: len(relay_tls()) >= n and len(server_tls()) >= n, 15, f"handshake {n} logged")
+                if n == 1:
+                    # The relay keeps the connection a few seconds for more mail:
+                    # the next message must come over a new one, so wait for this one's end.
+                    first = server_tls()[0][0]
+                    harness.wait_for(lambda: f"id={first} event=disconnect" in node_log(net, "deathstar.com"), 30,
+                                     "the relay's first connection to close")
+            relay, server = relay_tls(), server_tls()
+            assert len(relay) == 2 and len(server) == 2, (relay, server)
+            assert server[0][0] != server[1][0]  # two connections
+            assert relay[0] == "no" and server[0][1] == "no", (relay, server)  # nothing to resume yet
+            assert relay[1] == second and server[1][1] == second, (env, relay, server)
+
+
 if __name__ == "__main__":
     for tool in ("openssl", "swaks"):
         if not subprocess.run(["which", tool], capture_output=True).returncode == 0:
@@ -699,5 +750,6 @@ if __name__ == "__main__":
             test_relay_accepts_the_domain_or_its_mail_host_and_nothing_else,
             test_opportunistic_relay_falls_back_to_plain_text_when_the_handshake_fails,
             test_impostor_on_a_stopped_nodes_own_address_and_port_25_gets_no_mail,
+            test_relay_resumes_the_tls_session_on_its_next_connection,
         ])
     sys.exit(code)

@@ -9,7 +9,11 @@ processes.
 - a client that never reads is dropped (its connection ends) while the
   launcher goes on answering GET /api/v1/network;
 - open streams count against the web server's connection cap (64): one more
-  client gets 503, and is served again once the streams close.
+  client gets 503, and is served again once the streams close;
+- ?events=relayed,delivered carries those events only (while a stream
+  without the filter sees the same message's accepted events too), ?since=0
+  with it replays only those; an unknown event name or query parameter gets
+  400 with the reason.
 """
 import json
 import os
@@ -32,14 +36,14 @@ def web_port(topo):
 class EventStream:
     """A raw-socket SSE client: the response head, then events as they come."""
 
-    def __init__(self, port, last_event_id=None, rcvbuf=None):
+    def __init__(self, port, last_event_id=None, rcvbuf=None, query=""):
         self.sock = harness.tracked(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(60)
         self.sock.connect(("127.0.0.1", port))
         extra = f"Last-Event-ID: {last_event_id}\r\n" if last_event_id is not None else ""
-        self.sock.sendall(f"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}\r\n".encode())
+        self.sock.sendall(f"GET /api/v1/events{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}\r\n".encode())
         self.buffer = b""
         self.head = None
 
@@ -221,6 +225,52 @@ def test_streams_count_against_the_connection_cap():
         harness.wait_for(lambda: get_network(port)[0] == 200, 30, "the API after the streams closed")
 
 
+def refused_body(stream):
+    """The whole answer of a refused stream request: it ends with the body."""
+    end = time.monotonic() + 30
+    while stream._fill(end):
+        pass
+    return json.loads(stream.buffer)
+
+
+def test_event_filter():
+    topo = harness.two_domain_topology()
+    with harness.Network(topo) as net:
+        net.start()
+        port = web_port(topo)
+        picky = EventStream(port, query="?events=relayed,delivered").read_head()
+        assert picky.status == "HTTP/1.1 200 OK", picky.status
+        everything = EventStream(port).read_head()
+        send_plans(topo, "Filtered plans")
+        seen = everything.events_until(delivered_at_deathstar, 60, "delivered at deathstar.com, unfiltered")
+        assert any(e["event"] == "accepted" for _, e in seen), seen
+        got = picky.events_until(delivered_at_deathstar, 60, "delivered at deathstar.com, filtered")
+        names = [e["event"] for _, e in got]
+        assert set(names) == {"relayed", "delivered"}, got
+        # The same events as the unfiltered stream's, ids and all.
+        assert got == [(i, e) for i, e in seen if e["event"] in ("relayed", "delivered")], (got, seen)
+
+        # A second message, then a stream replaying the kept past with a filter.
+        send_plans(topo, "More filtered plans")
+        net.wait_messages("deathstar.com", "vader", 2, timeout=60)
+        replay = EventStream(port, query="?since=0&events=accepted").read_head()
+        past = replay.events_until(lambda e: e.get("message_id") == "<More-filtered-plans@jaku.com>"
+                                   and e["node"] == "deathstar.com", 60, "the second message accepted, replayed")
+        assert {e["event"] for _, e in past} == {"accepted"}, past
+        assert any(e.get("message_id") == "<Filtered-plans@jaku.com>" for _, e in past), past
+
+        for query, reason in [("?events=state,relaid", "unknown event 'relaid'"),
+                              ("?event=state", "unknown query parameter 'event'"),
+                              ("?events=", "empty name"),
+                              ("?since=soon", "since must be")]:
+            bad = EventStream(port, query=query).read_head()
+            assert bad.status == "HTTP/1.1 400 Bad Request", (query, bad.status)
+            body = refused_body(bad)
+            assert reason in body["error"], (query, body)
+        # Refused requests held no stream: the API still answers.
+        assert get_network(port)[0] == 200
+
+
 if __name__ == "__main__":
     harness.run_tests([test_live_events_and_resume, test_client_that_never_reads_is_dropped,
-                       test_streams_count_against_the_connection_cap])
+                       test_streams_count_against_the_connection_cap, test_event_filter])

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "common/event_log.hpp"
 #include "launcher/web/event_feed.hpp"
+#include "launcher/web/event_names.hpp"
 
 using namespace mailnet::launcher::web;
 using json = nlohmann::json;
@@ -102,4 +104,71 @@ TEST_CASE("event_feed: a client too far behind is dropped, the others go on") {
   CHECK(slow->frames.empty());  // its memory is given back
   CHECK_FALSE(fast->dropped);
   CHECK(feed.dropped() == 1);
+}
+
+TEST_CASE("parse_events_query: since, a list of known events, and a reason for anything else") {
+  const auto none = parse_events_query("");
+  CHECK(none.error.empty());
+  CHECK_FALSE(none.since);
+  CHECK(none.filter.names.empty());
+
+  const auto both = parse_events_query("since=0&events=state,relayed%2Cdeferred,state");
+  REQUIRE(both.error.empty());
+  CHECK(both.since == 0u);
+  CHECK(both.filter.names == std::vector<std::string>{"state", "relayed", "deferred"});
+  CHECK(both.filter.wants("relayed"));
+  CHECK_FALSE(both.filter.wants("accepted"));
+
+  CHECK(parse_events_query("events=state,nonsense").error.find("unknown event 'nonsense'") != std::string::npos);
+  CHECK(parse_events_query("events=state,nonsense").error.find("known: accept_error") != std::string::npos);
+  CHECK(parse_events_query("event=state").error.find("unknown query parameter 'event'") != std::string::npos);
+  CHECK(parse_events_query("events=").error.find("empty name") != std::string::npos);
+  CHECK(parse_events_query("events=state,").error.find("empty name") != std::string::npos);
+  CHECK(parse_events_query("events=state&events=relayed").error.find("twice") != std::string::npos);
+  CHECK(parse_events_query("since=x").error.find("since must be") != std::string::npos);
+  CHECK(parse_events_query("since=").error.find("since must be") != std::string::npos);
+  CHECK(parse_events_query("events=%zz").error.find("broken %-escape") != std::string::npos);
+}
+
+TEST_CASE("known_events: sorted, and holds the events the dashboard asks for") {
+  for (const auto name : {"state", "relayed", "deferred", "accepted", "delivered", "query", "ready"})
+    CHECK(is_known_event(name));
+  CHECK_FALSE(is_known_event("nonsense"));
+  CHECK_FALSE(is_known_event(""));
+}
+
+TEST_CASE("event_feed: a client with a filter gets only the events it names, live and resumed") {
+  event_feed feed;
+  auto state = [](const char* s) { return state_event_line(s, ""); };
+  feed.publish("n", line(1));                                            // id 1, accepted
+  feed.publish("n", state("ready"));                                     // id 2
+  feed.publish("n", "2026-11-22T03:01:02.345Z id=Q3 event=relayed rcpt=a@b");  // id 3
+  event_filter only;
+  only.names = {"state", "relayed"};
+  auto picky = feed.subscribe(0, only);
+  REQUIRE(picky->frames.size() == 2);
+  CHECK(picky->frames[0].starts_with("id: 2\n"));
+  CHECK(picky->frames[1].starts_with("id: 3\n"));
+  auto all = feed.subscribe(std::nullopt);
+  int picky_woken = 0;
+  picky->wake = [&] { ++picky_woken; };
+  picky->frames.clear();
+  feed.publish("n", line(4));  // accepted: not for picky
+  CHECK(picky->frames.empty());
+  CHECK(picky_woken == 0);
+  REQUIRE(all->frames.size() == 1);
+  CHECK(all->frames[0].starts_with("id: 4\n"));
+  feed.publish("n", state("killed"));
+  REQUIRE(picky->frames.size() == 1);
+  CHECK(picky->frames[0].starts_with("id: 5\n"));
+  CHECK(data_of(picky->frames[0])["state"] == "killed");
+  CHECK(picky_woken == 1);
+  CHECK(all->frames.size() == 2);
+}
+
+TEST_CASE("event_name: the line's own event, found without parsing the line") {
+  CHECK(event_name("2026-11-22T03:01:02.345Z id=Q1 event=accepted size=3") == "accepted");
+  CHECK(event_name("2026-11-22T03:01:02.345Z event=state state=ready") == "state");
+  CHECK(event_name("2026-11-22T03:01:02.345Z id=Q1 no_event=x").empty());
+  CHECK(event_name("not an event").empty());
 }

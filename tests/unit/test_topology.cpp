@@ -83,6 +83,19 @@ TEST_CASE("policy.sync takes filesystem or files") {
         "topo.json: $.domains[0].policy.sync: expected \"filesystem\" or \"files\", found \"always\"");
 }
 
+TEST_CASE("policy.dmarc takes report (the default), enforce or off, and names file and field when wrong") {
+  CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:1", "policy": {"dmarc": "strict"}}])")) ==
+        "topo.json: $.domains[0].policy.dmarc: expected \"report\", \"enforce\" or \"off\", found \"strict\"");
+  CHECK(error_of(R"({"name": "t", "defaults": {"policy": {"dmarc": true}},
+                     "domains": [{"name": "a.com", "listen": "127.0.0.1:1"}]})")
+            .find("topo.json: $.defaults.policy.dmarc: expected a string") == 0);
+  auto t = parse_topology(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:1", "policy": {"dmarc": "enforce"}},
+                                           {"name": "b.com", "listen": "127.0.0.1:2"}])"), "topo.json");
+  CHECK(t.domains[0].policy.dmarc == dmarc_policy::enforce);
+  CHECK(t.domains[1].policy.dmarc == dmarc_policy::report);
+  CHECK(parse_topology(to_json_text(t), "network.json") == t);
+}
+
 TEST_CASE("TLS fields: policy.tls, policy.tls_relay and the network's tls, each named when wrong") {
   CHECK(error_of(with_domains(R"([{"name": "a.com", "listen": "127.0.0.1:1", "policy": {"tls": "always"}}])")) ==
         "topo.json: $.domains[0].policy.tls: expected \"optional\", \"required\" or \"off\", found \"always\"");
@@ -363,6 +376,29 @@ TEST_CASE("a node's part of the topology: its domain, the rules acting on it and
   no_tls.tls = false;
   CHECK_FALSE(launcher::node_topology(no_tls, "a.test").tls);
   CHECK(launcher::node_topology(net, "a.test").tls);
+}
+
+TEST_CASE("a node's part of the topology keeps every network-level setting: \"tls\": false reaches the node") {
+  const std::string text = R"({
+    "name": "plain", "resolver": { "listen": "127.0.0.1:1053" }, "web": false, "tls": false,
+    "domains": [ { "name": "a.test", "listen": "127.0.0.1:2001" }, { "name": "b.test", "listen": "127.0.0.1:2002" } ]
+  })";
+  const auto net = parse_topology(text, "t.json");
+  REQUIRE_FALSE(net.tls);
+  for (const char* domain : {"a.test", "b.test"}) {
+    const auto part = launcher::node_topology(net, domain);
+    CHECK_FALSE(part.tls);  // otherwise its relay wants verified TLS that no node offers
+    // What the node reads from <run>/<domain>/topology.json.
+    CHECK_FALSE(parse_topology(to_json_text(part), "part.json").tls);
+    // Nothing network-level differs from the whole: only domains and rules are narrowed.
+    auto whole = net;
+    whole.domains = part.domains;
+    whole.faults.rules = part.faults.rules;
+    CHECK(part == whole);
+  }
+  auto with_tls = net;
+  with_tls.tls = true;
+  CHECK(launcher::node_topology(with_tls, "a.test").tls);
 }
 
 TEST_CASE("users with passwords and the submission listener: read, named when wrong, round trip") {

@@ -54,10 +54,15 @@ const mn = (() => {
   // event as an object; the browser reconnects by itself and resumes after
   // the last event it saw. The header's indicator shows whether it is live.
   // With options.since = N (0: all), the stream starts with the kept events
-  // after id N, as with Last-Event-ID.
+  // after id N, as with Last-Event-ID. With options.only = ["state", ...], the
+  // launcher sends those events alone: a page that draws a few kinds of event
+  // does not have every line of a loaded node sent, parsed and dropped.
   function events(onEvent, options = {}) {
-    const since = Number.isInteger(options.since) ? "?since=" + options.since : "";
-    const source = new EventSource("/api/v1/events" + since);
+    const query = new URLSearchParams();
+    if (Number.isInteger(options.since)) query.set("since", String(options.since));
+    if (options.only) query.set("events", options.only.join(","));
+    const search = query.toString();
+    const source = new EventSource("/api/v1/events" + (search ? "?" + search : ""));
     // Looked up when the state changes: a deferred page script calls this
     // before DOMContentLoaded has built the header.
     const show = (on) => {

@@ -161,7 +161,7 @@
   // so does each (re)connection, for what was delivered while not connected.
   let timer = null;
   const later = () => { clearTimeout(timer); timer = setTimeout(refresh, 150); };
-  const source = mn.events((event) => { if (event.event === "delivered") later(); });
+  const source = mn.events((event) => { if (event.event === "delivered") later(); }, { only: ["delivered"] });
   source.addEventListener("open", later);
   refresh();
 })();

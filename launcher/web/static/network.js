@@ -3,8 +3,12 @@
 // each node coloured by its state and labelled with its queue, every relayed
 // message running along its line as it happens; and the same as a table
 // under it, which is also what remains when the graph library does not load.
-// Live from the event stream: a state event recolours a node at once; other
-// events bring a (throttled) refresh of the counters.
+// Live from the event stream, which brings only what is drawn from it: a state
+// event recolours a node at once, a relayed one runs its dot, a deferred one
+// asks for the queue sizes soon; the counters come from GET /api/v1/network
+// every 1.5 s. The page costs a loaded network little: the launcher sends it
+// none of the lines that every message brings, and Cytoscape draws at most
+// 5 frames a second while nothing moves.
 "use strict";
 
 (() => {
@@ -14,7 +18,10 @@
   const SMALL = 40;          // up to this many domains: a circle; more: a grid
   const LABELS_AT = 120;     // more nodes than this: labels only once zoomed in
   const MAX_DOTS = 40;       // moving dots at once; more relays only flash their line
-  const REFRESH_MS = 1500;   // at most one /api/v1/network per this, while events come
+  const REFRESH_MS = 1500;   // GET /api/v1/network this often, for the counters
+  const STREAMED = ["state", "relayed", "deferred"];  // the events this page draws
+  const IDLE_FRAME_MS = 200; // Cytoscape's frames while nothing moves: 5 a second
+  const BUSY_MS = 1000;      // every frame for this long after a pointer, wheel, key or resize, a dot, the first draw
 
   const nodes = new Map();   // name -> {name, state, listen, counters..., queued, resolver}
   const edges = new Map();   // "a|b" (sorted) -> {a, b, count}
@@ -51,6 +58,28 @@
     if (n.resolver) return "resolver";
     return n.queued ? n.name + "\nqueue " + n.queued : n.name;
   }
+
+  // ---- the frame rate
+  // Cytoscape draws from a requestAnimationFrame loop that runs every frame
+  // (60 a second) for as long as the page is open, moving or not; it is the
+  // only user of requestAnimationFrame on this page. While no dot runs and
+  // no one touched the page for BUSY_MS, its next frame waits IDLE_FRAME_MS:
+  // a new colour shows within that, and an idle page costs a few frames a
+  // second instead of 60. Dots, zoom and drag get every frame.
+  let busyUntil = 0;
+  const nativeFrame = window.requestAnimationFrame.bind(window);
+  function busy() { busyUntil = performance.now() + BUSY_MS; }
+  for (const type of ["pointerdown", "pointermove", "wheel", "keydown", "resize"])
+    window.addEventListener(type, busy, { passive: true, capture: true });
+  window.requestAnimationFrame = (fn) => {
+    if (activeDots > 0 || performance.now() < busyUntil) return nativeFrame(fn);
+    // Nothing to draw (Cytoscape's renderer says so): its loop goes on from
+    // a timer, without asking the browser for a frame at all.
+    const renderer = cy && cy.renderer ? cy.renderer() : null;
+    if (renderer && renderer.requestedFrame === false) setTimeout(() => fn(performance.now()), IDLE_FRAME_MS);
+    else setTimeout(() => nativeFrame(fn), IDLE_FRAME_MS);
+    return 0;
+  };
 
   // ---- the graph
   function fontSize() { return document.documentElement.classList.contains("large") ? 20 : 12; }
@@ -113,6 +142,7 @@
       graphBox.replaceChildren(el("p", { class: "muted" }, "No graph: " + graphError + ". The list below shows the network."));
       return;
     }
+    busy();  // the first frames come at once
     try {
       const elements = [...nodes.values()].map(nodeElement);
       for (const e of edges.values())
@@ -153,7 +183,10 @@
     if (!cy) return;
     const node = cy.getElementById(n.name);
     if (node.empty()) return;
-    node.data({ label: labelOf(n), state: n.state, colour: colourOf(n.state) });
+    // The poll brings every node each time: only a change is drawn again.
+    const label = labelOf(n);
+    if (node.data("label") === label && node.data("state") === n.state) return;
+    node.data({ label, state: n.state, colour: colourOf(n.state) });
   }
 
   function addEdge(a, b, live) {
@@ -176,6 +209,7 @@
   function animate(from, to) {
     animations += 1;
     if (!cy) return;
+    busy();  // the line's flash gets every frame too
     const key = edgeKey(from, to);
     cy.getElementById("e:" + key).flashClass("flash", 800);
     if (activeDots >= MAX_DOTS) return;
@@ -220,14 +254,19 @@
     container.replaceChildren(el("table", { "aria-labelledby": "list-title" }, el("thead", {}, head), body));
   }
 
+  // Text, a class or an attribute set only when it changes: the poll brings
+  // every node every 1.5 s, and a write of the same text still costs the
+  // browser a layout and a paint.
+  function setText(node, text) { if (node.textContent !== text) node.textContent = text; }
+
   function updateRow(n) {
     const r = rows.get(n.name);
     if (!r) return;
-    r.row.setAttribute("data-state", n.state);
-    r.cells.state.className = "state " + n.state;
-    r.cells.state.textContent = n.state;
-    r.cells.listen.textContent = n.listen || "";
-    if (!n.resolver) for (const k of [...MODES.map(([m]) => m), ...COUNTERS]) r.cells[k].textContent = n[k] ?? "";
+    if (r.row.getAttribute("data-state") !== n.state) r.row.setAttribute("data-state", n.state);
+    if (r.cells.state.className !== "state " + n.state) r.cells.state.className = "state " + n.state;
+    setText(r.cells.state, n.state);
+    setText(r.cells.listen, n.listen || "");
+    if (!n.resolver) for (const k of [...MODES.map(([m]) => m), ...COUNTERS]) setText(r.cells[k], String(n[k] ?? ""));
   }
 
   function updatePeers(name) {
@@ -238,7 +277,7 @@
       if (e.a === name) peers.push(e.b);
       else if (e.b === name) peers.push(e.a);
     }
-    r.cells.peers.textContent = peers.sort().join(", ");
+    setText(r.cells.peers, peers.sort().join(", "));
   }
 
   function setState(name, state) {
@@ -254,14 +293,13 @@
   function summary() {
     const domains = [...nodes.values()].filter((n) => !n.resolver);
     const ready = domains.filter((n) => n.state === "ready").length;
-    document.getElementById("summary").textContent =
-      domains.length + " domains (" + ready + " ready) · " + edges.size +
-      (edges.size === 1 ? " link" : " links") + " that carried mail";
+    setText(document.getElementById("summary"), domains.length + " domains (" + ready + " ready) · " + edges.size +
+      (edges.size === 1 ? " link" : " links") + " that carried mail");
   }
 
   function take(net) {
     netName = net.name || "";
-    document.getElementById("title").textContent = "Network " + netName;
+    setText(document.getElementById("title"), "Network " + netName);
     for (const raw of [net.resolver, ...(net.nodes || [])]) {
       if (!raw) continue;
       const resolver = raw === net.resolver;
@@ -312,8 +350,8 @@
       }
       summary();
     }
-    if (["accepted", "delivered", "relayed", "queued", "deferred", "bounced", "removed", "ready"].includes(ev.event))
-      refreshSoon();
+    // A deferred message waits in its queue: its size shown soon, not at the next poll.
+    if (ev.event === "deferred") refreshSoon();
   }
 
   async function start() {
@@ -323,7 +361,7 @@
       .map((s) => el("li", { class: s }, s)));
     // The stream starts with the events the launcher still keeps (?since=0):
     // the lines of mail already exchanged, and the latest states.
-    mn.events(onEvent, { since: 0 });
+    mn.events(onEvent, { since: 0, only: STREAMED });
     performance.mark("mailnet:start");
     try {
       take(await api("/api/v1/network"));
@@ -341,6 +379,8 @@
     loaded = true;
     for (const ev of early.splice(0)) onEvent(ev);
     summary();
+    // The counters: polled, while the page is seen (a hidden tab asks nothing).
+    setInterval(() => { if (!document.hidden) refresher.soon(); }, REFRESH_MS);
     if (!cy) loadMs = Math.round(performance.now());
   }
 

@@ -54,6 +54,15 @@
   function showFacts() {
     const facts = FACTS.filter(([key]) => node[key] !== undefined && node[key] !== "" && !(key === "pid" && !node[key]))
       .map(([key, label]) => el("div", {}, el("dt", {}, label), el("dd", { "data-fact": key }, node[key])));
+    // SPF, DKIM and DMARC verdicts on received mail (status "mail_auth"): the results seen, by count.
+    if (node.mail_auth) {
+      const words = (counts) => Object.entries(counts || {}).filter(([, n]) => n > 0)
+        .map(([result, n]) => result + " " + n).join(" · ") || "none yet";
+      for (const [key, label] of [["spf", "SPF"], ["dkim", "DKIM"], ["dmarc", "DMARC"]])
+        facts.push(el("div", {}, el("dt", {}, label), el("dd", { "data-fact": key }, words(node.mail_auth[key]))));
+      if (node.dmarc_policy)
+        facts.push(el("div", {}, el("dt", {}, "policy.dmarc"), el("dd", { "data-fact": "dmarc_policy" }, node.dmarc_policy)));
+    }
     document.getElementById("facts").replaceChildren(...facts);
   }
 

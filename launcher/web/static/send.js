@@ -224,6 +224,6 @@
     if (fromSelect.querySelector(`option[value="${CSS.escape(event.mailbox + "@" + event.node)}"]`)) return;
     clearTimeout(reload);
     reload = setTimeout(() => { const keep = fromSelect.value; loadUsers().then(() => restore(keep)); }, 300);
-  });
+  }, { only: ["delivered"] });
   loadUsers();
 })();
