@@ -2,11 +2,15 @@
 """A thousand domains on one machine: `mailnet up -d` of a generated topology
 of N domains (one user each), then
 
-- the time until `up -d` returns (every node ready),
+- the time until `up -d` returns (every node ready), and the wall and CPU
+  time of the `up -d` process itself before the launcher goes to the
+  background (the run folder, the certificates; the wall time ends at the
+  detached launcher's start, to 10 ms),
 - memory per idle node from /proc/PID/smaps_rollup: RSS, PSS and private
   (Private_Clean + Private_Dirty: what the node costs beyond the pages it
   shares with the other nodes), and the launcher's and the resolver's,
-- how long `mailnet status` and GET /api/v1/network take,
+- how long `mailnet status`, GET /api/v1/network and the dashboard's page
+  (GET /) take,
 - with --send K: every domain sends K messages, one to each of K other
   domains picked at random (seeded), at most --max-messages in all; the
   time until every one is in its recipient's Maildir `new/` and nothing is
@@ -15,6 +19,11 @@ of N domains (one user each), then
 - the time `mailnet down` takes.
 
     /usr/bin/python3 bench/many_domains.py [--domains 1000] [--send 5] [--rounds 1] [--no-dkim]
+                                           [--before-bin OTHER/bin]
+
+With --before-bin, every round runs the same size with that build too
+(mailnet-before), the two alternating (which goes first swaps each round),
+and the table adds each figure's ratio of medians (this build / before).
 
 Ports: N + 2 ports (the nodes, the resolver's UDP and TCP, the web server) in
 one contiguous range below the kernel's ephemeral range
@@ -41,6 +50,7 @@ import signal
 import smtplib
 import socket
 import statistics
+import subprocess
 import threading
 import time
 import urllib.request
@@ -165,6 +175,14 @@ def run_seconds(pid):
         return int(f.read().split()[0]) / 1e9
 
 
+def started_at(pid):
+    """When a process started, in seconds of CLOCK_BOOTTIME (/proc/PID/stat
+    field 22, in clock ticks: 10 ms steps)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
 def mib(kib):
     return kib / 1024
 
@@ -178,7 +196,36 @@ def timed(fn):
 
 
 def mailnet(args, run_dir, timeout, env):
-    return lib.run_bounded([lib.binary("mailnet"), *args, "--dir", run_dir], timeout, env=env)
+    return lib.run_bounded([lib.binary("mailnet", env["MAILNET_BIN_DIR"]), *args, "--dir", run_dir], timeout, env=env)
+
+
+def run_with_cpu(argv, timeout, env):
+    """(exit code, output, CPU seconds of the process itself): wait4's
+    rusage, without its children (a detached launcher is never waited for)."""
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    out = []
+    reader = threading.Thread(target=lambda: out.append(p.stdout.read()), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            os.kill(p.pid, signal.SIGKILL)
+            os.wait4(p.pid, 0)
+            raise TimeoutError(f"{argv[0]} did not finish within {timeout}s")
+        time.sleep(0.01)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    reader.join(timeout)
+    text = (out[0] if out else b"").decode("utf-8", "replace")
+    return p.returncode, text, usage.ru_utime + usage.ru_stime
+
+
+def get_page(web_port):
+    """The dashboard's page (GET /): its size in bytes."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/", timeout=10) as r:
+        return len(r.read())
 
 
 def get_network(web_port):
@@ -225,11 +272,11 @@ class Prober(threading.Thread):
                 self.errors.append(repr(e))
 
 
-def one_run(n, args, rnd):
+def one_run(n, args, rnd, build, bin_dir):
     work = lib.workdir(f"mailnet-bench-many-{n}-")
     run_dir = os.path.join(work, "run")
-    env = dict(os.environ, MAILNET_BIN_DIR=os.path.abspath(lib.BIN_DIR))
-    r = {"domains": n}
+    env = dict(os.environ, MAILNET_BIN_DIR=os.path.abspath(bin_dir))
+    r = {"domains": n, "build": build}
     up_started = False
     try:
         base, held = hold_port_range(n + 2)
@@ -250,8 +297,9 @@ def one_run(n, args, rnd):
             s.close()
         r["ports"] = f"{base}..{base + n + 1}"
         up_started = True
-        dt, (rc, out) = timed(lambda: lib.run_bounded(
-            [lib.binary("mailnet"), "up", "-d", "--fresh", topo_file, "--dir", run_dir], args.timeout, env=env))
+        up_at = time.clock_gettime(time.CLOCK_BOOTTIME)
+        dt, (rc, out, r["up_cpu_s"]) = timed(lambda: run_with_cpu(
+            [lib.binary("mailnet", bin_dir), "up", "-d", "--fresh", topo_file, "--dir", run_dir], args.timeout, env))
         if rc != 0:
             raise RuntimeError(f"mailnet up -d of {n} domains failed (exit {rc}) after {dt:.1f} s:\n{out[-2000:]}")
         r["ready_s"] = dt
@@ -267,6 +315,7 @@ def one_run(n, args, rnd):
         # CPU spent to get there (less sensitive to a busy machine than the wall time).
         r["nodes_cpu_s"] = sum(run_seconds(pids[name]) for name in names)
         r["launcher_cpu_s"] = run_seconds(info["launcher_pid"])
+        r["prepare_s"] = started_at(info["launcher_pid"]) - up_at
         r["launcher"] = smaps_rollup(info["launcher_pid"])
         r["resolver"] = smaps_rollup(pids["resolver"])
         r["status_s"], (rc, out) = timed(lambda: mailnet(["status"], run_dir, 60, env))
@@ -276,9 +325,12 @@ def one_run(n, args, rnd):
         r["api_s"], count = timed(lambda: get_network(web_port))
         if count != n:
             raise RuntimeError(f"GET /api/v1/network listed {count} domains, not {n}")
-        lib.log(f"  round {rnd}: {n} domains ready in {dt:.2f} s (CPU: nodes {r['nodes_cpu_s']:.1f} s, launcher "
-                f"{r['launcher_cpu_s']:.1f} s); node private {mib(r['node_private']):.2f} MiB, "
-                f"status {r['status_s']:.2f} s, GET /api/v1/network {r['api_s']:.2f} s")
+        r["page_s"], _ = timed(lambda: get_page(web_port))
+        lib.log(f"  round {rnd} {build}: {n} domains ready in {dt:.2f} s (CPU: up {r['up_cpu_s']:.2f} s, nodes "
+                f"{r['nodes_cpu_s']:.1f} s, launcher {r['launcher_cpu_s']:.1f} s; before the launcher: {r['prepare_s']:.2f} s); "
+                f"node private "
+                f"{mib(r['node_private']):.2f} MiB, status {r['status_s']:.2f} s, GET /api/v1/network "
+                f"{r['api_s']:.2f} s, GET / {r['page_s']:.2f} s; load {os.getloadavg()[0]:.1f}")
 
         if args.send:
             rng = random.Random(args.seed)
@@ -347,38 +399,53 @@ def main():
     ap.add_argument("--no-dkim", action="store_true",
                     help='"defaults": {"dns": {"dkim": false}}: no RSA key made per domain at up (a fresh key is '
                          'about a quarter of a second of one core)')
+    ap.add_argument("--before-bin", help="bin folder of another build: each round runs it too, alternating (an A/B)")
     args = ap.parse_args()
     lib.raise_nofile()
     sizes = [int(s) for s in args.domains.split(",")]
-    lib.log(f"many domains: {sizes}; {lib.machine()}")
-    results = {n: [] for n in sizes}
+    builds = [("mailnet", lib.BIN_DIR)]
+    if args.before_bin:
+        builds.append(("mailnet-before", os.path.abspath(args.before_bin)))
+    lib.log(f"many domains: {sizes}; builds {[b for b, _ in builds]}; {lib.machine()}")
+    results = {(n, b): [] for n in sizes for b, _ in builds}
     for rnd in range(args.rounds):
         for n in sizes:
-            results[n].append(one_run(n, args, rnd))
+            for build, bin_dir in (builds if rnd % 2 == 0 else builds[::-1]):
+                results[(n, build)].append(one_run(n, args, rnd, build, bin_dir))
     print(f"\n## many domains: `mailnet up -d` of N generated domains ({time.strftime('%Y-%m-%d')})")
     print(f"{lib.machine()}\n")
-    print("| domains | ready (s) | CPU to ready: nodes / launcher (s) | node RSS / PSS / private, median (MiB) | private max (MiB) | all nodes' PSS (MiB) "
-          "| launcher RSS / private (MiB) | resolver RSS / private (MiB) | status (s) | GET network (s) | down (s) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| domains | build | ready (s) | up before the launcher (s) | CPU to ready: up / nodes / launcher (s) | node RSS / PSS / private, median (MiB) "
+          "| private max (MiB) | all nodes' PSS (MiB) | launcher RSS / private (MiB) | resolver RSS / private (MiB) "
+          "| status (s) | GET network (s) | GET / (s) | down (s) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for n in sizes:
-        rs = results[n]
-        med = lambda k: lib.median([x[k] for x in rs])  # noqa: E731
-        print(f"| {n} | {lib.summary([x['ready_s'] for x in rs], '{:.2f}')} "
-              f"| {med('nodes_cpu_s'):.1f} / {med('launcher_cpu_s'):.1f} "
-              f"| {mib(med('node_rss')):.2f} / {mib(med('node_pss')):.2f} / {mib(med('node_private')):.2f} "
-              f"| {mib(max(x['node_private_max'] for x in rs)):.2f} | {mib(med('total_pss')):.0f} "
-              f"| {mib(lib.median([x['launcher']['Rss'] for x in rs])):.1f} / "
-              f"{mib(lib.median([x['launcher']['Private'] for x in rs])):.1f} "
-              f"| {mib(lib.median([x['resolver']['Rss'] for x in rs])):.1f} / "
-              f"{mib(lib.median([x['resolver']['Private'] for x in rs])):.1f} "
-              f"| {med('status_s'):.2f} | {med('api_s'):.2f} | {med('down_s'):.2f} |")
+        for build, _ in builds:
+            rs = results[(n, build)]
+            med = lambda k: lib.median([x[k] for x in rs])  # noqa: E731
+            print(f"| {n} | {build} | {lib.summary([x['ready_s'] for x in rs], '{:.2f}')} | {med('prepare_s'):.2f} "
+                  f"| {med('up_cpu_s'):.2f} / {med('nodes_cpu_s'):.1f} / {med('launcher_cpu_s'):.2f} "
+                  f"| {mib(med('node_rss')):.2f} / {mib(med('node_pss')):.2f} / {mib(med('node_private')):.2f} "
+                  f"| {mib(max(x['node_private_max'] for x in rs)):.2f} | {mib(med('total_pss')):.0f} "
+                  f"| {mib(lib.median([x['launcher']['Rss'] for x in rs])):.1f} / "
+                  f"{mib(lib.median([x['launcher']['Private'] for x in rs])):.1f} "
+                  f"| {mib(lib.median([x['resolver']['Rss'] for x in rs])):.1f} / "
+                  f"{mib(lib.median([x['resolver']['Private'] for x in rs])):.1f} "
+                  f"| {med('status_s'):.2f} | {med('api_s'):.2f} | {med('page_s'):.2f} | {med('down_s'):.2f} |")
+        if len(builds) == 2:
+            a, b = results[(n, "mailnet")], results[(n, "mailnet-before")]
+            ratio = lambda k: lib.median([x[k] for x in a]) / lib.median([x[k] for x in b])  # noqa: E731
+            print(f"| {n} | ratio (this / before) | {ratio('ready_s'):.2f}x | {ratio('prepare_s'):.2f}x "
+                  f"| {ratio('up_cpu_s'):.2f}x / "
+                  f"{ratio('nodes_cpu_s'):.2f}x / {ratio('launcher_cpu_s'):.2f}x | private {ratio('node_private'):.2f}x "
+                  f"| | {ratio('total_pss'):.2f}x | | | {ratio('status_s'):.2f}x | {ratio('api_s'):.2f}x "
+                  f"| {ratio('page_s'):.2f}x | {ratio('down_s'):.2f}x |")
     if args.send:
         print("\n| domains | messages | accepted (s) | all in new/ (s) | lost | queued | bounced "
               "| status max (s) | GET network max (s) | probes |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for n in sizes:
-            for x in results[n]:
-                print(f"| {n} | {x['sent']} | {x['accepted_s']:.1f} | {x['relayed_s']:.1f} | {x['lost']} "
+            for x in (x for b, _ in builds for x in results[(n, b)]):
+                print(f"| {n} {x['build']} | {x['sent']} | {x['accepted_s']:.1f} | {x['relayed_s']:.1f} | {x['lost']} "
                       f"| {x['queued']} | {x['bounced']} | {x['probe_status_max']:.2f} | {x['probe_api_max']:.2f} "
                       f"| {x['probes']} |")
 

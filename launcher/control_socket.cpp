@@ -9,10 +9,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#ifndef CLOSE_RANGE_CLOEXEC
-#define CLOSE_RANGE_CLOEXEC (1U << 2)  // <linux/close_range.h>, Linux 5.11
-#endif
-
 namespace mailnet::launcher {
 
 namespace {
@@ -75,16 +71,6 @@ std::optional<std::string> refusal_for_peer(int fd) {
   if (peer.uid == owner || peer.uid == 0) return std::nullopt;
   return "refused: uid " + std::to_string(peer.uid) + " is not the owner of this network (uid " +
          std::to_string(owner) + ")";
-}
-
-void close_on_exec_above_stderr() {
-  if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
-  // Kernels before 5.11: one descriptor at a time, up to the limit.
-  rlimit limit{};
-  int highest = 1024;
-  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY)
-    highest = static_cast<int>(limit.rlim_cur > 1 << 20 ? 1 << 20 : limit.rlim_cur);
-  for (int fd = 3; fd < highest; ++fd) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
 }
 
 }  // namespace mailnet::launcher

@@ -24,8 +24,4 @@ int accept_control_client(int listener);
 // refusal to send it ("refused: uid 65534 is not the owner of this network (uid 0)").
 std::optional<std::string> refusal_for_peer(int fd);
 
-// In a forked child before exec (async-signal-safe): every descriptor above
-// stderr becomes close-on-exec, whoever opened it and however.
-void close_on_exec_above_stderr();
-
 }  // namespace mailnet::launcher

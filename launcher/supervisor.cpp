@@ -14,6 +14,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/process/v2/process.hpp>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <csignal>
@@ -55,6 +56,13 @@ namespace {
 // A node's graceful stop lets sessions in DATA finish for up to 5 s; the
 // SIGKILL after SIGTERM waits longer, so it only ends a node that hangs.
 constexpr auto graceful_stop_wait = std::chrono::seconds(8);
+
+// Bring-up spawns the nodes from this many threads, a batch of children per
+// job. Each spawn blocks its thread only until the child's exec, so a few
+// threads keep the cores busy while the event loop reads the children
+// already started; more would only add threads the launcher keeps for good.
+constexpr unsigned spawn_threads = 4;
+constexpr std::size_t spawn_batch = 32;
 
 // The event of a child's log line. The first " event=" is the line's own:
 // only the timestamp and an id of ours come before it, so text quoted in
@@ -109,6 +117,12 @@ struct instance {
   bool ever_ready = false;
   clock::time_point ready_at{};
 };
+
+// A signal to a run of a child; none before its pid is known (kill(0, ...)
+// would signal the launcher's own process group).
+void signal_child(const instance& inst, int sig) {
+  if (inst.pid > 0) ::kill(inst.pid, sig);
+}
 
 struct counters {
   std::size_t received = 0, delivered = 0, relayed = 0, bounced = 0;
@@ -212,7 +226,12 @@ class supervisor {
     return nullptr;
   }
 
-  void spawn(child& c);
+  void spawn(child& c);  // on the event loop's thread (the main thread: see child_spawn.hpp)
+  std::shared_ptr<instance> begin_spawn(child& c);
+  void spawn_in_pool(const std::vector<child*>& batch);
+  void adopt(child& c, const std::shared_ptr<instance>& inst, const std::string& exe, spawned_child started,
+             const std::string& error);
+  void fail_start(child& c, const std::string& why);
   asio::awaitable<void> pump(child& c, std::shared_ptr<instance> inst, asio::readable_pipe& pipe, bool is_stderr);
   asio::awaitable<void> watch(child& c, std::shared_ptr<instance> inst);
   asio::awaitable<void> restart_later(child& c, std::shared_ptr<instance> dead);
@@ -269,6 +288,11 @@ class supervisor {
   std::set<std::string> cleared_faults_;
   std::map<std::string, std::size_t> fault_counts_;
   std::uint64_t fault_generation_ = 0;
+  // Bring-up's spawning threads (child_spawn.hpp). They outlive every child
+  // they started: a child's parent-death signal fires when its thread ends.
+  std::unique_ptr<spawn_pool> spawner_;
+  std::size_t pending_spawns_ = 0;  // given to the pool, not yet taken in hand
+  std::atomic<bool> stop_spawning_{false};
 };
 
 // "jaku.com      | line", in the node's colour on a terminal.
@@ -353,13 +377,14 @@ void supervisor::count_event(child& c, std::string_view event, std::string_view 
 
 // SIGKILL reaches a child's whole process group when it has one (imap);
 // other signals go to the child alone (mailnet-imap passes SIGTERM on). Only
-// for a child not yet reaped, so the group is still its own.
+// for a child not yet reaped, so the group is still its own; never before its
+// pid is known (kill(0, ...) would signal the launcher's own group).
 void send_signal(const child& c, int sig) {
-  if (!c.current) return;
+  if (!c.current || c.current->pid <= 0) return;
   ::kill(sig == SIGKILL && c.kill_group ? -c.current->pid : c.current->pid, sig);
 }
 
-void supervisor::spawn(child& c) {
+std::shared_ptr<instance> supervisor::begin_spawn(child& c) {
   c.port_wait_until = {};
   c.fault_generation_seen = 0;  // the new process says which faults.json it read
   auto inst = std::make_shared<instance>();
@@ -368,25 +393,78 @@ void supervisor::spawn(child& c) {
   c.exit_text.clear();
   c.last_error.clear();
   c.started_at = clock::now();
-  const auto exe = own_binary_dir() / c.exe_name;
+  return inst;
+}
+
+void supervisor::spawn(child& c) {
+  auto inst = begin_spawn(c);
+  const auto exe = (own_binary_dir() / c.exe_name).string();
   spawned_child started;
+  std::string error;
   try {
     // Not Boost.Process's launcher: its child tells Asio about the fork, which
     // allocates between fork and exec (see child_spawn.hpp).
-    started = spawn_child(exe.string(), c.args);
-    inst->out = std::make_unique<asio::readable_pipe>(io_, started.out);
-    started.out = -1;
-    inst->err = std::make_unique<asio::readable_pipe>(io_, started.err);
-    started.err = -1;
-    // A pidfd, registered with Asio: this can fail (descriptors, a seccomp
-    // profile), and then the child would run unmanaged, holding its port.
-    inst->proc = std::make_unique<bp::process>(io_.get_executor(), started.pid);
+    started = spawn_child(exe, c.args);
   } catch (const std::exception& e) {
-    discard_child(started);
-    c.state = child_state::failed;
-    c.exit_text = "not started";
-    c.last_error = "cannot start " + exe.string() + ": " + e.what();
-    notify();
+    error = e.what();
+  }
+  adopt(c, inst, exe, started, error);
+}
+
+// Many at once (bring-up): batches of children spawned on the pool's
+// threads, each taken in hand by the event loop as soon as it has exec'd.
+// The loop meanwhile reads the lines of those already running.
+void supervisor::spawn_in_pool(const std::vector<child*>& batch) {
+  struct item {
+    child* c;
+    std::shared_ptr<instance> inst;
+    std::string exe;
+    std::vector<std::string> args;  // a copy: the thread touches nothing of the loop's
+  };
+  std::vector<item> items;
+  const auto bin = own_binary_dir();
+  for (child* c : batch) items.push_back({c, begin_spawn(*c), (bin / c->exe_name).string(), c->args});
+  pending_spawns_ += items.size();
+  spawner_->run([this, items = std::move(items)] {
+    for (const auto& it : items) {
+      spawned_child started;
+      std::string error = "interrupted";
+      if (!stop_spawning_) {
+        try {
+          started = spawn_child(it.exe, it.args);
+          error.clear();
+        } catch (const std::exception& e) {
+          error = e.what();
+        }
+      }
+      asio::post(io_, [this, it, started, error] {
+        --pending_spawns_;
+        adopt(*it.c, it.inst, it.exe, started, error);
+        notify();
+      });
+    }
+  });
+}
+
+// On the event loop: the child's pipes and pidfd registered, its readers started.
+void supervisor::adopt(child& c, const std::shared_ptr<instance>& inst, const std::string& exe,
+                       spawned_child started, const std::string& error) {
+  if (error.empty()) {
+    try {
+      inst->out = std::make_unique<asio::readable_pipe>(io_, started.out);
+      started.out = -1;
+      inst->err = std::make_unique<asio::readable_pipe>(io_, started.err);
+      started.err = -1;
+      // A pidfd, registered with Asio: this can fail (descriptors, a seccomp
+      // profile), and then the child would run unmanaged, holding its port.
+      inst->proc = std::make_unique<bp::process>(io_.get_executor(), started.pid);
+    } catch (const std::exception& e) {
+      discard_child(started);
+      fail_start(c, "cannot start " + exe + ": " + e.what());
+      return;
+    }
+  } else {
+    fail_start(c, "cannot start " + exe + ": " + error);
     return;
   }
   inst->pid = inst->proc->id();
@@ -394,6 +472,13 @@ void supervisor::spawn(child& c) {
   asio::co_spawn(io_, pump(c, inst, *inst->err, true), report_failure);
   asio::co_spawn(io_, watch(c, inst), report_failure);
   write_network_json();
+}
+
+void supervisor::fail_start(child& c, const std::string& why) {
+  c.state = child_state::failed;
+  c.exit_text = "not started";
+  c.last_error = why;
+  notify();
 }
 
 asio::awaitable<void> supervisor::pump(child& c, std::shared_ptr<instance> inst, asio::readable_pipe& pipe,
@@ -547,7 +632,7 @@ asio::awaitable<void> supervisor::stop_together(const std::function<bool(const c
   for (auto it = children_.rbegin(); it != children_.rend(); ++it)
     if (which(*it) && !is_down(it->state)) {
       it->state = child_state::stopping;
-      ::kill(it->current->pid, SIGTERM);
+      signal_child(*it->current, SIGTERM);
     }
   auto all_down = [&] {
     return std::all_of(children_.begin(), children_.end(), [&](const child& c) { return !which(c) || is_down(c.state); });
@@ -565,7 +650,7 @@ std::vector<std::string> supervisor::flush_others(const std::string& except) {
   std::vector<std::string> told;
   for (auto& c : children_)
     if (c.name != except && c.holds_mail() && c.state == child_state::ready) {
-      ::kill(c.current->pid, SIGUSR1);
+      signal_child(*c.current, SIGUSR1);
       told.push_back(c.name);
     }
   return told;
@@ -774,7 +859,7 @@ asio::awaitable<json> supervisor::handle(const json& request) {
     if (c->name == "resolver") co_return json{{"ok", false}, {"error", "the resolver holds no mail"}};
     if (!c->holds_mail()) co_return json{{"ok", false}, {"error", c->name + " (Dovecot) holds no queue: it reads the Maildirs"}};
     if (c->state != child_state::ready) co_return json{{"ok", false}, {"error", name + " is " + to_string(c->state)}};
-    ::kill(c->current->pid, SIGUSR1);
+    signal_child(*c->current, SIGUSR1);
     co_return json{{"ok", true}, {"flushed", json::array({c->name})}, {"skipped", json::array()}};
   }
   if (cmd == "kill" || cmd == "stop") {
@@ -913,7 +998,7 @@ asio::awaitable<json> supervisor::apply_faults(std::set<std::string> nodes, json
     }
     c->fault_generation_written = generation;
     if (c->state == child_state::ready) {
-      ::kill(c->current->pid, SIGUSR2);
+      signal_child(*c->current, SIGUSR2);
       told.push_back(c);
     } else {
       pending.push_back(name + " is " + to_string(c->state) + ": it applies the change when it starts");
@@ -1031,10 +1116,23 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
     // last spawn. (With one deadline for all, taken before the first spawn, a
     // network whose spawning outlasted it failed at once, every node ready
     // but its line still unread.)
-    for (auto it = std::next(children_.begin()); it != children_.end() && !interrupted; ++it) {
-      spawn(*it);
-      co_await asio::post(io_, asio::use_awaitable);
+    spawner_ = std::make_unique<spawn_pool>(spawn_threads);
+    std::vector<child*> batch;
+    for (auto it = std::next(children_.begin()); it != children_.end(); ++it) {
+      batch.push_back(&*it);
+      if (batch.size() == spawn_batch || std::next(it) == children_.end()) {
+        spawn_in_pool(batch);
+        batch.clear();
+      }
     }
+    // Every child taken in hand (or given up on, after a Ctrl-C) before
+    // anything may signal one: until then its pid is unknown.
+    co_await wait_until(
+        [&] {
+          if (interrupted) stop_spawning_ = true;
+          return pending_spawns_ == 0;
+        },
+        clock::time_point::max());
     deadline = clock::now() + ready_timeout;
     auto ready_count = [&] {
       return std::count_if(children_.begin(), children_.end(),

@@ -481,10 +481,12 @@ std::uint16_t node_service::start() {
     submission_port = m.listen(m.submission_acceptor, *m.config.submission);
   }
   if (m.net.tls) {
-    // The launcher wrote them in <run>/tls/ (launcher/tls_ca.hpp).
-    auto loaded = load_tls(m.dir.parent_path() / "tls", m.config.name);
-    m.ctx.tls = std::move(loaded.setup);
-    if (!loaded.problem.empty()) m.events.write({{"event", "tls_unavailable"}, {"detail", loaded.problem}});
+    // The launcher wrote them in <run>/tls/ (launcher/tls_ca.hpp); read at
+    // the first STARTTLS or relay that needs them, and a file that is
+    // missing then is told once.
+    m.ctx.tls = lazy_tls(m.dir.parent_path() / "tls", m.config.name, [events = &m.events](const std::string& problem) {
+      events->write({{"event", "tls_unavailable"}, {"detail", problem}});
+    });
   }
   if (m.config.dns.dkim) {
     // The launcher made it before starting the nodes (launcher/dkim_keys.hpp).
@@ -539,7 +541,8 @@ std::uint16_t node_service::start() {
   m.events.write({{"event", "ready"}, {"domain", m.config.name},
                   {"listen", endpoint{m.config.listen.host, port}.to_string()},
                   {"pid", std::to_string(::getpid())},
-                  {"starttls", m.config.policy.tls != tls_policy::off && can_serve_tls(m.ctx.tls.get())
+                  // Offered by policy: whether the certificate loads is known at the first STARTTLS.
+                  {"starttls", m.config.policy.tls != tls_policy::off && m.ctx.tls
                                    ? std::string(to_string(m.config.policy.tls)) : "off"},
                   // What the relay does: plain text whatever the policy when the network has no TLS.
                   {"tls_relay", m.net.tls ? std::string(to_string(m.config.policy.tls_relay)) : "off"},

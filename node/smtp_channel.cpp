@@ -29,12 +29,75 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 namespace ssl = asio::ssl;
 
+namespace {
+void keep_sessions(ssl::context& c);  // below: the client contexts keep their peers' sessions
+}  // namespace
+
 class tls_setup {
  public:
-  std::unique_ptr<ssl::context> server;         // the node's certificate and key
-  std::unique_ptr<ssl::context> verify_client;  // trusts the network's CA only, checks the peer
-  // Opportunistic: encrypts, checks nothing. Mutable: a stream takes its context by non-const reference.
-  mutable ssl::context plain_client{ssl::context::tls_client};
+  tls_setup(std::filesystem::path dir, std::string domain, std::function<void(const std::string&)> on_problem)
+      : dir_(std::move(dir)), domain_(std::move(domain)), on_problem_(std::move(on_problem)) {
+    const char* resumption = std::getenv("MAILNET_TLS_RESUMPTION");
+    resume = !(resumption && std::string_view(resumption) == "off");
+  }
+  ~tls_setup() {
+    for (auto& [key, session] : sessions_) SSL_SESSION_free(session);
+  }
+
+  // The node's certificate and key; null when they cannot be loaded.
+  ssl::context* server() {
+    if (!server_tried_) {
+      server_tried_ = true;
+      try {
+        auto c = std::make_unique<ssl::context>(ssl::context::tls_server);
+        harden(*c);
+        // Resumption, server side: OpenSSL's stateless tickets (TLS 1.3 and 1.2),
+        // sealed with a key this process made (a restarted node takes none of
+        // the old tickets: a full handshake then). One ticket per handshake,
+        // not OpenSSL's two: the relay keeps only the newest.
+        SSL_CTX_set_num_tickets(c->native_handle(), 1);
+        static const unsigned char context_id[] = "mailnet-smtp";
+        SSL_CTX_set_session_id_context(c->native_handle(), context_id, sizeof context_id - 1);
+        const std::string cert = read_private(dir_ / ("node." + domain_ + ".pem"));
+        const std::string key = read_private(dir_ / ("node." + domain_ + ".key"));
+        c->use_certificate_chain(asio::buffer(cert));
+        c->use_private_key(asio::buffer(key), ssl::context::pem);
+        server_ = std::move(c);
+      } catch (const std::exception& e) {
+        on_problem_(std::string("no certificate for STARTTLS: ") + e.what());
+      }
+    }
+    return server_.get();
+  }
+
+  // Trusts the network's CA only and checks the peer; null without the CA.
+  ssl::context* verify_client() {
+    if (!verify_tried_) {
+      verify_tried_ = true;
+      try {
+        auto c = std::make_unique<ssl::context>(ssl::context::tls_client);
+        harden(*c);
+        c->add_certificate_authority(asio::buffer(read_private(dir_ / "ca.pem")));
+        c->set_verify_mode(ssl::verify_peer);
+        keep_sessions(*c);
+        verify_client_ = std::move(c);
+      } catch (const std::exception& e) {
+        on_problem_(std::string("no CA to verify peers: ") + e.what());
+      }
+    }
+    return verify_client_.get();
+  }
+
+  // Opportunistic: encrypts, checks nothing.
+  ssl::context& plain_client() {
+    if (!plain_client_) {
+      plain_client_ = std::make_unique<ssl::context>(ssl::context::tls_client);
+      harden(*plain_client_);
+      plain_client_->set_verify_mode(ssl::verify_none);
+      keep_sessions(*plain_client_);
+    }
+    return *plain_client_;
+  }
 
   // Resumption, client side: the newest session each peer gave, by key
   // "verify:<domain>" or "plain:<domain>". Apart, because a resumed
@@ -53,11 +116,21 @@ class tls_setup {
     auto it = sessions_.find(key);
     if (it != sessions_.end() && SSL_SESSION_is_resumable(it->second)) SSL_set_session(ssl, it->second);
   }
-  ~tls_setup() {
-    for (auto& [key, session] : sessions_) SSL_SESSION_free(session);
-  }
 
  private:
+  static void harden(ssl::context& c) {
+    c.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                  ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::no_compression);
+  }
+  // The file's bytes; throws when it cannot be read (it must be a regular file
+  // of ours, reached without a link: common/private_files.hpp).
+  static std::string read_private(const std::filesystem::path& file) { return read_private_file(file, 1 << 20); }
+
+  std::filesystem::path dir_;
+  std::string domain_;
+  std::function<void(const std::string&)> on_problem_;
+  bool server_tried_ = false, verify_tried_ = false;
+  std::unique_ptr<ssl::context> server_, verify_client_, plain_client_;
   mutable std::mutex mutex_;  // a node has one I/O thread today; this keeps it right with more
   mutable std::map<std::string, SSL_SESSION*> sessions_;
 };
@@ -101,61 +174,13 @@ struct smtp_channel::tls_stream {
   session_slot slot;  // relay client with resumption: where its sessions go
 };
 
-namespace {
-
-// The file's bytes; throws when it cannot be read (it must be a regular file
-// of ours, reached without a link: common/private_files.hpp).
-std::string read_private(const std::filesystem::path& file) { return read_private_file(file, 1 << 20); }
-
-void harden(ssl::context& c) {
-  c.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::no_compression);
+std::shared_ptr<tls_setup> lazy_tls(const std::filesystem::path& tls_dir, const std::string& domain,
+                                    std::function<void(const std::string& problem)> on_problem) {
+  return std::make_shared<tls_setup>(tls_dir, domain, std::move(on_problem));
 }
 
-}  // namespace
-
-tls_load_result load_tls(const std::filesystem::path& tls_dir, const std::string& domain) {
-  tls_load_result r;
-  auto t = std::make_shared<tls_setup>();
-  const char* resumption = std::getenv("MAILNET_TLS_RESUMPTION");
-  t->resume = !(resumption && std::string_view(resumption) == "off");
-  harden(t->plain_client);
-  t->plain_client.set_verify_mode(ssl::verify_none);
-  keep_sessions(t->plain_client);
-  try {
-    auto server = std::make_unique<ssl::context>(ssl::context::tls_server);
-    harden(*server);
-    // Resumption, server side: OpenSSL's stateless tickets (TLS 1.3 and 1.2),
-    // sealed with a key this process made at its start (a restarted node
-    // takes none of the old tickets: a full handshake then). One ticket per
-    // handshake, not OpenSSL's two: the relay keeps only the newest.
-    SSL_CTX_set_num_tickets(server->native_handle(), 1);
-    static const unsigned char context_id[] = "mailnet-smtp";
-    SSL_CTX_set_session_id_context(server->native_handle(), context_id, sizeof context_id - 1);
-    const std::string cert = read_private(tls_dir / ("node." + domain + ".pem"));
-    const std::string key = read_private(tls_dir / ("node." + domain + ".key"));
-    server->use_certificate_chain(asio::buffer(cert));
-    server->use_private_key(asio::buffer(key), ssl::context::pem);
-    t->server = std::move(server);
-  } catch (const std::exception& e) {
-    r.problem = std::string("no certificate for STARTTLS: ") + e.what();
-  }
-  try {
-    auto client = std::make_unique<ssl::context>(ssl::context::tls_client);
-    harden(*client);
-    client->add_certificate_authority(asio::buffer(read_private(tls_dir / "ca.pem")));
-    client->set_verify_mode(ssl::verify_peer);
-    keep_sessions(*client);
-    t->verify_client = std::move(client);
-  } catch (const std::exception& e) {
-    r.problem += std::string(r.problem.empty() ? "" : "; ") + "no CA to verify peers: " + e.what();
-  }
-  r.setup = std::move(t);
-  return r;
-}
-
-bool can_serve_tls(const tls_setup* t) { return t && t->server; }
-bool can_verify_tls(const tls_setup* t) { return t && t->verify_client; }
+bool can_serve_tls(tls_setup* t) { return t && t->server(); }
+bool can_verify_tls(tls_setup* t) { return t && t->verify_client(); }
 
 smtp_channel::smtp_channel(tcp::socket socket) : socket_(std::move(socket)), timer_(socket_.get_executor()) {}
 
@@ -194,17 +219,18 @@ asio::awaitable<tls_outcome> smtp_channel::handshake(bool server, millis timeout
   co_return out;
 }
 
-asio::awaitable<tls_outcome> smtp_channel::start_tls_server(const tls_setup& t, millis timeout) {
+asio::awaitable<tls_outcome> smtp_channel::start_tls_server(tls_setup& t, millis timeout) {
   discard_buffered();
-  tls_ = std::make_unique<tls_stream>(socket_, *t.server);
+  if (!t.server()) co_return tls_outcome{false, "TLS not available", {}};
+  tls_ = std::make_unique<tls_stream>(socket_, *t.server());
   co_return co_await handshake(true, timeout);
 }
 
-asio::awaitable<tls_outcome> smtp_channel::start_tls_client(const tls_setup& t, const std::string& domain,
+asio::awaitable<tls_outcome> smtp_channel::start_tls_client(tls_setup& t, const std::string& domain,
                                                             const std::string& host, bool verify, millis timeout) {
   discard_buffered();
-  if (verify && !t.verify_client) co_return tls_outcome{false, "no CA certificate to verify the peer with", {}};
-  tls_ = std::make_unique<tls_stream>(socket_, verify ? *t.verify_client : t.plain_client);
+  if (verify && !t.verify_client()) co_return tls_outcome{false, "no CA certificate to verify the peer with", {}};
+  tls_ = std::make_unique<tls_stream>(socket_, verify ? *t.verify_client() : t.plain_client());
   SSL* native = tls_->stream.native_handle();
   SSL_set_tlsext_host_name(native, domain.c_str());
   const bool also_host = !host.empty() && host != domain;

@@ -8,6 +8,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -24,20 +25,24 @@ enum class io_status { ok, eof, timeout, error, too_long };
 // The node's TLS material (OpenSSL contexts made from the files the launcher
 // wrote in <run>/tls/: its certificate and key, and the network's CA). Opaque
 // here: Boost.Asio's SSL headers stay in smtp_channel.cpp.
+//
+// Made lazily: each context is built at the first STARTTLS or relay that
+// needs it, not at the node's start. An idle node of a network of 1,000
+// never touches OpenSSL, which saves its start the CPU and each node the
+// private memory of OpenSSL's tables and contexts. A part that cannot be
+// made (a file missing or unreadable) is told once to on_problem, at that
+// first use, and stays unavailable.
 class tls_setup;
-struct tls_load_result {
-  std::shared_ptr<tls_setup> setup;  // null when nothing could be loaded
-  std::string problem;               // what is missing, for node.log; empty when all is there
-};
 // The relay client keeps the last TLS session each peer domain gave it and
 // offers it on the next connection to that domain (resumption: no
 // certificate sent or checked, no signature; the key exchange still
-// happens). The
-// environment variable MAILNET_TLS_RESUMPTION=off turns that off (the
-// benchmark's "without"); the server side issues session tickets either way.
-tls_load_result load_tls(const std::filesystem::path& tls_dir, const std::string& domain);
-bool can_serve_tls(const tls_setup* t);   // has the node's certificate and key
-bool can_verify_tls(const tls_setup* t);  // has the network's CA
+// happens). The environment variable MAILNET_TLS_RESUMPTION=off turns that
+// off (the benchmark's "without"); the server side issues session tickets
+// either way.
+std::shared_ptr<tls_setup> lazy_tls(const std::filesystem::path& tls_dir, const std::string& domain,
+                                    std::function<void(const std::string& problem)> on_problem);
+bool can_serve_tls(tls_setup* t);   // has the node's certificate and key (made now if not yet)
+bool can_verify_tls(tls_setup* t);  // has the network's CA (made now if not yet)
 
 struct tls_outcome {
   bool ok = false;
@@ -94,13 +99,13 @@ class smtp_channel {
   // STARTTLS must not run inside the TLS session: CVE-2011-0411); returns
   // how many bytes that was. Then every read and write goes through TLS.
   std::size_t discard_buffered();
-  asio::awaitable<tls_outcome> start_tls_server(const tls_setup& t, millis timeout);
+  asio::awaitable<tls_outcome> start_tls_server(tls_setup& t, millis timeout);  // can_serve_tls(&t) first
   // verify: the peer's certificate must chain to the network's CA and name
   // (in its subjectAltName) domain or host, the name the resolver gave for
   // the address connected to (the MX or SRV target, "mx.<domain>"; empty:
   // the domain only); otherwise the handshake fails. SNI says domain.
-  asio::awaitable<tls_outcome> start_tls_client(const tls_setup& t, const std::string& domain,
-                                                const std::string& host, bool verify, millis timeout);
+  asio::awaitable<tls_outcome> start_tls_client(tls_setup& t, const std::string& domain, const std::string& host,
+                                                bool verify, millis timeout);
   // "TLSv1.3 TLS_AES_256_GCM_SHA384" after a handshake, empty before.
   const std::string& tls_description() const { return tls_description_; }
 

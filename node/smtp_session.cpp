@@ -101,7 +101,9 @@ class session {
       : ctx_(ctx), channel_(std::move(socket)), id_(ctx.new_id()), ip_(client_ip()), protocol_(ctx.config, ip_),
         submission_(submission) {
     // The submission listener offers STARTTLS whatever policy.tls says: AUTH needs it.
-    protocol_.offer_tls((submission || ctx.config.policy.tls != tls_policy::off) && can_serve_tls(ctx.tls.get()));
+    // Offered whenever the network has TLS: the certificate is loaded at the
+    // first STARTTLS, which answers 454 when it cannot be (node_service.cpp).
+    protocol_.offer_tls((submission || ctx.config.policy.tls != tls_policy::off) && ctx.tls);
     if (submission) protocol_.serve_submission(&ctx.passwords);
   }
 
@@ -392,6 +394,11 @@ asio::awaitable<step> session::read_data() {
 // TLS), then the handshake; the session starts over (RFC 3207 §4.2).
 // False when the session ends (the handshake failed).
 asio::awaitable<bool> session::start_tls(const step& s) {
+  if (!can_serve_tls(ctx_.tls.get())) {
+    // The certificate could not be loaded (told once as event=tls_unavailable):
+    // the client may go on without TLS (RFC 3207 §4).
+    co_return co_await send("454 4.7.0 TLS not available\r\n", true);
+  }
   if (!co_await send(s.reply, true)) co_return false;
   if (const std::size_t dropped = channel_.discard_buffered()) {
     log_line(" discarded " + std::to_string(dropped) + " bytes sent after STARTTLS before the TLS handshake");

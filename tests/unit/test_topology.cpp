@@ -370,6 +370,12 @@ TEST_CASE("a node's part of the topology: its domain, the rules acting on it and
   CHECK(lone.domains[0].name == "d.test");
   CHECK(lone.faults.rules.empty());
   CHECK(parse_topology(to_json_text(lone), "lone.json") == lone);
+
+  // "tls": false reaches the node (it reads its certificate only at the first STARTTLS).
+  auto no_tls = net;
+  no_tls.tls = false;
+  CHECK_FALSE(launcher::node_topology(no_tls, "a.test").tls);
+  CHECK(launcher::node_topology(net, "a.test").tls);
 }
 
 TEST_CASE("a node's part of the topology keeps every network-level setting: \"tls\": false reaches the node") {
