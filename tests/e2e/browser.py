@@ -24,6 +24,7 @@ import harness  # noqa: E402
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402,F401  (re-exported for the tests)
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 CHROMIUM = os.environ.get("MAILNET_CHROMIUM", "/usr/bin/chromium")
@@ -81,7 +82,10 @@ class Chromium:
     def wait(self, predicate, timeout, what):
         """predicate(driver) true within timeout seconds, or an AssertionError naming what."""
         try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(
+            # A page that redraws may replace an element between finding it and
+            # reading it (stale): that is "not yet", as a missing one is.
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.05,
+                                 ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(
                 lambda d: predicate(d))
         except Exception as e:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}: {type(e).__name__}") from None

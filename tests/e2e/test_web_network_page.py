@@ -211,7 +211,7 @@ def test_node_page_shows_queue_events_transcript_and_flushes():
             b.wait(lambda d: int(b.find("#queue tbody tr td.num").text or 0) >= 1, 30, "an attempt counted")
             b.wait(lambda d: "4.4.1" in b.find("#queue tbody tr td.error-text").text, 30, "the last error")
             b.wait(lambda d: b.find_all("#events tr[data-event=accepted]"), 30, "the accepted event")
-            assert b.find("[data-fact=received]").text == "1"
+            b.wait(lambda d: b.find("[data-fact=received]").text == "1", 30, "received 1 on the node page")
             # The transcript: the session that brought the mail, and its lines.
             b.wait(lambda d: b.find_all("#sessions button[data-session]"), 30, "the transcript's sessions")
             b.find("#sessions button[data-session]").click()
@@ -288,9 +288,10 @@ def test_tls_modes_and_mail_over_tls_on_the_network_and_node_pages():
 
             b.open(harness.web_url(topo) + "/node.html?name=deathstar.com")
             b.wait(lambda d: b.find_all("[data-fact=received_tls]"), 30, "the node's facts")
-            assert b.find("[data-fact=tls]").text == "optional"
-            assert b.find("[data-fact=tls_relay]").text == "opportunistic"
-            assert b.find("[data-fact=received_tls]").text == "1"
+            # The facts are redrawn as events come: read each until it holds (never a stale element).
+            b.wait(lambda d: b.find("[data-fact=tls]").text == "optional", 30, "STARTTLS optional")
+            b.wait(lambda d: b.find("[data-fact=tls_relay]").text == "opportunistic", 30, "relay TLS opportunistic")
+            b.wait(lambda d: b.find("[data-fact=received_tls]").text == "1", 30, "1 received over TLS")
             # The relay's session came over TLS: said in the list, marked in its lines.
             b.wait(lambda d: b.find_all("#sessions td[data-tls=yes]"), 30, "a session over TLS")
             assert b.find("#sessions td[data-tls=yes]").text.startswith("TLSv1.")
