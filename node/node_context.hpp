@@ -25,7 +25,7 @@
 
 namespace mailnet::node {
 
-class dkim_signer;
+class lazy_dkim;
 class relay;
 class tls_setup;
 class resolver_client;
@@ -50,8 +50,11 @@ struct node_context {
   // null when the network has "tls": false.
   std::shared_ptr<tls_setup> tls;
   resolver_client* resolver = nullptr;  // the network's resolver (policy.require_fcrdns)
-  // SPF, DKIM and DMARC on received mail (auth_service.hpp); null under policy.dmarc "off".
-  auth_service* auth = nullptr;
+  // SPF, DKIM and DMARC on received mail (auth_service.hpp); empty under
+  // policy.dmarc "off". Made at the first message to check, not at the
+  // node's start: the libraries' handles and the checks' threads are
+  // nothing an idle node needs. Called on the event loop only.
+  std::function<auth_service&()> auth;
   // The submission listener's passwords (common/passwords.hpp), read at
   // start; and the AUTH failures per client address, which lengthen the
   // delay before each 535 (smtp_session.cpp), forgotten 5 minutes after the
@@ -63,10 +66,9 @@ struct node_context {
   };
   std::map<std::string, auth_failure_record> auth_failures;
   fault_plan faults;  // the topology's fault rules for this node (fault_plan.hpp)
-  // Signs the domain's outgoing mail (dkim_signer.hpp); null when the
-  // domain has "dkim": false, or its key could not be read (dkim_problem says why).
-  std::shared_ptr<const dkim_signer> dkim;
-  std::string dkim_problem;
+  // Signs the domain's outgoing mail (lazy_dkim.hpp: the key is read at the
+  // first message to sign); null when the domain has "dkim": false.
+  std::shared_ptr<lazy_dkim> dkim;
   std::size_t active_sessions = 0;
   // A graceful stop has begun (SIGTERM): sessions answer 421 4.3.2 at their
   // next command, and each hook here wakes a session that waits for one.

@@ -25,7 +25,7 @@
 #include "common/private_files.hpp"
 #include "node/attachment_loader.hpp"
 #include "node/bounce.hpp"
-#include "node/dkim_signer.hpp"
+#include "node/lazy_dkim.hpp"
 #include "node/fd_reserve.hpp"
 #include "common/mail/mime_comments.hpp"
 #include "node/node_context.hpp"
@@ -95,8 +95,20 @@ bool may_have_attachments(std::string_view message) { return may_carry_attachmen
 
 asio::awaitable<auth_results> node_context::authenticate(auth_request request) {
   auth_results results;
+  auth_service* service = nullptr;
+  try {
+    service = &auth();  // made now if this is the first message to check
+  } catch (const std::exception& e) {
+    // No handle or no thread to be had (out of memory, the process limit):
+    // the verdicts a check that could not run gives (auth_service::work), and
+    // the next message tries again.
+    results.spf.result = "temperror";
+    results.spf.detail = std::string("the checks could not start: ") + e.what();
+    results.dmarc.result = "temperror";
+    co_return results;
+  }
   co_await resume_after([&](auto resume) {
-    auth->submit(std::move(request), [&results, resume](auth_results r) {
+    service->submit(std::move(request), [&results, resume](auth_results r) {
       results = std::move(r);
       resume();
     });
@@ -489,15 +501,12 @@ std::uint16_t node_service::start() {
     });
   }
   if (m.config.dns.dkim) {
-    // The launcher made it before starting the nodes (launcher/dkim_keys.hpp).
-    const auto key_file = m.dir / "dkim.key";
-    try {
-      m.ctx.dkim = std::make_shared<const dkim_signer>(m.config.name, m.config.dns.dkim->selector,
-                                                       read_private_file(key_file, 1 << 16));
-    } catch (const std::exception& e) {
-      m.ctx.dkim_problem = "cannot use " + key_file.string() + ": " + e.what();
-      m.events.write({{"event", "dkim_unavailable"}, {"error", m.ctx.dkim_problem}});
-    }
+    // Read at the first message to sign (lazy_dkim.hpp); a key that cannot
+    // be used is told once then, and each message it leaves unsigned says so.
+    m.ctx.dkim = std::make_shared<lazy_dkim>(m.config.name, m.config.dns.dkim->selector, m.dir / "dkim.key",
+                                             [events = &m.events](const std::string& problem) {
+                                               events->write({{"event", "dkim_unavailable"}, {"error", problem}});
+                                             });
   }
   if (!m.ctx.faults.empty())
     m.events.write({{"event", "faults"}, {"seed", std::to_string(m.ctx.faults.seed())},
@@ -515,11 +524,16 @@ std::uint16_t node_service::start() {
   if (m.config.policy.dmarc != dmarc_policy::off) {
     const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(r.query_timeout * r.query_attempts) +
                       std::chrono::seconds(2);
-    // Four threads: a check waits on DNS more than it computes, and a
-    // resolver that does not answer holds each for its whole deadline.
-    m.auth = std::make_unique<auth_service>(
-        [&m, wait](const std::string& name, std::uint16_t type) { return m.ask_resolver(name, type, wait); }, 4);
-    m.ctx.auth = m.auth.get();
+    // Made at the first message to check, on the event loop: an idle node
+    // never opens the libraries' handles nor starts the threads.
+    m.ctx.auth = [&m, wait]() -> auth_service& {
+      if (!m.auth)
+        // Four threads: a check waits on DNS more than it computes, and a
+        // resolver that does not answer holds each for its whole deadline.
+        m.auth = std::make_unique<auth_service>(
+            [&m, wait](const std::string& name, std::uint16_t type) { return m.ask_resolver(name, type, wait); }, 4);
+      return *m.auth;
+    };
   }
   m.relay_agent->recover();
   m.fds.measure();  // after the node's own descriptors are open

@@ -10,6 +10,7 @@
 #include "common/dns/resolver_client.hpp"
 #include "common/mail/data_reader.hpp"
 #include "node/dkim_signer.hpp"
+#include "node/lazy_dkim.hpp"
 #include "node/smtp_channel.hpp"
 #include "node/trace_headers.hpp"
 
@@ -26,15 +27,16 @@ namespace {
 // mail goes unsigned: it is never held back for it.
 asio::awaitable<std::string> sign_if_ours(node_context& ctx, const envelope& env, std::string& message,
                                           std::size_t trace_end, const std::string& qid) {
-  if (!ctx.config.dns.dkim || std::all_of(env.rcpts.begin(), env.rcpts.end(), [](const auto& r) { return r.is_local(); }))
+  // ctx.dkim: set exactly when the domain has dns.dkim on.
+  if (!ctx.dkim || std::all_of(env.rcpts.begin(), env.rcpts.end(), [](const auto& r) { return r.is_local(); }))
     co_return "no";
   if (author_domain(std::string_view(message).substr(trace_end)) != ctx.config.name) co_return "no";
   dkim_signer::result signed_by;
-  if (ctx.dkim) {
-    co_await ctx.on_disk([&] { signed_by = ctx.dkim->sign(message, qid); });
-  } else {
-    signed_by.error = ctx.dkim_problem;
-  }
+  // The first message to sign makes the signer (reads the key), on the disk pool too.
+  co_await ctx.on_disk([&] {
+    if (const dkim_signer* signer = ctx.dkim->signer()) signed_by = signer->sign(message, qid);
+    else signed_by.error = ctx.dkim->problem();
+  });
   if (signed_by.header.empty()) {
     ctx.events.write({{"id", qid}, {"event", "dkim_unavailable"}, {"error", signed_by.error}});
     co_return "no";

@@ -10,7 +10,8 @@
 - run/<name>/<domain>/dkim.key: 0600 even under umask 0, kept across `up`,
   new with --fresh; a link planted there is refused, never followed.
 - "dkim": false: no signature; a key the node cannot sign with: the mail
-  goes unsigned with event=dkim_unavailable, never lost.
+  goes unsigned with event=dkim_unavailable (told at the first message to
+  sign, and for each message, naming the file and why), never lost.
 """
 
 import base64
@@ -226,7 +227,12 @@ def test_dkim_false_and_a_key_that_cannot_sign_send_unsigned():
         got = net.wait_messages("deathstar.com", "vader", 1, timeout=30)[0]
         assert b"Subject: unsigned by trouble" in got and b"DKIM-Signature:" not in got, got[:800]
         log = node_log(net, "jaku.com")
-        assert re.search(r"event=dkim_unavailable error=", log), log[-2000:]
+        # The node reads its key at the first message to sign: the problem is
+        # told once then (no id), and the message it left unsigned says why
+        # too; both name the file and the reason.
+        why = r'error="cannot use [^"]*/jaku\.com/dkim\.key: not a PEM private key'
+        assert re.search(r"Z event=dkim_unavailable " + why, log), log[-2000:]
+        assert re.search(r"id=\S+ event=dkim_unavailable " + why, log), log[-2000:]
         assert re.search(r"event=accepted .* dkim=no tls=", log), log[-2000:]
 
 
