@@ -1,7 +1,7 @@
 // The domain's DKIM signer (dkim_signer.hpp), made at the first message to
 // sign, not at the node's start. Making it reads <run>/<domain>/dkim.key
 // with OpenSSL, which loads OpenSSL 3's providers and key decoders, and
-// opens a libopendkim library handle: about 0.2 MiB of private memory and a
+// opens a libopendkim library handle: about 0.26 MiB of private heap and a
 // few milliseconds of CPU per node, which an idle node of a network of
 // 1,000 never needs (bench/README.md, "Checks and signing at first use").
 // A key that cannot be read or is not an RSA private key is told once, to
