@@ -172,14 +172,15 @@ TEST_CASE("auth: SPF servers kept and reused on several threads give the verdict
       r.detail = "no reply from 127.0.0.1:53 within 500 ms (3 attempts)";
       return r;
     }
-    r.kind = reply_kind::nxdomain;
-    if (auto t = txt.find(name); t != txt.end()) {
-      r.kind = type == dns_type::txt ? reply_kind::answer : reply_kind::nodata;
-      if (type == dns_type::txt) r.texts = t->second;
-    }
-    if (auto addr = a.find(name); addr != a.end()) {
-      r.kind = type == dns_type::a ? reply_kind::answer : reply_kind::nodata;
-      if (type == dns_type::a) r.addresses.push_back({name, addr->second});
+    const auto t = txt.find(name);
+    const auto addr = a.find(name);
+    r.kind = t == txt.end() && addr == a.end() ? reply_kind::nxdomain : reply_kind::nodata;
+    if (type == dns_type::txt && t != txt.end()) {
+      r.kind = reply_kind::answer;
+      r.texts = t->second;
+    } else if (type == dns_type::a && addr != a.end()) {
+      r.kind = reply_kind::answer;
+      r.addresses.push_back({name, addr->second});
     }
     return r;
   };
