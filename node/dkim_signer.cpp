@@ -7,7 +7,6 @@
 #undef _Bool
 
 #include <openssl/bio.h>
-#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -95,14 +94,7 @@ namespace {
 // private key is reported when the node starts, and libopendkim never meets
 // it: its own reading of a bad key loses memory on the way out (64 bytes in
 // dkim_privkey_load per message, seen by LeakSanitizer).
-//
-// libopendkim reads the key it is handed anew for every signature
-// (dkim_sign() takes bytes, not a parsed key). Handed PEM, it runs OpenSSL's
-// PEM reader; handed text that starts with "MII" (base64 of a DER SEQUENCE),
-// it decodes the base64 itself and reads the DER with d2i_PrivateKey_bio,
-// which costs less per signature (bench/README.md, "DKIM signing"). So it
-// gets the same key as base64 DER; the signatures are the same bytes.
-std::string signing_key(const std::string& pem) {
+void check_rsa_key(const std::string& pem) {
   BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
   if (!bio) throw std::runtime_error("out of memory reading the key");
   EVP_PKEY* key = PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr);
@@ -114,27 +106,17 @@ std::string signing_key(const std::string& pem) {
     if (e) ERR_error_string_n(e, text, sizeof text);
     throw std::runtime_error(std::string("not a PEM private key (") + text + ")");
   }
-  struct key_owner {
-    EVP_PKEY* k;
-    ~key_owner() { EVP_PKEY_free(k); }
-  } owner{key};
-  if (EVP_PKEY_base_id(key) != EVP_PKEY_RSA) throw std::runtime_error("not an RSA key (rsa-sha256 signs with RSA only)");
-  unsigned char* der = nullptr;
-  const int der_size = i2d_PrivateKey(key, &der);  // PKCS#1 RSAPrivateKey for an RSA key
-  if (der_size <= 0) throw std::runtime_error("the key cannot be written as DER");
-  std::string text(4 * ((static_cast<std::size_t>(der_size) + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(text.data()), der, der_size);  // one line
-  OPENSSL_clear_free(der, static_cast<std::size_t>(der_size));
-  text.resize(static_cast<std::size_t>(std::max(n, 0)));
-  if (!text.starts_with("MII")) throw std::runtime_error("the key's DER is not one libopendkim recognizes");
-  return text;
+  const bool rsa = EVP_PKEY_base_id(key) == EVP_PKEY_RSA;
+  EVP_PKEY_free(key);
+  if (!rsa) throw std::runtime_error("not an RSA key (rsa-sha256 signs with RSA only)");
 }
 
 }  // namespace
 
-dkim_signer::dkim_signer(std::string domain, std::string selector, const std::string& key_pem)
+dkim_signer::dkim_signer(std::string domain, std::string selector, std::string key_pem)
     : lib_(std::make_unique<library>()), domain_(std::move(domain)), selector_(std::move(selector)),
-      key_(signing_key(key_pem)) {
+      key_pem_(std::move(key_pem)) {
+  check_rsa_key(key_pem_);
   lib_->handle = dkim_init(nullptr, nullptr);
   if (!lib_->handle) throw std::runtime_error("dkim_init failed");
   // Without a list libopendkim signs every field (Received too); with it,
@@ -144,12 +126,12 @@ dkim_signer::dkim_signer(std::string domain, std::string selector, const std::st
     throw std::runtime_error("dkim_options failed");
 }
 
-dkim_signer::~dkim_signer() { OPENSSL_cleanse(key_.data(), key_.size()); }
+dkim_signer::~dkim_signer() = default;
 
 dkim_signer::result dkim_signer::sign(std::string_view message, const std::string& id) const {
   DKIM_STAT status = DKIM_STAT_OK;
   DKIM* dkim = dkim_sign(lib_->handle, reinterpret_cast<const u_char*>(id.c_str()), nullptr,
-                         reinterpret_cast<dkim_sigkey_t>(const_cast<char*>(key_.c_str())),
+                         reinterpret_cast<dkim_sigkey_t>(const_cast<char*>(key_pem_.c_str())),
                          reinterpret_cast<const u_char*>(selector_.c_str()),
                          reinterpret_cast<const u_char*>(domain_.c_str()), DKIM_CANON_RELAXED, DKIM_CANON_RELAXED,
                          DKIM_SIGN_RSASHA256, -1, &status);

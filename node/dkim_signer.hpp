@@ -18,7 +18,7 @@ namespace mailnet::node {
 class dkim_signer {
  public:
   // key_pem: the private key as dkim.key holds it (PEM).
-  dkim_signer(std::string domain, std::string selector, const std::string& key_pem);
+  dkim_signer(std::string domain, std::string selector, std::string key_pem);
   ~dkim_signer();
   dkim_signer(const dkim_signer&) = delete;
   dkim_signer& operator=(const dkim_signer&) = delete;
@@ -39,7 +39,7 @@ class dkim_signer {
   std::unique_ptr<library> lib_;
   std::string domain_;
   std::string selector_;
-  std::string key_;  // base64 of its DER, as libopendkim takes it (dkim_signer.cpp)
+  std::string key_pem_;
 };
 
 // The domain of the message's From: address (lower case, no trailing dot),

@@ -95,8 +95,7 @@ TEST_CASE("dkim signer: a relaxed/relaxed rsa-sha256 signature of the listed fie
 }
 
 TEST_CASE("dkim signer: its signatures verify against the key `up` publishes, and fail for another message") {
-  // The signer hands libopendkim its key as base64 DER (cheaper per signature
-  // than the PEM file); a key read wrong would sign nothing or sign wrong.
+  // libopendkim, verifying, with the key as the resolver would serve it.
   test::temp_dir run("dkim_verify");
   make_private_folders(run.path, "jaku.com");
   auto net = three_domains();
