@@ -35,13 +35,6 @@ asio::awaitable<response> run_job(std::function<response()> f) {
   }
 }
 
-int hex(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 response not_allowed(const std::string& method, const std::string& path, const std::string& allowed) {
   auto r = error_response(405, "method " + method + " is not allowed on " + path + " (allowed: " + allowed + ")");
   r.headers.emplace_back("Allow", allowed);
@@ -64,44 +57,13 @@ response trace_response(const std::filesystem::path& dir, const std::string& id)
 
 }  // namespace
 
-std::optional<std::string> percent_decode(std::string_view s, bool plus_space) {
-  std::string out;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    char c = s[i];
-    if (c == '%') {
-      if (i + 2 >= s.size() || hex(s[i + 1]) < 0 || hex(s[i + 2]) < 0) return std::nullopt;
-      c = static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
-      i += 2;
-    } else if (c == '+' && plus_space) {
-      c = ' ';
-    }
-    if (c == '\0') return std::nullopt;
-    out += c;
-  }
-  return out;
-}
-
 asio::awaitable<response> message_routes::answer(const request& r, const std::string& path,
                                                  std::optional<response> change_refusal) {
   // The query: domain, user, q, limit for the list; domain, user for a DELETE.
   std::map<std::string, std::string> params;
-  if (const auto mark = r.target.find('?'); mark != std::string::npos) {
-    std::string_view query(r.target);
-    query.remove_prefix(mark + 1);
-    while (!query.empty()) {
-      const auto amp = query.find('&');
-      const auto pair = query.substr(0, amp);
-      query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-      if (pair.empty()) continue;
-      const auto eq = pair.find('=');
-      auto key = percent_decode(pair.substr(0, eq), true);
-      auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), true);
-      if (!key || !value) co_return error_response(400, "the query has a broken %-escape: " + std::string(pair));
-      if (*key != "domain" && *key != "user" && *key != "q" && *key != "limit")
-        co_return error_response(400, "unknown query parameter '" + *key + "' (known: domain, user, q, limit)");
-      params[*key] = *value;
-    }
-  }
+  const auto read = query_params(query_of(r.target), {"domain", "user", "q", "limit"}, no_pair_limit);
+  if (!read.error.empty()) co_return error_response(400, read.error);
+  for (const auto& [key, value] : read.params) params[key] = value;  // the last of a key given twice
 
   // /api/v1/messages[/ID[/raw|/attachments/N]]
   std::string id, part, n;
