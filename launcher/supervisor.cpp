@@ -33,6 +33,7 @@
 
 #include "common/faults_json.hpp"
 #include "common/fd_limit.hpp"
+#include "common/mail/durable_file.hpp"
 #include "common/terminal_text.hpp"
 #include "common/private_files.hpp"
 #include "common/topology.hpp"
@@ -990,8 +991,15 @@ asio::awaitable<json> supervisor::apply_faults(std::set<std::string> nodes, json
     const json doc = faults_file(name, generation);
     const auto file = folder_.dir() / name / "faults.json";
     try {
-      write_private_file(file.string() + ".tmp", doc.dump(2) + "\n");
-      std::filesystem::rename(file.string() + ".tmp", file);
+      // Durable before the node is told (the file fsynced, renamed, its folder
+      // fsynced), as mail is: a machine that crashes after `add` answered
+      // restarts the node with the rules it was said to have. A few ms on the
+      // event loop, per change a person makes. The helper never opens a name
+      // that is there (O_EXCL): a tmp left by a launcher that died between
+      // write and rename is removed first (remove follows no link).
+      const std::filesystem::path tmp = file.string() + ".tmp";
+      std::filesystem::remove(tmp);
+      node::publish_durably(tmp, file, doc.dump(2) + "\n", true);
     } catch (const std::exception& e) {
       pending.push_back(name + ": cannot write " + file.string() + ": " + e.what());
       continue;
