@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 
+#include "common/mail/maildir_read.hpp"
 #include "launcher/web/messages.hpp"
 #include "launcher/web/trace.hpp"
 
@@ -59,9 +60,9 @@ response trace_response(const std::filesystem::path& dir, const std::string& id)
 
 asio::awaitable<response> message_routes::answer(const request& r, const std::string& path,
                                                  std::optional<response> change_refusal) {
-  // The query: domain, user, q, limit for the list; domain, user for a DELETE.
+  // The query: domain, user, q, limit, folder for the list; domain, user for a DELETE.
   std::map<std::string, std::string> params;
-  const auto read = query_params(query_of(r.target), {"domain", "user", "q", "limit"}, no_pair_limit);
+  const auto read = query_params(query_of(r.target), {"domain", "user", "q", "limit", "folder"}, no_pair_limit);
   if (!read.error.empty()) co_return error_response(400, read.error);
   for (const auto& [key, value] : read.params) params[key] = value;  // the last of a key given twice
 
@@ -104,6 +105,14 @@ asio::awaitable<response> message_routes::answer(const request& r, const std::st
     q.domain = params["domain"];
     q.user = params["user"];
     q.q = params["q"];
+    if (params.count("folder")) {
+      // As IMAP names them, in any case ("inbox" is INBOX there too).
+      const auto& f = params["folder"];
+      const std::string lower_f = node::ascii_lower(f);
+      if (lower_f == "inbox") q.folder = "INBOX";
+      else if (lower_f == "junk") q.folder = "Junk";
+      else co_return error_response(400, "folder must be INBOX or Junk (the DMARC quarantine), not '" + f + "'");
+    }
     if (params.count("limit")) {
       const auto& l = params["limit"];
       if (l.empty() || l.size() > 5 || l.find_first_not_of("0123456789") != std::string::npos || std::stoul(l) < 1 ||
@@ -111,8 +120,10 @@ asio::awaitable<response> message_routes::answer(const request& r, const std::st
         co_return error_response(400, "limit must be a whole number from 1 to 10000, not '" + l + "'");
       q.limit = std::stoul(l);
     }
-  } else if (!deleting && (params.count("domain") || params.count("user") || params.count("q") || params.count("limit"))) {
+  } else if (!deleting && !params.empty()) {
     co_return error_response(400, "query parameters are taken only by the list and a DELETE");
+  } else if (deleting && params.count("folder")) {
+    co_return error_response(400, "a DELETE takes no folder: it removes the message from each folder it is in");
   }
 
   std::optional<response> failed = co_await open_store();
