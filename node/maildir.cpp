@@ -55,7 +55,7 @@ void maildir_store::ensure(std::string_view mailbox) const {
   // A Maildir++ subfolder holds an empty file "maildirfolder" (Dovecot and
   // Courier look for it): made, or taken as it is, 0600 like every file of
   // the run folder and never through a link.
-  if (box.filename() == junk_folder) {
+  if (box.filename() == std::filesystem::path(junk_folder)) {
     const int fd = open_private_file(root_ / box / "maildirfolder", O_WRONLY | O_CREAT);
     ::close(fd);
   }

@@ -23,7 +23,7 @@ std::vector<fs::path> maildir_files(const fs::path& maildir) {
   return files;
 }
 
-bool in_junk(const fs::path& file) { return file.parent_path().parent_path().filename() == junk_maildir; }
+bool in_junk(const fs::path& file) { return file.parent_path().parent_path().filename() == fs::path(junk_maildir); }
 
 fs::path user_maildir_of(const fs::path& file) {
   const auto maildir = file.parent_path().parent_path();

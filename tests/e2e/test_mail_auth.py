@@ -280,6 +280,9 @@ def junk_folder_is_shown(net, url):
         assert e.code == 400 and "folder must be INBOX or Junk" in e.read().decode(), e
     detail = json.loads(urllib.request.urlopen(f"{url}/api/v1/messages/{name.split(':')[0]}", timeout=30).read())
     assert [(b["user"], b["folder"]) for b in detail["mailboxes"]] == [("luke", "Junk")], detail
+    # Its trace by its Maildir name, as the message page asks for it.
+    trace = json.loads(urllib.request.urlopen(f"{url}/api/v1/messages/{name.split(':')[0]}/trace", timeout=30).read())
+    assert any(e["event"] == "dmarc" and e.get("action") == "quarantined" for e in trace["events"]), trace
 
 
 def test_policy_off_checks_nothing(net):
