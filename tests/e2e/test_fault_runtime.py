@@ -238,6 +238,7 @@ def test_a_rule_the_node_refuses_is_reported_with_its_words_and_undone():
         with open(topology, "w", encoding="utf-8") as f:
             json.dump(broken, f)
         out = mailnet(net, "fault", "add", json.dumps(RCPT_RULE))
+        print(out.stderr.strip())
         assert out.returncode == 1, (out.returncode, out.stdout, out.stderr)
         assert "deathstar.com refused the change: " in out.stderr and "$.domains[0].name" in out.stderr, out.stderr
         assert "\x1b" not in out.stderr and "did not confirm" not in out.stderr, out.stderr
