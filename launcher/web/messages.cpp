@@ -439,7 +439,7 @@ response message_store::mailboxes() {
     json list = json::array();
     std::size_t total = 0, unread = 0;
     for (const auto& [user, folder] : boxes) {
-      std::size_t n = 0, u = 0, junk = 0;
+      std::size_t n = 0, u = 0;
       // Counted, not listed: no order needed, so no sort of every name. The
       // Junk folder's count in the totals too, as the user's list shows it.
       for (const auto& sub : {fs::path("new"), fs::path("cur"), fs::path(node::junk_maildir) / "new",
@@ -450,12 +450,11 @@ response message_store::mailboxes() {
           if (e.is_regular_file() && !e.is_symlink()) {  // as maildir_files: a planted link is not mail
             ++n;
             if (is_unread(e.path())) ++u;
-            if (sub.has_parent_path()) ++junk;
           }
       }
       total += n;
       unread += u;
-      list.push_back({{"user", user}, {"total", n}, {"unread", u}, {"junk", junk}});
+      list.push_back({{"user", user}, {"total", n}, {"unread", u}});
     }
     domains.push_back({{"domain", domain}, {"total", total}, {"unread", unread}, {"users", list}});
   }
@@ -494,7 +493,7 @@ response message_store::remove(const std::string& id, const std::string& domain,
     if (!user.empty() && lowered(u.filename().string()) != lowered(user)) continue;
     std::error_code ec;
     if (fs::remove(f, ec))
-      removed.push_back({{"domain", d}, {"user", u.filename().string()}, {"folder", folder_name(node::in_junk(f))}});
+      removed.push_back({{"domain", d}, {"user", u.filename().string()}});
     if (const auto m = mailboxes_.find(u.string()); m != mailboxes_.end())
       m->second.sub[(node::in_junk(f) ? 2 : 0) + (f.parent_path().filename() == "new" ? 0 : 1)].files.erase(
           f.filename().string());
