@@ -5,7 +5,7 @@ a remote recipient) and relayed to deathstar.com, with signing on (the
 default) against the same network with `"dkim": false` for jaku.com, in
 alternating, paired runs.
 
-    /usr/bin/python3 bench/dkim_cost.py [--messages 5000] [--rounds 5] [--sessions 20]
+    /usr/bin/python3 bench/dkim_cost.py [--messages 5000] [--rounds 5] [--sessions 20] [--before-bin OTHER/bin]
 
 The load is relay.py's: smtp-source -s 20 -m N -l 4096 -f load@jaku.com
 (one message per connection; smtp-source writes a From: header with its -f
@@ -17,6 +17,10 @@ the last message is in deathstar.com's new/, and CPU µs per message of
 jaku.com's node (where signing happens) and of every process. Each run
 brings a fresh network up (`up --fresh`: its keys made then, outside the
 timing) and down. Medians over rounds; ratios on/off within a round.
+
+--before-bin DIR adds "signing on, before": signing on with the binaries of
+another build (an A/B of a change to signing), in the same rounds, the order
+rotating; the report adds this build's signing on ÷ that one's, paired.
 """
 import argparse
 import os
@@ -27,6 +31,7 @@ import lib
 import relay
 
 MODES = ("signing on", "signing off")
+BEFORE = "signing on, before"
 
 
 def topology(ports, resolver_port, signing):
@@ -43,12 +48,12 @@ def first_message(folder):
         return f.read()
 
 
-def run_once(args, signing, leftovers, check):
+def run_once(args, signing, leftovers, check, bin_dir=None):
     work = lib.workdir("mailnet-bench-dkim-")
     leftovers.append(work)
     ports = lib.free_ports(2)
     net = lib.Network(topology(ports, lib.free_ports(1, lib.socket.SOCK_DGRAM)[0], signing), work,
-                      timeout=120).up()
+                      timeout=120, bin_dir=bin_dir).up()
     try:
         new = os.path.join(net.run_dir, "deathstar.com", "mail", "bench", "new")
         jaku = net.pids()["jaku.com"]
@@ -80,17 +85,20 @@ def main():
     ap.add_argument("--messages", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--sessions", type=int, default=20)
+    ap.add_argument("--before-bin", help="bin folder of another build: adds \"signing on, before\" (an A/B)")
     args = ap.parse_args()
     lib.require(lib.SMTP_SOURCE, "postfix")
     lib.raise_nofile()
     lib.log(f"dkim cost: {args.rounds} rounds of {args.messages} messages; {lib.machine()}")
-    results = {m: [] for m in MODES}
+    modes = MODES + ((BEFORE,) if args.before_bin else ())
+    results = {m: [] for m in modes}
     leftovers = []
     try:
         for rnd in range(args.rounds):
-            order = MODES if rnd % 2 == 0 else tuple(reversed(MODES))  # alternate which goes first
+            order = modes[rnd % len(modes):] + modes[:rnd % len(modes)]  # rotate which goes first
             for mode in order:
-                r = run_once(args, mode == MODES[0], leftovers, check=rnd == 0)
+                r = run_once(args, mode != MODES[1], leftovers, check=rnd == 0,
+                             bin_dir=os.path.abspath(args.before_bin) if mode == BEFORE else None)
                 results[mode].append(r)
                 lib.log(f"  round {rnd + 1} {mode}: accept {r['accept_rate']:,.0f} msg/s, to new/ {r['rate']:,.0f} "
                         f"msg/s, CPU {r['node_us']:.0f} µs/msg in jaku.com's node, {r['all_us']:.0f} in all")
@@ -113,6 +121,18 @@ def main():
               f"| {lib.summary(ratios, '{:.2f}')}× |")
     print(f"| load average (1 min) at the end | {lib.summary([r['load'] for r in on], '{:.1f}')} "
           f"| {lib.summary([r['load'] for r in off], '{:.1f}')} | |")
+    if args.before_bin:
+        before = results[BEFORE]
+        print(f"\n| figure (median (min..max)) | signing on | signing on, {args.before_bin} | this ÷ before (paired) |")
+        print("| --- | --- | --- | --- |")
+        for label, key, fmt in (("accept rate, msg/s", "accept_rate", "{:,.0f}"),
+                                ("CPU µs/msg, jaku.com's node", "node_us", "{:,.0f}"),
+                                ("CPU µs/msg, every mailnet process", "all_us", "{:,.0f}")):
+            ratios = [a[key] / b[key] for a, b in zip(on, before)]
+            print(f"| {label} | {lib.summary([r[key] for r in on], fmt)} | {lib.summary([r[key] for r in before], fmt)} "
+                  f"| {lib.summary(ratios, '{:.2f}')}× |")
+        saved = [b["node_us"] - a["node_us"] for a, b in zip(on, before)]
+        print(f"| node CPU saved per message, µs | | | {lib.summary(saved)} |")
     print(f"\n{lib.machine()}")
 
 

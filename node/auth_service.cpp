@@ -9,6 +9,7 @@
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
 
 extern "C" {
@@ -318,9 +319,67 @@ std::string authentication_results_field(std::string_view authserv_id, const aut
   return out;
 }
 
+namespace {
+
+// libspf2's server with the DNS layer it asks. SPF_server_new_dns compiles
+// the default explanation and local policy and calls gethostname() each time
+// (a share of each check's CPU when it was made per check), so servers are
+// kept and reused. libspf2 writes only the request and the response while it
+// evaluates, never the server; but the layer's hook is one check's lookup,
+// so a server serves one check at a time: at most as many are made as checks
+// ever ran at once (the worker threads).
+struct spf_server_slot {
+  SPF_dns_server_t layer{};  // no destroy function: the server never frees it
+  SPF_server_t* server = nullptr;
+  spf_server_slot() {
+    layer.lookup = spf_lookup;
+    layer.name = "mailnet";
+    server = SPF_server_new_dns(&layer, 0);
+  }
+  ~spf_server_slot() {
+    if (server) SPF_server_free(server);
+  }
+  spf_server_slot(const spf_server_slot&) = delete;
+  spf_server_slot& operator=(const spf_server_slot&) = delete;
+};
+
+}  // namespace
+
 struct auth_checker::libraries {
   DKIM_LIB* dkim = nullptr;
   OPENDMARC_LIB_T dmarc{};
+  std::mutex spf_mutex;
+  std::vector<std::unique_ptr<spf_server_slot>> spf_idle;  // servers no check is using
+
+  // A server for one check, its layer asking `lookup`; back to the idle list
+  // when the lease ends (also when the check throws).
+  class spf_lease {
+   public:
+    spf_lease(libraries& libs, const dns_lookup& lookup) : libs_(libs) {
+      {
+        std::lock_guard lock(libs_.spf_mutex);
+        if (!libs_.spf_idle.empty()) {
+          slot_ = std::move(libs_.spf_idle.back());
+          libs_.spf_idle.pop_back();
+        }
+      }
+      if (!slot_) slot_ = std::make_unique<spf_server_slot>();
+      slot_->layer.hook = const_cast<dns_lookup*>(&lookup);
+    }
+    ~spf_lease() {
+      slot_->layer.hook = nullptr;  // the lookup dies with the check
+      if (!slot_->server) return;   // out of memory when it was made: not kept
+      std::lock_guard lock(libs_.spf_mutex);
+      libs_.spf_idle.push_back(std::move(slot_));
+    }
+    spf_lease(const spf_lease&) = delete;
+    spf_lease& operator=(const spf_lease&) = delete;
+    SPF_server_t* server() const { return slot_->server; }
+
+   private:
+    libraries& libs_;
+    std::unique_ptr<spf_server_slot> slot_;
+  };
 };
 
 auth_checker::auth_checker(dns_lookup lookup) : lookup_(std::move(lookup)), libs_(std::make_unique<libraries>()) {
@@ -339,14 +398,8 @@ auth_checker::~auth_checker() {
 
 spf_verdict auth_checker::check_spf(const auth_request& req, const dns_lookup& lookup) const {
   spf_verdict v;
-  // The DNS layer libspf2 asks: no destroy function (SPF_server_new_dns
-  // never frees it; it lives on this stack), nothing below it.
-  SPF_dns_server_t layer{};
-  layer.lookup = spf_lookup;
-  layer.name = "mailnet";
-  layer.hook = const_cast<dns_lookup*>(&lookup);
-  // A server per check: its state is small, and requests never share it across threads.
-  SPF_server_t* server = SPF_server_new_dns(&layer, 0);
+  const libraries::spf_lease lease(*libs_, lookup);
+  SPF_server_t* server = lease.server();
   if (!server) {
     v.result = "temperror";
     v.detail = "libspf2: out of memory";
@@ -384,7 +437,6 @@ spf_verdict auth_checker::check_spf(const auth_request& req, const dns_lookup& l
     }
   }
   SPF_request_free(request);
-  SPF_server_free(server);
   return v;
 }
 

@@ -70,6 +70,14 @@ void resolver_client::clear_cache() {
   cache_.clear();
 }
 
+std::optional<dns_reply> resolver_client::cached(const std::string& name, std::uint16_t type) {
+  const auto key = std::make_pair(canonical_name(name), type);
+  std::lock_guard lock(mutex_);
+  const auto it = cache_.find(key);
+  if (it == cache_.end() || std::chrono::steady_clock::now() >= it->second.expires) return std::nullopt;
+  return it->second.reply;
+}
+
 asio::awaitable<dns_reply> resolver_client::query(std::string name, std::uint16_t type) {
   auto key = std::make_pair(canonical_name(name), type);
   {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <utility>
@@ -70,6 +71,11 @@ class resolver_client {
   // such as `mailnet resolve`). Never throws for network trouble: that is
   // reply_kind::failure.
   boost::asio::awaitable<dns_reply> query(std::string name, std::uint16_t type);
+
+  // The cached reply to a question, if there is a live one; never asks.
+  // Safe from any thread (the node's check threads answer from it without
+  // a trip through the event loop). query() gives the same reply while it lasts.
+  std::optional<dns_reply> cached(const std::string& name, std::uint16_t type);
 
   void clear_cache();
 

@@ -4,8 +4,12 @@
 // (tests/e2e/test_mail_auth.py signs with dkimpy).
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <map>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "node/auth_service.hpp"
 #include "node/trace_headers.hpp"
@@ -140,6 +144,105 @@ TEST_CASE("auth: SPF verdicts from the records, loopback clients included") {
   dns.questions = 0;
   checker.check(request("127.0.1.2", "vader@deathstar.com", "deathstar.com"));
   CHECK(dns.questions == 1);
+}
+
+TEST_CASE("auth: SPF servers kept and reused on several threads give the verdicts of fresh ones") {
+  // A pure DNS (safe on any thread): TXT and A records; names under down.test
+  // are a resolver that does not answer, which ends the check's questions.
+  const std::map<std::string, std::vector<std::string>> txt = {
+      {"pass.test", {"v=spf1 ip4:127.0.1.2 -all"}},
+      {"soft.test", {"v=spf1 ip4:127.0.1.2 ~all"}},
+      {"neutral.test", {"v=spf1 ?all"}},
+      {"include.test", {"v=spf1 include:pass.test -all"}},
+      {"redirect.test", {"v=spf1 redirect=soft.test"}},
+      {"macro.test", {"v=spf1 exists:%{l}.allowed.test -all"}},
+      {"a.test", {"v=spf1 a -all"}},
+      {"exp.test", {"v=spf1 ip4:127.0.1.3 -all exp=why.exp.test"}},
+      {"why.exp.test", {"%{i} may not send for %{d} (%{s})"}},
+      {"broken.test", {"v=spf1 ip4:300.1.1.1 -all"}},
+      {"twice.test", {"v=spf1 -all", "v=spf1 +all"}},
+      {"_dmarc.pass.test", {"v=DMARC1; p=reject"}},
+  };
+  const std::map<std::string, std::string> a = {{"rey.allowed.test", "127.0.0.2"}, {"a.test", "127.0.1.3"}};
+  const dns_lookup lookup = [&](const std::string& asked, std::uint16_t type) {
+    // Let the other threads' checks run in the middle of this one, as a
+    // real question's wait does: servers used by two checks at once would
+    // ask through each other's lookups (and their "resolver down" state).
+    for (int i = 0; i < 3; ++i) std::this_thread::yield();
+    const std::string name = canonical_name(asked);
+    dns_reply r;
+    if (name == "down.test" || name.ends_with(".down.test")) {
+      r.kind = reply_kind::failure;
+      r.detail = "no reply from 127.0.0.1:53 within 500 ms (3 attempts)";
+      return r;
+    }
+    const auto t = txt.find(name);
+    const auto addr = a.find(name);
+    r.kind = t == txt.end() && addr == a.end() ? reply_kind::nxdomain : reply_kind::nodata;
+    if (type == dns_type::txt && t != txt.end()) {
+      r.kind = reply_kind::answer;
+      r.texts = t->second;
+    } else if (type == dns_type::a && addr != a.end()) {
+      r.kind = reply_kind::answer;
+      r.addresses.push_back({name, addr->second});
+    }
+    return r;
+  };
+  std::vector<std::string> messages;  // kept: a request holds a view
+  std::vector<auth_request> requests;
+  const char* froms[] = {"rey@pass.test", "rey@soft.test", "rey@neutral.test", "rey@include.test",
+                         "rey@redirect.test", "rey@macro.test", "finn@macro.test", "rey@a.test", "rey@exp.test",
+                         "rey@broken.test", "rey@twice.test", "rey@nowhere.test", "rey@down.test", "",
+                         "not an address"};
+  const char* helos[] = {"pass.test", "down.test", "[127.0.0.1]"};
+  const char* ips[] = {"127.0.1.2", "127.0.1.3", "127.0.1.9", "::1"};
+  messages.reserve(std::size(froms) * std::size(helos) * std::size(ips));
+  for (const char* ip : ips)
+    for (const char* helo : helos)
+      for (const char* from : froms) {
+        messages.push_back("From: <" + std::string(*from ? from : "x@pass.test") + ">\r\nSubject: s\r\n\r\nbody\r\n");
+        requests.push_back({ip, helo, from, messages.back()});
+      }
+
+  auto same = [](const spf_verdict& x, const spf_verdict& y) {
+    return x.result == y.result && x.domain == y.domain && x.identity == y.identity &&
+           x.helo_result == y.helo_result && x.detail == y.detail;
+  };
+  std::vector<auth_results> fresh;  // each from a checker of its own: a server made for it
+  for (const auto& r : requests) fresh.push_back(auth_checker(lookup).check(r));
+  // The records above give every verdict, or the test says little.
+  std::map<std::string, int> seen;
+  for (const auto& f : fresh) ++seen[f.spf.result];
+  for (const char* word : {"pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"})
+    CHECK_MESSAGE(seen[word] > 0, word);
+
+  const auth_checker shared(lookup);
+  std::atomic<int> checked{0}, differed{0};
+  std::mutex first_mutex;
+  std::string first_difference;
+  std::vector<std::thread> threads;
+  for (std::size_t t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 3; ++round) {
+        for (std::size_t i = 0; i < requests.size(); ++i) {
+          const std::size_t k = (i * (2 * t + 1) + t * 7) % requests.size();  // another order per thread
+          const auto got = shared.check(requests[k]);
+          ++checked;
+          if (same(got.spf, fresh[k].spf) && got.dmarc.result == fresh[k].dmarc.result) continue;
+          ++differed;
+          std::lock_guard lock(first_mutex);
+          if (first_difference.empty())
+            first_difference = std::string(requests[k].client_ip) + " " + requests[k].helo + " <" +
+                               requests[k].mail_from + ">: spf=" + got.spf.result + " (" + got.spf.detail +
+                               ") dmarc=" + got.dmarc.result + ", fresh: spf=" + fresh[k].spf.result + " (" +
+                               fresh[k].spf.detail + ") dmarc=" + fresh[k].dmarc.result;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(checked == static_cast<int>(4 * 3 * requests.size()));
+  CHECK_MESSAGE(differed == 0, first_difference);
 }
 
 TEST_CASE("auth: the null sender is checked by its HELO name") {

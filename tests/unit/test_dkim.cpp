@@ -10,6 +10,7 @@
 #include "common/private_files.hpp"
 #include "common/topology.hpp"
 #include "launcher/dkim_keys.hpp"
+#include "node/auth_service.hpp"
 #include "node/dkim_signer.hpp"
 #include "temp_dir.hpp"
 
@@ -91,6 +92,42 @@ TEST_CASE("dkim signer: a relaxed/relaxed rsa-sha256 signature of the listed fie
                        doctest::Contains("not a PEM private key"), std::runtime_error);
   CHECK_THROWS_WITH_AS(node::dkim_signer("jaku.com", "mailnet", "no key at all"),
                        doctest::Contains("not a PEM private key"), std::runtime_error);
+}
+
+TEST_CASE("dkim signer: its signatures verify against the key `up` publishes, and fail for another message") {
+  // libopendkim, verifying, with the key as the resolver would serve it.
+  test::temp_dir run("dkim_verify");
+  make_private_folders(run.path, "jaku.com");
+  auto net = three_domains();
+  net.domains.resize(1);
+  launcher::prepare_dkim_keys(run.path, net);
+  const node::dkim_signer signer("jaku.com", "mailnet",
+                                 read_private_file(launcher::dkim_key_file(run.path, "jaku.com"), 1 << 16));
+  const std::string record = "v=DKIM1; k=rsa; p=" + net.domains[0].dns.dkim->public_key;
+  node::auth_checker checker([&](const std::string& name, std::uint16_t type) {
+    node::dns_reply r;
+    r.kind = node::reply_kind::nxdomain;
+    if (node::canonical_name(name) == "mailnet._domainkey.jaku.com" && type == node::dns_type::txt) {
+      r.kind = node::reply_kind::answer;
+      r.texts = {record};
+    }
+    return r;
+  });
+  for (int i = 0; i < 3; ++i) {  // the same signer again: the key is read anew by libopendkim each time
+    const std::string message = "From: Rey <rey@jaku.com>\r\nTo: vader@deathstar.com\r\nSubject: plans " +
+                                std::to_string(i) + "\r\nMessage-ID: <m" + std::to_string(i) +
+                                "@jaku.com>\r\n\r\nThe plans are in the droid.\r\n";
+    const auto r = signer.sign(message, "Q" + std::to_string(i));
+    REQUIRE_MESSAGE(r.error.empty(), r.error);
+    const std::string signed_message = r.header + message;
+    const auto verdict = checker.check({"127.0.0.1", "jaku.com", "rey@jaku.com", signed_message});
+    REQUIRE(verdict.dkim.size() == 1);
+    CHECK_MESSAGE(verdict.dkim[0].result == "pass", verdict.dkim[0].detail);
+    CHECK(verdict.dkim[0].domain == "jaku.com");
+    std::string altered = signed_message;
+    altered.replace(altered.find("droid"), 5, "drone");
+    CHECK(checker.check({"127.0.0.1", "jaku.com", "rey@jaku.com", altered}).dkim.at(0).result == "fail");
+  }
 }
 
 TEST_CASE("author domain: the one From address's domain, lower case") {

@@ -136,6 +136,19 @@ TEST_CASE("resolver client: routes from an in-process dns_server, NXDOMAIN, the 
     auto a = co_await client.query("mx.jaku.com", node::dns_type::a);
     CHECK(a.kind == node::reply_kind::answer);
 
+    // What the cache holds can be read without asking (the node's check
+    // threads do): the reply query() gave, NXDOMAIN too; nothing not asked.
+    const auto hit = client.cached("MX.Jaku.com.", node::dns_type::a);
+    REQUIRE(hit);
+    CHECK(hit->kind == node::reply_kind::answer);
+    REQUIRE(hit->addresses.size() == 1);
+    CHECK(hit->addresses[0].address == a.addresses.at(0).address);
+    const auto missing = client.cached("genshinimpact.com", node::dns_type::mx);
+    REQUIRE(missing);
+    CHECK(missing->kind == node::reply_kind::nxdomain);
+    CHECK_FALSE(client.cached("mx.jaku.com", node::dns_type::aaaa));
+    CHECK_FALSE(client.cached("deathstar.com", node::dns_type::txt));
+
     // With the server gone, cached answers (and cached NXDOMAIN) still serve.
     server.stop();
     node::resolver_client impatient(io.get_executor(), where, 50ms, 1);
@@ -168,6 +181,7 @@ TEST_CASE("resolver client: a server that never answers is a temporary failure a
     CHECK(r.detail.find("3 attempts") != std::string::npos);
     CHECK(elapsed >= 300ms);  // every attempt waited its timeout: a lower bound, not a speed
     // Failures are not cached: the next lookup asks (and waits) again.
+    CHECK_FALSE(client.cached("_smtp._tcp.jaku.com", node::dns_type::srv));
     const auto again = std::chrono::steady_clock::now();
     r = co_await client.lookup_mail_route("jaku.com");
     CHECK(r.status == node::lookup_status::temporary);
