@@ -436,6 +436,16 @@ node_service::~node_service() {
   if (impl_) impl_->disk.join();
 }
 
+void node_service::finish() {
+  auto& m = *impl_;
+  // No check waits on the resolver client any more (the loop has stopped).
+  m.closing = true;
+  m.committer.stop();
+  m.disk.join();
+  m.transcript.flush();
+  m.events.flush();
+}
+
 std::uint16_t node_service::start() {
   auto& m = *impl_;
   m.events.open(m.dir / "node.log", m.echo);
