@@ -333,16 +333,22 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
     // The launcher's pidfd, taken before asking: its end is then seen the
     // moment it comes, not at the next turn of a polling loop.
     launcher_exit_watch gone(folder);
+    const auto asked = std::chrono::steady_clock::now();
     nlohmann::json reply;
     if (int rc = ask(folder, {{"cmd", "down"}}, reply)) return rc;
     // The launcher answers first, then stops its children and waits for
-    // each: wait for it to be gone.
+    // each: wait for it to be gone. Said at once, for a wait that may take
+    // seconds (a session in DATA has 5 s to finish).
+    if (const long n = reply.value("stopping", 0L); n > 0)
+      std::cout << "mailnet: stopping " << n << (n == 1 ? " process" : " processes") << " and the launcher"
+                << std::endl;
     gone.wait(std::chrono::seconds(20));
     if (auto pid = folder.running_launcher()) {
       std::cerr << "mailnet: the launcher (pid " << *pid << ") is still running after 20 s\n";
       return 1;
     }
-    std::cout << "mailnet: network is down\n";
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count();
+    std::cout << "mailnet: network is down (" << std::fixed << std::setprecision(2) << seconds << " s)\n";
     return 0;
   });
 
