@@ -105,11 +105,11 @@ int node_main(int argc, char** argv) {
     service.start();  // after the handlers: a SIGUSR1 right after "ready" must not kill us
     io.run();
     // Stopped. What must be on disk is written now; then, in a normal build,
-    // the process ends without its teardown: joining a dozen idle threads,
-    // freeing every object and the libraries' exit handlers cost about as
-    // much CPU as the rest of the stop, times a thousand nodes at `mailnet
-    // down` (bench/README.md, "mailnet down"). The kernel takes the threads,
-    // the memory and the descriptors back at once.
+    // the process ends without its teardown: joining a dozen idle threads
+    // (each unmapping its stack), freeing every object and the libraries'
+    // exit handlers were most of an idle node's stop, times a thousand nodes
+    // at `mailnet down` (bench/README.md, "mailnet down at 1,000 domains").
+    // The kernel takes the threads, the memory and the descriptors back.
     service.finish();
     if (!full_teardown_at_exit) ::_exit(0);
     return 0;
