@@ -46,6 +46,11 @@ def start_mailnet(work, port, sessions, bin_dir=None, shape=None):
     return net.down, pids["jaku.com"], (lambda: lib.count_files(mail)), extra, net
 
 
+def no_checks(topology):
+    for d in topology["domains"]:
+        d.setdefault("policy", {})["dmarc"] = "off"
+
+
 def start_postfix(work, port, sessions):
     pf = postfix_peer.Postfix(work, port, ["jaku.com"]).configure().start()
     new = pf.new_dir("jaku.com")
@@ -91,6 +96,9 @@ def one_run(server, mode_args, args, leftovers, starters=None, during=None):
                "aiosmtpd-pool": lambda w, p, s: start_aiosmtpd(w, p, s, pool=True),
                "postfix": start_postfix,
                "mailnet-before": lambda w, p, s: start_mailnet(w, p, s, args.before_bin),
+               # The node without its SPF, DKIM and DMARC checks (policy.dmarc "off"):
+               # the same work as a Postfix with no policy service or milter.
+               "mailnet-nochecks": lambda w, p, s: start_mailnet(w, p, s, shape=no_checks),
                **(starters or {})}[server]
     # A starter's fifth value, when it has one: the network (for `during`), or
     # a function giving the server's CPU seconds (Postfix: all its processes).
@@ -157,7 +165,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--servers", default=",".join(SERVERS),
                     help="comma list of mailnet, smtp-sink, aiosmtpd (fsync on the event loop), aiosmtpd-pool, "
-                         "postfix (a private instance, root)")
+                         "postfix (a private instance, root), mailnet-nochecks (policy.dmarc off)")
     ap.add_argument("--modes", default="per-connection,reused", help="per-connection, reused")
     ap.add_argument("--json", help="also write every run here")
     ap.add_argument("--before-bin", help="bin folder of another build: adds server mailnet-before (an A/B)")

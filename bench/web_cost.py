@@ -20,7 +20,9 @@ on ÷ off; with the web on, the CPU of every chromium process (the browser,
 its renderer, its GPU and network processes: all under chromedriver) per
 message, and the web's whole extra CPU (launcher on − launcher off +
 chromium) against the node's and launcher's with the web off, per round.
-Both networks are otherwise identical.
+Both networks are otherwise identical. The load starts once the page has
+settled (chromium under 5 % of a core for 2 seconds in a row, at most 20 s):
+the page's own start-up is not the cost of a page left open.
 """
 import argparse
 import contextlib
@@ -131,6 +133,24 @@ def tree_cpu(driver_pid):
     return out
 
 
+def settle(driver_pid, quiet_share=0.05, seconds=2, timeout=20):
+    """Wait until the page is open as a user leaves it: chromium's CPU below
+    quiet_share of a core in each of `seconds` consecutive seconds (its
+    start-up, parsing, the first frames and the first polls, take about a
+    fifth of a core in the first second after the graph has drawn: measured
+    into a 3-second run, that start-up would be counted as the open page's
+    cost). Bounded by timeout; returns the seconds it took."""
+    start = time.monotonic()
+    quiet = 0
+    prev = sum(tree_cpu(driver_pid).values())
+    while quiet < seconds and time.monotonic() - start < timeout:
+        time.sleep(1)
+        cur = sum(tree_cpu(driver_pid).values())
+        quiet = quiet + 1 if cur - prev < quiet_share else 0
+        prev = cur
+    return round(time.monotonic() - start, 1)
+
+
 @contextlib.contextmanager
 def dashboard(net, work, sse_reader=False):
     """A headless chromium on the web server's `/` (and with sse_reader an
@@ -173,7 +193,8 @@ def dashboard(net, work, sse_reader=False):
             lib.wait_for(lambda: reader.status or reader.error, 30, "the event stream to answer")
             if not (reader.status or "").split()[1:2] == ["200"]:
                 raise RuntimeError(f"GET /api/v1/events: {reader.status} {reader.error or ''}")
-        dashboard.last = {"events": 0, "title": driver.title}
+        dashboard.last = {"events": 0, "title": driver.title,
+                          "settle_s": settle(driver_pid)}
         cpu0 = tree_cpu(driver_pid)
         yield {}
         cpu1 = tree_cpu(driver_pid)
@@ -270,7 +291,7 @@ def main():
                                 f"{r.get('launcher_cpu_us_per_msg', 0):5.1f} launcher"
                                 + (f"  {r.get('chromium_cpu_us_per_msg', 0):.1f} us chromium "
                                    f"({100 * r['chromium_cpu_s'] / r['seconds']:.1f} % of a core, "
-                                   f"{r['chromium_processes']} processes)"
+                                   f"{r['chromium_processes']} processes, settled in {r['settle_s']} s)"
                                    + (f", {r['events']} events read" if args.sse_reader else "") if web else ""))
         finally:
             if runs:

@@ -16,20 +16,12 @@
 #include <thread>
 #include <vector>
 
+#include "common/openssl_ptr.hpp"
 #include "common/private_files.hpp"
 
 namespace mailnet::launcher {
 
 namespace {
-
-struct bio_free {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct pkey_free {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-using bio_ptr = std::unique_ptr<BIO, bio_free>;
-using pkey_ptr = std::unique_ptr<EVP_PKEY, pkey_free>;
 
 // OpenSSL keeps its error queue per thread: each worker reads its own.
 std::string ssl_error() {

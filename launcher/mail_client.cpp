@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "common/address.hpp"
+#include "common/openssl_ptr.hpp"
 #include "common/terminal_text.hpp"
 #include "common/mail/data_reader.hpp"
 #include "common/dns/dns_message.hpp"
@@ -214,15 +215,9 @@ class smtp_connection {
     buffer_.append(buf, static_cast<std::size_t>(n));
   }
 
-  struct ctx_free {
-    void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
-  };
-  struct ssl_free {
-    void operator()(SSL* c) const { SSL_free(c); }
-  };
   fd_closer fd_;
-  std::unique_ptr<SSL_CTX, ctx_free> ctx_;
-  std::unique_ptr<SSL, ssl_free> ssl_;  // declared after fd_: freed before the socket closes
+  ssl_ctx_ptr ctx_;
+  ssl_ptr ssl_;  // declared after fd_: freed before the socket closes
   std::string buffer_;
   std::chrono::milliseconds timeout_;
   std::ostream* verbose_;

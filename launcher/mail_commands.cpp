@@ -165,6 +165,16 @@ using node::entry_in_any_case;
 using node::maildir_files;
 using node::user_folders;
 
+// A user's message files: the inbox's, then those of the Junk folder (DMARC
+// quarantine), each with its label ("luke", "luke/Junk").
+std::vector<std::pair<std::string, fs::path>> user_messages(const fs::path& maildir) {
+  std::vector<std::pair<std::string, fs::path>> out;
+  const std::string user = maildir.filename().string();
+  for (auto& f : maildir_files(maildir)) out.emplace_back(user, std::move(f));
+  for (auto& f : maildir_files(maildir / node::junk_maildir)) out.emplace_back(user + "/Junk", std::move(f));
+  return out;
+}
+
 std::string lower(std::string s) { return node::ascii_lower(std::move(s)); }
 
 int run_inbox(const folder_options& o, std::string domain, const std::string& user) {
@@ -189,7 +199,7 @@ int run_inbox(const folder_options& o, std::string domain, const std::string& us
   }
   std::vector<std::vector<std::string>> rows{{"USER", "DATE", "FROM", "SUBJECT", "ATT", "PATH"}};
   for (const auto& u : users) {
-    for (const auto& file : maildir_files(u)) {
+    for (const auto& [label, file] : user_messages(u)) {
       std::string raw;
       try {
         raw = node::read_whole_file(file, false);  // never through a link
@@ -198,7 +208,7 @@ int run_inbox(const folder_options& o, std::string domain, const std::string& us
       }
       auto m = node::parse_mail(raw);
       std::string att = m.structure_ok ? std::to_string(m.attachments.size()) : "?";
-      rows.push_back({terminal_safe(u.filename().string()), terminal_safe(m.date), terminal_safe(m.from),
+      rows.push_back({terminal_safe(label), terminal_safe(m.date), terminal_safe(m.from),
                       terminal_safe(m.subject), att, terminal_safe(file.string())});
     }
   }
@@ -222,7 +232,7 @@ fs::path find_message(const folder_options& o, const std::string& which) {
   for (const auto& domain : fs::directory_iterator(folder.dir(), ec)) {
     if (!fs::is_directory(domain.path() / "mail")) continue;
     for (const auto& u : user_folders(domain.path() / "mail"))
-      for (const auto& file : maildir_files(u)) {
+      for (const auto& [label, file] : user_messages(u)) {
         if (file.filename().string().starts_with(which)) matches.push_back(file);
         else if (lower(file.filename().string()).starts_with(which_folded)) folded.push_back(file);
       }
@@ -250,8 +260,10 @@ int run_show(const folder_options& o, const std::string& which) {
   const auto file = find_message(o, which);
   const auto m = node::parse_mail(node::read_whole_file(file));
   // Every header, the text and the file names come from the sender: escaped.
-  std::cout << "File:    " << terminal_safe(file.string()) << "\n"
-            << "Date:    " << terminal_safe(m.date) << "\n"
+  std::cout << "File:    " << terminal_safe(file.string()) << "\n";
+  if (node::in_junk(file))
+    std::cout << "Folder:  Junk (quarantined: it failed DMARC under the sender's p=quarantine)\n";
+  std::cout << "Date:    " << terminal_safe(m.date) << "\n"
             << "From:    " << terminal_safe(m.from) << "\n"
             << "To:      " << terminal_safe(m.to) << "\n";
   if (!m.cc.empty()) std::cout << "Cc:      " << terminal_safe(m.cc) << "\n";
@@ -262,9 +274,9 @@ int run_show(const folder_options& o, const std::string& which) {
   for (const auto& a : m.attachments)
     std::cout << "  " << (a.file_name.empty() ? "(unnamed)" : terminal_safe(a.file_name)) << "  "
               << terminal_safe(a.content_type) << "  " << a.data.size() << " bytes\n";
-  // <domain>/mail/<user>/new/<name>: the node saved them in <domain>/attachments/<name>.
+  // <domain>/mail/<user>/[.Junk/]new/<name>: the node saved them in <domain>/attachments/<name>.
   const auto name = file.filename().string().substr(0, file.filename().string().find(':'));
-  const auto saved = file.parent_path().parent_path().parent_path().parent_path() / "attachments" / name;
+  const auto saved = node::user_maildir_of(file).parent_path().parent_path() / "attachments" / name;
   if (fs::is_directory(saved)) std::cout << "Saved in: " << terminal_safe(saved.string()) << "\n";
   for (const auto& e : m.errors) std::cout << "MIME problem: " << terminal_safe(e) << "\n";
   return 0;

@@ -53,8 +53,6 @@ bool can_bind(const endpoint& at, int type) {
   return free;
 }
 
-bool port_is_free(std::uint16_t port) { return can_bind({"127.0.0.1", port}, SOCK_STREAM); }
-
 // The resolver holds UDP and TCP on its port: "" when both are free, else which is taken.
 std::string resolver_address_problem(const endpoint& at) {
   const bool udp = can_bind(at, SOCK_DGRAM), tcp = can_bind(at, SOCK_STREAM);

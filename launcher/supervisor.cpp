@@ -34,6 +34,7 @@
 
 #include "common/faults_json.hpp"
 #include "common/fd_limit.hpp"
+#include "common/mail/durable_file.hpp"
 #include "common/terminal_text.hpp"
 #include "common/private_files.hpp"
 #include "common/topology.hpp"
@@ -42,6 +43,7 @@
 #include "launcher/imap_config.hpp"
 #include "launcher/line_printer.hpp"
 #include "launcher/run_folder.hpp"
+#include "launcher/web/trace.hpp"
 #include "launcher/web/web_server.hpp"
 #include "launcher/web_send.hpp"
 
@@ -171,6 +173,9 @@ struct child {
   // node, the last one it said it loaded (event=fault_rules), and the faults
   // it injected since `up` (event=fault).
   std::uint64_t fault_generation_written = 0, fault_generation_seen = 0;
+  // The last faults.json it refused (event=fault_rules_error) and its words.
+  std::uint64_t fault_generation_refused = 0;
+  std::string fault_refusal;
   std::size_t faults = 0;
   child_state announced = child_state::stopped;  // the last state published on the event stream
 };
@@ -273,7 +278,14 @@ class supervisor {
   json fault_add(const json& request, std::set<std::string>& nodes);
   json fault_clear(const std::string& name, std::set<std::string>& nodes);
   json faults_file(const std::string& node, std::uint64_t generation) const;
+  std::string write_faults_file(const std::string& node, std::uint64_t generation);  // "" or why not
   asio::awaitable<json> apply_faults(std::set<std::string> nodes, json reply);
+  struct fault_state {  // what is in force, to put back
+    std::vector<fault_rule> runtime;
+    std::set<std::string> cleared;
+    std::map<std::string, std::size_t> counts;
+  };
+  json refused_change(json reply, fault_state before);
   void take_fault_line(child& c, std::string_view line, std::string_view event);
   bool topology_rule_in_force(const fault_rule& r) const { return !cleared_faults_.contains(r.name); }
   // The child that applies a rule: the resolver for a dns rule (its "to" may
@@ -405,6 +417,7 @@ void send_signal(const child& c, int sig) {
 std::shared_ptr<instance> supervisor::begin_spawn(child& c) {
   c.port_wait_until = {};
   c.fault_generation_seen = 0;  // the new process says which faults.json it read
+  c.fault_generation_refused = 0;
   auto inst = std::make_shared<instance>();
   c.current = inst;
   set_state(c, child_state::starting);
@@ -555,7 +568,7 @@ void supervisor::take_line(child& c, const std::shared_ptr<instance>& inst, std:
     if (c.fault_generation_seen < c.fault_generation_written) ::kill(inst->pid, SIGUSR2);
     write_network_json();
     notify();
-  } else if (event == "fault" || event == "fault_rules") {
+  } else if (event == "fault" || event == "fault_rules" || event == "fault_rules_error") {
     take_fault_line(c, line, event);
   } else {
     count_event(c, event, line);
@@ -872,9 +885,12 @@ asio::awaitable<json> supervisor::handle(const json& request) {
   if (cmd == "fault_list") co_return json{{"ok", true}, {"faults", fault_list()}};
   if (cmd == "fault_add" || cmd == "fault_clear") {
     std::set<std::string> nodes;
+    fault_state before{runtime_faults_, cleared_faults_, fault_counts_};
     json reply = cmd == "fault_add" ? fault_add(request, nodes) : fault_clear(request.value("name", ""), nodes);
     if (!reply.value("ok", false)) co_return reply;
-    co_return co_await apply_faults(std::move(nodes), std::move(reply));
+    reply = co_await apply_faults(std::move(nodes), std::move(reply));
+    if (!reply["refused"].empty()) reply = refused_change(std::move(reply), std::move(before));
+    co_return reply;
   }
   const std::string name = request.value("name", "");
   if (cmd == "flush" && name.empty()) {
@@ -921,8 +937,27 @@ asio::awaitable<json> supervisor::handle(const json& request) {
 // when it comes the node acts on the change. A node that is down reads the
 // file when it starts.
 
-// "... event=fault rule=NAME stage=..." and "... event=fault_rules generation=G ...".
+// "... event=fault rule=NAME stage=...", "... event=fault_rules generation=G ..."
+// and "... event=fault_rules_error generation=G error=...".
 void supervisor::take_fault_line(child& c, std::string_view line, std::string_view event) {
+  if (event == "fault_rules_error") {
+    // Its own words, unescaped (the reply escapes them where it is shown).
+    // Without a generation (the resolver's line; a node's file that did not
+    // parse) it is about the file it was last given.
+    std::uint64_t generation = c.fault_generation_written;
+    std::string why;
+    web::log_event e;
+    if (web::parse_log_event(std::string(line), e)) {
+      why = e.value("error");
+      const auto g = e.value("generation");
+      std::uint64_t n = 0;
+      if (std::from_chars(g.data(), g.data() + g.size(), n).ec == std::errc()) generation = n;
+    }
+    c.fault_refusal = why.empty() ? std::string(line) : why;
+    c.fault_generation_refused = std::max(c.fault_generation_refused, generation);
+    notify();
+    return;
+  }
   const std::string key = " event=" + std::string(event) + (event == "fault" ? " rule=" : " generation=");
   const auto pos = line.find(key);
   if (pos == std::string_view::npos) return;
@@ -1012,23 +1047,46 @@ json supervisor::faults_file(const std::string& node, std::uint64_t generation) 
   return doc;
 }
 
+std::string supervisor::write_faults_file(const std::string& name, std::uint64_t generation) {
+  const json doc = faults_file(name, generation);
+  const auto file = folder_.dir() / name / "faults.json";
+  try {
+    // Durable before the node is told (the file fsynced, renamed, its folder
+    // fsynced), as mail is: a machine that crashes after `add` answered
+    // restarts the node with the rules it was said to have. A few ms on the
+    // event loop, per change a person makes. The helper never opens a name
+    // that is there (O_EXCL): a tmp left by a launcher that died between
+    // write and rename is removed first (remove follows no link).
+    const std::filesystem::path tmp = file.string() + ".tmp";
+    std::filesystem::remove(tmp);
+    node::publish_durably(tmp, file, doc.dump(2) + "\n", true);
+    return "";
+  } catch (const std::exception& e) {
+    return "cannot write " + file.string() + ": " + e.what();
+  }
+}
+
+namespace {
+
+// Not in the coroutine: GCC 12 miscompiles braced json in them.
+json refusal(const std::string& node, const std::string& why) { return json{{"node", node}, {"error", why}}; }
+
+}  // namespace
+
 // Writes the faults.json of each node in nodes, signals those that run, and
-// waits (up to 5 s) until each has read it. The reply says which nodes
-// applied the change and which will when they start.
+// waits (up to 5 s) until each has read it, or refused it (its
+// event=fault_rules_error, taken as soon as it comes). The reply says which
+// nodes applied the change, which refused it and why, and which will apply
+// it when they start.
 asio::awaitable<json> supervisor::apply_faults(std::set<std::string> nodes, json reply) {
   const auto generation = ++fault_generation_;
-  json applied = json::array(), pending = json::array();
+  json applied = json::array(), pending = json::array(), refused = json::array();
   std::vector<child*> told;
   for (const auto& name : nodes) {
     child* c = find(name);
     if (!c) continue;
-    const json doc = faults_file(name, generation);
-    const auto file = folder_.dir() / name / "faults.json";
-    try {
-      write_private_file(file.string() + ".tmp", doc.dump(2) + "\n");
-      std::filesystem::rename(file.string() + ".tmp", file);
-    } catch (const std::exception& e) {
-      pending.push_back(name + ": cannot write " + file.string() + ": " + e.what());
+    if (auto problem = write_faults_file(name, generation); !problem.empty()) {
+      pending.push_back(name + ": " + problem);
       continue;
     }
     c->fault_generation_written = generation;
@@ -1040,19 +1098,51 @@ asio::awaitable<json> supervisor::apply_faults(std::set<std::string> nodes, json
     }
   }
   auto done = [&](const child* c) {
-    return c->state != child_state::ready || c->fault_generation_seen >= c->fault_generation_written;
+    return c->state != child_state::ready || c->fault_generation_seen >= c->fault_generation_written ||
+           c->fault_generation_refused >= c->fault_generation_written;
   };
   co_await wait_until([&] { return std::all_of(told.begin(), told.end(), done); },
                       clock::now() + std::chrono::seconds(5));
   for (const child* c : told) {
     if (c->state == child_state::ready && c->fault_generation_seen >= generation) applied.push_back(c->name);
+    else if (c->fault_generation_refused >= generation) refused.push_back(refusal(c->name, c->fault_refusal));
     else if (c->state == child_state::ready) pending.push_back(c->name + " did not confirm within 5 s");
     else pending.push_back(c->name + " is " + to_string(c->state) + ": it applies the change when it starts");
   }
   reply["applied"] = applied;
   reply["pending"] = pending;
+  reply["refused"] = refused;
   write_network_json();
   co_return reply;
+}
+
+// A change some node refused: an error that quotes each node's words. When no
+// node took it, it is undone, so that `fault list` says what the nodes do and
+// the same change can be made again once the cause is gone; the refusing
+// nodes' files are written back (without a signal: they hold those rules).
+json supervisor::refused_change(json reply, fault_state before) {
+  std::string why;
+  for (const auto& r : reply["refused"])
+    why += (why.empty() ? "" : "; ") + r["node"].get<std::string>() + " refused the change: " + r["error"].get<std::string>();
+  if (reply["applied"].empty() && reply["pending"].empty()) {
+    for (auto& [name, count] : before.counts)  // a fault injected meanwhile still counts
+      if (auto it = fault_counts_.find(name); it != fault_counts_.end()) count = it->second;
+    runtime_faults_ = std::move(before.runtime);
+    cleared_faults_ = std::move(before.cleared);
+    fault_counts_ = std::move(before.counts);
+    const auto generation = ++fault_generation_;
+    for (const auto& r : reply["refused"]) {
+      child* c = find(r["node"].get<std::string>());
+      if (c && write_faults_file(c->name, generation).empty()) c->fault_generation_written = generation;
+    }
+    write_network_json();
+    why += " (the change is undone: the rules in force are as they were)";
+  } else {
+    why += " (the other nodes concerned took the change)";
+  }
+  reply["ok"] = false;
+  reply["error"] = why;
+  return reply;
 }
 // ---- end of faults while the network runs
 

@@ -18,24 +18,12 @@
 #include <thread>
 #include <vector>
 
+#include "common/openssl_ptr.hpp"
 #include "common/private_files.hpp"
 
 namespace mailnet::launcher {
 
 namespace {
-
-struct bio_free {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct x509_free {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct pkey_free {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-using bio_ptr = std::unique_ptr<BIO, bio_free>;
-using x509_ptr = std::unique_ptr<X509, x509_free>;
-using pkey_ptr = std::unique_ptr<EVP_PKEY, pkey_free>;
 
 constexpr long day = 24L * 3600;
 constexpr long ca_days = 3650;
@@ -143,9 +131,8 @@ x509_ptr new_certificate(EVP_PKEY* key, const std::string& common_name, long day
   unsigned char serial[16];
   if (RAND_bytes(serial, sizeof serial) != 1) fail("RAND_bytes");
   serial[0] &= 0x7f;  // positive
-  BIGNUM* bn = BN_bin2bn(serial, sizeof serial, nullptr);
-  if (!bn || !BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x.get()))) fail("serial number");
-  BN_free(bn);
+  bignum_ptr bn(BN_bin2bn(serial, sizeof serial, nullptr));  // freed also when fail() throws
+  if (!bn || !BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(x.get()))) fail("serial number");
   if (!X509_gmtime_adj(X509_getm_notBefore(x.get()), -3600) || !X509_gmtime_adj(X509_getm_notAfter(x.get()), days * day))
     fail("certificate validity");
   if (X509_set_pubkey(x.get(), key) != 1) fail("X509_set_pubkey");

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/mail/mime_comments.hpp"
+#include "common/openssl_ptr.hpp"
 
 namespace mailnet::node {
 
@@ -95,10 +96,9 @@ namespace {
 // it: its own reading of a bad key loses memory on the way out (64 bytes in
 // dkim_privkey_load per message, seen by LeakSanitizer).
 void check_rsa_key(const std::string& pem) {
-  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  bio_ptr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   if (!bio) throw std::runtime_error("out of memory reading the key");
-  EVP_PKEY* key = PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr);
-  BIO_free(bio);
+  pkey_ptr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
   if (!key) {
     const unsigned long e = ERR_get_error();
     ERR_clear_error();
@@ -106,9 +106,8 @@ void check_rsa_key(const std::string& pem) {
     if (e) ERR_error_string_n(e, text, sizeof text);
     throw std::runtime_error(std::string("not a PEM private key (") + text + ")");
   }
-  const bool rsa = EVP_PKEY_base_id(key) == EVP_PKEY_RSA;
-  EVP_PKEY_free(key);
-  if (!rsa) throw std::runtime_error("not an RSA key (rsa-sha256 signs with RSA only)");
+  if (EVP_PKEY_base_id(key.get()) != EVP_PKEY_RSA)
+    throw std::runtime_error("not an RSA key (rsa-sha256 signs with RSA only)");
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <fcntl.h>
 #include <stdexcept>
 #include <system_error>
 #include <unistd.h>
@@ -51,6 +52,13 @@ void maildir_store::ensure(std::string_view mailbox) const {
   // Maildir planted as a link to another user's folder is refused.
   for (const char* sub : {"tmp", "new", "cur"})
     make_private_folders(root_.parent_path(), root_.filename() / box / sub);
+  // A Maildir++ subfolder holds an empty file "maildirfolder" (Dovecot and
+  // Courier look for it): made, or taken as it is, 0600 like every file of
+  // the run folder and never through a link.
+  if (box.filename() == std::filesystem::path(junk_folder)) {
+    const int fd = open_private_file(root_ / box / "maildirfolder", O_WRONLY | O_CREAT);
+    ::close(fd);
+  }
   std::lock_guard lock(known_mutex_);
   known_.emplace(mailbox);
 }

@@ -23,6 +23,13 @@ std::vector<fs::path> maildir_files(const fs::path& maildir) {
   return files;
 }
 
+bool in_junk(const fs::path& file) { return file.parent_path().parent_path().filename() == fs::path(junk_maildir); }
+
+fs::path user_maildir_of(const fs::path& file) {
+  const auto maildir = file.parent_path().parent_path();
+  return in_junk(file) ? maildir.parent_path() : maildir;
+}
+
 std::vector<fs::path> user_folders(const fs::path& mail_root) {
   std::vector<fs::path> users;
   std::error_code ec;

@@ -13,6 +13,17 @@ namespace mailnet::node {
 // names start with the delivery time).
 std::vector<std::filesystem::path> maildir_files(const std::filesystem::path& maildir);
 
+// The Maildir++ folder a node files quarantined mail in (a DMARC fail under
+// p=quarantine, policy.dmarc "enforce"): <user>/.Junk/{new,cur}, shown to
+// people as the folder "Junk" beside the inbox, "INBOX".
+inline constexpr const char* junk_maildir = ".Junk";
+
+// Whether a message file (<user>/[.Junk/]{new,cur}/<name>) is in a Junk folder.
+bool in_junk(const std::filesystem::path& file);
+
+// The user's Maildir a message file is in (<user> for both of the above).
+std::filesystem::path user_maildir_of(const std::filesystem::path& file);
+
 // The users' Maildirs under a domain's mail folder, by name.
 std::vector<std::filesystem::path> user_folders(const std::filesystem::path& mail_root);
 

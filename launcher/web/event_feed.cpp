@@ -6,7 +6,7 @@
 
 #include "common/event_log.hpp"
 #include "launcher/web/event_names.hpp"
-#include "launcher/web/percent_decode.hpp"
+#include "launcher/web/query.hpp"
 #include "launcher/web/trace.hpp"
 
 namespace mailnet::launcher::web {
@@ -49,31 +49,24 @@ events_query parse_events_query(std::string_view query) {
     return out;
   };
   bool seen_since = false, seen_events = false;
-  for (std::size_t i = 0; i < 16 && !query.empty(); ++i) {
-    const auto amp = query.find('&');
-    const auto pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-    if (pair.empty()) continue;
-    const auto eq = pair.find('=');
-    const auto key = percent_decode(pair.substr(0, eq), true);
-    const auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), true);
-    if (!key || !value) return fail("the query has a broken %-escape: " + std::string(pair));
-    if (*key == "since") {
+  const auto read = query_params(query, {"since", "events"}, 16);
+  for (const auto& [key, value] : read.params) {
+    if (key == "since") {
       if (seen_since) return fail("since is given twice");
       seen_since = true;
       std::uint64_t id = 0;
-      const auto [end, err] = std::from_chars(value->data(), value->data() + value->size(), id);
-      if (value->empty() || err != std::errc() || end != value->data() + value->size())
-        return fail("since must be an event id (a whole number), not '" + *value + "'");
+      const auto [end, err] = std::from_chars(value.data(), value.data() + value.size(), id);
+      if (value.empty() || err != std::errc() || end != value.data() + value.size())
+        return fail("since must be an event id (a whole number), not '" + value + "'");
       out.since = id;
-    } else if (*key == "events") {
+    } else {  // events
       if (seen_events) return fail("events is given twice (name them all in one, separated by commas)");
       seen_events = true;
-      std::string_view list(*value);
+      std::string_view list(value);
       for (std::size_t n = 0; n < 200; ++n) {
         const auto comma = list.find(',');
         const auto name = list.substr(0, comma);
-        if (name.empty()) return fail("events has an empty name: '" + *value + "'");
+        if (name.empty()) return fail("events has an empty name: '" + value + "'");
         if (!is_known_event(name)) {
           std::string known;
           for (const auto k : known_events()) known += (known.empty() ? "" : ", ") + std::string(k);
@@ -84,11 +77,9 @@ events_query parse_events_query(std::string_view query) {
         if (comma == std::string_view::npos) break;
         list.remove_prefix(comma + 1);
       }
-    } else {
-      return fail("unknown query parameter '" + *key + "' (known: since, events)");
     }
   }
-  if (!query.empty()) return fail("the query has too many parameters");
+  if (!read.error.empty()) return fail(read.error);
   return out;
 }
 

@@ -49,7 +49,11 @@ struct listed {
   Entry* entry;
   const std::string* domain;
   const std::string* user;
+  bool junk;
 };
+
+// The names a person sees for a user's two folders (IMAP's, as Dovecot shows them).
+const char* folder_name(bool junk) { return junk ? "Junk" : "INBOX"; }
 
 template <typename Entry>
 bool newer(const listed<Entry>& a, const listed<Entry>& b) {
@@ -60,8 +64,10 @@ bool newer(const listed<Entry>& a, const listed<Entry>& b) {
   return *a.user < *b.user;
 }
 
-json summary_json(const message_summary& s, const std::string& domain, const std::string& user, bool unread) {
+json summary_json(const message_summary& s, const std::string& domain, const std::string& user, bool unread,
+                  bool junk) {
   return {{"id", s.id},           {"domain", domain},     {"user", user},
+          {"folder", folder_name(junk)},
           {"from", s.from},       {"to", s.to},           {"subject", s.subject},
           {"date", s.date},       {"message_id", s.message_id}, {"size", s.size},
           {"attachments", s.attachments}, {"unread", unread}, {"bounce", s.bounce}};
@@ -70,8 +76,9 @@ json summary_json(const message_summary& s, const std::string& domain, const std
 // The summary's object as json_reply writes it as an element of the list
 // (indented two levels deeper than on its own): made once per file.
 std::string listed_object(const message_summary& s, const std::string& domain, const std::string& user,
-                          bool unread) {
-  const std::string alone = summary_json(s, domain, user, unread).dump(2, ' ', false, json::error_handler_t::replace);
+                          bool unread, bool junk) {
+  const std::string alone =
+      summary_json(s, domain, user, unread, junk).dump(2, ' ', false, json::error_handler_t::replace);
   std::string out = "    ";
   out.reserve(alone.size() + alone.size() / 8);
   for (const char c : alone) {
@@ -247,6 +254,8 @@ message_store::mailbox_index& message_store::refresh_mailbox(const fs::path& mai
   m.seen = true;
   refresh_folder(m.sub[0], maildir / "new");
   refresh_folder(m.sub[1], maildir / "cur");
+  refresh_folder(m.sub[2], maildir / node::junk_maildir / "new");  // mostly absent: one stat()
+  refresh_folder(m.sub[3], maildir / node::junk_maildir / "cur");
   return m;
 }
 
@@ -261,7 +270,8 @@ void message_store::refresh() {
 
 std::size_t message_store::indexed() const {
   std::size_t n = 0;
-  for (const auto& [path, m] : mailboxes_) n += m.sub[0].files.size() + m.sub[1].files.size();
+  for (const auto& [path, m] : mailboxes_)
+    for (const auto& f : m.sub) n += f.files.size();
   return n;
 }
 
@@ -290,10 +300,13 @@ response message_store::list(const message_query& q) {
   const std::string needle = lowered(q.q);
   std::vector<listed<file_entry>> matched;
   for (auto* m : boxes)
-    for (auto& f : m->sub)
-      for (auto& [name, e] : f.files)
+    for (std::size_t i = 0; i < std::size(m->sub); ++i) {
+      const bool junk = junk_sub(i);
+      if (!q.folder.empty() && q.folder != folder_name(junk)) continue;
+      for (auto& [name, e] : m->sub[i].files)
         if (needle.empty() || e.summary->haystack.find(needle) != std::string::npos)
-          matched.push_back({e.summary.get(), &e, &m->domain, &m->user});
+          matched.push_back({e.summary.get(), &e, &m->domain, &m->user, junk});
+    }
   const std::size_t count = std::min(q.limit, matched.size());
   std::partial_sort(matched.begin(), matched.begin() + static_cast<std::ptrdiff_t>(count), matched.end(),
                     newer<file_entry>);
@@ -304,7 +317,8 @@ response message_store::list(const message_query& q) {
   if (count == 0) r.body += "[]";
   for (std::size_t i = 0; i < count; ++i) {
     auto& e = *matched[i].entry;
-    if (e.json.empty()) e.json = listed_object(*matched[i].s, *matched[i].domain, *matched[i].user, e.unread);
+    if (e.json.empty())
+      e.json = listed_object(*matched[i].s, *matched[i].domain, *matched[i].user, e.unread, matched[i].junk);
     r.body += i == 0 ? "[\n" : ",\n";
     r.body += e.json;
   }
@@ -319,8 +333,9 @@ std::vector<fs::path> message_store::locate(const std::string& id) const {
   if (id.empty() || id.find('/') != std::string::npos) return found;
   for (const auto& d : node::mail_domains(dir_))
     for (const auto& u : node::user_folders(d / "mail"))
-      for (const auto& file : node::maildir_files(u))
-        if (message_id_of(file.filename().string()) == id) found.push_back(file);
+      for (const auto& maildir : {u, u / node::junk_maildir})
+        for (const auto& file : node::maildir_files(maildir))
+          if (message_id_of(file.filename().string()) == id) found.push_back(file);
   return found;
 }
 
@@ -341,9 +356,10 @@ response message_store::detail(const std::string& id) {
   const auto m = node::parse_mail(raw);
   json users = json::array();
   for (const auto& f : files) {
-    const auto user = f.parent_path().parent_path();
+    const auto user = node::user_maildir_of(f);
     users.push_back({{"domain", user.parent_path().parent_path().filename().string()},
                      {"user", user.filename().string()},
+                     {"folder", folder_name(node::in_junk(f))},
                      {"unread", is_unread(f)}});
   }
   json attachments = json::array();
@@ -424,8 +440,10 @@ response message_store::mailboxes() {
     std::size_t total = 0, unread = 0;
     for (const auto& [user, folder] : boxes) {
       std::size_t n = 0, u = 0;
-      // Counted, not listed: no order needed, so no sort of every name.
-      for (const char* sub : {"new", "cur"}) {
+      // Counted, not listed: no order needed, so no sort of every name. The
+      // Junk folder's count in the totals too, as the user's list shows it.
+      for (const auto& sub : {fs::path("new"), fs::path("cur"), fs::path(node::junk_maildir) / "new",
+                              fs::path(node::junk_maildir) / "cur"}) {
         if (folder.empty()) break;
         std::error_code ec;
         for (const auto& e : fs::directory_iterator(folder / sub, ec))
@@ -469,14 +487,16 @@ response message_store::remove(const std::string& id, const std::string& domain,
   if (files.empty()) return no_message(id);
   json removed = json::array();
   for (const auto& f : files) {
-    const auto u = f.parent_path().parent_path();
+    const auto u = node::user_maildir_of(f);
     const std::string d = u.parent_path().parent_path().filename().string();
     if (!domain.empty() && lowered(d) != without_root_dot(domain)) continue;
     if (!user.empty() && lowered(u.filename().string()) != lowered(user)) continue;
     std::error_code ec;
-    if (fs::remove(f, ec)) removed.push_back({{"domain", d}, {"user", u.filename().string()}});
+    if (fs::remove(f, ec))
+      removed.push_back({{"domain", d}, {"user", u.filename().string()}});
     if (const auto m = mailboxes_.find(u.string()); m != mailboxes_.end())
-      m->second.sub[f.parent_path().filename() == "new" ? 0 : 1].files.erase(f.filename().string());
+      m->second.sub[(node::in_junk(f) ? 2 : 0) + (f.parent_path().filename() == "new" ? 0 : 1)].files.erase(
+          f.filename().string());
   }
   if (removed.empty())
     return error_response(404, "message '" + id + "' is not in the Maildir of " +

@@ -26,6 +26,7 @@ namespace mailnet::launcher::web {
 
 struct message_query {
   std::string domain, user, q;  // empty: any
+  std::string folder;           // empty: both; "INBOX" or "Junk" (the DMARC quarantine, <user>/.Junk)
   std::size_t limit = 100;
 };
 
@@ -46,7 +47,8 @@ class message_store {
   explicit message_store(std::filesystem::path run_dir) : dir_(std::move(run_dir)) {}
   const std::filesystem::path& dir() const { return dir_; }
 
-  // GET /api/v1/messages: {"total": matched, "count": returned, "messages": [...]}.
+  // GET /api/v1/messages: {"total": matched, "count": returned, "messages": [...]};
+  // each message's "folder" is "INBOX" or "Junk".
   response list(const message_query& q);
   // GET /api/v1/messages/{id}[/raw|/attachments/{n}], DELETE /api/v1/messages/{id}.
   response detail(const std::string& id);
@@ -94,9 +96,10 @@ class message_store {
   };
   struct mailbox_index {  // one user's Maildir
     std::string domain, user;
-    folder_index sub[2];  // new/, cur/
+    folder_index sub[4];  // new/, cur/, .Junk/new/, .Junk/cur/
     bool seen = false;
   };
+  static bool junk_sub(std::size_t i) { return i >= 2; }
   mailbox_index& refresh_mailbox(const std::filesystem::path& maildir, const std::string& domain,
                                  const std::string& user);
   void refresh_folder(folder_index& f, const std::filesystem::path& folder);

@@ -147,11 +147,12 @@ json message_trace(const fs::path& run_dir, const std::string& which) {
   std::set<std::string> names;
   for (const auto& d : node::mail_domains(run_dir))
     for (const auto& u : node::user_folders(d / "mail"))
-      for (const auto& f : node::maildir_files(u))
-        if (f.filename().string().starts_with(which)) {
-          files.push_back(f);
-          names.insert(f.filename().string().substr(0, f.filename().string().find(':')));
-        }
+      for (const auto& maildir : {u, u / node::junk_maildir})  // the inbox, and the Junk folder
+        for (const auto& f : node::maildir_files(maildir))
+          if (f.filename().string().starts_with(which)) {
+            files.push_back(f);
+            names.insert(f.filename().string().substr(0, f.filename().string().find(':')));
+          }
   if (names.size() > 1)
     throw std::runtime_error("'" + which + "' starts the names of " + std::to_string(names.size()) +
                              " messages; give more of the name");

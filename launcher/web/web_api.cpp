@@ -261,26 +261,16 @@ boost::asio::awaitable<response> api::transcript(const request& r, const std::st
   std::string name = lower(node);
   if (name.size() > 1 && name.back() == '.') name.pop_back();
   std::string session;
-  if (const auto mark = r.target.find('?'); mark != std::string::npos) {
-    std::string_view query(r.target);
-    query.remove_prefix(mark + 1);
-    for (std::size_t i = 0; i < 16 && !query.empty(); ++i) {
-      const auto amp = query.find('&');
-      const auto pair = query.substr(0, amp);
-      query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-      if (pair.empty()) continue;
-      const auto eq = pair.find('=');
-      auto key = percent_decode(pair.substr(0, eq), true);
-      auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), true);
-      if (!key || !value) co_return error_response(400, "the query has a broken %-escape: " + std::string(pair));
-      if (*key != "session") co_return error_response(400, "unknown query parameter '" + *key + "' (known: session)");
-      session = *value;
-      if (session.empty() || session.size() > 64 ||
-          !std::all_of(session.begin(), session.end(), [](unsigned char c) { return std::isalnum(c); }))
-        co_return error_response(400, "session must be a session id (letters and digits, as the list gives), not '" +
-                                          session + "'");
-    }
+  // Beyond 16 pairs the query is refused, as the event stream's is.
+  const auto read = query_params(query_of(r.target), {"session"}, 16);
+  for (const auto& [key, value] : read.params) {
+    session = value;  // the last of several
+    if (session.empty() || session.size() > 64 ||
+        !std::all_of(session.begin(), session.end(), [](unsigned char c) { return std::isalnum(c); }))
+      co_return error_response(400, "session must be a session id (letters and digits, as the list gives), not '" +
+                                        session + "'");
   }
+  if (!read.error.empty()) co_return error_response(400, read.error);
   const json reply = co_await control_(command("status"));
   if (!reply.value("ok", false)) co_return error_response(503, reply.value("error", std::string("the launcher did not answer")));
   const auto& status = reply["status"];

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 
+#include "common/mail/maildir_read.hpp"
 #include "launcher/web/messages.hpp"
 #include "launcher/web/trace.hpp"
 
@@ -35,13 +36,6 @@ asio::awaitable<response> run_job(std::function<response()> f) {
   }
 }
 
-int hex(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 response not_allowed(const std::string& method, const std::string& path, const std::string& allowed) {
   auto r = error_response(405, "method " + method + " is not allowed on " + path + " (allowed: " + allowed + ")");
   r.headers.emplace_back("Allow", allowed);
@@ -64,44 +58,13 @@ response trace_response(const std::filesystem::path& dir, const std::string& id)
 
 }  // namespace
 
-std::optional<std::string> percent_decode(std::string_view s, bool plus_space) {
-  std::string out;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    char c = s[i];
-    if (c == '%') {
-      if (i + 2 >= s.size() || hex(s[i + 1]) < 0 || hex(s[i + 2]) < 0) return std::nullopt;
-      c = static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
-      i += 2;
-    } else if (c == '+' && plus_space) {
-      c = ' ';
-    }
-    if (c == '\0') return std::nullopt;
-    out += c;
-  }
-  return out;
-}
-
 asio::awaitable<response> message_routes::answer(const request& r, const std::string& path,
                                                  std::optional<response> change_refusal) {
-  // The query: domain, user, q, limit for the list; domain, user for a DELETE.
+  // The query: domain, user, q, limit, folder for the list; domain, user for a DELETE.
   std::map<std::string, std::string> params;
-  if (const auto mark = r.target.find('?'); mark != std::string::npos) {
-    std::string_view query(r.target);
-    query.remove_prefix(mark + 1);
-    while (!query.empty()) {
-      const auto amp = query.find('&');
-      const auto pair = query.substr(0, amp);
-      query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-      if (pair.empty()) continue;
-      const auto eq = pair.find('=');
-      auto key = percent_decode(pair.substr(0, eq), true);
-      auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), true);
-      if (!key || !value) co_return error_response(400, "the query has a broken %-escape: " + std::string(pair));
-      if (*key != "domain" && *key != "user" && *key != "q" && *key != "limit")
-        co_return error_response(400, "unknown query parameter '" + *key + "' (known: domain, user, q, limit)");
-      params[*key] = *value;
-    }
-  }
+  const auto read = query_params(query_of(r.target), {"domain", "user", "q", "limit", "folder"}, no_pair_limit);
+  if (!read.error.empty()) co_return error_response(400, read.error);
+  for (const auto& [key, value] : read.params) params[key] = value;  // the last of a key given twice
 
   // /api/v1/messages[/ID[/raw|/attachments/N]]
   std::string id, part, n;
@@ -142,6 +105,14 @@ asio::awaitable<response> message_routes::answer(const request& r, const std::st
     q.domain = params["domain"];
     q.user = params["user"];
     q.q = params["q"];
+    if (params.count("folder")) {
+      // As IMAP names them, in any case ("inbox" is INBOX there too).
+      const auto& f = params["folder"];
+      const std::string lower_f = node::ascii_lower(f);
+      if (lower_f == "inbox") q.folder = "INBOX";
+      else if (lower_f == "junk") q.folder = "Junk";
+      else co_return error_response(400, "folder must be INBOX or Junk (the DMARC quarantine), not '" + f + "'");
+    }
     if (params.count("limit")) {
       const auto& l = params["limit"];
       if (l.empty() || l.size() > 5 || l.find_first_not_of("0123456789") != std::string::npos || std::stoul(l) < 1 ||
@@ -149,8 +120,10 @@ asio::awaitable<response> message_routes::answer(const request& r, const std::st
         co_return error_response(400, "limit must be a whole number from 1 to 10000, not '" + l + "'");
       q.limit = std::stoul(l);
     }
-  } else if (!deleting && (params.count("domain") || params.count("user") || params.count("q") || params.count("limit"))) {
+  } else if (!deleting && !params.empty()) {
     co_return error_response(400, "query parameters are taken only by the list and a DELETE");
+  } else if (deleting && params.count("folder")) {
+    co_return error_response(400, "a DELETE takes no folder: it removes the message from each folder it is in");
   }
 
   std::optional<response> failed = co_await open_store();

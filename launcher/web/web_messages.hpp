@@ -9,7 +9,7 @@
 #include <optional>
 #include <string>
 
-#include "launcher/web/percent_decode.hpp"
+#include "launcher/web/query.hpp"
 #include "launcher/web/web_api.hpp"
 
 namespace mailnet::launcher::web {

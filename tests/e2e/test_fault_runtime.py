@@ -7,7 +7,10 @@ is refused with the JSON path of its mistake and changes nothing, and a node
 that is down applies the change when it starts."""
 import json
 import os
+import shutil
+import signal
 import smtplib
+import stat
 import subprocess
 import sys
 import time
@@ -217,6 +220,108 @@ def test_a_node_that_is_down_applies_the_rule_when_it_starts_and_the_relay_retri
         assert rcpt_code(net) == 250  # a client is not jaku.com's relay
 
 
+def test_a_rule_the_node_refuses_is_reported_with_its_words_and_undone():
+    """A node that cannot take its new faults.json logs event=fault_rules_error;
+    `fault add` (exit 1) and POST /api/v1/faults (409) report its own words,
+    escaped, as soon as they come (not a timeout), and the change is undone:
+    `fault list` shows what the node does, and the same rule can be added once
+    the cause is gone. The cause here: the whole network's topology.json,
+    which a node reads at its first change of rules, is broken, with an
+    escape sequence in the field it names."""
+    with harness.Network(harness.two_domain_topology("faultrt")) as net:
+        net.start()
+        topology = os.path.join(net.run_dir, "topology.json")
+        with open(topology, encoding="utf-8") as f:
+            good = f.read()
+        broken = json.loads(good)
+        broken["domains"][0]["name"] = "evil\x1b[31m.com"
+        with open(topology, "w", encoding="utf-8") as f:
+            json.dump(broken, f)
+        out = mailnet(net, "fault", "add", json.dumps(RCPT_RULE))
+        print(out.stderr.strip())
+        assert out.returncode == 1, (out.returncode, out.stdout, out.stderr)
+        assert "deathstar.com refused the change: " in out.stderr and "$.domains[0].name" in out.stderr, out.stderr
+        assert "\x1b" not in out.stderr and "did not confirm" not in out.stderr, out.stderr
+        assert "the change is undone" in out.stderr, out.stderr
+        assert fault_list(net) == {}
+        assert rcpt_code(net) == 250
+
+        port = web_port(net.topology)
+        change = {"Content-Type": "application/json"}
+        code, _, body = request(port, "POST", "/api/v1/faults", change, json.dumps(RCPT_RULE))
+        error = json.loads(body)["error"]
+        assert code == 409 and "deathstar.com refused the change: " in error and "$.domains[0].name" in error, (code, body)
+
+        with open(topology, "w", encoding="utf-8") as f:
+            f.write(good)
+        out = mailnet(net, "fault", "add", json.dumps(RCPT_RULE))
+        assert out.returncode == 0 and "(deathstar.com applies it)" in out.stdout, (out.stdout, out.stderr)
+        assert rcpt_code(net) == 451
+
+
+def test_a_leftover_faults_json_tmp_is_replaced_never_written_through():
+    """A faults.json.tmp left by a launcher that died between writing and
+    renaming (here a link to a file outside the run folder) is removed: the
+    next change is written in a file of the launcher's own, 0600, and the
+    link's target is untouched."""
+    with harness.Network(harness.two_domain_topology("faultrt")) as net:
+        net.start()
+        outside = os.path.join(net.workdir, "outside.txt")
+        with open(outside, "w", encoding="utf-8") as f:
+            f.write("keep me\n")
+        tmp = os.path.join(net.domain_dir("deathstar.com"), "faults.json.tmp")
+        os.symlink(outside, tmp)
+        out = mailnet(net, "fault", "add", json.dumps(RCPT_RULE))
+        assert out.returncode == 0 and "(deathstar.com applies it)" in out.stdout, (out.stdout, out.stderr)
+        with open(outside, encoding="utf-8") as f:
+            assert f.read() == "keep me\n"
+        assert not os.path.lexists(tmp)
+        file = os.path.join(net.domain_dir("deathstar.com"), "faults.json")
+        st = os.lstat(file)
+        assert stat.S_ISREG(st.st_mode) and st.st_mode & 0o777 == 0o600, oct(st.st_mode)
+        with open(file, encoding="utf-8") as f:
+            assert [r["name"] for r in json.load(f)["rules"]] == ["rt-rcpt"]
+
+
+def test_faults_json_is_fsynced_before_its_rename_and_its_folder_after():
+    """Seen with strace on the running launcher: fsync of faults.json.tmp,
+    its rename to faults.json, then fsync of the node's folder. Skipped
+    (said so) where strace is missing or may not attach."""
+    if shutil.which("strace") is None:
+        print("skipped: no strace on this machine")
+        return
+    with harness.Network(harness.two_domain_topology("faultrt")) as net:
+        net.start()
+        folder = os.path.realpath(net.domain_dir("deathstar.com"))  # as strace -y names it
+        trace = os.path.join(net.workdir, "launcher.strace")
+        tracer = subprocess.Popen(["strace", "-f", "-y", "-e", "trace=fsync,fdatasync,rename,renameat,renameat2",
+                                   "-o", trace, "-p", str(harness.launcher_pid(net.run_dir))],
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            said = tracer.stderr.readline()  # "strace: Process N attached ...", or why not (then it exits)
+            if "attached" not in said:
+                print(f"skipped: strace cannot attach here: {said.strip()}")
+                return
+            out = mailnet(net, "fault", "add", json.dumps(RCPT_RULE))
+            assert out.returncode == 0, out.stderr
+        finally:
+            if tracer.poll() is None:
+                tracer.send_signal(signal.SIGINT)
+            tracer.wait(timeout=30)
+            tracer.stderr.close()
+        with open(trace, encoding="utf-8", errors="replace") as f:
+            calls = [line for line in f if folder in line]
+
+        def first(pred, what):
+            found = [i for i, line in enumerate(calls) if pred(line)]
+            assert found, (what, calls)
+            return found[0]
+        synced = first(lambda l: "fsync(" in l and "faults.json.tmp>" in l, "fsync of faults.json.tmp")
+        renamed = first(lambda l: "rename" in l and "faults.json.tmp" in l, "the rename")
+        folder_synced = first(lambda l: "fsync(" in l and f"{folder}>)" in l, "fsync of the folder")
+        assert synced < renamed < folder_synced, calls
+
+
 def scenario_topology(steps):
     topo = harness.two_domain_topology("faultsteps")
     topo["steps"] = steps
@@ -311,6 +416,9 @@ if __name__ == "__main__":
         test_bad_rules_are_refused_with_their_path_and_change_nothing,
         test_after_and_for_count_from_when_the_rule_was_added,
         test_a_node_that_is_down_applies_the_rule_when_it_starts_and_the_relay_retries,
+        test_a_rule_the_node_refuses_is_reported_with_its_words_and_undone,
+        test_a_leftover_faults_json_tmp_is_replaced_never_written_through,
+        test_faults_json_is_fsynced_before_its_rename_and_its_folder_after,
         test_scenario_steps_add_and_clear_rules_and_expect_their_counts,
         test_scenario_steps_add_and_clear_a_dns_rule,
         test_scenario_fault_steps_are_checked_with_their_path,

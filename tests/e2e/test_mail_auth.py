@@ -14,9 +14,11 @@ import json
 import os
 import re
 import smtplib
+import stat
 import subprocess
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -237,6 +239,50 @@ def test_dmarc_enforce_rejects_and_quarantines(net):
     network = json.loads(urllib.request.urlopen(url + "/api/v1/network", timeout=30).read())
     hoth = next(n for n in network["nodes"] if n["name"] == "hoth.com")
     assert hoth["mail_auth"]["dmarc"]["quarantined"] == 1, hoth
+    junk_folder_is_shown(net, url)
+
+
+def junk_folder_is_shown(net, url):
+    """luke's quarantined message: its .Junk folder made as a Maildir++
+    subfolder, and the message shown by `mailnet inbox` (luke/Junk) and
+    `show`, and by GET /api/v1/messages (folder Junk, and a folder= filter)."""
+    junk = os.path.join(net.run_dir, "hoth.com", "mail", "luke", ".Junk")
+    st = os.lstat(os.path.join(junk, "maildirfolder"))
+    assert stat.S_ISREG(st.st_mode) and st.st_mode & 0o777 == 0o600 and st.st_size == 0, (oct(st.st_mode), st.st_size)
+    (name,) = os.listdir(os.path.join(junk, "new"))
+
+    def mailnet(*args):
+        out = subprocess.run([harness.binary("mailnet"), *args, "--dir", net.run_dir], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, (args, out.stdout, out.stderr)
+        return out.stdout
+    rows = mailnet("inbox", "hoth.com", "luke").splitlines()
+    assert any(r.startswith("luke/Junk ") and "quarantined" in r for r in rows), rows
+    assert any(r.startswith("luke ") and "genuine" in r for r in rows), rows
+    assert not any(r.startswith("luke ") and "quarantined" in r for r in rows), rows
+    shown = mailnet("show", name)
+    assert "\nFolder:  Junk (quarantined" in shown and "Subject: quarantined" in shown, shown
+    assert "Folder:" not in mailnet("show", os.path.join(net.maildir_new("hoth.com", "luke"),
+                                                          os.listdir(net.maildir_new("hoth.com", "luke"))[0]))
+
+    def listed(query):
+        doc = json.loads(urllib.request.urlopen(f"{url}/api/v1/messages?domain=hoth.com&user=luke{query}",
+                                                timeout=30).read())
+        return {m["subject"]: m["folder"] for m in doc["messages"]}
+    both = listed("")
+    assert both["quarantined"] == "Junk" and both["genuine"] == "INBOX", both
+    assert set(listed("&folder=Junk").values()) == {"Junk"} and "quarantined" in listed("&folder=Junk")
+    assert "quarantined" not in listed("&folder=inbox") and "genuine" in listed("&folder=INBOX")
+    try:
+        urllib.request.urlopen(f"{url}/api/v1/messages?folder=Spam", timeout=30)
+        raise AssertionError("folder=Spam was taken")
+    except urllib.error.HTTPError as e:
+        assert e.code == 400 and "folder must be INBOX or Junk" in e.read().decode(), e
+    detail = json.loads(urllib.request.urlopen(f"{url}/api/v1/messages/{name.split(':')[0]}", timeout=30).read())
+    assert [(b["user"], b["folder"]) for b in detail["mailboxes"]] == [("luke", "Junk")], detail
+    # Its trace by its Maildir name, as the message page asks for it.
+    trace = json.loads(urllib.request.urlopen(f"{url}/api/v1/messages/{name.split(':')[0]}/trace", timeout=30).read())
+    assert any(e["event"] == "dmarc" and e.get("action") == "quarantined" for e in trace["events"]), trace
 
 
 def test_policy_off_checks_nothing(net):

@@ -408,12 +408,39 @@ def test_another_site_cannot_frame_a_mails_html():
         foreign.close()
 
 
+def test_a_junk_folder_message_is_marked_in_the_list():
+    """A message in rey's Junk folder (mail/rey/.Junk/new, where a node files
+    DMARC quarantine; put there by hand here) is listed with a Junk badge and
+    its row marked; one in the inbox is not."""
+    topo = harness.two_domain_topology()
+    with harness.Network(topo) as net:
+        net.start()
+        rey = os.path.join(net.run_dir, "jaku.com", "mail", "rey")
+        for folder, name, subject in ((".Junk", "1796000001.M1P1Q1.mailnet", "Forged plans"),
+                                      ("", "1796000002.M1P1Q2.mailnet", "Real plans")):
+            new = os.path.join(rey, folder, "new")
+            os.makedirs(new, mode=0o700, exist_ok=True)
+            with open(os.path.join(new, name), "w", encoding="utf-8") as f:
+                f.write(f"From: x@q.deathstar.com\nTo: rey@jaku.com\nSubject: {subject}\n\nhi\n")
+        with browser.Chromium() as b:
+            b.open(harness.web_url(topo) + "/mail.html")
+            b.wait(lambda d: row_with(b, "Forged plans") is not None and row_with(b, "Real plans") is not None, 30,
+                   "both messages in the list")
+            marks = b.driver.execute_script(
+                "return [...document.querySelectorAll('table.mail-list tbody tr')].map((r) => [r.innerText, "
+                "r.classList.contains('junk'), !!r.querySelector('.badge.junk')])")
+            by_subject = {("Forged plans" if "Forged plans" in t else "Real plans"): (cls, badge)
+                          for t, cls, badge in marks}
+            assert by_subject == {"Forged plans": (True, True), "Real plans": (False, False)}, marks
+
+
 if __name__ == "__main__":
     harness.run_tests([
         test_swaks_mail_appears_live_with_unread_bounce_and_search_and_its_trace_crosses_both_nodes,
         test_attachment_downloaded_from_the_message_view_is_byte_identical,
         test_html_mail_runs_no_script_and_loads_nothing,
         test_mailboxes_unread_and_the_html_endpoint_over_http,
+        test_a_junk_folder_message_is_marked_in_the_list,
         test_trace_in_the_message_view_grows_live_when_a_deferred_relay_gets_through,
         test_another_site_cannot_frame_a_mails_html,
     ])

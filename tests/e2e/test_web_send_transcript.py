@@ -289,6 +289,9 @@ def test_transcript_of_sessions():
         assert status == 400, (status, body)
         status, body = request(port, "GET", "/api/v1/nodes/jaku.com/transcript?sesion=1")
         assert status == 400 and "unknown query parameter" in body, (status, body)
+        # Beyond 16 pairs the query is refused, not read in part.
+        status, body = request(port, "GET", "/api/v1/nodes/jaku.com/transcript?" + "&" * 16 + "sesion=1")
+        assert status == 400 and "too many parameters" in body, (status, body)
         status, body = request(port, "GET", "/api/v1/nodes/nosuch.com/transcript")
         assert status == 404 and "no node nosuch.com" in body, (status, body)
         status, body = request(port, "GET", "/api/v1/nodes/resolver/transcript")

@@ -121,3 +121,21 @@ TEST_CASE("one message for several Maildirs is one file with a link in each") {
   }
   CHECK(mode_of(staged[0].final_path) == 0600);
 }
+
+TEST_CASE("a Junk folder is a Maildir++ subfolder: tmp, new, cur and an empty maildirfolder, 0600 under any umask") {
+  temp_dir dir("junk_folder");
+  mailnet::make_private_folders(dir.path, "mail");
+  mailnet::node::maildir_store store(dir.path / "mail");
+  with_umask(0, [&] {
+    store.ensure("luke/.Junk");
+    store.ensure("luke/.Junk");  // again: the file is taken as it is
+    store.ensure("leia");
+  });
+  const auto junk = dir.path / "mail" / "luke" / ".Junk";
+  for (const char* sub : {"tmp", "new", "cur"}) CHECK(mode_of(junk / sub) == 0700);
+  REQUIRE(fs::is_regular_file(fs::symlink_status(junk / "maildirfolder")));
+  CHECK(fs::file_size(junk / "maildirfolder") == 0);
+  CHECK(mode_of(junk / "maildirfolder") == 0600);
+  CHECK_FALSE(fs::exists(dir.path / "mail" / "leia" / "maildirfolder"));  // the inbox is the Maildir itself
+  CHECK_FALSE(fs::exists(dir.path / "mail" / "luke" / "maildirfolder"));
+}

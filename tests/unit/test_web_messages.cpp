@@ -207,3 +207,46 @@ TEST_CASE("the message index follows the Maildirs: new, replaced, linked and rem
   CHECK(listing(store)["total"] == 0);
   CHECK(store.indexed() == 0);
 }
+
+TEST_CASE("the Junk folder (<user>/.Junk, the DMARC quarantine) is listed with folder Junk, and filtered by folder") {
+  mailnet::test::temp_dir run("web_junk");
+  const auto luke = run.path / "jaku.com" / "mail" / "luke";
+  for (const auto& m : {luke, luke / ".Junk"})
+    for (const char* sub : {"new", "cur", "tmp"}) fs::create_directories(m / sub);
+  put(luke / "new" / "100.M1P1Q1.x", "genuine");
+  put(luke / ".Junk" / "new" / "101.M1P1Q2.x", "forged");
+  message_store store(run.path);
+  auto doc = listing(store);
+  REQUIRE(doc["total"] == 2);
+  CHECK(doc["messages"][0]["subject"] == "forged");
+  CHECK(doc["messages"][0]["folder"] == "Junk");
+  CHECK(doc["messages"][0]["user"] == "luke");
+  CHECK(doc["messages"][1]["folder"] == "INBOX");
+  CHECK(listing(store, "jaku.com", "luke")["total"] == 2);
+
+  message_query q;
+  q.folder = "Junk";
+  doc = nlohmann::json::parse(store.list(q).body);
+  REQUIRE(doc["total"] == 1);
+  CHECK(doc["messages"][0]["subject"] == "forged");
+  q.folder = "INBOX";
+  q.user = "luke";
+  doc = nlohmann::json::parse(store.list(q).body);
+  REQUIRE(doc["total"] == 1);
+  CHECK(doc["messages"][0]["subject"] == "genuine");
+
+  // One message's detail names its folder; the mailbox counts hold the Junk folder too.
+  const auto detail = nlohmann::json::parse(store.detail("101.M1P1Q2.x").body);
+  REQUIRE(detail["mailboxes"].size() == 1);
+  CHECK(detail["mailboxes"][0]["user"] == "luke");
+  CHECK(detail["mailboxes"][0]["folder"] == "Junk");
+  const auto boxes = nlohmann::json::parse(store.mailboxes().body);
+  const auto& user = boxes["domains"][0]["users"][0];
+  CHECK(user["total"] == 2);
+
+  // Removed from the Junk folder by its id, gone from the list.
+  const auto removed = nlohmann::json::parse(store.remove("101.M1P1Q2.x", "", "luke").body);
+  CHECK(removed["removed"][0]["user"] == "luke");
+  CHECK(listing(store)["total"] == 1);
+  CHECK_FALSE(fs::exists(luke / ".Junk" / "new" / "101.M1P1Q2.x"));
+}

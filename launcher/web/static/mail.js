@@ -63,12 +63,14 @@
 
   function messageRow(m) {
     const link = el("a", { href: "/message.html?id=" + encodeURIComponent(m.id) }, m.subject || "(no subject)");
-    return el("tr", { class: [m.unread ? "unread" : "", m.bounce ? "bounce" : ""].join(" ").trim() || null,
+    const junk = m.folder === "Junk";  // the DMARC quarantine, <user>/.Junk
+    return el("tr", { class: [m.unread ? "unread" : "", m.bounce ? "bounce" : "", junk ? "junk" : ""].join(" ").trim() || null,
       "data-id": m.id },
     el("td", { class: "flags" },
       m.unread ? el("span", { class: "dot", title: "unread" }, "●") : null,
-      m.bounce ? el("span", { class: "badge bounce", title: "a delivery status notification (bounce)" }, "bounce") : null),
-    el("td", {}, m.user + "@" + m.domain),
+      m.bounce ? el("span", { class: "badge bounce", title: "a delivery status notification (bounce)" }, "bounce") : null,
+      junk ? el("span", { class: "badge junk", title: "quarantined: it failed DMARC under the sender's p=quarantine" }, "Junk") : null),
+    el("td", {}, m.user + "@" + m.domain + (junk ? " (Junk)" : "")),
     el("td", {}, m.from),
     el("td", { class: "subject" }, link,
       m.attachments.length ? el("span", { class: "clip", title: m.attachments.join(", ") },

@@ -46,7 +46,7 @@
       field("From", m.from), field("To", m.to), field("Cc", m.cc), field("Date", m.date),
       field("Message-ID", m.message_id),
       field("Arrived", arrival(m.headers || [])),
-      field("Mailboxes", m.mailboxes.map((b) => b.user + "@" + b.domain + (b.unread ? " (unread)" : "")).join(", ")),
+      field("Mailboxes", m.mailboxes.map((b) => b.user + "@" + b.domain + (b.folder === "Junk" ? " (Junk)" : "") + (b.unread ? " (unread)" : "")).join(", ")),
       field("Size", m.size + " bytes")));
     box.replaceChildren(...parts);  // then the trace, then the body
     parts.length = 0;
