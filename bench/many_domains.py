@@ -16,7 +16,9 @@ of N domains (one user each), then
   time until every one is in its recipient's Maildir `new/` and nothing is
   queued or bounced (zero loss is counted, not assumed), while `mailnet
   status` and GET /api/v1/network are timed once a second,
-- the time `mailnet down` takes.
+- the time `mailnet down` takes, and from the launcher's last line in
+  launcher.log, how long its stop took (SIGTERM to every node, each reaped,
+  then the resolver) and the launcher's own CPU in it.
 
     /usr/bin/python3 bench/many_domains.py [--domains 1000] [--send 5] [--rounds 1] [--no-dkim | --kept-keys [--one-key]]
                                            [--before-bin OTHER/bin]
@@ -193,6 +195,19 @@ def timed(fn):
     t0 = time.monotonic()
     value = fn()
     return time.monotonic() - t0, value
+
+
+def launcher_stop_figures(run_dir):
+    """(seconds, launcher CPU seconds) of the launcher's stop, from its last
+    line in launcher.log: "mailnet: stopped N in X ms (the launcher's CPU: Y
+    ms)"; NaN for a build that does not write it."""
+    try:
+        with open(os.path.join(run_dir, "launcher.log"), encoding="utf-8", errors="replace") as f:
+            lines = [x for x in f if x.startswith("mailnet: stopped ")]
+        words = lines[-1].replace("(", " ").replace(")", " ").split()
+        return int(words[4]) / 1e3, int(words[-2]) / 1e3
+    except (OSError, IndexError, ValueError):
+        return float("nan"), float("nan")
 
 
 def mailnet(args, run_dir, timeout, env):
@@ -411,6 +426,9 @@ def one_run(n, args, rnd, build, bin_dir):
         if rc != 0:
             raise RuntimeError(f"mailnet down: exit {rc}: {out[-500:]}")
         up_started = False
+        r["stop_s"], r["stop_launcher_cpu_s"] = launcher_stop_figures(run_dir)
+        lib.log(f"  down in {r['down_s']:.2f} s (the launcher: every child stopped in {r['stop_s']:.2f} s, "
+                f"its own CPU {r['stop_launcher_cpu_s']:.3f} s); load {os.getloadavg()[0]:.1f}")
         return r
     finally:
         if up_started:
@@ -459,8 +477,8 @@ def main():
     print(f"{lib.machine()}\n")
     print("| domains | build | ready (s) | up before the launcher (s) | CPU to ready: up / nodes / launcher (s) | node RSS / PSS / private, median (MiB) "
           "| private max (MiB) | all nodes' PSS (MiB) | launcher RSS / private (MiB) | resolver RSS / private (MiB) "
-          "| status (s) | GET network (s) | GET / (s) | down (s) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| status (s) | GET network (s) | GET / (s) | down (s) | the launcher's stop: wall / its CPU (s) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for n in sizes:
         for build, _ in builds:
             rs = results[(n, build)]
@@ -473,7 +491,8 @@ def main():
                   f"{mib(lib.median([x['launcher']['Private'] for x in rs])):.1f} "
                   f"| {mib(lib.median([x['resolver']['Rss'] for x in rs])):.1f} / "
                   f"{mib(lib.median([x['resolver']['Private'] for x in rs])):.1f} "
-                  f"| {med('status_s'):.2f} | {med('api_s'):.2f} | {med('page_s'):.2f} | {med('down_s'):.2f} |")
+                  f"| {med('status_s'):.2f} | {med('api_s'):.2f} | {med('page_s'):.2f} | {med('down_s'):.2f} "
+                  f"| {med('stop_s'):.2f} / {med('stop_launcher_cpu_s'):.3f} |")
         if len(builds) == 2:
             a, b = results[(n, "mailnet")], results[(n, "mailnet-before")]
             ratio = lambda k: lib.median([x[k] for x in a]) / lib.median([x[k] for x in b])  # noqa: E731
@@ -481,7 +500,7 @@ def main():
                   f"| {ratio('up_cpu_s'):.2f}x / "
                   f"{ratio('nodes_cpu_s'):.2f}x / {ratio('launcher_cpu_s'):.2f}x | private {ratio('node_private'):.2f}x "
                   f"| | {ratio('total_pss'):.2f}x | | | {ratio('status_s'):.2f}x | {ratio('api_s'):.2f}x "
-                  f"| {ratio('page_s'):.2f}x | {ratio('down_s'):.2f}x |")
+                  f"| {ratio('page_s'):.2f}x | {ratio('down_s'):.2f}x | |")
     if args.send:
         print("\n| domains | messages | accepted (s) | all in new/ (s) | lost | queued | bounced "
               "| status max (s) | GET network max (s) | probes |")

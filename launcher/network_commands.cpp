@@ -11,6 +11,10 @@
 #include <iostream>
 #include <sstream>
 #include <thread>
+#include <cerrno>
+#include <poll.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "common/terminal_text.hpp"
 #include "common/topology.hpp"
@@ -27,6 +31,56 @@ namespace mailnet::launcher {
 namespace {
 
 using json = nlohmann::json;
+
+// Waits for the end of the launcher named in launcher.pid: on its pidfd
+// (pidfd_open(2), Linux 5.3) when it can be had, else by looking at
+// launcher.pid every 100 ms. The pidfd is taken, and the pid file read again
+// after it, before anything is asked: a pid that a launcher gone meanwhile
+// left to another process is never waited on.
+class launcher_exit_watch {
+ public:
+  explicit launcher_exit_watch(const run_folder& folder) : folder_(folder) {
+    const auto pid = folder.running_launcher();
+    if (!pid) return;
+    const int fd = static_cast<int>(::syscall(SYS_pidfd_open, *pid, 0));
+    if (fd < 0) return;
+    if (folder.running_launcher() != pid) {
+      ::close(fd);
+      return;
+    }
+    pidfd_ = fd;
+  }
+  ~launcher_exit_watch() {
+    if (pidfd_ >= 0) ::close(pidfd_);
+  }
+  launcher_exit_watch(const launcher_exit_watch&) = delete;
+  launcher_exit_watch& operator=(const launcher_exit_watch&) = delete;
+
+  // Returns when the launcher is gone or after limit.
+  void wait(std::chrono::milliseconds limit) const {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    if (pidfd_ >= 0) {
+      for (;;) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) return;
+        pollfd p{pidfd_, POLLIN, 0};
+        const int n = ::poll(&p, 1, static_cast<int>(left.count()));
+        if (n > 0) {
+          // Exited: its launcher.pid is left to the check after (it
+          // removes it itself on a clean end; a leftover is cleaned there).
+          return;
+        }
+        if (n < 0 && errno != EINTR) break;  // then as without a pidfd
+      }
+    }
+    while (folder_.running_launcher() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+
+ private:
+  const run_folder& folder_;
+  int pidfd_ = -1;
+};
 
 // "1 domain", "3 domains".
 std::string counted(std::size_t n, const std::string& noun) {
@@ -276,16 +330,25 @@ void register_network_commands(CLI::App& app, command_registry& commands) {
   }
 
   network_command("down", "stop every node and the launcher", [ask](const run_folder& folder, const target_options&) {
+    // The launcher's pidfd, taken before asking: its end is then seen the
+    // moment it comes, not at the next turn of a polling loop.
+    launcher_exit_watch gone(folder);
+    const auto asked = std::chrono::steady_clock::now();
     nlohmann::json reply;
     if (int rc = ask(folder, {{"cmd", "down"}}, reply)) return rc;
-    // The launcher answers first, then stops: wait for it to be gone.
-    for (int i = 0; i < 200 && folder.running_launcher(); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    // The launcher answers first, then stops its children and waits for
+    // each: wait for it to be gone. Said at once, for a wait that may take
+    // seconds (a session in DATA has 5 s to finish).
+    if (const long n = reply.value("stopping", 0L); n > 0)
+      std::cout << "mailnet: stopping " << n << (n == 1 ? " process" : " processes") << " and the launcher"
+                << std::endl;
+    gone.wait(std::chrono::seconds(20));
     if (auto pid = folder.running_launcher()) {
       std::cerr << "mailnet: the launcher (pid " << *pid << ") is still running after 20 s\n";
       return 1;
     }
-    std::cout << "mailnet: network is down\n";
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count();
+    std::cout << "mailnet: network is down (" << std::fixed << std::setprecision(2) << seconds << " s)\n";
     return 0;
   });
 

@@ -2,6 +2,8 @@
 // the disk thread pool and the group committer. Owned by node_service; parts hold a reference.
 #pragma once
 
+#include <atomic>
+
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <cstddef>
@@ -44,6 +46,9 @@ struct node_context {
   maildir_store maildirs;
   spool queue;
   boost::asio::thread_pool& disk;
+  // Jobs given to disk and not yet over (on_disk, extract_later): none once
+  // the loop has stopped means the pool's threads are idle.
+  std::atomic<std::size_t> disk_jobs{0};
   group_committer& committer;  // new messages: many per flush of the disk
   relay* relay_agent = nullptr;
   // Certificates and contexts for STARTTLS, both ways (smtp_channel.hpp);

@@ -71,12 +71,14 @@ asio::awaitable<void> resume_after(Start start) {
 asio::awaitable<void> node_context::on_disk(std::function<void()> work) {
   std::exception_ptr error;
   co_await resume_after([&](auto resume) {
-    asio::post(disk, [&work, &error, resume] {
+    ++disk_jobs;
+    asio::post(disk, [this, &work, &error, resume] {
       try {
         work();
       } catch (...) {
         error = std::current_exception();
       }
+      --disk_jobs;
       resume();
     });
   });
@@ -198,6 +200,7 @@ void node_context::extract_later(const std::string& id, const std::vector<std::s
   // stage_shared), so the attachments are saved once, in the folder named
   // after that name, where `show` finds them from any recipient's copy.
   if (files.empty()) return;
+  ++disk_jobs;
   asio::post(disk, [this, id, mailboxes, name = files.front().filename().string(), message = std::move(message)] {
     extraction_result r;
     try {
@@ -216,6 +219,7 @@ void node_context::extract_later(const std::string& id, const std::vector<std::s
         events.write({{"id", id}, {"event", "attachment_error"}, {"mailbox", mailbox}, {"saved", saved},
                       {"error", r.error}});
     }
+    --disk_jobs;
   });
 }
 
@@ -449,6 +453,23 @@ node_service::~node_service() {
   // The committer first: its writers use ctx, which goes before it.
   if (impl_) impl_->committer.stop();
   if (impl_) impl_->disk.join();
+}
+
+bool node_service::finish() {
+  auto& m = *impl_;
+  // Nothing more is given to the committer or the disk pool: only the
+  // stopped loop did. With all they were given over, there is nothing to
+  // wait for, and their threads are left to the kernel: joining a dozen,
+  // each unmapping its stack, was half of an idle node's stop.
+  const bool idle = m.committer.idle() && m.ctx.disk_jobs == 0;
+  if (!idle) {
+    m.closing = true;  // no check waits on the resolver client any more
+    m.committer.stop();
+    m.disk.join();
+  }
+  m.transcript.flush();
+  m.events.flush();
+  return idle;
 }
 
 std::uint16_t node_service::start() {

@@ -41,6 +41,15 @@ class node_service {
   // the other sessions 421 4.3.2, then stops the io_context. Logs
   // event=stopping and event=stopped.
   void shut_down(std::chrono::milliseconds drain);
+  // After the io_context has stopped: the commits under way finish (those
+  // not yet begun are dropped: their sessions got no 250), the disk work
+  // waiting (queue rewrites and removals, attachments) is done, and the
+  // logs' last lines are written. What a stop must leave on disk is there
+  // then; the rest of the teardown (threads, memory) is the kernel's at
+  // exit. The destructor does the same, and more. Returns whether the
+  // committer and the disk pool had nothing left to do (then they are not
+  // stopped: their threads only wait).
+  bool finish();
   void flush();  // retries every waiting message now
   // Reads <domain>/faults.json again (the launcher's SIGUSR2): the rules
   // added and cleared at run time (fault_plan::set_run_time).

@@ -210,6 +210,11 @@ void group_committer::stop() {
   syncer_.join();
 }
 
+bool group_committer::idle() {
+  std::lock_guard lock(mutex_);
+  return unfinished_ == 0;
+}
+
 bool group_committer::stopping() {
   std::lock_guard lock(mutex_);
   return stopping_;
@@ -246,6 +251,7 @@ void group_committer::submit(work_fn work, done_fn done) {
   {
     std::lock_guard lock(mutex_);
     pending_.push_back({std::move(work), std::move(done), {}, nullptr});
+    ++unfinished_;
   }
   work_ready_.notify_one();
 }
@@ -319,7 +325,11 @@ void group_committer::sync_loop() {
           r.error = error;
         }
     }
-    for (auto& r : linked) r.done(r.error);
+    std::size_t finished = 0;
+    for (auto& r : linked) {
+      r.done(r.error);
+      ++finished;
+    }
     linked.clear();
     for (auto& r : written) {
       if (!r.error) {
@@ -332,6 +342,11 @@ void group_committer::sync_loop() {
         }
       }
       r.done(r.error);
+      ++finished;
+    }
+    if (finished) {
+      std::lock_guard lock(mutex_);
+      unfinished_ -= finished;
     }
   }
 }

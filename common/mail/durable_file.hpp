@@ -81,6 +81,9 @@ class group_committer {
   // published (no reply can follow it any more). Then the threads end.
   void stop();
   bool stopping();  // stop() has begun: nothing more will be started
+  // Every request submitted has had its done called: nothing is being
+  // written, linked or synced, and the threads only wait for work.
+  bool idle();
   group_committer(const group_committer&) = delete;
   group_committer& operator=(const group_committer&) = delete;
 
@@ -110,6 +113,7 @@ class group_committer {
   const bool whole_filesystem_;
   bool stopping_ = false;
   bool writers_gone_ = false;
+  std::size_t unfinished_ = 0;  // submitted, done not yet called
   std::vector<std::pair<dev_t, owned_fd>> filesystems_;  // the sync thread's (and the constructor's)
   std::map<std::string, int> fd_of_folder_;               // folder -> its entry in filesystems_
   std::vector<std::thread> writers_;

@@ -10,6 +10,10 @@
   leaves no process it started running, and stops them gracefully.
 - `mailnet kill` leaves a node with `restart: on-failure` down, while the same
   node killed from outside is restarted.
+- `mailnet down` of a detached network returns once no process of it is
+  left (the launcher, the resolver, every node: none is still running, none
+  a zombie), each node having stopped gracefully; the mail waiting in a
+  queue stays there, and the next `up` delivers it.
 """
 import datetime
 import fcntl
@@ -273,11 +277,62 @@ def test_mailnet_kill_leaves_an_on_failure_node_down_an_outside_kill_does_not():
                 pass
 
 
+def queue_files(run_dir, domain):
+    folder = os.path.join(run_dir, domain, "queue")
+    return sorted(n for n in os.listdir(folder) if n.endswith(".msg"))
+
+
+def node_log(run_dir, domain):
+    with open(os.path.join(run_dir, domain, "node.log"), encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def test_down_returns_with_no_process_left_and_the_queue_kept_for_the_next_up():
+    topo = harness.two_domain_topology()
+    topo["defaults"]["retry"] = dict(SLOW_RETRY)
+    with tempfile.TemporaryDirectory(prefix="mailnet-e2e-") as tmp:
+        file = os.path.join(tmp, "t.json")
+        with open(file, "w") as f:
+            json.dump(harness.with_web_port(topo), f)
+        run_dir = os.path.join(tmp, "run")
+        with harness.network_stopped(run_dir):
+            subprocess.run([harness.binary("mailnet"), "up", "-d", file, "--dir", run_dir], check=True,
+                           capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+            mailnet(run_dir, "kill", "deathstar.com")
+            send(topo, "queued across down")
+            harness.wait_for(lambda: "event=deferred attempts=1 " in node_log(run_dir, "jaku.com"), DEADLINE,
+                             "the relay to deathstar.com to be deferred")
+            queued = queue_files(run_dir, "jaku.com")
+            assert len(queued) == 1, queued
+            processes = harness.network_processes(run_dir)
+            assert len(processes) == 3, processes  # the launcher, the resolver, jaku.com
+
+            out = mailnet(run_dir, "down")
+            assert "network is down" in out.stdout, out.stdout
+            # At once, no waiting: down returned after the last of them.
+            left = [pid for pid, start in processes.items() if harness.process_start(pid) == start]
+            assert not left, f"still there when down returned: {left}"
+            assert harness.processes_naming(run_dir) == []
+            assert "event=stopped sessions_cut=0 relay_attempt_cut=no" in node_log(run_dir, "jaku.com")
+            assert queue_files(run_dir, "jaku.com") == queued
+
+            # The next up (every node ready) retries it at once.
+            subprocess.run([harness.binary("mailnet"), "up", "-d", file, "--dir", run_dir], check=True,
+                           capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+            folder = os.path.join(run_dir, "deathstar.com", "mail", "vader", "new")
+            harness.wait_for(lambda: os.listdir(folder), DEADLINE, "the queued message in vader's new/")
+            (name,) = os.listdir(folder)
+            with open(os.path.join(folder, name), "rb") as f:
+                assert b"Subject: queued across down" in f.read()
+            harness.wait_for(lambda: not queue_files(run_dir, "jaku.com"), DEADLINE, "jaku.com's queue to empty")
+
+
 if __name__ == "__main__":
     tests = [test_mail_waiting_for_a_killed_node_arrives_at_once_when_it_is_started,
              test_mail_waiting_for_a_killed_node_arrives_at_once_when_it_is_restarted,
              test_up_over_a_run_folder_with_waiting_mail_delivers_it_once_every_node_is_ready,
              test_ctrl_c_on_a_foreground_up_leaves_no_process_running,
-             test_mailnet_kill_leaves_an_on_failure_node_down_an_outside_kill_does_not]
+             test_mailnet_kill_leaves_an_on_failure_node_down_an_outside_kill_does_not,
+             test_down_returns_with_no_process_left_and_the_queue_kept_for_the_next_up]
     chosen = [t for t in tests if t.__name__ in sys.argv[1:]] or tests
     harness.run_tests(chosen)
