@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/mail/durable_file.hpp"
+#include "common/mail/maildir_read.hpp"
 
 namespace mailnet::node {
 
@@ -22,8 +23,8 @@ namespace mailnet::node {
 std::string maildir_form(std::string_view wire);
 
 // A mailbox's folder for quarantined mail (Maildir++: <mailbox>/.Junk/{tmp,new,cur}),
-// named to the store as "<mailbox>/.Junk".
-inline constexpr std::string_view junk_folder = ".Junk";
+// named to the store as "<mailbox>/.Junk": the name the readers look for.
+inline constexpr std::string_view junk_folder = junk_maildir;
 
 class maildir_store {
  public:

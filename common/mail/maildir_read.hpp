@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace mailnet::node {
@@ -16,7 +17,7 @@ std::vector<std::filesystem::path> maildir_files(const std::filesystem::path& ma
 // The Maildir++ folder a node files quarantined mail in (a DMARC fail under
 // p=quarantine, policy.dmarc "enforce"): <user>/.Junk/{new,cur}, shown to
 // people as the folder "Junk" beside the inbox, "INBOX".
-inline constexpr const char* junk_maildir = ".Junk";
+inline constexpr std::string_view junk_maildir = ".Junk";
 
 // Whether a message file (<user>/[.Junk/]{new,cur}/<name>) is in a Junk folder.
 bool in_junk(const std::filesystem::path& file);
