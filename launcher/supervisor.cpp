@@ -34,6 +34,7 @@
 
 #include "common/faults_json.hpp"
 #include "common/fd_limit.hpp"
+#include "common/full_teardown.hpp"
 #include "common/mail/durable_file.hpp"
 #include "common/terminal_text.hpp"
 #include "common/private_files.hpp"
@@ -168,6 +169,7 @@ struct child {
   int restarts = 0;       // shown by status
   int backoff_step = 0;   // the next restart waits 0.5 s × 2^backoff_step
   std::string colour;  // ANSI prefix colour, empty when plain
+  const domain_config* domain = nullptr;  // a node's entry in the topology; null for the others
   counters count;
   // Run-time faults: the generation of the last faults.json written for this
   // node, the last one it said it loaded (event=fault_rules), and the faults
@@ -195,6 +197,7 @@ class supervisor {
   // caller's temporaries (ASan caught that one).
   asio::awaitable<bool> bring_up(std::chrono::milliseconds ready_timeout, std::function<void(bool)> on_ready);
   void release_console() { console_ = -1; }  // the caller is about to close it
+  void flush_output() { out_.flush(); }
 
  private:
   void notify() {
@@ -759,7 +762,7 @@ json supervisor::status() {
       n["received"] = c.count.received;
       n["received_tls"] = c.count.received_tls;
       // STARTTLS on the node's port (policy.tls; "off" too in a network with "tls": false).
-      if (const auto* d = net_.find_domain(c.name)) {
+      if (const auto* d = c.domain) {
         n["tls"] = net_.tls ? std::string(to_string(d->policy.tls)) : std::string("off");
         // What its relay asks of the next node (policy.tls_relay; "off" without the network's TLS).
         n["tls_relay"] = net_.tls ? std::string(to_string(d->policy.tls_relay)) : std::string("off");
@@ -784,7 +787,7 @@ json supervisor::status() {
           {"spf", verdicts(c.count.spf, {"pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"})},
           {"dkim", verdicts(c.count.dkim, {"pass", "fail", "none", "temperror", "permerror"})},
           {"dmarc", std::move(dmarc)}};
-      if (const auto* d = net_.find_domain(c.name)) n["dmarc_policy"] = std::string(to_string(d->policy.dmarc));
+      if (const auto* d = c.domain) n["dmarc_policy"] = std::string(to_string(d->policy.dmarc));
       n["queued"] = folder_.queued_count(c.name);
       n["faults"] = c.faults;
     } else {
@@ -1170,7 +1173,8 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
     add(d.name, d.listen.to_string(),
         {"--topology", folder_.node_topology_json(d.name).string(), "--network-topology", topo_file, "--domain", d.name,
          "--run-dir", run_dir},
-        "mailnet-node", d.restart_on_failure);
+        "mailnet-node", d.restart_on_failure)
+        .domain = &d;
   if (net_.mail_access.enabled()) {
     // Dovecot, last: it reads the Maildirs the nodes make (README: IMAP and POP3).
     std::string listen;
@@ -1486,6 +1490,16 @@ int run_up(const up_options& options) {
     });
     io.run();
     on_ready(false);
+    if (!full_teardown_at_exit) {
+      // Every child is reaped (stop_all), launcher.log has the last line:
+      // the kernel closes the thousands of pipes and pidfds of a large
+      // network faster than their objects' destructors do one by one.
+      sup.flush_output();
+      std::cout.flush();
+      std::cerr.flush();
+      folder.remove_pid();
+      ::_exit(code);
+    }
   }
   folder.remove_pid();
   return code;
