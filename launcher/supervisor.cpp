@@ -25,7 +25,9 @@
 #include <iostream>
 #include <list>
 #include <nlohmann/json.hpp>
+#include <ctime>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -34,6 +36,7 @@
 
 #include "common/faults_json.hpp"
 #include "common/fd_limit.hpp"
+#include "common/full_teardown.hpp"
 #include "common/mail/durable_file.hpp"
 #include "common/terminal_text.hpp"
 #include "common/private_files.hpp"
@@ -168,6 +171,11 @@ struct child {
   int restarts = 0;       // shown by status
   int backoff_step = 0;   // the next restart waits 0.5 s × 2^backoff_step
   std::string colour;  // ANSI prefix colour, empty when plain
+  const domain_config* domain = nullptr;  // a node's entry in the topology; null for the others
+  // The last count of its queue and the queue folder's mtime then (supervisor::queued).
+  bool queue_known = false;
+  std::int64_t queue_mtime_ns = 0;
+  std::size_t queue_count = 0;
   counters count;
   // Run-time faults: the generation of the last faults.json written for this
   // node, the last one it said it loaded (event=fault_rules), and the faults
@@ -195,6 +203,7 @@ class supervisor {
   // caller's temporaries (ASan caught that one).
   asio::awaitable<bool> bring_up(std::chrono::milliseconds ready_timeout, std::function<void(bool)> on_ready);
   void release_console() { console_ = -1; }  // the caller is about to close it
+  void flush_output() { out_.flush(); }
 
  private:
   void notify() {
@@ -296,6 +305,7 @@ class supervisor {
   asio::awaitable<void> control_session(asio::local::stream_protocol::socket socket);
   asio::awaitable<json> handle(const json& request);
   json status();
+  std::size_t queued(child& c);
 
   asio::io_context& io_;
   topology net_;
@@ -741,9 +751,33 @@ void supervisor::write_network_json() {
   std::filesystem::rename(folder_.network_json().string() + ".tmp", folder_.network_json(), ec);
 }
 
+// The .msg files in a node's queue. Reading a thousand queue folders was a
+// third of the launcher's work for a status (and for each network.json):
+// a folder is read again only when its mtime has moved. A change made later
+// in the same clock tick as the one that set the mtime would not move it
+// (file times have the kernel's tick, a few ms), so a count read less than
+// 50 ms after the mtime is not kept.
+std::size_t supervisor::queued(child& c) {
+  const auto dir = folder_.dir() / c.name / "queue";
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) {
+    c.queue_known = false;
+    return folder_.queued_count(c.name);
+  }
+  const std::int64_t mtime = std::int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec;
+  if (c.queue_known && mtime == c.queue_mtime_ns) return c.queue_count;
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  const std::int64_t read_at = std::int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
+  c.queue_count = folder_.queued_count(c.name);
+  c.queue_mtime_ns = mtime;
+  c.queue_known = read_at - mtime > 50'000'000;  // and not a clock set back
+  return c.queue_count;
+}
+
 json supervisor::status() {
   json nodes = json::array();
-  for (const auto& c : children_) {
+  for (auto& c : children_) {
     bool running = c.current && !is_down(c.state);
     double uptime = running ? std::chrono::duration<double>(clock::now() - c.started_at).count() : 0.0;
     json n = {{"name", c.name}, {"state", to_string(c.state)}, {"pid", running ? c.current->pid : 0},
@@ -759,7 +793,7 @@ json supervisor::status() {
       n["received"] = c.count.received;
       n["received_tls"] = c.count.received_tls;
       // STARTTLS on the node's port (policy.tls; "off" too in a network with "tls": false).
-      if (const auto* d = net_.find_domain(c.name)) {
+      if (const auto* d = c.domain) {
         n["tls"] = net_.tls ? std::string(to_string(d->policy.tls)) : std::string("off");
         // What its relay asks of the next node (policy.tls_relay; "off" without the network's TLS).
         n["tls_relay"] = net_.tls ? std::string(to_string(d->policy.tls_relay)) : std::string("off");
@@ -784,8 +818,8 @@ json supervisor::status() {
           {"spf", verdicts(c.count.spf, {"pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"})},
           {"dkim", verdicts(c.count.dkim, {"pass", "fail", "none", "temperror", "permerror"})},
           {"dmarc", std::move(dmarc)}};
-      if (const auto* d = net_.find_domain(c.name)) n["dmarc_policy"] = std::string(to_string(d->policy.dmarc));
-      n["queued"] = folder_.queued_count(c.name);
+      if (const auto* d = c.domain) n["dmarc_policy"] = std::string(to_string(d->policy.dmarc));
+      n["queued"] = queued(c);
       n["faults"] = c.faults;
     } else {
       json queries = json::array();
@@ -1170,7 +1204,8 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
     add(d.name, d.listen.to_string(),
         {"--topology", folder_.node_topology_json(d.name).string(), "--network-topology", topo_file, "--domain", d.name,
          "--run-dir", run_dir},
-        "mailnet-node", d.restart_on_failure);
+        "mailnet-node", d.restart_on_failure)
+        .domain = &d;
   if (net_.mail_access.enabled()) {
     // Dovecot, last: it reads the Maildirs the nodes make (README: IMAP and POP3).
     std::string listen;
@@ -1486,6 +1521,16 @@ int run_up(const up_options& options) {
     });
     io.run();
     on_ready(false);
+    if (!full_teardown_at_exit) {
+      // Every child is reaped (stop_all), launcher.log has the last line:
+      // the kernel closes the thousands of pipes and pidfds of a large
+      // network faster than their objects' destructors do one by one.
+      sup.flush_output();
+      std::cout.flush();
+      std::cerr.flush();
+      folder.remove_pid();
+      ::_exit(code);
+    }
   }
   folder.remove_pid();
   return code;

@@ -626,47 +626,23 @@ auth_results auth_checker::check(const auth_request& req) const {
   return r;
 }
 
-auth_service::auth_service(dns_lookup lookup, unsigned threads) : checker_(std::move(lookup)) {
-  for (unsigned i = 0; i < std::max(1u, threads); ++i) threads_.emplace_back([this] { work(); });
-}
+auth_service::auth_service(dns_lookup lookup, unsigned threads)
+    : checker_(std::move(lookup)), pool_(threads) {}
 
-auth_service::~auth_service() {
-  {
-    std::lock_guard lock(mutex_);
-    stopping_ = true;
-  }
-  wake_.notify_all();
-  for (auto& t : threads_) t.join();
-}
+auth_service::~auth_service() { pool_.join(); }
 
 void auth_service::submit(auth_request req, std::function<void(auth_results)> done) {
-  {
-    std::lock_guard lock(mutex_);
-    queue_.emplace_back(std::move(req), std::move(done));
-  }
-  wake_.notify_one();
-}
-
-void auth_service::work() {
-  for (;;) {
-    std::pair<auth_request, std::function<void(auth_results)>> job;
-    {
-      std::unique_lock lock(mutex_);
-      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, and nothing left
-      job = std::move(queue_.front());
-      queue_.pop_front();
-    }
+  pool_.post([this, req = std::move(req), done = std::move(done)] {
     auth_results r;
     try {
-      r = checker_.check(job.first);
+      r = checker_.check(req);
     } catch (const std::exception& e) {  // out of memory and the like: a worker must not die
       r.spf.result = "temperror";
       r.spf.detail = e.what();
       r.dmarc.result = "temperror";
     }
-    job.second(std::move(r));
-  }
+    done(std::move(r));
+  });
 }
 
 }  // namespace mailnet::node

@@ -8,6 +8,8 @@
 // resumes its session when done() runs (node_service.cpp).
 #pragma once
 
+#include "common/elastic_pool.hpp"
+
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -16,7 +18,6 @@
 #include <mutex>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include "common/dns/dns_message.hpp"
@@ -105,9 +106,10 @@ class auth_checker {
   std::unique_ptr<libraries> libs_;
 };
 
-// The checker on `threads` worker threads. submit() never blocks the caller;
-// done runs on a worker thread. The destructor finishes the queued checks
-// and joins the threads.
+// The checker on up to `threads` worker threads, started as checks need
+// them (common/elastic_pool.hpp). submit() never blocks the caller; done
+// runs on a worker thread. The destructor finishes the queued checks and
+// joins the threads.
 class auth_service {
  public:
   auth_service(dns_lookup lookup, unsigned threads);
@@ -115,17 +117,15 @@ class auth_service {
   auth_service(const auth_service&) = delete;
   auth_service& operator=(const auth_service&) = delete;
 
+  // Throws std::system_error, with nothing queued, when no worker runs and
+  // none can start (the process or memory limit).
   void submit(auth_request req, std::function<void(auth_results)> done);
+  void need_thread() { pool_.need_thread(); }  // so that submit cannot throw; throws as it
+  std::size_t threads() { return pool_.threads(); }
 
  private:
-  void work();
-
   auth_checker checker_;
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::deque<std::pair<auth_request, std::function<void(auth_results)>>> queue_;
-  bool stopping_ = false;
-  std::vector<std::thread> threads_;
+  elastic_pool pool_;  // last: its threads end before the checker goes
 };
 
 }  // namespace mailnet::node

@@ -5,7 +5,6 @@
 #include <atomic>
 
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <cstddef>
 #include <functional>
 #include <list>
@@ -15,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/elastic_pool.hpp"
 #include "common/event_log.hpp"
 #include "common/passwords.hpp"
 #include "common/topology.hpp"
@@ -34,9 +34,9 @@ class resolver_client;
 
 struct node_context {
   node_context(const topology& n, const domain_config& c, std::filesystem::path d, event_log& ev, event_log& tr,
-               boost::asio::thread_pool& pool, group_committer& gc)
+               elastic_pool& pool, elastic_pool& attachments, group_committer& gc)
       : net(n), config(c), dir(std::move(d)), events(ev), transcript(tr), maildirs(dir / "mail"),
-        queue(dir / "queue"), disk(pool), committer(gc) {}
+        queue(dir / "queue"), disk(pool), extraction(attachments), committer(gc) {}
 
   const topology& net;
   const domain_config& config;
@@ -45,8 +45,14 @@ struct node_context {
   event_log& transcript;      // smtp.log
   maildir_store maildirs;
   spool queue;
-  boost::asio::thread_pool& disk;
-  // Jobs given to disk and not yet over (on_disk, extract_later): none once
+  elastic_pool& disk;  // up to 4 threads, started as jobs need them
+  // One thread, started at the first attachment, which loads the module and
+  // saves every message's attachments in turn: neither a slow load nor a
+  // large message holds up the disk jobs a 250 waits for, and no thread is
+  // started while the loader is busy (glibc's pthread_create waits for a
+  // dlopen under way: it would hold up the event loop).
+  elastic_pool& extraction;
+  // Jobs given to disk or extraction and not yet over: none once
   // the loop has stopped means the pool's threads are idle.
   std::atomic<std::size_t> disk_jobs{0};
   group_committer& committer;  // new messages: many per flush of the disk
@@ -100,7 +106,7 @@ struct node_context {
   // The checks of auth_service on its threads; the caller resumes on its own executor.
   boost::asio::awaitable<auth_results> authenticate(auth_request request);
 
-  // Saves the attachments of the delivered message once on the disk pool,
+  // Saves the attachments of the delivered message once on the extraction thread,
   // without waiting for it; logs event=attachments or event=attachment_error
   // for each mailbox. files: the copies, which share one file name;
   // message: as stored in them.

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/fd_limit.hpp"
+#include "common/full_teardown.hpp"
 #include "node/node_service.hpp"
 
 namespace mailnet::node {
@@ -19,21 +20,6 @@ namespace {
 // How long a graceful stop waits for sessions in DATA and relay attempts
 // under way; the launcher waits longer than this before its SIGKILL.
 constexpr std::chrono::milliseconds drain_deadline{5000};
-
-// Under AddressSanitizer the node goes through its whole teardown at exit,
-// destructors and LeakSanitizer's check included, so that the tests see
-// what it frees and what it leaks.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool full_teardown_at_exit = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
-constexpr bool full_teardown_at_exit = true;
-#else
-constexpr bool full_teardown_at_exit = false;
-#endif
-#else
-constexpr bool full_teardown_at_exit = false;
-#endif
 }  // namespace
 
 int node_main(int argc, char** argv) {

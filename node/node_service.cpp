@@ -70,9 +70,10 @@ asio::awaitable<void> resume_after(Start start) {
 
 asio::awaitable<void> node_context::on_disk(std::function<void()> work) {
   std::exception_ptr error;
+  disk.need_thread();  // throws here, not in the post below
   co_await resume_after([&](auto resume) {
     ++disk_jobs;
-    asio::post(disk, [this, &work, &error, resume] {
+    disk.post([this, &work, &error, resume] {
       try {
         work();
       } catch (...) {
@@ -100,6 +101,7 @@ asio::awaitable<auth_results> node_context::authenticate(auth_request request) {
   auth_service* service = nullptr;
   try {
     service = &auth();  // made now if this is the first message to check
+    service->need_thread();
   } catch (const std::exception& e) {
     // No handle or no thread to be had (out of memory, the process limit):
     // the verdicts a check that could not run gives (auth_service::work), and
@@ -159,12 +161,18 @@ asio::awaitable<bool> node_context::commit(const envelope& env, std::string mess
     return staged;
   };
   std::exception_ptr failure;
-  co_await resume_after([&](auto resume) {
-    committer.submit(work, [&failure, resume](std::exception_ptr e) {
-      failure = e;
-      resume();
+  try {
+    committer.need_threads();  // its threads start at the first message: so that submit cannot throw
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (!failure)
+    co_await resume_after([&](auto resume) {
+      committer.submit(work, [&failure, resume](std::exception_ptr e) {
+        failure = e;
+        resume();
+      });
     });
-  });
   if (failure) {
     try {
       std::rethrow_exception(failure);
@@ -201,7 +209,7 @@ void node_context::extract_later(const std::string& id, const std::vector<std::s
   // after that name, where `show` finds them from any recipient's copy.
   if (files.empty()) return;
   ++disk_jobs;
-  asio::post(disk, [this, id, mailboxes, name = files.front().filename().string(), message = std::move(message)] {
+  auto extract = [this, id, mailboxes, name = files.front().filename().string(), message = std::move(message)] {
     extraction_result r;
     try {
       r = extract_attachments_via_module(message, dir / "attachments", name);
@@ -220,13 +228,21 @@ void node_context::extract_later(const std::string& id, const std::vector<std::s
                       {"error", r.error}});
     }
     --disk_jobs;
-  });
+  };
+  try {
+    extraction.post(std::move(extract));
+  } catch (const std::system_error& e) {  // no thread to be had: the mail is delivered, its files not saved
+    --disk_jobs;
+    for (const auto& mailbox : mailboxes)
+      events.write({{"id", id}, {"event", "attachment_error"}, {"mailbox", mailbox}, {"saved", "0"},
+                    {"error", std::string("no thread to save them: ") + e.what()}});
+  }
 }
 
 struct node_service::impl {
   impl(asio::io_context& io_, topology net_, const std::string& domain, std::filesystem::path dir_, bool echo_)
       : io(io_), net(std::move(net_)), config(find(net, domain)), dir(std::move(dir_)), echo(echo_),
-        ctx(net, config, dir, events, transcript, disk, committer),
+        ctx(net, config, dir, events, transcript, disk, extraction, committer),
         acceptor(io), submission_acceptor(io) {}
 
   // The node's folder and the ones it writes in: 0700, ours, no link
@@ -324,7 +340,8 @@ struct node_service::impl {
   bool echo;
   event_log events;
   event_log transcript;
-  asio::thread_pool disk{4};  // attachments, queue rewrites and removals
+  elastic_pool disk{4};       // signing, queue rewrites and removals
+  elastic_pool extraction{1};  // attachments (node_context::extraction)
   group_committer committer{make_folder(dir), config.policy.sync_whole_filesystem};  // new messages
   node_context ctx;
   // Binds the listening socket. A port held only by sockets that do not
@@ -453,19 +470,21 @@ node_service::~node_service() {
   // The committer first: its writers use ctx, which goes before it.
   if (impl_) impl_->committer.stop();
   if (impl_) impl_->disk.join();
+  if (impl_) impl_->extraction.join();
 }
 
 bool node_service::finish() {
   auto& m = *impl_;
   // Nothing more is given to the committer or the disk pool: only the
   // stopped loop did. With all they were given over, there is nothing to
-  // wait for, and their threads are left to the kernel: joining a dozen,
+  // wait for, and their threads are left to the kernel: joining them,
   // each unmapping its stack, was half of an idle node's stop.
   const bool idle = m.committer.idle() && m.ctx.disk_jobs == 0;
   if (!idle) {
     m.closing = true;  // no check waits on the resolver client any more
     m.committer.stop();
     m.disk.join();
+    m.extraction.join();
   }
   m.transcript.flush();
   m.events.flush();
@@ -552,8 +571,9 @@ std::uint16_t node_service::start() {
     // never opens the libraries' handles nor starts the threads.
     m.ctx.auth = [&m, wait]() -> auth_service& {
       if (!m.auth)
-        // Four threads: a check waits on DNS more than it computes, and a
-        // resolver that does not answer holds each for its whole deadline.
+        // Up to four threads, started as checks overlap: a check waits on
+        // DNS more than it computes, and a resolver that does not answer
+        // holds each for its whole deadline.
         m.auth = std::make_unique<auth_service>(
             [&m, wait](const std::string& name, std::uint16_t type) { return m.ask_resolver(name, type, wait); }, 4);
       return *m.auth;

@@ -181,13 +181,33 @@ void publish(std::vector<staged_file>& files) {
 }
 
 group_committer::group_committer(const std::filesystem::path& root, bool whole_filesystem, unsigned writers)
-    : whole_filesystem_(whole_filesystem) {
+    : whole_filesystem_(whole_filesystem), max_writers_(std::max(1u, writers)) {
   // The descriptor syncfs() is called on is opened now, before any write:
   // syncfs reports write-back errors that happened since its descriptor was
   // opened, also when another process has already been told of them.
   if (whole_filesystem_) filesystem_of(root);
-  syncer_ = std::thread([this] { sync_loop(); });
-  for (unsigned i = 0; i < std::max(1u, writers); ++i) writers_.emplace_back([this] { write_loop(); });
+}
+
+void group_committer::start_threads() {
+  if (stopping_)
+    throw std::system_error(ECANCELED, std::generic_category(), "the committer is stopping");
+  if (!syncer_.joinable()) syncer_ = std::thread([this] { sync_loop(); });
+  if (writers_.empty()) start_writer();
+}
+
+void group_committer::start_writer() {
+  writers_.emplace_back([this] { write_loop(); });
+  ++idle_writers_;  // free for a request from its start, not from its first wait
+}
+
+void group_committer::need_threads() {
+  std::lock_guard lock(mutex_);
+  start_threads();
+}
+
+std::size_t group_committer::threads() {
+  std::lock_guard lock(mutex_);
+  return writers_.size() + (syncer_.joinable() ? 1 : 0);
 }
 
 group_committer::~group_committer() { stop(); }
@@ -201,13 +221,13 @@ void group_committer::stop() {
     dropped.swap(pending_);  // never started: their sessions get no reply, the senders retry
   }
   work_ready_.notify_all();
-  for (auto& t : writers_) t.join();  // a work already running finishes
+  for (auto& t : writers_) t.join();  // a work already running finishes (none start now)
   {
     std::lock_guard lock(mutex_);
     writers_gone_ = true;
   }
   written_ready_.notify_one();
-  syncer_.join();
+  if (syncer_.joinable()) syncer_.join();
 }
 
 bool group_committer::idle() {
@@ -250,8 +270,16 @@ void group_committer::sync_filesystems(const std::vector<std::filesystem::path>&
 void group_committer::submit(work_fn work, done_fn done) {
   {
     std::lock_guard lock(mutex_);
+    start_threads();  // throws before anything is queued
     pending_.push_back({std::move(work), std::move(done), {}, nullptr});
     ++unfinished_;
+    if (pending_.size() > idle_writers_ && writers_.size() < max_writers_) {
+      try {
+        start_writer();
+      } catch (const std::system_error&) {
+        // Queued, and a writer runs: the request waits its turn.
+      }
+    }
   }
   work_ready_.notify_one();
 }
@@ -260,7 +288,11 @@ void group_committer::write_loop() {
   std::unique_lock lock(mutex_);
   for (;;) {
     work_ready_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
-    if (pending_.empty()) return;  // stopping, and nothing left
+    if (pending_.empty()) {  // stopping, and nothing left
+      --idle_writers_;
+      return;
+    }
+    --idle_writers_;
     request r = std::move(pending_.front());
     pending_.erase(pending_.begin());
     lock.unlock();
@@ -270,6 +302,7 @@ void group_committer::write_loop() {
       r.error = std::current_exception();
     }
     lock.lock();
+    ++idle_writers_;
     written_.push_back(std::move(r));  // after its writes: the next sync to start covers them
     written_ready_.notify_one();
   }

@@ -87,7 +87,14 @@ class group_committer {
   group_committer(const group_committer&) = delete;
   group_committer& operator=(const group_committer&) = delete;
 
+  // Queues a request. The sync thread and the first writer start at the
+  // first request, a further writer (up to `writers`) only when a request
+  // waits while every writer is busy: an idle node runs none of them.
+  // Throws std::system_error, with nothing queued, when no writer or no
+  // sync thread runs and one cannot start; need_threads() first makes sure.
   void submit(work_fn work, done_fn done);
+  void need_threads();
+  std::size_t threads();  // started so far, the sync thread included
 
  private:
   struct request {
@@ -96,6 +103,8 @@ class group_committer {
     std::vector<staged_file> staged;
     std::exception_ptr error;
   };
+  void start_threads();  // with mutex_ held: the sync thread and one writer, if not running
+  void start_writer();   // with mutex_ held
   void write_loop();
   void sync_loop();
   int filesystem_of(const std::filesystem::path& dir);  // a kept descriptor for syncfs
@@ -114,6 +123,8 @@ class group_committer {
   bool stopping_ = false;
   bool writers_gone_ = false;
   std::size_t unfinished_ = 0;  // submitted, done not yet called
+  const unsigned max_writers_;
+  std::size_t idle_writers_ = 0;  // writers started and not writing a request
   std::vector<std::pair<dev_t, owned_fd>> filesystems_;  // the sync thread's (and the constructor's)
   std::map<std::string, int> fd_of_folder_;               // folder -> its entry in filesystems_
   std::vector<std::thread> writers_;

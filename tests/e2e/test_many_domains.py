@@ -4,7 +4,9 @@ start that a small one can show.
 - Fifty domains start, all ready; each node reads its own part of the
   topology (<run>/<domain>/topology.json: its domain, no other), not the
   whole file (parsed by every node, that made the start of 1,000 domains
-  O(domains²)); mail relays between two of them; `mailnet down` ends all.
+  O(domains²)); an idle node runs one thread, and one message starts one
+  thread of each kind, not the pools' maximum; mail relays between two of
+  them; `mailnet down` ends all.
 - A node that has only its part still tells the network's nodes from clients
   when a rule "from": "clients" comes at run time: it reads every domain's
   name then (a relay from another domain is not hit, a client is).
@@ -54,6 +56,11 @@ def send(topo, sender, rcpt, helo, subject):
         return code
 
 
+def threads(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("Threads:")).split()[1])
+
+
 def node_args(pid):
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         return f.read().decode().split("\0")
@@ -76,9 +83,20 @@ def test_fifty_domains_start_read_their_own_part_relay_and_go_down():
                 part = json.load(f)
             assert [d["name"] for d in part["domains"]] == [n["name"]], (n["name"], part["domains"])
             assert part["resolver"]["listen"] == topo["resolver"]["listen"], part["resolver"]
+        # An idle node runs its event loop's thread alone: the committer's,
+        # the disk pool's and the checks' threads start with the work that
+        # needs them (a thread is memory, and work for the kernel at `down`).
+        pids = {n["name"]: n["pid"] for n in nodes}
+        assert all(threads(pids[f"d{i}.test"]) == 1 for i in range(50)), \
+            {f"d{i}.test": threads(pids[f"d{i}.test"]) for i in range(50)}
         assert send(topo, "u@d0.test", "u@d49.test", "client.example", "across fifty") == 250
         got = net.wait_messages("d49.test", "u", 1, timeout=DEADLINE)
         assert b"Subject: across fifty" in got[0], got[0][:300]
+        # One message at a time: one thread of each kind, not the pools' maximum
+        # (the loop, the committer's sync and writer threads, a disk thread, a check's).
+        for name in ("d0.test", "d49.test"):
+            assert 2 <= threads(pids[name]) <= 5, (name, threads(pids[name]))
+        assert threads(pids["d25.test"]) == 1, threads(pids["d25.test"])
         started = {p: harness.process_start(p) for p in net.child_pids().values()}
         out = mailnet(net, "down")
         assert out.returncode == 0, (out.stdout, out.stderr)

@@ -78,6 +78,11 @@ def test_dead_node_queues_and_restart_delivers_within_seconds():
         msgs = net.wait_messages("deathstar.com", "vader", 1, timeout=5)
         assert b"Subject: waits" in msgs[0]
         harness.wait_for(lambda: "0 messages waiting" in mailnet(net, "queue").stdout, 5, "the queue to drain")
+        # status counts the queue again once its folder changed (the launcher
+        # keeps its count of a folder that did not: supervisor::queued).
+        status = json.loads(mailnet(net, "status", "--json").stdout)
+        jaku = next(n for n in status["nodes"] if n["name"] == "jaku.com")
+        assert jaku["queued"] == 0, jaku
 
 
 def test_bounces_for_unknown_domain_and_unknown_remote_user():

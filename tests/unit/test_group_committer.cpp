@@ -197,3 +197,50 @@ TEST_CASE("publish_durably: never over an existing file unless asked to replace 
   CHECK(mailnet::test::read_file(target) == "rewritten");
   CHECK(root.count("a", "tmp") == 0);
 }
+
+TEST_CASE("group commit: no thread before the first request; one writer while requests come one by one") {
+  maildir_root root;
+  outcomes seen;
+  group_committer committer(root.path, true, 2);
+  CHECK(committer.threads() == 0);  // an idle node runs none
+  for (int i = 0; i < 10; ++i) {
+    committer.submit(copies(root.path, {"a"}, "one" + std::to_string(i)), seen.recorder());
+    REQUIRE(seen.wait_for(static_cast<std::size_t>(i + 1)));
+  }
+  CHECK(committer.threads() == 2);  // the sync thread and one writer
+  CHECK(root.count("a", "new") == 10);
+}
+
+TEST_CASE("group commit: a request that waits while the writer is busy starts the second writer") {
+  maildir_root root;
+  outcomes seen;
+  std::mutex gate_mutex;
+  std::condition_variable gate_changed;
+  bool inside = false, open = false;
+  group_committer committer(root.path, true, 2);
+  committer.submit(
+      [&]() -> std::vector<staged_file> {
+        std::unique_lock lock(gate_mutex);
+        inside = true;
+        gate_changed.notify_all();
+        gate_changed.wait_for(lock, std::chrono::seconds(30), [&] { return open; });
+        return copies(root.path, {"a"}, "held")();
+      },
+      seen.recorder());
+  {
+    std::unique_lock lock(gate_mutex);
+    REQUIRE(gate_changed.wait_for(lock, std::chrono::seconds(30), [&] { return inside; }));
+  }
+  committer.submit(copies(root.path, {"b"}, "next"), seen.recorder());
+  REQUIRE(seen.wait_for(1));  // written by the second writer while the first is held
+  CHECK(seen.results.front() == "ok");
+  CHECK(committer.threads() == 3);
+  {
+    std::lock_guard lock(gate_mutex);
+    open = true;
+  }
+  gate_changed.notify_all();
+  REQUIRE(seen.wait_for(2));
+  CHECK(root.count("a", "new") == 1);
+  CHECK(root.count("b", "new") == 1);
+}
