@@ -16,9 +16,11 @@ of N domains (one user each), then
   time until every one is in its recipient's Maildir `new/` and nothing is
   queued or bounced (zero loss is counted, not assumed), while `mailnet
   status` and GET /api/v1/network are timed once a second,
-- the time `mailnet down` takes, and from the launcher's last line in
-  launcher.log, how long its stop took (SIGTERM to every node, each reaped,
-  then the resolver) and the launcher's own CPU in it.
+- the time `mailnet down` takes, the whole machine's CPU in that time
+  (/proc/stat: every process and the kernel), the threads per node just
+  before it, and from the launcher's last line in launcher.log, how long its
+  stop took (SIGTERM to every node, each reaped, then the resolver) and the
+  launcher's own CPU in it.
 
     /usr/bin/python3 bench/many_domains.py [--domains 1000] [--send 5] [--rounds 1] [--no-dkim | --kept-keys [--one-key]]
                                            [--before-bin OTHER/bin]
@@ -190,6 +192,11 @@ def mib(kib):
 
 
 # ---- the run -------------------------------------------------------------------
+
+def threads_of(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("Threads:")).split()[1])
+
 
 def timed(fn):
     t0 = time.monotonic()
@@ -422,13 +429,22 @@ def one_run(n, args, rnd, build, bin_dir):
                     f"status max {r['probe_status_max']:.2f} s, API max {r['probe_api_max']:.2f} s "
                     f"over {len(prober.status_s)} probes; errors {prober.errors[:3]}")
 
+        # Threads per node before `down`: each is work for the kernel when its process ends.
+        counts = [threads_of(pids[name]) for name in names]
+        r["threads_median"], r["threads_max"] = statistics.median(counts), max(counts)
+        busy0, _ = lib.machine_jiffies()
         r["down_s"], (rc, out) = timed(lambda: mailnet(["down"], run_dir, 120, env))
+        # The whole machine's CPU in that time (every process, the kernel's share
+        # included): less sensitive to the machine's load than the wall time.
+        r["down_cpu_s"] = (lib.machine_jiffies()[0] - busy0) / os.sysconf("SC_CLK_TCK")
         if rc != 0:
             raise RuntimeError(f"mailnet down: exit {rc}: {out[-500:]}")
         up_started = False
         r["stop_s"], r["stop_launcher_cpu_s"] = launcher_stop_figures(run_dir)
         lib.log(f"  down in {r['down_s']:.2f} s (the launcher: every child stopped in {r['stop_s']:.2f} s, "
-                f"its own CPU {r['stop_launcher_cpu_s']:.3f} s); load {os.getloadavg()[0]:.1f}")
+                f"its own CPU {r['stop_launcher_cpu_s']:.3f} s; the machine's CPU {r['down_cpu_s']:.2f} s; "
+                f"threads per node before it: median {r['threads_median']:g}, max {r['threads_max']}); "
+                f"load {os.getloadavg()[0]:.1f}")
         return r
     finally:
         if up_started:
@@ -467,7 +483,7 @@ def main():
     builds = [("mailnet", lib.BIN_DIR)]
     if args.before_bin:
         builds.append(("mailnet-before", os.path.abspath(args.before_bin)))
-    lib.log(f"many domains: {sizes}; builds {[b for b, _ in builds]}; {lib.machine()}")
+    lib.log(f"many domains: {sizes}; builds {builds}; {lib.machine()}")
     results = {(n, b): [] for n in sizes for b, _ in builds}
     for rnd in range(args.rounds):
         for n in sizes:
@@ -477,8 +493,9 @@ def main():
     print(f"{lib.machine()}\n")
     print("| domains | build | ready (s) | up before the launcher (s) | CPU to ready: up / nodes / launcher (s) | node RSS / PSS / private, median (MiB) "
           "| private max (MiB) | all nodes' PSS (MiB) | launcher RSS / private (MiB) | resolver RSS / private (MiB) "
-          "| status (s) | GET network (s) | GET / (s) | down (s) | the launcher's stop: wall / its CPU (s) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| status (s) | GET network (s) | GET / (s) | down (s) | the launcher's stop: wall / its CPU (s) "
+          "| down: the machine's CPU (s) | threads per node before down: median / max |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for n in sizes:
         for build, _ in builds:
             rs = results[(n, build)]
@@ -492,7 +509,8 @@ def main():
                   f"| {mib(lib.median([x['resolver']['Rss'] for x in rs])):.1f} / "
                   f"{mib(lib.median([x['resolver']['Private'] for x in rs])):.1f} "
                   f"| {med('status_s'):.2f} | {med('api_s'):.2f} | {med('page_s'):.2f} | {med('down_s'):.2f} "
-                  f"| {med('stop_s'):.2f} / {med('stop_launcher_cpu_s'):.3f} |")
+                  f"| {med('stop_s'):.2f} / {med('stop_launcher_cpu_s'):.3f} | {med('down_cpu_s'):.2f} "
+                  f"| {med('threads_median'):g} / {max(x['threads_max'] for x in rs)} |")
         if len(builds) == 2:
             a, b = results[(n, "mailnet")], results[(n, "mailnet-before")]
             ratio = lambda k: lib.median([x[k] for x in a]) / lib.median([x[k] for x in b])  # noqa: E731
@@ -500,7 +518,7 @@ def main():
                   f"| {ratio('up_cpu_s'):.2f}x / "
                   f"{ratio('nodes_cpu_s'):.2f}x / {ratio('launcher_cpu_s'):.2f}x | private {ratio('node_private'):.2f}x "
                   f"| | {ratio('total_pss'):.2f}x | | | {ratio('status_s'):.2f}x | {ratio('api_s'):.2f}x "
-                  f"| {ratio('page_s'):.2f}x | {ratio('down_s'):.2f}x | |")
+                  f"| {ratio('page_s'):.2f}x | {ratio('down_s'):.2f}x | | {ratio('down_cpu_s'):.2f}x | |")
     if args.send:
         print("\n| domains | messages | accepted (s) | all in new/ (s) | lost | queued | bounced "
               "| status max (s) | GET network max (s) | probes |")
