@@ -55,6 +55,11 @@ std::size_t elastic_pool::threads() {
   return threads_.size();
 }
 
+std::size_t elastic_pool::idle_threads() {
+  std::lock_guard lock(mutex_);
+  return idle_;
+}
+
 void elastic_pool::work() {
   std::unique_lock lock(mutex_);
   for (;;) {

@@ -3,8 +3,8 @@
 // thread is busy, up to a maximum. A node that is idle runs none, and one
 // whose jobs never overlapped runs one. Threads cost each process memory
 // (a stack, a malloc arena) and cost the kernel work when it exits: at
-// `mailnet down` of a thousand nodes that was most of the time
-// (bench/README.md, "mailnet down after the load").
+// `mailnet down` of a thousand nodes after a load that was a third of the
+// machine's CPU (bench/README.md, "Threads at first need").
 #pragma once
 
 #include <condition_variable>
@@ -33,8 +33,9 @@ class elastic_pool {
   void need_thread();
   // Runs every queued job, then ends the threads. Nothing is posted after.
   void join();
-  // Threads started so far.
+  // Threads started so far, and those of them not running a job.
   std::size_t threads();
+  std::size_t idle_threads();
 
  private:
   void start_thread();  // with mutex_ held

@@ -760,7 +760,7 @@ void supervisor::write_network_json() {
 std::size_t supervisor::queued(child& c) {
   const auto dir = folder_.dir() / c.name / "queue";
   struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0) {
+  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {  // the folder itself, not a link's target
     c.queue_known = false;
     return folder_.queued_count(c.name);
   }

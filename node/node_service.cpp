@@ -104,7 +104,7 @@ asio::awaitable<auth_results> node_context::authenticate(auth_request request) {
     service->need_thread();
   } catch (const std::exception& e) {
     // No handle or no thread to be had (out of memory, the process limit):
-    // the verdicts a check that could not run gives (auth_service::work), and
+    // the verdicts a check that could not run gives (auth_service::submit), and
     // the next message tries again.
     results.spf.result = "temperror";
     results.spf.detail = std::string("the checks could not start: ") + e.what();

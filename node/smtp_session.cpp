@@ -33,10 +33,14 @@ asio::awaitable<std::string> sign_if_ours(node_context& ctx, const envelope& env
   if (author_domain(std::string_view(message).substr(trace_end)) != ctx.config.name) co_return "no";
   dkim_signer::result signed_by;
   // The first message to sign makes the signer (reads the key), on the disk pool too.
-  co_await ctx.on_disk([&] {
-    if (const dkim_signer* signer = ctx.dkim->signer()) signed_by = signer->sign(message, qid);
-    else signed_by.error = ctx.dkim->problem();
-  });
+  try {
+    co_await ctx.on_disk([&] {
+      if (const dkim_signer* signer = ctx.dkim->signer()) signed_by = signer->sign(message, qid);
+      else signed_by.error = ctx.dkim->problem();
+    });
+  } catch (const std::exception& e) {  // no thread to be had: unsigned, as for a key that cannot be read
+    signed_by.error = std::string("no thread to sign on: ") + e.what();
+  }
   if (signed_by.header.empty()) {
     ctx.events.write({{"id", qid}, {"event", "dkim_unavailable"}, {"error", signed_by.error}});
     co_return "no";

@@ -46,9 +46,10 @@ TEST_CASE("elastic pool: no thread before the first job, one for jobs that never
   std::atomic<int> done{0};
   for (int i = 0; i < 20; ++i) {
     pool.post([&] { ++done; });
-    // Each job ends before the next is posted: the one thread takes them all.
+    // Each job is over, and its thread free again, before the next is
+    // posted: the one thread takes them all.
     for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-         done.load() <= i && std::chrono::steady_clock::now() < until;)
+         (done.load() <= i || pool.idle_threads() != 1) && std::chrono::steady_clock::now() < until;)
       std::this_thread::yield();
   }
   CHECK(done.load() == 20);
