@@ -306,6 +306,10 @@ class supervisor {
   asio::awaitable<json> handle(const json& request);
   json status();
   std::size_t queued(child& c);
+  std::size_t running_children() const {
+    return static_cast<std::size_t>(std::count_if(children_.begin(), children_.end(),
+                                                  [](const child& c) { return c.current && !is_down(c.state); }));
+  }
 
   asio::io_context& io_;
   topology net_;
@@ -912,9 +916,7 @@ asio::awaitable<json> supervisor::handle(const json& request) {
     down_requested_ = true;
     notify();
     // How many it is about to stop, for `mailnet down` to say while it waits.
-    const auto running = std::count_if(children_.begin(), children_.end(),
-                                       [](const child& c) { return c.current && !is_down(c.state); });
-    co_return json{{"ok", true}, {"stopping", running}};
+    co_return json{{"ok", true}, {"stopping", running_children()}};
   }
   if (cmd == "fault_list") co_return json{{"ok", true}, {"faults", fault_list()}};
   if (cmd == "fault_add" || cmd == "fault_clear") {
@@ -1367,8 +1369,7 @@ asio::awaitable<bool> supervisor::bring_up(std::chrono::milliseconds ready_timeo
   out_.print("mailnet: stopping");
   const auto stop_began = clock::now();
   const auto cpu_before = own_cpu_time();
-  const auto running = std::count_if(children_.begin(), children_.end(),
-                                     [](const child& c) { return c.current && !is_down(c.state); });
+  const auto running = running_children();
   control_.close(ec);
   if (web_) web_->close();
   co_await stop_all();  // writes network.json
@@ -1514,17 +1515,21 @@ int run_up(const up_options& options) {
       }
       ready_fd = -1;
     };
+    bool all_reaped = false;  // bring_up ended in its own stop_all, not in an exception
     asio::co_spawn(io, sup.bring_up(options.ready_timeout, on_ready), [&](std::exception_ptr e, bool ok) {
       report_failure(e);
       code = !e && ok ? 0 : 1;
+      all_reaped = !e;
       io.stop();
     });
     io.run();
     on_ready(false);
-    if (!full_teardown_at_exit) {
+    if (!full_teardown_at_exit && all_reaped) {
       // Every child is reaped (stop_all), launcher.log has the last line:
       // the kernel closes the thousands of pipes and pidfds of a large
       // network faster than their objects' destructors do one by one.
+      // After an exception the teardown runs: the processes' destructors
+      // end any child still running.
       sup.flush_output();
       std::cout.flush();
       std::cerr.flush();

@@ -8,19 +8,15 @@
 // resumes its session when done() runs (node_service.cpp).
 #pragma once
 
-#include "common/elastic_pool.hpp"
-
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "common/dns/dns_message.hpp"
+#include "common/elastic_pool.hpp"
 
 namespace mailnet::node {
 

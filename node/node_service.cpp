@@ -473,14 +473,13 @@ node_service::~node_service() {
   if (impl_) impl_->extraction.join();
 }
 
-bool node_service::finish() {
+void node_service::finish() {
   auto& m = *impl_;
   // Nothing more is given to the committer or the disk pool: only the
   // stopped loop did. With all they were given over, there is nothing to
   // wait for, and their threads are left to the kernel: joining them,
   // each unmapping its stack, was half of an idle node's stop.
-  const bool idle = m.committer.idle() && m.ctx.disk_jobs == 0;
-  if (!idle) {
+  if (!m.committer.idle() || m.ctx.disk_jobs != 0) {
     m.closing = true;  // no check waits on the resolver client any more
     m.committer.stop();
     m.disk.join();
@@ -488,7 +487,6 @@ bool node_service::finish() {
   }
   m.transcript.flush();
   m.events.flush();
-  return idle;
 }
 
 std::uint16_t node_service::start() {

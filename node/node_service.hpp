@@ -46,10 +46,10 @@ class node_service {
   // waiting (queue rewrites and removals, attachments) is done, and the
   // logs' last lines are written. What a stop must leave on disk is there
   // then; the rest of the teardown (threads, memory) is the kernel's at
-  // exit. The destructor does the same, and more. Returns whether the
-  // committer and the disk pool had nothing left to do (then they are not
-  // stopped: their threads only wait).
-  bool finish();
+  // exit. The destructor does the same, and more. When the committer and
+  // the pools have nothing left to do, they are not stopped: their threads
+  // only wait.
+  void finish();
   void flush();  // retries every waiting message now
   // Reads <domain>/faults.json again (the launcher's SIGUSR2): the rules
   // added and cleared at run time (fault_plan::set_run_time).

@@ -432,6 +432,7 @@ def test_a_junk_folder_message_is_marked_in_the_list():
             by_subject = {("Forged plans" if "Forged plans" in t else "Real plans"): (cls, badge)
                           for t, cls, badge in marks}
             assert by_subject == {"Forged plans": (True, True), "Real plans": (False, False)}, marks
+            b.screenshot("mail-list-junk")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,21 @@ topology three_domains() {
                         "t.json");
 }
 
+// jaku.com alone, with its key made as `up` makes it in a fresh run folder.
+struct jaku_with_key {
+  test::temp_dir run;
+  topology net = three_domains();
+  explicit jaku_with_key(const char* name) : run(name) {
+    make_private_folders(run.path, "jaku.com");
+    net.domains.resize(1);
+    launcher::prepare_dkim_keys(run.path, net);
+  }
+  node::dkim_signer signer() const {
+    return node::dkim_signer("jaku.com", "mailnet",
+                             read_private_file(launcher::dkim_key_file(run.path, "jaku.com"), 1 << 16));
+  }
+};
+
 mode_t mode_of(const std::filesystem::path& p) {
   struct stat st {};
   REQUIRE(::lstat(p.c_str(), &st) == 0);
@@ -62,13 +77,8 @@ TEST_CASE("dkim keys: made 0600 whatever the umask, kept when usable, made again
 }
 
 TEST_CASE("dkim signer: a relaxed/relaxed rsa-sha256 signature of the listed fields, folded with CRLF") {
-  test::temp_dir run("dkim_sign");
-  make_private_folders(run.path, "jaku.com");
-  auto net = three_domains();
-  net.domains.resize(1);
-  launcher::prepare_dkim_keys(run.path, net);
-  node::dkim_signer signer("jaku.com", "mailnet",
-                           read_private_file(launcher::dkim_key_file(run.path, "jaku.com"), 1 << 16));
+  const jaku_with_key jaku("dkim_sign");
+  const node::dkim_signer signer = jaku.signer();
   const std::string message =
       "Received: from x\r\n\tby jaku.com (mailnet) with ESMTP id Q\r\n\tThu, 03 Dec 2026 05:00:00 +0000\r\n"
       "From: Rey <rey@jaku.com>\r\nTo: vader@deathstar.com\r\nSubject: folded\r\n\tsubject\r\n"
@@ -96,14 +106,9 @@ TEST_CASE("dkim signer: a relaxed/relaxed rsa-sha256 signature of the listed fie
 
 TEST_CASE("dkim signer: its signatures verify against the key `up` publishes, and fail for another message") {
   // libopendkim, verifying, with the key as the resolver would serve it.
-  test::temp_dir run("dkim_verify");
-  make_private_folders(run.path, "jaku.com");
-  auto net = three_domains();
-  net.domains.resize(1);
-  launcher::prepare_dkim_keys(run.path, net);
-  const node::dkim_signer signer("jaku.com", "mailnet",
-                                 read_private_file(launcher::dkim_key_file(run.path, "jaku.com"), 1 << 16));
-  const std::string record = "v=DKIM1; k=rsa; p=" + net.domains[0].dns.dkim->public_key;
+  const jaku_with_key jaku("dkim_verify");
+  const node::dkim_signer signer = jaku.signer();
+  const std::string record = "v=DKIM1; k=rsa; p=" + jaku.net.domains[0].dns.dkim->public_key;
   node::auth_checker checker([&](const std::string& name, std::uint16_t type) {
     node::dns_reply r;
     r.kind = node::reply_kind::nxdomain;
